@@ -1,0 +1,34 @@
+"""Type stubs of the Rust engine module (rust/py/src/lib.rs)."""
+
+__version__: str
+
+class ConfigRejected(ValueError):
+    """The engine refused a config. ``args[0]`` is the message, ``args[1]`` the
+    ``(path, message)`` problems."""
+
+class BindError(OSError):
+    """A listener could not bind its address."""
+
+def check_config(config_json: str) -> list[tuple[str, str]]:
+    """The engine's own check of an engine document: ``(path, message)`` problems, empty when
+    the engine would run it."""
+
+def normalize_config(config_json: str) -> str:
+    """The document as the engine reads it, written back with every default filled in."""
+
+class Engine:
+    """A running data path: a tokio runtime, bound listeners, upstream pools."""
+
+    def __new__(cls, config_json: str, workers: int | None = None) -> Engine: ...
+    def apply(self, config_json: str) -> int:
+        """Compiles and swaps in a new config; returns its version. On error nothing changes."""
+    def listeners(self) -> list[tuple[str, str]]:
+        """Bound listeners as ``(name, "ip:port")``."""
+    def stats_json(self) -> str:
+        """Counters as a JSON document."""
+    @property
+    def workers(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    def shutdown(self, drain_seconds: float = 0.0) -> None:
+        """Stops accepting and waits up to ``drain_seconds`` for open connections to finish."""

@@ -1,0 +1,84 @@
+"""The admin HTTP server: loopback-only by default, served from one background thread pool so
+it never touches the engine's threads.
+
+    GET /ready   200 once every listener is bound (503 while stopping)
+    GET /live    200 while the process runs
+    GET /config  the running config, as the engine document (JSON)
+    GET /stats   the engine's counters (JSON)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from .config.addresses import parse_listen_address
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
+
+
+class AdminServer:
+    def __init__(self, address: str, proxy: Proxy) -> None:
+        ip, port = parse_listen_address(address)
+        host = str(ip)
+        handler = type("BoundAdminHandler", (_AdminHandler,), {"proxy": proxy})
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="meshproxy-admin", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        host = str(host)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    import socket
+
+    address_family = socket.AF_INET6
+
+
+class _AdminHandler(BaseHTTPRequestHandler):
+    proxy: Proxy
+    server_version = "meshproxy-admin"
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's naming)
+        route = self.path.split("?", 1)[0]
+        if route == "/ready":
+            ready = self.proxy.running
+            self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, "ready\n" if ready else "not ready\n")
+        elif route == "/live":
+            self._send(HTTPStatus.OK, "live\n")
+        elif route == "/config":
+            self._send_json(json.loads(self.proxy.config.engine_json()))
+        elif route == "/stats":
+            self._send_json(self.proxy.stats() if self.proxy.running else {})
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "unknown admin path; try /ready, /live, /config, /stats\n")
+
+    def _send_json(self, document: Any) -> None:
+        self._send(HTTPStatus.OK, json.dumps(document, indent=2) + "\n", "application/json")
+
+    def _send(self, status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        # Admin requests are polled by probes; logging each would drown the proxy's own lines.
+        pass

@@ -1,0 +1,122 @@
+"""Checks that need the whole validated config: names that refer across sections, names and
+addresses that must be unique, and finally the engine's own compile check.
+
+Each check returns :class:`Finding`s (all of them, not just the first) so one run of the
+loader reports every such problem.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+from typing import Any
+
+from .addresses import parse_listen_address
+from .errors import Path, parse_path
+from .messages import Finding, show
+from .model import Config
+
+
+def check_config(cfg: Config) -> list[Finding]:
+    """Cross-section checks, then (only if those pass, so a dangling reference is reported
+    once, by us) the engine's check of what only it can judge, such as regex syntax."""
+    findings = check_references(cfg)
+    return findings or check_engine(cfg)
+
+
+def check_references(cfg: Config) -> list[Finding]:
+    return _unique_names(cfg) + _unique_listen_addresses(cfg) + _known_clusters(cfg)
+
+
+def _unique_names(cfg: Config) -> list[Finding]:
+    return _duplicates("listener", [x.name for x in cfg.listeners]) + _duplicates(
+        "cluster", [x.name for x in cfg.clusters]
+    )
+
+
+def _duplicates(section: str, names: list[str]) -> list[Finding]:
+    findings: list[Finding] = []
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            findings.append(
+                Finding(
+                    (section + "s", i, "name"),
+                    f"duplicate {section} name {show(name)}; already used by {section}s[{first[name]}]",
+                )
+            )
+        else:
+            first[name] = i
+    return findings
+
+
+def _unique_listen_addresses(cfg: Config) -> list[Finding]:
+    findings: list[Finding] = []
+    taken: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
+    for i, listener in enumerate(cfg.listeners):
+        key = parse_listen_address(listener.address)
+        if key[1] == 0:
+            continue  # each port-0 bind gets its own ephemeral port
+        if key in taken:
+            other = cfg.listeners[taken[key]]
+            findings.append(
+                Finding(
+                    ("listeners", i, "address"),
+                    f"listener {show(listener.name)} and listener {show(other.name)} "
+                    f"(listeners[{taken[key]}]) both use address {listener.address}; "
+                    "each listener needs its own address",
+                )
+            )
+        else:
+            taken[key] = i
+    return findings
+
+
+def _known_clusters(cfg: Config) -> list[Finding]:
+    names = [c.name for c in cfg.clusters]
+    known = set(names)
+    defined = ", ".join(names) if names else "none"
+    findings: list[Finding] = []
+    for li, listener in enumerate(cfg.listeners):
+        for ri, route in enumerate(listener.routes):
+            at: Path = ("listeners", li, "routes", ri)
+            refs: list[tuple[Path, str]] = [((*at, "cluster"), route.cluster)] if route.cluster is not None else []
+            refs += [((*at, "split", si, "cluster"), w.cluster) for si, w in enumerate(route.split or [])]
+            findings += [
+                Finding(path, f"unknown cluster {show(name)}; defined clusters: {defined}")
+                for path, name in refs
+                if name not in known
+            ]
+    return findings
+
+
+def check_engine(cfg: Config) -> list[Finding]:
+    """Ask the engine to compile the document without running it. Regexes are the main case:
+    their syntax is the Rust regex crate's, which no Python library reproduces exactly.
+
+    Skipped when the native module is not built (a source checkout before `maturin develop`);
+    the engine still rejects a bad document when it is handed one."""
+    try:
+        # Imported here, not at module top: the config layer must work (and be testable) in a
+        # checkout where the engine is not built yet.
+        native: Any = importlib.import_module("meshproxy._native")
+    except ImportError:
+        return []
+    check = getattr(native, "check_config", None)
+    if check is None:
+        return []  # a native build older than the config check
+    results: list[tuple[str, str]] = check(cfg.engine_json())
+    return [Finding(parse_path(path), _one_line(message)) for path, message in results]
+
+
+def _one_line(message: str) -> str:
+    """Engine messages may span lines (the regex crate draws a caret diagram under the
+    pattern, and under the anchored form the engine compiles, not what the user wrote); an
+    issue is one line, so keep the head and the regex crate's own `error:` line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    reason = next((line.removeprefix("error: ") for line in lines if line.startswith("error: ")), None)
+    if reason is not None and lines[0].endswith("regex parse error:"):
+        return f"{lines[0].removesuffix('regex parse error:').rstrip()} {reason}"
+    return " ".join(lines)

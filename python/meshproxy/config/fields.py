@@ -1,0 +1,101 @@
+"""Constrained scalar types used by the model: names, addresses, hosts, header names and
+values, methods, paths. Each normalizes where the engine compares case-insensitively
+(header names and hosts lowercased, methods uppercased) so the engine never has to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+from .addresses import parse_endpoint_address, parse_listen_address
+from .messages import invalid, show
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_RULE = "letters, digits, '_', '.' and '-', starting with a letter or digit"
+
+# RFC 9110 token characters: what a header name or a method may be made of.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Control characters other than tab: the engine's header value type rejects them, and CR/LF
+# would let a config smuggle extra header lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
+_PATH_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _listen_address(value: str) -> str:
+    parse_listen_address(value)
+    return value
+
+
+def _endpoint_address(value: str) -> str:
+    parse_endpoint_address(value)
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise invalid(
+            f"{show(value)} is not a valid header name; expected letters, digits and !#$%&'*+-.^_`|~ (an HTTP token)"
+        )
+    return value.lower()
+
+
+def _header_value(value: str) -> str:
+    if _CONTROL.search(value):
+        raise invalid(
+            f"{show(value)} is not a valid header value; it must not contain CR, LF or other control characters"
+        )
+    return value
+
+
+def _method(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise invalid(f"{show(value)} is not a valid HTTP method; expected a token such as GET or POST")
+    return value.upper()
+
+
+def _url_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise invalid(f"{show(value)} is not a valid path; it must start with '/'")
+    if _PATH_BAD.search(value):
+        raise invalid(f"{show(value)} is not a valid path; it must not contain spaces or control characters")
+    return value
+
+
+def _host(value: str) -> str:
+    host = value.lower()
+    if host == "*":
+        return host
+    name = host[2:] if host.startswith("*.") else host
+    if host.startswith("[") and host.endswith("]"):
+        # An IPv6 literal, bracketed as it appears in a Host header.
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise invalid(f"{show(value)} is not a valid host; {show(host[1:-1])} is not an IPv6 address") from None
+        return host
+    if ":" in name:
+        raise invalid(
+            f"{show(value)} is not a valid host; hosts are matched without the port, "
+            f"e.g. {show(name.rsplit(':', 1)[0])}"
+        )
+    if name and all(_HOST_LABEL.match(label) for label in name.split(".")):
+        return host
+    raise invalid(
+        f"{show(value)} is not a valid host; expected a name (orders), '*' for any host, "
+        "or '*.' and a suffix (*.example.com)"
+    )
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+EndpointAddress = Annotated[str, AfterValidator(_endpoint_address)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+Method = Annotated[str, AfterValidator(_method)]
+UrlPath = Annotated[str, AfterValidator(_url_path)]
+Host = Annotated[str, AfterValidator(_host)]

@@ -1,0 +1,291 @@
+"""The config schema: one pydantic model per config section, field names exactly as written
+in YAML and as read by the engine (one name per concept).
+
+Rules that involve one section only (exactly one of cluster/split, route names unique within
+a listener) live here as model validators, so every Config instance satisfies them. Rules that
+reach across sections (a route naming a cluster) live in :mod:`.checks`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from .addresses import parse_endpoint_address
+from .duration import Duration
+from .fields import EndpointAddress, HeaderName, HeaderValue, Host, ListenAddress, Method, Name, UrlPath
+from .messages import describe, invalid, show
+
+Weight = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class _Section(BaseModel):
+    # strict: YAML already gives typed scalars, so "5" for an int or `yes` for a number is a
+    # mistake worth reporting, not something to coerce. frozen: a Config is an immutable
+    # snapshot handed to the engine; derive a new one with model_copy(update=...).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        # The docstrings under fields become descriptions in the JSON Schema editors show.
+        use_attribute_docstrings=True,
+    )
+
+
+def _no_case_duplicates(value: Any) -> Any:
+    """Header names are case-insensitive: `X-A` and `x-a` in one mapping would silently merge
+    after lowercasing, so reject them before that happens."""
+    if isinstance(value, dict):
+        seen: dict[str, str] = {}
+        for key in value:
+            if isinstance(key, str):
+                if key.lower() in seen:
+                    raise invalid(
+                        f"header {show(key)} is listed twice (as {show(seen[key.lower()])} too); "
+                        "header names are case-insensitive",
+                        at=(key,),
+                    )
+                seen[key.lower()] = key
+    return value
+
+
+def _header_matches(value: Any) -> Any:
+    """The short form `x-channel: beta` means `x-channel: {exact: beta}`; normalize to the
+    object form so the engine sees one shape."""
+    value = _no_case_duplicates(value)
+    if not isinstance(value, dict):
+        return value
+    for key, match in value.items():
+        if not isinstance(match, (str, dict)):
+            # Said here because the field takes two shapes: pydantic would name only one.
+            raise invalid(
+                f"expected a value to match exactly, or a mapping with one of exact, present, "
+                f"regex; got {describe(match)}",
+                at=(key,),
+            )
+    return {k: {"exact": v} if isinstance(v, str) else v for k, v in value.items()}
+
+
+def _method_list(value: Any) -> Any:
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [value]
+    raise invalid(f"expected an HTTP method or a list of methods, got {describe(value)}")
+
+
+# === Top-level sections ===
+
+
+class Admin(_Section):
+    """The admin HTTP server (/ready, /metrics, ...); absent from the config means none."""
+
+    address: ListenAddress = "127.0.0.1:15000"
+
+
+class Limits(_Section):
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1_048_576)] = 65536
+    """Most header bytes accepted on one request: an HTTP/1.1 head or an HTTP/2 header list."""
+    max_concurrent_streams: Annotated[int, Field(ge=1, le=65535)] = 1024
+    """Per downstream HTTP/2 connection."""
+
+
+# === Routes ===
+
+
+class HeaderMatch(_Section):
+    """Exactly one of: `exact` value, `present` (true: header must be there, false: absent),
+    `regex` (whole value; Rust regex syntax, checked by the engine)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    exact: str | None = None
+    present: bool | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HeaderMatch:
+        given = [k for k in ("exact", "present", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise invalid(f"a header match needs exactly one of exact, present, regex; found {found}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_one(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Dump as `{exact: beta}`, never with null siblings, so the document is unambiguous.
+        dumped: dict[str, Any] = handler(self)
+        return {k: v for k, v in dumped.items() if v is not None}
+
+
+class RouteMatch(_Section):
+    """What a request must look like for its route to apply; every condition given must hold.
+    The empty match matches every request."""
+
+    host: Host | None = None
+    path: UrlPath | None = None
+    path_prefix: UrlPath | None = None
+    path_regex: str | None = None
+    headers: Annotated[
+        dict[HeaderName, HeaderMatch],
+        BeforeValidator(_header_matches, json_schema_input_type=dict[str, str | HeaderMatch]),
+    ] = {}
+    method: Annotated[
+        list[Method] | None,
+        Field(min_length=1),
+        BeforeValidator(_method_list, json_schema_input_type=str | list[str] | None),
+    ] = None
+
+    @model_validator(mode="after")
+    def _one_path_condition(self) -> RouteMatch:
+        given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise invalid(f"at most one of path, path_prefix, path_regex may be set; found {', '.join(given)}")
+        return self
+
+
+class WeightedCluster(_Section):
+    cluster: str
+    weight: Weight
+
+
+class HeaderEdits(_Section):
+    add: Annotated[dict[HeaderName, HeaderValue], BeforeValidator(_no_case_duplicates)] = {}
+    remove: list[HeaderName] = []
+
+
+class Route(_Section):
+    """Sends matching requests to one cluster, or splits them by weight across several."""
+
+    name: Annotated[str, Field(min_length=1)] | None = None
+    match_: RouteMatch = Field(default_factory=RouteMatch, alias="match")
+    cluster: str | None = None
+    split: list[WeightedCluster] | None = None
+    prefix_rewrite: UrlPath | None = None
+    request_headers: HeaderEdits = Field(default_factory=HeaderEdits)
+    response_headers: HeaderEdits = Field(default_factory=HeaderEdits)
+    timeout: Duration = timedelta(seconds=15)
+    """Whole request, first byte in to last byte out; 0 means no timeout."""
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Route:
+        if self.cluster is not None and self.split is not None:
+            raise invalid("a route needs exactly one of cluster or split, not both")
+        if self.cluster is None and self.split is None:
+            raise invalid("a route needs exactly one of cluster or split; neither is set")
+        if self.split is not None and sum(w.weight for w in self.split) == 0:
+            raise invalid("split weights sum to 0; at least one weight must be greater than 0", at=("split",))
+        return self
+
+    @model_validator(mode="after")
+    def _rewrite_needs_prefix(self) -> Route:
+        if self.prefix_rewrite is not None and self.match_.path_prefix is None:
+            raise invalid(
+                "prefix_rewrite replaces the matched match.path_prefix, so it needs match.path_prefix",
+                at=("prefix_rewrite",),
+            )
+        return self
+
+
+class Listener(_Section):
+    name: Name
+    address: ListenAddress
+    protocol: Literal["auto", "http1", "http2"] = "auto"
+    routes: list[Route] = []
+    """Tried in order; the first match wins."""
+
+    @model_validator(mode="after")
+    def _route_names_unique(self) -> Listener:
+        first: dict[str, int] = {}
+        for i, route in enumerate(self.routes):
+            if route.name is None:
+                continue
+            if route.name in first:
+                raise invalid(
+                    f"duplicate route name {show(route.name)}; already used by routes[{first[route.name]}]",
+                    at=("routes", i, "name"),
+                )
+            first[route.name] = i
+        return self
+
+
+# === Clusters ===
+
+
+class Endpoint(_Section):
+    address: EndpointAddress
+    weight: Weight = 1
+    """Relative share of requests; 0 keeps the endpoint configured but never picks it."""
+
+
+class Cluster(_Section):
+    name: Name
+    lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = "p2c_ewma"
+    protocol: Literal["http1", "http2"] = "http1"
+    connect_timeout: Duration = timedelta(seconds=1)
+    endpoints: list[Endpoint] = []
+
+    @field_validator("connect_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise invalid("connect_timeout must be greater than 0, e.g. 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _endpoints_unique(self) -> Cluster:
+        first: dict[tuple[str, int], int] = {}
+        for i, endpoint in enumerate(self.endpoints):
+            key = parse_endpoint_address(endpoint.address)
+            if key in first:
+                raise invalid(
+                    f"duplicate endpoint {show(endpoint.address)}; already listed as endpoints[{first[key]}]",
+                    at=("endpoints", i, "address"),
+                )
+            first[key] = i
+        return self
+
+
+# === The document ===
+
+
+class Config(_Section):
+    """One complete, validated sidecar config: the snapshot the engine runs on."""
+
+    workers: Annotated[int, Field(ge=1)] | None = None
+    """Engine worker threads; null means one per core."""
+    admin: Admin | None = None
+    limits: Limits = Field(default_factory=Limits)
+    listeners: list[Listener] = Field(min_length=1)
+    clusters: list[Cluster] = []
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        """Where this config was loaded from: a file path, "<string>" or "<dict>"."""
+        return self._source
+
+    def engine_json(self) -> str:
+        """The document the engine deserializes: every default present, durations as
+        "NNNms", header matches in object form, methods as lists.
+
+        Keys are sorted so the text is canonical: two configs that mean the same thing give
+        the same string, which is how a reload tells "changed" from "rewritten"."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))

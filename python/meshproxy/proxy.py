@@ -1,0 +1,134 @@
+"""The embedding API: run the proxy inside a Python process.
+
+    async with Proxy("sidecar.yaml") as proxy:     # or Proxy(dict) / Proxy(Config)
+        proxy.address("outbound")                   # "127.0.0.1:15001"
+        proxy.reload(new_config)                    # validate, compile, swap; keeps the old on error
+        proxy.stats()                               # engine counters
+
+``start()``/``stop()`` and ``with Proxy(...)`` work too. The engine runs on its own threads;
+none of them calls into Python, so the app's event loop and GIL are not on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from types import TracebackType
+from typing import Any
+
+from . import _native
+from .admin import AdminServer
+from .config import Config, coerce_config
+
+ConfigLike = Config | dict[str, Any] | str | os.PathLike[str]
+
+
+class Proxy:
+    """A meshproxy data path plus its admin server, configured by one config document."""
+
+    def __init__(self, config: ConfigLike, *, workers: int | None = None, drain_timeout: float = 10.0) -> None:
+        self._config = coerce_config(config)
+        self._workers = workers
+        self._drain_timeout = drain_timeout
+        self._engine: _native.Engine | None = None
+        self._admin: AdminServer | None = None
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Proxy:
+        """Starts the engine, binds every listener, then the admin server. Returns at once."""
+        with self._lock:
+            if self._engine is not None:
+                raise RuntimeError("the proxy is already running")
+            engine = _native.Engine(self._config.engine_json(), self._workers)
+            try:
+                if self._config.admin is not None:
+                    self._admin = AdminServer(self._config.admin.address, self)
+                    self._admin.start()
+            except BaseException:
+                engine.shutdown(0.0)
+                raise
+            self._engine = engine
+        return self
+
+    def stop(self, drain_timeout: float | None = None) -> None:
+        """Stops accepting connections and lets open ones finish for up to ``drain_timeout``
+        seconds (default: the one given to the constructor). Idempotent."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+            admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.stop()
+        if engine is not None:
+            engine.shutdown(self._drain_timeout if drain_timeout is None else drain_timeout)
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Proxy:
+        return self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Draining may take seconds: keep the event loop serving meanwhile.
+        await asyncio.to_thread(self.stop)
+
+    # --- running -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def config(self) -> Config:
+        """The config the engine runs now."""
+        return self._config
+
+    def reload(self, config: ConfigLike) -> int:
+        """Validates ``config`` and swaps it in; returns the new config version. Raises
+        :class:`~meshproxy.ConfigError` (or the engine's ``ConfigRejected``/``BindError``)
+        and keeps the running config when the new one is refused."""
+        new_config = coerce_config(config)
+        with self._lock:
+            version = self._require_engine().apply(new_config.engine_json())
+            self._config = new_config
+        return version
+
+    def listeners(self) -> dict[str, str]:
+        """Bound listeners: name → ``"ip:port"`` (the real port when the config said 0)."""
+        return dict(self._require_engine().listeners())
+
+    def address(self, listener: str) -> str:
+        """The bound ``"ip:port"`` of one listener."""
+        try:
+            return self.listeners()[listener]
+        except KeyError:
+            raise KeyError(f"no listener named {listener!r}; listeners: {', '.join(self.listeners())}") from None
+
+    @property
+    def admin_address(self) -> str | None:
+        """The admin server's bound ``"ip:port"``, or None without one."""
+        return self._admin.address if self._admin is not None else None
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's counters, read as one snapshot."""
+        stats: dict[str, Any] = json.loads(self._require_engine().stats_json())
+        return stats
+
+    @property
+    def version(self) -> int:
+        """How many configs the engine has applied (1 after start)."""
+        return self._require_engine().version
+
+    def _require_engine(self) -> _native.Engine:
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the proxy is not running; call start() first")
+        return engine

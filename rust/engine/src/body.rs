@@ -1,0 +1,64 @@
+//! The one body type that flows through the proxy, both ways: a streamed body from a peer, a
+//! short body the proxy generates, or nothing. Streamed bodies are never buffered whole.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::endpoint::InFlightRequest;
+
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    Full(Option<Bytes>),
+    Streamed(Incoming),
+    /// An upstream response: the endpoint's request stays in flight until this body ends.
+    Upstream { body: Incoming, in_flight: Option<InFlightRequest> },
+}
+
+// === impl Body ===
+
+impl Body {
+    pub fn text(text: String) -> Body {
+        Body::Full(Some(Bytes::from(text)))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Body::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Body::Upstream { body, in_flight } => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
+                    in_flight.take();
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(data) => data.is_none(),
+            Body::Streamed(body) | Body::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Streamed(body) | Body::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

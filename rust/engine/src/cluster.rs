@@ -1,0 +1,36 @@
+//! A cluster: the endpoints one route action sends to, how to choose among them, and the
+//! upstream client that holds their pooled connections.
+
+use std::sync::Arc;
+
+use meshproxy_balance::Balancer;
+
+use crate::config::UpstreamProtocol;
+use crate::endpoint::Endpoint;
+use crate::stats::ClusterStats;
+use crate::upstream::UpstreamClient;
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub protocol: UpstreamProtocol,
+    pub endpoints: Vec<Endpoint>,
+    pub balancer: Balancer,
+    pub client: UpstreamClient,
+    pub stats: Arc<ClusterStats>,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    /// The endpoint the balancer chooses, or `None` when no endpoint can take traffic.
+    pub fn pick(&self) -> Option<&Endpoint> {
+        let index = self.balancer.pick(&self.endpoints, &mut rand::rng())?;
+        self.endpoints.get(index)
+    }
+
+    /// How many distinct endpoints a connect-failure retry may try.
+    pub fn pickable(&self) -> usize {
+        self.endpoints.iter().filter(|e| e.weight > 0).count()
+    }
+}

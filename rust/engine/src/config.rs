@@ -1,0 +1,356 @@
+//! The config document as the engine reads it: the same YAML/JSON shape the Python layer
+//! validates (its pydantic models are the schema), with the same defaults, so either side can
+//! read a user's file and agree on its meaning. Semantic checks live in `snapshot`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+/// The admin server is Python's; the engine only carries its address along.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "Admin::default_address")]
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "Limits::default_max_header_bytes")]
+    pub max_header_bytes: u32,
+    #[serde(default = "Limits::default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 or HTTP/2 with prior knowledge, told apart by the connection's first bytes.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "match")]
+    pub match_: RouteMatch,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub split: Option<Vec<WeightedCluster>>,
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub request_headers: HeaderEdits,
+    #[serde(default)]
+    pub response_headers: HeaderEdits,
+    #[serde(default = "Route::default_timeout")]
+    pub timeout: Millis,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderMatch>,
+    #[serde(default)]
+    pub method: Option<Methods>,
+}
+
+/// `x-channel: beta` is shorthand for `x-channel: {exact: beta}`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum HeaderMatch {
+    Exact(String),
+    Rule(HeaderRule),
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// `method: GET` is shorthand for `method: [GET]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Methods {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(default = "Cluster::default_lb")]
+    pub lb: String,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default = "Cluster::default_connect_timeout")]
+    pub connect_timeout: Millis,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub address: String,
+    #[serde(default = "EndpointConfig::default_weight")]
+    pub weight: u32,
+}
+
+/// A duration written `250ms`, `1.5s`, `2m`, `1h` or as a number of seconds; always written
+/// back as whole milliseconds (`"250ms"`), the form the Python layer hands over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Millis(pub u64);
+
+// === impl Config ===
+
+impl Config {
+    pub fn from_json(doc: &str) -> Result<Config, serde_json::Error> {
+        serde_json::from_str(doc)
+    }
+}
+
+impl Admin {
+    fn default_address() -> String {
+        "127.0.0.1:15000".to_string()
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: Self::default_max_header_bytes(),
+            max_concurrent_streams: Self::default_max_concurrent_streams(),
+        }
+    }
+}
+
+impl Limits {
+    fn default_max_header_bytes() -> u32 {
+        65_536
+    }
+    fn default_max_concurrent_streams() -> u32 {
+        1_024
+    }
+}
+
+impl Route {
+    fn default_timeout() -> Millis {
+        Millis(15_000)
+    }
+}
+
+impl Cluster {
+    fn default_lb() -> String {
+        "p2c_ewma".to_string()
+    }
+    fn default_connect_timeout() -> Millis {
+        Millis(1_000)
+    }
+}
+
+impl EndpointConfig {
+    fn default_weight() -> u32 {
+        1
+    }
+}
+
+impl HeaderMatch {
+    /// The rule form of either spelling.
+    pub fn rule(&self) -> HeaderRule {
+        match self {
+            HeaderMatch::Exact(value) => HeaderRule { exact: Some(value.clone()), ..HeaderRule::default() },
+            HeaderMatch::Rule(rule) => rule.clone(),
+        }
+    }
+}
+
+impl Methods {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Methods::One(m) => vec![m.clone()],
+            Methods::Many(ms) => ms.clone(),
+        }
+    }
+}
+
+impl ListenerProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerProtocol::Auto => "auto",
+            ListenerProtocol::Http1 => "http1",
+            ListenerProtocol::Http2 => "http2",
+        }
+    }
+}
+
+// === impl Millis ===
+
+impl Millis {
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+
+    /// Parses `250ms`, `1.5s`, `2m`, `1h`; a bare number is seconds.
+    pub fn parse(text: &str) -> Option<Millis> {
+        let text = text.trim();
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number.parse().ok()?;
+        let scale = match unit.trim() {
+            "ms" => 1.0,
+            "s" | "" => 1_000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return None,
+        };
+        Self::from_seconds_scaled(value, scale)
+    }
+
+    fn from_seconds_scaled(value: f64, scale: f64) -> Option<Millis> {
+        let ms = (value * scale).round();
+        (value.is_finite() && value >= 0.0 && ms <= u64::MAX as f64).then_some(Millis(ms as u64))
+    }
+}
+
+impl Serialize for Millis {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{}ms", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Millis;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 250ms, 1.5s, 2m, 1h, or a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Millis, E> {
+                Millis::parse(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Millis, E> {
+                Millis::from_seconds_scaled(v, 1_000.0)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Millis, E> {
+                Ok(Millis(v.saturating_mul(1_000)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Millis, E> {
+                u64::try_from(v)
+                    .map(|s| Millis(s.saturating_mul(1_000)))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        for (text, ms) in [("250ms", 250), ("1.5s", 1_500), ("2m", 120_000), ("1h", 3_600_000), ("3", 3_000), ("0s", 0)] {
+            assert_eq!(Millis::parse(text), Some(Millis(ms)), "{text}");
+        }
+        for bad in ["", "fast", "-1s", "1d", "1.2.3s"] {
+            assert_eq!(Millis::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_python_schema() {
+        let config = Config::from_json(r#"{"listeners": [{"name": "l", "address": "127.0.0.1:0", "routes": [{"cluster": "c"}]}], "clusters": [{"name": "c"}]}"#);
+        let config = config.unwrap_or_else(|e| panic!("{e}"));
+        let route = &config.listeners[0].routes[0];
+        assert_eq!(route.timeout, Millis(15_000));
+        assert_eq!(config.listeners[0].protocol, ListenerProtocol::Auto);
+        assert_eq!(config.clusters[0].lb, "p2c_ewma");
+        assert_eq!(config.clusters[0].connect_timeout, Millis(1_000));
+        assert_eq!(config.limits, Limits { max_header_bytes: 65_536, max_concurrent_streams: 1_024 });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_json(r#"{"listeners": [], "bogus": 1}"#).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("unknown field `bogus`")));
+    }
+}

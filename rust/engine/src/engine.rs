@@ -1,0 +1,203 @@
+//! The engine: owns the tokio runtime, the bound listeners and the state that outlives config
+//! swaps. Control calls (apply, stats, shutdown) come from Python threads and return quickly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::runtime::Runtime;
+
+use crate::config::Config;
+use crate::endpoint::EndpointRegistry;
+use crate::listener::{ListenerShared, RunningListener};
+use crate::snapshot::{self, Context, Problem};
+use crate::stats::Stats;
+use crate::upstream::UpstreamClients;
+
+#[derive(Debug)]
+pub enum EngineError {
+    /// The config has problems; nothing changed.
+    Invalid(Vec<Problem>),
+    /// A listener could not be bound; nothing changed.
+    Bind { listener: String, address: SocketAddr, cause: std::io::Error },
+    Runtime(std::io::Error),
+    Stopped,
+}
+
+pub struct Engine {
+    runtime: Option<Runtime>,
+    workers: usize,
+    control: Mutex<Control>,
+    stats: Arc<Stats>,
+    version: AtomicU64,
+}
+
+/// Touched only by control calls, under the engine's lock; never by the data path.
+#[derive(Default)]
+struct Control {
+    listeners: Vec<RunningListener>,
+    endpoints: EndpointRegistry,
+    clients: UpstreamClients,
+    stopped: bool,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// Starts the runtime and binds the config's listeners. `workers` overrides the config's.
+    pub fn start(config: &Config, workers: Option<usize>) -> Result<Engine, EngineError> {
+        let workers = workers
+            .or(config.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("meshproxy-worker")
+            .enable_all()
+            .build()
+            .map_err(EngineError::Runtime)?;
+        let engine = Engine {
+            runtime: Some(runtime),
+            workers,
+            control: Mutex::new(Control::default()),
+            stats: Arc::new(Stats::default()),
+            version: AtomicU64::new(0),
+        };
+        engine.apply(config)?;
+        Ok(engine)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Compiles the config off the data path and swaps it in. Listeners that keep their address
+    /// keep their socket and open connections; in-flight requests finish on the snapshot they
+    /// started with. On any error nothing changes. Returns the new config version.
+    pub fn apply(&self, config: &Config) -> Result<u64, EngineError> {
+        let runtime = self.runtime.as_ref().ok_or(EngineError::Stopped)?;
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        if control.stopped {
+            return Err(EngineError::Stopped);
+        }
+        let cx = Context { endpoints: &control.endpoints, clients: &control.clients, stats: &self.stats };
+        let compiled = snapshot::compile(config, cx).map_err(EngineError::Invalid)?;
+
+        // Bind every new address before changing anything, so a bind failure changes nothing.
+        let mut kept = Vec::new();
+        let mut fresh = Vec::new();
+        for listener in compiled {
+            let existing = control.listeners.iter().position(|running| {
+                running.configured == listener.configured
+                    && (listener.address.port() != 0 || *running.name() == *listener.snapshot.name)
+            });
+            match existing {
+                Some(index) => kept.push((index, listener)),
+                None => match RunningListener::bind(listener.address) {
+                    Ok(socket) => fresh.push((socket, listener)),
+                    Err(cause) => {
+                        let name = listener.snapshot.name.to_string();
+                        return Err(EngineError::Bind { listener: name, address: listener.address, cause });
+                    }
+                },
+            }
+        }
+
+        let mut previous: Vec<Option<RunningListener>> = control.listeners.drain(..).map(Some).collect();
+        let mut next = Vec::new();
+        for (index, listener) in kept {
+            if let Some(running) = previous[index].take() {
+                running.shared.snapshot.store(Arc::new(listener.snapshot));
+                next.push(running);
+            }
+        }
+        let _entered = runtime.enter();
+        for (socket, listener) in fresh {
+            let shared = Arc::new(ListenerShared {
+                snapshot: ArcSwap::from_pointee(listener.snapshot),
+                engine_stats: self.stats.clone(),
+            });
+            match RunningListener::spawn(listener.configured, socket, shared) {
+                Ok(running) => next.push(running),
+                Err(cause) => {
+                    // Registering a bound socket with the runtime failed: keep what ran before.
+                    control.listeners = previous.into_iter().flatten().chain(next).collect();
+                    return Err(EngineError::Runtime(cause));
+                }
+            }
+        }
+        // Listeners no longer configured stop accepting as they drop; their connections drain.
+        drop(previous);
+        control.listeners = next;
+        control.endpoints.prune();
+        Ok(self.version.fetch_add(1, Relaxed) + 1)
+    }
+
+    /// Bound listeners as (name, local address), in config order of binding.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        control.listeners.iter().map(|l| (l.name().to_string(), l.local_addr)).collect()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Relaxed)
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        let mut stats = self.stats.json();
+        if let Some(map) = stats.as_object_mut() {
+            map.insert("config_version".into(), self.version().into());
+            map.insert("workers".into(), self.workers.into());
+        }
+        stats
+    }
+
+    /// Stops accepting on every listener, lets open connections finish their requests for up to
+    /// `drain`, then returns. Idempotent.
+    pub fn shutdown(&self, drain: Duration) {
+        let listeners = {
+            let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            control.stopped = true;
+            std::mem::take(&mut control.listeners)
+        };
+        let stats: Vec<_> = listeners.iter().map(|l| l.shared.snapshot.load().stats.clone()).collect();
+        for listener in &listeners {
+            listener.stop();
+        }
+        let deadline = Instant::now() + drain;
+        while stats.iter().any(|s| s.connections_active.get() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+// === impl EngineError ===
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Invalid(problems) => {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                f.write_str(&lines.join("\n"))
+            }
+            EngineError::Bind { listener, address, cause } => {
+                write!(f, "listener '{listener}' cannot bind {address}: {cause}")
+            }
+            EngineError::Runtime(cause) => write!(f, "cannot start the engine runtime: {cause}"),
+            EngineError::Stopped => f.write_str("the engine has been shut down"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}

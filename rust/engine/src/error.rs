@@ -1,0 +1,123 @@
+//! Errors the proxy itself answers with: each a distinct status, a short plain-text body, and an
+//! `x-meshproxy-error` header naming the reason, so a client can tell the proxy's answer from
+//! the upstream's.
+
+use std::fmt;
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+
+pub const ERROR_HEADER: &str = "x-meshproxy-error";
+
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The request is malformed in a way the HTTP parser let through (e.g. smuggling attempts).
+    BadRequest(&'static str),
+    NoRoute { host: String, path: String },
+    NoHealthyEndpoint { cluster: String },
+    ConnectFailure { cluster: String, endpoint: String, cause: String },
+    Timeout { cluster: String, after: std::time::Duration },
+    /// The upstream broke the exchange after the connection was made (reset, protocol error).
+    UpstreamFailure { cluster: String, endpoint: String, cause: String },
+}
+
+/// The reasons, in the order stats count them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    BadRequest,
+    NoRoute,
+    NoHealthyEndpoint,
+    ConnectFailure,
+    Timeout,
+    UpstreamFailure,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            ProxyError::BadRequest(_) => Reason::BadRequest,
+            ProxyError::NoRoute { .. } => Reason::NoRoute,
+            ProxyError::NoHealthyEndpoint { .. } => Reason::NoHealthyEndpoint,
+            ProxyError::ConnectFailure { .. } => Reason::ConnectFailure,
+            ProxyError::Timeout { .. } => Reason::Timeout,
+            ProxyError::UpstreamFailure { .. } => Reason::UpstreamFailure,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let reason = self.reason();
+        let mut response = Response::new(Body::text(format!("{self}\n")));
+        *response.status_mut() = reason.status();
+        let headers = response.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(reason.name()));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if reason == Reason::BadRequest {
+            // The connection's framing can no longer be trusted.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ProxyError::NoRoute { host, path } => write!(f, "no route for host '{host}' path '{path}'"),
+            ProxyError::NoHealthyEndpoint { cluster } => write!(f, "no healthy endpoint in cluster '{cluster}'"),
+            ProxyError::ConnectFailure { cluster, endpoint, cause } => {
+                write!(f, "cannot connect to {endpoint} of cluster '{cluster}': {cause}")
+            }
+            ProxyError::Timeout { cluster, after } => {
+                write!(f, "cluster '{cluster}' did not answer within {}ms", after.as_millis())
+            }
+            ProxyError::UpstreamFailure { cluster, endpoint, cause } => {
+                write!(f, "{endpoint} of cluster '{cluster}' failed: {cause}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+// === impl Reason ===
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::BadRequest,
+        Reason::NoRoute,
+        Reason::NoHealthyEndpoint,
+        Reason::ConnectFailure,
+        Reason::Timeout,
+        Reason::UpstreamFailure,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::BadRequest => "bad_request",
+            Reason::NoRoute => "no_route",
+            Reason::NoHealthyEndpoint => "no_healthy_endpoint",
+            Reason::ConnectFailure => "connect_failure",
+            Reason::Timeout => "timeout",
+            Reason::UpstreamFailure => "upstream_failure",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::NoRoute => StatusCode::NOT_FOUND,
+            Reason::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
+            Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -1,0 +1,123 @@
+//! Header rules of a forwarding proxy (RFC 9110 §7.6): hop-by-hop headers stay on their hop,
+//! the client's address is appended to `x-forwarded-for`, and every request carries an
+//! `x-request-id`.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE};
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Connection-specific headers never forwarded, whatever `Connection` lists.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`. `TE: trailers` is kept
+/// (gRPC needs it end to end); any other `TE` is dropped.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let te_trailers = headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(TE);
+    }
+}
+
+/// Prepares a request's headers for the upstream hop.
+pub fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, authority: Option<&str>) {
+    remove_hop_by_hop(headers);
+    // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
+    headers.remove(EXPECT);
+    if !headers.contains_key(HOST) {
+        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(HOST, value);
+        }
+    }
+    append_forwarded_for(headers, client_ip);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_REQUEST_ID) {
+        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().hyphenated().to_string()) {
+            headers.insert(X_REQUEST_ID, id);
+        }
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {client_ip}"),
+        None => client_ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut map = headers(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut map = headers(&[("te", "trailers")]);
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.get(TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_request_id_generated_once() {
+        let mut map = headers(&[("x-forwarded-for", "10.1.1.1"), ("expect", "100-continue")]);
+        prepare_request(&mut map, "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), Some("orders"));
+        assert_eq!(map.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), Some(&b"10.1.1.1, 127.0.0.1"[..]));
+        assert_eq!(map.get(HOST).map(|v| v.as_bytes()), Some(&b"orders"[..]));
+        assert!(map.get(EXPECT).is_none());
+        let id = map.get(&X_REQUEST_ID).cloned();
+        assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
+        prepare_request(&mut map, IpAddr::from([127, 0, 0, 2]), None);
+        assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
+    }
+}

@@ -1,0 +1,23 @@
+//! The meshproxy data path: listeners, routing, load balancing and upstream pools on
+//! tokio + hyper. The path of a request, top-down: `listener` → `proxy` → `route` →
+//! `cluster` → `endpoint` → `upstream`. `engine` owns it all; `snapshot` compiles configs.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod cluster;
+pub mod config;
+pub mod endpoint;
+pub mod engine;
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod proxy;
+pub mod route;
+pub mod snapshot;
+pub mod stats;
+pub mod upstream;
+
+pub use config::Config;
+pub use engine::{Engine, EngineError};
+pub use snapshot::{check, Problem};

@@ -1,0 +1,153 @@
+//! Listeners: bind, accept, and serve each connection with the listener's protocol settings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::{Limits, ListenerProtocol};
+use crate::proxy;
+use crate::route::RouteTable;
+use crate::stats::{ListenerStats, Stats};
+
+/// What a listener serves with; swapped whole on every config change. A request keeps the
+/// snapshot it started with.
+#[derive(Debug)]
+pub struct ListenerSnapshot {
+    pub name: Arc<str>,
+    pub routes: RouteTable,
+    pub server: Arc<auto::Builder<TokioExecutor>>,
+    pub stats: Arc<ListenerStats>,
+}
+
+/// Shared by the accept loop and every connection of one bound socket.
+#[derive(Debug)]
+pub struct ListenerShared {
+    pub snapshot: ArcSwap<ListenerSnapshot>,
+    pub engine_stats: Arc<Stats>,
+}
+
+/// A bound, accepting listener as the engine tracks it.
+#[derive(Debug)]
+pub struct RunningListener {
+    /// The address as configured (`127.0.0.1:0` stays so), to recognise it in the next config.
+    pub configured: String,
+    pub local_addr: SocketAddr,
+    pub shared: Arc<ListenerShared>,
+    stop: watch::Sender<bool>,
+}
+
+// === impl RunningListener ===
+
+impl RunningListener {
+    /// Binds the address; the socket accepts once [`RunningListener::spawn`] runs.
+    pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if address.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    }
+
+    /// Starts accepting on the current tokio runtime.
+    pub fn spawn(configured: String, socket: std::net::TcpListener, shared: Arc<ListenerShared>) -> std::io::Result<RunningListener> {
+        let local_addr = socket.local_addr()?;
+        let listener = TcpListener::from_std(socket)?;
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, shared.clone(), stopped));
+        Ok(RunningListener { configured, local_addr, shared, stop })
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        self.shared.snapshot.load().name.clone()
+    }
+
+    /// Stops accepting; open connections finish their requests and close (graceful shutdown).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for RunningListener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve_connection(stream, peer, shared.clone(), stopped.clone()));
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            },
+            () = stop_requested(&mut stopped) => return,
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, mut stopped: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let (server, stats) = {
+        let snapshot = shared.snapshot.load();
+        (snapshot.server.clone(), snapshot.stats.clone())
+    };
+    stats.connections_total.inc();
+    stats.connections_active.inc();
+    let service = service_fn({
+        let shared = shared.clone();
+        move |request| proxy::handle(shared.clone(), peer, request)
+    });
+    let connection = server.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stop_requested(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+    stats.connections_active.dec();
+}
+
+/// Resolves once the listener is told to stop (or its engine is gone).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// The HTTP server settings of a listener: its protocols and the limits that protect it.
+pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper refuses a head larger than its read buffer with 431; 8 KiB is its floor.
+        .max_buf_size((limits.max_header_bytes as usize).max(8192))
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Rapid-reset defence (CVE-2023-44487): streams reset before the proxy saw them.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    match protocol {
+        ListenerProtocol::Auto => builder,
+        ListenerProtocol::Http1 => builder.http1_only(),
+        ListenerProtocol::Http2 => builder.http2_only(),
+    }
+}

@@ -1,0 +1,419 @@
+//! Compiling a config document into what the data path runs: route tables with their clusters
+//! resolved, balancers built, regexes compiled. Every problem found is reported with the field
+//! path it sits at, in the notation the Python layer uses (`listeners[0].routes[1].cluster`).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::Method;
+use meshproxy_balance::{Balancer, Policy, WeightedSampler};
+use regex::Regex;
+
+use crate::cluster::Cluster;
+use crate::config::{self, Config};
+use crate::endpoint::{Endpoint, EndpointRegistry};
+use crate::listener::{server_builder, ListenerSnapshot};
+use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable};
+use crate::stats::Stats;
+use crate::upstream::UpstreamClients;
+
+/// One problem with a config, at a field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// A compiled listener, ready to be bound (or to replace the snapshot of a bound one).
+#[derive(Debug)]
+pub struct CompiledListener {
+    pub configured: String,
+    pub address: SocketAddr,
+    pub snapshot: ListenerSnapshot,
+}
+
+/// What compilation reads besides the config: state that outlives swaps.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub endpoints: &'a EndpointRegistry,
+    pub clients: &'a UpstreamClients,
+    pub stats: &'a Stats,
+}
+
+// === impl Problem ===
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Checks a config without running it: the problems `compile` would report.
+pub fn check(config: &Config) -> Vec<Problem> {
+    let (endpoints, clients, stats) = (EndpointRegistry::default(), UpstreamClients::default(), Stats::default());
+    match compile(config, Context { endpoints: &endpoints, clients: &clients, stats: &stats }) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems,
+    }
+}
+
+pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if config.workers == Some(0) {
+        problems.push(Problem::new("workers", "must be at least 1"));
+    }
+    let clusters = compile_clusters(&config.clusters, cx, &mut problems);
+    let mut listeners = Vec::new();
+    let mut names = HashSet::new();
+    let mut addresses: HashMap<SocketAddr, &str> = HashMap::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        if !names.insert(listener.name.as_str()) {
+            problems.push(Problem::new(format!("{at}.name"), format!("duplicate listener name '{}'", listener.name)));
+        }
+        let address = match SocketAddr::from_str(&listener.address) {
+            Ok(address) => address,
+            Err(_) => {
+                problems.push(Problem::new(
+                    format!("{at}.address"),
+                    format!("'{}' is not a valid address; expected IP:PORT, e.g. 127.0.0.1:15001", listener.address),
+                ));
+                continue;
+            }
+        };
+        if address.port() != 0 {
+            if let Some(other) = addresses.insert(address, &listener.name) {
+                problems.push(Problem::new(
+                    format!("{at}.address"),
+                    format!("listeners '{other}' and '{}' both use {address}", listener.name),
+                ));
+            }
+        }
+        let routes = compile_routes(&listener.name, &listener.routes, &clusters, &at, &mut problems);
+        listeners.push(CompiledListener {
+            configured: listener.address.clone(),
+            address,
+            snapshot: ListenerSnapshot {
+                name: listener.name.as_str().into(),
+                routes,
+                server: Arc::new(server_builder(listener.protocol, &config.limits)),
+                stats: cx.stats.listener(&listener.name),
+            },
+        });
+    }
+    if problems.is_empty() {
+        Ok(listeners)
+    } else {
+        Err(problems)
+    }
+}
+
+fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut Vec<Problem>) -> HashMap<String, Arc<Cluster>> {
+    let mut clusters = HashMap::new();
+    for (i, cluster) in configs.iter().enumerate() {
+        let at = format!("clusters[{i}]");
+        let policy = match Policy::from_str(&cluster.lb) {
+            Ok(policy) => policy,
+            Err(unknown) => {
+                problems.push(Problem::new(format!("{at}.lb"), unknown.to_string()));
+                Policy::default()
+            }
+        };
+        if cluster.connect_timeout.0 == 0 {
+            problems.push(Problem::new(format!("{at}.connect_timeout"), "must be greater than 0"));
+        }
+        let mut seen = HashSet::new();
+        let mut endpoints = Vec::new();
+        for (j, endpoint) in cluster.endpoints.iter().enumerate() {
+            let path = format!("{at}.endpoints[{j}].address");
+            let Some(authority) = parse_endpoint_address(&endpoint.address) else {
+                problems.push(Problem::new(
+                    path,
+                    format!("'{}' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080", endpoint.address),
+                ));
+                continue;
+            };
+            if !seen.insert(endpoint.address.as_str()) {
+                problems.push(Problem::new(path, format!("duplicate endpoint '{}'", endpoint.address)));
+                continue;
+            }
+            endpoints.push(Endpoint {
+                address: endpoint.address.as_str().into(),
+                authority,
+                weight: endpoint.weight,
+                state: cx.endpoints.state(&endpoint.address),
+            });
+        }
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let compiled = Cluster {
+            name: cluster.name.as_str().into(),
+            protocol: cluster.protocol,
+            balancer: Balancer::new(policy, &weights),
+            endpoints,
+            client: cx.clients.get(cluster.protocol, cluster.connect_timeout.duration()),
+            stats: cx.stats.cluster(&cluster.name),
+        };
+        if clusters.insert(cluster.name.clone(), Arc::new(compiled)).is_some() {
+            problems.push(Problem::new(format!("{at}.name"), format!("duplicate cluster name '{}'", cluster.name)));
+        }
+    }
+    clusters
+}
+
+/// `HOST:PORT` with a DNS name, an IPv4 literal or a bracketed IPv6 literal, and a port.
+fn parse_endpoint_address(address: &str) -> Option<Authority> {
+    let authority = Authority::from_str(address).ok()?;
+    let port_ok = authority.port_u16().is_some_and(|p| p != 0);
+    let host_ok = !authority.host().is_empty() && !address.contains('@');
+    (port_ok && host_ok).then_some(authority)
+}
+
+fn compile_routes(
+    listener: &str,
+    configs: &[config::Route],
+    clusters: &HashMap<String, Arc<Cluster>>,
+    listener_at: &str,
+    problems: &mut Vec<Problem>,
+) -> RouteTable {
+    let mut routes = Vec::new();
+    let mut names = HashSet::new();
+    for (j, route) in configs.iter().enumerate() {
+        let at = format!("{listener_at}.routes[{j}]");
+        if let Some(name) = &route.name {
+            if !names.insert(name.as_str()) {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate route name '{name}'")));
+            }
+        }
+        let matcher = compile_match(&route.match_, &format!("{at}.match"), problems);
+        let action = compile_action(route, clusters, &at, problems);
+        let prefix_rewrite = match (&route.prefix_rewrite, &route.match_.path_prefix) {
+            (None, _) => None,
+            (Some(replacement), Some(prefix)) if replacement.starts_with('/') => {
+                Some(PrefixRewrite { prefix: prefix.clone(), replacement: replacement.clone() })
+            }
+            (Some(_), Some(_)) => {
+                problems.push(Problem::new(format!("{at}.prefix_rewrite"), "must start with '/'"));
+                None
+            }
+            (Some(_), None) => {
+                problems.push(Problem::new(format!("{at}.prefix_rewrite"), "needs match.path_prefix: it replaces that prefix"));
+                None
+            }
+        };
+        let request_headers = compile_edits(&route.request_headers, &format!("{at}.request_headers"), problems);
+        let response_headers = compile_edits(&route.response_headers, &format!("{at}.response_headers"), problems);
+        let (Some(action), Some(matcher)) = (action, matcher) else { continue };
+        routes.push(Route {
+            name: route.name.clone().unwrap_or_else(|| format!("{listener}/{j}")).into(),
+            matcher,
+            action,
+            prefix_rewrite,
+            request_headers,
+            response_headers,
+            timeout: (route.timeout.0 > 0).then(|| route.timeout.duration()),
+        });
+    }
+    RouteTable { routes }
+}
+
+fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Action> {
+    let known = |name: &str, path: String, problems: &mut Vec<Problem>| match clusters.get(name) {
+        Some(cluster) => Some(cluster.clone()),
+        None => {
+            let mut defined: Vec<&str> = clusters.keys().map(String::as_str).collect();
+            defined.sort_unstable();
+            let defined = if defined.is_empty() { "none".to_string() } else { defined.join(", ") };
+            problems.push(Problem::new(path, format!("unknown cluster '{name}'; defined clusters: {defined}")));
+            None
+        }
+    };
+    match (&route.cluster, &route.split) {
+        (Some(name), None) => known(name, format!("{at}.cluster"), problems).map(Action::Cluster),
+        (None, Some(split)) => {
+            let mut targets = Vec::new();
+            let mut weights = Vec::new();
+            for (k, entry) in split.iter().enumerate() {
+                targets.push(known(&entry.cluster, format!("{at}.split[{k}].cluster"), problems));
+                weights.push(entry.weight);
+            }
+            if weights.iter().map(|&w| u64::from(w)).sum::<u64>() == 0 {
+                problems.push(Problem::new(format!("{at}.split"), "the weights sum to 0; at least one must be positive"));
+                return None;
+            }
+            let clusters: Option<Vec<_>> = targets.into_iter().collect();
+            clusters.map(|clusters| Action::Split { clusters, sampler: WeightedSampler::new(&weights) })
+        }
+        (Some(_), Some(_)) => {
+            problems.push(Problem::new(at.to_string(), "give either 'cluster' or 'split', not both"));
+            None
+        }
+        (None, None) => {
+            problems.push(Problem::new(at.to_string(), "needs a 'cluster' or a 'split'"));
+            None
+        }
+    }
+}
+
+fn compile_match(m: &config::RouteMatch, at: &str, problems: &mut Vec<Problem>) -> Option<RouteMatch> {
+    let before = problems.len();
+    let path = match (&m.path, &m.path_prefix, &m.path_regex) {
+        (None, None, None) => PathMatch::Any,
+        (Some(p), None, None) => PathMatch::Exact(p.clone()),
+        (None, Some(p), None) => PathMatch::Prefix(p.clone()),
+        (None, None, Some(re)) => match anchored(re) {
+            Ok(re) => PathMatch::Regex(re),
+            Err(e) => {
+                problems.push(Problem::new(format!("{at}.path_regex"), format!("not a valid regular expression: {e}")));
+                PathMatch::Any
+            }
+        },
+        _ => {
+            problems.push(Problem::new(at.to_string(), "give at most one of path, path_prefix, path_regex"));
+            PathMatch::Any
+        }
+    };
+    for (key, value) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        if value.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            problems.push(Problem::new(format!("{at}.{key}"), "must start with '/'"));
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, rule) in &m.headers {
+        let path = format!("{at}.headers.{name}");
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            problems.push(Problem::new(path, format!("'{name}' is not a valid header name")));
+            continue;
+        };
+        let rule = rule.rule();
+        let check = match (rule.exact, rule.present, rule.regex) {
+            (Some(v), None, None) => match HeaderValue::from_str(&v) {
+                Ok(v) => HeaderCheck::Exact(v),
+                Err(_) => {
+                    problems.push(Problem::new(format!("{path}.exact"), "not a valid header value"));
+                    continue;
+                }
+            },
+            (None, Some(present), None) => HeaderCheck::Present(present),
+            (None, None, Some(re)) => match anchored(&re) {
+                Ok(re) => HeaderCheck::Regex(re),
+                Err(e) => {
+                    problems.push(Problem::new(format!("{path}.regex"), format!("not a valid regular expression: {e}")));
+                    continue;
+                }
+            },
+            _ => {
+                problems.push(Problem::new(path, "give exactly one of exact, present, regex"));
+                continue;
+            }
+        };
+        headers.push((header, check));
+    }
+    let methods = m.method.as_ref().map(|methods| {
+        methods
+            .to_vec()
+            .iter()
+            .filter_map(|name| match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    problems.push(Problem::new(format!("{at}.method"), format!("'{name}' is not a valid HTTP method")));
+                    None
+                }
+            })
+            .collect()
+    });
+    let host = m.host.as_deref().map_or(HostMatch::Any, HostMatch::parse);
+    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods })
+}
+
+fn compile_edits(edits: &config::HeaderEdits, at: &str, problems: &mut Vec<Problem>) -> HeaderEdits {
+    let mut compiled = HeaderEdits::default();
+    for (name, value) in &edits.add {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => compiled.add.push((name, value)),
+            (Err(_), _) => problems.push(Problem::new(format!("{at}.add.{name}"), format!("'{name}' is not a valid header name"))),
+            (_, Err(_)) => problems.push(Problem::new(format!("{at}.add.{name}"), "not a valid header value")),
+        }
+    }
+    for (k, name) in edits.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => compiled.remove.push(name),
+            Err(_) => problems.push(Problem::new(format!("{at}.remove[{k}]"), format!("'{name}' is not a valid header name"))),
+        }
+    }
+    compiled
+}
+
+/// The whole subject must match, as a path or header value rule means.
+fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(doc: serde_json::Value) -> Vec<String> {
+        let config: Config = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
+        check(&config).iter().map(ToString::to_string).collect()
+    }
+
+    fn listener(routes: serde_json::Value) -> serde_json::Value {
+        serde_json::json!([{"name": "out", "address": "127.0.0.1:0", "routes": routes}])
+    }
+
+    #[test]
+    fn the_readme_config_compiles() {
+        let doc = serde_json::json!({
+            "listeners": listener(serde_json::json!([
+                {"match": {"host": "orders", "headers": {"x-channel": "beta"}}, "cluster": "orders-v2"},
+                {"match": {"host": "orders", "path_prefix": "/"}, "split": [{"cluster": "orders-v1", "weight": 90}, {"cluster": "orders-v2", "weight": 10}]},
+            ])),
+            "clusters": [
+                {"name": "orders-v1", "lb": "p2c_ewma", "protocol": "http1", "endpoints": [{"address": "127.0.0.1:8081"}, {"address": "127.0.0.1:8082", "weight": 2}]},
+                {"name": "orders-v2", "endpoints": [{"address": "127.0.0.1:8083"}]},
+            ],
+        });
+        assert_eq!(problems(doc), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_mistake_is_reported_at_its_path() {
+        let doc = serde_json::json!({
+            "listeners": [
+                {"name": "a", "address": "127.0.0.1:9000", "routes": [
+                    {"cluster": "missing"},
+                    {"match": {"path_regex": "(unclosed"}, "cluster": "c"},
+                    {"split": [{"cluster": "c", "weight": 0}]},
+                ]},
+                {"name": "b", "address": "127.0.0.1:9000"},
+                {"name": "c", "address": "localhost"},
+            ],
+            "clusters": [{"name": "c", "lb": "fastest", "endpoints": [{"address": "nope"}]}],
+        });
+        let got = problems(doc);
+        let expect = [
+            "clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, least_request, p2c_ewma",
+            "clusters[0].endpoints[0].address: 'nope' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080",
+            "listeners[0].routes[0].cluster: unknown cluster 'missing'; defined clusters: c",
+            "listeners[0].routes[1].match.path_regex: not a valid regular expression",
+            "listeners[0].routes[2].split: the weights sum to 0; at least one must be positive",
+            "listeners[1].address: listeners 'a' and 'b' both use 127.0.0.1:9000",
+            "listeners[2].address: 'localhost' is not a valid address; expected IP:PORT, e.g. 127.0.0.1:15001",
+        ];
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+        for (got, want) in got.iter().zip(expect) {
+            assert!(got.starts_with(want), "{got} / {want}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Counters the data path bumps with relaxed atomics; Python reads them as one JSON snapshot.
+//! Counters are keyed by listener / cluster name and outlive config swaps.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::error::Reason;
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+/// Responses counted by status class: 1xx … 5xx.
+#[derive(Debug, Default)]
+pub struct ByClass([Counter; 5]);
+
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub connections_total: Counter,
+    pub connections_active: Counter,
+    pub requests_total: Counter,
+    pub responses: ByClass,
+}
+
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Requests sent to an endpoint of the cluster (connect-failure retries count again).
+    pub upstream_requests_total: Counter,
+    pub responses: ByClass,
+    pub connect_failures_total: Counter,
+    pub timeouts_total: Counter,
+    pub upstream_failures_total: Counter,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
+    clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+    errors: [Counter; Reason::ALL.len()],
+}
+
+// === impl Counter ===
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+impl ByClass {
+    pub fn count(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5);
+        self.0[class - 1].inc();
+    }
+
+    fn json(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        for (i, counter) in self.0.iter().enumerate() {
+            map.insert(format!("{}xx", i + 1), json!(counter.get()));
+        }
+        Value::Object(map)
+    }
+}
+
+// === impl Stats ===
+
+impl Stats {
+    pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
+        let mut clusters = self.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        clusters.entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn count_error(&self, reason: Reason) {
+        self.errors[reason.index()].inc();
+    }
+
+    pub fn json(&self) -> Value {
+        let listeners: serde_json::Map<String, Value> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, s)| {
+                (name.clone(), json!({
+                    "connections_total": s.connections_total.get(),
+                    "connections_active": s.connections_active.get(),
+                    "requests_total": s.requests_total.get(),
+                    "responses": s.responses.json(),
+                }))
+            })
+            .collect();
+        let clusters: serde_json::Map<String, Value> = self
+            .clusters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, s)| {
+                (name.clone(), json!({
+                    "upstream_requests_total": s.upstream_requests_total.get(),
+                    "responses": s.responses.json(),
+                    "connect_failures_total": s.connect_failures_total.get(),
+                    "timeouts_total": s.timeouts_total.get(),
+                    "upstream_failures_total": s.upstream_failures_total.get(),
+                }))
+            })
+            .collect();
+        let errors: serde_json::Map<String, Value> =
+            Reason::ALL.iter().map(|r| (r.name().to_string(), json!(self.errors[r.index()].get()))).collect();
+        json!({ "listeners": listeners, "clusters": clusters, "errors": errors })
+    }
+}

@@ -1,0 +1,121 @@
+//! `meshproxy._native`: the engine as Python sees it. One config document in (JSON text),
+//! small coarse calls out; every call releases the GIL, and no engine thread ever takes it.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use meshproxy_engine::{Config, EngineError};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+create_exception!(
+    _native,
+    ConfigRejected,
+    PyValueError,
+    "The engine refused a config. args[0] is the message; args[1] the (path, message) problems."
+);
+create_exception!(_native, BindError, PyOSError, "A listener could not bind its address.");
+
+/// Parses the engine document, or says where it does not fit the schema.
+fn parse(config_json: &str) -> Result<Config, (String, String)> {
+    let mut deserializer = serde_json::Deserializer::from_str(config_json);
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|error| (error.path().to_string().replace("?", ""), error.inner().to_string()))
+}
+
+fn rejected(problems: Vec<(String, String)>) -> PyErr {
+    let message: Vec<String> = problems.iter().map(|(path, msg)| format!("{path}: {msg}")).collect();
+    ConfigRejected::new_err((message.join("\n"), problems))
+}
+
+fn to_py(error: EngineError) -> PyErr {
+    match error {
+        EngineError::Invalid(problems) => rejected(problems.into_iter().map(|p| (p.path, p.message)).collect()),
+        error @ EngineError::Bind { .. } => BindError::new_err(error.to_string()),
+        error => PyRuntimeError::new_err(error.to_string()),
+    }
+}
+
+#[pymodule(gil_used = false)]
+mod _native {
+    use super::*;
+
+    #[pymodule_export]
+    use super::{BindError, ConfigRejected};
+
+    #[pymodule_init]
+    fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
+        module.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// The engine's own check of an engine document: `(path, message)` problems, empty when
+    /// the engine would run it.
+    #[pyfunction]
+    fn check_config(py: Python<'_>, config_json: &str) -> Vec<(String, String)> {
+        py.detach(|| match parse(config_json) {
+            Ok(config) => meshproxy_engine::check(&config).into_iter().map(|p| (p.path, p.message)).collect(),
+            Err(problem) => vec![problem],
+        })
+    }
+
+    /// The document as the engine reads it, written back with every default filled in.
+    #[pyfunction]
+    fn normalize_config(py: Python<'_>, config_json: &str) -> PyResult<String> {
+        let config = py.detach(|| parse(config_json)).map_err(|problem| rejected(vec![problem]))?;
+        serde_json::to_string(&config).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// A running data path: a tokio runtime, bound listeners, upstream pools.
+    #[pyclass(frozen, module = "meshproxy._native")]
+    struct Engine {
+        inner: meshproxy_engine::Engine,
+    }
+
+    #[pymethods]
+    impl Engine {
+        /// Starts the runtime and binds the listeners of the config. `workers` overrides the
+        /// config's `workers`.
+        #[new]
+        #[pyo3(signature = (config_json, workers=None))]
+        fn new(py: Python<'_>, config_json: &str, workers: Option<usize>) -> PyResult<Self> {
+            let config = parse(config_json).map_err(|problem| rejected(vec![problem]))?;
+            let inner = py.detach(|| meshproxy_engine::Engine::start(&config, workers)).map_err(to_py)?;
+            Ok(Engine { inner })
+        }
+
+        /// Compiles and swaps in a new config; returns its version. On error nothing changes.
+        fn apply(&self, py: Python<'_>, config_json: &str) -> PyResult<u64> {
+            let config = parse(config_json).map_err(|problem| rejected(vec![problem]))?;
+            py.detach(|| self.inner.apply(&config)).map_err(to_py)
+        }
+
+        /// Bound listeners as `(name, "ip:port")`.
+        fn listeners(&self, py: Python<'_>) -> Vec<(String, String)> {
+            py.detach(|| self.inner.listeners().into_iter().map(|(name, addr)| (name, addr.to_string())).collect())
+        }
+
+        /// Counters as a JSON document.
+        fn stats_json(&self, py: Python<'_>) -> String {
+            py.detach(|| self.inner.stats_json().to_string())
+        }
+
+        #[getter]
+        fn workers(&self) -> usize {
+            self.inner.workers()
+        }
+
+        #[getter]
+        fn version(&self) -> u64 {
+            self.inner.version()
+        }
+
+        /// Stops accepting and waits up to `drain_seconds` for open connections to finish.
+        #[pyo3(signature = (drain_seconds=0.0))]
+        fn shutdown(&self, py: Python<'_>, drain_seconds: f64) {
+            let drain = Duration::try_from_secs_f64(drain_seconds.max(0.0)).unwrap_or(Duration::ZERO);
+            py.detach(|| self.inner.shutdown(drain));
+        }
+    }
+}
