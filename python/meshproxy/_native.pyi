@@ -1,5 +1,9 @@
 """Type stubs of the Rust engine module (rust/py/src/lib.rs)."""
 
+from typing import final
+
+__all__ = ["BindError", "ConfigRejected", "Engine", "__version__", "check_config", "normalize_config"]
+
 __version__: str
 
 class ConfigRejected(ValueError):
@@ -16,6 +20,8 @@ def check_config(config_json: str) -> list[tuple[str, str]]:
 def normalize_config(config_json: str) -> str:
     """The document as the engine reads it, written back with every default filled in."""
 
+# A pyclass without `subclass`: Python code cannot subclass it.
+@final
 class Engine:
     """A running data path: a tokio runtime, bound listeners, upstream pools."""
 

@@ -27,7 +27,13 @@ class AdminServer:
         host = str(ip)
         handler = type("BoundAdminHandler", (_AdminHandler,), {"proxy": proxy})
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), handler)
+        try:
+            self._server = server_class((host, port), handler)
+        except OSError as error:
+            # Say what failed to bind where, in the words the engine uses for a listener: the
+            # bare "[Errno 98] Address already in use" names neither the admin server nor its port.
+            reason = f"{error.strerror} (os error {error.errno})" if error.strerror else str(error)
+            raise OSError(f"admin cannot bind {address}: {reason}") from error
         self._thread = threading.Thread(target=self._server.serve_forever, name="meshproxy-admin", daemon=True)
 
     @property

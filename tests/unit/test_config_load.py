@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from meshproxy.config import (
     Config,
     ConfigError,
@@ -18,7 +20,6 @@ from meshproxy.config import (
     load_config,
     parse_config,
 )
-from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 README_CONFIG = ROOT / "examples" / "orders.yaml"

@@ -7,10 +7,8 @@ loader reports every such problem.
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
-from typing import Any
-
+from .. import _native
 from .addresses import parse_listen_address
 from .errors import Path, parse_path
 from .messages import Finding, show
@@ -92,31 +90,6 @@ def _known_clusters(cfg: Config) -> list[Finding]:
 
 def check_engine(cfg: Config) -> list[Finding]:
     """Ask the engine to compile the document without running it. Regexes are the main case:
-    their syntax is the Rust regex crate's, which no Python library reproduces exactly.
-
-    Skipped when the native module is not built (a source checkout before `maturin develop`);
-    the engine still rejects a bad document when it is handed one."""
-    try:
-        # Imported here, not at module top: the config layer must work (and be testable) in a
-        # checkout where the engine is not built yet.
-        native: Any = importlib.import_module("meshproxy._native")
-    except ImportError:
-        return []
-    check = getattr(native, "check_config", None)
-    if check is None:
-        return []  # a native build older than the config check
-    results: list[tuple[str, str]] = check(cfg.engine_json())
-    return [Finding(parse_path(path), _one_line(message)) for path, message in results]
-
-
-def _one_line(message: str) -> str:
-    """Engine messages may span lines (the regex crate draws a caret diagram under the
-    pattern, and under the anchored form the engine compiles, not what the user wrote); an
-    issue is one line, so keep the head and the regex crate's own `error:` line."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return message.strip()
-    reason = next((line.removeprefix("error: ") for line in lines if line.startswith("error: ")), None)
-    if reason is not None and lines[0].endswith("regex parse error:"):
-        return f"{lines[0].removesuffix('regex parse error:').rstrip()} {reason}"
-    return " ".join(lines)
+    their syntax is the Rust regex crate's, which no Python library reproduces exactly."""
+    results = _native.check_config(cfg.engine_json())
+    return [Finding(parse_path(path), message) for path, message in results]

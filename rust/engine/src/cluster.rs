@@ -8,7 +8,6 @@ use meshproxy_balance::Balancer;
 use crate::config::UpstreamProtocol;
 use crate::endpoint::Endpoint;
 use crate::stats::ClusterStats;
-use crate::upstream::UpstreamClient;
 
 #[derive(Debug)]
 pub struct Cluster {
@@ -16,7 +15,7 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
     pub balancer: Balancer,
-    pub client: UpstreamClient,
+    pub connect_timeout: std::time::Duration,
     pub stats: Arc<ClusterStats>,
 }
 
@@ -27,10 +26,5 @@ impl Cluster {
     pub fn pick(&self) -> Option<&Endpoint> {
         let index = self.balancer.pick(&self.endpoints, &mut rand::rng())?;
         self.endpoints.get(index)
-    }
-
-    /// How many distinct endpoints a connect-failure retry may try.
-    pub fn pickable(&self) -> usize {
-        self.endpoints.iter().filter(|e| e.weight > 0).count()
     }
 }

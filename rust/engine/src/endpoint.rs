@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::uri::Authority;
 use meshproxy_balance::{InFlight, Load, PeakEwma};
 
+use crate::pool::Pool;
+
 /// One upstream address of a cluster, as compiled from the config.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -22,6 +24,7 @@ pub struct Endpoint {
 pub struct EndpointState {
     pub in_flight: InFlight,
     pub latency: PeakEwma,
+    pub pool: Arc<Pool>,
 }
 
 /// One request in flight on an endpoint; ends when dropped (response finished or abandoned).

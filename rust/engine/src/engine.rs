@@ -14,7 +14,6 @@ use crate::endpoint::EndpointRegistry;
 use crate::listener::{ListenerShared, RunningListener};
 use crate::snapshot::{self, Context, Problem};
 use crate::stats::Stats;
-use crate::upstream::UpstreamClients;
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -39,7 +38,6 @@ pub struct Engine {
 struct Control {
     listeners: Vec<RunningListener>,
     endpoints: EndpointRegistry,
-    clients: UpstreamClients,
     stopped: bool,
 }
 
@@ -82,7 +80,7 @@ impl Engine {
         if control.stopped {
             return Err(EngineError::Stopped);
         }
-        let cx = Context { endpoints: &control.endpoints, clients: &control.clients, stats: &self.stats };
+        let cx = Context { endpoints: &control.endpoints, stats: &self.stats };
         let compiled = snapshot::compile(config, cx).map_err(EngineError::Invalid)?;
 
         // Bind every new address before changing anything, so a bind failure changes nothing.

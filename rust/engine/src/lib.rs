@@ -1,6 +1,6 @@
 //! The meshproxy data path: listeners, routing, load balancing and upstream pools on
 //! tokio + hyper. The path of a request, top-down: `listener` → `proxy` → `route` →
-//! `cluster` → `endpoint` → `upstream`. `engine` owns it all; `snapshot` compiles configs.
+//! `cluster` → `endpoint` → `pool`. `engine` owns it all; `snapshot` compiles configs.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -12,11 +12,11 @@ pub mod engine;
 pub mod error;
 pub mod headers;
 pub mod listener;
+pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod snapshot;
 pub mod stats;
-pub mod upstream;
 
 pub use config::Config;
 pub use engine::{Engine, EngineError};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
@@ -16,11 +16,13 @@ use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{prepare_request, remove_hop_by_hop};
 use crate::listener::ListenerShared;
+use crate::pool::{Dial, PoolError};
 use crate::route::{host_without_port, RequestTarget};
 
-/// Connect failures are retried on other endpoints, for requests without a body only (nothing
-/// has been sent, and there is no body to replay). This bounds the attempts.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Requests without a body are sent again after a failure that proves the upstream did not
+/// process them (no connection could be made, or it refused the stream); with a body there is
+/// nothing to replay. This bounds the attempts.
+const MAX_ATTEMPTS: usize = 3;
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses.
 pub async fn handle(listener: Arc<ListenerShared>, client: SocketAddr, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -39,6 +41,7 @@ pub async fn handle(listener: Arc<ListenerShared>, client: SocketAddr, request: 
 
 async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     reject_ambiguous_framing(request.headers())?;
+    reject_invalid_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
@@ -71,7 +74,8 @@ async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: R
     prepare_request(&mut parts.headers, client.ip(), (!authority_str.is_empty()).then_some(authority_str));
     route.request_headers.apply(&mut parts.headers);
 
-    let forwarded = forward(&cluster, parts.method, path_and_query, parts.headers, body);
+    let upstream_authority = Authority::try_from(authority_str).ok().filter(|_| !authority_str.is_empty());
+    let forwarded = forward(&cluster, parts.method, upstream_authority, path_and_query, parts.headers, body);
     let mut response = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
@@ -80,6 +84,9 @@ async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: R
         None => forwarded.await?,
     };
     remove_hop_by_hop(response.headers_mut());
+    // hyper would repeat the upstream's reason phrase, empty or odd as it may be; the proxy
+    // writes the canonical one, as other proxies do.
+    response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     route.response_headers.apply(response.headers_mut());
     Ok(response)
 }
@@ -93,49 +100,100 @@ fn reject_ambiguous_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request
+/// with more than one `Host` or an invalid one. Forwarding them would let the proxy route on one
+/// host while the upstream reads another.
+fn reject_invalid_host(version: Version, headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
+        (None, None) if version == Version::HTTP_11 => Err(ProxyError::BadRequest("an HTTP/1.1 request must carry a Host header")),
+        // Empty is valid: it says the target URI has no authority.
+        (Some(host), None) if !host.is_empty() && !is_valid_host(host.as_bytes()) => {
+            Err(ProxyError::BadRequest("the Host header is not a valid host[:port]"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2): an authority without userinfo.
+fn is_valid_host(host: &[u8]) -> bool {
+    !host.contains(&b'@') && Authority::try_from(host).is_ok()
+}
+
 /// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
 /// the endpoint's request in flight until it ends.
-async fn forward(cluster: &Cluster, method: Method, path_and_query: PathAndQuery, headers: HeaderMap, body: Incoming) -> Result<Response<Body>, ProxyError> {
-    let attempts = if http_body::Body::is_end_stream(&body) { cluster.pickable().clamp(1, MAX_CONNECT_ATTEMPTS) } else { 1 };
+async fn forward(
+    cluster: &Cluster,
+    method: Method,
+    authority: Option<Authority>,
+    path_and_query: PathAndQuery,
+    headers: HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    let attempts = if http_body::Body::is_end_stream(&body) { MAX_ATTEMPTS } else { 1 };
     let mut body = Some(body);
     let mut headers = Some(headers);
     let mut last_error = None;
     for attempt in 1..=attempts {
         let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         let head = if attempt == attempts { headers.take() } else { headers.clone() };
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
         let mut request = Request::new(body.take().map_or(Body::Empty, Body::Streamed));
         *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        *request.version_mut() = match cluster.protocol {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::Http2 => Version::HTTP_2,
-        };
         *request.headers_mut() = head.unwrap_or_default();
+        match cluster.protocol {
+            // Origin-form target; the authority travels in `Host`.
+            UpstreamProtocol::Http1 => {
+                *request.version_mut() = Version::HTTP_11;
+                *request.uri_mut() = Uri::from(path_and_query.clone());
+            }
+            // The authority travels in `:authority`; a `Host` beside it would be malformed
+            // (RFC 9113 §8.3.1) should the two ever differ.
+            UpstreamProtocol::Http2 => {
+                *request.version_mut() = Version::HTTP_2;
+                request.headers_mut().remove(HOST);
+                let authority = authority.clone().unwrap_or_else(|| endpoint.authority.clone());
+                *request.uri_mut() = Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(authority)
+                    .path_and_query(path_and_query.clone())
+                    .build()
+                    .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
+            }
+        }
 
         cluster.stats.upstream_requests_total.inc();
         let in_flight = endpoint.start();
         let started = Instant::now();
-        match cluster.client.request(request).await {
+        let dial = Dial { address: &endpoint.address, protocol: cluster.protocol, connect_timeout: cluster.connect_timeout };
+        match endpoint.state.pool.send(dial, request).await {
             Ok(response) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
                 return Ok(response.map(|body| Body::Upstream { body, in_flight: Some(in_flight) }));
             }
-            Err(error) if error.is_connect() => {
+            Err(PoolError::Connect(cause)) => {
                 cluster.stats.connect_failures_total.inc();
                 last_error = Some(ProxyError::ConnectFailure {
+                    cluster: cluster.name.to_string(),
+                    endpoint: endpoint.address.to_string(),
+                    cause: cause.to_string(),
+                });
+            }
+            // The client's body broke mid-way (bad chunk framing, reset, hang-up): not the
+            // upstream's fault, and the client's framing can no longer be trusted.
+            Err(PoolError::Exchange(error)) if is_request_body_error(&error) => {
+                return Err(ProxyError::BadRequest("the request body could not be read from the client"));
+            }
+            Err(PoolError::Refused(error)) => {
+                cluster.stats.upstream_failures_total.inc();
+                last_error = Some(ProxyError::UpstreamFailure {
                     cluster: cluster.name.to_string(),
                     endpoint: endpoint.address.to_string(),
                     cause: root_cause(&error),
                 });
             }
-            Err(error) => {
+            Err(PoolError::Exchange(error)) => {
                 cluster.stats.upstream_failures_total.inc();
                 return Err(ProxyError::UpstreamFailure {
                     cluster: cluster.name.to_string(),
@@ -146,6 +204,12 @@ async fn forward(cluster: &Cluster, method: Method, path_and_query: PathAndQuery
         }
     }
     Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() }))
+}
+
+/// Whether the exchange failed because the request body, streamed from the client, yielded an
+/// error: hyper reports that as a user-body error caused by the body's own `hyper::Error`.
+fn is_request_body_error(error: &hyper::Error) -> bool {
+    error.is_user() && std::error::Error::source(error).is_some_and(|source| source.is::<hyper::Error>())
 }
 
 /// The innermost cause of an error chain: the part a user can act on ("connection refused").

@@ -20,7 +20,6 @@ use crate::endpoint::{Endpoint, EndpointRegistry};
 use crate::listener::{server_builder, ListenerSnapshot};
 use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable};
 use crate::stats::Stats;
-use crate::upstream::UpstreamClients;
 
 /// One problem with a config, at a field path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +40,6 @@ pub struct CompiledListener {
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub endpoints: &'a EndpointRegistry,
-    pub clients: &'a UpstreamClients,
     pub stats: &'a Stats,
 }
 
@@ -61,8 +59,8 @@ impl fmt::Display for Problem {
 
 /// Checks a config without running it: the problems `compile` would report.
 pub fn check(config: &Config) -> Vec<Problem> {
-    let (endpoints, clients, stats) = (EndpointRegistry::default(), UpstreamClients::default(), Stats::default());
-    match compile(config, Context { endpoints: &endpoints, clients: &clients, stats: &stats }) {
+    let (endpoints, stats) = (EndpointRegistry::default(), Stats::default());
+    match compile(config, Context { endpoints: &endpoints, stats: &stats }) {
         Ok(_) => Vec::new(),
         Err(problems) => problems,
     }
@@ -161,7 +159,7 @@ fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut
             protocol: cluster.protocol,
             balancer: Balancer::new(policy, &weights),
             endpoints,
-            client: cx.clients.get(cluster.protocol, cluster.connect_timeout.duration()),
+            connect_timeout: cluster.connect_timeout.duration(),
             stats: cx.stats.cluster(&cluster.name),
         };
         if clusters.insert(cluster.name.clone(), Arc::new(compiled)).is_some() {
@@ -274,7 +272,7 @@ fn compile_match(m: &config::RouteMatch, at: &str, problems: &mut Vec<Problem>) 
         (None, None, Some(re)) => match anchored(re) {
             Ok(re) => PathMatch::Regex(re),
             Err(e) => {
-                problems.push(Problem::new(format!("{at}.path_regex"), format!("not a valid regular expression: {e}")));
+                problems.push(Problem::new(format!("{at}.path_regex"), regex_problem(&e)));
                 PathMatch::Any
             }
         },
@@ -308,7 +306,7 @@ fn compile_match(m: &config::RouteMatch, at: &str, problems: &mut Vec<Problem>) 
             (None, None, Some(re)) => match anchored(&re) {
                 Ok(re) => HeaderCheck::Regex(re),
                 Err(e) => {
-                    problems.push(Problem::new(format!("{path}.regex"), format!("not a valid regular expression: {e}")));
+                    problems.push(Problem::new(format!("{path}.regex"), regex_problem(&e)));
                     continue;
                 }
             },
@@ -352,6 +350,14 @@ fn compile_edits(edits: &config::HeaderEdits, at: &str, problems: &mut Vec<Probl
         }
     }
     compiled
+}
+
+/// One line saying what is wrong with a pattern. The regex crate's own message draws a caret
+/// diagram under the *anchored* pattern, which is not what the user wrote.
+fn regex_problem(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let reason = text.lines().find_map(|line| line.trim().strip_prefix("error: ")).unwrap_or(text.trim());
+    format!("not a valid regular expression: {reason}")
 }
 
 /// The whole subject must match, as a path or header value rule means.

@@ -1,0 +1,59 @@
+# meshproxy — `make help` lists the targets. `make demo` and `make test` set up everything they
+# need on a fresh machine: Debian packages, the virtualenv, Python packages, the Rust build.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+PYTEST    := $(VENV)/bin/pytest
+MATURIN   := $(VENV)/bin/maturin
+# Real clients the integration tests drive the proxy with.
+APT_PACKAGES := curl nghttp2-client
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages the tests use (curl, h2load)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/bin/activate:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "maturin>=1.8,<2"
+
+.PHONY: build
+build: $(VENV)/bin/activate ## build the engine in release mode into .venv, with the test dependencies
+	$(MATURIN) develop --release --extras test -q
+
+.PHONY: dev
+dev: $(VENV)/bin/activate ## build the engine in debug mode into .venv (faster to rebuild)
+	$(MATURIN) develop --extras test -q
+
+.PHONY: test
+test: system-deps build ## run every test: Rust unit and property tests, then pytest (unit + integration)
+	cargo test --workspace --exclude meshproxy-py --quiet
+	$(PYTEST)
+
+.PHONY: demo
+demo: build ## run a small mesh on loopback: orders v1/v2 behind a 90/10 split; Ctrl-C stops it
+	$(PYTHON) examples/demo.py
+
+.PHONY: lint
+lint: build ## clippy on the Rust crates, mypy --strict on the Python package
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/mypy --strict python/meshproxy
+
+.PHONY: clean
+clean: ## remove build outputs and the virtualenv
+	cargo clean
+	rm -rf $(VENV) .pytest_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -f python/meshproxy/*.so

@@ -1,0 +1,222 @@
+//! The connections of one endpoint: idle HTTP/1.1 keep-alive connections, one at a time per
+//! request, and one multiplexed HTTP/2 connection shared by all requests. A pool belongs to the
+//! endpoint's state, so it survives config swaps with the endpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::Body;
+use crate::config::UpstreamProtocol;
+
+/// A connection idle longer than this is closed rather than reused: upstreams commonly drop
+/// keep-alive connections after a minute or so, and a request sent on one they dropped fails.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle HTTP/1.1 connections kept per endpoint; more are closed when they finish.
+const MAX_IDLE: usize = 256;
+/// How often a request handed back unsent by a closing HTTP/2 connection is sent again.
+const MAX_UNSENT_RETRIES: usize = 3;
+
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    shared: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while an HTTP/2 connection is being made, so concurrent requests share one.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// How to reach an endpoint: from its cluster, which may differ between clusters listing it.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial<'a> {
+    pub address: &'a str,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made; nothing was sent, so the request may go elsewhere.
+    Connect(std::io::Error),
+    /// The upstream refused the request without processing it (HTTP/2 REFUSED_STREAM, or a
+    /// graceful GOAWAY that left the stream out): safe to send again.
+    Refused(hyper::Error),
+    /// The exchange failed on an established connection.
+    Exchange(hyper::Error),
+}
+
+// === impl Pool ===
+
+impl Pool {
+    pub async fn send(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+        match dial.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(dial, request).await,
+            UpstreamProtocol::Http2 => self.send_http2(dial, request).await,
+        }
+    }
+
+    async fn send_http1(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+        let request = match self.take_idle() {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.reuse_when_ready(sender);
+                    return Ok(response);
+                }
+                // The upstream closed the idle connection before it took the request (a race
+                // every keep-alive pool has): the request comes back unsent and goes on a new one.
+                Err(unsent) => retry_or_fail(unsent)?,
+            },
+            None => request,
+        };
+        let mut sender = connect_http1(dial).await?;
+        let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
+        self.reuse_when_ready(sender);
+        Ok(response)
+    }
+
+    async fn send_http2(&self, dial: Dial<'_>, mut request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+        // A connection that is going away (GOAWAY, reset) hands back the requests it never
+        // sent; those are safe to send again on a new connection.
+        for _ in 0..MAX_UNSENT_RETRIES {
+            let mut sender = match self.current_http2() {
+                Some(sender) => sender,
+                None => self.connect_shared_http2(dial).await?,
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut unsent) => {
+                    self.forget_http2(&sender);
+                    request = match unsent.take_message() {
+                        Some(request) => request,
+                        None => return Err(PoolError::from_http2(unsent.into_error())),
+                    };
+                }
+            }
+        }
+        let mut sender = self.connect_shared_http2(dial).await?;
+        sender.send_request(request).await.map_err(PoolError::from_http2)
+    }
+
+    /// Drops the shared connection if it is still the one that failed.
+    fn forget_http2(&self, failed: &http2::SendRequest<Body>) {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.as_ref().is_some_and(|current| current.is_closed() || !failed.is_ready()) {
+            *shared = None;
+        }
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// An HTTP/1.1 connection takes its next request once the current response has been read
+    /// to the end; it goes back to the pool then, or is dropped (closing it) if it broke. The
+    /// task holds the pool weakly: a pool whose endpoint left the config keeps nothing.
+    fn reuse_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                if let Some(pool) = pool.upgrade() {
+                    pool.put_idle(sender);
+                }
+            }
+        });
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    fn current_http2(&self) -> Option<http2::SendRequest<Body>> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.as_ref().filter(|sender| !sender.is_closed()).cloned()
+    }
+
+    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<http2::SendRequest<Body>, PoolError> {
+        let _one_at_a_time = self.connecting.lock().await;
+        // Someone else may have connected while this request waited for the lock.
+        if let Some(sender) = self.current_http2() {
+            return Ok(sender);
+        }
+        let sender = connect_http2(dial).await?;
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+// === impl PoolError ===
+
+impl PoolError {
+    fn from_http2(error: hyper::Error) -> PoolError {
+        let refused = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<h2::Error>())
+            .is_some_and(|h2| {
+                h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+            });
+        if refused {
+            PoolError::Refused(error)
+        } else {
+            PoolError::Exchange(error)
+        }
+    }
+}
+
+fn retry_or_fail(mut unsent: TrySendError<Request<Body>>) -> Result<Request<Body>, PoolError> {
+    match unsent.take_message() {
+        Some(request) => Ok(request),
+        None => Err(PoolError::Exchange(unsent.into_error())),
+    }
+}
+
+async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, PoolError> {
+    let connect = TcpStream::connect(dial.address);
+    let stream = tokio::time::timeout(dial.connect_timeout, connect)
+        .await
+        .map_err(|_| {
+            let after = dial.connect_timeout.as_millis();
+            PoolError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out after {after}ms")))
+        })?
+        .map_err(PoolError::Connect)?;
+    stream.set_nodelay(true).map_err(PoolError::Connect)?;
+    Ok(stream)
+}
+
+async fn connect_http1(dial: Dial<'_>) -> Result<http1::SendRequest<Body>, PoolError> {
+    let io = TokioIo::new(dial_tcp(dial).await?);
+    let (sender, connection) = http1::Builder::new().handshake(io).await.map_err(PoolError::Exchange)?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn connect_http2(dial: Dial<'_>) -> Result<http2::SendRequest<Body>, PoolError> {
+    let io = TokioIo::new(dial_tcp(dial).await?);
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .keep_alive_interval(Duration::from_secs(30))
+        .handshake(io)
+        .await
+        .map_err(PoolError::Exchange)?;
+    tokio::spawn(connection);
+    Ok(sender)
+}

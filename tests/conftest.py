@@ -1,0 +1,229 @@
+"""Fixtures shared by every test: real upstream servers and real proxies on loopback, on
+ephemeral ports, with readiness polled (never slept for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM = Path(__file__).resolve().parent / "upstream.py"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def accepts_connections(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Upstream:
+    name: str
+    address: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_upstream(name: str) -> Upstream:
+    """A hypercorn upstream (HTTP/1.1 and h2c) on a socket bound here and handed over by fd."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    address = "127.0.0.1:%d" % sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(UPSTREAM), "--name", name, "--fd", str(sock.fileno())],
+        pass_fds=[sock.fileno()],
+    )
+    sock.close()
+    upstream = Upstream(name, address, process)
+    # The socket accepts before hypercorn runs; an answered request is the real readiness.
+    wait_until(lambda: _answers(address), what=f"upstream {name} on {address}")
+    return upstream
+
+
+def _answers(address: str) -> bool:
+    import http.client
+
+    host, port = address.rsplit(":", 1)
+    try:
+        connection = http.client.HTTPConnection(host, int(port), timeout=1)
+        connection.request("GET", "/ready")
+        ok = connection.getresponse().status == 200
+        connection.close()
+        return ok
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def upstreams() -> Iterator[Callable[[str], Upstream]]:
+    """Starts named upstreams on demand, once per session each."""
+    started: dict[str, Upstream] = {}
+
+    def get(name: str) -> Upstream:
+        if name not in started:
+            started[name] = start_upstream(name)
+        return started[name]
+
+    yield get
+    for upstream in started.values():
+        upstream.stop()
+
+
+def closed_port_address() -> str:
+    """An address nothing listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return "127.0.0.1:%d" % sock.getsockname()[1]
+
+
+@dataclass
+class ProxyProcess:
+    """``meshproxy run`` as an operator runs it, with the addresses it logged."""
+
+    process: subprocess.Popen[str]
+    listeners: dict[str, str]
+    admin: str | None
+    log_lines: list[str]
+
+    def address(self, name: str) -> str:
+        return self.listeners[name]
+
+    def __post_init__(self) -> None:
+        # Keep reading the log so the proxy never blocks on a full pipe.
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log_lines.append(line)
+
+    def stop(self, sig: int | None = None) -> int:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(sig or signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._reader.join(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return code
+
+
+_LISTENER_LINE = re.compile(r"listener (\S+) on (\S+) ")
+_ADMIN_LINE = re.compile(r"admin on http://(\S+)/")
+
+
+def run_meshproxy(config: dict[str, Any] | Path, tmp_path: Path, *extra: str) -> ProxyProcess:
+    """Starts ``meshproxy run`` and waits for its 'ready' log line."""
+    if isinstance(config, dict):
+        path = tmp_path / "meshproxy.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        path = config
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meshproxy", "run", "--config", str(path), *extra],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    listeners: dict[str, str] = {}
+    admin = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise RuntimeError("meshproxy run exited before it was ready:\n" + "".join(lines))
+        lines.append(line)
+        if m := _LISTENER_LINE.search(line):
+            listeners[m.group(1)] = m.group(2)
+        if m := _ADMIN_LINE.search(line):
+            admin = m.group(1)
+        if "ready:" in line:
+            return ProxyProcess(process, listeners, admin, lines)
+    process.kill()
+    raise TimeoutError("meshproxy run did not log 'ready' in 30s:\n" + "".join(lines))
+
+
+@pytest.fixture
+def meshproxy_run(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+    running: list[ProxyProcess] = []
+
+    def start(config: dict[str, Any] | Path, *extra: str) -> ProxyProcess:
+        proxy = run_meshproxy(config, tmp_path, *extra)
+        running.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in running:
+        proxy.stop()
+
+
+def one_route_config(*clusters: dict[str, Any], routes: list[dict[str, Any]] | None = None,
+                     protocol: str = "auto", **top: Any) -> dict[str, Any]:
+    """A config with one listener on an ephemeral port; by default every request goes to the
+    first cluster."""
+    return {
+        **top,
+        "listeners": [{
+            "name": "outbound",
+            "address": "127.0.0.1:0",
+            "protocol": protocol,
+            "routes": routes if routes is not None else [{"cluster": clusters[0]["name"]}],
+        }],
+        "clusters": list(clusters),
+    }
+
+
+def body_json(response: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(response.content if hasattr(response, "content") else response)
+    return document
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+os.environ.setdefault("NO_PROXY", "*")

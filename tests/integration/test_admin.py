@@ -1,0 +1,145 @@
+"""The admin HTTP API of ``meshproxy run``: probes, the running config, the engine's counters,
+asked over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+import meshproxy
+from conftest import ProxyProcess, Upstream, one_route_config, wait_until
+
+Upstreams = Callable[[str], Upstream]
+ADMIN = {"address": "127.0.0.1:0"}
+
+
+@pytest.fixture
+def sidecar(meshproxy_run: Callable[..., ProxyProcess]) -> Iterator[Callable[..., ProxyProcess]]:
+    """``meshproxy_run`` that also closes the process's stderr pipe once it has stopped."""
+    started: list[ProxyProcess] = []
+
+    def start(config: dict[str, Any] | Path, *extra: str) -> ProxyProcess:
+        proxy = meshproxy_run(config, *extra)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+        assert proxy.process.stderr is not None
+        proxy.process.stderr.close()
+
+
+@pytest.fixture
+def admin_client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+def app_config(upstream: Upstream, **top: Any) -> dict[str, Any]:
+    return one_route_config({"name": "app", "endpoints": [{"address": upstream.address}]}, admin=ADMIN, **top)
+
+
+def test_admin_on_port_0_logs_its_bound_address(sidecar: Callable[..., ProxyProcess], upstreams: Upstreams,
+                                                admin_client: httpx.Client) -> None:
+    proxy = sidecar(app_config(upstreams("v1")))
+    admin_lines = [line for line in proxy.log_lines if "admin on" in line]
+    assert len(admin_lines) == 1
+    match = re.fullmatch(r"meshproxy: admin on http://127\.0\.0\.1:(\d+)/\n", admin_lines[0])
+    assert match is not None, admin_lines
+    assert int(match.group(1)) != 0
+    assert admin_client.get(f"http://127.0.0.1:{match.group(1)}/live").status_code == 200
+
+
+def test_no_admin_section_means_no_admin_server(sidecar: Callable[..., ProxyProcess], upstreams: Upstreams) -> None:
+    config = app_config(upstreams("v1"))
+    del config["admin"]
+    proxy = sidecar(config)
+    assert proxy.admin is None
+    assert not any("admin on" in line for line in proxy.log_lines)
+
+
+@pytest.mark.parametrize(("path", "body"), [("/ready", "ready\n"), ("/live", "live\n")])
+def test_probes_answer_200_once_the_listeners_are_bound(
+    sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str, body: str
+) -> None:
+    proxy = sidecar(app_config(upstreams("v1")))
+    response = admin_client.get(f"http://{proxy.admin}{path}")
+    assert response.status_code == 200
+    assert response.text == body
+
+
+def test_config_is_the_engine_document_of_the_running_file(
+    tmp_path: Path, sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(app_config(upstreams("v1"))))
+    proxy = sidecar(path)
+
+    response = admin_client.get(f"http://{proxy.admin}/config")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == json.loads(meshproxy.load_config(path).engine_json())
+
+
+def test_config_follows_a_reload(
+    tmp_path: Path, sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(app_config(upstreams("v1"))))
+    proxy = sidecar(path)
+
+    path.write_text(yaml.safe_dump(app_config(upstreams("v2"))))
+    expected = json.loads(meshproxy.load_config(path).engine_json())
+    proxy.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: admin_client.get(f"http://{proxy.admin}/config").json() == expected, timeout=10,
+               what="/config to show the reloaded file")
+    assert admin_client.get(f"http://{proxy.admin}/stats").json()["config_version"] == 2
+
+
+def test_stats_count_the_requests_sent(
+    sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+) -> None:
+    proxy = sidecar(app_config(upstreams("v1")), "--workers", "2")
+    address = proxy.address("outbound")
+    with httpx.Client(timeout=10) as client:
+        for _ in range(5):
+            assert client.get(f"http://{address}/anything").status_code == 200
+        assert client.get(f"http://{address}/status/503").status_code == 503
+
+    response = admin_client.get(f"http://{proxy.admin}/stats")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    stats = response.json()
+    assert set(stats) == {"listeners", "clusters", "errors", "config_version", "workers"}
+    assert stats["config_version"] == 1
+    assert stats["workers"] == 2
+
+    listener = stats["listeners"]["outbound"]
+    assert listener["requests_total"] == 6
+    assert listener["responses"] == {"1xx": 0, "2xx": 5, "3xx": 0, "4xx": 0, "5xx": 1}
+    # One client connection, kept alive for all six requests.
+    assert listener["connections_total"] == 1
+
+    cluster = stats["clusters"]["app"]
+    assert cluster["upstream_requests_total"] == 6
+    assert cluster["responses"] == {"1xx": 0, "2xx": 5, "3xx": 0, "4xx": 0, "5xx": 1}
+    assert set(stats["errors"].values()) == {0}
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/stats/extra", "/readyz"])
+def test_unknown_admin_path_is_404(
+    sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str
+) -> None:
+    proxy = sidecar(app_config(upstreams("v1")))
+    response = admin_client.get(f"http://{proxy.admin}{path}")
+    assert response.status_code == 404
+    assert "/ready, /live, /config, /stats" in response.text

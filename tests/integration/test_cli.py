@@ -1,0 +1,429 @@
+"""The ``meshproxy`` command as an operator runs it: ``validate``, ``version``, ``--help`` and
+``run`` (listeners logged with their real ports, traffic, signals, reloads, bind failures,
+worker threads), always as a subprocess against real upstreams on loopback."""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+import yaml
+
+from conftest import ProxyProcess, Upstream, accepts_connections, body_json, one_route_config, wait_until
+
+ProxyRunner = Callable[..., ProxyProcess]
+Upstreams = Callable[[str], Upstream]
+
+# Where the console script lives: beside the interpreter of the venv that installed it.
+CONSOLE_SCRIPT = Path(sys.executable).parent / "meshproxy"
+
+
+def meshproxy(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshproxy", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def app_cluster(upstream: Upstream, name: str = "app") -> dict[str, Any]:
+    return {"name": name, "endpoints": [{"address": upstream.address}]}
+
+
+def served_by(address: str, path: str = "/anything") -> str:
+    """Which upstream answered a request sent through the proxy listener at ``address``."""
+    with httpx.Client(timeout=10) as client:
+        response = client.get(f"http://{address}{path}")
+    assert response.status_code == 200, response.text
+    upstream: str = body_json(response)["upstream"]
+    return upstream
+
+
+class LogTail:
+    """Reads the rest of a running ``meshproxy run``'s stderr on a thread, so a test can wait
+    (bounded) for a line without blocking on a pipe that may stay silent."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no log line containing {text!r}; got:\n{''.join(self.seen)}")
+
+    def rest(self) -> str:
+        """Everything logged until the process closed stderr (call once it has exited)."""
+        self._thread.join(timeout=10)
+        while (line := self._lines.get_nowait()) is not None:
+            self.seen.append(line)
+        return "".join(self.seen)
+
+    def close(self) -> None:
+        self._thread.join(timeout=10)
+        self._stream.close()
+
+
+class Sidecar:
+    """A running ``meshproxy run`` (see :class:`ProxyProcess`) plus the tail of its log
+    after the 'ready' line."""
+
+    def __init__(self, proxy: ProxyProcess) -> None:
+        assert proxy.process.stderr is not None
+        self._proxy = proxy
+        self.process = proxy.process
+        self.admin = proxy.admin
+        self.log_lines = proxy.log_lines
+        self.log = LogTail(proxy.process.stderr)
+
+    def address(self, name: str) -> str:
+        return self._proxy.address(name)
+
+    def stop(self, sig: int | None = None) -> int:
+        return self._proxy.stop(sig)
+
+
+@pytest.fixture
+def sidecar(meshproxy_run: ProxyRunner) -> Iterator[Callable[..., Sidecar]]:
+    """``meshproxy_run`` that also tails the log, and stops the process and closes its pipe
+    at the end of the test."""
+    started: list[Sidecar] = []
+
+    def start(config: dict[str, Any] | Path, *extra: str) -> Sidecar:
+        running = Sidecar(meshproxy_run(config, *extra))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+        running.log.close()
+
+
+SidecarRunner = Callable[..., Sidecar]
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+def test_validate_accepts_a_valid_file_with_a_one_line_summary(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "ok.yaml", one_route_config(
+        {"name": "app", "endpoints": [{"address": "127.0.0.1:8080"}]},
+        {"name": "other", "endpoints": [{"address": "127.0.0.1:8081"}]},
+        routes=[{"match": {"path_prefix": "/other"}, "cluster": "other"}, {"cluster": "app"}],
+    ))
+    result = meshproxy("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{path}: valid (1 listeners, 2 routes, 2 clusters)\n"
+    assert result.stderr == ""
+
+
+BAD_ROUTE = """\
+listeners:
+  - name: outbound
+    address: 127.0.0.1:0
+    routes:
+      - cluster: nope
+clusters:
+  - name: app
+    endpoints:
+      - address: 127.0.0.1:8080
+"""
+
+BAD_LB = """\
+listeners:
+  - name: outbound
+    address: 127.0.0.1:0
+    routes:
+      - cluster: app
+clusters:
+  - name: app
+    lb: fastest
+    endpoints:
+      - address: 127.0.0.1:8080
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param(BAD_ROUTE, "{file}:5: listeners[0].routes[0].cluster: unknown cluster 'nope'; defined clusters: app",
+                 id="unknown-cluster"),
+    pytest.param(BAD_LB, "{file}:8: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, "
+                 "least_request, p2c_ewma", id="bad-lb"),
+])
+def test_validate_rejects_an_invalid_file_naming_file_line_path_and_message(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = meshproxy("validate", str(path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [expected.format(file=path)]
+
+
+def test_validate_of_a_missing_file_exits_1_saying_it_cannot_read_it(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    result = meshproxy("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr == f"{path}: cannot read config file: No such file or directory\n"
+
+
+# --- version and help ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param([sys.executable, "-m", "meshproxy"], id="python-m"),
+    pytest.param([str(CONSOLE_SCRIPT)], id="console-script"),
+])
+def test_version_prints_the_package_version(command: list[str]) -> None:
+    import meshproxy as package
+
+    result = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"meshproxy {package.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", package.__version__)
+
+
+@pytest.mark.parametrize(("args", "mentions"), [
+    pytest.param([], ["run", "validate", "version"], id="top"),
+    pytest.param(["run"], ["--config FILE", "--workers N", "--drain-timeout S", "SIGINT", "SIGTERM", "SIGHUP"],
+                 id="run"),
+    pytest.param(["validate"], ["FILE", "FILE:LINE"], id="validate"),
+    pytest.param(["version"], ["Print the version"], id="version"),
+])
+def test_help_of_each_command_describes_it(args: list[str], mentions: list[str]) -> None:
+    result = meshproxy(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: meshproxy {' '.join(args)}".rstrip())
+    for text in mentions:
+        assert text in result.stdout
+
+
+def test_a_command_is_required() -> None:
+    result = meshproxy()
+    assert result.returncode == 2
+    assert "usage: meshproxy" in result.stderr
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+def test_run_logs_each_listener_with_its_bound_port_and_serves_traffic(
+    sidecar: SidecarRunner, upstreams: Upstreams
+) -> None:
+    v1 = upstreams("v1")
+    config = one_route_config(app_cluster(v1), admin={"address": "127.0.0.1:0"})
+    config["listeners"].append({"name": "inbound", "address": "127.0.0.1:0", "protocol": "http1",
+                                "routes": [{"cluster": "app"}]})
+    proxy = sidecar(config)
+
+    listener_lines = [line for line in proxy.log_lines if " listener " in line]
+    assert len(listener_lines) == 2
+    for name, protocol in [("outbound", "auto"), ("inbound", "http1")]:
+        address = proxy.address(name)
+        host, port = address.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) != 0
+        assert f"meshproxy: listener {name} on {address} ({protocol})\n" in listener_lines
+        assert served_by(address) == "v1"
+    assert proxy.log_lines[-1].startswith("meshproxy: ready: ")
+    assert proxy.log_lines[-1].endswith(" worker threads, config version 1\n")
+
+
+def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(
+    sidecar: SidecarRunner, upstreams: Upstreams
+) -> None:
+    proxy = sidecar(one_route_config(app_cluster(upstreams("v1")), admin={"address": "127.0.0.1:0"}))
+    address = proxy.address("outbound")
+    tail = proxy.log
+    result: dict[str, Any] = {}
+
+    def slow_request() -> None:
+        try:
+            with httpx.Client(timeout=10) as client:
+                result["response"] = client.get(f"http://{address}/delay/1500")
+        except httpx.HTTPError as error:
+            result["error"] = error
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    # In flight once the engine has sent it upstream, which holds it for 1.5s.
+    wait_until(lambda: _sent_upstream(proxy), timeout=5, what="the slow request to reach the upstream")
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(timeout=20) == 0
+    thread.join(timeout=10)
+
+    assert "error" not in result, result
+    assert result["response"].status_code == 200
+    assert body_json(result["response"])["path"] == "/delay/1500"
+    logged = tail.rest()
+    assert "meshproxy: SIGTERM received: draining" in logged
+    assert "meshproxy: stopped" in logged
+    assert not accepts_connections(address)
+
+
+def _sent_upstream(proxy: ProxyProcess) -> bool:
+    with httpx.Client(timeout=5) as client:
+        stats = client.get(f"http://{proxy.admin}/stats").json()
+    sent: int = stats["clusters"]["app"]["upstream_requests_total"]
+    return sent == 1
+
+
+def test_sigint_exits_0(sidecar: SidecarRunner, upstreams: Upstreams) -> None:
+    proxy = sidecar(one_route_config(app_cluster(upstreams("v1"))))
+    address = proxy.address("outbound")
+    tail = proxy.log
+    assert proxy.stop(signal.SIGINT) == 0
+    assert "meshproxy: SIGINT received: draining" in tail.rest()
+    assert not accepts_connections(address)
+
+
+def test_sighup_reloads_a_changed_file(
+    tmp_path: Path, sidecar: SidecarRunner, upstreams: Upstreams
+) -> None:
+    v1, v2 = upstreams("v1"), upstreams("v2")
+    config = one_route_config(app_cluster(v1), app_cluster(v2, "canary"))
+    path = write_yaml(tmp_path / "sidecar.yaml", config)
+    proxy = sidecar(path)
+    address = proxy.address("outbound")
+    tail = proxy.log
+    assert served_by(address, "/canary/x") == "v1"
+
+    config["listeners"][0]["routes"].insert(0, {"match": {"path_prefix": "/canary"}, "cluster": "canary"})
+    write_yaml(path, config)
+    proxy.process.send_signal(signal.SIGHUP)
+    assert tail.wait_for("reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+
+    assert served_by(address, "/canary/x") == "v2"
+    assert served_by(address, "/other") == "v1"
+    # Same listener, same port: a reload does not rebind what did not change.
+    assert accepts_connections(address)
+    assert proxy.stop() == 0
+
+
+def test_sighup_with_a_broken_file_logs_the_refusal_and_keeps_serving(
+    tmp_path: Path, sidecar: SidecarRunner, upstreams: Upstreams
+) -> None:
+    config = one_route_config(app_cluster(upstreams("v1")))
+    path = write_yaml(tmp_path / "sidecar.yaml", config)
+    proxy = sidecar(path)
+    address = proxy.address("outbound")
+    tail = proxy.log
+
+    path.write_text(BAD_ROUTE)
+    proxy.process.send_signal(signal.SIGHUP)
+    assert tail.wait_for("reload refused") == "meshproxy: reload refused, keeping the running config:\n"
+    assert tail.wait_for(str(path)) == (
+        f"{path}:5: listeners[0].routes[0].cluster: unknown cluster 'nope'; defined clusters: app\n"
+    )
+
+    assert served_by(address) == "v1"
+    # The refused file did not count as a version: the next good one is version 2.
+    write_yaml(path, config)
+    proxy.process.send_signal(signal.SIGHUP)
+    assert tail.wait_for("reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+    assert proxy.stop() == 0
+
+
+def test_run_with_an_invalid_config_exits_1_with_the_message(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_LB)
+    result = meshproxy("run", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{path}:8: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, "
+        "least_request, p2c_ewma\n"
+    )
+
+
+def test_run_with_a_listener_address_in_use_exits_1_naming_the_listener_and_address(
+    tmp_path: Path, upstreams: Upstreams
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = "127.0.0.1:%d" % taken.getsockname()[1]
+        config = one_route_config(app_cluster(upstreams("v1")))
+        config["listeners"].append({"name": "inbound", "address": busy, "routes": [{"cluster": "app"}]})
+        path = write_yaml(tmp_path / "sidecar.yaml", config)
+        result = meshproxy("run", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr == f"{path}: listener 'inbound' cannot bind {busy}: Address already in use (os error 98)\n"
+
+
+def test_run_with_the_admin_address_in_use_exits_1_naming_the_admin_address(
+    tmp_path: Path, upstreams: Upstreams
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = "127.0.0.1:%d" % taken.getsockname()[1]
+        config = one_route_config(app_cluster(upstreams("v1")), admin={"address": busy})
+        path = write_yaml(tmp_path / "sidecar.yaml", config)
+        result = meshproxy("run", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr == f"{path}: admin cannot bind {busy}: Address already in use (os error 98)\n"
+
+
+def test_workers_option_sets_the_engine_worker_threads(
+    sidecar: SidecarRunner, upstreams: Upstreams
+) -> None:
+    proxy = sidecar(one_route_config(app_cluster(upstreams("v1")), admin={"address": "127.0.0.1:0"}),
+                          "--workers", "3")
+    assert proxy.log_lines[-1] == "meshproxy: ready: 3 worker threads, config version 1\n"
+    assert _worker_threads(proxy.process.pid, 3) == 3
+    with httpx.Client(timeout=10) as client:
+        assert client.get(f"http://{proxy.admin}/stats").json()["workers"] == 3
+
+
+def test_workers_option_overrides_the_config(sidecar: SidecarRunner, upstreams: Upstreams) -> None:
+    proxy = sidecar(one_route_config(app_cluster(upstreams("v1")), workers=1), "--workers", "2")
+    assert _worker_threads(proxy.process.pid, 2) == 2
+
+
+def test_workers_option_must_be_positive(tmp_path: Path) -> None:
+    result = meshproxy("run", "--config", str(tmp_path / "unused.yaml"), "--workers", "0")
+    assert result.returncode == 2
+    assert "--workers: must be at least 1, got 0" in result.stderr
+
+
+def _worker_threads(pid: int, expected: int) -> int:
+    """How many threads of ``pid`` are engine workers, once at least ``expected`` are: a new
+    thread names itself when it starts running, so a count taken at once can be short."""
+
+    def count() -> int:
+        # comm is cut to 15 characters: "meshproxy-worker" reads "meshproxy-worke".
+        tasks = Path(f"/proc/{pid}/task").glob("*/comm")
+        return sum(1 for comm in tasks if comm.read_text().strip() == "meshproxy-worke")
+
+    wait_until(lambda: count() >= expected, timeout=10, what=f"{expected} meshproxy-worker threads")
+    return count()
