@@ -57,6 +57,8 @@ def app_named(name: str) -> Any:
             "http_version": scope["http_version"],
             "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
             "received": received,
+            # The proxy's side of the connection: tells pooled connections apart.
+            "client_port": (scope.get("client") or ("", 0))[1],
         }
         body = json.dumps(document).encode()
         await send({

@@ -18,7 +18,8 @@ def check_config(config_json: str) -> list[tuple[str, str]]:
     the engine would run it."""
 
 def normalize_config(config_json: str) -> str:
-    """The document as the engine reads it, written back with every default filled in."""
+    """The document as the engine reads it, written back in canonical form with every default
+    filled in: two documents mean the same to the engine iff this gives the same JSON."""
 
 # A pyclass without `subclass`: Python code cannot subclass it.
 @final

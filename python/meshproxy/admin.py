@@ -46,7 +46,10 @@ class AdminServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        # shutdown() waits for serve_forever to return: it would wait forever on a server
+        # that was bound but never started (a reload refused after binding a new address).
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
 

@@ -120,6 +120,7 @@ def _log_bound(proxy: Proxy, config: Config) -> None:
 
 
 def _reload(proxy: Proxy, path: Path) -> None:
+    admin = proxy.admin_address
     try:
         version = proxy.reload(load_config(path))
     except ConfigError as error:
@@ -128,6 +129,8 @@ def _reload(proxy: Proxy, path: Path) -> None:
         log.error("reload refused, keeping the running config: %s", error)
     else:
         log.info("reloaded %s: config version %d", path, version)
+        if proxy.admin_address is not None and proxy.admin_address != admin:
+            log.info("admin on http://%s/", proxy.admin_address)
 
 
 if __name__ == "__main__":

@@ -45,12 +45,12 @@ class Proxy:
                 raise RuntimeError("the proxy is already running")
             engine = _native.Engine(self._config.engine_json(), self._workers)
             try:
-                if self._config.admin is not None:
-                    self._admin = AdminServer(self._config.admin.address, self)
-                    self._admin.start()
+                self._admin = self._bind_admin(self._config)
             except BaseException:
                 engine.shutdown(0.0)
                 raise
+            if self._admin is not None:
+                self._admin.start()
             self._engine = engine
         return self
 
@@ -97,8 +97,25 @@ class Proxy:
         and keeps the running config when the new one is refused."""
         new_config = coerce_config(config)
         with self._lock:
-            version = self._require_engine().apply(new_config.engine_json())
-            self._config = new_config
+            engine = self._require_engine()
+            admin = self._admin
+            moved = _admin_address(new_config) != _admin_address(self._config)
+            if moved:
+                # A changed admin address is bound before anything else changes, so a bind
+                # failure refuses the config as a listener's would.
+                admin = self._bind_admin(new_config)
+            try:
+                version = engine.apply(new_config.engine_json())
+            except BaseException:
+                if moved and admin is not None:
+                    admin.stop()
+                raise
+            retired = self._admin if moved else None
+            if moved and admin is not None:
+                admin.start()
+            self._admin, self._config = admin, new_config
+        if retired is not None:
+            retired.stop()
         return version
 
     def listeners(self) -> dict[str, str]:
@@ -127,8 +144,16 @@ class Proxy:
         """How many configs the engine has applied (1 after start)."""
         return self._require_engine().version
 
+    def _bind_admin(self, config: Config) -> AdminServer | None:
+        """Binds the admin address of ``config`` (not serving yet), or None without one."""
+        return AdminServer(config.admin.address, self) if config.admin is not None else None
+
     def _require_engine(self) -> _native.Engine:
         engine = self._engine
         if engine is None:
             raise RuntimeError("the proxy is not running; call start() first")
         return engine
+
+
+def _admin_address(config: Config) -> str | None:
+    return config.admin.address if config.admin is not None else None

@@ -11,31 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import meshproxy
 import pytest
 import yaml
-
-import meshproxy
-from conftest import ProxyProcess, Upstream, one_route_config, wait_until
+from conftest import (
+    ProxyProcess,
+    Upstream,
+    accepts_connections,
+    closed_port_address,
+    one_route_config,
+    wait_until,
+)
 
 Upstreams = Callable[[str], Upstream]
 ADMIN = {"address": "127.0.0.1:0"}
-
-
-@pytest.fixture
-def sidecar(meshproxy_run: Callable[..., ProxyProcess]) -> Iterator[Callable[..., ProxyProcess]]:
-    """``meshproxy_run`` that also closes the process's stderr pipe once it has stopped."""
-    started: list[ProxyProcess] = []
-
-    def start(config: dict[str, Any] | Path, *extra: str) -> ProxyProcess:
-        proxy = meshproxy_run(config, *extra)
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
-        assert proxy.process.stderr is not None
-        proxy.process.stderr.close()
 
 
 @pytest.fixture
@@ -48,9 +37,9 @@ def app_config(upstream: Upstream, **top: Any) -> dict[str, Any]:
     return one_route_config({"name": "app", "endpoints": [{"address": upstream.address}]}, admin=ADMIN, **top)
 
 
-def test_admin_on_port_0_logs_its_bound_address(sidecar: Callable[..., ProxyProcess], upstreams: Upstreams,
+def test_admin_on_port_0_logs_its_bound_address(meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams,
                                                 admin_client: httpx.Client) -> None:
-    proxy = sidecar(app_config(upstreams("v1")))
+    proxy = meshproxy_run(app_config(upstreams("v1")))
     admin_lines = [line for line in proxy.log_lines if "admin on" in line]
     assert len(admin_lines) == 1
     match = re.fullmatch(r"meshproxy: admin on http://127\.0\.0\.1:(\d+)/\n", admin_lines[0])
@@ -59,30 +48,30 @@ def test_admin_on_port_0_logs_its_bound_address(sidecar: Callable[..., ProxyProc
     assert admin_client.get(f"http://127.0.0.1:{match.group(1)}/live").status_code == 200
 
 
-def test_no_admin_section_means_no_admin_server(sidecar: Callable[..., ProxyProcess], upstreams: Upstreams) -> None:
+def test_no_admin_section_means_no_admin_server(meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams) -> None:
     config = app_config(upstreams("v1"))
     del config["admin"]
-    proxy = sidecar(config)
+    proxy = meshproxy_run(config)
     assert proxy.admin is None
     assert not any("admin on" in line for line in proxy.log_lines)
 
 
 @pytest.mark.parametrize(("path", "body"), [("/ready", "ready\n"), ("/live", "live\n")])
 def test_probes_answer_200_once_the_listeners_are_bound(
-    sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str, body: str
+    meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str, body: str
 ) -> None:
-    proxy = sidecar(app_config(upstreams("v1")))
+    proxy = meshproxy_run(app_config(upstreams("v1")))
     response = admin_client.get(f"http://{proxy.admin}{path}")
     assert response.status_code == 200
     assert response.text == body
 
 
 def test_config_is_the_engine_document_of_the_running_file(
-    tmp_path: Path, sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+    tmp_path: Path, meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:
     path = tmp_path / "sidecar.yaml"
     path.write_text(yaml.safe_dump(app_config(upstreams("v1"))))
-    proxy = sidecar(path)
+    proxy = meshproxy_run(path)
 
     response = admin_client.get(f"http://{proxy.admin}/config")
     assert response.status_code == 200
@@ -91,11 +80,11 @@ def test_config_is_the_engine_document_of_the_running_file(
 
 
 def test_config_follows_a_reload(
-    tmp_path: Path, sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+    tmp_path: Path, meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:
     path = tmp_path / "sidecar.yaml"
     path.write_text(yaml.safe_dump(app_config(upstreams("v1"))))
-    proxy = sidecar(path)
+    proxy = meshproxy_run(path)
 
     path.write_text(yaml.safe_dump(app_config(upstreams("v2"))))
     expected = json.loads(meshproxy.load_config(path).engine_json())
@@ -105,10 +94,31 @@ def test_config_follows_a_reload(
     assert admin_client.get(f"http://{proxy.admin}/stats").json()["config_version"] == 2
 
 
-def test_stats_count_the_requests_sent(
-    sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+def test_sighup_with_a_new_admin_address_moves_the_admin_server_and_logs_it(
+    tmp_path: Path, meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:
-    proxy = sidecar(app_config(upstreams("v1")), "--workers", "2")
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(app_config(upstreams("v1"))))
+    proxy = meshproxy_run(path)
+    old = proxy.admin
+    assert old is not None
+    moved_to = closed_port_address()
+    config = app_config(upstreams("v1"))
+    config["admin"] = {"address": moved_to}
+    path.write_text(yaml.safe_dump(config))
+    logged_before = len(proxy.log_lines)
+
+    proxy.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: f"meshproxy: admin on http://{moved_to}/\n" in proxy.log_lines[logged_before:], timeout=10,
+               what="the moved admin address in the log")
+    assert admin_client.get(f"http://{moved_to}/stats").json()["config_version"] == 2
+    assert not accepts_connections(old)
+
+
+def test_stats_count_the_requests_sent(
+    meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client
+) -> None:
+    proxy = meshproxy_run(app_config(upstreams("v1")), "--workers", "2")
     address = proxy.address("outbound")
     with httpx.Client(timeout=10) as client:
         for _ in range(5):
@@ -137,9 +147,9 @@ def test_stats_count_the_requests_sent(
 
 @pytest.mark.parametrize("path", ["/", "/metrics", "/stats/extra", "/readyz"])
 def test_unknown_admin_path_is_404(
-    sidecar: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str
+    meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str
 ) -> None:
-    proxy = sidecar(app_config(upstreams("v1")))
+    proxy = meshproxy_run(app_config(upstreams("v1")))
     response = admin_client.get(f"http://{proxy.admin}{path}")
     assert response.status_code == 404
     assert "/ready, /live, /config, /stats" in response.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import meshproxy
 import pytest
 import yaml
-
-import meshproxy
-from conftest import Upstream, accepts_connections, body_json, one_route_config
+from conftest import (
+    Upstream,
+    accepts_connections,
+    body_json,
+    closed_port_address,
+    one_route_config,
+    wait_until,
+)
 
 Upstreams = Callable[[str], Upstream]
 PACKAGE_DIR = Path(meshproxy.__file__).parent
@@ -40,6 +47,13 @@ def served_by(address: str, path: str = "/anything") -> str:
     return upstream
 
 
+def wait_unbound(address: str) -> None:
+    """Waits (bounded) until nothing accepts on ``address``. The engine tells a listener's
+    accept loop to stop and returns; the socket closes when that task ends on a worker thread,
+    a moment later."""
+    wait_until(lambda: not accepts_connections(address), timeout=5, what=f"{address} to refuse connections")
+
+
 # --- lifecycle -----------------------------------------------------------------------------
 
 
@@ -58,7 +72,7 @@ def test_async_with_serves_inside_and_unbinds_on_exit(upstreams: Upstreams) -> N
         return address
 
     address = asyncio.run(scenario())
-    assert not accepts_connections(address)
+    wait_unbound(address)
 
 
 def test_async_with_exit_drains_a_request_in_flight_without_blocking_the_event_loop(upstreams: Upstreams) -> None:
@@ -107,18 +121,17 @@ def test_start_and_stop(upstreams: Upstreams) -> None:
     finally:
         proxy.stop()
     assert not proxy.running
-    assert not accepts_connections(address)
+    wait_unbound(address)
     proxy.stop()  # idempotent
 
 
 def test_with_block_stops_even_when_the_body_raises(upstreams: Upstreams) -> None:
-    with pytest.raises(ZeroDivisionError):
-        with meshproxy.Proxy(to(upstreams("v1"))) as proxy:
-            address = proxy.address("outbound")
-            assert served_by(address) == "v1"
-            1 / 0  # noqa: B018
+    with pytest.raises(ZeroDivisionError), meshproxy.Proxy(to(upstreams("v1"))) as proxy:
+        address = proxy.address("outbound")
+        assert served_by(address) == "v1"
+        1 / 0  # noqa: B018
     assert not proxy.running
-    assert not accepts_connections(address)
+    wait_unbound(address)
 
 
 def test_a_stopped_proxy_can_start_again(upstreams: Upstreams) -> None:
@@ -131,9 +144,8 @@ def test_a_stopped_proxy_can_start_again(upstreams: Upstreams) -> None:
 
 
 def test_starting_twice_raises_runtime_error(upstreams: Upstreams) -> None:
-    with meshproxy.Proxy(to(upstreams("v1"))) as proxy:
-        with pytest.raises(RuntimeError, match="already running"):
-            proxy.start()
+    with meshproxy.Proxy(to(upstreams("v1"))) as proxy, pytest.raises(RuntimeError, match="already running"):
+        proxy.start()
 
 
 @pytest.mark.parametrize("call", [
@@ -156,12 +168,10 @@ def test_using_a_proxy_that_is_not_running_raises_runtime_error(
 
 
 def test_a_listener_address_in_use_fails_start_with_bind_error_and_leaves_it_stopped(upstreams: Upstreams) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = "127.0.0.1:%d" % taken.getsockname()[1]
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
         config = to(upstreams("v1"))
         config["listeners"][0]["address"] = busy
         proxy = meshproxy.Proxy(config)
@@ -222,9 +232,9 @@ def test_admin_address_is_the_bound_admin_server(upstreams: Upstreams) -> None:
 
 
 def test_unknown_listener_name_raises_key_error_listing_the_listeners(upstreams: Upstreams) -> None:
-    with meshproxy.Proxy(to(upstreams("v1"))) as proxy:
-        with pytest.raises(KeyError, match="no listener named 'inbound'; listeners: outbound"):
-            proxy.address("inbound")
+    refused = pytest.raises(KeyError, match="no listener named 'inbound'; listeners: outbound")
+    with meshproxy.Proxy(to(upstreams("v1"))) as proxy, refused:
+        proxy.address("inbound")
 
 
 # --- reload --------------------------------------------------------------------------------
@@ -279,8 +289,40 @@ def test_reload_adding_a_listener_binds_it_and_removing_it_unbinds_it(upstreams:
 
         assert proxy.reload(one) == 3
         assert set(proxy.listeners()) == {"outbound"}
-        assert not accepts_connections(inbound)
+        wait_unbound(inbound)
         assert served_by(outbound) == "v1"
+
+
+def test_reload_moves_the_admin_server_to_a_changed_address(upstreams: Upstreams) -> None:
+    v1 = upstreams("v1")
+    with meshproxy.Proxy(to(v1, admin={"address": "127.0.0.1:0"})) as proxy, httpx.Client(timeout=10) as client:
+        old = proxy.admin_address
+        assert old is not None
+        moved_to = closed_port_address()
+        assert proxy.reload(to(v1, admin={"address": moved_to})) == 2
+        assert proxy.admin_address == moved_to
+        assert client.get(f"http://{moved_to}/config").json()["admin"] == {"address": moved_to}
+        assert not accepts_connections(old)
+
+        assert proxy.reload(to(v1)) == 3
+        assert proxy.admin_address is None
+        assert not accepts_connections(moved_to)
+
+
+def test_reload_to_an_admin_address_in_use_is_refused_and_the_old_admin_stays(upstreams: Upstreams) -> None:
+    v1, v2 = upstreams("v1"), upstreams("v2")
+    with socket.socket() as taken, meshproxy.Proxy(to(v1, admin={"address": "127.0.0.1:0"})) as proxy:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        admin = proxy.admin_address
+        with pytest.raises(OSError, match=f"^admin cannot bind {busy}: Address already in use"):
+            proxy.reload(to(v2, admin={"address": busy}))
+        assert proxy.version == 1
+        assert proxy.admin_address == admin
+        assert served_by(proxy.address("outbound")) == "v1"
+        with httpx.Client(timeout=10) as client:
+            assert client.get(f"http://{admin}/ready").status_code == 200
 
 
 # --- stats ---------------------------------------------------------------------------------
@@ -319,7 +361,7 @@ def test_stats_shape(upstreams: Upstreams) -> None:
 def test_native_stubs_match_the_native_module(tmp_path: Path) -> None:
     # Run from tmp_path: stubtest keeps its cache in the working directory.
     result = subprocess.run([sys.executable, "-m", "mypy.stubtest", "meshproxy._native"],
-                            capture_output=True, text=True, timeout=240, cwd=tmp_path)
+                            check=False, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -337,7 +379,7 @@ def test_the_package_is_typed_for_its_users(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), str(user)],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        check=False, capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line.split("Revealed type is ", 1)[1] for line in result.stdout.splitlines() if "Revealed" in line] == [

@@ -17,17 +17,6 @@ FIXTURES = ROOT / "tests" / "fixtures" / "configs"
 VALID = sorted((FIXTURES / "valid").glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml"))
 INVALID = sorted((FIXTURES / "invalid").glob("*.yaml"))
 # Fixtures only the engine can judge (Rust regex syntax).
-ENGINE_CHECKED = {"bad_regex.yaml"}
-
-
-def _native_checks_config() -> bool:
-    try:
-        native = importlib.import_module("meshproxy._native")
-    except ImportError:
-        return False
-    return hasattr(native, "check_config")
-
-
 def _expectation(path: Path) -> str:
     first = path.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith("# expect: "), f"{path.name} must start with '# expect: '"
@@ -48,8 +37,6 @@ def test_valid_config_loads(path: Path) -> None:
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_invalid_config_reports_one_issue_at_its_line(path: Path) -> None:
-    if path.name in ENGINE_CHECKED and not _native_checks_config():
-        pytest.skip("needs meshproxy._native.check_config (run maturin develop)")
     expected = _expectation(path)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
@@ -66,8 +53,6 @@ def test_invalid_config_reports_one_issue_at_its_line(path: Path) -> None:
 def test_engine_reports_a_bad_header_regex_at_its_line() -> None:
     """The engine's findings come back as paths; the loader turns them into file lines, even
     when the file spells the header name in another case than the normalized document."""
-    if not _native_checks_config():
-        pytest.skip("needs meshproxy._native.check_config (run maturin develop)")
     text = """\
 listeners:
   - name: outbound
@@ -89,8 +74,6 @@ clusters: [{name: c}]
 def test_regex_syntax_is_the_engines_not_pythons() -> None:
     """Look-ahead is valid for Python's `re` but not for the Rust regex crate: only the
     engine can say which patterns it will run."""
-    if not _native_checks_config():
-        pytest.skip("needs meshproxy._native.check_config (run maturin develop)")
     text = "listeners: [{name: l, address: '127.0.0.1:0', routes: [{cluster: c, match: {path_regex: '/a(?=b)'}}]}]\nclusters: [{name: c}]\n"
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
@@ -104,12 +87,19 @@ def test_regex_syntax_is_the_engines_not_pythons() -> None:
 def test_engine_reads_the_document_as_python_wrote_it(path: Path) -> None:
     """One schema, two readers: the engine accepts every valid fixture, and its own
     normalization (every default filled in) changes nothing in the Python document."""
-    if not _native_checks_config():
-        pytest.skip("needs meshproxy._native.check_config (run maturin develop)")
     native = importlib.import_module("meshproxy._native")
     doc = load_config(path).engine_json()
     assert native.check_config(doc) == []
     assert json.loads(native.normalize_config(doc)) == json.loads(doc)
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_engine_reading_the_raw_file_agrees_with_python(path: Path) -> None:
+    """The drift check: the engine reading the user's file directly (no Python validation, no
+    defaults filled in) means exactly what the Python schema made of it."""
+    native = importlib.import_module("meshproxy._native")
+    raw = json.dumps(yaml.safe_load(path.read_text()))
+    assert json.loads(native.normalize_config(raw)) == json.loads(native.normalize_config(load_config(path).engine_json()))
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)

@@ -55,31 +55,38 @@ impl Balancer {
         match self.policy {
             Policy::RoundRobin => self.round_robin.next(),
             Policy::Random => self.sampler.sample(rng),
-            Policy::LeastRequest => self.two_choices(rng, |i| {
+            Policy::LeastRequest => self.two_choices(rng, 1.0, |i| {
                 endpoints[i].in_flight() as f64 / f64::from(self.weights[i])
             }),
-            Policy::P2cEwma => self.two_choices(rng, |i| {
+            Policy::P2cEwma => self.two_choices(rng, EWMA_TIE_RATIO, |i| {
                 let per_weight = endpoints[i].in_flight() as f64 / f64::from(self.weights[i]);
                 endpoints[i].latency_ns() * (1.0 + per_weight)
             }),
         }
     }
 
-    fn two_choices<R: Rng + ?Sized>(&self, rng: &mut R, cost: impl Fn(usize) -> f64) -> Option<usize> {
+    fn two_choices<R: Rng + ?Sized>(&self, rng: &mut R, tie_ratio: f64, cost: impl Fn(usize) -> f64) -> Option<usize> {
         let a = self.sampler.sample(rng)?;
         let b = self.sampler.sample(rng)?;
-        Some(if a == b { a } else { less_costly(a, cost(a), b, cost(b), rng) })
+        Some(if a == b { a } else { less_costly(a, cost(a), b, cost(b), tie_ratio, rng) })
     }
 }
 
-/// The candidate with the lower cost; a tie is broken at random so that equal load leaves the
-/// weighted draw alone to decide.
-fn less_costly<R: Rng + ?Sized>(a: usize, cost_a: f64, b: usize, cost_b: f64, rng: &mut R) -> usize {
-    if cost_a < cost_b {
+/// Peak-EWMA estimates of endpoints with the same real latency differ by noise, and a peak
+/// lingers for the decay time: compared strictly, whichever had the lower recent peak would
+/// take every request. Costs within this ratio of each other are a tie.
+pub const EWMA_TIE_RATIO: f64 = 1.5;
+
+/// The candidate whose cost is lower by more than `tie_ratio`; a tie is broken at random so
+/// that equal load leaves the weighted draw alone to decide.
+fn less_costly<R: Rng + ?Sized>(a: usize, cost_a: f64, b: usize, cost_b: f64, tie_ratio: f64, rng: &mut R) -> usize {
+    if cost_a * tie_ratio < cost_b {
         a
-    } else if cost_b < cost_a {
+    } else if cost_b * tie_ratio < cost_a {
         b
-    } else if rng.random::<bool>() {
+    } else if cost_a == cost_b || tie_ratio > 1.0 {
+        if rng.random::<bool>() { a } else { b }
+    } else if cost_a < cost_b {
         a
     } else {
         b
@@ -272,10 +279,12 @@ mod tests {
                 Policy::LeastRequest => e.in_flight as f64,
                 _ => e.latency_ns * (1.0 + e.in_flight as f64),
             };
+            let tie_ratio = if policy == Policy::LeastRequest { 1.0 } else { EWMA_TIE_RATIO };
             let (cost_a, cost_b) = (cost(&endpoints[0]), cost(&endpoints[1]));
-            prop_assume!(cost_a != cost_b);
+            // Least-request compares strictly; peak-EWMA once costs differ beyond noise.
+            prop_assume!(cost_a * tie_ratio < cost_b || cost_b * tie_ratio < cost_a);
             let mut rng = SmallRng::seed_from_u64(seed);
-            let chosen = less_costly(0, cost_a, 1, cost_b, &mut rng);
+            let chosen = less_costly(0, cost_a, 1, cost_b, tie_ratio, &mut rng);
             prop_assert_eq!(chosen, if cost_a < cost_b { 0 } else { 1 });
         }
     }

@@ -183,6 +183,26 @@ impl Config {
     pub fn from_json(doc: &str) -> Result<Config, serde_json::Error> {
         serde_json::from_str(doc)
     }
+
+    /// The same config in one spelling: hosts and header names lowercase, methods uppercase
+    /// lists, header matches in rule form. Two documents mean the same iff their canonical
+    /// forms are equal; this is how the tests hold the Python schema and the engine together.
+    pub fn canonical(mut self) -> Config {
+        for route in self.listeners.iter_mut().flat_map(|l| l.routes.iter_mut()) {
+            let m = &mut route.match_;
+            m.host = m.host.take().map(|h| h.to_ascii_lowercase());
+            m.method = m.method.take().map(|ms| Methods::Many(ms.to_vec().iter().map(|x| x.to_ascii_uppercase()).collect()));
+            m.headers = std::mem::take(&mut m.headers)
+                .into_iter()
+                .map(|(name, rule)| (name.to_ascii_lowercase(), HeaderMatch::Rule(rule.rule())))
+                .collect();
+            for edits in [&mut route.request_headers, &mut route.response_headers] {
+                edits.add = std::mem::take(&mut edits.add).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+                edits.remove.iter_mut().for_each(|name| *name = name.to_ascii_lowercase());
+            }
+        }
+        self
+    }
 }
 
 impl Admin {

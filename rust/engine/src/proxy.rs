@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
@@ -40,7 +40,6 @@ pub async fn handle(listener: Arc<ListenerShared>, client: SocketAddr, request: 
 }
 
 async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-    reject_ambiguous_framing(request.headers())?;
     reject_invalid_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
 
@@ -89,15 +88,6 @@ async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: R
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     route.response_headers.apply(response.headers_mut());
     Ok(response)
-}
-
-/// `Content-Length` beside `Transfer-Encoding` is how requests are smuggled past proxies that
-/// frame differently from their upstream (RFC 9112 §6.3): refuse rather than guess.
-fn reject_ambiguous_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
-        return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding are present"));
-    }
-    Ok(())
 }
 
 /// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request

@@ -60,10 +60,11 @@ mod _native {
         })
     }
 
-    /// The document as the engine reads it, written back with every default filled in.
+    /// The document as the engine reads it, written back in canonical form with every default
+    /// filled in: two documents mean the same to the engine iff this gives the same JSON.
     #[pyfunction]
     fn normalize_config(py: Python<'_>, config_json: &str) -> PyResult<String> {
-        let config = py.detach(|| parse(config_json)).map_err(|problem| rejected(vec![problem]))?;
+        let config = py.detach(|| parse(config_json).map(Config::canonical)).map_err(|problem| rejected(vec![problem]))?;
         serde_json::to_string(&config).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 

@@ -1,0 +1,68 @@
+"""Load balancing through a running proxy, against real upstreams of equal latency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from conftest import Upstream
+from meshproxy import Proxy
+
+
+def weighted_config(lb: str, heavy: Upstream, light: Upstream, zero: Upstream) -> dict[str, Any]:
+    return {
+        "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "routes": [{"cluster": "app"}]}],
+        "clusters": [{"name": "app", "lb": lb, "endpoints": [
+            {"address": heavy.address, "weight": 2},
+            {"address": light.address, "weight": 1},
+            {"address": zero.address, "weight": 0},
+        ]}],
+    }
+
+
+async def answered_by(address: str, count: int, concurrency: int, path: str) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://{address}", limits=limits, timeout=30) as client:
+        for start in range(0, count, concurrency):
+            batch = await asyncio.gather(*[client.get(path) for _ in range(min(concurrency, count - start))])
+            seen.update(r.headers["x-upstream"] for r in batch)
+    return seen
+
+
+@pytest.mark.parametrize("lb", ["round_robin", "random", "least_request", "p2c_ewma"])
+@pytest.mark.parametrize(("concurrency", "count", "delay_ms"), [(1, 600, 5), (16, 1500, 10)], ids=["sequential", "concurrent"])
+def test_weight_two_gets_twice_the_share_and_weight_zero_none(
+    upstreams: Callable[[str], Upstream], lb: str, concurrency: int, count: int, delay_ms: int
+) -> None:
+    # A fixed upstream delay makes "equal latency" true: the Python upstreams' own CPU time
+    # would otherwise make the busier one slower, which latency-aware policies rightly avoid.
+    config = weighted_config(lb, upstreams("heavy"), upstreams("light"), upstreams("zero"))
+    with Proxy(config) as proxy:
+        seen = asyncio.run(answered_by(proxy.address("outbound"), count, concurrency, f"/delay/{delay_ms}"))
+    assert seen["zero"] == 0
+    assert abs(seen["heavy"] / count - 2 / 3) < 0.06, seen
+
+
+def test_pooled_connections_of_a_surviving_endpoint_outlive_a_config_swap(upstreams: Callable[[str], Upstream]) -> None:
+    stay, leave = upstreams("stay"), upstreams("leave")
+
+    def config(*endpoints: Upstream) -> dict[str, Any]:
+        return {"listeners": [{"name": "outbound", "address": "127.0.0.1:0", "routes": [{"cluster": "app"}]}],
+                "clusters": [{"name": "app", "lb": "round_robin",
+                              "endpoints": [{"address": u.address} for u in endpoints]}]}
+
+    with Proxy(config(stay, leave)) as proxy, httpx.Client(base_url=f"http://{proxy.address('outbound')}") as client:
+        before = [client.get("/").json() for _ in range(6)]
+        assert {a["upstream"] for a in before} == {"stay", "leave"}
+        proxy.reload(config(stay))
+        after = [client.get("/").json() for _ in range(6)]
+    assert {a["upstream"] for a in after} == {"stay"}
+    # Sequential requests reuse one keep-alive connection per endpoint, before and after the swap.
+    ports_before = {a["client_port"] for a in before if a["upstream"] == "stay"}
+    assert len(ports_before) == 1
+    assert {a["client_port"] for a in after} == ports_before
