@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import meshproxy
 import pytest
 import yaml
 from conftest import (
@@ -33,7 +34,7 @@ Upstreams = Callable[[str], Upstream]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "meshproxy"
 
 
-def meshproxy(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshproxy", *args], check=False, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -56,13 +57,13 @@ def served_by(address: str, path: str = "/anything") -> str:
     return upstream
 
 
-def logged(proxy: ProxyProcess, text: str, after: int = 0, timeout: float = 15.0) -> str:
-    """The first line containing ``text`` that the proxy logged after its first ``after``
-    lines, waited for (the fixture keeps reading the log on a thread)."""
+def logged(proxy: ProxyProcess, text: str, timeout: float = 15.0) -> str:
+    """The first line containing ``text`` that the proxy logged, waited for (the fixture
+    keeps reading the log on a thread)."""
     found: list[str] = []
 
     def seen() -> bool:
-        found.extend(line for line in proxy.log_lines[after:] if text in line)
+        found.extend(line for line in proxy.log_lines if text in line)
         return bool(found)
 
     try:
@@ -81,7 +82,7 @@ def test_validate_accepts_a_valid_file_with_a_one_line_summary(tmp_path: Path) -
         {"name": "other", "endpoints": [{"address": "127.0.0.1:8081"}]},
         routes=[{"match": {"path_prefix": "/other"}, "cluster": "other"}, {"cluster": "app"}],
     ))
-    result = meshproxy("validate", str(path))
+    result = run_cli("validate", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{path}: valid (1 listeners, 2 routes, 2 clusters)\n"
     assert result.stderr == ""
@@ -124,7 +125,7 @@ def test_validate_rejects_an_invalid_file_naming_file_line_path_and_message(
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    result = meshproxy("validate", str(path))
+    result = run_cli("validate", str(path))
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [expected.format(file=path)]
@@ -132,7 +133,7 @@ def test_validate_rejects_an_invalid_file_naming_file_line_path_and_message(
 
 def test_validate_of_a_missing_file_exits_1_saying_it_cannot_read_it(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
-    result = meshproxy("validate", str(path))
+    result = run_cli("validate", str(path))
     assert result.returncode == 1
     assert result.stderr == f"{path}: cannot read config file: No such file or directory\n"
 
@@ -145,12 +146,10 @@ def test_validate_of_a_missing_file_exits_1_saying_it_cannot_read_it(tmp_path: P
     pytest.param([str(CONSOLE_SCRIPT)], id="console-script"),
 ])
 def test_version_prints_the_package_version(command: list[str]) -> None:
-    import meshproxy as package
-
     result = subprocess.run([*command, "version"], check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"meshproxy {package.__version__}\n"
-    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", package.__version__)
+    assert result.stdout == f"meshproxy {meshproxy.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", meshproxy.__version__)
 
 
 @pytest.mark.parametrize(("args", "mentions"), [
@@ -161,7 +160,7 @@ def test_version_prints_the_package_version(command: list[str]) -> None:
     pytest.param(["version"], ["Print the version"], id="version"),
 ])
 def test_help_of_each_command_describes_it(args: list[str], mentions: list[str]) -> None:
-    result = meshproxy(*args, "--help")
+    result = run_cli(*args, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: meshproxy {' '.join(args)}".rstrip())
     for text in mentions:
@@ -169,7 +168,7 @@ def test_help_of_each_command_describes_it(args: list[str], mentions: list[str])
 
 
 def test_a_command_is_required() -> None:
-    result = meshproxy()
+    result = run_cli()
     assert result.returncode == 2
     assert "usage: meshproxy" in result.stderr
 
@@ -194,8 +193,7 @@ def test_run_logs_each_listener_with_its_bound_port_and_serves_traffic(
         assert host == "127.0.0.1" and int(port) != 0
         assert f"meshproxy: listener {name} on {address} ({protocol})\n" in listener_lines
         assert served_by(address) == "v1"
-    assert proxy.log_lines[-1].startswith("meshproxy: ready: ")
-    assert proxy.log_lines[-1].endswith(" worker threads, config version 1\n")
+    assert re.fullmatch(r"meshproxy: ready: \d+ worker threads, config version 1\n", logged(proxy, "ready:"))
 
 
 def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(
@@ -286,7 +284,7 @@ def test_sighup_with_a_broken_file_logs_the_refusal_and_keeps_serving(
 def test_run_with_an_invalid_config_exits_1_with_the_message(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_LB)
-    result = meshproxy("run", "--config", str(path))
+    result = run_cli("run", "--config", str(path))
     assert result.returncode == 1
     assert result.stderr == (
         f"{path}:8: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, "
@@ -304,7 +302,7 @@ def test_run_with_a_listener_address_in_use_exits_1_naming_the_listener_and_addr
         config = one_route_config(app_cluster(upstreams("v1")))
         config["listeners"].append({"name": "inbound", "address": busy, "routes": [{"cluster": "app"}]})
         path = write_yaml(tmp_path / "sidecar.yaml", config)
-        result = meshproxy("run", "--config", str(path))
+        result = run_cli("run", "--config", str(path))
     assert result.returncode == 1
     assert result.stderr == f"{path}: listener 'inbound' cannot bind {busy}: Address already in use (os error 98)\n"
 
@@ -318,7 +316,7 @@ def test_run_with_the_admin_address_in_use_exits_1_naming_the_admin_address(
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
         config = one_route_config(app_cluster(upstreams("v1")), admin={"address": busy})
         path = write_yaml(tmp_path / "sidecar.yaml", config)
-        result = meshproxy("run", "--config", str(path))
+        result = run_cli("run", "--config", str(path))
     assert result.returncode == 1
     assert result.stderr == f"{path}: admin cannot bind {busy}: Address already in use (os error 98)\n"
 
@@ -328,7 +326,7 @@ def test_workers_option_sets_the_engine_worker_threads(
 ) -> None:
     proxy = meshproxy_run(one_route_config(app_cluster(upstreams("v1")), admin={"address": "127.0.0.1:0"}),
                           "--workers", "3")
-    assert proxy.log_lines[-1] == "meshproxy: ready: 3 worker threads, config version 1\n"
+    assert logged(proxy, "ready:") == "meshproxy: ready: 3 worker threads, config version 1\n"
     assert _worker_threads(proxy.process.pid, 3) == 3
     with httpx.Client(timeout=10) as client:
         assert client.get(f"http://{proxy.admin}/stats").json()["workers"] == 3
@@ -340,7 +338,7 @@ def test_workers_option_overrides_the_config(meshproxy_run: ProxyRunner, upstrea
 
 
 def test_workers_option_must_be_positive(tmp_path: Path) -> None:
-    result = meshproxy("run", "--config", str(tmp_path / "unused.yaml"), "--workers", "0")
+    result = run_cli("run", "--config", str(tmp_path / "unused.yaml"), "--workers", "0")
     assert result.returncode == 2
     assert "--workers: must be at least 1, got 0" in result.stderr
 
