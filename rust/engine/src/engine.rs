@@ -111,7 +111,8 @@ impl Engine {
                 next.push(running);
             }
         }
-        let _entered = runtime.enter();
+        // Sockets register with the runtime they will be polled on.
+        let entered = runtime.enter();
         for (socket, listener) in fresh {
             let shared = Arc::new(ListenerShared {
                 snapshot: ArcSwap::from_pointee(listener.snapshot),
@@ -126,8 +127,11 @@ impl Engine {
                 }
             }
         }
-        // Listeners no longer configured stop accepting as they drop; their connections drain.
-        drop(previous);
+        drop(entered);
+        // Listeners no longer configured stop accepting; their open connections drain.
+        for removed in previous.into_iter().flatten() {
+            removed.close(runtime);
+        }
         control.listeners = next;
         control.endpoints.prune();
         Ok(self.version.fetch_add(1, Relaxed) + 1)
@@ -161,8 +165,10 @@ impl Engine {
             std::mem::take(&mut control.listeners)
         };
         let stats: Vec<_> = listeners.iter().map(|l| l.shared.snapshot.load().stats.clone()).collect();
-        for listener in &listeners {
-            listener.stop();
+        if let Some(runtime) = &self.runtime {
+            for listener in listeners {
+                listener.close(runtime);
+            }
         }
         let deadline = Instant::now() + drain;
         while stats.iter().any(|s| s.connections_active.get() > 0) && Instant::now() < deadline {

@@ -40,6 +40,8 @@ pub struct RunningListener {
     pub local_addr: SocketAddr,
     pub shared: Arc<ListenerShared>,
     stop: watch::Sender<bool>,
+    /// The accept loop; the socket closes when it ends.
+    accepting: Option<tokio::task::JoinHandle<()>>,
 }
 
 // === impl RunningListener ===
@@ -63,8 +65,8 @@ impl RunningListener {
         let local_addr = socket.local_addr()?;
         let listener = TcpListener::from_std(socket)?;
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, shared.clone(), stopped));
-        Ok(RunningListener { configured, local_addr, shared, stop })
+        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
+        Ok(RunningListener { configured, local_addr, shared, stop, accepting: Some(accepting) })
     }
 
     pub fn name(&self) -> Arc<str> {
@@ -74,6 +76,15 @@ impl RunningListener {
     /// Stops accepting; open connections finish their requests and close (graceful shutdown).
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Stops accepting and returns once the socket is closed, so its address can be bound again
+    /// at once. Call from outside the runtime.
+    pub fn close(mut self, runtime: &tokio::runtime::Runtime) {
+        self.stop();
+        if let Some(accepting) = self.accepting.take() {
+            let _ = runtime.block_on(accepting);
+        }
     }
 }
 
