@@ -3,6 +3,7 @@ ephemeral ports, with readiness polled (never slept for)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -212,6 +213,26 @@ def one_route_config(*clusters: dict[str, Any], routes: list[dict[str, Any]] | N
         }],
         "clusters": list(clusters),
     }
+
+
+def served_by(address: str, path: str = "/anything") -> str:
+    """Which upstream answered a request sent through the proxy listener at ``address``."""
+    import httpx
+
+    with httpx.Client(timeout=10) as client:
+        response = client.get(f"http://{address}{path}")
+    assert response.status_code == 200, response.text
+    upstream: str = body_json(response)["upstream"]
+    return upstream
+
+
+@contextlib.contextmanager
+def occupied_address() -> Iterator[str]:
+    """An ``IP:PORT`` some other socket is listening on, for as long as the block runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield "127.0.0.1:%d" % taken.getsockname()[1]
 
 
 def body_json(response: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import httpx
 import pytest
-
 from conftest import Upstream
 from meshproxy import Proxy
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,9 @@ from conftest import (
     Upstream,
     accepts_connections,
     body_json,
+    occupied_address,
     one_route_config,
+    served_by,
     wait_until,
 )
 
@@ -48,13 +49,6 @@ def app_cluster(upstream: Upstream, name: str = "app") -> dict[str, Any]:
     return {"name": name, "endpoints": [{"address": upstream.address}]}
 
 
-def served_by(address: str, path: str = "/anything") -> str:
-    """Which upstream answered a request sent through the proxy listener at ``address``."""
-    with httpx.Client(timeout=10) as client:
-        response = client.get(f"http://{address}{path}")
-    assert response.status_code == 200, response.text
-    upstream: str = body_json(response)["upstream"]
-    return upstream
 
 
 def logged(proxy: ProxyProcess, text: str, timeout: float = 15.0) -> str:
@@ -295,10 +289,7 @@ def test_run_with_an_invalid_config_exits_1_with_the_message(tmp_path: Path) -> 
 def test_run_with_a_listener_address_in_use_exits_1_naming_the_listener_and_address(
     tmp_path: Path, upstreams: Upstreams
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+    with occupied_address() as busy:
         config = one_route_config(app_cluster(upstreams("v1")))
         config["listeners"].append({"name": "inbound", "address": busy, "routes": [{"cluster": "app"}]})
         path = write_yaml(tmp_path / "sidecar.yaml", config)
@@ -310,10 +301,7 @@ def test_run_with_a_listener_address_in_use_exits_1_naming_the_listener_and_addr
 def test_run_with_the_admin_address_in_use_exits_1_naming_the_admin_address(
     tmp_path: Path, upstreams: Upstreams
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+    with occupied_address() as busy:
         config = one_route_config(app_cluster(upstreams("v1")), admin={"address": busy})
         path = write_yaml(tmp_path / "sidecar.yaml", config)
         result = run_cli("run", "--config", str(path))

@@ -22,7 +22,9 @@ from conftest import (
     accepts_connections,
     body_json,
     closed_port_address,
+    occupied_address,
     one_route_config,
+    served_by,
 )
 
 Upstreams = Callable[[str], Upstream]
@@ -38,12 +40,6 @@ def to(upstream: Upstream, **top: Any) -> dict[str, Any]:
     return one_route_config(cluster("app", upstream), **top)
 
 
-def served_by(address: str, path: str = "/anything") -> str:
-    with httpx.Client(timeout=10) as client:
-        response = client.get(f"http://{address}{path}")
-    assert response.status_code == 200, response.text
-    upstream: str = body_json(response)["upstream"]
-    return upstream
 
 
 def wait_unbound(address: str) -> None:
@@ -166,10 +162,7 @@ def test_using_a_proxy_that_is_not_running_raises_runtime_error(
 
 
 def test_a_listener_address_in_use_fails_start_with_bind_error_and_leaves_it_stopped(upstreams: Upstreams) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+    with occupied_address() as busy:
         config = to(upstreams("v1"))
         config["listeners"][0]["address"] = busy
         proxy = meshproxy.Proxy(config)

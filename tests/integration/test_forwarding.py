@@ -7,7 +7,6 @@ import subprocess
 from typing import Any, Callable
 
 import httpx
-
 from conftest import Upstream, one_route_config
 from meshproxy import Proxy
 

@@ -14,7 +14,6 @@ import h2.connection
 import h2.events
 import httpx
 import pytest
-
 from conftest import ProxyProcess, Upstream, one_route_config, rss_kib
 from meshproxy import Proxy
 

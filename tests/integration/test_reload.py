@@ -7,7 +7,6 @@ import threading
 from typing import Any, Callable
 
 import httpx
-
 from conftest import Upstream, wait_until
 from meshproxy import Proxy
 

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 import httpx
 import pytest
-
 from conftest import Upstream, closed_port_address
 from meshproxy import Proxy
 

@@ -7,7 +7,6 @@ import random
 from datetime import timedelta
 
 import pytest
-
 from meshproxy.config.duration import format_duration, parse_duration, to_millis
 
 ACCEPTED: list[tuple[object, int]] = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
 from meshproxy.config import ConfigError, ConfigIssue, parse_config
 from meshproxy.config.errors import format_path, parse_path
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from meshproxy.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from meshproxy.config import (
     Config,
     ConfigError,
@@ -20,6 +18,7 @@ from meshproxy.config import (
     load_config,
     parse_config,
 )
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 README_CONFIG = ROOT / "examples" / "orders.yaml"
