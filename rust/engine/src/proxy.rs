@@ -67,9 +67,13 @@ async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: R
     })?;
     let cluster = route.pick_cluster().clone();
 
-    let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-    let path_and_query = PathAndQuery::try_from(route.rewrite(original).as_ref())
-        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?;
+    let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Without a rewrite the target is reused as parsed (a reference-counted clone).
+    let path_and_query = match route.rewrite(original.as_str()) {
+        std::borrow::Cow::Borrowed(_) => original,
+        std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
+            .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
+    };
     prepare_request(&mut parts.headers, client.ip(), (!authority_str.is_empty()).then_some(authority_str));
     route.request_headers.apply(&mut parts.headers);
 
