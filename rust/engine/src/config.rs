@@ -269,16 +269,6 @@ impl Methods {
     }
 }
 
-impl ListenerProtocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerProtocol::Auto => "auto",
-            ListenerProtocol::Http1 => "http1",
-            ListenerProtocol::Http2 => "http2",
-        }
-    }
-}
-
 // === impl Millis ===
 
 impl Millis {

@@ -189,10 +189,6 @@ impl HeaderCheck {
 // === impl HeaderEdits ===
 
 impl HeaderEdits {
-    pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty()
-    }
-
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
