@@ -46,6 +46,11 @@ test: system-deps build ## run every test: Rust unit and property tests, then py
 demo: build ## run a small mesh on loopback: orders v1/v2 behind a 90/10 split; Ctrl-C stops it
 	$(PYTHON) examples/demo.py
 
+.PHONY: bench
+bench: build ## side-by-side run against Envoy, HAProxy, nginx and a direct connection (installs them)
+	bench/install.sh
+	$(PYTHON) bench/run.py
+
 .PHONY: lint
 lint: build ## clippy on the Rust crates, mypy --strict on the Python package
 	cargo clippy --workspace --all-targets -- -D warnings
