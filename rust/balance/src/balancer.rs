@@ -15,7 +15,8 @@ use crate::{Load, Policy, WeightedSampler};
 #[derive(Debug)]
 pub struct Balancer {
     policy: Policy,
-    weights: Vec<u32>,
+    /// How many endpoints the balancer was built for (checked in debug builds).
+    len: usize,
     sampler: WeightedSampler,
     round_robin: RoundRobin,
 }
@@ -38,7 +39,7 @@ impl Balancer {
     pub fn new(policy: Policy, weights: &[u32]) -> Self {
         Balancer {
             policy,
-            weights: weights.to_vec(),
+            len: weights.len(),
             sampler: WeightedSampler::new(weights),
             round_robin: RoundRobin::new(weights),
         }
@@ -47,24 +48,26 @@ impl Balancer {
     /// Picks an index into `endpoints` (which must be the set this balancer was built for), or
     /// `None` when no endpoint has a positive weight.
     pub fn pick<L: Load, R: Rng + ?Sized>(&self, endpoints: &[L], rng: &mut R) -> Option<usize> {
-        debug_assert_eq!(endpoints.len(), self.weights.len());
+        debug_assert_eq!(endpoints.len(), self.len);
         match self.policy {
             Policy::RoundRobin => self.round_robin.next(),
             Policy::Random => self.sampler.sample(rng),
-            Policy::LeastRequest => self.two_choices(rng, 1.0, |i| {
-                endpoints[i].in_flight() as f64 / f64::from(self.weights[i])
+            Policy::LeastRequest => self.two_choices(rng, 1.0, |i, weight| {
+                endpoints[i].in_flight() as f64 / f64::from(weight)
             }),
-            Policy::P2cEwma => self.two_choices(rng, EWMA_TIE_RATIO, |i| {
-                let per_weight = endpoints[i].in_flight() as f64 / f64::from(self.weights[i]);
+            Policy::P2cEwma => self.two_choices(rng, EWMA_TIE_RATIO, |i, weight| {
+                let per_weight = endpoints[i].in_flight() as f64 / f64::from(weight);
                 endpoints[i].latency_ns() * (1.0 + per_weight)
             }),
         }
     }
 
-    fn two_choices<R: Rng + ?Sized>(&self, rng: &mut R, tie_ratio: f64, cost: impl Fn(usize) -> f64) -> Option<usize> {
-        let a = self.sampler.sample(rng)?;
-        let b = self.sampler.sample(rng)?;
-        Some(if a == b { a } else { less_costly(a, cost(a), b, cost(b), tie_ratio, rng) })
+    /// `cost` gets a candidate and its weight, which the draw already holds: reading it from
+    /// a separate array would cost a cache miss per candidate on a large set.
+    fn two_choices<R: Rng + ?Sized>(&self, rng: &mut R, tie_ratio: f64, cost: impl Fn(usize, u32) -> f64) -> Option<usize> {
+        let (a, weight_a) = self.sampler.sample_weighted(rng)?;
+        let (b, weight_b) = self.sampler.sample_weighted(rng)?;
+        Some(if a == b { a } else { less_costly(a, cost(a, weight_a), b, cost(b, weight_b), tie_ratio, rng) })
     }
 }
 

@@ -3,6 +3,8 @@ use rand::Rng;
 /// Draws an index with probability proportional to its weight in O(1) (Vose's alias method).
 ///
 /// Zero-weight entries are left out of the table entirely, so no rounding can ever pick one.
+/// A draw also says the drawn entry's weight, so a caller that scales by weight (the
+/// power-of-two-choices policies) reads one table slot and nothing else.
 #[derive(Clone, Debug)]
 pub struct WeightedSampler {
     table: Table,
@@ -13,16 +15,23 @@ enum Table {
     /// No entry has a positive weight.
     Empty,
     /// Every entry has the same positive weight: a uniform draw over all of them.
-    Uniform(usize),
-    /// `slots[i]` keeps `index` with probability `keep`, otherwise yields `alias`.
+    Uniform { len: usize, weight: u32 },
+    /// `slots[i]` keeps its `index` with probability `keep / 2^64`, otherwise yields `alias`.
     Alias(Vec<Slot>),
 }
 
+/// One column of the alias table, with both candidates' weights so that a draw touches one
+/// cache line: at 100,000 endpoints the table is megabytes and each extra lookup is a miss.
+/// Aligned so that no slot straddles two lines.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(32))]
 struct Slot {
+    /// The probability of keeping `index`, as a fraction of 2^64 (saturating at 1).
+    keep: u64,
     index: usize,
-    keep: f64,
     alias: usize,
+    index_weight: u32,
+    alias_weight: u32,
 }
 
 // === impl WeightedSampler ===
@@ -34,7 +43,7 @@ impl WeightedSampler {
         let table = match live.first() {
             None => Table::Empty,
             Some(&(_, first)) if live.len() == weights.len() && live.iter().all(|&(_, w)| w == first) => {
-                Table::Uniform(weights.len())
+                Table::Uniform { len: weights.len(), weight: first }
             }
             Some(_) => Table::Alias(alias_table(&live)),
         };
@@ -47,12 +56,25 @@ impl WeightedSampler {
     }
 
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
+        self.sample_weighted(rng).map(|(index, _)| index)
+    }
+
+    /// Draws an index and returns it with its weight.
+    pub fn sample_weighted<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<(usize, u32)> {
         match &self.table {
             Table::Empty => None,
-            Table::Uniform(n) => Some(rng.random_range(0..*n)),
+            Table::Uniform { len, weight } => Some((rng.random_range(0..*len), *weight)),
             Table::Alias(slots) => {
-                let slot = slots[rng.random_range(0..slots.len())];
-                Some(if rng.random::<f64>() < slot.keep { slot.index } else { slot.alias })
+                // One 64-bit draw does both steps: the high half of `draw * len` is a uniform
+                // slot, the low half a uniform fraction within it (to within len / 2^64, finer
+                // than an f64 draw), which decides between the slot's two entries.
+                let wide = u128::from(rng.next_u64()) * slots.len() as u128;
+                let slot = slots.get((wide >> 64) as usize)?;
+                Some(if (wide as u64) < slot.keep {
+                    (slot.index, slot.index_weight)
+                } else {
+                    (slot.alias, slot.alias_weight)
+                })
             }
         }
     }
@@ -64,12 +86,15 @@ fn alias_table(live: &[(usize, u32)]) -> Vec<Slot> {
     let total: f64 = live.iter().map(|&(_, w)| f64::from(w)).sum();
     // Each slot holds probability mass 1; scaled weights say how many slots' worth an entry has.
     let mut scaled: Vec<f64> = live.iter().map(|&(_, w)| f64::from(w) * n as f64 / total).collect();
-    let mut slots: Vec<Slot> =
-        live.iter().map(|&(index, _)| Slot { index, keep: 1.0, alias: index }).collect();
+    let mut slots: Vec<Slot> = live
+        .iter()
+        .map(|&(index, weight)| Slot { keep: u64::MAX, index, alias: index, index_weight: weight, alias_weight: weight })
+        .collect();
     let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| scaled[i] < 1.0);
     while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-        slots[s].keep = scaled[s];
+        slots[s].keep = fraction_of_u64(scaled[s]);
         slots[s].alias = live[l].0;
+        slots[s].alias_weight = live[l].1;
         scaled[l] -= 1.0 - scaled[s];
         if scaled[l] < 1.0 {
             large.pop();
@@ -78,6 +103,11 @@ fn alias_table(live: &[(usize, u32)]) -> Vec<Slot> {
     }
     // Whatever is left holds a full slot up to floating-point error.
     slots
+}
+
+/// A probability in [0, 1] as a threshold for a uniform u64 (the cast saturates at 1).
+fn fraction_of_u64(probability: f64) -> u64 {
+    (probability * 18_446_744_073_709_551_616.0) as u64
 }
 
 #[cfg(test)]
@@ -123,6 +153,17 @@ mod tests {
                 match sampler.sample(&mut rng) {
                     Some(i) => prop_assert!(weights[i] > 0),
                     None => prop_assert!(weights.iter().all(|&w| w == 0)),
+                }
+            }
+        }
+
+        #[test]
+        fn a_draw_carries_the_weight_of_the_drawn_entry(weights in prop::collection::vec(0u32..5, 1..40), seed: u64) {
+            let sampler = WeightedSampler::new(&weights);
+            let mut rng = SmallRng::seed_from_u64(seed);
+            for _ in 0..500 {
+                if let Some((i, weight)) = sampler.sample_weighted(&mut rng) {
+                    prop_assert_eq!(weight, weights[i]);
                 }
             }
         }
