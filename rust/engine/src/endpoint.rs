@@ -8,6 +8,7 @@ use http::uri::Authority;
 use meshproxy_balance::{InFlight, Load, PeakEwma};
 
 use crate::pool::Pool;
+use crate::workers;
 
 /// One upstream address of a cluster, as compiled from the config.
 #[derive(Debug)]
@@ -18,13 +19,15 @@ pub struct Endpoint {
     pub state: Arc<EndpointState>,
 }
 
-/// What the balancer learns about an address. Shared by every cluster that lists the address and
-/// kept across config swaps for as long as some cluster still lists it.
-#[derive(Debug, Default)]
+/// What the balancer learns about an address, and its connections. Shared by every cluster that
+/// lists the address and kept across config swaps for as long as some cluster still lists it.
+#[derive(Debug)]
 pub struct EndpointState {
     pub in_flight: InFlight,
     pub latency: PeakEwma,
-    pub pool: Arc<Pool>,
+    /// One pool per worker: a connection is driven by the worker that opened it, so requests
+    /// use their own worker's connections and never hop threads.
+    pools: Box<[Arc<Pool>]>,
 }
 
 /// One request in flight on an endpoint; ends when dropped (response finished or abandoned).
@@ -32,9 +35,10 @@ pub struct EndpointState {
 pub struct InFlightRequest(Arc<EndpointState>);
 
 /// Finds the state of an address that survived a swap. Used only while compiling a config.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointRegistry {
     states: Mutex<HashMap<String, Weak<EndpointState>>>,
+    workers: usize,
 }
 
 // === impl Endpoint ===
@@ -47,6 +51,23 @@ impl Endpoint {
 
     pub fn observe_latency(&self, rtt: Duration) {
         self.state.latency.observe(rtt);
+    }
+}
+
+// === impl EndpointState ===
+
+impl EndpointState {
+    fn new(workers: usize) -> EndpointState {
+        EndpointState {
+            in_flight: InFlight::default(),
+            latency: PeakEwma::default(),
+            pools: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+        }
+    }
+
+    /// The pool of the worker the caller runs on.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pools[workers::current() % self.pools.len()]
     }
 }
 
@@ -69,12 +90,17 @@ impl Drop for InFlightRequest {
 // === impl EndpointRegistry ===
 
 impl EndpointRegistry {
+    /// A registry for an engine with `workers` worker threads.
+    pub fn new(workers: usize) -> EndpointRegistry {
+        EndpointRegistry { states: Mutex::default(), workers }
+    }
+
     pub fn state(&self, address: &str) -> Arc<EndpointState> {
         let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(state) = states.get(address).and_then(Weak::upgrade) {
             return state;
         }
-        let state = Arc::new(EndpointState::default());
+        let state = Arc::new(EndpointState::new(self.workers));
         states.insert(address.to_string(), Arc::downgrade(&state));
         state
     }
@@ -83,6 +109,12 @@ impl EndpointRegistry {
     pub fn prune(&self) {
         let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         states.retain(|_, state| state.strong_count() > 0);
+    }
+}
+
+impl Default for EndpointRegistry {
+    fn default() -> EndpointRegistry {
+        EndpointRegistry::new(1)
     }
 }
 

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::runtime::Runtime;
-
 use crate::config::Config;
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{ListenerShared, RunningListener};
 use crate::snapshot::{self, Context, Problem};
 use crate::stats::Stats;
+use crate::workers::Workers;
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -26,15 +25,13 @@ pub enum EngineError {
 }
 
 pub struct Engine {
-    runtime: Option<Runtime>,
-    workers: usize,
+    workers: Option<Workers>,
     control: Mutex<Control>,
     stats: Arc<Stats>,
     version: AtomicU64,
 }
 
 /// Touched only by control calls, under the engine's lock; never by the data path.
-#[derive(Default)]
 struct Control {
     listeners: Vec<RunningListener>,
     endpoints: EndpointRegistry,
@@ -50,16 +47,13 @@ impl Engine {
             .or(config.workers)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("meshproxy-worker")
-            .enable_all()
-            .build()
-            .map_err(EngineError::Runtime)?;
         let engine = Engine {
-            runtime: Some(runtime),
-            workers,
-            control: Mutex::new(Control::default()),
+            workers: Some(Workers::start(workers).map_err(EngineError::Runtime)?),
+            control: Mutex::new(Control {
+                listeners: Vec::new(),
+                endpoints: EndpointRegistry::new(workers),
+                stopped: false,
+            }),
             stats: Arc::new(Stats::default()),
             version: AtomicU64::new(0),
         };
@@ -68,14 +62,14 @@ impl Engine {
     }
 
     pub fn workers(&self) -> usize {
-        self.workers
+        self.workers.as_ref().map_or(0, Workers::count)
     }
 
     /// Compiles the config off the data path and swaps it in. Listeners that keep their address
     /// keep their socket and open connections; in-flight requests finish on the snapshot they
     /// started with. On any error nothing changes. Returns the new config version.
     pub fn apply(&self, config: &Config) -> Result<u64, EngineError> {
-        let runtime = self.runtime.as_ref().ok_or(EngineError::Stopped)?;
+        let workers = self.workers.as_ref().ok_or(EngineError::Stopped)?;
         let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
         if control.stopped {
             return Err(EngineError::Stopped);
@@ -111,14 +105,14 @@ impl Engine {
                 next.push(running);
             }
         }
-        // Sockets register with the runtime they will be polled on.
-        let entered = runtime.enter();
+        // Listening sockets register with the worker that runs the accept loops.
+        let entered = workers.first().enter();
         for (socket, listener) in fresh {
             let shared = Arc::new(ListenerShared {
                 snapshot: ArcSwap::from_pointee(listener.snapshot),
                 engine_stats: self.stats.clone(),
             });
-            match RunningListener::spawn(listener.configured, socket, shared) {
+            match RunningListener::spawn(listener.configured, socket, shared, workers.handles()) {
                 Ok(running) => next.push(running),
                 Err(cause) => {
                     // Registering a bound socket with the runtime failed: keep what ran before.
@@ -130,7 +124,7 @@ impl Engine {
         drop(entered);
         // Listeners no longer configured stop accepting; their open connections drain.
         for removed in previous.into_iter().flatten() {
-            removed.close(runtime);
+            removed.close(workers);
         }
         control.listeners = next;
         control.endpoints.prune();
@@ -151,7 +145,7 @@ impl Engine {
         let mut stats = self.stats.json();
         if let Some(map) = stats.as_object_mut() {
             map.insert("config_version".into(), self.version().into());
-            map.insert("workers".into(), self.workers.into());
+            map.insert("workers".into(), self.workers().into());
         }
         stats
     }
@@ -165,9 +159,9 @@ impl Engine {
             std::mem::take(&mut control.listeners)
         };
         let stats: Vec<_> = listeners.iter().map(|l| l.shared.snapshot.load().stats.clone()).collect();
-        if let Some(runtime) = &self.runtime {
+        if let Some(workers) = &self.workers {
             for listener in listeners {
-                listener.close(runtime);
+                listener.close(workers);
             }
         }
         let deadline = Instant::now() + drain;
@@ -180,9 +174,8 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        // Stops the worker threads; what still runs on them is dropped.
+        self.workers.take();
     }
 }
 

@@ -11,41 +11,65 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Connection-specific headers never forwarded, whatever `Connection` lists.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Removes hop-by-hop headers, including those named in `Connection`. `TE: trailers` is kept
 /// (gRPC needs it end to end); any other `TE` is dropped.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // One pass over the names present, instead of a hashed lookup per hop-by-hop name: most
+    // messages carry one such header or none.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || (*name == TE && !is_te_trailers(headers)))
+        .cloned()
+        .collect();
+    let named = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .map(str::trim)
+        // Options, not header names; `keep-alive` as a header is hop-by-hop anyway.
+        .filter(|token| !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
+    doomed.extend(named);
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    let te_trailers = headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(TE);
+}
+
+fn is_te_trailers(headers: &HeaderMap) -> bool {
+    headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+}
+
+/// The client's address as `x-forwarded-for` carries it, formatted once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    pub ip: IpAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl ClientAddress {
+    pub fn new(ip: IpAddr) -> ClientAddress {
+        let forwarded_for = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        ClientAddress { ip, forwarded_for }
     }
 }
 
 /// Prepares a request's headers for the upstream hop.
-pub fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, authority: Option<&str>) {
+pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authority: Option<&str>) {
     remove_hop_by_hop(headers);
     // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
     headers.remove(EXPECT);
@@ -54,23 +78,25 @@ pub fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, authority: Op
             headers.insert(HOST, value);
         }
     }
-    append_forwarded_for(headers, client_ip);
+    append_forwarded_for(headers, client);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !headers.contains_key(&X_REQUEST_ID) {
-        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().hyphenated().to_string()) {
+        let mut text = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        if let Ok(id) = HeaderValue::from_str(id) {
             headers.insert(X_REQUEST_ID, id);
         }
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client_ip}"),
-        None => client_ip.to_string(),
+        Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.ip)).ok(),
+        None => Some(client.forwarded_for.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }
@@ -96,6 +122,8 @@ mod tests {
             ("upgrade", "websocket"),
             ("te", "gzip"),
             ("x-kept", "yes"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
         ]);
         remove_hop_by_hop(&mut map);
         assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
@@ -111,13 +139,13 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended_and_request_id_generated_once() {
         let mut map = headers(&[("x-forwarded-for", "10.1.1.1"), ("expect", "100-continue")]);
-        prepare_request(&mut map, "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), Some("orders"));
+        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), Some("orders"));
         assert_eq!(map.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), Some(&b"10.1.1.1, 127.0.0.1"[..]));
         assert_eq!(map.get(HOST).map(|v| v.as_bytes()), Some(&b"orders"[..]));
         assert!(map.get(EXPECT).is_none());
         let id = map.get(&X_REQUEST_ID).cloned();
         assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
-        prepare_request(&mut map, IpAddr::from([127, 0, 0, 2]), None);
+        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
         assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
     }
 }

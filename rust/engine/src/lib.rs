@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod route;
 pub mod snapshot;
 pub mod stats;
+pub mod workers;
 
 pub use config::Config;
 pub use engine::{Engine, EngineError};

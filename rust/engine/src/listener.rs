@@ -11,9 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::{Limits, ListenerProtocol};
+use crate::headers::ClientAddress;
 use crate::proxy;
 use crate::route::RouteTable;
 use crate::stats::{ListenerStats, Stats};
+use crate::workers::{self, WorkerHandles, Workers};
 
 /// What a listener serves with; swapped whole on every config change. A request keeps the
 /// snapshot it started with.
@@ -60,12 +62,17 @@ impl RunningListener {
         Ok(socket.into())
     }
 
-    /// Starts accepting on the current tokio runtime.
-    pub fn spawn(configured: String, socket: std::net::TcpListener, shared: Arc<ListenerShared>) -> std::io::Result<RunningListener> {
+    /// Starts accepting on the current tokio runtime; connections go round-robin to the workers.
+    pub fn spawn(
+        configured: String,
+        socket: std::net::TcpListener,
+        shared: Arc<ListenerShared>,
+        workers: Arc<WorkerHandles>,
+    ) -> std::io::Result<RunningListener> {
         let local_addr = socket.local_addr()?;
         let listener = TcpListener::from_std(socket)?;
         let (stop, stopped) = watch::channel(false);
-        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
+        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), workers, stopped));
         Ok(RunningListener { configured, local_addr, shared, stop, accepting: Some(accepting) })
     }
 
@@ -79,11 +86,11 @@ impl RunningListener {
     }
 
     /// Stops accepting and returns once the socket is closed, so its address can be bound again
-    /// at once. Call from outside the runtime.
-    pub fn close(mut self, runtime: &tokio::runtime::Runtime) {
+    /// at once. Call from outside the workers.
+    pub fn close(mut self, workers: &Workers) {
         self.stop();
         if let Some(accepting) = self.accepting.take() {
-            let _ = runtime.block_on(accepting);
+            let _ = workers.block_on(accepting);
         }
     }
 }
@@ -94,18 +101,34 @@ impl Drop for RunningListener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, workers: Arc<WorkerHandles>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, shared.clone(), stopped.clone()));
-                }
+                Ok((stream, peer)) => hand_over(stream, peer, &shared, &workers, &stopped),
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             },
             () = stop_requested(&mut stopped) => return,
         }
+    }
+}
+
+/// Gives an accepted connection to the next worker, which serves it to the end.
+fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, workers: &WorkerHandles, stopped: &watch::Receiver<bool>) {
+    let (worker, handle) = workers.next();
+    let (shared, stopped) = (shared.clone(), stopped.clone());
+    if worker == workers::current() {
+        tokio::spawn(serve_connection(stream, peer, shared, stopped));
+        return;
+    }
+    // The socket moves to the other worker's event loop: deregistered here, registered there.
+    if let Ok(stream) = stream.into_std() {
+        handle.spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                serve_connection(stream, peer, shared, stopped).await;
+            }
+        });
     }
 }
 
@@ -118,8 +141,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
     stats.connections_total.inc();
     stats.connections_active.inc();
     let service = service_fn({
-        let shared = shared.clone();
-        move |request| proxy::handle(shared.clone(), peer, request)
+        let (shared, client) = (shared.clone(), ClientAddress::new(peer.ip()));
+        move |request| proxy::handle(shared.clone(), client.clone(), request)
     });
     let connection = server.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
@@ -145,6 +168,8 @@ pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Buil
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // One buffer, one write per response head and small body (see the pool's HTTP/1.1 client).
+        .writev(false)
         // hyper refuses a head larger than its read buffer with 431; 8 KiB is its floor.
         .max_buf_size((limits.max_header_bytes as usize).max(8192))
         .header_read_timeout(std::time::Duration::from_secs(30));

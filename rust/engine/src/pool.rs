@@ -46,8 +46,9 @@ pub struct Dial<'a> {
 
 #[derive(Debug)]
 pub enum PoolError {
-    /// No connection could be made; nothing was sent, so the request may go elsewhere.
-    Connect(std::io::Error),
+    /// No connection could be made; nothing was sent, and the request comes back to go
+    /// elsewhere.
+    Connect { cause: ConnectError, unsent: Box<Request<Body>> },
     /// The upstream refused the request without processing it (HTTP/2 REFUSED_STREAM, or a
     /// graceful GOAWAY that left the stream out): safe to send again.
     Refused(hyper::Error),
@@ -78,7 +79,10 @@ impl Pool {
             },
             None => request,
         };
-        let mut sender = connect_http1(dial).await?;
+        let mut sender = match Box::pin(connect_http1(dial)).await {
+            Ok(sender) => sender,
+            Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+        };
         let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
         self.reuse_when_ready(sender);
         Ok(response)
@@ -90,7 +94,10 @@ impl Pool {
         for _ in 0..MAX_UNSENT_RETRIES {
             let mut sender = match self.current_http2() {
                 Some(sender) => sender,
-                None => self.connect_shared_http2(dial).await?,
+                None => match Box::pin(self.connect_shared_http2(dial)).await {
+                    Ok(sender) => sender,
+                    Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+                },
             };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
@@ -103,7 +110,10 @@ impl Pool {
                 }
             }
         }
-        let mut sender = self.connect_shared_http2(dial).await?;
+        let mut sender = match Box::pin(self.connect_shared_http2(dial)).await {
+            Ok(sender) => sender,
+            Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+        };
         sender.send_request(request).await.map_err(PoolError::from_http2)
     }
 
@@ -151,7 +161,7 @@ impl Pool {
         shared.as_ref().filter(|sender| !sender.is_closed()).cloned()
     }
 
-    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<http2::SendRequest<Body>, PoolError> {
+    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
         let _one_at_a_time = self.connecting.lock().await;
         // Someone else may have connected while this request waited for the lock.
         if let Some(sender) = self.current_http2() {
@@ -188,27 +198,56 @@ fn retry_or_fail(mut unsent: TrySendError<Request<Body>>) -> Result<Request<Body
     }
 }
 
-async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, PoolError> {
-    let connect = TcpStream::connect(dial.address);
+/// Why no connection could be made: the socket failed, or the handshake on it did.
+#[derive(Debug)]
+pub enum ConnectError {
+    Socket(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Socket(cause) => cause.fmt(f),
+            ConnectError::Handshake(cause) => cause.fmt(f),
+        }
+    }
+}
+
+async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, ConnectError> {
+    // An IP address connects at once; only a name needs the resolver (a blocking call that
+    // tokio runs on a helper thread).
+    let connect = async {
+        match dial.address.parse::<std::net::SocketAddr>() {
+            Ok(address) => TcpStream::connect(address).await,
+            Err(_) => TcpStream::connect(dial.address).await,
+        }
+    };
     let stream = tokio::time::timeout(dial.connect_timeout, connect)
         .await
         .map_err(|_| {
             let after = dial.connect_timeout.as_millis();
-            PoolError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out after {after}ms")))
+            ConnectError::Socket(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out after {after}ms")))
         })?
-        .map_err(PoolError::Connect)?;
-    stream.set_nodelay(true).map_err(PoolError::Connect)?;
+        .map_err(ConnectError::Socket)?;
+    stream.set_nodelay(true).map_err(ConnectError::Socket)?;
     Ok(stream)
 }
 
-async fn connect_http1(dial: Dial<'_>) -> Result<http1::SendRequest<Body>, PoolError> {
+async fn connect_http1(dial: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
     let io = TokioIo::new(dial_tcp(dial).await?);
-    let (sender, connection) = http1::Builder::new().handshake(io).await.map_err(PoolError::Exchange)?;
+    let (sender, connection) = http1::Builder::new()
+        // Head and body copied into one buffer and written with one plain write: for the
+        // small messages most requests are, cheaper than the kernel's iovec path.
+        .writev(false)
+        .handshake(io)
+        .await
+        .map_err(ConnectError::Handshake)?;
     tokio::spawn(connection);
     Ok(sender)
 }
 
-async fn connect_http2(dial: Dial<'_>) -> Result<http2::SendRequest<Body>, PoolError> {
+async fn connect_http2(dial: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
     let io = TokioIo::new(dial_tcp(dial).await?);
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -216,7 +255,7 @@ async fn connect_http2(dial: Dial<'_>) -> Result<http2::SendRequest<Body>, PoolE
         .keep_alive_interval(Duration::from_secs(30))
         .handshake(io)
         .await
-        .map_err(PoolError::Exchange)?;
+        .map_err(ConnectError::Handshake)?;
     tokio::spawn(connection);
     Ok(sender)
 }

@@ -1,20 +1,19 @@
 //! The path of one request, top-down: route → cluster → endpoint → upstream pool → response.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop};
+use crate::headers::{prepare_request, remove_hop_by_hop, ClientAddress};
 use crate::listener::ListenerShared;
 use crate::pool::{Dial, PoolError};
 use crate::route::{host_without_port, RequestTarget};
@@ -25,10 +24,10 @@ use crate::route::{host_without_port, RequestTarget};
 const MAX_ATTEMPTS: usize = 3;
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses.
-pub async fn handle(listener: Arc<ListenerShared>, client: SocketAddr, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(listener: Arc<ListenerShared>, client: ClientAddress, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let snapshot = listener.snapshot.load_full();
     snapshot.stats.requests_total.inc();
-    let response = match proxy(&snapshot.routes, client, request).await {
+    let response = match proxy(&snapshot.routes, &client, request).await {
         Ok(response) => response,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
@@ -39,7 +38,7 @@ pub async fn handle(listener: Arc<ListenerShared>, client: SocketAddr, request: 
     Ok(response)
 }
 
-async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+async fn proxy(routes: &crate::route::RouteTable, client: &ClientAddress, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
     reject_invalid_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
 
@@ -74,11 +73,31 @@ async fn proxy(routes: &crate::route::RouteTable, client: SocketAddr, request: R
         std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
-    prepare_request(&mut parts.headers, client.ip(), (!authority_str.is_empty()).then_some(authority_str));
+    prepare_request(&mut parts.headers, client, (!authority_str.is_empty()).then_some(authority_str));
     route.request_headers.apply(&mut parts.headers);
 
-    let upstream_authority = Authority::try_from(authority_str).ok().filter(|_| !authority_str.is_empty());
-    let forwarded = forward(&cluster, parts.method, upstream_authority, path_and_query, parts.headers, body);
+    let mut upstream = Request::new(Body::Streamed(body));
+    *upstream.method_mut() = parts.method;
+    *upstream.headers_mut() = parts.headers;
+    match cluster.protocol {
+        // Origin-form target; the authority travels in `Host`.
+        UpstreamProtocol::Http1 => {
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.uri_mut() = Uri::from(path_and_query);
+        }
+        // The authority travels in `:authority`; a `Host` beside it would be malformed
+        // (RFC 9113 §8.3.1) should the two ever differ. Without one, the endpoint's address
+        // stands in, set per attempt.
+        UpstreamProtocol::Http2 => {
+            *upstream.version_mut() = Version::HTTP_2;
+            upstream.headers_mut().remove(HOST);
+            *upstream.uri_mut() = match Authority::try_from(authority_str) {
+                Ok(authority) if !authority_str.is_empty() => absolute_uri(authority, path_and_query)?,
+                _ => Uri::from(path_and_query),
+            };
+        }
+    }
+    let forwarded = forward(&cluster, upstream);
     let mut response = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
@@ -117,57 +136,35 @@ fn is_valid_host(host: &[u8]) -> bool {
 
 /// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
 /// the endpoint's request in flight until it ends.
-async fn forward(
-    cluster: &Cluster,
-    method: Method,
-    authority: Option<Authority>,
-    path_and_query: PathAndQuery,
-    headers: HeaderMap,
-    body: Incoming,
-) -> Result<Response<Body>, ProxyError> {
-    let attempts = if http_body::Body::is_end_stream(&body) { MAX_ATTEMPTS } else { 1 };
-    let mut body = Some(body);
-    let mut headers = Some(headers);
+async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    let attempts = if http_body::Body::is_end_stream(request.body()) { MAX_ATTEMPTS } else { 1 };
+    let mut request = Some(request);
     let mut last_error = None;
     for attempt in 1..=attempts {
+        let Some(mut sending) = request.take() else { break };
         let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
-        let head = if attempt == attempts { headers.take() } else { headers.clone() };
-        let mut request = Request::new(body.take().map_or(Body::Empty, Body::Streamed));
-        *request.method_mut() = method.clone();
-        *request.headers_mut() = head.unwrap_or_default();
-        match cluster.protocol {
-            // Origin-form target; the authority travels in `Host`.
-            UpstreamProtocol::Http1 => {
-                *request.version_mut() = Version::HTTP_11;
-                *request.uri_mut() = Uri::from(path_and_query.clone());
-            }
-            // The authority travels in `:authority`; a `Host` beside it would be malformed
-            // (RFC 9113 §8.3.1) should the two ever differ.
-            UpstreamProtocol::Http2 => {
-                *request.version_mut() = Version::HTTP_2;
-                request.headers_mut().remove(HOST);
-                let authority = authority.clone().unwrap_or_else(|| endpoint.authority.clone());
-                *request.uri_mut() = Uri::builder()
-                    .scheme(Scheme::HTTP)
-                    .authority(authority)
-                    .path_and_query(path_and_query.clone())
-                    .build()
-                    .map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))?;
-            }
+        if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
+            let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *sending.uri_mut() = absolute_uri(endpoint.authority.clone(), path_and_query)?;
         }
+        // An HTTP/2 upstream may refuse a stream it has read; that request is gone, so a
+        // bodyless request that may be sent again is copied first. Requests that never left
+        // (no connection) come back from the pool as they were.
+        let spare = (cluster.protocol == UpstreamProtocol::Http2 && attempt < attempts).then(|| copy_bodyless(&sending));
 
         cluster.stats.upstream_requests_total.inc();
         let in_flight = endpoint.start();
         let started = Instant::now();
         let dial = Dial { address: &endpoint.address, protocol: cluster.protocol, connect_timeout: cluster.connect_timeout };
-        match endpoint.state.pool.send(dial, request).await {
+        match endpoint.state.pool().send(dial, sending).await {
             Ok(response) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
                 return Ok(response.map(|body| Body::Upstream { body, in_flight: Some(in_flight) }));
             }
-            Err(PoolError::Connect(cause)) => {
+            Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
+                request = Some(*unsent);
                 last_error = Some(ProxyError::ConnectFailure {
                     cluster: cluster.name.to_string(),
                     endpoint: endpoint.address.to_string(),
@@ -181,6 +178,7 @@ async fn forward(
             }
             Err(PoolError::Refused(error)) => {
                 cluster.stats.upstream_failures_total.inc();
+                request = spare;
                 last_error = Some(ProxyError::UpstreamFailure {
                     cluster: cluster.name.to_string(),
                     endpoint: endpoint.address.to_string(),
@@ -198,6 +196,25 @@ async fn forward(
         }
     }
     Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() }))
+}
+
+/// The `http://authority/path` form an HTTP/2 request carries in its pseudo-headers.
+fn absolute_uri(authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
+}
+
+/// A copy of a request without a body, to send again.
+fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(Body::Empty);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// Whether the exchange failed because the request body, streamed from the client, yielded an

@@ -1,0 +1,125 @@
+//! The engine's worker threads: one single-threaded tokio runtime per thread (thread per core).
+//! A connection lives on one worker from accept to close, together with the upstream
+//! connections that worker opens, so a request never hops threads: no work stealing, no
+//! cross-thread wake-ups, no contended locks on the request path.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::oneshot;
+
+thread_local! {
+    /// The index of the worker running on this thread; 0 off the workers (control threads).
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker the caller runs on, to pick per-worker state such as pools.
+pub fn current() -> usize {
+    CURRENT.with(Cell::get)
+}
+
+pub struct Workers {
+    workers: Vec<Worker>,
+    handles: Arc<WorkerHandles>,
+}
+
+/// What accept loops hold to hand connections out: handles don't keep the runtimes alive.
+#[derive(Debug)]
+pub struct WorkerHandles {
+    handles: Vec<Handle>,
+    /// Round-robin cursor over the workers.
+    next: AtomicUsize,
+}
+
+struct Worker {
+    runtime: Arc<Runtime>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+// === impl Workers ===
+
+impl Workers {
+    pub fn start(count: usize) -> std::io::Result<Workers> {
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count.max(1) {
+            workers.push(Worker::start(index)?);
+        }
+        let handles = workers.iter().map(|w| w.runtime.handle().clone()).collect();
+        Ok(Workers { workers, handles: Arc::new(WorkerHandles { handles, next: AtomicUsize::new(0) }) })
+    }
+
+    pub fn count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker that runs the accept loops; listening sockets register with it.
+    pub fn first(&self) -> &Handle {
+        &self.handles.handles[0]
+    }
+
+    pub fn handles(&self) -> Arc<WorkerHandles> {
+        self.handles.clone()
+    }
+
+    /// Runs a future to completion on the first worker, waiting from a control thread. `None`
+    /// if the worker stopped first.
+    pub fn block_on<F>(&self, future: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.first().spawn(async move {
+            let _ = done.send(future.await);
+        });
+        wait.recv().ok()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            worker.stop();
+        }
+    }
+}
+
+// === impl WorkerHandles ===
+
+impl WorkerHandles {
+    /// The worker that takes the next accepted connection, and its index.
+    pub fn next(&self) -> (usize, &Handle) {
+        let index = self.next.fetch_add(1, Relaxed) % self.handles.len();
+        (index, &self.handles[index])
+    }
+}
+
+// === impl Worker ===
+
+impl Worker {
+    fn start(index: usize) -> std::io::Result<Worker> {
+        let runtime = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let driven = runtime.clone();
+        let thread = std::thread::Builder::new().name(format!("meshproxy-worker-{index}")).spawn(move || {
+            CURRENT.with(|current| current.set(index));
+            let _ = driven.block_on(stopped);
+        })?;
+        Ok(Worker { runtime, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Ends the thread; tasks still running are dropped with the runtime.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
