@@ -10,6 +10,12 @@ PYTEST    := $(VENV)/bin/pytest
 MATURIN   := $(VENV)/bin/maturin
 # Real clients the integration tests drive the proxy with.
 APT_PACKAGES := curl nghttp2-client
+# locust lives in its own virtualenv: it brings gevent and a pytest plugin the tests must not see.
+LOADTEST_VENV     := .venv-loadtest
+LOADTEST_USERS    ?= 50
+LOADTEST_SPAWN_RATE ?= 10
+LOADTEST_DURATION ?= 30s
+LOADTEST_USER_RPS ?= 10
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help
@@ -51,14 +57,25 @@ bench: build ## side-by-side run against Envoy, HAProxy, nginx and a direct conn
 	bench/install.sh
 	$(PYTHON) bench/run.py
 
+$(LOADTEST_VENV)/bin/locust: bench/loadtest/requirements.txt
+	python3 -m venv $(LOADTEST_VENV)
+	$(LOADTEST_VENV)/bin/pip install -q --upgrade pip
+	$(LOADTEST_VENV)/bin/pip install -q -r bench/loadtest/requirements.txt
+	touch $@
+
+.PHONY: loadtest
+loadtest: build $(LOADTEST_VENV)/bin/locust ## locust through the proxy on loopback; checks its counts against /stats (LOADTEST_USERS, _DURATION, …)
+	$(PYTHON) bench/loadtest/run.py --locust $(LOADTEST_VENV)/bin/locust --users $(LOADTEST_USERS) \
+		--spawn-rate $(LOADTEST_SPAWN_RATE) --duration $(LOADTEST_DURATION) --user-rps $(LOADTEST_USER_RPS)
+
 .PHONY: lint
 lint: build ## clippy on the Rust crates, mypy --strict on the Python package
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/mypy --strict python/meshproxy
 
 .PHONY: clean
-clean: ## remove build outputs and the virtualenv
+clean: ## remove build outputs and the virtualenvs
 	cargo clean
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(LOADTEST_VENV) .pytest_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -f python/meshproxy/*.so
