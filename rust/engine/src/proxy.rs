@@ -97,7 +97,9 @@ async fn proxy(routes: &crate::route::RouteTable, client: &ClientAddress, reques
             };
         }
     }
-    let forwarded = forward(&cluster, upstream);
+    // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
+    // moves the small future around it (into a task per stream, for HTTP/2).
+    let forwarded = Box::pin(forward(&cluster, upstream));
     let mut response = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
