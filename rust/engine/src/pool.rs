@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -19,6 +19,9 @@ use crate::config::UpstreamProtocol;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed when they finish.
 const MAX_IDLE: usize = 256;
+/// A connection idle longer than this may be being closed by its upstream right now; see
+/// `send_http1`.
+const STALE_RISK: Duration = Duration::from_millis(50);
 /// How often a request handed back unsent by a closing HTTP/2 connection is sent again.
 const MAX_UNSENT_RETRIES: usize = 3;
 
@@ -68,15 +71,26 @@ impl Pool {
 
     async fn send_http1(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
         let request = match self.take_idle() {
-            Some(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.reuse_when_ready(sender);
-                    return Ok(response);
+            Some((mut sender, idle_for)) => {
+                // An upstream may close a keep-alive connection just as the request goes out on
+                // it, and then the request is lost with no response begun. Upstreams do that
+                // after some idle time (seconds, typically), so a request that may be sent twice
+                // keeps a copy when its connection sat idle for a while. Busy connections,
+                // idle for microseconds, skip the copy.
+                let spare = (idle_for > STALE_RISK && is_replayable(&request)).then(|| copy_bodyless(&request));
+                match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        self.reuse_when_ready(sender);
+                        return Ok(response);
+                    }
+                    Err(mut unsent) => match (unsent.take_message(), spare) {
+                        // Closed before it took the request: the request comes back unsent.
+                        (Some(request), _) => request,
+                        (None, Some(spare)) if unsent.error().is_incomplete_message() => spare,
+                        (None, _) => return Err(PoolError::Exchange(unsent.into_error())),
+                    },
                 }
-                // The upstream closed the idle connection before it took the request (a race
-                // every keep-alive pool has): the request comes back unsent and goes on a new one.
-                Err(unsent) => retry_or_fail(unsent)?,
-            },
+            }
             None => request,
         };
         let mut sender = match Box::pin(connect_http1(dial)).await {
@@ -125,11 +139,13 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
+    /// The most recently used idle connection that can take a request, and how long it idled.
+    fn take_idle(&self) -> Option<(http1::SendRequest<Body>, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < IDLE_TIMEOUT && entry.sender.is_ready() {
-                return Some(entry.sender);
+            let idle_for = entry.since.elapsed();
+            if idle_for < IDLE_TIMEOUT && entry.sender.is_ready() {
+                return Some((entry.sender, idle_for));
             }
         }
         None
@@ -191,11 +207,22 @@ impl PoolError {
     }
 }
 
-fn retry_or_fail(mut unsent: TrySendError<Request<Body>>) -> Result<Request<Body>, PoolError> {
-    match unsent.take_message() {
-        Some(request) => Ok(request),
-        None => Err(PoolError::Exchange(unsent.into_error())),
-    }
+/// Whether the request may be sent a second time should the first attempt be lost: no body
+/// (nothing streamed that could not be replayed) and an idempotent method (RFC 9110 §9.2.2).
+pub fn is_replayable(request: &Request<Body>) -> bool {
+    use hyper::Method;
+    http_body::Body::is_end_stream(request.body())
+        && matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// A copy of a request without a body, to send again.
+pub fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(Body::Empty);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// Why no connection could be made: the socket failed, or the handshake on it did.

@@ -15,7 +15,7 @@ use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{prepare_request, remove_hop_by_hop, ClientAddress};
 use crate::listener::ListenerShared;
-use crate::pool::{Dial, PoolError};
+use crate::pool::{copy_bodyless, Dial, PoolError};
 use crate::route::{host_without_port, RequestTarget};
 
 /// Requests without a body are sent again after a failure that proves the upstream did not
@@ -207,16 +207,6 @@ fn absolute_uri(authority: Authority, path_and_query: PathAndQuery) -> Result<Ur
     parts.authority = Some(authority);
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
-}
-
-/// A copy of a request without a body, to send again.
-fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::new(Body::Empty);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }
 
 /// Whether the exchange failed because the request body, streamed from the client, yielded an
