@@ -53,9 +53,9 @@ demo: build ## run a small mesh on loopback: orders v1/v2 behind a 90/10 split; 
 	$(PYTHON) examples/demo.py
 
 .PHONY: bench
-bench: build ## side-by-side run against Envoy, HAProxy, nginx and a direct connection (installs them)
+bench: build ## side-by-side run against Envoy, HAProxy, nginx and a direct connection (installs them); BENCH_ARGS=--quick for a smoke run
 	bench/install.sh
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 $(LOADTEST_VENV)/bin/locust: bench/loadtest/requirements.txt
 	python3 -m venv $(LOADTEST_VENV)

@@ -1,0 +1,74 @@
+"""One measured load run against a target: the load tool's figures, plus the CPU the proxy and
+the upstream spent on it and the proxy's memory while it ran."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from .cores import busy_pct, core_times
+from .figures import RunFigures
+from .lineup import LOAD_CORE, PROXY_CORE
+from .load import Load, run_load
+from .proc import PeakRss, cpu_seconds
+from .servers import Server
+from .targets import Route, Target
+
+MIB = 1024 * 1024
+
+
+class RunFailed(Exception):
+    """The load saw errors (non-2xx, broken connections) or the proxy died: the run does not
+    count, and the target is reported as failing the scenario."""
+
+
+def warm_up(target: Target, route: Route, load: Load, seconds: int, workdir: Path) -> None:
+    """Same load shape, unmeasured: connections, pools and caches are warm when it counts."""
+    result = run_load(load, target.ports[route], seconds, LOAD_CORE, workdir)
+    if result.errors:
+        raise RunFailed(f"during warm-up: {result.errors}; the load tool printed:\n{result.output}")
+
+
+def measure(
+    target: Target, upstream: Server, route: Route, load: Load, seconds: int, workdir: Path
+) -> RunFigures:
+    proxy = None if target.direct else target.server
+    if proxy is not None and not proxy.running():
+        raise RunFailed(f"the proxy is not running; its log:\n{proxy.log_tail()}")
+    sampler = PeakRss(proxy.pid) if proxy is not None else contextlib.nullcontext()
+    proxy_cpu_before = cpu_seconds(proxy.pid) if proxy is not None else 0.0
+    upstream_cpu_before = cpu_seconds(upstream.pid)
+    cores_before = core_times()
+    started = time.monotonic()
+    with sampler:
+        result = run_load(load, target.ports[route], seconds, LOAD_CORE, workdir)
+    wall = time.monotonic() - started
+    cores = busy_pct(cores_before, core_times())
+    upstream_cpu = cpu_seconds(upstream.pid) - upstream_cpu_before
+    proxy_cpu = cpu_seconds(proxy.pid) - proxy_cpu_before if proxy is not None else None
+    if result.errors:
+        log = f"\nthe proxy's log:\n{proxy.log_tail()}" if proxy is not None else ""
+        raise RunFailed(f"{result.errors}; the load tool printed:\n{result.output}{log}")
+    if proxy is not None and not proxy.running():
+        raise RunFailed(f"the proxy exited during the run; its log:\n{proxy.log_tail()}")
+
+    per_request = 1e6 / result.requests
+    proxy_busy = None if proxy_cpu is None else round(100 * proxy_cpu / wall, 1)
+    peak = sampler.peak if isinstance(sampler, PeakRss) else None
+    end = sampler.last if isinstance(sampler, PeakRss) else None
+    return RunFigures(
+        requests=result.requests,
+        seconds=round(result.seconds, 3),
+        rps=round(result.rps, 1),
+        p50_us=result.p50_us,
+        p99_us=result.p99_us,
+        upstream_cpu_us_per_req=round(upstream_cpu * per_request, 2),
+        proxy_cpu_us_per_req=None if proxy_cpu is None else round(proxy_cpu * per_request, 2),
+        proxy_core_busy_pct=proxy_busy,
+        # What else ran on the proxy's core: the idle proxies, and anything outside the benchmark.
+        proxy_core_others_pct=round(max(0.0, cores[PROXY_CORE] - (proxy_busy or 0.0)), 1),
+        load_core_busy_pct=cores[LOAD_CORE],
+        rss_mib=None if peak is None else round(peak / MIB, 1),
+        rss_end_mib=None if end is None else round(end / MIB, 1),
+    )

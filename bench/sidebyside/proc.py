@@ -1,0 +1,97 @@
+"""CPU time and resident memory of a process and all its descendants, read from /proc.
+
+A proxy may be one process with threads (Envoy, meshproxy) or a master with forked workers
+(nginx), so every figure is summed over the whole tree, found afresh at each reading.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Self
+
+PROC = Path("/proc")
+CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant of it."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _read_stat(int(entry.name))
+        if stat is not None:
+            children.setdefault(int(stat[1]), []).append(int(entry.name))
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        tree.append(pid)
+        frontier.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(root: int) -> float:
+    """User plus system CPU time of the tree so far, all threads included."""
+    ticks = 0
+    for pid in process_tree(root):
+        stat = _read_stat(pid)
+        if stat is not None:
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+    return ticks / CLOCK_TICKS_PER_SECOND
+
+
+def rss_bytes(root: int) -> int:
+    """Sum of VmRSS over the tree. Pages shared between a master and its workers count once per
+    process, as `ps` would show them."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            status = (PROC / str(pid) / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+class PeakRss:
+    """Samples the tree's RSS on a thread while a load runs; `peak` is the largest sample,
+    `last` the last one taken before the load ended."""
+
+    def __init__(self, root: int, interval: float = 0.1) -> None:
+        self._root = root
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak = 0
+        self.last = 0
+
+    def __enter__(self) -> Self:
+        self._record()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._record()
+
+    def _record(self) -> None:
+        self.last = rss_bytes(self._root)
+        self.peak = max(self.peak, self.last)
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses):
+    index 0 is the state, 1 the parent pid, 11 utime, 12 stime."""
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
