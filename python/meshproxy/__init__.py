@@ -8,17 +8,52 @@ Embed it in a Python app::
 or run it as a sidecar: ``meshproxy run --config sidecar.yaml``.
 """
 
+from typing import TYPE_CHECKING
+
 from ._native import __version__
-from .config import Config, ConfigError, ConfigIssue, coerce_config, load_config, parse_config
-from .proxy import Proxy
+
+if TYPE_CHECKING:
+    from .config import Config, ConfigError, ConfigIssue, coerce_config, load_config, parse_config
+    from .engine_document import EngineDocument
+    from .proxy import Proxy
 
 __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "EngineDocument",
     "Proxy",
     "__version__",
     "coerce_config",
     "load_config",
     "parse_config",
 ]
+
+# The public names are imported on first use (PEP 562): the config schema brings pydantic, which
+# `meshproxy run` keeps out of the long-running sidecar (it validates in a child process).
+_HOMES = {
+    "Config": "config",
+    "ConfigError": "config",
+    "ConfigIssue": "config",
+    "EngineDocument": "engine_document",
+    "Proxy": "proxy",
+    "coerce_config": "config",
+    "load_config": "config",
+    "parse_config": "config",
+}
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which would otherwise accept any attribute of the package.
+
+    def __getattr__(name: str) -> object:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{home}"), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -15,16 +15,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from .config.addresses import parse_listen_address
-
 if TYPE_CHECKING:
     from .proxy import Proxy
 
 
 class AdminServer:
     def __init__(self, address: str, proxy: Proxy) -> None:
-        ip, port = parse_listen_address(address)
-        host = str(ip)
+        host, port = _host_and_port(address)
         handler = type("BoundAdminHandler", (_AdminHandler,), {"proxy": proxy})
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         try:
@@ -53,6 +50,14 @@ class AdminServer:
         self._server.server_close()
 
 
+def _host_and_port(address: str) -> tuple[str, int]:
+    """``127.0.0.1:15000`` or ``[::1]:15000``, as the config validated it: the admin server is
+    built from a validated config only, so it splits the address without the config's parser
+    (which lives beside the schema and pydantic, kept out of a running sidecar)."""
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 class _IPv6Server(ThreadingHTTPServer):
     import socket
 
@@ -71,7 +76,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
         elif route == "/live":
             self._send(HTTPStatus.OK, "live\n")
         elif route == "/config":
-            self._send_json(json.loads(self.proxy.config.engine_json()))
+            self._send_json(json.loads(self.proxy.document.engine_json))
         elif route == "/stats":
             self._send_json(self.proxy.stats() if self.proxy.running else {})
         else:

@@ -1,35 +1,50 @@
 """The embedding API: run the proxy inside a Python process.
 
-    async with Proxy("sidecar.yaml") as proxy:     # or Proxy(dict) / Proxy(Config)
+    async with Proxy("sidecar.yaml") as proxy:     # or Proxy(dict) / Proxy(Config) / Proxy(EngineDocument)
         proxy.address("outbound")                   # "127.0.0.1:15001"
         proxy.reload(new_config)                    # validate, compile, swap; keeps the old on error
         proxy.stats()                               # engine counters
 
 ``start()``/``stop()`` and ``with Proxy(...)`` work too. The engine runs on its own threads;
 none of them calls into Python, so the app's event loop and GIL are not on the request path.
+
+A Config, dict or file is validated here, with the config schema (pydantic); an
+:class:`~meshproxy.EngineDocument` was validated already and is run as it is, so a proxy given
+only those never imports the schema (``meshproxy run`` validates in a child process).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import _native
 from .admin import AdminServer
-from .config import Config, coerce_config
+from .engine_document import EngineDocument
 
-ConfigLike = Config | dict[str, Any] | str | os.PathLike[str]
+if TYPE_CHECKING:
+    from .config import Config
+
+ConfigLike: TypeAlias = "Config | dict[str, Any] | str | os.PathLike[str] | EngineDocument"
 
 
 class Proxy:
     """A meshproxy data path plus its admin server, configured by one config document."""
 
     def __init__(self, config: ConfigLike, *, workers: int | None = None, drain_timeout: float = 10.0) -> None:
-        self._config = coerce_config(config)
+        # The engine and the admin server run on the document; the Config it came from, if
+        # any, is kept for the `config` property.
+        self._config: Config | None
+        if isinstance(config, EngineDocument):
+            self._document, self._config = config, None
+        else:
+            from .config import coerce_config
+
+            self._config = coerce_config(config)
+            self._document = self._config.engine_document()
         self._workers = workers
         self._drain_timeout = drain_timeout
         self._engine: _native.Engine | None = None
@@ -43,9 +58,9 @@ class Proxy:
         with self._lock:
             if self._engine is not None:
                 raise RuntimeError("the proxy is already running")
-            engine = _native.Engine(self._config.engine_json(), self._workers)
+            engine = _native.Engine(self._document.engine_json, self._workers)
             try:
-                self._admin = self._bind_admin(self._config)
+                self._admin = self._bind_admin(self._document)
             except BaseException:
                 engine.shutdown(0.0)
                 raise
@@ -77,6 +92,8 @@ class Proxy:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        import asyncio  # here: a sidecar never needs it
+
         # Draining may take seconds: keep the event loop serving meanwhile.
         await asyncio.to_thread(self.stop)
 
@@ -88,24 +105,44 @@ class Proxy:
 
     @property
     def config(self) -> Config:
-        """The config the engine runs now."""
-        return self._config
+        """The config the engine runs now. When the proxy was given an EngineDocument, it is
+        validated into a Config on first use (which imports the config schema)."""
+        with self._lock:
+            if self._config is None:
+                from .config import coerce_config
+
+                # An engine document is itself a valid config meaning the same thing.
+                self._config = coerce_config(json.loads(self._document.engine_json))
+            return self._config
+
+    @property
+    def document(self) -> EngineDocument:
+        """The engine document the engine runs now (what the admin API serves as ``/config``)."""
+        return self._document
 
     def reload(self, config: ConfigLike) -> int:
         """Validates ``config`` and swaps it in; returns the new config version. Raises
         :class:`~meshproxy.ConfigError` (or the engine's ``ConfigRejected``/``BindError``)
-        and keeps the running config when the new one is refused."""
-        new_config = coerce_config(config)
+        and keeps the running config when the new one is refused. An EngineDocument is not
+        validated again here: the engine's findings about one come as ``ConfigRejected``."""
+        new_config: Config | None = None
+        if isinstance(config, EngineDocument):
+            document = config
+        else:
+            from .config import coerce_config
+
+            new_config = coerce_config(config)
+            document = new_config.engine_document()
         with self._lock:
             engine = self._require_engine()
             admin = self._admin
-            moved = _admin_address(new_config) != _admin_address(self._config)
+            moved = document.admin_address != self._document.admin_address
             if moved:
                 # A changed admin address is bound before anything else changes, so a bind
                 # failure refuses the config as a listener's would.
-                admin = self._bind_admin(new_config)
+                admin = self._bind_admin(document)
             try:
-                version = engine.apply(new_config.engine_json())
+                version = engine.apply(document.engine_json)
             except BaseException:
                 if moved and admin is not None:
                     admin.stop()
@@ -113,7 +150,7 @@ class Proxy:
             retired = self._admin if moved else None
             if moved and admin is not None:
                 admin.start()
-            self._admin, self._config = admin, new_config
+            self._admin, self._document, self._config = admin, document, new_config
         if retired is not None:
             retired.stop()
         return version
@@ -144,16 +181,12 @@ class Proxy:
         """How many configs the engine has applied (1 after start)."""
         return self._require_engine().version
 
-    def _bind_admin(self, config: Config) -> AdminServer | None:
-        """Binds the admin address of ``config`` (not serving yet), or None without one."""
-        return AdminServer(config.admin.address, self) if config.admin is not None else None
+    def _bind_admin(self, document: EngineDocument) -> AdminServer | None:
+        """Binds the admin address of ``document`` (not serving yet), or None without one."""
+        return AdminServer(document.admin_address, self) if document.admin_address is not None else None
 
     def _require_engine(self) -> _native.Engine:
         engine = self._engine
         if engine is None:
             raise RuntimeError("the proxy is not running; call start() first")
         return engine
-
-
-def _admin_address(config: Config) -> str | None:
-    return config.admin.address if config.admin is not None else None

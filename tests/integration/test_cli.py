@@ -1,6 +1,7 @@
 """The ``meshproxy`` command as an operator runs it: ``validate``, ``version``, ``--help`` and
 ``run`` (listeners logged with their real ports, traffic, signals, reloads, bind failures,
-worker threads), always as a subprocess against real upstreams on loopback."""
+worker threads, a sidecar process without pydantic), always as a subprocess against real
+upstreams on loopback."""
 
 from __future__ import annotations
 
@@ -46,7 +47,11 @@ def write_yaml(path: Path, document: dict[str, Any]) -> Path:
 
 
 def app_cluster(upstream: Upstream, name: str = "app") -> dict[str, Any]:
-    return {"name": name, "endpoints": [{"address": upstream.address}]}
+    return app_cluster_at(upstream.address, name)
+
+
+def app_cluster_at(address: str, name: str = "app") -> dict[str, Any]:
+    return {"name": name, "endpoints": [{"address": address}]}
 
 
 
@@ -123,6 +128,30 @@ def test_validate_rejects_an_invalid_file_naming_file_line_path_and_message(
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [expected.format(file=path)]
+
+
+def test_validate_engine_document_prints_the_config_as_a_running_proxy_takes_it(tmp_path: Path) -> None:
+    config = one_route_config(app_cluster_at("127.0.0.1:8080"), admin={"address": "127.0.0.1:15000"})
+    config["listeners"].append({"name": "inbound", "address": "127.0.0.1:0", "protocol": "http2",
+                                "routes": [{"cluster": "app"}]})
+    path = write_yaml(tmp_path / "ok.yaml", config)
+    result = run_cli("validate", "--engine-document", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    document = meshproxy.EngineDocument.from_json(result.stdout)
+    assert document == meshproxy.load_config(path).engine_document()
+    assert document.admin_address == "127.0.0.1:15000"
+    assert document.listener_protocols == {"outbound": "auto", "inbound": "http2"}
+    assert document.source == str(path)
+
+
+def test_validate_engine_document_of_an_invalid_file_prints_only_the_problems(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_ROUTE)
+    result = run_cli("validate", "--engine-document", str(path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"{path}:5: listeners[0].routes[0].cluster: unknown cluster 'nope'; defined clusters: app\n"
 
 
 def test_validate_of_a_missing_file_exits_1_saying_it_cannot_read_it(tmp_path: Path) -> None:
@@ -342,3 +371,81 @@ def _worker_threads(pid: int, expected: int) -> int:
 
     wait_until(lambda: count() >= expected, timeout=10, what=f"{expected} meshproxy-worker threads")
     return count()
+
+
+# --- the sidecar process stays small -------------------------------------------------------
+
+
+def test_importing_the_cli_and_the_embedding_api_leaves_the_config_schema_and_pydantic_unloaded() -> None:
+    code = (
+        "import sys, meshproxy.cli\n"
+        "from meshproxy import EngineDocument, Proxy\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'meshproxy.config'))))\n"
+        "print(meshproxy.Config.__module__, 'pydantic' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    # Nothing of the schema until a public name that needs it is used; then it loads.
+    assert result.stdout.splitlines() == ["[]", "meshproxy.config.model True"]
+
+
+def test_run_never_loads_pydantic_into_the_sidecar_process_at_start_or_on_reload(
+    tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams
+) -> None:
+    config = one_route_config(app_cluster(upstreams("v1")), admin={"address": "127.0.0.1:0"})
+    path = write_yaml(tmp_path / "sidecar.yaml", config)
+    proxy = meshproxy_run(path)
+    path.write_text(BAD_ROUTE)
+    proxy.process.send_signal(signal.SIGHUP)
+    logged(proxy, "unknown cluster 'nope'")
+    write_yaml(path, config)
+    proxy.process.send_signal(signal.SIGHUP)
+    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+
+    mapped = _mapped_files(proxy.process.pid)
+    assert any(Path(file).name.startswith("_native.") for file in mapped), mapped  # the engine: the maps are read
+    assert [file for file in mapped if "pydantic" in file] == []
+    assert served_by(proxy.address("outbound")) == "v1"
+    assert proxy.stop() == 0
+
+
+def test_sigterm_during_a_reload_finishes_the_reload_then_drains_and_leaves_no_validator_behind(
+    tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams
+) -> None:
+    # Many routes, so the validator child runs long enough to be seen running.
+    clusters = [app_cluster_at(f"127.0.0.1:{10_000 + i}", f"c{i}") for i in range(1000)]
+    routes = [{"match": {"path_prefix": f"/c{i}/"}, "cluster": f"c{i}"} for i in range(1000)]
+    config = one_route_config(app_cluster(upstreams("v1")), *clusters, routes=[*routes, {"cluster": "app"}])
+    path = write_yaml(tmp_path / "sidecar.yaml", config)
+    proxy = meshproxy_run(path)
+    pid = proxy.process.pid
+
+    proxy.process.send_signal(signal.SIGHUP)
+    validators: list[int] = []
+    wait_until(lambda: bool(validators.extend(_children(pid)) or validators), timeout=10, what="the validator child")
+    assert proxy.stop(signal.SIGTERM) == 0
+
+    reloaded = proxy.log_lines.index(f"meshproxy: reloaded {path}: config version 2\n")
+    assert proxy.log_lines[reloaded + 1] == "meshproxy: SIGTERM received: draining for up to 10s\n"
+    assert proxy.log_lines[-1] == "meshproxy: stopped\n"
+    assert [child for child in validators if Path(f"/proc/{child}").exists()] == []
+
+
+def _mapped_files(pid: int) -> set[str]:
+    """The files mapped into ``pid``: its executable and every shared library it loaded."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # "PID (COMMAND) STATE PPID ...": the command may hold spaces and parentheses.
+        if int(text.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children

@@ -201,6 +201,46 @@ def test_an_invalid_config_is_refused_before_anything_binds(upstreams: Upstreams
         meshproxy.Proxy(meshproxy.Config.model_validate(document))
 
 
+def test_an_engine_document_runs_as_given_and_reads_back_as_its_config(upstreams: Upstreams) -> None:
+    v1, v2 = upstreams("v1"), upstreams("v2")
+    document = meshproxy.coerce_config(to(v1, admin={"address": "127.0.0.1:0"})).engine_document()
+    with meshproxy.Proxy(document) as proxy:
+        assert served_by(proxy.address("outbound")) == "v1"
+        assert proxy.document is document
+        assert proxy.config.engine_json() == document.engine_json
+        with httpx.Client(timeout=10) as client:
+            assert client.get(f"http://{proxy.admin_address}/config").json() == json.loads(document.engine_json)
+
+        assert proxy.reload(meshproxy.coerce_config(to(v2)).engine_document()) == 2
+        assert served_by(proxy.address("outbound")) == "v2"
+        assert proxy.admin_address is None
+        assert proxy.config.clusters[0].endpoints[0].address == v2.address
+
+
+def with_path_regex(document: meshproxy.EngineDocument, regex: str) -> meshproxy.EngineDocument:
+    engine = json.loads(document.engine_json)
+    engine["listeners"][0]["routes"][0]["match"]["path_regex"] = regex
+    return document._replace(engine_json=json.dumps(engine))
+
+
+def test_an_engine_document_the_engine_refuses_raises_config_rejected_with_its_paths(upstreams: Upstreams) -> None:
+    document = meshproxy.coerce_config(to(upstreams("v1"))).engine_document()
+    problem = ("listeners[0].routes[0].match.path_regex", "not a valid regular expression: unclosed group")
+    proxy = meshproxy.Proxy(with_path_regex(document, "("))
+    with pytest.raises(meshproxy._native.ConfigRejected) as refused:
+        proxy.start()
+    assert refused.value.args[1] == [problem]
+    assert not proxy.running
+
+    with meshproxy.Proxy(document) as proxy:
+        with pytest.raises(meshproxy._native.ConfigRejected) as refused:
+            proxy.reload(with_path_regex(document, "("))
+        assert refused.value.args[1] == [problem]
+        assert proxy.version == 1
+        assert proxy.document is document
+        assert served_by(proxy.address("outbound")) == "v1"
+
+
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(meshproxy.ConfigError, match="cannot read config file: No such file or directory"):
         meshproxy.Proxy(tmp_path / "absent.yaml")

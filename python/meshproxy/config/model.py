@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..engine_document import EngineDocument
 from .addresses import parse_endpoint_address
 from .duration import Duration
 from .fields import EndpointAddress, HeaderName, HeaderValue, Host, ListenAddress, Method, Name, UrlPath
@@ -289,3 +290,13 @@ class Config(_Section):
         Keys are sorted so the text is canonical: two configs that mean the same thing give
         the same string, which is how a reload tells "changed" from "rewritten"."""
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+
+    def engine_document(self) -> EngineDocument:
+        """The engine document with what a running proxy reads beside it (admin address,
+        listener protocols): all a :class:`~meshproxy.Proxy` needs, without the schema."""
+        return EngineDocument(
+            engine_json=self.engine_json(),
+            admin_address=self.admin.address if self.admin is not None else None,
+            listener_protocols={listener.name: listener.protocol for listener in self.listeners},
+            source=self.source,
+        )

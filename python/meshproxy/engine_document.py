@@ -1,0 +1,49 @@
+"""A validated config in the form a running proxy keeps: the engine document (the JSON
+:meth:`Config.engine_json` gives) plus the little the Python side reads from the config —
+the admin address and each listener's protocol — with no schema behind it.
+
+``meshproxy run`` validates every config file it loads in a short-lived child process
+(``meshproxy validate --engine-document FILE``), which prints this as JSON; the sidecar itself
+never imports the schema or pydantic, and stays small for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import NamedTuple
+
+
+# A NamedTuple rather than a dataclass: `dataclasses` imports `inspect` and `ast`, a megabyte the
+# sidecar has no other use for.
+class EngineDocument(NamedTuple):
+    """Build one with :meth:`Config.engine_document` (from a validated config) or
+    :meth:`from_json` (from what ``meshproxy validate --engine-document`` printed)."""
+
+    engine_json: str
+    """The document the engine deserializes; also what the admin API serves as ``/config``."""
+    admin_address: str | None
+    """``IP:PORT`` of the admin server, or None without one."""
+    listener_protocols: Mapping[str, str]
+    """Listener name → its downstream protocol (``auto``, ``http1``, ``http2``)."""
+    source: str | None = None
+    """Where the config was loaded from, for messages: a file path, "<string>" or "<dict>"."""
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "engine_json": self.engine_json,
+            "admin_address": self.admin_address,
+            "listener_protocols": dict(self.listener_protocols),
+            "source": self.source,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineDocument:
+        """The inverse of :meth:`to_json`. Raises ValueError when ``text`` is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("engine_json"), str):
+            raise ValueError("expected a JSON object with the engine document as 'engine_json'")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
