@@ -1,6 +1,6 @@
 //! Route lookup in tables of 10, 1,000 and 10,000 routes, and what a config swap costs the
 //! engine for a 10,000-route / 100,000-endpoint document: parsing the JSON the Python layer
-//! hands over, then compiling it into listener snapshots.
+//! hands over, compiling it into listener snapshots, and a whole apply on a running engine.
 //!
 //! The tables look like a large mesh: ten routes per service host (path prefixes, a catch-all
 //! last), every fifth route also matching a header, some limited to GET/HEAD. Lookups go to a
@@ -16,7 +16,7 @@ use meshproxy_engine::endpoint::EndpointRegistry;
 use meshproxy_engine::route::{RequestTarget, RouteTable};
 use meshproxy_engine::snapshot::{self, CompiledListener, Context};
 use meshproxy_engine::stats::Stats;
-use meshproxy_engine::Config;
+use meshproxy_engine::{Config, Engine};
 use serde_json::{json, Value};
 
 const ROUTES_PER_HOST: usize = 10;
@@ -117,6 +117,13 @@ fn swap(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("parse_json", |b| b.iter_with_large_drop(|| parse(black_box(&text))));
     group.bench_function("compile", |b| b.iter_with_large_drop(|| compile(black_box(&config), &endpoints, &stats)));
+    // What a reload costs the engine once the document is parsed: compile, swap the listener's
+    // snapshot, drop the one it replaces, forget endpoints no cluster lists.
+    let mut listening = serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{e}"));
+    listening["listeners"][0]["address"] = json!("127.0.0.1:0");
+    let listening: Config = serde_json::from_value(listening).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::start(&listening, Some(1)).unwrap_or_else(|e| panic!("the engine does not start: {e}"));
+    group.bench_function("apply", |b| b.iter(|| engine.apply(black_box(&listening)).is_ok()));
     group.finish();
 }
 

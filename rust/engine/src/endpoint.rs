@@ -23,6 +23,9 @@ pub struct Endpoint {
 /// lists the address and kept across config swaps for as long as some cluster still lists it.
 #[derive(Debug)]
 pub struct EndpointState {
+    /// The address as configured, and as parsed: the same for every cluster that lists it.
+    pub address: Arc<str>,
+    pub authority: Authority,
     pub in_flight: InFlight,
     pub latency: PeakEwma,
     /// One pool per worker: a connection is driven by the worker that opened it, so requests
@@ -57,8 +60,10 @@ impl Endpoint {
 // === impl EndpointState ===
 
 impl EndpointState {
-    fn new(workers: usize) -> EndpointState {
+    fn new(address: &str, authority: Authority, workers: usize) -> EndpointState {
         EndpointState {
+            address: address.into(),
+            authority,
             in_flight: InFlight::default(),
             latency: PeakEwma::default(),
             pools: (0..workers.max(1)).map(|_| Arc::default()).collect(),
@@ -95,14 +100,21 @@ impl EndpointRegistry {
         EndpointRegistry { states: Mutex::default(), workers }
     }
 
-    pub fn state(&self, address: &str) -> Arc<EndpointState> {
+    /// The endpoint `address` with `weight`, on the state some compiled cluster already holds
+    /// for the address, or on a new one. `parse` reads an address that has no state (`None`: not
+    /// a valid address). An address with a state was parsed when the state was made and is not
+    /// read again: a reload of a large mesh finds most of its addresses here.
+    pub fn endpoint(&self, address: &str, weight: u32, parse: impl FnOnce(&str) -> Option<Authority>) -> Option<Endpoint> {
         let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(state) = states.get(address).and_then(Weak::upgrade) {
-            return state;
-        }
-        let state = Arc::new(EndpointState::new(self.workers));
-        states.insert(address.to_string(), Arc::downgrade(&state));
-        state
+        let state = match states.get(address).and_then(Weak::upgrade) {
+            Some(state) => state,
+            None => {
+                let state = Arc::new(EndpointState::new(address, parse(address)?, self.workers));
+                states.insert(address.to_string(), Arc::downgrade(&state));
+                state
+            }
+        };
+        Some(Endpoint { address: state.address.clone(), authority: state.authority.clone(), weight, state })
     }
 
     /// Forgets addresses no cluster lists any more.
@@ -122,16 +134,30 @@ impl Default for EndpointRegistry {
 mod tests {
     use super::*;
 
+    fn endpoint(registry: &EndpointRegistry, address: &str) -> Endpoint {
+        let parse = |address: &str| address.parse::<Authority>().ok();
+        registry.endpoint(address, 1, parse).unwrap_or_else(|| panic!("{address} does not parse"))
+    }
+
     #[test]
     fn state_survives_while_an_endpoint_holds_it() {
         let registry = EndpointRegistry::default();
-        let first = registry.state("127.0.0.1:8081");
-        first.in_flight.begin();
-        let again = registry.state("127.0.0.1:8081");
-        assert!(Arc::ptr_eq(&first, &again));
-        assert_eq!(again.in_flight.get(), 1);
+        let first = endpoint(&registry, "127.0.0.1:8081");
+        first.state.in_flight.begin();
+        let again = endpoint(&registry, "127.0.0.1:8081");
+        assert!(Arc::ptr_eq(&first.state, &again.state));
+        assert_eq!(again.state.in_flight.get(), 1);
         drop((first, again));
         registry.prune();
-        assert_eq!(registry.state("127.0.0.1:8081").in_flight.get(), 0);
+        assert_eq!(endpoint(&registry, "127.0.0.1:8081").state.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn an_address_with_a_live_state_is_not_parsed_again() {
+        let registry = EndpointRegistry::default();
+        let first = endpoint(&registry, "orders:8080");
+        let again = registry.endpoint("orders:8080", 2, |_| None);
+        assert!(again.is_some_and(|e| Arc::ptr_eq(&e.state, &first.state) && e.weight == 2));
+        assert!(registry.endpoint("other:8080", 1, |_| None).is_none());
     }
 }

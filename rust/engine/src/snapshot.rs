@@ -16,7 +16,7 @@ use regex::Regex;
 
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
-use crate::endpoint::{Endpoint, EndpointRegistry};
+use crate::endpoint::EndpointRegistry;
 use crate::listener::{server_builder, ListenerSnapshot};
 use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable};
 use crate::stats::Stats;
@@ -27,6 +27,10 @@ pub struct Problem {
     pub path: String,
     pub message: String,
 }
+
+/// The path of a field below another (`listeners[0].routes[3]` and `match`), formatted only
+/// when a problem names it: compiling ten thousand valid routes formats none.
+struct Below<'a>(&'a str, &'a str);
 
 /// A compiled listener, ready to be bound (or to replace the snapshot of a bound one).
 #[derive(Debug)]
@@ -48,6 +52,12 @@ pub struct Context<'a> {
 impl Problem {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for Below<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
     }
 }
 
@@ -118,7 +128,7 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
 }
 
 fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut Vec<Problem>) -> HashMap<String, Arc<Cluster>> {
-    let mut clusters = HashMap::new();
+    let mut clusters = HashMap::with_capacity(configs.len());
     for (i, cluster) in configs.iter().enumerate() {
         let at = format!("clusters[{i}]");
         let policy = match Policy::from_str(&cluster.lb) {
@@ -131,27 +141,23 @@ fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut
         if cluster.connect_timeout.0 == 0 {
             problems.push(Problem::new(format!("{at}.connect_timeout"), "must be greater than 0"));
         }
-        let mut seen = HashSet::new();
-        let mut endpoints = Vec::new();
+        let mut seen = HashSet::with_capacity(cluster.endpoints.len());
+        let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
         for (j, endpoint) in cluster.endpoints.iter().enumerate() {
-            let path = format!("{at}.endpoints[{j}].address");
-            let Some(authority) = parse_endpoint_address(&endpoint.address) else {
+            // Formatted only for a problem: a mesh has a hundred thousand endpoints and none.
+            let path = || format!("{at}.endpoints[{j}].address");
+            let Some(compiled) = cx.endpoints.endpoint(&endpoint.address, endpoint.weight, parse_endpoint_address) else {
                 problems.push(Problem::new(
-                    path,
+                    path(),
                     format!("'{}' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080", endpoint.address),
                 ));
                 continue;
             };
             if !seen.insert(endpoint.address.as_str()) {
-                problems.push(Problem::new(path, format!("duplicate endpoint '{}'", endpoint.address)));
+                problems.push(Problem::new(path(), format!("duplicate endpoint '{}'", endpoint.address)));
                 continue;
             }
-            endpoints.push(Endpoint {
-                address: endpoint.address.as_str().into(),
-                authority,
-                weight: endpoint.weight,
-                state: cx.endpoints.state(&endpoint.address),
-            });
+            endpoints.push(compiled);
         }
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         let compiled = Cluster {
@@ -184,8 +190,8 @@ fn compile_routes(
     listener_at: &str,
     problems: &mut Vec<Problem>,
 ) -> RouteTable {
-    let mut routes = Vec::new();
-    let mut names = HashSet::new();
+    let mut routes = Vec::with_capacity(configs.len());
+    let mut names = HashSet::with_capacity(configs.len());
     for (j, route) in configs.iter().enumerate() {
         let at = format!("{listener_at}.routes[{j}]");
         if let Some(name) = &route.name {
@@ -193,7 +199,7 @@ fn compile_routes(
                 problems.push(Problem::new(format!("{at}.name"), format!("duplicate route name '{name}'")));
             }
         }
-        let matcher = compile_match(&route.match_, &format!("{at}.match"), problems);
+        let matcher = compile_match(&route.match_, &at, problems);
         let action = compile_action(route, clusters, &at, problems);
         let prefix_rewrite = match (&route.prefix_rewrite, &route.match_.path_prefix) {
             (None, _) => None,
@@ -209,11 +215,11 @@ fn compile_routes(
                 None
             }
         };
-        let request_headers = compile_edits(&route.request_headers, &format!("{at}.request_headers"), problems);
-        let response_headers = compile_edits(&route.response_headers, &format!("{at}.response_headers"), problems);
+        let request_headers = compile_edits(&route.request_headers, &at, "request_headers", problems);
+        let response_headers = compile_edits(&route.response_headers, &at, "response_headers", problems);
         let (Some(action), Some(matcher)) = (action, matcher) else { continue };
         routes.push(Route {
-            name: route.name.clone().unwrap_or_else(|| format!("{listener}/{j}")).into(),
+            name: route.name.as_deref().map_or_else(|| format!("{listener}/{j}").into(), Arc::from),
             matcher,
             action,
             prefix_rewrite,
@@ -226,23 +232,23 @@ fn compile_routes(
 }
 
 fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Action> {
-    let known = |name: &str, path: String, problems: &mut Vec<Problem>| match clusters.get(name) {
+    let known = |name: &str, path: &dyn Fn() -> String, problems: &mut Vec<Problem>| match clusters.get(name) {
         Some(cluster) => Some(cluster.clone()),
         None => {
             let mut defined: Vec<&str> = clusters.keys().map(String::as_str).collect();
             defined.sort_unstable();
             let defined = if defined.is_empty() { "none".to_string() } else { defined.join(", ") };
-            problems.push(Problem::new(path, format!("unknown cluster '{name}'; defined clusters: {defined}")));
+            problems.push(Problem::new(path(), format!("unknown cluster '{name}'; defined clusters: {defined}")));
             None
         }
     };
     match (&route.cluster, &route.split) {
-        (Some(name), None) => known(name, format!("{at}.cluster"), problems).map(Action::Cluster),
+        (Some(name), None) => known(name, &|| format!("{at}.cluster"), problems).map(Action::Cluster),
         (None, Some(split)) => {
             let mut targets = Vec::new();
             let mut weights = Vec::new();
             for (k, entry) in split.iter().enumerate() {
-                targets.push(known(&entry.cluster, format!("{at}.split[{k}].cluster"), problems));
+                targets.push(known(&entry.cluster, &|| format!("{at}.split[{k}].cluster"), problems));
                 weights.push(entry.weight);
             }
             if weights.iter().map(|&w| u64::from(w)).sum::<u64>() == 0 {
@@ -263,8 +269,10 @@ fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>
     }
 }
 
-fn compile_match(m: &config::RouteMatch, at: &str, problems: &mut Vec<Problem>) -> Option<RouteMatch> {
+/// `route_at` is the route's path; paths below it are formatted only for a problem.
+fn compile_match(m: &config::RouteMatch, route_at: &str, problems: &mut Vec<Problem>) -> Option<RouteMatch> {
     let before = problems.len();
+    let at = Below(route_at, "match");
     let path = match (&m.path, &m.path_prefix, &m.path_regex) {
         (None, None, None) => PathMatch::Any,
         (Some(p), None, None) => PathMatch::Exact(p.clone()),
@@ -334,8 +342,9 @@ fn compile_match(m: &config::RouteMatch, at: &str, problems: &mut Vec<Problem>) 
     (problems.len() == before).then_some(RouteMatch { host, path, headers, methods })
 }
 
-fn compile_edits(edits: &config::HeaderEdits, at: &str, problems: &mut Vec<Problem>) -> HeaderEdits {
+fn compile_edits(edits: &config::HeaderEdits, route_at: &str, key: &str, problems: &mut Vec<Problem>) -> HeaderEdits {
     let mut compiled = HeaderEdits::default();
+    let at = Below(route_at, key);
     for (name, value) in &edits.add {
         match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             (Ok(name), Ok(value)) => compiled.add.push((name, value)),
