@@ -68,6 +68,11 @@ loadtest: build $(LOADTEST_VENV)/bin/locust ## locust through the proxy on loopb
 	$(PYTHON) bench/loadtest/run.py --locust $(LOADTEST_VENV)/bin/locust --users $(LOADTEST_USERS) \
 		--spawn-rate $(LOADTEST_SPAWN_RATE) --duration $(LOADTEST_DURATION) --user-rps $(LOADTEST_USER_RPS)
 
+.PHONY: microbench
+microbench: build ## criterion benchmarks (LB pick, route lookup, snapshot compile), then the Python apply-path ones
+	cargo bench -p meshproxy-balance -p meshproxy-engine
+	$(PYTEST) bench/python -p no:cacheprovider --benchmark-columns=min,median,mean,max,rounds --benchmark-sort=name
+
 .PHONY: lint
 lint: build ## clippy on the Rust crates, mypy --strict on the Python package
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -2,7 +2,7 @@
 
 from typing import final
 
-__all__ = ["BindError", "ConfigRejected", "Engine", "__version__", "check_config", "normalize_config"]
+__all__ = ["BindError", "ConfigRejected", "Engine", "__version__", "check_config", "normalize_config", "read_endpoints"]
 
 __version__: str
 
@@ -20,6 +20,11 @@ def check_config(config_json: str) -> list[tuple[str, str]]:
 def normalize_config(config_json: str) -> str:
     """The document as the engine reads it, written back in canonical form with every default
     filled in: two documents mean the same to the engine iff this gives the same JSON."""
+
+def read_endpoints(items: object) -> tuple[tuple[str, ...], tuple[int, ...], str] | None:
+    """A list of endpoint mappings the config schema certainly accepts (IPv4 or DNS-name
+    addresses with a port, integer weights, no address twice), read in one call as
+    ``(addresses, weights, engine-document JSON)``; None leaves the list to the schema."""
 
 # A pyclass without `subclass`: Python code cannot subclass it.
 @final

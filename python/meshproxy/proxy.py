@@ -27,6 +27,7 @@ from .engine_document import EngineDocument
 
 if TYPE_CHECKING:
     from .config import Config
+    from .config.load import Explain
 
 ConfigLike: TypeAlias = "Config | dict[str, Any] | str | os.PathLike[str] | EngineDocument"
 
@@ -126,12 +127,15 @@ class Proxy:
         and keeps the running config when the new one is refused. An EngineDocument is not
         validated again here: the engine's findings about one come as ``ConfigRejected``."""
         new_config: Config | None = None
+        explain: Explain | None = None
         if isinstance(config, EngineDocument):
             document = config
         else:
-            from .config import coerce_config
+            from .config.load import read_config
 
-            new_config = coerce_config(config)
+            # The engine's own check is left to apply, which compiles the config once either way
+            # and refuses it with the same findings; they are reported as the loader reports its own.
+            new_config, explain = read_config(config)
             document = new_config.engine_document()
         with self._lock:
             engine = self._require_engine()
@@ -143,9 +147,13 @@ class Proxy:
                 admin = self._bind_admin(document)
             try:
                 version = engine.apply(document.engine_json)
-            except BaseException:
+            except BaseException as error:
                 if moved and admin is not None:
                     admin.stop()
+                if explain is not None and isinstance(error, _native.ConfigRejected):
+                    from .config.checks import engine_findings
+
+                    raise explain(engine_findings(error.args[1])) from None
                 raise
             retired = self._admin if moved else None
             if moved and admin is not None:

@@ -8,15 +8,18 @@ reach across sections (a route naming a cluster) live in :mod:`.checks`.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     PrivateAttr,
     SerializerFunctionWrapHandler,
     field_validator,
@@ -27,6 +30,7 @@ from pydantic import (
 from ..engine_document import EngineDocument
 from .addresses import parse_endpoint_address
 from .duration import Duration
+from .endpoints import Endpoints, dump_endpoints, endpoints_reader
 from .fields import EndpointAddress, HeaderName, HeaderValue, Host, ListenAddress, Method, Name, UrlPath
 from .messages import describe, invalid, show
 
@@ -81,6 +85,19 @@ def _header_matches(value: Any) -> Any:
                 at=(key,),
             )
     return {k: {"exact": v} if isinstance(v, str) else v for k, v in value.items()}
+
+
+def _by_key(value: dict[str, Any]) -> dict[str, Any]:
+    """Mappings are kept sorted by key, so that the engine document of a config is one text
+    whatever order its file listed them in."""
+    return dict(sorted(value.items()))
+
+
+def _empty(factory: Callable[[], Any]) -> Any:
+    """An empty list or dict default. A literal `[]` or `{}` would be deep-copied for every
+    instance (pydantic cannot tell it is never mutated); a factory is one cheap call. The schema
+    still shows the default."""
+    return Field(default_factory=factory, json_schema_extra={"default": factory()})
 
 
 def _method_list(value: Any) -> Any:
@@ -146,7 +163,8 @@ class RouteMatch(_Section):
     headers: Annotated[
         dict[HeaderName, HeaderMatch],
         BeforeValidator(_header_matches, json_schema_input_type=dict[str, str | HeaderMatch]),
-    ] = {}
+        AfterValidator(_by_key),
+    ] = _empty(dict)
     method: Annotated[
         list[Method] | None,
         Field(min_length=1),
@@ -155,10 +173,15 @@ class RouteMatch(_Section):
 
     @model_validator(mode="after")
     def _one_path_condition(self) -> RouteMatch:
-        given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
-        if len(given) > 1:
+        if (self.path is None) + (self.path_prefix is None) + (self.path_regex is None) < 2:
+            given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
             raise invalid(f"at most one of path, path_prefix, path_regex may be set; found {', '.join(given)}")
         return self
+
+
+# Shared by every route that leaves them out: frozen, so one instance serves all, where a
+# factory would build and validate a new one for each of ten thousand routes.
+_ANY_REQUEST = RouteMatch()
 
 
 class WeightedCluster(_Section):
@@ -167,35 +190,37 @@ class WeightedCluster(_Section):
 
 
 class HeaderEdits(_Section):
-    add: Annotated[dict[HeaderName, HeaderValue], BeforeValidator(_no_case_duplicates)] = {}
-    remove: list[HeaderName] = []
+    add: Annotated[dict[HeaderName, HeaderValue], BeforeValidator(_no_case_duplicates), AfterValidator(_by_key)] = (
+        _empty(dict)
+    )
+    remove: list[HeaderName] = _empty(list)
+
+
+_NO_EDITS = HeaderEdits()
 
 
 class Route(_Section):
     """Sends matching requests to one cluster, or splits them by weight across several."""
 
     name: Annotated[str, Field(min_length=1)] | None = None
-    match_: RouteMatch = Field(default_factory=RouteMatch, alias="match")
+    match_: RouteMatch = Field(default_factory=lambda: _ANY_REQUEST, alias="match")
     cluster: str | None = None
     split: list[WeightedCluster] | None = None
     prefix_rewrite: UrlPath | None = None
-    request_headers: HeaderEdits = Field(default_factory=HeaderEdits)
-    response_headers: HeaderEdits = Field(default_factory=HeaderEdits)
+    request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
+    response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = timedelta(seconds=15)
     """Whole request, first byte in to last byte out; 0 means no timeout."""
 
+    # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")
-    def _one_destination(self) -> Route:
+    def _one_destination_and_a_prefix_to_rewrite(self) -> Route:
         if self.cluster is not None and self.split is not None:
             raise invalid("a route needs exactly one of cluster or split, not both")
         if self.cluster is None and self.split is None:
             raise invalid("a route needs exactly one of cluster or split; neither is set")
         if self.split is not None and sum(w.weight for w in self.split) == 0:
             raise invalid("split weights sum to 0; at least one weight must be greater than 0", at=("split",))
-        return self
-
-    @model_validator(mode="after")
-    def _rewrite_needs_prefix(self) -> Route:
         if self.prefix_rewrite is not None and self.match_.path_prefix is None:
             raise invalid(
                 "prefix_rewrite replaces the matched match.path_prefix, so it needs match.path_prefix",
@@ -208,7 +233,7 @@ class Listener(_Section):
     name: Name
     address: ListenAddress
     protocol: Literal["auto", "http1", "http2"] = "auto"
-    routes: list[Route] = []
+    routes: list[Route] = _empty(list)
     """Tried in order; the first match wins."""
 
     @model_validator(mode="after")
@@ -235,12 +260,17 @@ class Endpoint(_Section):
     """Relative share of requests; 0 keeps the endpoint configured but never picks it."""
 
 
+# Read in bulk and held as columns: see `endpoints`.
+_READ_ENDPOINTS = PlainValidator(endpoints_reader(Endpoint), json_schema_input_type=list[Endpoint])
+_DUMP_ENDPOINTS = PlainSerializer(dump_endpoints)
+
+
 class Cluster(_Section):
     name: Name
     lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = "p2c_ewma"
     protocol: Literal["http1", "http2"] = "http1"
     connect_timeout: Duration = timedelta(seconds=1)
-    endpoints: list[Endpoint] = []
+    endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
 
     @field_validator("connect_timeout")
     @classmethod
@@ -251,6 +281,8 @@ class Cluster(_Section):
 
     @model_validator(mode="after")
     def _endpoints_unique(self) -> Cluster:
+        if isinstance(self.endpoints, Endpoints) and self.endpoints.unique:
+            return self  # the bulk reader found no address twice
         first: dict[tuple[str, int], int] = {}
         for i, endpoint in enumerate(self.endpoints):
             key = parse_endpoint_address(endpoint.address)
@@ -261,6 +293,21 @@ class Cluster(_Section):
                 )
             first[key] = i
         return self
+
+    def engine_json(self) -> str:
+        """This cluster as the engine document writes it."""
+        return _with_key(self.model_dump_json(exclude={"endpoints"}), "endpoints", self._endpoints().engine_json())
+
+    def _endpoints(self) -> Endpoints[Endpoint]:
+        # A Cluster made by model_construct or model_copy(update=...) may hold a plain list.
+        if isinstance(self.endpoints, Endpoints):
+            return self.endpoints
+        return endpoints_reader(Endpoint)(list(self.endpoints))
+
+
+def _with_key(document: str, key: str, value: str) -> str:
+    """The text of a JSON object with one more key, whose value is JSON text already."""
+    return f'{document[:-1]},"{key}":{value}}}' if document != "{}" else f'{{"{key}":{value}}}'
 
 
 # === The document ===
@@ -274,7 +321,7 @@ class Config(_Section):
     admin: Admin | None = None
     limits: Limits = Field(default_factory=Limits)
     listeners: list[Listener] = Field(min_length=1)
-    clusters: list[Cluster] = []
+    clusters: list[Cluster] = _empty(list)
 
     _source: str | None = PrivateAttr(default=None)
 
@@ -287,9 +334,12 @@ class Config(_Section):
         """The document the engine deserializes: every default present, durations as
         "NNNms", header matches in object form, methods as lists.
 
-        Keys are sorted so the text is canonical: two configs that mean the same thing give
-        the same string, which is how a reload tells "changed" from "rewritten"."""
-        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        The text is canonical: keys in schema order and mappings sorted by key (validation
+        sorts them), so two configs that mean the same thing give the same string, which is
+        how a reload tells "changed" from "rewritten". Written by pydantic's serializer, with
+        each cluster's endpoints as the bulk reader wrote them."""
+        clusters = ",".join(cluster.engine_json() for cluster in self.clusters)
+        return _with_key(self.model_dump_json(exclude={"clusters"}), "clusters", f"[{clusters}]")
 
     def engine_document(self) -> EngineDocument:
         """The engine document with what a running proxy reads beside it (admin address,

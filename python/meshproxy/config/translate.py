@@ -8,7 +8,7 @@ the schema itself (valid keys, literal choices, bounds) so messages never drift 
 from __future__ import annotations
 
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -106,7 +106,7 @@ def _walk(root: type[BaseModel], loc: Path) -> tuple[Any, FieldInfo | None]:
             if info is None:
                 return None, None
             tp = info.annotation
-        elif origin is list and isinstance(seg, int):
+        elif origin in (list, Sequence) and isinstance(seg, int):
             tp, info = get_args(tp)[0], None
         elif origin is dict:
             tp, info = get_args(tp)[1], None

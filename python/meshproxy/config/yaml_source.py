@@ -1,7 +1,7 @@
 """YAML text to plain data plus a line for every node, so an issue at
 ``listeners[0].routes[1].cluster`` can say which line of the file that is.
 
-The document is composed (not loaded) with PyYAML's SafeLoader, then built by hand: that is
+The document is composed (not loaded) with PyYAML's safe loader, then built by hand: that is
 where duplicate keys are caught (PyYAML keeps the last silently) and where each node's line is
 recorded. Scalars are still typed by SafeLoader's own resolver (ints, floats, bools, null).
 """
@@ -16,13 +16,20 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ConfigError, ConfigIssue, Path, format_path
+from .gc_pause import cycle_collection_paused
 from .messages import show
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-# Aliases let a tiny file expand exponentially ("billion laughs"); no real config comes near.
+# Aliases let a tiny file expand exponentially ("billion laughs"). What an alias expands to
+# is counted against this; nodes written out in the file are not (a mesh-sized config has
+# half a million), no real config's aliases come near it.
 _MAX_NODES = 200_000
+# libyaml composes a mesh-sized file (half a million nodes) some ten times faster than PyYAML's
+# Python parser, but words syntax errors its own way: a file it refuses is parsed again by
+# PyYAML, so messages stay PyYAML's. Building the data from the nodes is the same for both.
+_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
 
 
 @dataclass
@@ -53,22 +60,35 @@ class YamlDocument:
 def read_yaml(text: str, source: str) -> YamlDocument:
     """Parse one YAML document; raises :class:`ConfigError` for syntax errors, duplicate keys
     and YAML features a config has no use for (custom tags, recursive aliases)."""
+    if _FAST_LOADER is not None:
+        fast = _FAST_LOADER(text)
+        try:
+            return _document(fast, fast.get_single_node(), source)
+        except yaml.YAMLError:
+            pass  # read again below by PyYAML's parser, for its wording
+        finally:
+            fast.dispose()
     loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        if root is None:
-            return YamlDocument(None)
-        builder = _Builder(loader, source)
-        data = builder.build(root, ())
-        if builder.issues:
-            raise ConfigError(builder.issues)
-        return YamlDocument(data, builder.lines)
+        return _document(loader, loader.get_single_node(), source)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_issue(exc, source)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(source, None, "", f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
+
+
+def _document(loader: yaml.SafeLoader, root: Node | None, source: str) -> YamlDocument:
+    """The data and lines of a composed document."""
+    if root is None:
+        return YamlDocument(None)
+    builder = _Builder(loader, source)
+    with cycle_collection_paused():
+        data = builder.build(root, ())
+    if builder.issues:
+        raise ConfigError(builder.issues)
+    return YamlDocument(data, builder.lines)
 
 
 def _syntax_issue(exc: yaml.MarkedYAMLError, source: str) -> ConfigIssue:
@@ -94,7 +114,9 @@ class _Builder:
         self.source = source
         self.lines: dict[Path, int] = {}
         self.issues: list[ConfigIssue] = []
-        self.count = 0
+        self.count = 0  # nodes built again through an alias
+        self.built: set[int] = set()  # ids of collection nodes built at least once
+        self.expanding = 0  # depth of collection nodes being built again
         self.open: set[int] = set()  # ids of collection nodes being built: alias cycles
 
     def issue(self, node: Node, path: Path, message: str) -> None:
@@ -103,17 +125,21 @@ class _Builder:
     def build(self, node: Node, path: Path, line_node: Node | None = None) -> object:
         """Plain data for ``node``; its line is that of ``line_node`` (a mapping key) if given."""
         self.lines.setdefault(path, (line_node or node).start_mark.line + 1)
-        self.count += 1
-        if self.count > _MAX_NODES:
-            raise ConfigError(
-                [ConfigIssue(self.source, None, "", "document too large (too many nodes after expanding aliases)")]
-            )
+        again = not isinstance(node, ScalarNode) and id(node) in self.built
+        if self.expanding or again:
+            self.count += 1
+            if self.count > _MAX_NODES:
+                raise ConfigError(
+                    [ConfigIssue(self.source, None, "", "document too large (too many nodes after expanding aliases)")]
+                )
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.open:
             self.issue(node, path, "recursive YAML alias; a config must be a tree")
             return None
         self.open.add(id(node))
+        self.built.add(id(node))
+        self.expanding += again
         try:
             if isinstance(node, MappingNode) and node.tag == _MAP_TAG:
                 return self.mapping(node, path)
@@ -123,6 +149,7 @@ class _Builder:
             return None
         finally:
             self.open.discard(id(node))
+            self.expanding -= again
 
     def scalar(self, node: ScalarNode, path: Path) -> object:
         if node.tag not in self.loader.yaml_constructors:

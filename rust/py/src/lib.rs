@@ -10,6 +10,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+mod endpoints;
+
 create_exception!(
     _native,
     ConfigRejected,
@@ -25,9 +27,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Parses the engine document, or says where it does not fit the schema.
 fn parse(config_json: &str) -> Result<Config, (String, String)> {
-    let mut deserializer = serde_json::Deserializer::from_str(config_json);
-    serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|error| (error.path().to_string().replace("?", ""), error.inner().to_string()))
+    // Tracking the path slows down every read of a large document; only a document that does
+    // not fit is read again, to say where.
+    Config::from_json(config_json).or_else(|_| {
+        let mut deserializer = serde_json::Deserializer::from_str(config_json);
+        serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|error| (error.path().to_string().replace("?", ""), error.inner().to_string()))
+    })
 }
 
 fn rejected(problems: Vec<(String, String)>) -> PyErr {
@@ -49,6 +55,8 @@ mod _native {
 
     #[pymodule_export]
     use super::{BindError, ConfigRejected};
+    #[pymodule_export]
+    use super::endpoints::read_endpoints;
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
