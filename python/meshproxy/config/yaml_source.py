@@ -60,6 +60,12 @@ class YamlDocument:
 def read_yaml(text: str, source: str) -> YamlDocument:
     """Parse one YAML document; raises :class:`ConfigError` for syntax errors, duplicate keys
     and YAML features a config has no use for (custom tags, recursive aliases)."""
+    # The composed nodes are objects too: the pause covers composing as well as building.
+    with cycle_collection_paused():
+        return _read(text, source)
+
+
+def _read(text: str, source: str) -> YamlDocument:
     if _FAST_LOADER is not None:
         fast = _FAST_LOADER(text)
         try:
@@ -84,8 +90,7 @@ def _document(loader: yaml.SafeLoader, root: Node | None, source: str) -> YamlDo
     if root is None:
         return YamlDocument(None)
     builder = _Builder(loader, source)
-    with cycle_collection_paused():
-        data = builder.build(root, ())
+    data = builder.build(root, ())
     if builder.issues:
         raise ConfigError(builder.issues)
     return YamlDocument(data, builder.lines)
