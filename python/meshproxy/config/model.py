@@ -238,6 +238,9 @@ class Listener(_Section):
 
     @model_validator(mode="after")
     def _route_names_unique(self) -> Listener:
+        names = [route.name for route in self.routes if route.name is not None]
+        if len(set(names)) == len(names):
+            return self  # the usual case, checked without a step per route
         first: dict[str, int] = {}
         for i, route in enumerate(self.routes):
             if route.name is None:
