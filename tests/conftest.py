@@ -19,89 +19,16 @@ from typing import Any
 
 import pytest
 import yaml
+# Re-exported: tests import these from conftest.
+from upstreams import Upstream, accepts_connections, start_upstream, upstream_pool, wait_until  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-UPSTREAM = Path(__file__).resolve().parent / "upstream.py"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-def accepts_connections(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-@dataclass
-class Upstream:
-    name: str
-    address: str
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_upstream(name: str) -> Upstream:
-    """A hypercorn upstream (HTTP/1.1 and h2c) on a socket bound here and handed over by fd."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(2048)
-    address = "127.0.0.1:%d" % sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, str(UPSTREAM), "--name", name, "--fd", str(sock.fileno())],
-        pass_fds=[sock.fileno()],
-    )
-    sock.close()
-    upstream = Upstream(name, address, process)
-    # The socket accepts before hypercorn runs; an answered request is the real readiness.
-    wait_until(lambda: _answers(address), what=f"upstream {name} on {address}")
-    return upstream
-
-
-def _answers(address: str) -> bool:
-    import http.client
-
-    host, port = address.rsplit(":", 1)
-    try:
-        connection = http.client.HTTPConnection(host, int(port), timeout=1)
-        connection.request("GET", "/ready")
-        ok = connection.getresponse().status == 200
-        connection.close()
-        return ok
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
 def upstreams() -> Iterator[Callable[[str], Upstream]]:
     """Starts named upstreams on demand, once per session each."""
-    started: dict[str, Upstream] = {}
-
-    def get(name: str) -> Upstream:
-        if name not in started:
-            started[name] = start_upstream(name)
-        return started[name]
-
-    yield get
-    for upstream in started.values():
-        upstream.stop()
+    yield from upstream_pool()
 
 
 def closed_port_address() -> str:
