@@ -2,6 +2,7 @@
 //! request, and one multiplexed HTTP/2 connection shared by all requests. A pool belongs to the
 //! endpoint's state, so it survives config swaps with the endpoint.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +33,18 @@ const MAX_UNSENT_RETRIES: usize = 3;
 #[derive(Debug, Default)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
-    shared: Mutex<Option<http2::SendRequest<Body>>>,
+    shared: Mutex<Option<SharedHttp2>>,
     /// Held while an HTTP/2 connection is being made, so concurrent requests share one.
     connecting: tokio::sync::Mutex<()>,
+    /// Numbers HTTP/2 connections, so a failure retires the connection it happened on only.
+    connections_made: AtomicU64,
+}
+
+/// The HTTP/2 connection requests share, and its number.
+#[derive(Debug, Clone)]
+struct SharedHttp2 {
+    id: u64,
+    sender: http2::SendRequest<Body>,
 }
 
 #[derive(Debug)]
@@ -57,7 +67,8 @@ pub enum PoolError {
     /// elsewhere.
     Connect { cause: ConnectError, unsent: Box<Request<Body>> },
     /// The upstream refused the request without processing it (HTTP/2 REFUSED_STREAM, or a
-    /// graceful GOAWAY that left the stream out): safe to send again.
+    /// graceful GOAWAY that left the stream out), or its connection ended before sending it:
+    /// safe to send again.
     Refused(hyper::Error),
     /// The exchange failed on an established connection.
     Exchange(hyper::Error),
@@ -110,17 +121,22 @@ impl Pool {
         // A connection that is going away (GOAWAY, reset) hands back the requests it never
         // sent; those are safe to send again on a new connection.
         for _ in 0..MAX_UNSENT_RETRIES {
-            let mut sender = match self.current_http2() {
-                Some(sender) => sender,
+            let mut shared = match self.current_http2() {
+                Some(shared) => shared,
                 None => match Box::pin(self.connect_shared_http2(dial)).await {
-                    Ok(sender) => sender,
+                    Ok(shared) => shared,
                     Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
                 },
             };
-            match sender.try_send_request(request).await {
+            match shared.sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
                 Err(mut unsent) => {
-                    self.forget_http2(&sender);
+                    // A connection that failed a request is going away (GOAWAY, reset, closed),
+                    // or refused a stream: new requests go on a new one, while the streams
+                    // still open on it finish. Only a broken request body is not its fault.
+                    if !unsent.error().is_user() {
+                        self.forget_http2(shared.id);
+                    }
                     request = match unsent.take_message() {
                         Some(request) => request,
                         None => return Err(PoolError::from_http2(unsent.into_error())),
@@ -128,17 +144,17 @@ impl Pool {
                 }
             }
         }
-        let mut sender = match Box::pin(self.connect_shared_http2(dial)).await {
-            Ok(sender) => sender,
+        let mut shared = match Box::pin(self.connect_shared_http2(dial)).await {
+            Ok(shared) => shared,
             Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
         };
-        sender.send_request(request).await.map_err(PoolError::from_http2)
+        shared.sender.send_request(request).await.map_err(PoolError::from_http2)
     }
 
-    /// Drops the shared connection if it is still the one that failed.
-    fn forget_http2(&self, failed: &http2::SendRequest<Body>) {
+    /// Stops handing out the shared connection if it is still the one that failed.
+    fn forget_http2(&self, failed: u64) {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        if shared.as_ref().is_some_and(|current| current.is_closed() || !failed.is_ready()) {
+        if shared.as_ref().is_some_and(|current| current.id == failed) {
             *shared = None;
         }
     }
@@ -176,20 +192,21 @@ impl Pool {
         }
     }
 
-    fn current_http2(&self) -> Option<http2::SendRequest<Body>> {
+    fn current_http2(&self) -> Option<SharedHttp2> {
         let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        shared.as_ref().filter(|sender| !sender.is_closed()).cloned()
+        shared.as_ref().filter(|shared| !shared.sender.is_closed()).cloned()
     }
 
-    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
+    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<SharedHttp2, ConnectError> {
         let _one_at_a_time = self.connecting.lock().await;
         // Someone else may have connected while this request waited for the lock.
-        if let Some(sender) = self.current_http2() {
-            return Ok(sender);
+        if let Some(shared) = self.current_http2() {
+            return Ok(shared);
         }
         let sender = connect_http2(dial).await?;
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let shared = SharedHttp2 { id: self.connections_made.fetch_add(1, Relaxed), sender };
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
+        Ok(shared)
     }
 }
 
@@ -197,7 +214,8 @@ impl Pool {
 
 impl PoolError {
     fn from_http2(error: hyper::Error) -> PoolError {
-        let refused = std::error::Error::source(&error)
+        let refused = never_sent(&error)
+            || std::error::Error::source(&error)
             .and_then(|source| source.downcast_ref::<h2::Error>())
             .is_some_and(|h2| {
                 h2.reason() == Some(h2::Reason::REFUSED_STREAM)
@@ -209,6 +227,13 @@ impl PoolError {
             PoolError::Exchange(error)
         }
     }
+}
+
+/// Whether hyper dropped the request before writing any of it: the connection ended while the
+/// request still waited in its queue. hyper reports that as a "dispatch task is gone" user error
+/// and has no predicate for it; its message is all there is to tell it from other user errors.
+fn never_sent(error: &hyper::Error) -> bool {
+    error.is_canceled() || (error.is_user() && error.to_string().starts_with("dispatch task is gone"))
 }
 
 /// Whether the request may be sent a second time should the first attempt be lost: no body

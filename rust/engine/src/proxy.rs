@@ -20,8 +20,12 @@ use crate::route::{host_without_port, RequestTarget};
 
 /// Requests without a body are sent again after a failure that proves the upstream did not
 /// process them (no connection could be made, or it refused the stream); with a body there is
-/// nothing to replay. This bounds the attempts.
+/// nothing to replay. This bounds the attempts after connect failures.
 const MAX_ATTEMPTS: usize = 3;
+/// Refusals get a larger budget. An upstream that closes HTTP/2 connections after so many
+/// requests (nginx: 1,000) refuses, at each close, every stream in flight beyond its last one;
+/// with hundreds in flight, a retried stream may land on the next connection as it closes too.
+const MAX_REFUSALS: usize = 8;
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses.
 pub async fn handle(listener: Arc<ListenerShared>, client: ClientAddress, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -139,11 +143,11 @@ fn is_valid_host(host: &[u8]) -> bool {
 /// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
 /// the endpoint's request in flight until it ends.
 async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
-    let attempts = if http_body::Body::is_end_stream(request.body()) { MAX_ATTEMPTS } else { 1 };
+    let replayable = http_body::Body::is_end_stream(request.body());
+    let (mut connect_failures, mut refusals) = (0, 0);
     let mut request = Some(request);
     let mut last_error = None;
-    for attempt in 1..=attempts {
-        let Some(mut sending) = request.take() else { break };
+    while let Some(mut sending) = request.take() {
         let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -152,7 +156,8 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
         // An HTTP/2 upstream may refuse a stream it has read; that request is gone, so a
         // bodyless request that may be sent again is copied first. Requests that never left
         // (no connection) come back from the pool as they were.
-        let spare = (cluster.protocol == UpstreamProtocol::Http2 && attempt < attempts).then(|| copy_bodyless(&sending));
+        let spare = (cluster.protocol == UpstreamProtocol::Http2 && replayable && refusals + 1 < MAX_REFUSALS)
+            .then(|| copy_bodyless(&sending));
 
         cluster.stats.upstream_requests_total.inc();
         let in_flight = endpoint.start();
@@ -166,7 +171,8 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
             }
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
-                request = Some(*unsent);
+                connect_failures += 1;
+                request = (replayable && connect_failures < MAX_ATTEMPTS).then_some(*unsent);
                 last_error = Some(ProxyError::ConnectFailure {
                     cluster: cluster.name.to_string(),
                     endpoint: endpoint.address.to_string(),
@@ -180,6 +186,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
             }
             Err(PoolError::Refused(error)) => {
                 cluster.stats.upstream_failures_total.inc();
+                refusals += 1;
                 request = spare;
                 last_error = Some(ProxyError::UpstreamFailure {
                     cluster: cluster.name.to_string(),
