@@ -45,7 +45,7 @@ dev: $(VENV)/bin/activate ## build the engine in debug mode into .venv (faster t
 
 .PHONY: test
 test: system-deps build ## run every test: Rust unit and property tests, then pytest (unit + integration)
-	cargo test --workspace --exclude meshproxy-py --quiet
+	cargo test --workspace --quiet
 	$(PYTEST)
 
 .PHONY: demo
