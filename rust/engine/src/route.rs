@@ -1,5 +1,7 @@
 //! The routing table of one listener: routes in order, first match wins.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +14,12 @@ use crate::cluster::Cluster;
 #[derive(Debug)]
 pub struct RouteTable {
     pub routes: Vec<Route>,
+    /// Meshes route mostly by exact host: for each such host, the routes naming it, in order.
+    /// A lookup merges them with `other_hosts`, so it reads only the routes that can match
+    /// instead of all of them.
+    by_host: HashMap<String, Vec<usize>>,
+    /// Routes matching any host or a `*.suffix`, in order.
+    other_hosts: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -98,8 +106,40 @@ pub struct RequestTarget<'a> {
 // === impl RouteTable ===
 
 impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> RouteTable {
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut other_hosts = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            match &route.matcher.host {
+                HostMatch::Exact(host) => by_host.entry(host.clone()).or_default().push(index),
+                HostMatch::Any | HostMatch::Suffix(_) => other_hosts.push(index),
+            }
+        }
+        RouteTable { routes, by_host, other_hosts }
+    }
+
+    /// The first route, in config order, that matches the request.
     pub fn find(&self, target: &RequestTarget<'_>) -> Option<&Route> {
-        self.routes.iter().find(|route| route.matcher.matches(target))
+        let host: Cow<'_, str> = if target.host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(target.host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(target.host)
+        };
+        let exact = self.by_host.get(host.as_ref()).map_or(&[][..], Vec::as_slice);
+        let (mut exact, mut other) = (exact.iter().peekable(), self.other_hosts.iter().peekable());
+        // Both lists are in config order: merging them visits candidates in config order.
+        loop {
+            let next = match (exact.peek(), other.peek()) {
+                (Some(&&e), Some(&&o)) if e < o => exact.next(),
+                (Some(_), None) => exact.next(),
+                (_, Some(_)) => other.next(),
+                (None, None) => return None,
+            };
+            let route = next.and_then(|&index| self.routes.get(index))?;
+            if route.matcher.matches(target) {
+                return Some(route);
+            }
+        }
     }
 }
 
@@ -213,6 +253,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn route(index: usize, matcher: RouteMatch) -> Route {
+        Route {
+            name: index.to_string().into(),
+            matcher,
+            action: Action::Split { clusters: vec![], sampler: WeightedSampler::new(&[]) },
+            prefix_rewrite: None,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            timeout: None,
+        }
+    }
+
     fn target<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestTarget<'a> {
         RequestTarget { host, path, method, headers }
     }
@@ -287,20 +339,32 @@ mod tests {
 
         #[test]
         fn the_first_matching_route_wins(paths in prop::collection::vec("/[a-c]{0,3}", 1..6), probe in "/[a-c]{0,4}") {
-            let table = RouteTable {
-                routes: paths.iter().enumerate().map(|(i, p)| Route {
-                    name: i.to_string().into(),
-                    matcher: RouteMatch { path: PathMatch::Prefix(p.clone()), ..RouteMatch::default() },
-                    action: Action::Split { clusters: vec![], sampler: WeightedSampler::new(&[]) },
-                    prefix_rewrite: None,
-                    request_headers: HeaderEdits::default(),
-                    response_headers: HeaderEdits::default(),
-                    timeout: None,
-                }).collect(),
-            };
+            let table = RouteTable::new(paths.iter().enumerate().map(|(i, p)| {
+                route(i, RouteMatch { path: PathMatch::Prefix(p.clone()), ..RouteMatch::default() })
+            }).collect());
             let headers = HeaderMap::new();
             let found = table.find(&target("h", &probe, &Method::GET, &headers)).map(|r| r.name.to_string());
             let expected = paths.iter().position(|p| probe.starts_with(p.as_str())).map(|i| i.to_string());
+            prop_assert_eq!(found, expected);
+        }
+
+        #[test]
+        fn the_host_index_finds_what_a_scan_in_order_finds(
+            hosts in prop::collection::vec(prop::sample::select(vec!["*", "a.x", "b.x", "*.x", "A.X", "b.y"]), 1..12),
+            paths in prop::collection::vec("/[ab]{0,2}", 12),
+            probe_host in prop::sample::select(vec!["a.x", "A.x", "b.x", "c.x", "x", "b.y", "z"]),
+            probe_path in "/[ab]{0,3}",
+        ) {
+            let matchers = || hosts.iter().zip(&paths).map(|(h, p)| RouteMatch {
+                host: HostMatch::parse(h),
+                path: PathMatch::Prefix(p.clone()),
+                ..RouteMatch::default()
+            });
+            let table = RouteTable::new(matchers().enumerate().map(|(i, m)| route(i, m)).collect());
+            let headers = HeaderMap::new();
+            let probe = target(probe_host, &probe_path, &Method::GET, &headers);
+            let found = table.find(&probe).map(|r| r.name.to_string());
+            let expected = matchers().position(|m| m.matches(&probe)).map(|i| i.to_string());
             prop_assert_eq!(found, expected);
         }
     }

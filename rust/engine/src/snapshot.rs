@@ -228,7 +228,7 @@ fn compile_routes(
             timeout: (route.timeout.0 > 0).then(|| route.timeout.duration()),
         });
     }
-    RouteTable { routes }
+    RouteTable::new(routes)
 }
 
 fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Action> {
