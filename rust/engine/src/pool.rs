@@ -27,8 +27,8 @@ const MAX_IDLE: usize = 1024;
 /// A connection idle longer than this may be being closed by its upstream right now; see
 /// `send_http1`.
 const STALE_RISK: Duration = Duration::from_millis(50);
-/// How often a request handed back unsent by a closing HTTP/2 connection is sent again.
-const MAX_UNSENT_RETRIES: usize = 3;
+/// How often a request handed back unsent by closing HTTP/2 connections is tried in all.
+const MAX_UNSENT_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct Pool {
@@ -120,7 +120,8 @@ impl Pool {
     async fn send_http2(&self, dial: Dial<'_>, mut request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
         // A connection that is going away (GOAWAY, reset) hands back the requests it never
         // sent; those are safe to send again on a new connection.
-        for _ in 0..MAX_UNSENT_RETRIES {
+        let mut attempt = 1;
+        loop {
             let mut shared = match self.current_http2() {
                 Some(shared) => shared,
                 None => match Box::pin(self.connect_shared_http2(dial)).await {
@@ -137,18 +138,14 @@ impl Pool {
                     if !unsent.error().is_user() {
                         self.forget_http2(shared.id);
                     }
-                    request = match unsent.take_message() {
-                        Some(request) => request,
-                        None => return Err(PoolError::from_http2(unsent.into_error())),
-                    };
+                    match unsent.take_message() {
+                        Some(unsent_request) if attempt < MAX_UNSENT_ATTEMPTS => request = unsent_request,
+                        _ => return Err(PoolError::from_http2(unsent.into_error())),
+                    }
                 }
             }
+            attempt += 1;
         }
-        let mut shared = match Box::pin(self.connect_shared_http2(dial)).await {
-            Ok(shared) => shared,
-            Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
-        };
-        shared.sender.send_request(request).await.map_err(PoolError::from_http2)
     }
 
     /// Stops handing out the shared connection if it is still the one that failed.

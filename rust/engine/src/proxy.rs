@@ -143,7 +143,7 @@ fn is_valid_host(host: &[u8]) -> bool {
 /// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
 /// the endpoint's request in flight until it ends.
 async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
-    let replayable = http_body::Body::is_end_stream(request.body());
+    let bodyless = http_body::Body::is_end_stream(request.body());
     let (mut connect_failures, mut refusals) = (0, 0);
     let mut request = Some(request);
     let mut last_error = None;
@@ -156,7 +156,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
         // An HTTP/2 upstream may refuse a stream it has read; that request is gone, so a
         // bodyless request that may be sent again is copied first. Requests that never left
         // (no connection) come back from the pool as they were.
-        let spare = (cluster.protocol == UpstreamProtocol::Http2 && replayable && refusals + 1 < MAX_REFUSALS)
+        let spare = (cluster.protocol == UpstreamProtocol::Http2 && bodyless && refusals + 1 < MAX_REFUSALS)
             .then(|| copy_bodyless(&sending));
 
         cluster.stats.upstream_requests_total.inc();
@@ -172,7 +172,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
                 connect_failures += 1;
-                request = (replayable && connect_failures < MAX_ATTEMPTS).then_some(*unsent);
+                request = (bodyless && connect_failures < MAX_ATTEMPTS).then_some(*unsent);
                 last_error = Some(ProxyError::ConnectFailure {
                     cluster: cluster.name.to_string(),
                     endpoint: endpoint.address.to_string(),
