@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _native
+from . import _native, ca_cli
 from .engine_document import EngineDocument
 from .proxy import Proxy
 
@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=_version)
+
+    ca_cli.add_to(commands)
     return parser
 
 
