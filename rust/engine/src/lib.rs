@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod body;
 pub mod cluster;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod snapshot;
+pub mod spiffe;
 pub mod stats;
 pub mod workers;
 

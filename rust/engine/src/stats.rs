@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use http::StatusCode;
 use serde_json::{json, Value};
 
+use crate::authz::AuthzCounters;
 use crate::error::Reason;
 
 #[derive(Debug, Default)]
@@ -40,6 +41,7 @@ pub struct Stats {
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     errors: [Counter; Reason::ALL.len()],
+    pub authz: AuthzCounters,
 }
 
 // === impl Counter ===
@@ -120,6 +122,6 @@ impl Stats {
             .collect();
         let errors: serde_json::Map<String, Value> =
             Reason::ALL.iter().map(|r| (r.name().to_string(), json!(self.errors[r.index()].get()))).collect();
-        json!({ "listeners": listeners, "clusters": clusters, "errors": errors })
+        json!({ "listeners": listeners, "clusters": clusters, "errors": errors, "authorization": self.authz.json() })
     }
 }
