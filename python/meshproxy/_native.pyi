@@ -34,6 +34,12 @@ class Engine:
     def __new__(cls, config_json: str, workers: int | None = None) -> Engine: ...
     def apply(self, config_json: str) -> int:
         """Compiles and swaps in a new config; returns its version. On error nothing changes."""
+    def reload_identity(self) -> None:
+        """Reads the identity's PEM files again and uses them for new handshakes; raises
+        ConfigRejected (the current credentials stay) when the new set fails its checks."""
+    def set_identity(self, cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+        """Uses credentials given as PEM bytes for new handshakes; raises ConfigRejected (the
+        current credentials stay) when they fail their checks."""
     def listeners(self) -> list[tuple[str, str]]:
         """Bound listeners as ``(name, "ip:port")``."""
     def stats_json(self) -> str:

@@ -28,6 +28,8 @@ class EngineDocument(NamedTuple):
     """Listener name → its downstream protocol (``auto``, ``http1``, ``http2``)."""
     source: str | None = None
     """Where the config was loaded from, for messages: a file path, "<string>" or "<dict>"."""
+    identity_files: tuple[str, ...] = ()
+    """The identity section's cert, key and bundle files, watched for rotation; empty without one."""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -35,6 +37,7 @@ class EngineDocument(NamedTuple):
             "admin_address": self.admin_address,
             "listener_protocols": dict(self.listener_protocols),
             "source": self.source,
+            "identity_files": list(self.identity_files),
         })
 
     @classmethod
@@ -43,6 +46,7 @@ class EngineDocument(NamedTuple):
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("engine_json"), str):
             raise ValueError("expected a JSON object with the engine document as 'engine_json'")
+        data["identity_files"] = tuple(data.get("identity_files", ()))
         try:
             return cls(**data)
         except TypeError as error:

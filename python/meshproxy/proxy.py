@@ -27,6 +27,7 @@ from .engine_document import EngineDocument
 
 if TYPE_CHECKING:
     from .config import Config
+    from .identity_watch import IdentityWatcher
     from .config.load import Explain
 
 ConfigLike: TypeAlias = "Config | dict[str, Any] | str | os.PathLike[str] | EngineDocument"
@@ -50,6 +51,7 @@ class Proxy:
         self._drain_timeout = drain_timeout
         self._engine: _native.Engine | None = None
         self._admin: AdminServer | None = None
+        self._identity_watcher: IdentityWatcher | None = None
         self._lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -68,6 +70,7 @@ class Proxy:
             if self._admin is not None:
                 self._admin.start()
             self._engine = engine
+            self._watch_identity(self._document)
         return self
 
     def stop(self, drain_timeout: float | None = None) -> None:
@@ -76,6 +79,9 @@ class Proxy:
         with self._lock:
             engine, self._engine = self._engine, None
             admin, self._admin = self._admin, None
+            watcher, self._identity_watcher = self._identity_watcher, None
+        if watcher is not None:
+            watcher.stop()
         if admin is not None:
             admin.stop()
         if engine is not None:
@@ -159,9 +165,39 @@ class Proxy:
             if moved and admin is not None:
                 admin.start()
             self._admin, self._document, self._config = admin, document, new_config
+            if document.identity_files != self._document_identity_files():
+                self._watch_identity(document)
         if retired is not None:
             retired.stop()
         return version
+
+    # --- credentials ---------------------------------------------------------------------
+
+    def set_identity(self, cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> None:
+        """Uses new mesh credentials (PEM) for new handshakes; open connections carry on. The
+        certificate must name a SPIFFE ID in the running config's trust domain. Raises the
+        engine's ``ConfigRejected`` and keeps the current credentials when the set fails its
+        checks (key not matching, expired, no SPIFFE ID, not signed by the bundle)."""
+        self._require_engine().set_identity(cert_pem, key_pem, bundle_pem)
+
+    def reload_identity(self) -> None:
+        """Reads the identity's files again now (the proxy also does so when they change)."""
+        self._require_engine().reload_identity()
+
+    def _watch_identity(self, document: EngineDocument) -> None:
+        """Follows the identity files of ``document``; called under the lock."""
+        if self._identity_watcher is not None:
+            self._identity_watcher.stop()
+            self._identity_watcher = None
+        if document.identity_files:
+            from .identity_watch import IdentityWatcher
+
+            self._identity_watcher = IdentityWatcher(document.identity_files, self.reload_identity)
+            self._identity_watcher.start()
+
+    def _document_identity_files(self) -> tuple[str, ...]:
+        watcher = self._identity_watcher
+        return watcher.files if watcher is not None else ()
 
     def listeners(self) -> dict[str, str]:
         """Bound listeners: name → ``"ip:port"`` (the real port when the config said 0)."""

@@ -62,6 +62,12 @@ def _method(value: str) -> str:
     return value.upper()
 
 
+def _file_path(value: str) -> str:
+    if not value or "\x00" in value:
+        raise invalid(f"{show(value)} is not a valid file path")
+    return value
+
+
 def _url_path(value: str) -> str:
     if not value.startswith("/"):
         raise invalid(f"{show(value)} is not a valid path; it must start with '/'")
@@ -102,4 +108,6 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 Method = Annotated[str, AfterValidator(_method)]
 UrlPath = Annotated[str, AfterValidator(_url_path)]
+FilePath = Annotated[str, AfterValidator(_file_path)]
+"""A file the engine reads; relative to the config file's folder until the loader resolves it."""
 Host = Annotated[str, AfterValidator(_host)]

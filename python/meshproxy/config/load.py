@@ -70,7 +70,11 @@ def _read_file(path: str | os.PathLike[str]) -> tuple[Config, Explain]:
 
 def _read_text(text: str, source: str) -> tuple[Config, Explain]:
     doc = read_yaml(text, source)
-    return _validate(doc.data, source, doc.line_of)
+    cfg, explain = _validate(doc.data, source, doc.line_of)
+    # Relative file paths are read from the config file's folder (text that is not a file:
+    # the working directory).
+    folder = os.path.dirname(os.path.abspath(source)) if source != "<string>" else os.getcwd()
+    return cfg.with_files_under(folder), explain
 
 
 def _validate(data: object, source: str, line_of: LineOf) -> tuple[Config, Explain]:

@@ -8,6 +8,7 @@ reach across sections (a route naming a cluster) live in :mod:`.checks`.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -31,7 +32,7 @@ from ..engine_document import EngineDocument
 from .addresses import parse_endpoint_address
 from .duration import Duration
 from .endpoints import Endpoints, dump_endpoints, endpoints_reader
-from .fields import EndpointAddress, HeaderName, HeaderValue, Host, ListenAddress, Method, Name, UrlPath
+from .fields import EndpointAddress, FilePath, HeaderName, HeaderValue, Host, ListenAddress, Method, Name, UrlPath
 from .messages import describe, invalid, show
 
 Weight = Annotated[int, Field(ge=0, le=1_000_000)]
@@ -229,10 +230,79 @@ class Route(_Section):
         return self
 
 
+# === Identity and authorization ===
+
+
+class Identity(_Section):
+    """This sidecar's mesh credentials, as PEM files (relative paths are read from the config
+    file's folder). Needed by listeners with `tls: strict` or `permissive` and by clusters with
+    `tls.mode: mesh`. Rotated in place: when the files change, new handshakes use them."""
+
+    trust_domain: Annotated[str, Field(min_length=1)]
+    """Every SPIFFE ID this sidecar presents or accepts lies in it, e.g. mesh.local."""
+    cert: FilePath
+    """Certificate chain, leaf first; the leaf's URI SAN is this sidecar's SPIFFE ID."""
+    key: FilePath
+    """The leaf's private key (PKCS#8, SEC1 or PKCS#1 PEM)."""
+    bundle: FilePath
+    """The CA certificates peers must chain to; old and new ones together during a CA rotation."""
+
+
+class AuthzRule(_Section):
+    """Matches a request when every condition given holds; within a list, any entry may match.
+    A rule with no conditions matches every request."""
+
+    name: Name
+    action: Literal["allow", "deny"]
+    identities: Annotated[list[str], Field(min_length=1)] | None = None
+    """Peer SPIFFE IDs: exact, a prefix ending in '*', or '*' for any authenticated peer."""
+    namespaces: Annotated[list[str], Field(min_length=1)] | None = None
+    """The ns segment of the peer's SPIFFE ID (spiffe://domain/ns/NAMESPACE/sa/...)."""
+    paths: Annotated[list[str], Field(min_length=1)] | None = None
+    """Exact paths, or prefixes ending in '*' (/orders/*); the query is not part of the path."""
+    methods: Annotated[
+        list[Method] | None,
+        Field(min_length=1),
+        BeforeValidator(_method_list, json_schema_input_type=str | list[str] | None),
+    ] = None
+    headers: Annotated[
+        dict[HeaderName, HeaderMatch],
+        BeforeValidator(_header_matches, json_schema_input_type=dict[str, str | HeaderMatch]),
+        AfterValidator(_by_key),
+    ] = _empty(dict)
+
+
+class AuthzPolicy(_Section):
+    """Deny rules win; once any enforced allow rule exists on the listener, a request matching
+    none is denied (403, x-meshproxy-error: denied)."""
+
+    name: Name
+    dry_run: bool = False
+    """Count and log what this policy would deny, without denying it."""
+    rules: Annotated[list[AuthzRule], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _rule_names_unique(self) -> AuthzPolicy:
+        first: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name in first:
+                raise invalid(
+                    f"duplicate rule name {show(rule.name)}; already used by rules[{first[rule.name]}]",
+                    at=("rules", i, "name"),
+                )
+            first[rule.name] = i
+        return self
+
+
 class Listener(_Section):
     name: Name
     address: ListenAddress
     protocol: Literal["auto", "http1", "http2"] = "auto"
+    tls: Literal["disable", "strict", "permissive"] = "disable"
+    """strict: mutual TLS only; permissive: mutual TLS and plain text on one port, told apart by
+    the first bytes; disable: plain text only. strict and permissive need `identity`."""
+    authorization: list[AuthzPolicy] = _empty(list)
+    """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
     routes: list[Route] = _empty(list)
     """Tried in order; the first match wins."""
 
@@ -268,11 +338,39 @@ _READ_ENDPOINTS = PlainValidator(endpoints_reader(Endpoint), json_schema_input_t
 _DUMP_ENDPOINTS = PlainSerializer(dump_endpoints)
 
 
+class ClusterTls(_Section):
+    """mesh: mutual TLS with sidecars presenting one of `identities` (needs `identity`);
+    tls: ordinary server-authenticated TLS (`sni`, `ca`); disable: plain text."""
+
+    mode: Literal["disable", "mesh", "tls"] = "disable"
+    identities: list[str] = _empty(list)
+    """mesh: the SPIFFE IDs the endpoints may present; at least one."""
+    sni: Host | None = None
+    """tls: the server name to send and verify; default: the endpoint's host name."""
+    ca: FilePath | None = None
+    """tls: a PEM file of CA certificates to trust instead of the system's."""
+
+    @model_validator(mode="after")
+    def _fields_of_the_mode(self) -> ClusterTls:
+        if self.mode == "mesh" and not self.identities:
+            raise invalid("mode mesh needs identities: the SPIFFE IDs the endpoints may present", at=("identities",))
+        if self.mode != "mesh" and self.identities:
+            raise invalid(f"identities apply to mode mesh only; mode is {self.mode}", at=("identities",))
+        for key in ("sni", "ca"):
+            if self.mode != "tls" and getattr(self, key) is not None:
+                raise invalid(f"{key} applies to mode tls only; mode is {self.mode}", at=(key,))
+        return self
+
+
+_PLAIN_TEXT = ClusterTls()
+
+
 class Cluster(_Section):
     name: Name
     lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = "p2c_ewma"
     protocol: Literal["http1", "http2"] = "http1"
     connect_timeout: Duration = timedelta(seconds=1)
+    tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
 
     @field_validator("connect_timeout")
@@ -323,6 +421,7 @@ class Config(_Section):
     """Engine worker threads; null means one per core."""
     admin: Admin | None = None
     limits: Limits = Field(default_factory=Limits)
+    identity: Identity | None = None
     listeners: list[Listener] = Field(min_length=1)
     clusters: list[Cluster] = _empty(list)
 
@@ -332,6 +431,31 @@ class Config(_Section):
     def source(self) -> str | None:
         """Where this config was loaded from: a file path, "<string>" or "<dict>"."""
         return self._source
+
+    def with_files_under(self, folder: str) -> Config:
+        """This config with every relative file path it names (identity, cluster CAs) made
+        absolute under ``folder``: a config file names files relative to itself, while the
+        engine reads them from wherever the sidecar runs."""
+        def under(path: str) -> str:
+            return os.path.normpath(os.path.join(folder, path))
+
+        update: dict[str, Any] = {}
+        if self.identity is not None:
+            update["identity"] = self.identity.model_copy(
+                update={key: under(getattr(self.identity, key)) for key in ("cert", "key", "bundle")}
+            )
+        if any(cluster.tls.ca is not None for cluster in self.clusters):
+            update["clusters"] = [
+                cluster.model_copy(update={"tls": cluster.tls.model_copy(update={"ca": under(cluster.tls.ca)})})
+                if cluster.tls.ca is not None
+                else cluster
+                for cluster in self.clusters
+            ]
+        if not update:
+            return self
+        copy = self.model_copy(update=update)
+        copy._source = self._source
+        return copy
 
     def engine_json(self) -> str:
         """The document the engine deserializes: every default present, durations as
@@ -352,4 +476,5 @@ class Config(_Section):
             admin_address=self.admin.address if self.admin is not None else None,
             listener_protocols={listener.name: listener.protocol for listener in self.listeners},
             source=self.source,
+            identity_files=(self.identity.cert, self.identity.key, self.identity.bundle) if self.identity else (),
         )

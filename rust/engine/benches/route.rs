@@ -53,8 +53,8 @@ fn document(routes: usize, clusters: usize, endpoints: usize) -> Value {
     })
 }
 
-fn compile(config: &Config, endpoints: &EndpointRegistry, stats: &Stats) -> Vec<CompiledListener> {
-    match snapshot::compile(config, Context { endpoints, stats }) {
+fn compile(config: &Config, endpoints: &EndpointRegistry, stats: &std::sync::Arc<Stats>) -> Vec<CompiledListener> {
+    match snapshot::compile(config, Context { endpoints, stats, identity: &std::sync::Arc::default() }) {
         Ok(listeners) => listeners,
         Err(problems) => panic!("the benchmark config does not compile: {problems:?}"),
     }
@@ -86,7 +86,7 @@ impl Request {
 }
 
 fn lookup(c: &mut Criterion) {
-    let (endpoints, stats) = (EndpointRegistry::default(), Stats::default());
+    let (endpoints, stats) = (EndpointRegistry::default(), std::sync::Arc::new(Stats::default()));
     let mut group = c.benchmark_group("route_lookup");
     for size in TABLE_SIZES {
         let config = parse(&document(size, 10, 2).to_string());
@@ -109,7 +109,7 @@ fn lookup(c: &mut Criterion) {
 fn swap(c: &mut Criterion) {
     let text = document(10_000, 1_000, 100).to_string();
     let config = parse(&text);
-    let (endpoints, stats) = (EndpointRegistry::default(), Stats::default());
+    let (endpoints, stats) = (EndpointRegistry::default(), std::sync::Arc::new(Stats::default()));
     // The snapshot being replaced stays alive during a swap, so endpoint state is found, not
     // created, as in a reload that keeps most of the mesh.
     let _running = compile(&config, &endpoints, &stats);

@@ -8,6 +8,7 @@ use meshproxy_balance::Balancer;
 use crate::config::UpstreamProtocol;
 use crate::endpoint::Endpoint;
 use crate::stats::ClusterStats;
+use crate::tls::outbound::UpstreamTls;
 
 #[derive(Debug)]
 pub struct Cluster {
@@ -16,6 +17,8 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     pub balancer: Balancer,
     pub connect_timeout: std::time::Duration,
+    /// How connections to the endpoints are secured; `None`: plain text.
+    pub tls: Option<UpstreamTls>,
     pub stats: Arc<ClusterStats>,
 }
 

@@ -18,6 +18,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub identity: Option<Identity>,
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
@@ -48,7 +50,75 @@ pub struct Listener {
     #[serde(default)]
     pub protocol: ListenerProtocol,
     #[serde(default)]
+    pub tls: ListenerTls,
+    #[serde(default)]
+    pub authorization: Vec<AuthzPolicy>,
+    #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+/// This sidecar's mesh credentials, as PEM files: what it presents to peers and what it trusts.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Every SPIFFE ID this sidecar presents or accepts lies in this trust domain.
+    pub trust_domain: String,
+    /// Certificate chain, leaf first; the leaf's URI SAN is this sidecar's SPIFFE ID.
+    pub cert: String,
+    pub key: String,
+    /// The CA certificates peers' chains must lead to (old and new ones during a CA rotation).
+    pub bundle: String,
+}
+
+/// How an inbound listener treats TLS: mutual TLS only, both mutual TLS and plain text (told
+/// apart by the first bytes), or plain text only.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerTls {
+    #[default]
+    Disable,
+    Strict,
+    Permissive,
+}
+
+/// Authorization of inbound requests. Deny rules win; once any enforced allow rule exists on a
+/// listener, a request matching none is denied. A dry-run policy is counted and logged only.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzPolicy {
+    pub name: String,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub rules: Vec<AuthzRule>,
+}
+
+/// Every condition given must hold; within a list, any entry may match. No conditions match
+/// every request.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzRule {
+    pub name: String,
+    pub action: AuthzAction,
+    /// SPIFFE IDs: exact, a prefix ending in `*`, or `*` for any authenticated peer.
+    #[serde(default)]
+    pub identities: Option<Vec<String>>,
+    /// The `ns` segment of the peer's SPIFFE ID.
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// Exact paths, or prefixes ending in `*`; the query is not part of the path.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderMatch>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzAction {
+    Allow,
+    Deny,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -153,7 +223,36 @@ pub struct Cluster {
     #[serde(default = "Cluster::default_connect_timeout")]
     pub connect_timeout: Millis,
     #[serde(default)]
+    pub tls: ClusterTls,
+    #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// How the sidecar talks to a cluster's endpoints: plain text, mutual TLS with mesh peers that
+/// must present one of `identities`, or ordinary server-authenticated TLS.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    #[serde(default)]
+    pub mode: ClusterTlsMode,
+    /// Mesh mode: the SPIFFE IDs the endpoints may present.
+    #[serde(default)]
+    pub identities: Vec<String>,
+    /// TLS mode: the server name to send and verify (default: the endpoint's host name).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// TLS mode: a PEM file of CA certificates to trust instead of the system's.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterTlsMode {
+    #[default]
+    Disable,
+    Mesh,
+    Tls,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -192,17 +291,24 @@ impl Config {
             let m = &mut route.match_;
             m.host = m.host.take().map(|h| h.to_ascii_lowercase());
             m.method = m.method.take().map(|ms| Methods::Many(ms.to_vec().iter().map(|x| x.to_ascii_uppercase()).collect()));
-            m.headers = std::mem::take(&mut m.headers)
-                .into_iter()
-                .map(|(name, rule)| (name.to_ascii_lowercase(), HeaderMatch::Rule(rule.rule())))
-                .collect();
+            m.headers = canonical_headers(std::mem::take(&mut m.headers));
             for edits in [&mut route.request_headers, &mut route.response_headers] {
                 edits.add = std::mem::take(&mut edits.add).into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
                 edits.remove.iter_mut().for_each(|name| *name = name.to_ascii_lowercase());
             }
         }
+        for rule in self.listeners.iter_mut().flat_map(|l| l.authorization.iter_mut()).flat_map(|p| p.rules.iter_mut()) {
+            rule.headers = canonical_headers(std::mem::take(&mut rule.headers));
+            if let Some(methods) = &mut rule.methods {
+                methods.iter_mut().for_each(|m| *m = m.to_ascii_uppercase());
+            }
+        }
         self
     }
+}
+
+fn canonical_headers(headers: BTreeMap<String, HeaderMatch>) -> BTreeMap<String, HeaderMatch> {
+    headers.into_iter().map(|(name, rule)| (name.to_ascii_lowercase(), HeaderMatch::Rule(rule.rule()))).collect()
 }
 
 impl Admin {

@@ -104,13 +104,24 @@ impl EndpointRegistry {
     /// for the address, or on a new one. `parse` reads an address that has no state (`None`: not
     /// a valid address). An address with a state was parsed when the state was made and is not
     /// read again: a reload of a large mesh finds most of its addresses here.
-    pub fn endpoint(&self, address: &str, weight: u32, parse: impl FnOnce(&str) -> Option<Authority>) -> Option<Endpoint> {
+    ///
+    /// `transport` tells apart the ways clusters secure their connections to the address (plain
+    /// text: `None`); each way has its own state and pools.
+    pub fn endpoint(&self, address: &str, transport: Option<&str>, weight: u32, parse: impl FnOnce(&str) -> Option<Authority>) -> Option<Endpoint> {
         let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let state = match states.get(address).and_then(Weak::upgrade) {
+        let secured;
+        let key = match transport {
+            None => address,
+            Some(transport) => {
+                secured = format!("{address} {transport}");
+                &secured
+            }
+        };
+        let state = match states.get(key).and_then(Weak::upgrade) {
             Some(state) => state,
             None => {
                 let state = Arc::new(EndpointState::new(address, parse(address)?, self.workers));
-                states.insert(address.to_string(), Arc::downgrade(&state));
+                states.insert(key.to_string(), Arc::downgrade(&state));
                 state
             }
         };
@@ -136,7 +147,7 @@ mod tests {
 
     fn endpoint(registry: &EndpointRegistry, address: &str) -> Endpoint {
         let parse = |address: &str| address.parse::<Authority>().ok();
-        registry.endpoint(address, 1, parse).unwrap_or_else(|| panic!("{address} does not parse"))
+        registry.endpoint(address, None, 1, parse).unwrap_or_else(|| panic!("{address} does not parse"))
     }
 
     #[test]
@@ -156,8 +167,8 @@ mod tests {
     fn an_address_with_a_live_state_is_not_parsed_again() {
         let registry = EndpointRegistry::default();
         let first = endpoint(&registry, "orders:8080");
-        let again = registry.endpoint("orders:8080", 2, |_| None);
+        let again = registry.endpoint("orders:8080", None, 2, |_| None);
         assert!(again.is_some_and(|e| Arc::ptr_eq(&e.state, &first.state) && e.weight == 2));
-        assert!(registry.endpoint("other:8080", 1, |_| None).is_none());
+        assert!(registry.endpoint("other:8080", None, 1, |_| None).is_none());
     }
 }

@@ -7,12 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{ListenerShared, RunningListener};
 use crate::snapshot::{self, Context, Problem};
 use crate::stats::Stats;
+use crate::tls::credentials::{Credentials, Pems};
+use crate::tls::store::IdentityStore;
 use crate::workers::Workers;
+
+const NO_IDENTITY: &str = "the running config has no identity section (trust_domain, cert, key, bundle)";
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -28,6 +32,8 @@ pub struct Engine {
     workers: Option<Workers>,
     control: Mutex<Control>,
     stats: Arc<Stats>,
+    /// The mesh credentials every TLS handshake uses; replaced whole on rotation.
+    identity: Arc<IdentityStore>,
     version: AtomicU64,
 }
 
@@ -35,6 +41,8 @@ pub struct Engine {
 struct Control {
     listeners: Vec<RunningListener>,
     endpoints: EndpointRegistry,
+    /// The identity section of the running config: where rotation reads the files again.
+    identity: Option<config::Identity>,
     stopped: bool,
 }
 
@@ -52,9 +60,11 @@ impl Engine {
             control: Mutex::new(Control {
                 listeners: Vec::new(),
                 endpoints: EndpointRegistry::new(workers),
+                identity: None,
                 stopped: false,
             }),
             stats: Arc::new(Stats::default()),
+            identity: Arc::default(),
             version: AtomicU64::new(0),
         };
         engine.apply(config)?;
@@ -74,8 +84,16 @@ impl Engine {
         if control.stopped {
             return Err(EngineError::Stopped);
         }
-        let cx = Context { endpoints: &control.endpoints, stats: &self.stats };
-        let compiled = snapshot::compile(config, cx).map_err(EngineError::Invalid)?;
+        let cx = Context { endpoints: &control.endpoints, stats: &self.stats, identity: &self.identity };
+        let credentials = snapshot::load_identity(config.identity.as_ref());
+        let compiled = match (credentials, snapshot::compile(config, cx)) {
+            (Ok(credentials), Ok(compiled)) => (credentials, compiled),
+            (credentials, compiled) => {
+                let problems = credentials.err().into_iter().chain(compiled.err().into_iter().flatten()).collect();
+                return Err(EngineError::Invalid(problems));
+            }
+        };
+        let (credentials, compiled) = compiled;
 
         // Bind every new address before changing anything, so a bind failure changes nothing.
         let mut kept = Vec::new();
@@ -97,6 +115,10 @@ impl Engine {
             }
         }
 
+        // From here on nothing can be refused but a listener that fails to register, after
+        // which the old listeners run on with these credentials, as valid as the old ones.
+        self.identity.replace(credentials);
+        control.identity = config.identity.clone();
         let mut previous: Vec<Option<RunningListener>> = control.listeners.drain(..).map(Some).collect();
         let mut next = Vec::new();
         for (index, listener) in kept {
@@ -131,6 +153,38 @@ impl Engine {
         Ok(self.version.fetch_add(1, Relaxed) + 1)
     }
 
+    /// Reads the identity's files again and uses them for new handshakes; open connections carry
+    /// on. A set that fails its checks is refused and the current one stays.
+    pub fn reload_identity(&self) -> Result<(), EngineError> {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let credentials = snapshot::load_identity(control.identity.as_ref()).map_err(|p| EngineError::Invalid(vec![p]))?;
+        match credentials {
+            Some(credentials) => {
+                self.identity.replace(Some(credentials));
+                Ok(())
+            }
+            None => Err(EngineError::Invalid(vec![Problem { path: "identity".into(), message: NO_IDENTITY.into() }])),
+        }
+    }
+
+    /// Uses credentials given as PEM texts for new handshakes, in the running config's trust
+    /// domain. Refused, keeping the current set, if they fail their checks.
+    pub fn set_identity(&self, pems: Pems<'_>) -> Result<(), EngineError> {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(identity) = &control.identity else {
+            return Err(EngineError::Invalid(vec![Problem { path: "identity".into(), message: NO_IDENTITY.into() }]));
+        };
+        let credentials = Credentials::from_pems(&identity.trust_domain, pems)
+            .map_err(|e| EngineError::Invalid(vec![Problem { path: format!("identity.{}", e.field), message: e.message }]))?;
+        self.identity.replace(Some(Arc::new(credentials)));
+        Ok(())
+    }
+
+    /// The SPIFFE ID this sidecar presents and when its certificate expires (Unix seconds).
+    pub fn identity(&self) -> Option<(String, i64)> {
+        self.identity.current().map(|c| (c.identity.to_string(), c.not_after))
+    }
+
     /// Bound listeners as (name, local address), in config order of binding.
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
         let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
@@ -146,6 +200,9 @@ impl Engine {
         if let Some(map) = stats.as_object_mut() {
             map.insert("config_version".into(), self.version().into());
             map.insert("workers".into(), self.workers().into());
+            if let Some((id, not_after)) = self.identity() {
+                map.insert("identity".into(), serde_json::json!({ "spiffe_id": id, "not_after": not_after }));
+            }
         }
         stats
     }

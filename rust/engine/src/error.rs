@@ -3,6 +3,7 @@
 //! the upstream's.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -21,6 +22,9 @@ pub enum ProxyError {
     Timeout { cluster: String, after: std::time::Duration },
     /// The upstream broke the exchange after the connection was made (reset, protocol error).
     UpstreamFailure { cluster: String, endpoint: String, cause: String },
+    /// An authorization policy denied the request: a deny rule matched (`rule`), or no allow
+    /// rule did.
+    Denied { policy: Arc<str>, rule: Option<Arc<str>> },
 }
 
 /// The reasons, in the order stats count them.
@@ -32,6 +36,7 @@ pub enum Reason {
     ConnectFailure,
     Timeout,
     UpstreamFailure,
+    Denied,
 }
 
 // === impl ProxyError ===
@@ -45,6 +50,7 @@ impl ProxyError {
             ProxyError::ConnectFailure { .. } => Reason::ConnectFailure,
             ProxyError::Timeout { .. } => Reason::Timeout,
             ProxyError::UpstreamFailure { .. } => Reason::UpstreamFailure,
+            ProxyError::Denied { .. } => Reason::Denied,
         }
     }
 
@@ -78,6 +84,8 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamFailure { cluster, endpoint, cause } => {
                 write!(f, "{endpoint} of cluster '{cluster}' failed: {cause}")
             }
+            ProxyError::Denied { policy, rule: Some(rule) } => write!(f, "denied by rule '{rule}' of policy '{policy}'"),
+            ProxyError::Denied { policy, rule: None } => write!(f, "denied: no allow rule of policy '{policy}' matches"),
         }
     }
 }
@@ -87,13 +95,14 @@ impl std::error::Error for ProxyError {}
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
         Reason::ConnectFailure,
         Reason::Timeout,
         Reason::UpstreamFailure,
+        Reason::Denied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +113,7 @@ impl Reason {
             Reason::ConnectFailure => "connect_failure",
             Reason::Timeout => "timeout",
             Reason::UpstreamFailure => "upstream_failure",
+            Reason::Denied => "denied",
         }
     }
 
@@ -114,6 +124,7 @@ impl Reason {
             Reason::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Reason::Denied => StatusCode::FORBIDDEN,
         }
     }
 

@@ -6,9 +6,14 @@ use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE};
 
+use crate::spiffe::SpiffeId;
+
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The SPIFFE ID of the mesh peer a request came from, for the local app. Set by the sidecar
+/// only: the same header arriving from anywhere is removed.
+pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-meshproxy-peer-identity");
 
 /// Connection-specific headers never forwarded, whatever `Connection` lists.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -68,9 +73,27 @@ impl ClientAddress {
     }
 }
 
+/// The verified identity of a connection's mesh peer, with its header value made once.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    pub id: SpiffeId,
+    header: Option<HeaderValue>,
+}
+
+impl PeerIdentity {
+    pub fn new(id: SpiffeId) -> PeerIdentity {
+        let header = HeaderValue::from_str(id.as_str()).ok();
+        PeerIdentity { id, header }
+    }
+}
+
 /// Prepares a request's headers for the upstream hop.
-pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authority: Option<&str>) {
+pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, peer: Option<&PeerIdentity>, authority: Option<&str>) {
     remove_hop_by_hop(headers);
+    headers.remove(PEER_IDENTITY);
+    if let Some(value) = peer.and_then(|peer| peer.header.clone()) {
+        headers.insert(PEER_IDENTITY, value);
+    }
     // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
     headers.remove(EXPECT);
     if !headers.contains_key(HOST) {
@@ -139,13 +162,13 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended_and_request_id_generated_once() {
         let mut map = headers(&[("x-forwarded-for", "10.1.1.1"), ("expect", "100-continue")]);
-        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), Some("orders"));
+        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), None, Some("orders"));
         assert_eq!(map.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), Some(&b"10.1.1.1, 127.0.0.1"[..]));
         assert_eq!(map.get(HOST).map(|v| v.as_bytes()), Some(&b"orders"[..]));
         assert!(map.get(EXPECT).is_none());
         let id = map.get(&X_REQUEST_ID).cloned();
         assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
-        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
+        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None, None);
         assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod headers;
 pub mod listener;
 pub mod pool;
@@ -19,6 +20,7 @@ pub mod route;
 pub mod snapshot;
 pub mod spiffe;
 pub mod stats;
+pub mod tls;
 pub mod workers;
 
 pub use config::Config;

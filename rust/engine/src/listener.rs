@@ -10,8 +10,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::authz::Authorization;
 use crate::config::{Limits, ListenerProtocol};
-use crate::headers::ClientAddress;
+use crate::events;
+use crate::headers::{ClientAddress, PeerIdentity};
+use crate::tls::inbound::{Accepted, InboundTls};
 use crate::proxy;
 use crate::route::RouteTable;
 use crate::stats::{ListenerStats, Stats};
@@ -24,6 +27,8 @@ pub struct ListenerSnapshot {
     pub name: Arc<str>,
     pub routes: RouteTable,
     pub server: Arc<auto::Builder<TokioExecutor>>,
+    pub tls: Arc<InboundTls>,
+    pub authz: Authorization,
     pub stats: Arc<ListenerStats>,
 }
 
@@ -132,19 +137,44 @@ fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, 
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, mut stopped: watch::Receiver<bool>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, stopped: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
-    let (server, stats) = {
+    let (server, tls, stats) = {
         let snapshot = shared.snapshot.load();
-        (snapshot.server.clone(), snapshot.stats.clone())
+        (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone())
     };
     stats.connections_total.inc();
     stats.connections_active.inc();
-    let service = service_fn({
-        let (shared, client) = (shared.clone(), ClientAddress::new(peer.ip()));
-        move |request| proxy::handle(shared.clone(), client.clone(), request)
-    });
-    let connection = server.serve_connection(TokioIo::new(stream), service);
+    let client = ClientAddress::new(peer.ip());
+    match tls.accept(stream).await {
+        Ok(Accepted::Plain(stream)) => serve_http(&server, stream, client, None, shared, stopped).await,
+        Ok(Accepted::Mutual(stream, identity)) => {
+            shared.engine_stats.tls.inbound.handshakes_total.inc();
+            serve_http(&server, stream, client, Some(PeerIdentity::new(identity)), shared, stopped).await;
+        }
+        Err(refused) => {
+            shared.engine_stats.tls.inbound.refused(refused.reason);
+            let name = shared.snapshot.load().name.clone();
+            events::log(format!("listener '{name}' refused a connection from {peer}: {refused}"));
+        }
+    }
+    stats.connections_active.dec();
+}
+
+/// Serves HTTP on an accepted connection until it closes, or until the listener stops (then
+/// gracefully: requests in progress finish).
+async fn serve_http<I>(
+    server: &auto::Builder<TokioExecutor>,
+    io: I,
+    client: ClientAddress,
+    peer: Option<PeerIdentity>,
+    shared: Arc<ListenerShared>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), request));
+    let connection = server.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -153,7 +183,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
             let _ = connection.await;
         }
     }
-    stats.connections_active.dec();
 }
 
 /// Resolves once the listener is told to stop (or its engine is gone).

@@ -10,10 +10,14 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
+use crate::tls::outbound::UpstreamTls;
+use crate::tls::refusal::Refused;
 
 /// A connection idle longer than this is closed rather than reused: upstreams commonly drop
 /// keep-alive connections after a minute or so, and a request sent on one they dropped fails.
@@ -58,7 +62,9 @@ struct Idle {
 pub struct Dial<'a> {
     pub address: &'a str,
     pub protocol: UpstreamProtocol,
+    /// Covers the TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
+    pub tls: Option<&'a UpstreamTls>,
 }
 
 #[derive(Debug)]
@@ -251,10 +257,12 @@ pub fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
     copy
 }
 
-/// Why no connection could be made: the socket failed, or the handshake on it did.
+/// Why no connection could be made: the socket failed, the TLS handshake was refused, or the
+/// HTTP handshake failed.
 #[derive(Debug)]
 pub enum ConnectError {
     Socket(std::io::Error),
+    Tls(Refused),
     Handshake(hyper::Error),
 }
 
@@ -262,9 +270,31 @@ impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnectError::Socket(cause) => cause.fmt(f),
+            ConnectError::Tls(refused) => write!(f, "TLS handshake refused: {refused}"),
             ConnectError::Handshake(cause) => cause.fmt(f),
         }
     }
+}
+
+/// A connected socket, secured as the cluster asks; within the connect timeout.
+async fn dial(dial: Dial<'_>) -> Result<Connection, ConnectError> {
+    let connect = async {
+        let stream = dial_tcp(dial).await?;
+        match dial.tls {
+            None => Ok(Connection::Plain(stream)),
+            Some(tls) => tls.connect(stream, dial.address).await.map(|s| Connection::Tls(Box::new(s))).map_err(ConnectError::Tls),
+        }
+    };
+    tokio::time::timeout(dial.connect_timeout, connect).await.map_err(|_| {
+        let after = dial.connect_timeout.as_millis();
+        ConnectError::Socket(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out after {after}ms")))
+    })?
+}
+
+/// An upstream connection's byte stream.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, ConnectError> {
@@ -276,32 +306,45 @@ async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, ConnectError> {
             Err(_) => TcpStream::connect(dial.address).await,
         }
     };
-    let stream = tokio::time::timeout(dial.connect_timeout, connect)
-        .await
-        .map_err(|_| {
-            let after = dial.connect_timeout.as_millis();
-            ConnectError::Socket(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out after {after}ms")))
-        })?
-        .map_err(ConnectError::Socket)?;
+    let stream = connect.await.map_err(ConnectError::Socket)?;
     stream.set_nodelay(true).map_err(ConnectError::Socket)?;
     Ok(stream)
 }
 
-async fn connect_http1(dial: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
-    let io = TokioIo::new(dial_tcp(dial).await?);
+async fn connect_http1(target: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
+    match dial(target).await? {
+        Connection::Plain(stream) => handshake_http1(stream).await,
+        Connection::Tls(stream) => handshake_http1(stream).await,
+    }
+}
+
+async fn handshake_http1<S>(stream: S) -> Result<http1::SendRequest<Body>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = http1::Builder::new()
         // Head and body copied into one buffer and written with one plain write: for the
         // small messages most requests are, cheaper than the kernel's iovec path.
         .writev(false)
-        .handshake(io)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
     tokio::spawn(connection);
     Ok(sender)
 }
 
-async fn connect_http2(dial: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
-    let io = TokioIo::new(dial_tcp(dial).await?);
+async fn connect_http2(target: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
+    match dial(target).await? {
+        Connection::Plain(stream) => handshake_http2(stream).await,
+        Connection::Tls(stream) => handshake_http2(stream).await,
+    }
+}
+
+async fn handshake_http2<S>(stream: S) -> Result<http2::SendRequest<Body>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .adaptive_window(true)

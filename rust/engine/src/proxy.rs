@@ -9,12 +9,13 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
+use crate::authz::{AuthzRequest, Decision};
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop, ClientAddress};
-use crate::listener::ListenerShared;
+use crate::headers::{prepare_request, remove_hop_by_hop, ClientAddress, PeerIdentity};
+use crate::listener::{ListenerShared, ListenerSnapshot};
 use crate::pool::{copy_bodyless, Dial, PoolError};
 use crate::route::{host_without_port, RequestTarget};
 
@@ -28,10 +29,15 @@ const MAX_ATTEMPTS: usize = 3;
 const MAX_REFUSALS: usize = 8;
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses.
-pub async fn handle(listener: Arc<ListenerShared>, client: ClientAddress, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    listener: Arc<ListenerShared>,
+    client: ClientAddress,
+    peer: Option<PeerIdentity>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let snapshot = listener.snapshot.load_full();
     snapshot.stats.requests_total.inc();
-    let response = match proxy(&snapshot.routes, &client, request).await {
+    let response = match proxy(&snapshot, &client, peer.as_ref(), request).await {
         Ok(response) => response,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
@@ -42,8 +48,14 @@ pub async fn handle(listener: Arc<ListenerShared>, client: ClientAddress, reques
     Ok(response)
 }
 
-async fn proxy(routes: &crate::route::RouteTable, client: &ClientAddress, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+async fn proxy(
+    listener: &ListenerSnapshot,
+    client: &ClientAddress,
+    peer: Option<&PeerIdentity>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
     reject_invalid_host(request.version(), request.headers())?;
+    authorize(listener, peer, &request)?;
     let (mut parts, body) = request.into_parts();
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
@@ -64,7 +76,7 @@ async fn proxy(routes: &crate::route::RouteTable, client: &ClientAddress, reques
         method: &parts.method,
         headers: &parts.headers,
     };
-    let route = routes.find(&target).ok_or_else(|| ProxyError::NoRoute {
+    let route = listener.routes.find(&target).ok_or_else(|| ProxyError::NoRoute {
         host: target.host.to_string(),
         path: target.path.to_string(),
     })?;
@@ -77,7 +89,7 @@ async fn proxy(routes: &crate::route::RouteTable, client: &ClientAddress, reques
         std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
-    prepare_request(&mut parts.headers, client, (!authority_str.is_empty()).then_some(authority_str));
+    prepare_request(&mut parts.headers, client, peer, (!authority_str.is_empty()).then_some(authority_str));
     route.request_headers.apply(&mut parts.headers);
 
     let mut upstream = Request::new(Body::Streamed(body));
@@ -96,7 +108,7 @@ async fn proxy(routes: &crate::route::RouteTable, client: &ClientAddress, reques
             *upstream.version_mut() = Version::HTTP_2;
             upstream.headers_mut().remove(HOST);
             *upstream.uri_mut() = match Authority::try_from(authority_str) {
-                Ok(authority) if !authority_str.is_empty() => absolute_uri(authority, path_and_query)?,
+                Ok(authority) if !authority_str.is_empty() => absolute_uri(scheme(&cluster), authority, path_and_query)?,
                 _ => Uri::from(path_and_query),
             };
         }
@@ -151,7 +163,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
         let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *sending.uri_mut() = absolute_uri(endpoint.authority.clone(), path_and_query)?;
+            *sending.uri_mut() = absolute_uri(scheme(cluster), endpoint.authority.clone(), path_and_query)?;
         }
         // An HTTP/2 upstream may refuse a stream it has read; that request is gone, so a
         // bodyless request that may be sent again is copied first. Requests that never left
@@ -162,7 +174,12 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
         cluster.stats.upstream_requests_total.inc();
         let in_flight = endpoint.start();
         let started = Instant::now();
-        let dial = Dial { address: &endpoint.address, protocol: cluster.protocol, connect_timeout: cluster.connect_timeout };
+        let dial = Dial {
+            address: &endpoint.address,
+            protocol: cluster.protocol,
+            connect_timeout: cluster.connect_timeout,
+            tls: cluster.tls.as_ref(),
+        };
         match endpoint.state.pool().send(dial, sending).await {
             Ok(response) => {
                 endpoint.observe_latency(started.elapsed());
@@ -207,10 +224,56 @@ async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<B
     Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() }))
 }
 
+/// The scheme a request to the cluster carries: `https` once its connections are TLS.
+fn scheme(cluster: &Cluster) -> Scheme {
+    if cluster.tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    }
+}
+
+/// Applies the listener's authorization policies, if it has any.
+fn authorize(listener: &ListenerSnapshot, peer: Option<&PeerIdentity>, request: &Request<Incoming>) -> Result<(), ProxyError> {
+    if listener.authz.is_empty() {
+        return Ok(());
+    }
+    let path = request.uri().path();
+    // Policies match the path as written; `/public/../admin` must not pass as `/public/*` and
+    // then reach an upstream that resolves it to `/admin`.
+    if !is_normalized(path) {
+        return Err(ProxyError::BadRequest("the path has dot segments, empty segments or encoded '/', '.' or backslash; authorization needs it normalized"));
+    }
+    let request = AuthzRequest { peer: peer.map(|p| &p.id), method: request.method(), path, headers: request.headers() };
+    match listener.authz.decide(&request) {
+        Decision::Allow => Ok(()),
+        Decision::Deny { policy, rule } => Err(ProxyError::Denied { policy, rule }),
+    }
+}
+
+/// A path with no `.` or `..` segment, no empty segment (`//`), and no percent-encoded `/`,
+/// `\\` or `.`: one that every upstream reads as written.
+fn is_normalized(path: &str) -> bool {
+    let encoded = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f' | b'e') | (b'5', b'c'))
+    });
+    if encoded || path.contains('\\') {
+        return false;
+    }
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        // An empty last segment is the trailing slash of `/orders/`.
+        if segment == "." || segment == ".." || (segment.is_empty() && segments.peek().is_some()) {
+            return false;
+        }
+    }
+    true
+}
+
 /// The `http://authority/path` form an HTTP/2 request carries in its pseudo-headers.
-fn absolute_uri(authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
+fn absolute_uri(scheme: Scheme, authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme);
     parts.authority = Some(authority);
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
@@ -229,4 +292,19 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_normalized;
+
+    #[test]
+    fn paths_authorization_could_misread_are_not_normalized() {
+        for good in ["/", "/orders", "/orders/", "/orders/42", "/a.b/c..d", "/%41"] {
+            assert!(is_normalized(good), "{good}");
+        }
+        for bad in ["/public/../admin", "/./admin", "//admin", "/a//b", "/admin/..", "/%2e%2e/admin", "/a%2Fb", "/a%5cb", "/a\\b"] {
+            assert!(!is_normalized(bad), "{bad}");
+        }
+    }
 }

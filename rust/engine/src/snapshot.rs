@@ -14,12 +14,18 @@ use http::Method;
 use meshproxy_balance::{Balancer, Policy, WeightedSampler};
 use regex::Regex;
 
+use crate::authz::Authorization;
 use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{server_builder, ListenerSnapshot};
 use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable};
+use crate::spiffe::SpiffeId;
 use crate::stats::Stats;
+use crate::tls::credentials::Credentials;
+use crate::tls::inbound::InboundTls;
+use crate::tls::outbound::{Owner, UpstreamTls};
+use crate::tls::store::IdentityStore;
 
 /// One problem with a config, at a field path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +50,9 @@ pub struct CompiledListener {
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub endpoints: &'a EndpointRegistry,
-    pub stats: &'a Stats,
+    pub stats: &'a Arc<Stats>,
+    /// The credentials mutual TLS uses, current at each handshake.
+    pub identity: &'a Arc<IdentityStore>,
 }
 
 // === impl Problem ===
@@ -69,19 +77,32 @@ impl fmt::Display for Problem {
 
 /// Checks a config without running it: the problems `compile` would report.
 pub fn check(config: &Config) -> Vec<Problem> {
-    let (endpoints, stats) = (EndpointRegistry::default(), Stats::default());
-    match compile(config, Context { endpoints: &endpoints, stats: &stats }) {
-        Ok(_) => Vec::new(),
-        Err(problems) => problems,
+    let (endpoints, stats, identity) = (EndpointRegistry::default(), Arc::default(), Arc::default());
+    let mut problems: Vec<Problem> = load_identity(config.identity.as_ref()).err().into_iter().collect();
+    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity }) {
+        Ok(_) => problems,
+        Err(more) => {
+            problems.extend(more);
+            problems
+        }
     }
 }
 
+/// Reads and checks the credentials an identity section names.
+pub fn load_identity(identity: Option<&config::Identity>) -> Result<Option<Arc<Credentials>>, Problem> {
+    let Some(identity) = identity else { return Ok(None) };
+    Credentials::load(identity).map(|c| Some(Arc::new(c))).map_err(|e| Problem::new(format!("identity.{}", e.field), e.message))
+}
+
+/// Compiles a config into listeners ready to bind. The identity's credentials are loaded
+/// apart (`load_identity`): they are engine-wide and rotate on their own.
 pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>, Vec<Problem>> {
     let mut problems = Vec::new();
     if config.workers == Some(0) {
         problems.push(Problem::new("workers", "must be at least 1"));
     }
-    let clusters = compile_clusters(&config.clusters, cx, &mut problems);
+    let trust_domain = config.identity.as_ref().map(|identity| identity.trust_domain.as_str());
+    let clusters = compile_clusters(&config.clusters, trust_domain, cx, &mut problems);
     let mut listeners = Vec::new();
     let mut names = HashSet::new();
     let mut addresses: HashMap<SocketAddr, &str> = HashMap::new();
@@ -109,6 +130,20 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
             }
         }
         let routes = compile_routes(&listener.name, &listener.routes, &clusters, &at, &mut problems);
+        if listener.tls != config::ListenerTls::Disable && config.identity.is_none() {
+            problems.push(Problem::new(
+                format!("{at}.tls"),
+                "mutual TLS needs this sidecar's credentials: add an identity section (trust_domain, cert, key, bundle), or set tls: disable",
+            ));
+        }
+        let authz = Authorization::compile(&listener.authorization, trust_domain, &listener.name, &at, &cx.stats.authz, &mut problems);
+        let tls = match InboundTls::new(listener.tls, listener.protocol, cx.identity) {
+            Ok(tls) => Arc::new(tls),
+            Err(e) => {
+                problems.push(Problem::new(format!("{at}.tls"), format!("cannot set up TLS: {e}")));
+                continue;
+            }
+        };
         listeners.push(CompiledListener {
             configured: listener.address.clone(),
             address,
@@ -116,6 +151,8 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
                 name: listener.name.as_str().into(),
                 routes,
                 server: Arc::new(server_builder(listener.protocol, &config.limits)),
+                tls,
+                authz,
                 stats: cx.stats.listener(&listener.name),
             },
         });
@@ -127,7 +164,12 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
     }
 }
 
-fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut Vec<Problem>) -> HashMap<String, Arc<Cluster>> {
+fn compile_clusters(
+    configs: &[config::Cluster],
+    trust_domain: Option<&str>,
+    cx: Context<'_>,
+    problems: &mut Vec<Problem>,
+) -> HashMap<String, Arc<Cluster>> {
     let mut clusters = HashMap::with_capacity(configs.len());
     for (i, cluster) in configs.iter().enumerate() {
         let at = format!("clusters[{i}]");
@@ -141,12 +183,16 @@ fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut
         if cluster.connect_timeout.0 == 0 {
             problems.push(Problem::new(format!("{at}.connect_timeout"), "must be greater than 0"));
         }
+        let tls = compile_cluster_tls(cluster, trust_domain, &at, cx, problems);
+        // Connections differ by how they are secured: a cluster securing an address its own
+        // way gets its own endpoint state and pools for it.
+        let transport = tls.as_ref().map(|_| transport_key(&cluster.tls, cluster.protocol));
         let mut seen = HashSet::with_capacity(cluster.endpoints.len());
         let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
         for (j, endpoint) in cluster.endpoints.iter().enumerate() {
             // Formatted only for a problem: a mesh has a hundred thousand endpoints and none.
             let path = || format!("{at}.endpoints[{j}].address");
-            let Some(compiled) = cx.endpoints.endpoint(&endpoint.address, endpoint.weight, parse_endpoint_address) else {
+            let Some(compiled) = cx.endpoints.endpoint(&endpoint.address, transport.as_deref(), endpoint.weight, parse_endpoint_address) else {
                 problems.push(Problem::new(
                     path(),
                     format!("'{}' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080", endpoint.address),
@@ -166,6 +212,7 @@ fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut
             balancer: Balancer::new(policy, &weights),
             endpoints,
             connect_timeout: cluster.connect_timeout.duration(),
+            tls,
             stats: cx.stats.cluster(&cluster.name),
         };
         if clusters.insert(cluster.name.clone(), Arc::new(compiled)).is_some() {
@@ -173,6 +220,101 @@ fn compile_clusters(configs: &[config::Cluster], cx: Context<'_>, problems: &mut
         }
     }
     clusters
+}
+
+/// How the cluster secures its connections, if it does.
+fn compile_cluster_tls(
+    cluster: &config::Cluster,
+    trust_domain: Option<&str>,
+    at: &str,
+    cx: Context<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<UpstreamTls> {
+    let tls = &cluster.tls;
+    let at = Below(at, "tls");
+    let misplaced = |key: &str, problems: &mut Vec<Problem>| {
+        problems.push(Problem::new(format!("{at}.{key}"), format!("applies to mode {} only", if key == "identities" { "mesh" } else { "tls" })));
+    };
+    match tls.mode {
+        config::ClusterTlsMode::Disable => {
+            if !tls.identities.is_empty() {
+                misplaced("identities", problems);
+            }
+            for (key, given) in [("sni", tls.sni.is_some()), ("ca", tls.ca.is_some())] {
+                if given {
+                    misplaced(key, problems);
+                }
+            }
+            None
+        }
+        config::ClusterTlsMode::Mesh => {
+            let Some(trust_domain) = trust_domain else {
+                problems.push(Problem::new(
+                    format!("{at}.mode"),
+                    "mode mesh needs this sidecar's credentials: add an identity section (trust_domain, cert, key, bundle)",
+                ));
+                return None;
+            };
+            if tls.identities.is_empty() {
+                problems.push(Problem::new(format!("{at}.identities"), "mode mesh needs the SPIFFE IDs the endpoints may present"));
+            }
+            for (key, given) in [("sni", tls.sni.is_some()), ("ca", tls.ca.is_some())] {
+                if given {
+                    misplaced(key, problems);
+                }
+            }
+            let mut allowed = Vec::with_capacity(tls.identities.len());
+            for (k, identity) in tls.identities.iter().enumerate() {
+                match SpiffeId::parse(identity) {
+                    Ok(id) if id.trust_domain() == trust_domain => allowed.push(id),
+                    Ok(id) => problems.push(Problem::new(
+                        format!("{at}.identities[{k}]"),
+                        format!("{id} is outside the trust domain '{trust_domain}' of identity.trust_domain"),
+                    )),
+                    Err(e) => problems.push(Problem::new(format!("{at}.identities[{k}]"), e.to_string())),
+                }
+            }
+            match UpstreamTls::mesh(cx.identity, allowed.into(), cluster.protocol, owner(cluster, cx)) {
+                Ok(upstream) => Some(upstream),
+                Err(e) => {
+                    problems.push(Problem::new(at.to_string(), format!("cannot set up TLS: {e}")));
+                    None
+                }
+            }
+        }
+        config::ClusterTlsMode::Tls => {
+            if !tls.identities.is_empty() {
+                misplaced("identities", problems);
+            }
+            let ca = match &tls.ca {
+                Some(path) => match std::fs::read(path) {
+                    Ok(pem) => Some(pem),
+                    Err(e) => {
+                        problems.push(Problem::new(format!("{at}.ca"), format!("cannot read '{path}': {e}")));
+                        return None;
+                    }
+                },
+                None => None,
+            };
+            match UpstreamTls::server_authenticated(tls.sni.as_deref(), ca.as_deref(), cluster.protocol, owner(cluster, cx)) {
+                Ok(upstream) => Some(upstream),
+                Err(message) => {
+                    let key = if message.contains("server name") { "sni" } else { "ca" };
+                    problems.push(Problem::new(format!("{at}.{key}"), message));
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn owner(cluster: &config::Cluster, cx: Context<'_>) -> Owner {
+    Owner { cluster: cluster.name.as_str().into(), stats: cx.stats.clone() }
+}
+
+/// What tells one way of securing a cluster's connections from another.
+fn transport_key(tls: &config::ClusterTls, protocol: config::UpstreamProtocol) -> String {
+    format!("{:?} {:?} {:?} {:?} {:?}", tls.mode, protocol, tls.identities, tls.sni, tls.ca)
 }
 
 /// `HOST:PORT` with a DNS name, an IPv4 literal or a bracketed IPv6 literal, and a port.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::authz::AuthzCounters;
 use crate::error::Reason;
+use crate::tls::refusal::Reason as RefusalReason;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -36,8 +37,23 @@ pub struct ClusterStats {
     pub upstream_failures_total: Counter,
 }
 
+/// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
+/// outbound (the sidecar connecting to a cluster).
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    pub inbound: HandshakeStats,
+    pub outbound: HandshakeStats,
+}
+
+#[derive(Debug, Default)]
+pub struct HandshakeStats {
+    pub handshakes_total: Counter,
+    refused: [Counter; RefusalReason::ALL.len()],
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
+    pub tls: TlsStats,
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     errors: [Counter; Reason::ALL.len()],
@@ -70,6 +86,20 @@ impl ByClass {
             map.insert(format!("{}xx", i + 1), json!(counter.get()));
         }
         Value::Object(map)
+    }
+}
+
+// === impl HandshakeStats ===
+
+impl HandshakeStats {
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refused[reason.index()].inc();
+    }
+
+    fn json(&self) -> Value {
+        let refused: serde_json::Map<String, Value> =
+            RefusalReason::ALL.iter().map(|r| (r.name().to_string(), json!(self.refused[r.index()].get()))).collect();
+        json!({ "handshakes_total": self.handshakes_total.get(), "refused": refused })
     }
 }
 
@@ -122,6 +152,7 @@ impl Stats {
             .collect();
         let errors: serde_json::Map<String, Value> =
             Reason::ALL.iter().map(|r| (r.name().to_string(), json!(self.errors[r.index()].get()))).collect();
-        json!({ "listeners": listeners, "clusters": clusters, "errors": errors, "authorization": self.authz.json() })
+        let tls = json!({ "inbound": self.tls.inbound.json(), "outbound": self.tls.outbound.json() });
+        json!({ "listeners": listeners, "clusters": clusters, "errors": errors, "tls": tls, "authorization": self.authz.json() })
     }
 }

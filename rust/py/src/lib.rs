@@ -105,6 +105,19 @@ mod _native {
             py.detach(|| self.inner.apply(&config)).map_err(to_py)
         }
 
+        /// Reads the identity's PEM files again and uses them for new handshakes; raises
+        /// ConfigRejected (the current credentials stay) when the new set fails its checks.
+        fn reload_identity(&self, py: Python<'_>) -> PyResult<()> {
+            py.detach(|| self.inner.reload_identity()).map_err(to_py)
+        }
+
+        /// Uses credentials given as PEM bytes for new handshakes; raises ConfigRejected (the
+        /// current credentials stay) when they fail their checks.
+        fn set_identity(&self, py: Python<'_>, cert_pem: &[u8], key_pem: &[u8], bundle_pem: &[u8]) -> PyResult<()> {
+            let pems = meshproxy_engine::tls::credentials::Pems { cert: cert_pem, key: key_pem, bundle: bundle_pem };
+            py.detach(|| self.inner.set_identity(pems)).map_err(to_py)
+        }
+
         /// Bound listeners as `(name, "ip:port")`.
         fn listeners(&self, py: Python<'_>) -> Vec<(String, String)> {
             py.detach(|| self.inner.listeners().into_iter().map(|(name, addr)| (name, addr.to_string())).collect())

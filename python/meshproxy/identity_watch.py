@@ -1,0 +1,64 @@
+"""Rotation of the sidecar's mesh credentials: watches the folders of the identity's cert, key
+and bundle files (watchfiles) and has the engine read them again after a change. New
+handshakes use the new set at once; open connections carry on. A set that fails the engine's
+checks (say, a new certificate written before its key) is refused and the current one stays,
+until the next change brings a good set.
+
+Folders rather than the files themselves are watched: certificate tooling replaces files by
+renaming new ones over them (or, in Kubernetes, by swapping a symlink), and a watch on the
+old file would miss that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("meshproxy")
+
+# Writers put cert, key and bundle in place one after another; waiting this long after the last
+# change lets a rotation land as one reload.
+_DEBOUNCE_MS = 200
+
+
+class IdentityWatcher:
+    def __init__(self, files: Sequence[str], reload: Callable[[], None]) -> None:
+        self.files = tuple(files)
+        self._folders = sorted({os.path.dirname(os.path.abspath(f)) for f in files})
+        self._reload = reload
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="meshproxy-identity-watch", daemon=True)
+        self._last_refusal: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        from watchfiles import watch  # only a sidecar with an identity needs it
+
+        try:
+            for _changes in watch(*self._folders, stop_event=self._stop, debounce=_DEBOUNCE_MS, rust_timeout=500):
+                self._reload_once()
+        except (OSError, RuntimeError) as error:
+            log.error("cannot watch the identity files in %s (%s); rotation needs a restart or a reload",
+                      ", ".join(self._folders), error)
+
+    def _reload_once(self) -> None:
+        try:
+            self._reload()
+        except ValueError as refusal:
+            message = str(refusal.args[0] if refusal.args else refusal)
+            # A half-written set fails each time a file of it changes; say so once per reason.
+            if message != self._last_refusal:
+                log.error("new identity files refused, keeping the current credentials: %s", message)
+            self._last_refusal = message
+        else:
+            self._last_refusal = None
+            log.info("identity files changed: new handshakes use the new credentials")
