@@ -129,7 +129,7 @@ def test_stats_count_the_requests_sent(
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     stats = response.json()
-    assert set(stats) == {"listeners", "clusters", "errors", "config_version", "workers"}
+    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "config_version", "workers"}
     assert stats["config_version"] == 1
     assert stats["workers"] == 2
 

@@ -364,7 +364,7 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     with meshproxy.Proxy(to(upstreams("v1"))) as proxy:
         assert served_by(proxy.address("outbound")) == "v1"
         stats = proxy.stats()
-    assert set(stats) == {"listeners", "clusters", "errors", "config_version", "workers"}
+    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "config_version", "workers"}
     assert stats["config_version"] == 1
     assert isinstance(stats["workers"], int) and stats["workers"] >= 1
 
@@ -383,7 +383,10 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert app["upstream_requests_total"] == 1
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
-                                    "upstream_failure"}
+                                    "upstream_failure", "denied"}
+    assert set(stats["tls"]) == {"inbound", "outbound"}
+    assert set(stats["tls"]["inbound"]) == {"handshakes_total", "refused"}
+    assert stats["authorization"] == {}
 
 
 # --- typing --------------------------------------------------------------------------------
