@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger("meshproxy")
+# watchfiles logs every batch of changes at INFO; the sidecar says what it did about them.
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 # Writers put cert, key and bundle in place one after another; waiting this long after the last
 # change lets a rotation land as one reload.
