@@ -298,6 +298,10 @@ class Listener(_Section):
     name: Name
     address: ListenAddress
     protocol: Literal["auto", "http1", "http2"] = "auto"
+    direction: Literal["outbound", "inbound"] = "outbound"
+    """outbound: the local app's requests to the mesh; inbound: the mesh's requests to the local
+    app. Labels metrics, and on SIGTERM inbound listeners stop accepting first while outbound
+    ones keep serving the app until the drain ends."""
     tls: Literal["disable", "strict", "permissive"] = "disable"
     """strict: mutual TLS only; permissive: mutual TLS and plain text on one port, told apart by
     the first bytes; disable: plain text only. strict and permissive need `identity`."""

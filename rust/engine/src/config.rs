@@ -50,11 +50,23 @@ pub struct Listener {
     #[serde(default)]
     pub protocol: ListenerProtocol,
     #[serde(default)]
+    pub direction: Direction,
+    #[serde(default)]
     pub tls: ListenerTls,
     #[serde(default)]
     pub authorization: Vec<AuthzPolicy>,
     #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+/// Whose requests a listener carries: the local app's, to the mesh (outbound), or the mesh's,
+/// to the local app (inbound).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Outbound,
+    Inbound,
 }
 
 /// This sidecar's mesh credentials, as PEM files: what it presents to peers and what it trusts.

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::authz::Authorization;
-use crate::config::{Limits, ListenerProtocol};
+use crate::config::{Direction, Limits, ListenerProtocol};
 use crate::events;
 use crate::headers::{ClientAddress, PeerIdentity};
 use crate::tls::inbound::{Accepted, InboundTls};
@@ -25,6 +25,7 @@ use crate::workers::{self, WorkerHandles, Workers};
 #[derive(Debug)]
 pub struct ListenerSnapshot {
     pub name: Arc<str>,
+    pub direction: Direction,
     pub routes: RouteTable,
     pub server: Arc<auto::Builder<TokioExecutor>>,
     pub tls: Arc<InboundTls>,

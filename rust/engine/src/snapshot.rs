@@ -149,6 +149,7 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
             address,
             snapshot: ListenerSnapshot {
                 name: listener.name.as_str().into(),
+                direction: listener.direction,
                 routes,
                 server: Arc::new(server_builder(listener.protocol, &config.limits)),
                 tls,
