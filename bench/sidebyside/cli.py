@@ -14,14 +14,18 @@ from types import FrameType
 
 from .anchors import Anchors, machine_facts
 from .chart import draw_chart
-from .cores import busy_now
-from .lineup import LOAD_CORE, PROXY_CORE, Lineup
+from .cores import LOAD_CORE, PROXY_CORE, busy_now
+from .lineup import Lineup
+from .mesh import MeshLineup
 from .results import write_results
 from .scenarios import SCENARIOS
 from .suite import Settings, run_suite
 from .table import SUBJECT, render_report
+from .targets import Target
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+# `--only mesh`: every mesh scenario.
+MESH = "mesh"
 # Above this, something else is running and the figures are worth less.
 BUSY_WARNING_PCT = 10.0
 
@@ -31,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(options.duration, options.warmup, options.repeats)
     if options.quick:
         settings = Settings(seconds=1, warmup_seconds=1, repeats=1)
-    scenarios = tuple(s for s in SCENARIOS if not options.only or s.key in options.only)
+    scenarios = tuple(
+        s
+        for s in SCENARIOS
+        if not options.only or s.key in options.only or (s.mesh and MESH in options.only)
+    )
 
     if not {PROXY_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
         print(f"needs cores {PROXY_CORE} and {LOAD_CORE}", file=sys.stderr)
@@ -67,11 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(prefix="meshproxy-bench-", dir=shm) as temp:
         workdir = Path(temp)
-        with Lineup(anchors, workdir) as lineup:
-            for target in lineup.targets:
-                if target.broken:
-                    print(f"{target.name} failed to start or to forward:\n{target.broken}")
-            results = run_suite(lineup, scenarios, settings, workdir, _say)
+        results = []
+        # One stage at a time, so that only its proxies sit on the proxy core.
+        single = tuple(s for s in scenarios if not s.mesh)
+        if single:
+            with Lineup(anchors, workdir) as lineup:
+                _report_broken(lineup.targets)
+                results += run_suite(lineup, single, settings, workdir, _say)
+        mesh = tuple(s for s in scenarios if s.mesh)
+        if mesh:
+            with MeshLineup(anchors, workdir) as pairs:
+                _report_broken(pairs.targets)
+                results += run_suite(pairs, mesh, settings, workdir, _say)
 
     print("\n" + render_report(results, machine, versions, settings))
     record = write_results(results, machine, versions, settings, started, options.results)
@@ -94,7 +109,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
         description="meshproxy against Envoy, HAProxy, nginx and a direct connection, "
-        "one worker each, on this machine.",
+        "one worker each, on this machine; and a pair of meshproxy sidecars against a pair of "
+        "Envoys across a mutual-TLS hop.",
     )
     parser.add_argument(
         "--duration",
@@ -124,8 +140,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         nargs="+",
         metavar="SCENARIO",
-        choices=[s.key for s in SCENARIOS],
-        help=f"run only these scenarios: {', '.join(s.key for s in SCENARIOS)}",
+        choices=[s.key for s in SCENARIOS] + [MESH],
+        help=f"run only these scenarios: {', '.join(s.key for s in SCENARIOS)}; "
+        f"`{MESH}` for all the mesh ones",
     )
     parser.add_argument(
         "--results",
@@ -138,6 +155,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if options.duration < 1 or options.warmup < 1 or options.repeats < 1:
         parser.error("--duration, --warmup and --repeats are whole numbers of at least 1")
     return options
+
+
+def _report_broken(targets: list[Target]) -> None:
+    said = set()
+    for target in targets:
+        # A mesh sidecar that fails to start breaks both targets it serves: say so once.
+        if target.broken and (target.name, target.broken) not in said:
+            said.add((target.name, target.broken))
+            print(f"{target.name} failed to start or to forward:\n{target.broken}", flush=True)
 
 
 def _say(line: str) -> None:

@@ -8,6 +8,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+# The proxies under test run here, one worker each; the upstream, the load tool and this runner
+# share the other core, so the proxy under load has a core to itself.
+PROXY_CORE = 0
+LOAD_CORE = 1
+
 CoreTimes = dict[int, tuple[int, int]]  # core -> (idle ticks, total ticks)
 
 

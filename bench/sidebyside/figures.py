@@ -20,7 +20,7 @@ class Figure:
 # One name per figure, used in the JSON, the table and the chart alike.
 FIGURES = {
     "rps": Figure("requests/s", "{:,.0f}", lower_is_better=False),
-    "proxy_cpu_us_per_req": Figure("proxy cpu µs/req", "{:.1f}", lower_is_better=True),
+    "proxy_cpu_us_per_req": Figure("proxy cpu µs/req", "{:,.1f}", lower_is_better=True),
     "proxy_core_busy_pct": Figure("proxy core busy %", "{:.0f}", True, ratio=False),
     "proxy_core_others_pct": Figure("proxy core, others %", "{:.0f}", True, ratio=False),
     "load_core_busy_pct": Figure("load core busy %", "{:.0f}", True, ratio=False),
@@ -31,7 +31,37 @@ FIGURES = {
     "rss_mib": Figure("proxy RSS MiB (peak)", "{:.1f}", lower_is_better=True),
     "rss_idle_mib": Figure("proxy RSS MiB idle", "{:.1f}", lower_is_better=True),
     "upstream_cpu_us_per_req": Figure("upstream cpu µs/req", "{:.1f}", lower_is_better=True),
+    "handshakes_per_core_s": Figure("handshakes/s per core", "{:,.0f}", lower_is_better=False),
+    "proxy_cpu_us_per_handshake": Figure("proxy cpu µs/handshake", "{:,.1f}", lower_is_better=True),
+    "handshakes_per_s": Figure("handshakes/s (client-bound)", "{:,.0f}", lower_is_better=False),
 }
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A ratio asked of meshproxy: its `figure` ÷ the `against` target's, at most `ratio` for a
+    figure where lower is better, at least `ratio` otherwise."""
+
+    figure: str
+    against: str
+    ratio: float
+
+    def describe(self) -> str:
+        relation = "≤" if FIGURES[self.figure].lower_is_better else "≥"
+        return f"{FIGURES[self.figure].label} {relation} {self.ratio:g} × {self.against}"
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.ratio if FIGURES[self.figure].lower_is_better else ratio >= self.ratio
+
+    def measured(self, outcomes: dict[str, Outcome], subject: str) -> float | None:
+        """`subject`'s figure ÷ the other target's, when both have a positive one."""
+        mine, theirs = outcomes.get(subject), outcomes.get(self.against)
+        if mine is None or theirs is None or mine.status != "ok" or theirs.status != "ok":
+            return None
+        numerator, denominator = mine.figures.get(self.figure), theirs.figures.get(self.figure)
+        if numerator is None or denominator is None or numerator < 0 or denominator <= 0:
+            return None
+        return numerator / denominator
 
 
 @dataclass(frozen=True)
@@ -51,6 +81,47 @@ class RunFigures:
     rss_mib: float | None
     rss_end_mib: float | None
 
+    def progress(self) -> str:
+        parts = [
+            f"{self.rps:,.0f} req/s",
+            f"p50 {self.p50_us:,.0f} µs",
+            f"p99 {self.p99_us:,.0f} µs",
+        ]
+        if self.proxy_cpu_us_per_req is not None:
+            parts.append(f"proxy {self.proxy_cpu_us_per_req:.1f} µs/req")
+            parts.append(f"core {self.proxy_core_busy_pct:.0f}% busy")
+            parts.append(f"RSS {self.rss_mib:.1f} MiB")
+        parts.append(f"upstream {self.upstream_cpu_us_per_req:.1f} µs/req")
+        parts.append(f"others on proxy core {self.proxy_core_others_pct:.0f}%")
+        parts.append(f"load core {self.load_core_busy_pct:.0f}% busy")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class HandshakeFigures:
+    """One measured run of full mutual-TLS handshakes against a listener. Per core: what one
+    core would complete at the CPU each handshake cost the proxy (1 s ÷ cpu per handshake);
+    the client, on the load core, costs more per handshake than a server and sets the rate."""
+
+    handshakes: int
+    seconds: float
+    handshakes_per_s: float
+    proxy_cpu_us_per_handshake: float
+    handshakes_per_core_s: float
+    proxy_core_busy_pct: float
+    proxy_core_others_pct: float
+    load_core_busy_pct: float
+
+    def progress(self) -> str:
+        return (
+            f"{self.handshakes_per_s:,.0f} handshakes/s, "
+            f"proxy {self.proxy_cpu_us_per_handshake:.1f} µs/handshake "
+            f"({self.handshakes_per_core_s:,.0f} per core-second), "
+            f"core {self.proxy_core_busy_pct:.0f}% busy, "
+            f"others on proxy core {self.proxy_core_others_pct:.0f}%, "
+            f"load core {self.load_core_busy_pct:.0f}% busy"
+        )
+
 
 @dataclass
 class Outcome:
@@ -59,7 +130,7 @@ class Outcome:
 
     status: str
     reason: str | None = None
-    runs: list[RunFigures] = field(default_factory=list)
+    runs: list[RunFigures | HandshakeFigures] = field(default_factory=list)
     figures: dict[str, float | None] = field(default_factory=dict)
 
     def summarise(self) -> None:

@@ -1,5 +1,5 @@
-"""One measured load run against a target: the load tool's figures, plus the CPU the proxy and
-the upstream spent on it and the proxy's memory while it ran."""
+"""One measured load run against a target: the load tool's figures, plus the CPU the proxy (or
+both sidecars of a mesh pair) and the upstream spent on it and the proxy's memory while it ran."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import contextlib
 import time
 from pathlib import Path
 
-from .cores import busy_pct, core_times
+from .cores import LOAD_CORE, PROXY_CORE, busy_pct, core_times
 from .figures import RunFigures
-from .lineup import LOAD_CORE, PROXY_CORE
 from .load import Load, run_load
 from .proc import PeakRss, cpu_seconds
 from .servers import Server
@@ -33,11 +32,12 @@ def warm_up(target: Target, route: Route, load: Load, seconds: int, workdir: Pat
 def measure(
     target: Target, upstream: Server, route: Route, load: Load, seconds: int, workdir: Path
 ) -> RunFigures:
-    proxy = None if target.direct else target.server
-    if proxy is not None and not proxy.running():
-        raise RunFailed(f"the proxy is not running; its log:\n{proxy.log_tail()}")
-    sampler = PeakRss(proxy.pid) if proxy is not None else contextlib.nullcontext()
-    proxy_cpu_before = cpu_seconds(proxy.pid) if proxy is not None else 0.0
+    # The proxy, or both sidecars of a mesh pair: their CPU and memory are summed.
+    proxies = [server.pid for server in target.servers]
+    if not target.running():
+        raise RunFailed(f"the proxy is not running; {target.log_tails()}")
+    sampler = PeakRss(*proxies) if proxies else contextlib.nullcontext()
+    proxy_cpu_before = cpu_seconds(*proxies) if proxies else 0.0
     upstream_cpu_before = cpu_seconds(upstream.pid)
     cores_before = core_times()
     started = time.monotonic()
@@ -46,12 +46,12 @@ def measure(
     wall = time.monotonic() - started
     cores = busy_pct(cores_before, core_times())
     upstream_cpu = cpu_seconds(upstream.pid) - upstream_cpu_before
-    proxy_cpu = cpu_seconds(proxy.pid) - proxy_cpu_before if proxy is not None else None
+    proxy_cpu = cpu_seconds(*proxies) - proxy_cpu_before if proxies else None
     if result.errors:
-        log = f"\nthe proxy's log:\n{proxy.log_tail()}" if proxy is not None else ""
-        raise RunFailed(f"{result.errors}; the load tool printed:\n{result.output}{log}")
-    if proxy is not None and not proxy.running():
-        raise RunFailed(f"the proxy exited during the run; its log:\n{proxy.log_tail()}")
+        logs = f"\n{target.log_tails()}" if proxies else ""
+        raise RunFailed(f"{result.errors}; the load tool printed:\n{result.output}{logs}")
+    if not target.running():
+        raise RunFailed(f"the proxy exited during the run; {target.log_tails()}")
 
     per_request = 1e6 / result.requests
     proxy_busy = None if proxy_cpu is None else round(100 * proxy_cpu / wall, 1)

@@ -1,7 +1,8 @@
-"""CPU time and resident memory of a process and all its descendants, read from /proc.
+"""CPU time and resident memory of processes and all their descendants, read from /proc.
 
 A proxy may be one process with threads (Envoy, meshproxy) or a master with forked workers
-(nginx), so every figure is summed over the whole tree, found afresh at each reading.
+(nginx), and a mesh target is two sidecars, so every figure is summed over whole trees, found
+afresh at each reading.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ PROC = Path("/proc")
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and every live descendant of it."""
+def process_tree(*roots: int) -> list[int]:
+    """The `roots` and every live descendant of them."""
     children: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -24,7 +25,7 @@ def process_tree(root: int) -> list[int]:
         stat = _read_stat(int(entry.name))
         if stat is not None:
             children.setdefault(int(stat[1]), []).append(int(entry.name))
-    tree, frontier = [], [root]
+    tree, frontier = [], list(roots)
     while frontier:
         pid = frontier.pop()
         tree.append(pid)
@@ -32,21 +33,21 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(root: int) -> float:
-    """User plus system CPU time of the tree so far, all threads included."""
+def cpu_seconds(*roots: int) -> float:
+    """User plus system CPU time of the trees so far, all threads included."""
     ticks = 0
-    for pid in process_tree(root):
+    for pid in process_tree(*roots):
         stat = _read_stat(pid)
         if stat is not None:
             ticks += int(stat[11]) + int(stat[12])  # utime, stime
     return ticks / CLOCK_TICKS_PER_SECOND
 
 
-def rss_bytes(root: int) -> int:
-    """Sum of VmRSS over the tree. Pages shared between a master and its workers count once per
+def rss_bytes(*roots: int) -> int:
+    """Sum of VmRSS over the trees. Pages shared between a master and its workers count once per
     process, as `ps` would show them."""
     total = 0
-    for pid in process_tree(root):
+    for pid in process_tree(*roots):
         try:
             status = (PROC / str(pid) / "status").read_text()
         except (FileNotFoundError, ProcessLookupError):
@@ -58,11 +59,11 @@ def rss_bytes(root: int) -> int:
 
 
 class PeakRss:
-    """Samples the tree's RSS on a thread while a load runs; `peak` is the largest sample,
+    """Samples the trees' RSS on a thread while a load runs; `peak` is the largest sample,
     `last` the last one taken before the load ended."""
 
-    def __init__(self, root: int, interval: float = 0.1) -> None:
-        self._root = root
+    def __init__(self, *roots: int, interval: float = 0.1) -> None:
+        self._roots = roots
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -83,7 +84,7 @@ class PeakRss:
             self._record()
 
     def _record(self) -> None:
-        self.last = rss_bytes(self._root)
+        self.last = rss_bytes(*self._roots)
         self.peak = max(self.peak, self.last)
 
 

@@ -8,7 +8,9 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
+from .figures import Goal
 from .suite import ScenarioResult, Settings
+from .table import SUBJECT
 
 
 def write_results(
@@ -31,6 +33,7 @@ def write_results(
                 "load": result.scenario.load.describe(),
                 "route": result.scenario.route.value,
                 "results": {name: outcome.to_json() for name, outcome in result.outcomes.items()},
+                "goals": [_goal_json(goal, result) for goal in result.scenario.goals],
             }
             for result in results
         ],
@@ -40,3 +43,12 @@ def write_results(
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     shutil.copyfile(path, into / "latest.json")
     return path
+
+
+def _goal_json(goal: Goal, result: ScenarioResult) -> dict[str, object]:
+    ratio = goal.measured(result.outcomes, SUBJECT)
+    return {
+        "goal": f"{SUBJECT} {goal.describe()}",
+        "ratio": None if ratio is None else round(ratio, 3),
+        "met": None if ratio is None else goal.met(ratio),
+    }

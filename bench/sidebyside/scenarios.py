@@ -1,9 +1,13 @@
-"""The five scenarios: which route each loads, with what load shape, and which figures it shows."""
+"""The scenarios: which route each loads, with what load shape, and which figures it shows.
+1-5 load one proxy at a time; 6-8 (`mesh`) a pair of sidecars on either side of a mutual-TLS
+hop (mesh.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .figures import Goal
+from .handshakes import Handshakes
 from .load import Load
 from .targets import Route
 
@@ -19,22 +23,36 @@ _THROUGHPUT = (
     "upstream_cpu_us_per_req",
 )
 _CHARTED = ("rps", "proxy_cpu_us_per_req", "p99_us", "rss_mib")
+_SEQUENTIAL = (
+    "added_p50_us",
+    "added_p99_us",
+    "p50_us",
+    "p99_us",
+    "proxy_cpu_us_per_req",
+    "rps",
+    "upstream_cpu_us_per_req",
+)
+_MESH_HOP = "client -> sidecar A -> mTLS HTTP/2 -> sidecar B -> HTTP/1.1 upstream"
 
 
 @dataclass(frozen=True)
 class Scenario:
     """`repeated` runs are preceded by a warm-up and repeated `--repeats` times (medians
     reported); a `fresh_start` scenario restarts every proxy first and records its idle RSS.
-    `figures` are shown in the table, `charted` (the telling few) in the chart."""
+    `figures` are shown in the table, `charted` (the telling few) in the chart. A `mesh`
+    scenario runs against the mesh pairs (`--only mesh` selects them all). `goals` are the
+    ratios asked of meshproxy, checked in the report."""
 
     key: str
     title: str
     route: Route
-    load: Load
+    load: Load | Handshakes
     figures: tuple[str, ...]
     charted: tuple[str, ...]
     repeated: bool = True
     fresh_start: bool = False
+    mesh: bool = False
+    goals: tuple[Goal, ...] = ()
 
 
 SCENARIOS = (
@@ -67,15 +85,7 @@ SCENARIOS = (
         title="4. One request at a time (HTTP/1.1, 1 connection): latency added over direct",
         route=Route.H1_H1,
         load=Load(h2c=False, connections=1),
-        figures=(
-            "added_p50_us",
-            "added_p99_us",
-            "p50_us",
-            "p99_us",
-            "proxy_cpu_us_per_req",
-            "rps",
-            "upstream_cpu_us_per_req",
-        ),
+        figures=_SEQUENTIAL,
         charted=("added_p50_us", "added_p99_us", "proxy_cpu_us_per_req"),
     ),
     Scenario(
@@ -87,5 +97,42 @@ SCENARIOS = (
         charted=("rss_idle_mib", "rss_mib"),
         repeated=False,
         fresh_start=True,
+    ),
+    Scenario(
+        key="mesh_hop",
+        title=f"6. Mesh hop, 64 keep-alive connections: {_MESH_HOP} (proxy = both sidecars)",
+        route=Route.H1_H1,
+        load=Load(h2c=False, connections=64),
+        figures=_THROUGHPUT,
+        charted=_CHARTED,
+        mesh=True,
+        goals=(Goal("proxy_cpu_us_per_req", "envoy", 0.33),),
+    ),
+    Scenario(
+        key="mesh_sequential",
+        title="7. Mesh hop, one request at a time: latency both sidecars add over direct",
+        route=Route.H1_H1,
+        load=Load(h2c=False, connections=1),
+        figures=_SEQUENTIAL,
+        charted=("added_p50_us", "added_p99_us", "proxy_cpu_us_per_req"),
+        mesh=True,
+        goals=(Goal("added_p50_us", "envoy", 0.25),),
+    ),
+    Scenario(
+        key="mesh_handshakes",
+        title="8. mTLS handshakes on sidecar B's inbound listener (strict), full handshakes",
+        route=Route.MTLS,
+        load=Handshakes(),
+        figures=(
+            "handshakes_per_core_s",
+            "proxy_cpu_us_per_handshake",
+            "handshakes_per_s",
+            "proxy_core_busy_pct",
+            "proxy_core_others_pct",
+            "load_core_busy_pct",
+        ),
+        charted=("handshakes_per_core_s", "proxy_cpu_us_per_handshake"),
+        mesh=True,
+        goals=(Goal("handshakes_per_core_s", "envoy", 1.0),),
     ),
 )

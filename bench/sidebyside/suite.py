@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from .figures import Outcome, RunFigures
-from .lineup import Lineup
+from .figures import HandshakeFigures, Outcome, RunFigures
+from .handshakes import Handshakes, measure_handshakes, warm_up_handshakes
 from .measure import MIB, RunFailed, measure, warm_up
 from .proc import rss_bytes
 from .scenarios import Scenario
 from .targets import Target
+from .upstream import Upstream
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,20 @@ class ScenarioResult:
     outcomes: dict[str, Outcome]
 
 
+class Stage(Protocol):
+    """What the scenarios run against: the single proxies (lineup.py) or the mesh pairs
+    (mesh.py), with their upstream."""
+
+    @property
+    def upstream(self) -> Upstream: ...
+
+    def targets_for(self, scenario: Scenario) -> list[Target]: ...
+
+    def restart_proxies(self) -> None: ...
+
+
 def run_suite(
-    lineup: Lineup,
+    stage: Stage,
     scenarios: tuple[Scenario, ...],
     settings: Settings,
     workdir: Path,
@@ -43,36 +57,27 @@ def run_suite(
         say(f"\n== {scenario.title}: {scenario.load.describe()}")
         idle_rss: dict[str, float] = {}
         if scenario.fresh_start:
-            lineup.restart_proxies()
-            for target in lineup.targets:
-                if target.server is not None and target.broken is None:
-                    idle_rss[target.name] = round(rss_bytes(target.server.pid) / MIB, 1)
-        outcomes = {target.name: _starting_outcome(target, scenario) for target in lineup.targets}
+            stage.restart_proxies()
+            for target in stage.targets_for(scenario):
+                if target.servers and target.broken is None:
+                    pids = (server.pid for server in target.servers)
+                    idle_rss[target.name] = round(rss_bytes(*pids) / MIB, 1)
+        targets = stage.targets_for(scenario)
+        outcomes = {target.name: _starting_outcome(target, scenario) for target in targets}
         repeats = settings.repeats if scenario.repeated else 1
         for repeat in range(1, repeats + 1):
-            for target in lineup.targets:
+            for target in targets:
                 outcome = outcomes[target.name]
                 if outcome.status != "ok":
                     continue
                 try:
-                    if scenario.repeated:
-                        warm_up(
-                            target, scenario.route, scenario.load, settings.warmup_seconds, workdir
-                        )
-                    run = measure(
-                        target,
-                        lineup.upstream,
-                        scenario.route,
-                        scenario.load,
-                        settings.seconds,
-                        workdir,
-                    )
+                    run = _one_run(stage, target, scenario, settings, workdir)
                 except (RunFailed, RuntimeError) as error:
                     outcome.status, outcome.reason = "error", str(error)
                     say(f"  {target.name:<10} run {repeat}/{repeats}: ERROR {error}")
                     continue
                 outcome.runs.append(run)
-                say(f"  {target.name:<10} run {repeat}/{repeats}: {_progress(run)}")
+                say(f"  {target.name:<10} run {repeat}/{repeats}: {run.progress()}")
         for name, outcome in outcomes.items():
             if outcome.status == "ok":
                 outcome.summarise()
@@ -81,6 +86,20 @@ def run_suite(
         _add_latency_over_direct(outcomes)
         results.append(ScenarioResult(scenario, outcomes))
     return results
+
+
+def _one_run(
+    stage: Stage, target: Target, scenario: Scenario, settings: Settings, workdir: Path
+) -> RunFigures | HandshakeFigures:
+    """A warm-up with the same load (for repeated scenarios), then the measured run."""
+    if isinstance(scenario.load, Handshakes):
+        if scenario.repeated:
+            warm_up_handshakes(target, settings.warmup_seconds)
+        return measure_handshakes(target, settings.seconds)
+    if scenario.repeated:
+        warm_up(target, scenario.route, scenario.load, settings.warmup_seconds, workdir)
+    upstream = stage.upstream.server
+    return measure(target, upstream, scenario.route, scenario.load, settings.seconds, workdir)
 
 
 def _starting_outcome(target: Target, scenario: Scenario) -> Outcome:
@@ -103,15 +122,3 @@ def _add_latency_over_direct(outcomes: dict[str, Outcome]) -> None:
             proxied, base = outcome.figures[percentile], direct.figures[percentile]
             if proxied is not None and base is not None:
                 outcome.figures[f"added_{percentile}"] = round(proxied - base, 1)
-
-
-def _progress(run: RunFigures) -> str:
-    parts = [f"{run.rps:,.0f} req/s", f"p50 {run.p50_us:,.0f} µs", f"p99 {run.p99_us:,.0f} µs"]
-    if run.proxy_cpu_us_per_req is not None:
-        parts.append(f"proxy {run.proxy_cpu_us_per_req:.1f} µs/req")
-        parts.append(f"core {run.proxy_core_busy_pct:.0f}% busy")
-        parts.append(f"RSS {run.rss_mib:.1f} MiB")
-    parts.append(f"upstream {run.upstream_cpu_us_per_req:.1f} µs/req")
-    parts.append(f"others on proxy core {run.proxy_core_others_pct:.0f}%")
-    parts.append(f"load core {run.load_core_busy_pct:.0f}% busy")
-    return ", ".join(parts)

@@ -54,6 +54,14 @@ def _scenario_table(result: ScenarioResult) -> list[str]:
     for name, outcome in outcomes.items():
         if outcome.status != "ok":
             lines.append(f"  {name}: {outcome.status}: {_first_line(outcome.reason)}")
+    for goal in scenario.goals:
+        ratio = goal.measured(outcomes, SUBJECT)
+        verdict = (
+            "no figure"
+            if ratio is None
+            else f"{ratio:.2f}×, {'met' if goal.met(ratio) else 'not met'}"
+        )
+        lines.append(f"  goal: {SUBJECT} {goal.describe()}: {verdict}")
     return lines
 
 
