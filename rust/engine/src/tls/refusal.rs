@@ -25,7 +25,11 @@ pub enum Reason {
     /// This sidecar has no credentials to offer.
     NoCredentials,
     Timeout,
-    /// Any other handshake failure (protocol error, bad signature, hang-up).
+    /// The peer hung up or reset the connection during the handshake. A client that closes
+    /// abruptly (SO_LINGER 0) right after its Finished lands here too: the server's session
+    /// tickets, its last handshake write, then fail.
+    PeerClosed,
+    /// Any other handshake failure (protocol error, bad signature).
     Handshake,
 }
 
@@ -39,7 +43,7 @@ pub struct Refused {
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::NotTls,
         Reason::NoClientCertificate,
         Reason::UnknownCa,
@@ -50,6 +54,7 @@ impl Reason {
         Reason::WrongIdentity,
         Reason::NoCredentials,
         Reason::Timeout,
+        Reason::PeerClosed,
         Reason::Handshake,
     ];
 
@@ -65,6 +70,7 @@ impl Reason {
             Reason::WrongIdentity => "wrong_identity",
             Reason::NoCredentials => "no_credentials",
             Reason::Timeout => "timeout",
+            Reason::PeerClosed => "peer_closed",
             Reason::Handshake => "handshake",
         }
     }
@@ -88,8 +94,12 @@ impl Refused {
 
     /// Sorts a failed handshake, as tokio-rustls reports it, into a reason.
     pub fn of_handshake(error: &std::io::Error) -> Refused {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
         match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             Some(tls) => Refused::of_rustls(tls),
+            None if matches!(error.kind(), ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof) => {
+                Refused::new(Reason::PeerClosed, error.to_string())
+            }
             None => Refused::new(Reason::Handshake, error.to_string()),
         }
     }

@@ -75,8 +75,7 @@ impl ClientCertVerifier for MeshClientVerifier {
         let credentials = current(&self.store)?;
         credentials
             .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)
-            .map_err(|e| Refused::of_rustls(&e).into_rustls())?;
+            .verify_client_cert(end_entity, intermediates, now)?;
         in_trust_domain(&credentials, end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -113,8 +112,9 @@ impl ServerCertVerifier for MeshServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let credentials = current(&self.store)?;
         let parsed = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(&parsed, &credentials.roots, intermediates, now, self.algorithms.all)
-            .map_err(|e| Refused::of_rustls(&e).into_rustls())?;
+        // rustls's own errors pass through as they are: they pick the alert the peer gets
+        // (unknown_ca, certificate_expired); `Refused::of_rustls` sorts them for the counters.
+        verify_server_cert_signed_by_trust_anchor(&parsed, &credentials.roots, intermediates, now, self.algorithms.all)?;
         let identity = in_trust_domain(&credentials, end_entity)?;
         if !self.allowed.contains(&identity) {
             let allowed: Vec<&str> = self.allowed.iter().map(SpiffeId::as_str).collect();
