@@ -17,7 +17,7 @@ class CredentialFiles(NamedTuple):
 
 
 def make_ca(tmp_path: Path, trust_domain: str = "mesh.local",
-            ttl: timedelta = timedelta(days=1)) -> CertificateAuthority:
+            ttl: timedelta = timedelta(days=2)) -> CertificateAuthority:
     """A new CA, also saved to ``tmp_path/ca-<trust_domain>`` for commands that take a CA_DIR."""
     ca = CertificateAuthority.create(trust_domain, ttl)
     ca.save(ca_dir(tmp_path, trust_domain))

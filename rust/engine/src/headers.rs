@@ -87,13 +87,18 @@ impl PeerIdentity {
     }
 }
 
-/// Prepares a request's headers for the upstream hop.
-pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, peer: Option<&PeerIdentity>, authority: Option<&str>) {
-    remove_hop_by_hop(headers);
+/// The peer identity header as the sidecar vouches for it: the verified SPIFFE ID of an mTLS
+/// peer, and never what a client sent.
+pub fn set_peer_identity(headers: &mut HeaderMap, peer: Option<&PeerIdentity>) {
     headers.remove(PEER_IDENTITY);
     if let Some(value) = peer.and_then(|peer| peer.header.clone()) {
         headers.insert(PEER_IDENTITY, value);
     }
+}
+
+/// Prepares a request's headers for the upstream hop.
+pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authority: Option<&str>) {
+    remove_hop_by_hop(headers);
     // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
     headers.remove(EXPECT);
     if !headers.contains_key(HOST) {
@@ -162,13 +167,13 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended_and_request_id_generated_once() {
         let mut map = headers(&[("x-forwarded-for", "10.1.1.1"), ("expect", "100-continue")]);
-        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), None, Some("orders"));
+        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), Some("orders"));
         assert_eq!(map.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), Some(&b"10.1.1.1, 127.0.0.1"[..]));
         assert_eq!(map.get(HOST).map(|v| v.as_bytes()), Some(&b"orders"[..]));
         assert!(map.get(EXPECT).is_none());
         let id = map.get(&X_REQUEST_ID).cloned();
         assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
-        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None, None);
+        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
         assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::ServerName;
+use rustls::client::WebPkiServerVerifier;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -13,7 +14,7 @@ use tokio_rustls::TlsConnector;
 use super::credentials::trust_bundle;
 use super::refusal::Refused;
 use super::store::IdentityStore;
-use super::verify::{CurrentCertificate, MeshServerVerifier};
+use super::verify::{CurrentCertificate, MeshServerVerifier, ServerAuthenticated};
 use crate::config::UpstreamProtocol;
 use crate::events;
 use crate::stats::Stats;
@@ -57,10 +58,12 @@ impl UpstreamTls {
             Some(pem) => Arc::new(trust_bundle(pem).map_err(|e| e.message)?),
             None => system_roots(),
         };
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, super::provider()).build().map_err(|e| e.to_string())?;
         let mut config = ClientConfig::builder_with_provider(super::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+            .dangerous() // rustls's own verifier, only its errors sorted (see ServerAuthenticated)
+            .with_custom_certificate_verifier(Arc::new(ServerAuthenticated(verifier)))
             .with_no_client_auth();
         config.alpn_protocols = alpn(protocol);
         let server_name = sni

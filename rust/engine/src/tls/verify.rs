@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, ResolvesClientCert};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::credentials::{peer_spiffe_id, Credentials};
 use super::refusal::{Reason, Refused};
@@ -75,7 +75,8 @@ impl ClientCertVerifier for MeshClientVerifier {
         let credentials = current(&self.store)?;
         credentials
             .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(unknown_ca_by_name)?;
         in_trust_domain(&credentials, end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -114,7 +115,8 @@ impl ServerCertVerifier for MeshServerVerifier {
         let parsed = ParsedCertificate::try_from(end_entity)?;
         // rustls's own errors pass through as they are: they pick the alert the peer gets
         // (unknown_ca, certificate_expired); `Refused::of_rustls` sorts them for the counters.
-        verify_server_cert_signed_by_trust_anchor(&parsed, &credentials.roots, intermediates, now, self.algorithms.all)?;
+        verify_server_cert_signed_by_trust_anchor(&parsed, &credentials.roots, intermediates, now, self.algorithms.all)
+            .map_err(unknown_ca_by_name)?;
         let identity = in_trust_domain(&credentials, end_entity)?;
         if !self.allowed.contains(&identity) {
             let allowed: Vec<&str> = self.allowed.iter().map(SpiffeId::as_str).collect();
@@ -134,6 +136,46 @@ impl ServerCertVerifier for MeshServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// A chain whose issuer *name* matches a trusted CA but whose signature does not comes from
+/// another CA of the same name (a CA replaced without a rotation, two meshes both named after
+/// their trust domain): for the peer and the counters, an unknown CA.
+fn unknown_ca_by_name(error: rustls::Error) -> rustls::Error {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        other => other,
+    }
+}
+
+/// Ordinary server authentication (host name and chain, rustls's own verifier), with a
+/// same-named CA's signature failure reported as an unknown CA, as above.
+#[derive(Debug)]
+pub struct ServerAuthenticated(pub Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ServerAuthenticated {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now).map_err(unknown_ca_by_name)
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 
