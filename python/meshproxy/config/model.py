@@ -153,6 +153,19 @@ class HeaderMatch(_Section):
         return {k: v for k, v in dumped.items() if v is not None}
 
 
+# Header conditions and method lists, as route matches and authorization rules both write them.
+HeaderMatches = Annotated[
+    dict[HeaderName, HeaderMatch],
+    BeforeValidator(_header_matches, json_schema_input_type=dict[str, str | HeaderMatch]),
+    AfterValidator(_by_key),
+]
+Methods = Annotated[
+    list[Method] | None,
+    Field(min_length=1),
+    BeforeValidator(_method_list, json_schema_input_type=str | list[str] | None),
+]
+
+
 class RouteMatch(_Section):
     """What a request must look like for its route to apply; every condition given must hold.
     The empty match matches every request."""
@@ -161,16 +174,8 @@ class RouteMatch(_Section):
     path: UrlPath | None = None
     path_prefix: UrlPath | None = None
     path_regex: str | None = None
-    headers: Annotated[
-        dict[HeaderName, HeaderMatch],
-        BeforeValidator(_header_matches, json_schema_input_type=dict[str, str | HeaderMatch]),
-        AfterValidator(_by_key),
-    ] = _empty(dict)
-    method: Annotated[
-        list[Method] | None,
-        Field(min_length=1),
-        BeforeValidator(_method_list, json_schema_input_type=str | list[str] | None),
-    ] = None
+    headers: HeaderMatches = _empty(dict)
+    method: Methods = None
 
     @model_validator(mode="after")
     def _one_path_condition(self) -> RouteMatch:
@@ -260,16 +265,8 @@ class AuthzRule(_Section):
     """The ns segment of the peer's SPIFFE ID (spiffe://domain/ns/NAMESPACE/sa/...)."""
     paths: Annotated[list[str], Field(min_length=1)] | None = None
     """Exact paths, or prefixes ending in '*' (/orders/*); the query is not part of the path."""
-    methods: Annotated[
-        list[Method] | None,
-        Field(min_length=1),
-        BeforeValidator(_method_list, json_schema_input_type=str | list[str] | None),
-    ] = None
-    headers: Annotated[
-        dict[HeaderName, HeaderMatch],
-        BeforeValidator(_header_matches, json_schema_input_type=dict[str, str | HeaderMatch]),
-        AfterValidator(_by_key),
-    ] = _empty(dict)
+    methods: Methods = None
+    headers: HeaderMatches = _empty(dict)
 
 
 class AuthzPolicy(_Section):
