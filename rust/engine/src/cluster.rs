@@ -30,4 +30,10 @@ impl Cluster {
         let index = self.balancer.pick(&self.endpoints, &mut rand::rng())?;
         self.endpoints.get(index)
     }
+
+    /// Upstream connections its endpoints hold now: (idle HTTP/1.1, open HTTP/2). An address
+    /// that two clusters list, secured the same way, shares its pools: counted for both.
+    pub fn connections(&self) -> (usize, usize) {
+        self.endpoints.iter().map(|e| e.state.connections()).fold((0, 0), |(h1, h2), (idle, open)| (h1 + idle, h2 + open))
+    }
 }

@@ -61,7 +61,7 @@ pub struct Listener {
 
 /// Whose requests a listener carries: the local app's, to the mesh (outbound), or the mesh's,
 /// to the local app (inbound).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     #[default]
@@ -344,6 +344,16 @@ impl Limits {
     }
     fn default_max_concurrent_streams() -> u32 {
         1_024
+    }
+}
+
+impl Direction {
+    /// As the config spells it, and as stats label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
     }
 }
 

@@ -70,6 +70,11 @@ impl EndpointState {
         }
     }
 
+    /// Connections held by the pools of every worker: (idle HTTP/1.1, open HTTP/2).
+    pub fn connections(&self) -> (usize, usize) {
+        self.pools.iter().map(|pool| pool.connections()).fold((0, 0), |(h1, h2), (idle, open)| (h1 + idle, h2 + open))
+    }
+
     /// The pool of the worker the caller runs on.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pools[workers::current() % self.pools.len()]

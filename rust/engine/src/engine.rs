@@ -1,6 +1,7 @@
 //! The engine: owns the tokio runtime, the bound listeners and the state that outlives config
 //! swaps. Control calls (apply, stats, shutdown) come from Python threads and return quickly.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -195,8 +196,11 @@ impl Engine {
         self.version.load(Relaxed)
     }
 
+    /// The counters, as one JSON document; with each running listener's direction and each
+    /// cluster's upstream connections, read from the running listeners and pools now.
     pub fn stats_json(&self) -> serde_json::Value {
         let mut stats = self.stats.json();
+        self.add_running_state(&mut stats);
         if let Some(map) = stats.as_object_mut() {
             map.insert("config_version".into(), self.version().into());
             map.insert("workers".into(), self.workers().into());
@@ -205,6 +209,39 @@ impl Engine {
             }
         }
         stats
+    }
+
+    /// Adds `direction` to the entry of each running listener and `connections` (`http1_idle`,
+    /// `http2_open`) to the entry of every cluster: zeros for clusters no running route sends to.
+    fn add_running_state(&self, stats: &mut serde_json::Value) {
+        let mut directions = HashMap::new();
+        let mut connections: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
+        {
+            let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            for listener in &control.listeners {
+                let snapshot = listener.shared.snapshot.load();
+                directions.insert(snapshot.name.clone(), snapshot.direction);
+                for target in snapshot.routes.routes.iter().flat_map(|route| route.targets()) {
+                    let cluster = &target.cluster;
+                    connections.entry(cluster.name.clone()).or_insert_with(|| cluster.connections());
+                }
+            }
+        }
+        if let Some(listeners) = stats.get_mut("listeners").and_then(serde_json::Value::as_object_mut) {
+            for (name, entry) in listeners.iter_mut() {
+                if let (Some(direction), Some(entry)) = (directions.get(name.as_str()), entry.as_object_mut()) {
+                    entry.insert("direction".into(), direction.name().into());
+                }
+            }
+        }
+        if let Some(clusters) = stats.get_mut("clusters").and_then(serde_json::Value::as_object_mut) {
+            for (name, entry) in clusters.iter_mut() {
+                let (idle, open) = connections.get(name.as_str()).copied().unwrap_or_default();
+                if let Some(entry) = entry.as_object_mut() {
+                    entry.insert("connections".into(), serde_json::json!({ "http1_idle": idle, "http2_open": open }));
+                }
+            }
+        }
     }
 
     /// Stops accepting on every listener, lets open connections finish their requests for up to

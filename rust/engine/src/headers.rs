@@ -111,9 +111,11 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authorit
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !headers.contains_key(&X_REQUEST_ID) {
-        let mut text = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-        if let Ok(id) = HeaderValue::from_str(id) {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        // In one reference-counted allocation, so the observation of the request keeps a copy
+        // for the cost of a count (a value copied from a `&str` allocates again when cloned).
+        if let Ok(id) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)) {
             headers.insert(X_REQUEST_ID, id);
         }
     }

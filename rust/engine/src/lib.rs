@@ -1,6 +1,7 @@
 //! The meshproxy data path: listeners, routing, load balancing and upstream pools on
 //! tokio + hyper. The path of a request, top-down: `listener` → `proxy` → `route` →
-//! `cluster` → `endpoint` → `pool`. `engine` owns it all; `snapshot` compiles configs.
+//! `cluster` → `endpoint` → `pool`. `engine` owns it all; `snapshot` compiles configs. Each
+//! request is an `observe::Observation`, recorded into `traffic` stats when its response ends.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod headers;
 pub mod listener;
+pub mod observe;
 pub mod pool;
 pub mod proxy;
 pub mod route;
@@ -21,6 +23,7 @@ pub mod snapshot;
 pub mod spiffe;
 pub mod stats;
 pub mod tls;
+pub mod traffic;
 pub mod workers;
 
 pub use config::Config;

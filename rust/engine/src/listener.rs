@@ -18,6 +18,7 @@ use crate::tls::inbound::{Accepted, InboundTls};
 use crate::proxy;
 use crate::route::RouteTable;
 use crate::stats::{ListenerStats, Stats};
+use crate::traffic::TrafficStats;
 use crate::workers::{self, WorkerHandles, Workers};
 
 /// What a listener serves with; swapped whole on every config change. A request keeps the
@@ -31,6 +32,8 @@ pub struct ListenerSnapshot {
     pub tls: Arc<InboundTls>,
     pub authz: Authorization,
     pub stats: Arc<ListenerStats>,
+    /// Where requests answered without a route (no route, denied, malformed) are counted.
+    pub unrouted: Arc<TrafficStats>,
 }
 
 /// Shared by the accept loop and every connection of one bound socket.

@@ -154,6 +154,15 @@ impl Pool {
         }
     }
 
+    /// Connections held now: (idle HTTP/1.1 ones that could take a request, open HTTP/2 ones).
+    /// Read when stats are scraped, never counted on the request path.
+    pub fn connections(&self) -> (usize, usize) {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = idle.iter().filter(|entry| entry.sender.is_ready()).count();
+        drop(idle);
+        (ready, usize::from(self.current_http2().is_some()))
+    }
+
     /// Stops handing out the shared connection if it is still the one that failed.
     fn forget_http2(&self, failed: u64) {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());

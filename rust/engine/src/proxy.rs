@@ -1,4 +1,5 @@
 //! The path of one request, top-down: route → cluster → endpoint → upstream pool → response.
+//! Each request is observed from arrival to the end of its response body (`observe`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,14 +11,17 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::authz::{AuthzRequest, Decision};
-use crate::body::Body;
+use crate::body::{Body, Observed};
 use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity};
+use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, X_REQUEST_ID};
 use crate::listener::{ListenerShared, ListenerSnapshot};
+use crate::observe::Observation;
 use crate::pool::{copy_bodyless, Dial, PoolError};
 use crate::route::{host_without_port, RequestTarget};
+use crate::stats::Stats;
+use crate::traffic::TrafficKey;
 
 /// Requests without a body are sent again after a failure that proves the upstream did not
 /// process them (no connection could be made, or it refused the stream); with a body there is
@@ -28,31 +32,38 @@ const MAX_ATTEMPTS: usize = 3;
 /// with hundreds in flight, a retried stream may land on the next connection as it closes too.
 const MAX_REFUSALS: usize = 8;
 
-/// Serves one request received by a listener. Never fails: proxy errors become responses.
+/// Serves one request received by a listener. Never fails: proxy errors become responses. The
+/// response body carries the request's observation, finished when the body ends; should the
+/// client go away before a response is ready, this future is dropped and finishes it.
 pub async fn handle(
     listener: Arc<ListenerShared>,
     client: ClientAddress,
     peer: Option<PeerIdentity>,
     request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Observed>, Infallible> {
     let snapshot = listener.snapshot.load_full();
     snapshot.stats.requests_total.inc();
-    let response = match proxy(&snapshot, &client, peer.as_ref(), request).await {
+    let mut observation = Observation::start(&snapshot.unrouted, &request, peer.as_ref().map(|p| &p.id));
+    let response = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
+            observation.error = Some(error.reason());
             error.into_response()
         }
     };
     snapshot.stats.responses.count(response.status());
-    Ok(response)
+    observation.status = Some(response.status());
+    Ok(response.map(|body| Observed::new(body, observation)))
 }
 
 async fn proxy(
     listener: &ListenerSnapshot,
+    stats: &Stats,
     client: &ClientAddress,
     peer: Option<&PeerIdentity>,
     request: Request<Incoming>,
+    observation: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     reject_invalid_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
@@ -82,7 +93,15 @@ async fn proxy(
         host: target.host.to_string(),
         path: target.path.to_string(),
     })?;
-    let cluster = route.pick_cluster().clone();
+    // A split without targets: compilation refuses those.
+    let target = route.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: String::new() })?;
+    let cluster = target.cluster.clone();
+    observation.routed(target.traffic(&stats.traffic, || TrafficKey {
+        direction: listener.direction,
+        listener: listener.name.clone(),
+        route: route.name.clone(),
+        cluster: cluster.name.clone(),
+    }));
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Without a rewrite the target is reused as parsed (a reference-counted clone).
@@ -93,8 +112,11 @@ async fn proxy(
     };
     prepare_request(&mut parts.headers, client, (!authority_str.is_empty()).then_some(authority_str));
     route.request_headers.apply(&mut parts.headers);
+    observation.request_id = parts.headers.get(X_REQUEST_ID).cloned();
 
-    let mut upstream = Request::new(Body::Streamed(body));
+    // Bodyless requests (most) need no counter, and get none: one allocation saved.
+    let received = (!http_body::Body::is_end_stream(&body)).then(|| observation.count_request_bytes());
+    let mut upstream = Request::new(Body::Streamed { body, received });
     *upstream.method_mut() = parts.method;
     *upstream.headers_mut() = parts.headers;
     match cluster.protocol {
@@ -117,7 +139,7 @@ async fn proxy(
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
-    let forwarded = Box::pin(forward(&cluster, upstream));
+    let forwarded = Box::pin(forward(&cluster, upstream, observation));
     let mut response = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
@@ -156,13 +178,14 @@ fn is_valid_host(host: &[u8]) -> bool {
 
 /// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
 /// the endpoint's request in flight until it ends.
-async fn forward(cluster: &Cluster, request: Request<Body>) -> Result<Response<Body>, ProxyError> {
+async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Observation) -> Result<Response<Body>, ProxyError> {
     let bodyless = http_body::Body::is_end_stream(request.body());
     let (mut connect_failures, mut refusals) = (0, 0);
     let mut request = Some(request);
     let mut last_error = None;
     while let Some(mut sending) = request.take() {
         let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
+        observation.upstream = Some(endpoint.address.clone());
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
             *sending.uri_mut() = absolute_uri(scheme(cluster), endpoint.authority.clone(), path_and_query)?;

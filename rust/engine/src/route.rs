@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
@@ -10,6 +10,7 @@ use meshproxy_balance::WeightedSampler;
 use regex::Regex;
 
 use crate::cluster::Cluster;
+use crate::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
 #[derive(Debug)]
 pub struct RouteTable {
@@ -38,8 +39,17 @@ pub struct Route {
 /// Where a matched request goes: one cluster, or a weighted split across several (canaries).
 #[derive(Debug)]
 pub enum Action {
-    Cluster(Arc<Cluster>),
-    Split { clusters: Vec<Arc<Cluster>>, sampler: WeightedSampler },
+    Cluster(Target),
+    Split { targets: Vec<Target>, sampler: WeightedSampler },
+}
+
+/// A cluster a route sends to, with the stats of the route's traffic to it.
+#[derive(Debug)]
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    /// Found in the engine's registry on the first request, so that a config of 10,000 routes
+    /// holds stats only for the routes that carry traffic, and counts carry on across swaps.
+    traffic: OnceLock<Arc<TrafficStats>>,
 }
 
 #[derive(Debug, Default)]
@@ -146,14 +156,24 @@ impl RouteTable {
 // === impl Route ===
 
 impl Route {
-    pub fn pick_cluster(&self) -> &Arc<Cluster> {
+    /// The target of this request: the one cluster, or one drawn by weight from a split.
+    /// `None` only for a split without targets, which compilation refuses.
+    pub fn pick(&self) -> Option<&Target> {
         match &self.action {
-            Action::Cluster(cluster) => cluster,
-            Action::Split { clusters, sampler } => {
+            Action::Cluster(target) => Some(target),
+            Action::Split { targets, sampler } => {
                 // Compilation guarantees a positive total weight; fall back to the first anyway.
                 let index = sampler.sample(&mut rand::rng()).unwrap_or(0);
-                &clusters[index.min(clusters.len() - 1)]
+                targets.get(index).or(targets.first())
             }
+        }
+    }
+
+    /// Every target, each once per mention.
+    pub fn targets(&self) -> &[Target] {
+        match &self.action {
+            Action::Cluster(target) => std::slice::from_ref(target),
+            Action::Split { targets, .. } => targets,
         }
     }
 
@@ -166,6 +186,20 @@ impl Route {
             }
             _ => std::borrow::Cow::Borrowed(path_and_query),
         }
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    pub fn new(cluster: Arc<Cluster>) -> Target {
+        Target { cluster, traffic: OnceLock::new() }
+    }
+
+    /// The stats of this route's traffic to the cluster: from `registry` under the key `key`
+    /// makes, the first time; a load of a pointer after that.
+    pub fn traffic(&self, registry: &TrafficRegistry, key: impl FnOnce() -> TrafficKey) -> &Arc<TrafficStats> {
+        self.traffic.get_or_init(|| registry.stats(key()))
     }
 }
 
@@ -257,7 +291,7 @@ mod tests {
         Route {
             name: index.to_string().into(),
             matcher,
-            action: Action::Split { clusters: vec![], sampler: WeightedSampler::new(&[]) },
+            action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
             prefix_rewrite: None,
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
@@ -309,7 +343,7 @@ mod tests {
         let route = Route {
             name: "r".into(),
             matcher: RouteMatch::default(),
-            action: Action::Split { clusters: vec![], sampler: WeightedSampler::new(&[]) },
+            action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
             prefix_rewrite: Some(PrefixRewrite { prefix: "/api".into(), replacement: "/v2".into() }),
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),

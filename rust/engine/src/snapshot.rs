@@ -19,13 +19,14 @@ use crate::cluster::Cluster;
 use crate::config::{self, Config};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{server_builder, ListenerSnapshot};
-use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable};
+use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 use crate::spiffe::SpiffeId;
 use crate::stats::Stats;
 use crate::tls::credentials::Credentials;
 use crate::tls::inbound::InboundTls;
 use crate::tls::outbound::{Owner, UpstreamTls};
 use crate::tls::store::IdentityStore;
+use crate::traffic::TrafficKey;
 
 /// One problem with a config, at a field path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,17 +145,20 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
                 continue;
             }
         };
+        let name: Arc<str> = listener.name.as_str().into();
+        let unrouted = TrafficKey { direction: listener.direction, listener: name.clone(), route: "".into(), cluster: "".into() };
         listeners.push(CompiledListener {
             configured: listener.address.clone(),
             address,
             snapshot: ListenerSnapshot {
-                name: listener.name.as_str().into(),
+                name,
                 direction: listener.direction,
                 routes,
                 server: Arc::new(server_builder(listener.protocol, &config.limits)),
                 tls,
                 authz,
                 stats: cx.stats.listener(&listener.name),
+                unrouted: cx.stats.traffic.stats(unrouted),
             },
         });
     }
@@ -376,7 +380,7 @@ fn compile_routes(
 
 fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Action> {
     let known = |name: &str, path: &dyn Fn() -> String, problems: &mut Vec<Problem>| match clusters.get(name) {
-        Some(cluster) => Some(cluster.clone()),
+        Some(cluster) => Some(Target::new(cluster.clone())),
         None => {
             let mut defined: Vec<&str> = clusters.keys().map(String::as_str).collect();
             defined.sort_unstable();
@@ -398,8 +402,8 @@ fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>
                 problems.push(Problem::new(format!("{at}.split"), "the weights sum to 0; at least one must be positive"));
                 return None;
             }
-            let clusters: Option<Vec<_>> = targets.into_iter().collect();
-            clusters.map(|clusters| Action::Split { clusters, sampler: WeightedSampler::new(&weights) })
+            let targets: Option<Vec<_>> = targets.into_iter().collect();
+            targets.map(|targets| Action::Split { targets, sampler: WeightedSampler::new(&weights) })
         }
         (Some(_), Some(_)) => {
             problems.push(Problem::new(at.to_string(), "give either 'cluster' or 'split', not both"));

@@ -1,5 +1,6 @@
 //! Counters the data path bumps with relaxed atomics; Python reads them as one JSON snapshot.
-//! Counters are keyed by listener / cluster name and outlive config swaps.
+//! Counters are keyed by listener / cluster name and outlive config swaps; per-route traffic
+//! lives in `traffic`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::authz::AuthzCounters;
 use crate::error::Reason;
+use crate::traffic::TrafficRegistry;
 use crate::tls::refusal::Reason as RefusalReason;
 
 #[derive(Debug, Default)]
@@ -58,6 +60,7 @@ pub struct Stats {
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     errors: [Counter; Reason::ALL.len()],
     pub authz: AuthzCounters,
+    pub traffic: TrafficRegistry,
 }
 
 // === impl Counter ===
@@ -65,6 +68,9 @@ pub struct Stats {
 impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
     }
     pub fn dec(&self) {
         self.0.fetch_sub(1, Relaxed);
@@ -153,6 +159,14 @@ impl Stats {
         let errors: serde_json::Map<String, Value> =
             Reason::ALL.iter().map(|r| (r.name().to_string(), json!(self.errors[r.index()].get()))).collect();
         let tls = json!({ "inbound": self.tls.inbound.json(), "outbound": self.tls.outbound.json() });
-        json!({ "listeners": listeners, "clusters": clusters, "errors": errors, "tls": tls, "authorization": self.authz.json() })
+        json!({
+            "listeners": listeners,
+            "clusters": clusters,
+            "errors": errors,
+            "tls": tls,
+            "authorization": self.authz.json(),
+            "traffic": self.traffic.json(),
+            "log_lines_dropped": crate::events::dropped(),
+        })
     }
 }

@@ -1,0 +1,253 @@
+//! The observation of one request: made when the request arrives, filled in as it is routed
+//! and forwarded, and finished when its response body has been sent to the end or dropped, so
+//! that its duration covers the whole response. Finishing records it into the `TrafficStats`
+//! of its route and cluster.
+//!
+//! It is also what access logs and trace spans are to be made from: it keeps the facts they
+//! need (method, target, peer, request id, upstream address, error) as cheap clones of what the
+//! request already holds — reference-counted, never formatted — and records them nowhere yet.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{HeaderValue, HOST};
+use http::{Method, Request, StatusCode, Uri};
+
+use crate::error::Reason;
+use crate::spiffe::SpiffeId;
+use crate::traffic::{TrafficKey, TrafficStats};
+
+#[derive(Debug)]
+pub struct Observation {
+    started: Instant,
+    /// Where it is recorded: the listener's unrouted stats until a route and cluster are chosen.
+    traffic: Arc<TrafficStats>,
+    pub method: Method,
+    /// The request target as received (before any rewrite).
+    pub target: Uri,
+    /// The `Host` header, kept when the target carries no authority.
+    host: Option<HeaderValue>,
+    /// The verified SPIFFE ID of the mesh peer, on mutual TLS connections.
+    pub peer: Option<SpiffeId>,
+    /// The `x-request-id` sent upstream (the client's, or one the proxy made).
+    pub request_id: Option<HeaderValue>,
+    /// The endpoint the request was last sent to.
+    pub upstream: Option<Arc<str>>,
+    /// `None` until a response is ready; a request finished without one lost its client.
+    pub status: Option<StatusCode>,
+    /// Why the proxy answered itself, when it did.
+    pub error: Option<Reason>,
+    /// Counted by the request body as it streams upstream; `None` for a request without a body.
+    request_bytes: Option<Arc<AtomicU64>>,
+    response_bytes: u64,
+}
+
+// === impl Observation ===
+
+impl Observation {
+    /// Starts observing a request that just arrived on a listener whose unrouted requests count
+    /// in `unrouted`.
+    pub fn start<B>(unrouted: &Arc<TrafficStats>, request: &Request<B>, peer: Option<&SpiffeId>) -> Observation {
+        let target = request.uri().clone();
+        let host = if target.authority().is_none() { request.headers().get(HOST).cloned() } else { None };
+        Observation {
+            started: Instant::now(),
+            traffic: unrouted.clone(),
+            method: request.method().clone(),
+            target,
+            host,
+            peer: peer.cloned(),
+            request_id: None,
+            upstream: None,
+            status: None,
+            error: None,
+            request_bytes: None,
+            response_bytes: 0,
+        }
+    }
+
+    /// The request was routed: it counts for that route and cluster from now on.
+    pub fn routed(&mut self, traffic: &Arc<TrafficStats>) {
+        self.traffic = traffic.clone();
+    }
+
+    /// What the request body adds its bytes to as it streams upstream.
+    pub fn count_request_bytes(&mut self) -> Arc<AtomicU64> {
+        self.request_bytes.get_or_insert_with(Arc::default).clone()
+    }
+
+    /// Response body bytes sent to the client.
+    pub fn sent(&mut self, bytes: usize) {
+        self.response_bytes += bytes as u64;
+    }
+
+    /// The stats it counts in; their key names its direction, listener, route and cluster.
+    pub fn traffic(&self) -> &TrafficKey {
+        &self.traffic.key
+    }
+
+    /// The authority the client asked for: from the target, else from `Host`.
+    pub fn authority(&self) -> Option<&str> {
+        match self.target.authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => self.host.as_ref().and_then(|host| host.to_str().ok()),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// When the request arrived, by the wall clock. Derived rather than read at arrival: only
+    /// logs and spans need it, and the monotonic clock alone times the request.
+    pub fn start_time(&self) -> SystemTime {
+        SystemTime::now().checked_sub(self.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    pub fn request_bytes(&self) -> u64 {
+        self.request_bytes.as_ref().map_or(0, |bytes| bytes.load(Relaxed))
+    }
+
+    pub fn response_bytes(&self) -> u64 {
+        self.response_bytes
+    }
+}
+
+/// Finishing is dropping: whichever way the response ends (sent to the end, failed, abandoned
+/// by the client, or never made), the observation is recorded exactly once.
+impl Drop for Observation {
+    fn drop(&mut self) {
+        self.traffic.record(self.status, self.elapsed(), self.request_bytes(), self.response_bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::{Body, Observed};
+    use crate::config::{Config, Direction};
+    use crate::endpoint::EndpointRegistry;
+    use crate::snapshot::{self, CompiledListener, Context};
+    use crate::stats::Stats;
+    use crate::traffic::TrafficRegistry;
+    use http_body_util::BodyExt;
+
+    fn request() -> Request<()> {
+        Request::get("/orders/42").header(HOST, "orders:8080").body(()).unwrap_or_default()
+    }
+
+    fn key(route: &str, cluster: &str) -> TrafficKey {
+        TrafficKey { direction: Direction::Outbound, listener: "out".into(), route: route.into(), cluster: cluster.into() }
+    }
+
+    /// Requests counted for `stats`, by code, from the registry's snapshot.
+    fn counted(registry: &TrafficRegistry, route: &str) -> serde_json::Value {
+        let json = registry.json();
+        let all = json["stats"].as_array().cloned().unwrap_or_default();
+        all.into_iter().find(|s| s["route"] == route).map_or(serde_json::Value::Null, |s| s["responses"].clone())
+    }
+
+    #[test]
+    fn an_observation_is_recorded_once_where_it_was_routed() {
+        let registry = TrafficRegistry::default();
+        let (unrouted, routed) = (registry.stats(key("", "")), registry.stats(key("r", "app")));
+        let mut observation = Observation::start(&unrouted, &request(), None);
+        observation.routed(&routed);
+        observation.status = Some(StatusCode::OK);
+        observation.sent(5);
+        assert_eq!(observation.authority(), Some("orders:8080"));
+        drop(observation);
+        assert_eq!(counted(&registry, "r"), serde_json::json!({"200": 1}));
+        assert_eq!(counted(&registry, ""), serde_json::json!({}));
+        let json = registry.json();
+        let stats = &json["stats"].as_array().cloned().unwrap_or_default()[1];
+        assert_eq!(stats["response_bytes"], 5);
+        assert_eq!(stats["duration_seconds"]["buckets"][14], 1);
+    }
+
+    #[test]
+    fn a_request_that_got_no_response_counts_as_code_0() {
+        let registry = TrafficRegistry::default();
+        drop(Observation::start(&registry.stats(key("", "")), &request(), None));
+        assert_eq!(counted(&registry, ""), serde_json::json!({"0": 1}));
+    }
+
+    #[test]
+    fn request_bytes_counted_by_the_body_are_recorded() {
+        let registry = TrafficRegistry::default();
+        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
+        let counter = observation.count_request_bytes();
+        counter.fetch_add(7, Relaxed);
+        observation.count_request_bytes().fetch_add(3, Relaxed);
+        assert_eq!(observation.request_bytes(), 10);
+        drop(observation);
+        assert_eq!(registry.json()["stats"][0]["request_bytes"], 10);
+    }
+
+    fn observed(registry: &TrafficRegistry, body: Body) -> Observed {
+        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
+        observation.status = Some(StatusCode::OK);
+        Observed::new(body, observation)
+    }
+
+    #[tokio::test]
+    async fn a_response_read_to_the_end_finishes_its_observation_there_and_only_there() {
+        let registry = TrafficRegistry::default();
+        let mut body = observed(&registry, Body::text("hello".into()));
+        let first = body.frame().await.and_then(Result::ok).and_then(|f| f.into_data().ok());
+        assert_eq!(first.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(counted(&registry, ""), serde_json::json!({}), "not finished before the end");
+        assert!(body.frame().await.is_none());
+        assert_eq!(counted(&registry, ""), serde_json::json!({"200": 1}));
+        drop(body);
+        assert_eq!(counted(&registry, ""), serde_json::json!({"200": 1}), "dropping after the end records nothing more");
+        assert_eq!(registry.json()["stats"][0]["response_bytes"], 5);
+    }
+
+    #[test]
+    fn a_response_dropped_unsent_finishes_its_observation_once() {
+        let registry = TrafficRegistry::default();
+        drop(observed(&registry, Body::text("never sent".into())));
+        assert_eq!(counted(&registry, ""), serde_json::json!({"200": 1}));
+        assert_eq!(registry.json()["stats"][0]["response_bytes"], 0);
+    }
+
+    fn compiled(stats: &Arc<Stats>, endpoints: &EndpointRegistry, doc: &serde_json::Value) -> Vec<CompiledListener> {
+        let config: Config = serde_json::from_value(doc.clone()).unwrap();
+        let cx = Context { endpoints, stats, identity: &Arc::default() };
+        snapshot::compile(&config, cx).unwrap()
+    }
+
+    #[test]
+    fn route_stats_are_made_on_the_first_request_and_shared_across_a_swap() {
+        let (stats, endpoints) = (Arc::new(Stats::default()), EndpointRegistry::default());
+        let doc = serde_json::json!({
+            "listeners": [{"name": "out", "address": "127.0.0.1:0", "routes": [
+                {"name": "a", "match": {"host": "a"}, "cluster": "app"},
+                {"name": "b", "match": {"host": "b"}, "cluster": "app"},
+            ]}],
+            "clusters": [{"name": "app", "endpoints": [{"address": "127.0.0.1:8080"}]}],
+        });
+        let traffic_of = |listeners: &[CompiledListener], route: usize| {
+            let snapshot = &listeners[0].snapshot;
+            let (route, target) = (&snapshot.routes.routes[route], &snapshot.routes.routes[route].targets()[0]);
+            target
+                .traffic(&stats.traffic, || TrafficKey {
+                    direction: snapshot.direction,
+                    listener: snapshot.name.clone(),
+                    route: route.name.clone(),
+                    cluster: target.cluster.name.clone(),
+                })
+                .clone()
+        };
+        let before = compiled(&stats, &endpoints, &doc);
+        let routes = || stats.traffic.json()["stats"].as_array().map(|all| all.iter().map(|s| s["route"].clone()).collect::<Vec<_>>());
+        assert_eq!(routes(), Some(vec![serde_json::json!("")]), "only the listener's unrouted stats, before any request");
+        let first = traffic_of(&before, 0);
+        assert_eq!(routes(), Some(vec![serde_json::json!(""), serde_json::json!("a")]), "route b carried nothing");
+        let after = compiled(&stats, &endpoints, &doc);
+        assert!(Arc::ptr_eq(&first, &traffic_of(&after, 0)), "the swapped-in route counts on");
+        assert!(Arc::ptr_eq(&before[0].snapshot.unrouted, &after[0].snapshot.unrouted));
+    }
+}
