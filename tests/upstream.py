@@ -6,6 +6,7 @@ splits, header edits and rewrites from the client side:
     /anything          200 JSON: upstream, method, path, query, http_version, headers
     /bytes/N           N bytes streamed in 64 KiB chunks
     /delay/MS          the JSON answer after MS milliseconds
+    /late-body/MS      response headers at once, then the body ("late") after MS milliseconds
     /status/N          an empty response with status N
     /upload            reads the request body; JSON: upstream, received (bytes)
 
@@ -36,6 +37,13 @@ def app_named(name: str) -> Any:
         parts = path.strip("/").split("/")
         if parts[0] == "bytes" and len(parts) == 2:
             await _stream(send, int(parts[1]))
+            return
+        if parts[0] == "late-body" and len(parts) == 2:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+            # hypercorn writes the headers with the first body message: an empty one sends them now.
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            await asyncio.sleep(int(parts[1]) / 1000)
+            await send({"type": "http.response.body", "body": b"late"})
             return
         if parts[0] == "status" and len(parts) == 2:
             await send({"type": "http.response.start", "status": int(parts[1]), "headers": [(b"x-upstream", name.encode())]})

@@ -5,6 +5,8 @@ it never touches the engine's threads.
     GET /live    200 while the process runs
     GET /config  the running config, as the engine document (JSON)
     GET /stats   the engine's counters (JSON)
+    GET /metrics the same counters in the Prometheus text format (prometheus_client, imported on
+                 the first scrape)
 """
 
 from __future__ import annotations
@@ -79,14 +81,29 @@ class _AdminHandler(BaseHTTPRequestHandler):
             self._send_json(json.loads(self.proxy.document.engine_json))
         elif route == "/stats":
             self._send_json(self.proxy.stats() if self.proxy.running else {})
+        elif route == "/metrics":
+            self._send_metrics()
         else:
-            self._send(HTTPStatus.NOT_FOUND, "unknown admin path; try /ready, /live, /config, /stats\n")
+            self._send(HTTPStatus.NOT_FOUND, "unknown admin path; try /ready, /live, /config, /stats, /metrics\n")
+
+    def _send_metrics(self) -> None:
+        try:
+            exposition = self.proxy.metrics()
+        except RuntimeError:
+            # Stopped between the check and the read: nothing to scrape.
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "not running\n")
+            return
+        from .metrics import CONTENT_TYPE  # loaded by the call above
+
+        self._send_bytes(HTTPStatus.OK, exposition, CONTENT_TYPE)
 
     def _send_json(self, document: Any) -> None:
         self._send(HTTPStatus.OK, json.dumps(document, indent=2) + "\n", "application/json")
 
     def _send(self, status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
-        data = body.encode()
+        self._send_bytes(status, body.encode(), content_type)
+
+    def _send_bytes(self, status: HTTPStatus, data: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

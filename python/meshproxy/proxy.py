@@ -4,6 +4,7 @@
         proxy.address("outbound")                   # "127.0.0.1:15001"
         proxy.reload(new_config)                    # validate, compile, swap; keeps the old on error
         proxy.stats()                               # engine counters
+        proxy.metrics()                             # the same, in the Prometheus text format
 
 ``start()``/``stop()`` and ``with Proxy(...)`` work too. The engine runs on its own threads;
 none of them calls into Python, so the app's event loop and GIL are not on the request path.
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .identity_watch import IdentityWatcher
     from .config.load import Explain
+    from .metrics import ProxyMetrics
 
 ConfigLike: TypeAlias = "Config | dict[str, Any] | str | os.PathLike[str] | EngineDocument"
 
@@ -52,6 +54,7 @@ class Proxy:
         self._engine: _native.Engine | None = None
         self._admin: AdminServer | None = None
         self._identity_watcher: IdentityWatcher | None = None
+        self._metrics: ProxyMetrics | None = None
         self._lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -219,6 +222,17 @@ class Proxy:
         """The engine's counters, read as one snapshot."""
         stats: dict[str, Any] = json.loads(self._require_engine().stats_json())
         return stats
+
+    def metrics(self) -> bytes:
+        """The engine's counters in the Prometheus text format (what the admin API serves as
+        ``/metrics``), read as one snapshot. The first call imports prometheus_client."""
+        with self._lock:
+            if self._metrics is None:
+                from .metrics import ProxyMetrics
+
+                self._metrics = ProxyMetrics(self)
+            metrics = self._metrics
+        return metrics.exposition()
 
     @property
     def version(self) -> int:

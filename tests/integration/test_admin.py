@@ -129,7 +129,8 @@ def test_stats_count_the_requests_sent(
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     stats = response.json()
-    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "config_version", "workers"}
+    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "traffic", "log_lines_dropped",
+                          "config_version", "workers"}
     assert stats["config_version"] == 1
     assert stats["workers"] == 2
 
@@ -145,11 +146,11 @@ def test_stats_count_the_requests_sent(
     assert set(stats["errors"].values()) == {0}
 
 
-@pytest.mark.parametrize("path", ["/", "/metrics", "/stats/extra", "/readyz"])
+@pytest.mark.parametrize("path", ["/", "/metrics/extra", "/stats/extra", "/readyz"])
 def test_unknown_admin_path_is_404(
     meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str
 ) -> None:
     proxy = meshproxy_run(app_config(upstreams("v1")))
     response = admin_client.get(f"http://{proxy.admin}{path}")
     assert response.status_code == 404
-    assert "/ready, /live, /config, /stats" in response.text
+    assert "/ready, /live, /config, /stats, /metrics" in response.text

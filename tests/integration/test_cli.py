@@ -401,6 +401,8 @@ def test_run_never_loads_pydantic_into_the_sidecar_process_at_start_or_on_reload
     write_yaml(path, config)
     proxy.process.send_signal(signal.SIGHUP)
     assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+    # A scrape loads prometheus_client, and nothing of the schema with it.
+    assert httpx.get(f"http://{proxy.admin}/metrics", timeout=10).status_code == 200
 
     mapped = _mapped_files(proxy.process.pid)
     assert any(Path(file).name.startswith("_native.") for file in mapped), mapped  # the engine: the maps are read

@@ -364,13 +364,15 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     with meshproxy.Proxy(to(upstreams("v1"))) as proxy:
         assert served_by(proxy.address("outbound")) == "v1"
         stats = proxy.stats()
-    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "config_version", "workers"}
+    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "traffic", "log_lines_dropped",
+                          "config_version", "workers"}
     assert stats["config_version"] == 1
     assert isinstance(stats["workers"], int) and stats["workers"] >= 1
 
     assert set(stats["listeners"]) == {"outbound"}
     listener = stats["listeners"]["outbound"]
-    assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses"}
+    assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses", "direction"}
+    assert listener["direction"] == "outbound"
     assert set(listener["responses"]) == responses
     assert listener["requests_total"] == 1
     assert listener["responses"]["2xx"] == 1
@@ -378,7 +380,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(stats["clusters"]) == {"app"}
     app = stats["clusters"]["app"]
     assert set(app) == {"connect_failures_total", "responses", "timeouts_total", "upstream_failures_total",
-                        "upstream_requests_total"}
+                        "upstream_requests_total", "connections"}
+    assert set(app["connections"]) == {"http1_idle", "http2_open"}
     assert set(app["responses"]) == responses
     assert app["upstream_requests_total"] == 1
 
@@ -387,6 +390,17 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(stats["tls"]) == {"inbound", "outbound"}
     assert set(stats["tls"]["inbound"]) == {"handshakes_total", "refused"}
     assert stats["authorization"] == {}
+    assert isinstance(stats["log_lines_dropped"], int)
+
+    assert set(stats["traffic"]) == {"duration_buckets", "stats"}
+    assert len(stats["traffic"]["duration_buckets"]) == 14
+    # The listener's unrouted requests, made with the listener, and the route that was used.
+    assert [(s["route"], s["cluster"]) for s in stats["traffic"]["stats"]] == [("", ""), ("outbound/0", "app")]
+    routed = stats["traffic"]["stats"][1]
+    assert set(routed) == {"direction", "listener", "route", "cluster", "responses", "duration_seconds",
+                           "request_bytes", "response_bytes"}
+    assert routed["responses"] == {"200": 1}
+    assert routed["duration_seconds"]["buckets"][-1] == 1
 
 
 # --- typing --------------------------------------------------------------------------------

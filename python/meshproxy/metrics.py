@@ -1,0 +1,171 @@
+"""Prometheus metrics: the engine's stats snapshot turned into metric families, in the text
+format, for the admin API's ``GET /metrics``.
+
+Nothing here is counted in Python: the engine counts with atomics, and each scrape reads one
+snapshot of them (``Proxy.stats()``). Each :class:`~meshproxy.Proxy` has its own
+``CollectorRegistry``, so proxies embedded side by side never mix their metrics, and the
+process-wide default registry is left to the app. This module is imported on the first scrape:
+a sidecar that is never scraped never loads prometheus_client.
+
+The metric names and labels are documented in README.md (Admin API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
+
+__all__ = ["CONTENT_TYPE", "ProxyMetrics", "families"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+ROUTE_LABELS = ["direction", "listener", "route", "cluster"]
+NO_RELOADS = {"succeeded": 0, "failed": 0}
+
+
+class ProxyMetrics:
+    """The metrics of one proxy: a registry of its own, read by :meth:`exposition`."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ProxyCollector(proxy))
+
+    def exposition(self) -> bytes:
+        """Every metric, in the Prometheus text format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
+
+
+class _ProxyCollector(Collector):
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        # Reload outcomes are counted by the reload path of the Python layer; a proxy without
+        # that counter has refused and applied no reload it could tell of.
+        outcomes: Mapping[str, int] = getattr(self._proxy, "reload_outcomes", NO_RELOADS)
+        return families(self._proxy.stats(), outcomes)
+
+
+def families(stats: Mapping[str, Any], reload_outcomes: Mapping[str, int]) -> Iterator[Metric]:
+    """The metric families of one engine stats snapshot (``Proxy.stats()``)."""
+    yield from _traffic(stats["traffic"])
+    yield from _listeners(stats["listeners"])
+    yield from _clusters(stats["clusters"])
+    yield from _tls(stats["tls"])
+    yield from _authorization(stats["authorization"])
+
+    errors = CounterMetricFamily("meshproxy_proxy_errors", "Requests the proxy answered itself, by reason "
+                                 "(no_route, denied, connect_failure, timeout, ...).", labels=["reason"])
+    for reason, count in stats["errors"].items():
+        errors.add_metric([reason], count)
+    yield errors
+
+    yield GaugeMetricFamily("meshproxy_config_version", "How many configs the engine has applied (1 after start).",
+                            value=stats["config_version"])
+    reloads = CounterMetricFamily("meshproxy_config_reloads", "Config reloads, by outcome: succeeded (swapped in) "
+                                  "or failed (refused; the running config stayed).", labels=["outcome"])
+    for outcome in ("succeeded", "failed"):
+        reloads.add_metric([outcome], reload_outcomes.get(outcome, 0))
+    yield reloads
+    yield CounterMetricFamily("meshproxy_log_lines_dropped", "Engine log lines dropped because the log queue was "
+                              "full.", value=stats["log_lines_dropped"])
+    yield GaugeMetricFamily("meshproxy_workers", "Engine worker threads.", value=stats["workers"])
+    if "identity" in stats:
+        yield GaugeMetricFamily("meshproxy_identity_expiry_timestamp_seconds", "When this sidecar's mesh "
+                                "certificate expires (Unix time).", value=stats["identity"]["not_after"])
+
+
+def _traffic(traffic: Mapping[str, Any]) -> Iterator[Metric]:
+    requests = CounterMetricFamily("meshproxy_requests", "Requests finished, by the status code the client got "
+                                   "(0: the client went away before a response).", labels=[*ROUTE_LABELS, "code"])
+    durations = HistogramMetricFamily("meshproxy_request_duration_seconds", "Time from a request's arrival to the "
+                                      "end of its response body.", labels=ROUTE_LABELS)
+    request_bytes = CounterMetricFamily("meshproxy_request_bytes", "Request body bytes received from clients.",
+                                        labels=ROUTE_LABELS)
+    response_bytes = CounterMetricFamily("meshproxy_response_bytes", "Response body bytes sent to clients.",
+                                         labels=ROUTE_LABELS)
+    # As prometheus_client's own histograms write `le`: "0.0005", "1.0", "+Inf".
+    bounds = [repr(float(bound)) for bound in traffic["duration_buckets"]] + ["+Inf"]
+    for entry in traffic["stats"]:
+        labels = [entry[label] for label in ROUTE_LABELS]
+        for code, count in entry["responses"].items():
+            requests.add_metric([*labels, code], count)
+        duration = entry["duration_seconds"]
+        durations.add_metric(labels, list(zip(bounds, duration["buckets"], strict=True)), duration["sum"])
+        request_bytes.add_metric(labels, entry["request_bytes"])
+        response_bytes.add_metric(labels, entry["response_bytes"])
+    yield from (requests, durations, request_bytes, response_bytes)
+
+
+def _listeners(listeners: Mapping[str, Any]) -> Iterator[Metric]:
+    open_ = GaugeMetricFamily("meshproxy_connections_open", "Client connections open on a listener.",
+                              labels=["listener", "direction"])
+    total = CounterMetricFamily("meshproxy_connections", "Client connections accepted by a listener.",
+                                labels=["listener", "direction"])
+    for name, listener in listeners.items():
+        # A listener no longer configured has no direction; its counts stay, labelled "".
+        labels = [name, listener.get("direction", "")]
+        open_.add_metric(labels, listener["connections_active"])
+        total.add_metric(labels, listener["connections_total"])
+    yield from (open_, total)
+
+
+def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
+    def per_cluster(name: str, documentation: str) -> CounterMetricFamily:
+        return CounterMetricFamily(name, documentation, labels=["cluster"])
+
+    sent = per_cluster("meshproxy_upstream_requests", "Requests sent to an endpoint of the cluster (each "
+                       "attempt: a retry after a connect failure counts again).")
+    connect_failures = per_cluster("meshproxy_upstream_connect_failures", "Connections to an endpoint of the "
+                                   "cluster that could not be made (refused, unreachable, TLS refused, timed out).")
+    timeouts = per_cluster("meshproxy_upstream_timeouts", "Requests whose response headers did not come within "
+                           "the route's timeout.")
+    failures = per_cluster("meshproxy_upstream_failures", "Exchanges an endpoint broke after the connection was "
+                           "made (reset, protocol error, refused stream).")
+    responses = CounterMetricFamily("meshproxy_upstream_responses", "Responses from the cluster's endpoints, by "
+                                    "status class.", labels=["cluster", "class"])
+    connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
+                                    "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
+    for name, cluster in clusters.items():
+        sent.add_metric([name], cluster["upstream_requests_total"])
+        connect_failures.add_metric([name], cluster["connect_failures_total"])
+        timeouts.add_metric([name], cluster["timeouts_total"])
+        failures.add_metric([name], cluster["upstream_failures_total"])
+        for status_class, count in cluster["responses"].items():
+            responses.add_metric([name, status_class], count)
+        connections.add_metric([name, "http1", "idle"], cluster["connections"]["http1_idle"])
+        connections.add_metric([name, "http2", "open"], cluster["connections"]["http2_open"])
+    yield from (sent, connect_failures, timeouts, failures, responses, connections)
+
+
+def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:
+    handshakes = CounterMetricFamily("meshproxy_tls_handshakes", "Mutual TLS handshakes completed; inbound: a "
+                                     "listener accepting, outbound: connecting to a cluster.", labels=["direction"])
+    refused = CounterMetricFamily("meshproxy_tls_handshake_failures", "TLS handshakes refused, by reason.",
+                                  labels=["direction", "reason"])
+    for direction, counts in tls.items():
+        handshakes.add_metric([direction], counts["handshakes_total"])
+        for reason, count in counts["refused"].items():
+            refused.add_metric([direction, reason], count)
+    yield from (handshakes, refused)
+
+
+def _authorization(authorization: Mapping[str, Any]) -> Iterator[Metric]:
+    decisions = CounterMetricFamily("meshproxy_authz_decisions", "Authorization decisions by policy: allowed, "
+                                    "denied, or dry_run_denied (would be denied; let through).",
+                                    labels=["listener", "policy", "decision"])
+    matches = CounterMetricFamily("meshproxy_authz_rule_matches", "Requests a rule of a policy matched.",
+                                  labels=["listener", "policy", "rule"])
+    for listener, policies in authorization.items():
+        for policy, counts in policies.items():
+            for decision in ("allowed", "denied", "dry_run_denied"):
+                decisions.add_metric([listener, policy, decision], counts[decision])
+            for rule, rule_counts in counts["rules"].items():
+                matches.add_metric([listener, policy, rule], rule_counts["matches"])
+    yield from (decisions, matches)
