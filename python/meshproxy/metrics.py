@@ -145,8 +145,8 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:
-    handshakes = CounterMetricFamily("meshproxy_tls_handshakes", "Mutual TLS handshakes completed; inbound: a "
-                                     "listener accepting, outbound: connecting to a cluster.", labels=["direction"])
+    handshakes = CounterMetricFamily("meshproxy_tls_handshakes", "TLS handshakes completed; inbound: a listener "
+                                     "accepting, outbound: connecting to a cluster.", labels=["direction"])
     refused = CounterMetricFamily("meshproxy_tls_handshake_failures", "TLS handshakes refused, by reason.",
                                   labels=["direction", "reason"])
     for direction, counts in tls.items():
@@ -157,8 +157,8 @@ def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:
 
 
 def _authorization(authorization: Mapping[str, Any]) -> Iterator[Metric]:
-    decisions = CounterMetricFamily("meshproxy_authz_decisions", "Authorization decisions by policy: allowed, "
-                                    "denied, or dry_run_denied (would be denied; let through).",
+    decisions = CounterMetricFamily("meshproxy_authz_decisions", "Authorization decisions by policy: allowed (by "
+                                    "an allow rule), denied, or dry_run_denied (would be denied; let through).",
                                     labels=["listener", "policy", "decision"])
     matches = CounterMetricFamily("meshproxy_authz_rule_matches", "Requests a rule of a policy matched.",
                                   labels=["listener", "policy", "rule"])

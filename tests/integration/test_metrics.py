@@ -16,7 +16,9 @@ import meshproxy
 import prometheus_client
 import pytest
 import yaml
+from cryptography import x509
 from conftest import ProxyProcess, Upstream, closed_port_address, wait_until
+from pki import issue, make_ca
 from prometheus_client.parser import text_string_to_metric_families
 
 Upstreams = Callable[[str], Upstream]
@@ -146,6 +148,80 @@ def test_idle_upstream_connections_are_read_from_the_pool(sidecar: ProxyProcess)
     scrape = Scrape(sidecar.admin or "")
     assert scrape.value("meshproxy_upstream_connections", cluster="app", protocol="http2", state="open") == 0
     assert scrape.value("meshproxy_upstream_connections", cluster="empty", protocol="http1", state="idle") == 0
+
+
+def test_authorization_decisions_and_denials_count_on_the_inbound_listener(
+    meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams
+) -> None:
+    config = mesh_config(upstreams("v1"))
+    config["listeners"] = [{
+        "name": "inbound", "direction": "inbound", "address": "127.0.0.1:0",
+        "authorization": [{"name": "guard", "rules": [{"name": "no-admin", "action": "deny", "paths": ["/admin/*"]},
+                                                      {"name": "reads", "action": "allow", "methods": ["GET"]}]}],
+        "routes": [{"name": "local-app", "cluster": "app"}],
+    }]
+    proxy = meshproxy_run(config)
+    sent = send(proxy.address("inbound"), [("app", "/anything"), ("app", "/admin/users"), ("app", "/admin/keys")])
+    assert [r.status_code for r in sent] == [200, 403, 403]
+
+    scrape = Scrape(proxy.admin or "")
+    inbound = {"direction": "inbound", "listener": "inbound"}
+    assert scrape.value("meshproxy_requests_total", **inbound, route="local-app", cluster="app", code="200") == 1
+    # Denied before routing: no route, no cluster.
+    assert scrape.value("meshproxy_requests_total", **inbound, route="", cluster="", code="403") == 2
+    guard = {"listener": "inbound", "policy": "guard"}
+    assert scrape.value("meshproxy_authz_decisions_total", **guard, decision="allowed") == 1
+    assert scrape.value("meshproxy_authz_decisions_total", **guard, decision="denied") == 2
+    assert scrape.value("meshproxy_authz_decisions_total", **guard, decision="dry_run_denied") == 0
+    assert scrape.value("meshproxy_authz_rule_matches_total", **guard, rule="no-admin") == 2
+    assert scrape.value("meshproxy_authz_rule_matches_total", **guard, rule="reads") == 3  # deciding or not
+    assert scrape.value("meshproxy_proxy_errors_total", reason="denied") == 2
+    assert scrape.value("meshproxy_connections_total", **inbound) == 1
+
+
+def test_a_request_through_the_mesh_counts_in_both_directions_with_its_tls_handshakes(
+    tmp_path: Path, meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams
+) -> None:
+    # One sidecar calling itself: its outbound listener → mutual TLS, HTTP/2 → its strict
+    # inbound listener → the app.
+    ca = make_ca(tmp_path)
+    files = issue(ca, "spiffe://mesh.local/ns/shop/sa/orders", tmp_path / "certs")
+    inbound_address = closed_port_address()
+    config = {
+        "admin": {"address": "127.0.0.1:0"},
+        "identity": {"trust_domain": "mesh.local", "cert": str(files.cert), "key": str(files.key),
+                     "bundle": str(files.bundle)},
+        "listeners": [
+            {"name": "outbound", "address": "127.0.0.1:0", "routes": [{"name": "to-orders", "cluster": "orders"}]},
+            {"name": "inbound", "direction": "inbound", "address": inbound_address, "tls": "strict",
+             "routes": [{"name": "local-app", "cluster": "app"}]},
+        ],
+        "clusters": [
+            {"name": "orders", "protocol": "http2", "endpoints": [{"address": inbound_address}],
+             "tls": {"mode": "mesh", "identities": ["spiffe://mesh.local/ns/shop/sa/orders"]}},
+            {"name": "app", "endpoints": [{"address": upstreams("v1").address}]},
+        ],
+    }
+    proxy = meshproxy_run(config)
+    assert [r.status_code for r in send(proxy.address("outbound"), [("orders", "/anything")] * 2)] == [200, 200]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{inbound_address}/anything", timeout=10)  # plain text on a strict listener
+
+    def refused() -> float:
+        return Scrape(proxy.admin or "").value("meshproxy_tls_handshake_failures_total", direction="inbound",
+                                               reason="not_tls")
+
+    wait_until(lambda: refused() == 1, what="the plain-text connection counted as refused")
+    scrape = Scrape(proxy.admin or "")
+    assert scrape.value("meshproxy_requests_total", **OUTBOUND, route="to-orders", cluster="orders", code="200") == 2
+    assert scrape.value("meshproxy_requests_total", direction="inbound", listener="inbound", route="local-app",
+                        cluster="app", code="200") == 2
+    # Both requests on one pooled HTTP/2 connection: one handshake each way, the connection open.
+    assert scrape.value("meshproxy_tls_handshakes_total", direction="outbound") == 1
+    assert scrape.value("meshproxy_tls_handshakes_total", direction="inbound") == 1
+    assert scrape.value("meshproxy_upstream_connections", cluster="orders", protocol="http2", state="open") == 1
+    leaf = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert scrape.value("meshproxy_identity_expiry_timestamp_seconds") == leaf.not_valid_after_utc.timestamp()
 
 
 def test_a_reload_is_seen_in_the_config_version_and_the_counts_carry_on(
