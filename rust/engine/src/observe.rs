@@ -82,8 +82,8 @@ impl Observation {
         self.response_bytes += bytes as u64;
     }
 
-    /// The stats it counts in; their key names its direction, listener, route and cluster.
-    pub fn traffic(&self) -> &TrafficKey {
+    /// Its direction, listener, route and cluster: the key of the stats it counts in.
+    pub fn traffic_key(&self) -> &TrafficKey {
         &self.traffic.key
     }
 
@@ -157,6 +157,7 @@ mod tests {
         observation.status = Some(StatusCode::OK);
         observation.sent(5);
         assert_eq!(observation.authority(), Some("orders:8080"));
+        assert_eq!((&*observation.traffic_key().route, &*observation.traffic_key().cluster), ("r", "app"));
         drop(observation);
         assert_eq!(counted(&registry, "r"), serde_json::json!({"200": 1}));
         assert_eq!(counted(&registry, ""), serde_json::json!({}));
