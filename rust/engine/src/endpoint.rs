@@ -70,6 +70,11 @@ impl EndpointState {
         }
     }
 
+    /// Every worker's pool, to report on them.
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
     /// The pool of the worker the caller runs on.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pools[workers::current() % self.pools.len()]

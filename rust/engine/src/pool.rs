@@ -154,6 +154,17 @@ impl Pool {
         }
     }
 
+    /// Idle HTTP/1.1 connections waiting for a request (busy ones are out of the pool).
+    pub fn idle_http1(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether an open HTTP/2 connection is there for requests to share.
+    pub fn http2_connected(&self) -> bool {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.as_ref().is_some_and(|shared| !shared.sender.is_closed())
+    }
+
     /// Stops handing out the shared connection if it is still the one that failed.
     fn forget_http2(&self, failed: u64) {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
