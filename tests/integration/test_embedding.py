@@ -364,8 +364,10 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     with meshproxy.Proxy(to(upstreams("v1"))) as proxy:
         assert served_by(proxy.address("outbound")) == "v1"
         stats = proxy.stats()
-    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "config_version", "workers"}
+    assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "config_version", "workers",
+                          "reload_outcomes"}
     assert stats["config_version"] == 1
+    assert stats["reload_outcomes"] == {"succeeded": 0, "failed": 0}
     assert isinstance(stats["workers"], int) and stats["workers"] >= 1
 
     assert set(stats["listeners"]) == {"outbound"}
