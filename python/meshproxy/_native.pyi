@@ -44,9 +44,18 @@ class Engine:
         """Bound listeners as ``(name, "ip:port")``."""
     def stats_json(self) -> str:
         """Counters as a JSON document."""
+    def clusters_json(self) -> str:
+        """The running config's clusters with their endpoints' live state, as a JSON document."""
+    def drain_inbound(self) -> None:
+        """Starts draining: inbound listeners stop accepting (closed when this returns) and
+        their open connections finish; outbound listeners keep serving. Idempotent."""
+    @property
+    def draining(self) -> bool:
+        """Whether inbound listeners have been closed by a drain."""
     @property
     def workers(self) -> int: ...
     @property
     def version(self) -> int: ...
     def shutdown(self, drain_seconds: float = 0.0) -> None:
-        """Stops accepting and waits up to ``drain_seconds`` for open connections to finish."""
+        """Stops within ``drain_seconds``: inbound listeners first, while outbound ones keep
+        serving, until inbound connections finish; then the rest, until theirs finish."""

@@ -1,24 +1,50 @@
 """The admin HTTP server: loopback-only by default, served from one background thread pool so
 it never touches the engine's threads.
 
-    GET /ready   200 once every listener is bound (503 while stopping)
-    GET /live    200 while the process runs
-    GET /config  the running config, as the engine document (JSON)
-    GET /stats   the engine's counters (JSON)
-    GET /metrics the same counters in the Prometheus text format (prometheus_client, imported on
-                 the first scrape)
+    GET  /ready     200 once every listener is bound; 503 while draining or stopping
+    GET  /live      200 while the process runs
+    GET  /config    the running config, as the engine document (JSON)
+    GET  /stats     the engine's counters (JSON)
+    GET  /metrics   the same counters in the Prometheus text format (prometheus_client, imported
+                    on the first scrape)
+    GET  /clusters  each cluster's endpoints: weight, health, in flight, latency, pool (JSON)
+    GET  /routes    each listener's routes in order: name, match, cluster or split (JSON)
+    POST /drain     inbound listeners stop accepting; open requests finish; /ready turns 503
+    POST /reload    reads the config again and swaps it in: 200 with the version, or 422 with
+                    what is wrong (as ``meshproxy validate`` says it); 409 when it cannot reload
+
+Any other path is 404 naming the endpoints; another method on a known path is 405.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .proxy import Proxy
+
+log = logging.getLogger("meshproxy")
+
+# Path → (method, handler): the 404 answer lists them from here.
+_ENDPOINTS = {
+    "/ready": ("GET", "_ready"),
+    "/live": ("GET", "_live"),
+    "/config": ("GET", "_config"),
+    "/stats": ("GET", "_stats"),
+    "/metrics": ("GET", "_metrics"),
+    "/clusters": ("GET", "_clusters"),
+    "/routes": ("GET", "_routes"),
+    "/drain": ("POST", "_drain"),
+    "/reload": ("POST", "_reload"),
+}
+# POST bodies mean nothing here; one larger than this is refused rather than read.
+_MAX_BODY = 65536
 
 
 class AdminServer:
@@ -71,22 +97,63 @@ class _AdminHandler(BaseHTTPRequestHandler):
     server_version = "meshproxy-admin"
 
     def do_GET(self) -> None:  # noqa: N802 (the stdlib's naming)
-        route = self.path.split("?", 1)[0]
-        if route == "/ready":
-            ready = self.proxy.running
-            self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, "ready\n" if ready else "not ready\n")
-        elif route == "/live":
-            self._send(HTTPStatus.OK, "live\n")
-        elif route == "/config":
-            self._send_json(json.loads(self.proxy.document.engine_json))
-        elif route == "/stats":
-            self._send_json(self.proxy.stats() if self.proxy.running else {})
-        elif route == "/metrics":
-            self._send_metrics()
-        else:
-            self._send(HTTPStatus.NOT_FOUND, "unknown admin path; try /ready, /live, /config, /stats, /metrics\n")
+        self._dispatch("GET")
 
-    def _send_metrics(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str) -> None:
+        if not self._read_body():
+            return
+        endpoint = _ENDPOINTS.get(self.path.split("?", 1)[0])
+        if endpoint is None:
+            listing = ", ".join(f"{allowed} {path}" for path, (allowed, _) in _ENDPOINTS.items())
+            self._send(HTTPStatus.NOT_FOUND, f"unknown admin path; try {listing}\n")
+            return
+        allowed, handler = endpoint
+        if method != allowed:
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.path} takes {allowed}\n", allow=allowed)
+            return
+        getattr(self, handler)()
+
+    def _read_body(self) -> bool:
+        """Reads and drops the request body: left unread, it would make closing the connection
+        reset it, and the client could lose the answer."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self._send(HTTPStatus.BAD_REQUEST, f"expected a Content-Length of at most {_MAX_BODY}\n")
+            return False
+        self.rfile.read(length)
+        return True
+
+    # --- GET -------------------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        ready = self.proxy.running and not self.proxy.draining
+        self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, "ready\n" if ready else "not ready\n")
+
+    def _live(self) -> None:
+        self._send(HTTPStatus.OK, "live\n")
+
+    def _config(self) -> None:
+        self._send_json(json.loads(self.proxy.document.engine_json))
+
+    def _stats(self) -> None:
+        self._send_json(self._while_running(self.proxy.stats))
+
+    def _metrics(self) -> None:
         try:
             exposition = self.proxy.metrics()
         except RuntimeError:
@@ -97,16 +164,57 @@ class _AdminHandler(BaseHTTPRequestHandler):
 
         self._send_bytes(HTTPStatus.OK, exposition, CONTENT_TYPE)
 
+    def _clusters(self) -> None:
+        self._send_json(self._while_running(self.proxy.clusters))
+
+    def _routes(self) -> None:
+        self._send_json(self.proxy.routes())
+
+    def _while_running(self, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """What ``read()`` gives, or an empty document once the proxy has stopped."""
+        try:
+            return read()
+        except RuntimeError:
+            return {}
+
+    # --- POST ------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        try:
+            if not self.proxy.draining:
+                log.info("draining (POST /drain): inbound listeners closed, outbound ones serving")
+            self.proxy.drain()
+        except RuntimeError as error:
+            self._send(HTTPStatus.CONFLICT, f"{error}\n")
+            return
+        self._send(HTTPStatus.OK, "draining\n")
+
+    def _reload(self) -> None:
+        from .reloads import Refused, reload_and_log
+
+        try:
+            version = reload_and_log(self.proxy, "POST /reload")
+        except Refused as refusal:
+            status = HTTPStatus.CONFLICT if refusal.conflict else HTTPStatus.UNPROCESSABLE_ENTITY
+            self._send(status, refusal.message + "\n")
+            return
+        self._send_json({"config_version": version})
+
+    # --- answers ---------------------------------------------------------------------------
+
     def _send_json(self, document: Any) -> None:
         self._send(HTTPStatus.OK, json.dumps(document, indent=2) + "\n", "application/json")
 
-    def _send(self, status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> None:
-        self._send_bytes(status, body.encode(), content_type)
+    def _send(self, status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8",
+              allow: str | None = None) -> None:
+        self._send_bytes(status, body.encode(), content_type, allow)
 
-    def _send_bytes(self, status: HTTPStatus, data: bytes, content_type: str) -> None:
+    def _send_bytes(self, status: HTTPStatus, data: bytes, content_type: str, allow: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if allow is not None:
+            self.send_header("Allow", allow)
         self.end_headers()
         self.wfile.write(data)
 

@@ -1,24 +1,34 @@
-"""The ``meshproxy`` command: run a sidecar, validate a config, print the version.
+"""The ``meshproxy`` command: run a sidecar, validate a config, wait for a sidecar to be
+ready, print the version.
 
 ``run`` keeps the sidecar process small: it never imports the config schema (pydantic). Each
-config file it loads, at start and on every SIGHUP, is validated by a short-lived child,
-``meshproxy validate --engine-document FILE``, which prints the validated config as an
-:class:`EngineDocument` or the problems as ``validate`` reports them.
+config file it loads, at start and on every reload (SIGHUP, a change to the file, ``POST
+/reload``), is validated by a short-lived child, ``meshproxy validate --engine-document FILE``,
+which prints the validated config as an :class:`EngineDocument` or the problems as ``validate``
+reports them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _native, ca_cli
 from .engine_document import EngineDocument
-from .proxy import Proxy
+
+if TYPE_CHECKING:
+    from .proxy import Proxy
+
+# What only `run` needs (the proxy, its admin server, reloads, the file watcher) is imported
+# in `_run`: every reload starts a `validate` child, and the less it imports the sooner the
+# new config runs.
 
 log = logging.getLogger("meshproxy")
 
@@ -48,14 +58,18 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the sidecar until SIGINT or SIGTERM",
         description="Run the sidecar: bind every listener of the config, serve the admin API, and run "
-        "until SIGINT or SIGTERM (then drain). SIGHUP reloads the config file; an invalid file is "
-        "refused and the running config stays.",
+        "until SIGINT or SIGTERM. Then it drains: inbound listeners stop accepting and their requests "
+        "finish while outbound listeners keep serving; then everything stops. The config file is "
+        "reloaded when it changes, on SIGHUP and on POST /reload; an invalid file is refused and the "
+        "running config stays.",
     )
     run.add_argument("--config", "-c", required=True, type=Path, metavar="FILE", help="the YAML config file")
     run.add_argument("--workers", type=_positive_int, metavar="N", help="engine worker threads (default: the config's "
                      "'workers', else one per core)")
     run.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                      help="seconds open connections may take to finish on shutdown (default: 10)")
+    run.add_argument("--no-watch", dest="watch", action="store_false",
+                     help="do not reload when the config file changes (SIGHUP and POST /reload still do)")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -70,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
                           "'run' validates each file it loads this way")
     validate.set_defaults(handler=_validate)
 
+    wait_ready = commands.add_parser(
+        "wait-ready",
+        help="wait until a sidecar is ready; exit 0 then, 1 on timeout",
+        description="Poll a sidecar's admin API (GET /ready) until it answers 200 and exit 0; exit 1 if it "
+        "has not within the timeout.",
+    )
+    wait_ready.add_argument("--admin", required=True, type=_address, metavar="HOST:PORT",
+                            help="the sidecar's admin address (its admin.address)")
+    wait_ready.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds to wait (default: 60)")
+    wait_ready.set_defaults(handler=_wait_ready)
+
     version = commands.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=_version)
 
@@ -82,6 +107,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _address(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:15000, got {text!r}")
+    return text
+
+
+def _wait_ready(args: argparse.Namespace) -> int:
+    from .wait_ready import wait_ready
+
+    last = wait_ready(args.admin, args.timeout)
+    if last is None:
+        return 0
+    print(f"meshproxy wait-ready: {args.admin} not ready after {args.timeout:g}s (last: {last})", file=sys.stderr)
+    return 1
 
 
 def _version(args: argparse.Namespace) -> int:
@@ -106,32 +148,45 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .file_watch import ConfigWatcher, config_digest
+    from .proxy import Proxy
+    from .reloads import engine_problems
+
     # Blocked before the first validator starts. A child inherits the mask, so a signal sent to
     # the whole process group (Ctrl-C in a terminal) leaves a validator to finish its short job
     # while the sidecar takes the signal once the validator is done (`_validated` always waits
     # for it or kills it), and the sidecar is never stopped halfway through starting.
     signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
+    # Taken before the file is read: the watcher reloads a change made after this at once.
+    loaded = config_digest(args.config)
     try:
         document = _validated(args.config)
     except _Invalid as refusal:
         print(refusal, file=sys.stderr)
         return 1
-    proxy = Proxy(document, workers=args.workers, drain_timeout=args.drain_timeout)
+    proxy = Proxy(document, workers=args.workers, drain_timeout=args.drain_timeout,
+                  source=lambda: _validated(args.config))
     try:
         proxy.start()
     except _native.ConfigRejected as error:
-        print(_engine_problems(args.config, error), file=sys.stderr)
+        print(engine_problems(str(args.config), error), file=sys.stderr)
         return 1
     except OSError as error:
         print(f"{args.config}: {error}", file=sys.stderr)
         return 1
     _log_bound(proxy, document)
+    watcher = ConfigWatcher(args.config, lambda: _reload(proxy, "file changed"), loaded) if args.watch else None
+    if watcher is not None:
+        watcher.start()
     while True:
         received = signal.sigwait(_CONTROL_SIGNALS)
         if received != signal.SIGHUP:
             break
-        _reload(proxy, args.config)
+        _reload(proxy, "SIGHUP")
     log.info("%s received: draining for up to %gs", signal.Signals(received).name, args.drain_timeout)
+    # No reload from here on: a change to the file now would only be refused.
+    if watcher is not None:
+        watcher.stop()
     proxy.stop()
     log.info("stopped")
     return 0
@@ -145,23 +200,15 @@ def _log_bound(proxy: Proxy, document: EngineDocument) -> None:
     log.info("ready: %d worker threads, config version %d", proxy.stats()["workers"], proxy.version)
 
 
-def _reload(proxy: Proxy, path: Path) -> None:
-    admin = proxy.admin_address
-    try:
-        version = proxy.reload(_validated(path))
-    except _Invalid as refusal:
-        log.error("reload refused, keeping the running config:\n%s", refusal)
-    except _native.ConfigRejected as error:
-        log.error("reload refused, keeping the running config:\n%s", _engine_problems(path, error))
-    except OSError as error:
-        log.error("reload refused, keeping the running config: %s", error)
-    else:
-        log.info("reloaded %s: config version %d", path, version)
-        if proxy.admin_address is not None and proxy.admin_address != admin:
-            log.info("admin on http://%s/", proxy.admin_address)
+def _reload(proxy: Proxy, trigger: str) -> None:
+    from .reloads import Refused, reload_and_log
+
+    # Logged and counted either way; a refusal leaves the running config in place.
+    with contextlib.suppress(Refused):
+        reload_and_log(proxy, trigger)
 
 
-class _Invalid(Exception):
+class _Invalid(ValueError):
     """The config file was refused by its validator; the message is the report to show."""
 
 
@@ -182,13 +229,6 @@ def _validated(path: Path) -> EngineDocument:
         return EngineDocument.from_json(child.stdout)
     except ValueError as error:
         raise _Invalid(f"{path}: validation failed: unreadable output of '{' '.join(command)}': {error}") from None
-
-
-def _engine_problems(path: Path, error: _native.ConfigRejected) -> str:
-    """The engine's refusal, one ``FILE: PATH: MESSAGE`` line per problem (no line numbers:
-    the engine reads the document, not the file; the validator reports these with lines)."""
-    problems: list[tuple[str, str]] = error.args[1]
-    return "\n".join(f"{path}: {at}: {message}" if at else f"{path}: {message}" for at, message in problems)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     async with Proxy("sidecar.yaml") as proxy:     # or Proxy(dict) / Proxy(Config) / Proxy(EngineDocument)
         proxy.address("outbound")                   # "127.0.0.1:15001"
         proxy.reload(new_config)                    # validate, compile, swap; keeps the old on error
+        proxy.reload()                              # the same, reading the file it was given again
         proxy.stats()                               # engine counters
         proxy.metrics()                             # the same, in the Prometheus text format
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -38,7 +40,16 @@ ConfigLike: TypeAlias = "Config | dict[str, Any] | str | os.PathLike[str] | Engi
 class Proxy:
     """A meshproxy data path plus its admin server, configured by one config document."""
 
-    def __init__(self, config: ConfigLike, *, workers: int | None = None, drain_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        config: ConfigLike,
+        *,
+        workers: int | None = None,
+        drain_timeout: float = 10.0,
+        source: Callable[[], ConfigLike] | None = None,
+    ) -> None:
+        """``source`` gives the config ``reload()`` applies when called without one (and ``POST
+        /reload``): by default, the file ``config`` names, read again; none for other configs."""
         # The engine and the admin server run on the document; the Config it came from, if
         # any, is kept for the `config` property.
         self._config: Config | None
@@ -56,6 +67,15 @@ class Proxy:
         self._identity_watcher: IdentityWatcher | None = None
         self._metrics: ProxyMetrics | None = None
         self._lock = threading.Lock()
+        if source is None and isinstance(config, (str, os.PathLike)):
+            path = config
+            source = lambda: path  # noqa: E731 (read again by reload, with the schema)
+        self._source = source
+        # Held for a whole reload, reading the source included: reloads happen one at a time,
+        # each reading the file as it is when its turn comes. Apart from `_lock`, which probes
+        # and stats take, so they never wait for a validation.
+        self._reloading = threading.Lock()
+        self._reload_outcomes = {"succeeded": 0, "failed": 0}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -77,18 +97,31 @@ class Proxy:
         return self
 
     def stop(self, drain_timeout: float | None = None) -> None:
-        """Stops accepting connections and lets open ones finish for up to ``drain_timeout``
-        seconds (default: the one given to the constructor). Idempotent."""
+        """Stops within ``drain_timeout`` seconds (default: the one given to the constructor):
+        first inbound listeners stop accepting and their open connections finish, while outbound
+        listeners keep serving (the app may still call out to finish its requests); then the
+        outbound listeners stop and their connections finish. The admin server answers
+        meanwhile, ``/ready`` with 503. Reloads are refused from the start. Idempotent."""
+        engine = self._engine
+        if engine is None:
+            return
+        engine.shutdown(self._drain_timeout if drain_timeout is None else drain_timeout)
         with self._lock:
-            engine, self._engine = self._engine, None
+            if self._engine is engine:
+                self._engine = None
             admin, self._admin = self._admin, None
             watcher, self._identity_watcher = self._identity_watcher, None
         if watcher is not None:
             watcher.stop()
         if admin is not None:
             admin.stop()
-        if engine is not None:
-            engine.shutdown(self._drain_timeout if drain_timeout is None else drain_timeout)
+
+    def drain(self) -> None:
+        """Starts draining: inbound listeners stop accepting, so new connections to them are
+        refused, and their open connections finish the requests in progress; outbound
+        listeners keep serving; ``/ready`` answers 503. A reload meanwhile leaves inbound
+        listeners closed. ``stop()`` ends it. Idempotent."""
+        self._require_engine().drain_inbound()
 
     def __enter__(self) -> Proxy:
         return self.start()
@@ -114,6 +147,12 @@ class Proxy:
         return self._engine is not None
 
     @property
+    def draining(self) -> bool:
+        """True once ``drain()`` or ``stop()`` has closed the inbound listeners."""
+        engine = self._engine
+        return engine is not None and engine.draining
+
+    @property
     def config(self) -> Config:
         """The config the engine runs now. When the proxy was given an EngineDocument, it is
         validated into a Config on first use (which imports the config schema)."""
@@ -130,11 +169,40 @@ class Proxy:
         """The engine document the engine runs now (what the admin API serves as ``/config``)."""
         return self._document
 
-    def reload(self, config: ConfigLike) -> int:
-        """Validates ``config`` and swaps it in; returns the new config version. Raises
-        :class:`~meshproxy.ConfigError` (or the engine's ``ConfigRejected``/``BindError``)
-        and keeps the running config when the new one is refused. An EngineDocument is not
-        validated again here: the engine's findings about one come as ``ConfigRejected``."""
+    def reload(self, config: ConfigLike | None = None) -> int:
+        """Validates ``config`` and swaps it in; returns the new config version. Without
+        ``config``, reads it again from the proxy's source (the file it was given). Raises
+        :class:`~meshproxy.ConfigError` (or the engine's ``ConfigRejected``/``BindError``, or
+        what the source raised) and keeps the running config when the new one is refused; raises
+        RuntimeError, counting nothing, when there is nothing to reload. An EngineDocument is not
+        validated again here: the engine's findings about one come as ``ConfigRejected``.
+
+        Reloads run one at a time; each outcome is counted in :attr:`reload_outcomes`."""
+        self._require_engine()
+        read: Callable[[], ConfigLike]
+        if config is not None:
+            given = config
+            read = lambda: given  # noqa: E731
+        elif self._source is not None:
+            read = self._source
+        else:
+            raise RuntimeError("nothing to reload from: the proxy was not given a file; pass the new config")
+        with self._reloading:
+            try:
+                version = self._swap(read())
+            except Exception:
+                self._reload_outcomes["failed"] += 1
+                raise
+            self._reload_outcomes["succeeded"] += 1
+            return version
+
+    @property
+    def reload_outcomes(self) -> dict[str, int]:
+        """How many reloads succeeded and failed since the proxy was made (a copy)."""
+        return dict(self._reload_outcomes)
+
+    def _swap(self, config: ConfigLike) -> int:
+        """Validates ``config`` unless it is an EngineDocument, then swaps it in."""
         new_config: Config | None = None
         explain: Explain | None = None
         if isinstance(config, EngineDocument):
@@ -219,8 +287,9 @@ class Proxy:
         return self._admin.address if self._admin is not None else None
 
     def stats(self) -> dict[str, Any]:
-        """The engine's counters, read as one snapshot."""
+        """The engine's counters, read as one snapshot, and the reload outcomes."""
         stats: dict[str, Any] = json.loads(self._require_engine().stats_json())
+        stats["reload_outcomes"] = self.reload_outcomes
         return stats
 
     def metrics(self) -> bytes:
@@ -233,6 +302,18 @@ class Proxy:
                 self._metrics = ProxyMetrics(self)
             metrics = self._metrics
         return metrics.exposition()
+
+    def clusters(self) -> dict[str, Any]:
+        """The running clusters by name: policy, upstream protocol, and each endpoint with its
+        weight and live state (requests in flight, latency estimate, pooled connections)."""
+        clusters: dict[str, Any] = json.loads(self._require_engine().clusters_json())
+        return clusters
+
+    def routes(self) -> dict[str, Any]:
+        """The running routes by listener, in the order they are tried (see ``routes.py``)."""
+        from .routes import routes_by_listener
+
+        return routes_by_listener(self._document)
 
     @property
     def version(self) -> int:

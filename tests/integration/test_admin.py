@@ -1,5 +1,6 @@
 """The admin HTTP API of ``meshproxy run``: probes, the running config, the engine's counters,
-asked over real HTTP on loopback."""
+unknown paths and methods, asked over real HTTP on loopback. (``/clusters`` and ``/routes``:
+test_admin_views.py; ``POST /drain``: test_drain.py; ``POST /reload``: test_hot_reload.py.)"""
 
 from __future__ import annotations
 
@@ -130,8 +131,9 @@ def test_stats_count_the_requests_sent(
     assert response.headers["content-type"] == "application/json"
     stats = response.json()
     assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "traffic", "log_lines_dropped",
-                          "config_version", "workers"}
+                          "config_version", "workers", "reload_outcomes"}
     assert stats["config_version"] == 1
+    assert stats["reload_outcomes"] == {"succeeded": 0, "failed": 0}
     assert stats["workers"] == 2
 
     listener = stats["listeners"]["outbound"]
@@ -146,11 +148,36 @@ def test_stats_count_the_requests_sent(
     assert set(stats["errors"].values()) == {0}
 
 
-@pytest.mark.parametrize("path", ["/", "/metrics/extra", "/stats/extra", "/readyz"])
-def test_unknown_admin_path_is_404(
+@pytest.mark.parametrize("path", ["/", "/stats/extra", "/metrics/extra", "/readyz", "/clusters/app"])
+def test_unknown_admin_path_is_404_listing_every_endpoint_with_its_method(
     meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client, path: str
 ) -> None:
     proxy = meshproxy_run(app_config(upstreams("v1")))
-    response = admin_client.get(f"http://{proxy.admin}{path}")
-    assert response.status_code == 404
-    assert "/ready, /live, /config, /stats, /metrics" in response.text
+    for method in ("GET", "POST"):
+        response = admin_client.request(method, f"http://{proxy.admin}{path}")
+        assert response.status_code == 404
+        assert response.text.startswith("unknown admin path; try ")
+        for endpoint in ("GET /ready", "GET /live", "GET /config", "GET /stats", "GET /metrics", "GET /clusters", "GET /routes",
+                         "POST /drain", "POST /reload"):
+            assert endpoint in response.text
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("POST", "/stats", "GET"),
+    ("PUT", "/ready", "GET"),
+    ("GET", "/drain", "POST"),
+    ("GET", "/reload", "POST"),
+    ("DELETE", "/reload", "POST"),
+])
+def test_a_known_path_with_the_wrong_method_is_405_naming_the_right_one(
+    meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, admin_client: httpx.Client,
+    method: str, path: str, allowed: str,
+) -> None:
+    proxy = meshproxy_run(app_config(upstreams("v1")))
+    response = admin_client.request(method, f"http://{proxy.admin}{path}")
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.text == f"{path} takes {allowed}\n"
+    # Nothing happened: still ready, still on the first config.
+    assert admin_client.get(f"http://{proxy.admin}/ready").status_code == 200
+    assert admin_client.get(f"http://{proxy.admin}/stats").json()["config_version"] == 1

@@ -176,9 +176,10 @@ def test_version_prints_the_package_version(command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("args", "mentions"), [
-    pytest.param([], ["run", "validate", "version"], id="top"),
-    pytest.param(["run"], ["--config FILE", "--workers N", "--drain-timeout S", "SIGINT", "SIGTERM", "SIGHUP"],
-                 id="run"),
+    pytest.param([], ["run", "validate", "wait-ready", "version"], id="top"),
+    pytest.param(["run"], ["--config FILE", "--workers N", "--drain-timeout S", "--no-watch", "SIGINT", "SIGTERM",
+                           "SIGHUP", "POST /reload", "inbound", "outbound"], id="run"),
+    pytest.param(["wait-ready"], ["--admin HOST:PORT", "--timeout S", "GET /ready"], id="wait-ready"),
     pytest.param(["validate"], ["FILE", "FILE:LINE"], id="validate"),
     pytest.param(["version"], ["Print the version"], id="version"),
 ])
@@ -267,14 +268,14 @@ def test_sighup_reloads_a_changed_file(tmp_path: Path, meshproxy_run: ProxyRunne
     v1, v2 = upstreams("v1"), upstreams("v2")
     config = one_route_config(app_cluster(v1), app_cluster(v2, "canary"))
     path = write_yaml(tmp_path / "sidecar.yaml", config)
-    proxy = meshproxy_run(path)
+    proxy = meshproxy_run(path, "--no-watch")
     address = proxy.address("outbound")
     assert served_by(address, "/canary/x") == "v1"
 
     config["listeners"][0]["routes"].insert(0, {"match": {"path_prefix": "/canary"}, "cluster": "canary"})
     write_yaml(path, config)
     proxy.process.send_signal(signal.SIGHUP)
-    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2 (SIGHUP)\n"
 
     assert served_by(address, "/canary/x") == "v2"
     assert served_by(address, "/other") == "v1"
@@ -286,7 +287,7 @@ def test_sighup_with_a_broken_file_logs_the_refusal_and_keeps_serving(
 ) -> None:
     config = one_route_config(app_cluster(upstreams("v1")))
     path = write_yaml(tmp_path / "sidecar.yaml", config)
-    proxy = meshproxy_run(path)
+    proxy = meshproxy_run(path, "--no-watch")
     address = proxy.address("outbound")
 
     path.write_text(BAD_ROUTE)
@@ -294,13 +295,13 @@ def test_sighup_with_a_broken_file_logs_the_refusal_and_keeps_serving(
     issue = f"{path}:5: listeners[0].routes[0].cluster: unknown cluster 'nope'; defined clusters: app\n"
     assert logged(proxy, issue) == issue
     refusal = proxy.log_lines.index(issue) - 1
-    assert proxy.log_lines[refusal] == "meshproxy: reload refused, keeping the running config:\n"
+    assert proxy.log_lines[refusal] == "meshproxy: reload (SIGHUP) refused, keeping the running config:\n"
     assert served_by(address) == "v1"
 
     # The refused file did not count as a version: the next good one is version 2.
     write_yaml(path, config)
     proxy.process.send_signal(signal.SIGHUP)
-    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2 (SIGHUP)\n"
     assert proxy.stop() == 0
 
 
@@ -395,12 +396,13 @@ def test_run_never_loads_pydantic_into_the_sidecar_process_at_start_or_on_reload
     config = one_route_config(app_cluster(upstreams("v1")), admin={"address": "127.0.0.1:0"})
     path = write_yaml(tmp_path / "sidecar.yaml", config)
     proxy = meshproxy_run(path)
+    # Both ways a sidecar reloads: the file changing (watched) and SIGHUP.
     path.write_text(BAD_ROUTE)
-    proxy.process.send_signal(signal.SIGHUP)
     logged(proxy, "unknown cluster 'nope'")
     write_yaml(path, config)
+    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2 (file changed)\n"
     proxy.process.send_signal(signal.SIGHUP)
-    assert logged(proxy, "reloaded") == f"meshproxy: reloaded {path}: config version 2\n"
+    assert logged(proxy, "(SIGHUP)") == f"meshproxy: reloaded {path}: config version 3 (SIGHUP)\n"
     # A scrape loads prometheus_client, and nothing of the schema with it.
     assert httpx.get(f"http://{proxy.admin}/metrics", timeout=10).status_code == 200
 
@@ -419,7 +421,7 @@ def test_sigterm_during_a_reload_finishes_the_reload_then_drains_and_leaves_no_v
     routes = [{"match": {"path_prefix": f"/c{i}/"}, "cluster": f"c{i}"} for i in range(1000)]
     config = one_route_config(app_cluster(upstreams("v1")), *clusters, routes=[*routes, {"cluster": "app"}])
     path = write_yaml(tmp_path / "sidecar.yaml", config)
-    proxy = meshproxy_run(path)
+    proxy = meshproxy_run(path, "--no-watch")
     pid = proxy.process.pid
 
     proxy.process.send_signal(signal.SIGHUP)
@@ -427,7 +429,7 @@ def test_sigterm_during_a_reload_finishes_the_reload_then_drains_and_leaves_no_v
     wait_until(lambda: bool(validators.extend(_children(pid)) or validators), timeout=10, what="the validator child")
     assert proxy.stop(signal.SIGTERM) == 0
 
-    reloaded = proxy.log_lines.index(f"meshproxy: reloaded {path}: config version 2\n")
+    reloaded = proxy.log_lines.index(f"meshproxy: reloaded {path}: config version 2 (SIGHUP)\n")
     assert proxy.log_lines[reloaded + 1] == "meshproxy: SIGTERM received: draining for up to 10s\n"
     assert proxy.log_lines[-1] == "meshproxy: stopped\n"
     assert [child for child in validators if Path(f"/proc/{child}").exists()] == []

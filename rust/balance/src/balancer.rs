@@ -45,6 +45,11 @@ impl Balancer {
         }
     }
 
+    /// The policy this balancer picks by (what the admin API reports as the cluster's `lb`).
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     /// Picks an index into `endpoints` (which must be the set this balancer was built for), or
     /// `None` when no endpoint has a positive weight.
     pub fn pick<L: Load, R: Rng + ?Sized>(&self, endpoints: &[L], rng: &mut R) -> Option<usize> {

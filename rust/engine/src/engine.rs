@@ -3,16 +3,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use crate::config::{self, Config};
+use crate::cluster::Cluster;
+use crate::config::{self, Config, Direction};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{ListenerShared, RunningListener};
 use crate::snapshot::{self, Context, Problem};
-use crate::stats::Stats;
+use crate::stats::{ListenerStats, Stats};
 use crate::tls::credentials::{Credentials, Pems};
 use crate::tls::store::IdentityStore;
 use crate::workers::Workers;
@@ -36,14 +37,22 @@ pub struct Engine {
     /// The mesh credentials every TLS handshake uses; replaced whole on rotation.
     identity: Arc<IdentityStore>,
     version: AtomicU64,
+    /// Inbound listeners have stopped accepting for good: a reload leaves them unbound. Set
+    /// under the control lock; read without it, so readiness probes never wait on a reload.
+    draining: AtomicBool,
 }
 
 /// Touched only by control calls, under the engine's lock; never by the data path.
 struct Control {
     listeners: Vec<RunningListener>,
+    /// The running config's clusters, in config order: what the admin API reports.
+    clusters: Vec<Arc<Cluster>>,
     endpoints: EndpointRegistry,
     /// The identity section of the running config: where rotation reads the files again.
     identity: Option<config::Identity>,
+    /// The counters of the listeners closed by the drain, whose open connections shutdown
+    /// waits for.
+    drained: Vec<Arc<ListenerStats>>,
     stopped: bool,
 }
 
@@ -60,13 +69,16 @@ impl Engine {
             workers: Some(Workers::start(workers).map_err(EngineError::Runtime)?),
             control: Mutex::new(Control {
                 listeners: Vec::new(),
+                clusters: Vec::new(),
                 endpoints: EndpointRegistry::new(workers),
                 identity: None,
+                drained: Vec::new(),
                 stopped: false,
             }),
             stats: Arc::new(Stats::default()),
             identity: Arc::default(),
             version: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         };
         engine.apply(config)?;
         Ok(engine)
@@ -87,7 +99,7 @@ impl Engine {
         }
         let cx = Context { endpoints: &control.endpoints, stats: &self.stats, identity: &self.identity };
         let credentials = snapshot::load_identity(config.identity.as_ref());
-        let compiled = match (credentials, snapshot::compile(config, cx)) {
+        let compiled = match (credentials, snapshot::compile_all(config, cx)) {
             (Ok(credentials), Ok(compiled)) => (credentials, compiled),
             (credentials, compiled) => {
                 let problems = credentials.err().into_iter().chain(compiled.err().into_iter().flatten()).collect();
@@ -95,11 +107,14 @@ impl Engine {
             }
         };
         let (credentials, compiled) = compiled;
+        let draining = self.draining.load(Relaxed);
+        // While draining, inbound listeners stay closed: the config's inbound ones are left out.
+        let listeners = compiled.listeners.into_iter().filter(|l| !(draining && l.snapshot.direction == Direction::Inbound));
 
         // Bind every new address before changing anything, so a bind failure changes nothing.
         let mut kept = Vec::new();
         let mut fresh = Vec::new();
-        for listener in compiled {
+        for listener in listeners {
             let existing = control.listeners.iter().position(|running| {
                 running.configured == listener.configured
                     && (listener.address.port() != 0 || *running.name() == *listener.snapshot.name)
@@ -150,6 +165,7 @@ impl Engine {
             removed.close(workers);
         }
         control.listeners = next;
+        control.clusters = compiled.clusters;
         control.endpoints.prune();
         Ok(self.version.fetch_add(1, Relaxed) + 1)
     }
@@ -244,12 +260,57 @@ impl Engine {
         }
     }
 
-    /// Stops accepting on every listener, lets open connections finish their requests for up to
-    /// `drain`, then returns. Idempotent.
+    /// The running config's clusters with their endpoints' live state, as JSON (see `inspect`).
+    pub fn clusters_json(&self) -> serde_json::Value {
+        let clusters = self.control.lock().unwrap_or_else(|p| p.into_inner()).clusters.clone();
+        crate::inspect::clusters_json(&clusters)
+    }
+
+    /// Starts draining: inbound listeners stop accepting (their sockets are closed when this
+    /// returns, so new connections are refused) and their open connections finish the requests
+    /// in progress, then close. Outbound listeners keep serving: the local app may still call
+    /// out while it finishes the requests it has. Idempotent.
+    pub fn drain_inbound(&self) {
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        self.close_inbound(&mut control);
+    }
+
+    /// Whether a drain has closed the inbound listeners (true only once their sockets are).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    fn close_inbound(&self, control: &mut Control) {
+        let (inbound, outbound): (Vec<_>, Vec<_>) = std::mem::take(&mut control.listeners)
+            .into_iter()
+            .partition(|l| l.shared.snapshot.load().direction == Direction::Inbound);
+        control.listeners = outbound;
+        control.drained.extend(inbound.iter().map(|l| l.shared.snapshot.load().stats.clone()));
+        if let Some(workers) = &self.workers {
+            for listener in inbound {
+                listener.close(workers);
+            }
+        }
+        // Once the sockets are closed: whoever sees the drain (a readiness probe) may count on
+        // new inbound connections being refused.
+        self.draining.store(true, Relaxed);
+    }
+
+    /// Stops in two steps within `drain`: first the inbound listeners, as `drain_inbound`, while
+    /// outbound ones keep serving, until the inbound connections have finished; then every other
+    /// listener, until their connections have finished too. Returns when all connections are
+    /// done or `drain` has passed. Reloads are refused from the start. Idempotent.
     pub fn shutdown(&self, drain: Duration) {
-        let listeners = {
+        let deadline = Instant::now() + drain;
+        let inbound = {
             let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
             control.stopped = true;
+            self.close_inbound(&mut control);
+            control.drained.clone()
+        };
+        wait_closed(&inbound, deadline);
+        let listeners = {
+            let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut control.listeners)
         };
         let stats: Vec<_> = listeners.iter().map(|l| l.shared.snapshot.load().stats.clone()).collect();
@@ -258,10 +319,15 @@ impl Engine {
                 listener.close(workers);
             }
         }
-        let deadline = Instant::now() + drain;
-        while stats.iter().any(|s| s.connections_active.get() > 0) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_closed(&stats, deadline);
+    }
+}
+
+/// Waits until the listeners have no open connection, or until `deadline`. Polled: a drain is
+/// rare and short, and the data path should not pay for a notification it almost never needs.
+fn wait_closed(listeners: &[Arc<ListenerStats>], deadline: Instant) {
+    while listeners.iter().any(|s| s.connections_active.get() > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod headers;
+pub mod inspect;
 pub mod listener;
 pub mod observe;
 pub mod pool;

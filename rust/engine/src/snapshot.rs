@@ -47,6 +47,13 @@ pub struct CompiledListener {
     pub snapshot: ListenerSnapshot,
 }
 
+/// A whole config compiled: its listeners and its clusters.
+#[derive(Debug)]
+pub struct Compiled {
+    pub listeners: Vec<CompiledListener>,
+    pub clusters: Vec<Arc<Cluster>>,
+}
+
 /// What compilation reads besides the config: state that outlives swaps.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -98,6 +105,12 @@ pub fn load_identity(identity: Option<&config::Identity>) -> Result<Option<Arc<C
 /// Compiles a config into listeners ready to bind. The identity's credentials are loaded
 /// apart (`load_identity`): they are engine-wide and rotate on their own.
 pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>, Vec<Problem>> {
+    compile_all(config, cx).map(|compiled| compiled.listeners)
+}
+
+/// Compiles a config into listeners ready to bind and its clusters, in config order (routes
+/// hold the clusters they send to; the list also has those no route names, for reporting).
+pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Problem>> {
     let mut problems = Vec::new();
     if config.workers == Some(0) {
         problems.push(Problem::new("workers", "must be at least 1"));
@@ -163,7 +176,8 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
         });
     }
     if problems.is_empty() {
-        Ok(listeners)
+        let clusters = config.clusters.iter().filter_map(|c| clusters.get(&c.name).cloned()).collect();
+        Ok(Compiled { listeners, clusters })
     } else {
         Err(problems)
     }

@@ -128,6 +128,23 @@ mod _native {
             py.detach(|| self.inner.stats_json().to_string())
         }
 
+        /// The running config's clusters with their endpoints' live state, as a JSON document.
+        fn clusters_json(&self, py: Python<'_>) -> String {
+            py.detach(|| self.inner.clusters_json().to_string())
+        }
+
+        /// Starts draining: inbound listeners stop accepting (closed when this returns) and
+        /// their open connections finish; outbound listeners keep serving. Idempotent.
+        fn drain_inbound(&self, py: Python<'_>) {
+            py.detach(|| self.inner.drain_inbound());
+        }
+
+        /// Whether inbound listeners have been closed by a drain.
+        #[getter]
+        fn draining(&self) -> bool {
+            self.inner.draining()
+        }
+
         #[getter]
         fn workers(&self) -> usize {
             self.inner.workers()
@@ -138,7 +155,8 @@ mod _native {
             self.inner.version()
         }
 
-        /// Stops accepting and waits up to `drain_seconds` for open connections to finish.
+        /// Stops within `drain_seconds`: inbound listeners first, while outbound ones keep
+        /// serving, until inbound connections finish; then the rest, until theirs finish.
         #[pyo3(signature = (drain_seconds=0.0))]
         fn shutdown(&self, py: Python<'_>, drain_seconds: f64) {
             let drain = Duration::try_from_secs_f64(drain_seconds.max(0.0)).unwrap_or(Duration::ZERO);
