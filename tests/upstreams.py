@@ -69,14 +69,15 @@ def start_upstream(name: str, host: str = "127.0.0.1", port: int = 0) -> Upstrea
 
 def _answers(address: str) -> bool:
     host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=1)
     try:
-        connection = http.client.HTTPConnection(host, int(port), timeout=1)
         connection.request("GET", "/ready")
-        ok = connection.getresponse().status == 200
-        connection.close()
-        return ok
+        return connection.getresponse().status == 200
     except OSError:
         return False
+    finally:
+        # Also when a slow start times the probe out: an unclosed socket fails the test run.
+        connection.close()
 
 
 def upstream_pool() -> Iterator[Callable[[str], Upstream]]:
