@@ -48,13 +48,14 @@ class Upstream:
             self.process.wait()
 
 
-def start_upstream(name: str) -> Upstream:
-    """A hypercorn upstream (HTTP/1.1 and h2c) on a socket bound here and handed over by fd."""
+def start_upstream(name: str, host: str = "127.0.0.1", port: int = 0) -> Upstream:
+    """A hypercorn upstream (HTTP/1.1 and h2c) on a socket bound here and handed over by fd;
+    on ``host`` (any address of 127.0.0.0/8 is loopback) and ``port`` (0: an ephemeral one)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     sock.listen(2048)
-    address = "127.0.0.1:%d" % sock.getsockname()[1]
+    address = "%s:%d" % (host, sock.getsockname()[1])
     process = subprocess.Popen(
         [sys.executable, str(UPSTREAM), "--name", name, "--fd", str(sock.fileno())],
         pass_fds=[sock.fileno()],
@@ -68,14 +69,15 @@ def start_upstream(name: str) -> Upstream:
 
 def _answers(address: str) -> bool:
     host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=1)
     try:
-        connection = http.client.HTTPConnection(host, int(port), timeout=1)
         connection.request("GET", "/ready")
-        ok = connection.getresponse().status == 200
-        connection.close()
-        return ok
+        return connection.getresponse().status == 200
     except OSError:
         return False
+    finally:
+        # Also when a slow start times the probe out: an unclosed socket fails the test run.
+        connection.close()
 
 
 def upstream_pool() -> Iterator[Callable[[str], Upstream]]:

@@ -1,6 +1,7 @@
 """A validated config in the form a running proxy keeps: the engine document (the JSON
 :meth:`Config.engine_json` gives) plus the little the Python side reads from the config —
-the admin address and each listener's protocol — with no schema behind it.
+the admin address, each listener's protocol, the files to watch and the discovery settings
+of clusters whose endpoints a source finds — with no schema behind it.
 
 ``meshproxy run`` validates every config file it loads in a short-lived child process
 (``meshproxy validate --engine-document FILE``), which prints this as JSON; the sidecar itself
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 # A NamedTuple rather than a dataclass: `dataclasses` imports `inspect` and `ast`, a megabyte the
@@ -30,6 +31,9 @@ class EngineDocument(NamedTuple):
     """Where the config was loaded from, for messages: a file path, "<string>" or "<dict>"."""
     identity_files: tuple[str, ...] = ()
     """The identity section's cert, key and bundle files, watched for rotation; empty without one."""
+    discovery: Mapping[str, Mapping[str, Any]] = {}
+    """Cluster name → its ``discovery`` settings as in the engine document, for each cluster
+    whose endpoints a source finds; empty when every cluster lists its own."""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -38,6 +42,7 @@ class EngineDocument(NamedTuple):
             "listener_protocols": dict(self.listener_protocols),
             "source": self.source,
             "identity_files": list(self.identity_files),
+            "discovery": dict(self.discovery),
         })
 
     @classmethod
@@ -47,6 +52,7 @@ class EngineDocument(NamedTuple):
         if not isinstance(data, dict) or not isinstance(data.get("engine_json"), str):
             raise ValueError("expected a JSON object with the engine document as 'engine_json'")
         data["identity_files"] = tuple(data.get("identity_files", ()))
+        data.setdefault("discovery", {})
         try:
             return cls(**data)
         except TypeError as error:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import _native
 from .admin import AdminServer
+from .discovery import Discovery
 from .engine_document import EngineDocument
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Proxy:
         self._admin: AdminServer | None = None
         self._identity_watcher: IdentityWatcher | None = None
         self._metrics: ProxyMetrics | None = None
+        self._discovery: Discovery | None = None
         self._lock = threading.Lock()
         if source is None and isinstance(config, (str, os.PathLike)):
             path = config
@@ -84,15 +86,19 @@ class Proxy:
         with self._lock:
             if self._engine is not None:
                 raise RuntimeError("the proxy is already running")
-            engine = _native.Engine(self._document.engine_json, self._workers)
+            # Clusters with discovery start with the lists their sources found first.
+            discovery = Discovery()
+            engine = discovery.apply(self._document, lambda engine_json: _native.Engine(engine_json, self._workers))
             try:
                 self._admin = self._bind_admin(self._document)
             except BaseException:
+                discovery.close()
                 engine.shutdown(0.0)
                 raise
             if self._admin is not None:
                 self._admin.start()
-            self._engine = engine
+            self._engine, self._discovery = engine, discovery
+            discovery.follow(engine.apply)
             self._watch_identity(self._document)
         return self
 
@@ -105,6 +111,10 @@ class Proxy:
         engine = self._engine
         if engine is None:
             return
+        with self._lock:
+            discovery, self._discovery = self._discovery, None
+        if discovery is not None:
+            discovery.close()  # before the engine goes: no update after its shutdown
         engine.shutdown(self._drain_timeout if drain_timeout is None else drain_timeout)
         with self._lock:
             if self._engine is engine:
@@ -166,8 +176,10 @@ class Proxy:
 
     @property
     def document(self) -> EngineDocument:
-        """The engine document the engine runs now (what the admin API serves as ``/config``)."""
-        return self._document
+        """The engine document the engine runs now (what the admin API serves as ``/config``),
+        with the endpoints discovery found in place."""
+        discovery = self._discovery
+        return self._document if discovery is None else discovery.document(self._document)
 
     def reload(self, config: ConfigLike | None = None) -> int:
         """Validates ``config`` and swaps it in; returns the new config version. Without
@@ -223,7 +235,9 @@ class Proxy:
                 # failure refuses the config as a listener's would.
                 admin = self._bind_admin(document)
             try:
-                version = engine.apply(document.engine_json)
+                # Through discovery: it puts the discovered endpoint lists in, and restarts the
+                # sources whose settings changed.
+                version = self._require_discovery().apply(document, engine.apply)
             except BaseException as error:
                 if moved and admin is not None:
                     admin.stop()
@@ -323,6 +337,12 @@ class Proxy:
     def _bind_admin(self, document: EngineDocument) -> AdminServer | None:
         """Binds the admin address of ``document`` (not serving yet), or None without one."""
         return AdminServer(document.admin_address, self) if document.admin_address is not None else None
+
+    def _require_discovery(self) -> Discovery:
+        discovery = self._discovery
+        if discovery is None:
+            raise RuntimeError("the proxy is not running; call start() first")
+        return discovery
 
     def _require_engine(self) -> _native.Engine:
         engine = self._engine

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from meshproxy import _native
 from meshproxy.config import ConfigError, Endpoint, coerce_config, load_config
-from meshproxy.config.addresses import parse_endpoint_address
+from meshproxy.addresses import parse_endpoint_address
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = sorted((ROOT / "tests" / "fixtures" / "configs" / "valid").glob("*.yaml"))

@@ -85,6 +85,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "connect_timeout": "1000ms",
         "tls": {"mode": "disable", "identities": [], "sni": None, "ca": None},
         "endpoints": [{"address": "127.0.0.1:8083", "weight": 1}],
+        "discovery": None,
     }
 
 

@@ -1,5 +1,6 @@
 """Checks that need the whole validated config: names that refer across sections, names and
-addresses that must be unique, and finally the engine's own compile check.
+addresses that must be unique, endpoint files that must be readable, and finally the engine's
+own compile check.
 
 Each check returns :class:`Finding`s (all of them, not just the first) so one run of the
 loader reports every such problem.
@@ -11,7 +12,8 @@ import ipaddress
 from collections.abc import Iterable
 
 from .. import _native
-from .addresses import parse_listen_address
+from ..addresses import parse_listen_address
+from ..discovery.endpoints import EndpointListError, read_endpoint_file
 from .errors import Path, parse_path
 from .messages import Finding, show
 from .model import Config
@@ -84,6 +86,25 @@ def _known_clusters(cfg: Config) -> list[Finding]:
                 for path, name in refs
                 if name not in known
             ]
+    return findings
+
+
+def check_endpoint_files(cfg: Config) -> list[Finding]:
+    """Each endpoint file of a file source is read as the source will read it: a sidecar must
+    not start (or reload) with a cluster whose file is missing or broken. Later, while it runs,
+    a broken file is refused by the source and the last good list stays."""
+    findings: list[Finding] = []
+    for i, cluster in enumerate(cfg.clusters):
+        if cluster.discovery is None or cluster.discovery.path is None:
+            continue
+        path = cluster.discovery.path
+        try:
+            read_endpoint_file(path)
+        except OSError as error:
+            findings.append(Finding(("clusters", i, "discovery", "path"),
+                                    f"cannot read endpoint file {path}: {error.strerror or error}"))
+        except EndpointListError as error:
+            findings.append(Finding(("clusters", i, "discovery", "path"), f"endpoint file {path}: {error}"))
     return findings
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from .addresses import parse_endpoint_address, parse_listen_address
+from ..addresses import AddressError, parse_endpoint_address, parse_listen_address
 from .messages import invalid, show
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -28,16 +28,45 @@ _HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\n?"
 # one by one; kept so that exactly the same hosts pass.
 _HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\Z")
 _PATH_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
+# A name to resolve: labels of letters, digits, hyphens and underscores (SRV names such as
+# _http._tcp.orders), an optional trailing dot for a fully qualified name.
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
 def _listen_address(value: str) -> str:
-    parse_listen_address(value)
+    try:
+        parse_listen_address(value)
+    except AddressError as error:
+        raise invalid(str(error)) from None
     return value
 
 
 def _endpoint_address(value: str) -> str:
-    parse_endpoint_address(value)
+    try:
+        parse_endpoint_address(value)
+    except AddressError as error:
+        raise invalid(str(error)) from None
     return value
+
+
+def _resolver_address(value: str) -> str:
+    try:
+        _, port = parse_listen_address(value)
+    except AddressError:
+        port = 0
+    if port == 0:
+        raise invalid(f"{show(value)} is not a valid resolver address; expected IP:PORT, e.g. 127.0.0.1:53")
+    return value
+
+
+def _dns_name(value: str) -> str:
+    name = value[:-1] if value.endswith(".") else value
+    if 0 < len(name) <= 253 and all(_DNS_LABEL.match(label) for label in name.split(".")):
+        return value
+    raise invalid(
+        f"{show(value)} is not a valid DNS name; expected labels of letters, digits, '-' and '_' "
+        "separated by dots, e.g. orders.mesh.local or _http._tcp.orders.mesh.local"
+    )
 
 
 def _header_name(value: str) -> str:
@@ -104,6 +133,9 @@ def _host(value: str) -> str:
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 EndpointAddress = Annotated[str, AfterValidator(_endpoint_address)]
+ResolverAddress = Annotated[str, AfterValidator(_resolver_address)]
+"""``IP:PORT`` of a DNS server."""
+DnsName = Annotated[str, AfterValidator(_dns_name)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 Method = Annotated[str, AfterValidator(_method)]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from pydantic import ValidationError
 
-from .checks import check_engine, check_references
+from .checks import check_endpoint_files, check_engine, check_references
 from .errors import ConfigError, ConfigIssue, Path, format_path
 from .gc_pause import cycle_collection_paused
 from .messages import Finding
@@ -45,7 +45,7 @@ def read_config(obj: Config | dict[str, object] | str | os.PathLike[str]) -> tup
     rejects it with the same findings the check would have given."""
     if isinstance(obj, Config):
         explain = _explainer(obj.source or "<config>", _no_lines)
-        findings = check_references(obj)
+        findings = check_references(obj) + check_endpoint_files(obj)
         if findings:
             raise explain(findings)
         return obj, explain
@@ -70,14 +70,13 @@ def _read_file(path: str | os.PathLike[str]) -> tuple[Config, Explain]:
 
 def _read_text(text: str, source: str) -> tuple[Config, Explain]:
     doc = read_yaml(text, source)
-    cfg, explain = _validate(doc.data, source, doc.line_of)
     # Relative file paths are read from the config file's folder (text that is not a file:
     # the working directory).
     folder = os.path.dirname(os.path.abspath(source)) if source != "<string>" else os.getcwd()
-    return cfg.with_files_under(folder), explain
+    return _validate(doc.data, source, doc.line_of, folder)
 
 
-def _validate(data: object, source: str, line_of: LineOf) -> tuple[Config, Explain]:
+def _validate(data: object, source: str, line_of: LineOf, folder: str | None = None) -> tuple[Config, Explain]:
     if data is None:
         raise ConfigError(
             [ConfigIssue(source, None, "", "the config is empty; expected a mapping with at least 'listeners'")]
@@ -88,10 +87,12 @@ def _validate(data: object, source: str, line_of: LineOf) -> tuple[Config, Expla
             cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise explain(translate(exc.errors(include_url=False))) from None
-    findings = check_references(cfg)
+    cfg._source = source
+    if folder is not None:
+        cfg = cfg.with_files_under(folder)
+    findings = check_references(cfg) + check_endpoint_files(cfg)
     if findings:
         raise explain(findings)
-    cfg._source = source
     return cfg, explain
 
 

@@ -29,10 +29,22 @@ from pydantic import (
 )
 
 from ..engine_document import EngineDocument
-from .addresses import parse_endpoint_address
+from ..addresses import parse_endpoint_address
 from .duration import Duration
 from .endpoints import Endpoints, dump_endpoints, endpoints_reader
-from .fields import EndpointAddress, FilePath, HeaderName, HeaderValue, Host, ListenAddress, Method, Name, UrlPath
+from .fields import (
+    DnsName,
+    EndpointAddress,
+    FilePath,
+    HeaderName,
+    HeaderValue,
+    Host,
+    ListenAddress,
+    Method,
+    Name,
+    ResolverAddress,
+    UrlPath,
+)
 from .messages import describe, invalid, show
 
 Weight = Annotated[int, Field(ge=0, le=1_000_000)]
@@ -366,6 +378,64 @@ class ClusterTls(_Section):
 _PLAIN_TEXT = ClusterTls()
 
 
+class Discovery(_Section):
+    """Where the cluster's endpoints come from instead of `endpoints`, followed while the proxy
+    runs: a watched file (type file) or DNS records re-resolved as their TTL runs out (type dns)."""
+
+    type: Literal["file", "dns"]
+    path: FilePath | None = None
+    """file: a YAML or JSON list of {address, weight}, relative to the config file's folder."""
+    name: DnsName | None = None
+    """dns: the name to resolve, e.g. orders.mesh.local, or _http._tcp.orders.mesh.local for SRV."""
+    record: Literal["A", "AAAA", "SRV"] = "A"
+    """dns: A or AAAA (every address, at `port`) or SRV (each target's addresses, ports and weights)."""
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """dns, records A and AAAA: the endpoints' port."""
+    resolver: ResolverAddress | None = None
+    """dns: IP:PORT of the DNS server to ask; default: the system's (/etc/resolv.conf)."""
+    min_ttl: Duration = timedelta(seconds=1)
+    """dns: the shortest wait before resolving again, whatever the records' TTL."""
+    max_ttl: Duration = timedelta(minutes=5)
+    """dns: the longest wait before resolving again, whatever the records' TTL."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_the_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in _DISCOVERY_KEYS:
+            for key in data:
+                if key != "type" and key not in _DISCOVERY_KEYS[data["type"]] and key in cls.model_fields:
+                    other = "dns" if data["type"] == "file" else "file"
+                    raise invalid(f"{key} applies to type {other} only; type is {data['type']}", at=(key,))
+        return data
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> Discovery:
+        if self.type == "file" and self.path is None:
+            raise invalid("type file needs path: the file listing the endpoints", at=("path",))
+        if self.type != "dns":
+            return self
+        if self.name is None:
+            raise invalid("type dns needs name: the DNS name to resolve", at=("name",))
+        if self.record == "SRV" and self.port is not None:
+            raise invalid("SRV records give each endpoint's port; remove port", at=("port",))
+        if self.record != "SRV" and self.port is None:
+            raise invalid(f"record {self.record} needs port: the endpoints' port, e.g. 8080", at=("port",))
+        if self.min_ttl <= timedelta(0):
+            raise invalid("min_ttl must be greater than 0, e.g. 1s", at=("min_ttl",))
+        if self.max_ttl < self.min_ttl:
+            raise invalid("max_ttl must not be less than min_ttl", at=("max_ttl",))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_types_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A file source's document carries no DNS defaults, and the other way round.
+        dumped: dict[str, Any] = handler(self)
+        return {k: v for k, v in dumped.items() if k == "type" or k in _DISCOVERY_KEYS[self.type]}
+
+
+_DISCOVERY_KEYS = {"file": ("path",), "dns": ("name", "record", "port", "resolver", "min_ttl", "max_ttl")}
+
+
 class Cluster(_Section):
     name: Name
     lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = "p2c_ewma"
@@ -373,6 +443,8 @@ class Cluster(_Section):
     connect_timeout: Duration = timedelta(seconds=1)
     tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
+    discovery: Discovery | None = None
+    """Where the endpoints come from when not listed in `endpoints`."""
 
     @field_validator("connect_timeout")
     @classmethod
@@ -382,7 +454,12 @@ class Cluster(_Section):
         return value
 
     @model_validator(mode="after")
-    def _endpoints_unique(self) -> Cluster:
+    def _endpoints_from_one_place_each_once(self) -> Cluster:
+        if self.discovery is not None and len(self.endpoints) > 0:
+            raise invalid(
+                "a cluster's endpoints come either from endpoints or from discovery, not both; remove one",
+                at=("discovery",),
+            )
         if isinstance(self.endpoints, Endpoints) and self.endpoints.unique:
             return self  # the bulk reader found no address twice
         first: dict[tuple[str, int], int] = {}
@@ -434,24 +511,28 @@ class Config(_Section):
         return self._source
 
     def with_files_under(self, folder: str) -> Config:
-        """This config with every relative file path it names (identity, cluster CAs) made
+        """This config with every relative file path it names (identity, cluster CAs, endpoint
+        files of discovery) made
         absolute under ``folder``: a config file names files relative to itself, while the
         engine reads them from wherever the sidecar runs."""
         def under(path: str) -> str:
             return os.path.normpath(os.path.join(folder, path))
+
+        def cluster_under(cluster: Cluster) -> Cluster:
+            update: dict[str, Any] = {}
+            if cluster.tls.ca is not None:
+                update["tls"] = cluster.tls.model_copy(update={"ca": under(cluster.tls.ca)})
+            if cluster.discovery is not None and cluster.discovery.path is not None:
+                update["discovery"] = cluster.discovery.model_copy(update={"path": under(cluster.discovery.path)})
+            return cluster.model_copy(update=update) if update else cluster
 
         update: dict[str, Any] = {}
         if self.identity is not None:
             update["identity"] = self.identity.model_copy(
                 update={key: under(getattr(self.identity, key)) for key in ("cert", "key", "bundle")}
             )
-        if any(cluster.tls.ca is not None for cluster in self.clusters):
-            update["clusters"] = [
-                cluster.model_copy(update={"tls": cluster.tls.model_copy(update={"ca": under(cluster.tls.ca)})})
-                if cluster.tls.ca is not None
-                else cluster
-                for cluster in self.clusters
-            ]
+        if any(cluster.tls.ca is not None or cluster.discovery is not None for cluster in self.clusters):
+            update["clusters"] = [cluster_under(cluster) for cluster in self.clusters]
         if not update:
             return self
         copy = self.model_copy(update=update)
@@ -478,4 +559,9 @@ class Config(_Section):
             listener_protocols={listener.name: listener.protocol for listener in self.listeners},
             source=self.source,
             identity_files=(self.identity.cert, self.identity.key, self.identity.bundle) if self.identity else (),
+            discovery={
+                cluster.name: cluster.discovery.model_dump(mode="json")
+                for cluster in self.clusters
+                if cluster.discovery is not None
+            },
         )

@@ -238,6 +238,45 @@ pub struct Cluster {
     pub tls: ClusterTls,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
+}
+
+/// Where a cluster's endpoints come from when its config does not list them. The Python layer
+/// runs the sources and applies documents with the lists they found in `endpoints`; the engine
+/// only carries these settings along (as it does the admin address), so that both sides read
+/// one document.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Discovery {
+    /// A watched YAML or JSON file listing `{address, weight}`.
+    File { path: String },
+    /// DNS records of `name`, resolved again when their TTL (held within `min_ttl`..`max_ttl`) runs out.
+    Dns {
+        name: String,
+        #[serde(default)]
+        record: DnsRecord,
+        /// A and AAAA records: the endpoints' port (SRV records carry their own).
+        #[serde(default)]
+        port: Option<u16>,
+        /// `IP:PORT` of the DNS server; none: the system's.
+        #[serde(default)]
+        resolver: Option<String>,
+        #[serde(default = "Discovery::default_min_ttl")]
+        min_ttl: Millis,
+        #[serde(default = "Discovery::default_max_ttl")]
+        max_ttl: Millis,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum DnsRecord {
+    #[default]
+    A,
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    #[serde(rename = "SRV")]
+    Srv,
 }
 
 /// How the sidecar talks to a cluster's endpoints: plain text, mutual TLS with mesh peers that
@@ -372,6 +411,15 @@ impl Cluster {
     }
 }
 
+impl Discovery {
+    fn default_min_ttl() -> Millis {
+        Millis(1_000)
+    }
+    fn default_max_ttl() -> Millis {
+        Millis(300_000)
+    }
+}
+
 impl EndpointConfig {
     fn default_weight() -> u32 {
         1
@@ -484,6 +532,32 @@ mod tests {
         assert_eq!(config.clusters[0].lb, "p2c_ewma");
         assert_eq!(config.clusters[0].connect_timeout, Millis(1_000));
         assert_eq!(config.limits, Limits { max_header_bytes: 65_536, max_concurrent_streams: 1_024 });
+    }
+
+    #[test]
+    fn discovery_settings_are_carried_with_the_python_defaults() {
+        let cluster = |discovery: &str| {
+            let doc = format!(r#"{{"listeners": [], "clusters": [{{"name": "c", "discovery": {discovery}}}]}}"#);
+            Config::from_json(&doc).map(|mut config| config.clusters.remove(0).discovery)
+        };
+        let dns = cluster(r#"{"type": "dns", "name": "orders.mesh.local", "port": 8080}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dns,
+            Some(Discovery::Dns {
+                name: "orders.mesh.local".into(),
+                record: DnsRecord::A,
+                port: Some(8080),
+                resolver: None,
+                min_ttl: Millis(1_000),
+                max_ttl: Millis(300_000),
+            })
+        );
+        let srv = cluster(r#"{"type": "dns", "name": "_http._tcp.orders", "record": "SRV"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(srv, Some(Discovery::Dns { record: DnsRecord::Srv, port: None, .. })));
+        let file = cluster(r#"{"type": "file", "path": "/etc/mesh/orders.yaml"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file, Some(Discovery::File { path: "/etc/mesh/orders.yaml".into() }));
+        assert!(cluster(r#"{"type": "file", "path": "a.yaml", "port": 1}"#).is_err());
+        assert!(cluster(r#"{"type": "consul"}"#).is_err());
     }
 
     #[test]
