@@ -26,7 +26,6 @@ __all__ = ["CONTENT_TYPE", "ProxyMetrics", "families"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 ROUTE_LABELS = ["direction", "listener", "route", "cluster"]
-NO_RELOADS = {"succeeded": 0, "failed": 0}
 
 
 class ProxyMetrics:
@@ -46,14 +45,12 @@ class _ProxyCollector(Collector):
         self._proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
-        # Reload outcomes are counted by the reload path of the Python layer; a proxy without
-        # that counter has refused and applied no reload it could tell of.
-        outcomes: Mapping[str, int] = getattr(self._proxy, "reload_outcomes", NO_RELOADS)
-        return families(self._proxy.stats(), outcomes)
+        return families(self._proxy.stats())
 
 
-def families(stats: Mapping[str, Any], reload_outcomes: Mapping[str, int]) -> Iterator[Metric]:
-    """The metric families of one engine stats snapshot (``Proxy.stats()``)."""
+def families(stats: Mapping[str, Any]) -> Iterator[Metric]:
+    """The metric families of one stats snapshot (``Proxy.stats()``: the engine's counters and
+    the Python layer's reload outcomes)."""
     yield from _traffic(stats["traffic"])
     yield from _listeners(stats["listeners"])
     yield from _clusters(stats["clusters"])
@@ -70,8 +67,8 @@ def families(stats: Mapping[str, Any], reload_outcomes: Mapping[str, int]) -> It
                             value=stats["config_version"])
     reloads = CounterMetricFamily("meshproxy_config_reloads", "Config reloads, by outcome: succeeded (swapped in) "
                                   "or failed (refused; the running config stayed).", labels=["outcome"])
-    for outcome in ("succeeded", "failed"):
-        reloads.add_metric([outcome], reload_outcomes.get(outcome, 0))
+    for outcome, count in stats["reload_outcomes"].items():
+        reloads.add_metric([outcome], count)
     yield reloads
     yield CounterMetricFamily("meshproxy_log_lines_dropped", "Engine log lines dropped because the log queue was "
                               "full.", value=stats["log_lines_dropped"])
@@ -139,8 +136,8 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         failures.add_metric([name], cluster["upstream_failures_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
-        connections.add_metric([name, "http1", "idle"], cluster["connections"]["http1_idle"])
-        connections.add_metric([name, "http2", "open"], cluster["connections"]["http2_open"])
+        connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
+        connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
     yield from (sent, connect_failures, timeouts, failures, responses, connections)
 
 

@@ -381,8 +381,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(stats["clusters"]) == {"app"}
     app = stats["clusters"]["app"]
     assert set(app) == {"connect_failures_total", "responses", "timeouts_total", "upstream_failures_total",
-                        "upstream_requests_total", "connections"}
-    assert set(app["connections"]) == {"http1_idle", "http2_open"}
+                        "upstream_requests_total", "pool"}
+    assert set(app["pool"]) == {"idle_http1", "http2_connections"}
     assert set(app["responses"]) == responses
     assert app["upstream_requests_total"] == 1
 

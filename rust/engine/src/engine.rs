@@ -227,22 +227,18 @@ impl Engine {
         stats
     }
 
-    /// Adds `direction` to the entry of each running listener and `connections` (`http1_idle`,
-    /// `http2_open`) to the entry of every cluster: zeros for clusters no running route sends to.
+    /// Adds `direction` to the entry of each running listener and `pool` (`idle_http1`,
+    /// `http2_connections`, as `/clusters` names them per endpoint) to the entry of every
+    /// cluster: zeros for clusters the running config no longer has.
     fn add_running_state(&self, stats: &mut serde_json::Value) {
-        let mut directions = HashMap::new();
-        let mut connections: HashMap<Arc<str>, (usize, usize)> = HashMap::new();
-        {
+        let (directions, pools): (HashMap<_, _>, HashMap<_, _>) = {
             let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-            for listener in &control.listeners {
-                let snapshot = listener.shared.snapshot.load();
-                directions.insert(snapshot.name.clone(), snapshot.direction);
-                for target in snapshot.routes.routes.iter().flat_map(|route| route.targets()) {
-                    let cluster = &target.cluster;
-                    connections.entry(cluster.name.clone()).or_insert_with(|| cluster.connections());
-                }
-            }
-        }
+            let directions = control.listeners.iter().map(|l| {
+                let snapshot = l.shared.snapshot.load();
+                (snapshot.name.clone(), snapshot.direction)
+            });
+            (directions.collect(), control.clusters.iter().map(|c| (c.name.clone(), c.connections())).collect())
+        };
         if let Some(listeners) = stats.get_mut("listeners").and_then(serde_json::Value::as_object_mut) {
             for (name, entry) in listeners.iter_mut() {
                 if let (Some(direction), Some(entry)) = (directions.get(name.as_str()), entry.as_object_mut()) {
@@ -252,9 +248,10 @@ impl Engine {
         }
         if let Some(clusters) = stats.get_mut("clusters").and_then(serde_json::Value::as_object_mut) {
             for (name, entry) in clusters.iter_mut() {
-                let (idle, open) = connections.get(name.as_str()).copied().unwrap_or_default();
+                let (idle_http1, http2_connections) = pools.get(name.as_str()).copied().unwrap_or_default();
                 if let Some(entry) = entry.as_object_mut() {
-                    entry.insert("connections".into(), serde_json::json!({ "http1_idle": idle, "http2_open": open }));
+                    let pool = serde_json::json!({ "idle_http1": idle_http1, "http2_connections": http2_connections });
+                    entry.insert("pool".into(), pool);
                 }
             }
         }
