@@ -68,14 +68,16 @@ def start_upstream(name: str) -> Upstream:
 
 def _answers(address: str) -> bool:
     host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=1)
     try:
-        connection = http.client.HTTPConnection(host, int(port), timeout=1)
         connection.request("GET", "/ready")
-        ok = connection.getresponse().status == 200
-        connection.close()
-        return ok
+        return connection.getresponse().status == 200
     except OSError:
         return False
+    finally:
+        # Also when the upstream, still starting, timed out: an unclosed socket is a
+        # ResourceWarning, an error under the suite's warning filters.
+        connection.close()
 
 
 def upstream_pool() -> Iterator[Callable[[str], Upstream]]:
