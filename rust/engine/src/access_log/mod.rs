@@ -94,6 +94,18 @@ pub fn settings(config: &config::AccessLog) -> Result<Settings, Vec<Problem>> {
     }
 }
 
+/// A file destination whose folder does not exist (the file itself is created when missing).
+pub fn folder_problem(destination: &str) -> Option<Problem> {
+    if destination == sink::STDOUT {
+        return None;
+    }
+    let folder = std::path::Path::new(destination).parent().filter(|f| !f.as_os_str().is_empty())?;
+    (!folder.is_dir()).then(|| Problem {
+        path: "access_log.path".into(),
+        message: format!("cannot write '{destination}': the folder '{}' does not exist", folder.display()),
+    })
+}
+
 // === impl Destinations ===
 
 impl Destinations {

@@ -96,11 +96,13 @@ impl Wanted {
     }
 }
 
-/// The problems of the config's `access_log` and `tracing` sections, opening nothing.
+/// The problems of the config's `access_log` and `tracing` sections, opening nothing: an access
+/// log file is only checked to have a folder to go in.
 pub fn check(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     if let Some(access_log) = &config.access_log {
         problems.extend(access_log::settings(access_log).err().into_iter().flatten());
+        problems.extend(access_log::folder_problem(&access_log.path));
     }
     if let Some(tracing) = &config.tracing {
         problems.extend(tracing_sample(tracing).err());
@@ -217,7 +219,8 @@ mod tests {
     fn bad_sections_are_reported_at_their_fields_without_opening_files() {
         let problems = check(&config(r#""access_log": {"path": "/nonexistent/dir/x.jsonl", "fields": ["status", "nope", "status"], "sample": 2.0}, "tracing": {"sample": -1},"#));
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, vec!["access_log.fields[1]", "access_log.fields[2]", "access_log.sample", "tracing.sample"]);
+        assert_eq!(paths, vec!["access_log.fields[1]", "access_log.fields[2]", "access_log.sample", "access_log.path", "tracing.sample"]);
+        assert_eq!(problems[3].message, "cannot write '/nonexistent/dir/x.jsonl': the folder '/nonexistent/dir' does not exist");
         let outlets = Outlets::new(Arc::default());
         let opened = outlets.telemetry(&config(r#""access_log": {"path": "/nonexistent/dir/x.jsonl"},"#));
         let problems = opened.err().unwrap();
