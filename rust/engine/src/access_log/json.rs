@@ -5,7 +5,6 @@ use std::io::Write;
 
 use super::field::{Field, Fields};
 use super::time::write_rfc3339;
-use crate::config::Direction;
 use crate::telemetry::record::Record;
 
 /// Appends the line (with its newline) to `out`.
@@ -34,11 +33,11 @@ fn write_value(out: &mut Vec<u8>, record: &Record, field: Field) {
         }
         Field::DurationMs => write!(out, "{:.3}", record.duration.as_secs_f64() * 1000.0),
         Field::Listener => string(out, &record.listener),
-        Field::Direction => string(out, direction(record.direction)),
+        Field::Direction => string(out, record.direction.name()),
         Field::Protocol => string(out, &format!("HTTP/{}", record.protocol_version())),
         Field::Method => string(out, record.method.as_str()),
-        Field::Authority => optional(out, record.authority.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))),
-        Field::Path => optional(out, record.path.as_ref().map(|p| p.as_str())),
+        Field::Authority => optional(out, record.authority()),
+        Field::Path => optional(out, record.path()),
         Field::Status => write!(out, "{}", record.status),
         Field::Route => optional(out, record.route.as_deref()),
         Field::Cluster => optional(out, record.cluster.as_deref()),
@@ -52,13 +51,6 @@ fn write_value(out: &mut Vec<u8>, record: &Record, field: Field) {
         Field::PeerIdentity => optional(out, record.peer_identity.as_ref().map(|id| id.as_str())),
         Field::Error => optional(out, record.error.map(|reason| reason.name())),
     };
-}
-
-pub fn direction(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Outbound => "outbound",
-        Direction::Inbound => "inbound",
-    }
 }
 
 /// A JSON string, escaped.
@@ -131,7 +123,7 @@ mod tests {
     #[test]
     fn values_from_the_client_are_escaped() {
         let mut record = Record::example(200);
-        record.authority = Some(HeaderValue::from_static("a\"b\\c"));
+        record.host = Some(HeaderValue::from_static("a\"b\\c"));
         record.request_id = HeaderValue::from_bytes(b"caf\xe9").ok();
         let fields = [Field::Authority, Field::RequestId].into_iter().collect();
         assert_eq!(line(&record, fields), json!({"authority": "a\"b\\c", "request_id": "caf\u{fffd}"}));

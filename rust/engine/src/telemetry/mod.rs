@@ -47,6 +47,11 @@ pub struct Outlets {
 // === impl Telemetry ===
 
 impl Telemetry {
+    /// Whether there is an access log or tracing: without, requests report nothing here.
+    pub fn is_on(&self) -> bool {
+        self.access_log.is_some() || self.tracing.is_some()
+    }
+
     /// Starts the proxy's span of a request, with tracing on.
     pub fn start(&self, headers: &HeaderMap) -> Option<Trace> {
         self.tracing.as_ref().map(|tracing| Trace::start(headers, tracing.sample))

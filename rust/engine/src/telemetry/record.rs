@@ -7,9 +7,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::borrow::Cow;
+
 use http::header::HeaderValue;
 use http::uri::PathAndQuery;
-use http::{Method, Version};
+use http::{Method, Uri, Version};
 
 use crate::config::Direction;
 use crate::error::Reason;
@@ -27,10 +29,10 @@ pub struct Record {
     /// The downstream protocol.
     pub protocol: Version,
     pub method: Method,
-    /// `:authority` or `Host`, as received.
-    pub authority: Option<HeaderValue>,
-    /// The request target as received: path and query.
-    pub path: Option<PathAndQuery>,
+    /// The request target as received (before any rewrite).
+    pub target: Uri,
+    /// The `Host` header, for a target without an authority.
+    pub host: Option<HeaderValue>,
     pub status: u16,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
@@ -56,13 +58,26 @@ pub struct Record {
 // === impl Record ===
 
 impl Record {
+    /// The authority the client asked for: from the target, else from `Host`.
+    pub fn authority(&self) -> Option<Cow<'_, str>> {
+        match self.target.authority() {
+            Some(authority) => Some(Cow::Borrowed(authority.as_str())),
+            None => self.host.as_ref().map(|host| String::from_utf8_lossy(host.as_bytes())),
+        }
+    }
+
+    /// The path and query, as received.
+    pub fn path(&self) -> Option<&str> {
+        self.target.path_and_query().map(PathAndQuery::as_str)
+    }
+
     /// The request path without the query.
     pub fn url_path(&self) -> &str {
-        self.path.as_ref().map_or("", PathAndQuery::path)
+        self.target.path()
     }
 
     pub fn query(&self) -> Option<&str> {
-        self.path.as_ref().and_then(PathAndQuery::query)
+        self.target.query()
     }
 
     /// The protocol version as OpenTelemetry's `network.protocol.version` writes it.
@@ -86,8 +101,8 @@ impl Record {
             direction: Direction::Outbound,
             protocol: Version::HTTP_11,
             method: Method::GET,
-            authority: Some(HeaderValue::from_static("orders")),
-            path: Some(PathAndQuery::from_static("/orders/1?full=true")),
+            target: Uri::from_static("/orders/1?full=true"),
+            host: Some(HeaderValue::from_static("orders")),
             status,
             route: Some("orders".into()),
             cluster: Some("orders-v1".into()),

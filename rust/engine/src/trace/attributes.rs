@@ -7,7 +7,6 @@ use std::time::UNIX_EPOCH;
 
 use http::uri::Authority;
 
-use crate::access_log::json::direction;
 use crate::telemetry::record::Record;
 
 /// An attribute value: OTLP's string or int.
@@ -54,12 +53,12 @@ pub fn attributes(record: &Record) -> Vec<(&'static str, Value)> {
         ("http.request.body.size", Value::Int(i64::try_from(record.bytes_in).unwrap_or(i64::MAX))),
         ("http.response.body.size", Value::Int(i64::try_from(record.bytes_out).unwrap_or(i64::MAX))),
         ("meshproxy.listener", text(&record.listener)),
-        ("meshproxy.direction", text(direction(record.direction))),
+        ("meshproxy.direction", text(record.direction.name())),
     ];
     if let Some(query) = record.query() {
         out.push(("url.query", text(query)));
     }
-    if let Some(authority) = record.authority.as_ref().and_then(|v| Authority::try_from(v.as_bytes()).ok()) {
+    if let Some(authority) = record.authority().and_then(|a| Authority::try_from(a.as_bytes()).ok()) {
         out.push(("server.address", text(authority.host())));
         if let Some(port) = authority.port_u16() {
             out.push(("server.port", Value::Int(i64::from(port))));
@@ -93,7 +92,7 @@ mod tests {
     #[test]
     fn a_request_is_described_in_semantic_convention_terms() {
         let mut record = Record::example(200);
-        record.authority = Some(HeaderValue::from_static("orders:8080"));
+        record.host = Some(HeaderValue::from_static("orders:8080"));
         let attributes = attributes(&record);
         let str = |s: &str| Some(Value::Str(s.into()));
         assert_eq!(get(&attributes, "http.request.method").cloned(), str("GET"));
