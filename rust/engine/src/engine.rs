@@ -367,11 +367,10 @@ fn wait_closed(listeners: &[Arc<ListenerStats>], deadline: Instant) {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
-        // Stops the worker threads; what still runs on them is dropped.
+        // Stops the worker threads; what still runs on them is dropped, and with it the last
+        // listener snapshots and their access log senders.
         self.workers.take();
-        // The listeners' snapshots go now, and with them the access log senders: the writers
-        // write what is queued and end.
-        self.control.get_mut().unwrap_or_else(|p| p.into_inner()).listeners.clear();
+        // The writers write what is queued, and end.
         self.outlets.finish(ACCESS_LOG_FINISH);
     }
 }

@@ -20,6 +20,7 @@ pub struct FinishedSpan {
     pub record: Arc<Record>,
 }
 
+#[derive(Debug)]
 enum Message {
     Span(FinishedSpan),
     /// Ends a drain early: the exporter is stopping.
@@ -33,15 +34,6 @@ pub struct SpanQueue {
     /// Only the exporter drains, one batch at a time; never locked on the request path.
     drained: Mutex<Receiver<Message>>,
     stats: Arc<TracingStats>,
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Message::Span(_) => "Span",
-            Message::Wake => "Wake",
-        })
-    }
 }
 
 // === impl SpanQueue ===
