@@ -129,6 +129,17 @@ def test_sample_0_writes_nothing(meshproxy_run: Callable[..., ProxyProcess], ups
     assert (tmp_path / "access.jsonl").read_text() == ""
 
 
+def test_a_stopped_sidecar_has_written_every_line(meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams,
+                                                  tmp_path: Path) -> None:
+    proxy = meshproxy_run(config(upstreams("v1"), {"path": "access.jsonl", "fields": ["path"]}))
+    with httpx.Client(timeout=10, headers={"host": "orders"}) as client:
+        for n in range(50):
+            assert client.get(f"http://{proxy.address('outbound')}/anything/{n}").status_code == 200
+    assert proxy.stop() == 0
+    assert sorted(line["path"] for line in lines(tmp_path / "access.jsonl")) == sorted(
+        f"/anything/{n}" for n in range(50))
+
+
 def test_an_mtls_request_logs_the_peers_identity(
         meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams, tmp_path: Path) -> None:
     """frontend's sidecar → mTLS → orders' sidecar: the inbound line names frontend's SPIFFE ID."""

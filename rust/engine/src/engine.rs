@@ -353,6 +353,11 @@ impl Engine {
             }
         }
         wait_closed(&stats, deadline);
+        // With every connection done, the access log writers have the last lines and end as the
+        // last snapshots go: waiting for them here means a process exiting next loses none.
+        if stats.iter().chain(&inbound).all(|s| s.connections_active.get() == 0) {
+            self.outlets.finish(ACCESS_LOG_FINISH);
+        }
     }
 }
 
