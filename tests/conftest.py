@@ -167,6 +167,17 @@ def body_json(response: Any) -> dict[str, Any]:
     return document
 
 
+def metric_value(admin: str, sample: str) -> float:
+    """The value of the unlabelled sample ``sample`` in one scrape of the admin API's /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://{admin}/metrics", timeout=10).text
+    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == sample]
+    assert len(values) == 1, f"{len(values)} samples named {sample}"
+    return values[0]
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

@@ -56,6 +56,16 @@ class Engine:
     def workers(self) -> int: ...
     @property
     def version(self) -> int: ...
+    def drain_spans(
+        self, max_spans: int, wait_seconds: float
+    ) -> list[tuple[bytes, bytes, bytes, str, int, int, list[tuple[str, str | int]], str | None]]:
+        """Up to ``max_spans`` finished, sampled spans: returns once it has that many, or after
+        ``wait_seconds`` with what it has (maybe none), or at once after ``wake_span_drain``.
+        Each is ``(trace_id, span_id, parent_span_id, name, start_ns, end_ns, attributes,
+        error_type)``: ``parent_span_id`` is empty for a span that started its trace,
+        ``error_type`` None unless the span failed (the proxy's error reason, or the 5xx status)."""
+    def wake_span_drain(self) -> None:
+        """Ends a ``drain_spans`` in progress, if any, at once."""
     def shutdown(self, drain_seconds: float = 0.0) -> None:
         """Stops within ``drain_seconds``: inbound listeners first, while outbound ones keep
         serving, until inbound connections finish; then the rest, until theirs finish."""

@@ -15,6 +15,14 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 
+class TracingExport(NamedTuple):
+    """Where the Python layer sends the engine's finished spans: the config's ``tracing``
+    section, less the sampling ratio the engine applies itself."""
+
+    otlp_endpoint: str
+    service_name: str
+
+
 # A NamedTuple rather than a dataclass: `dataclasses` imports `inspect` and `ast`, a megabyte the
 # sidecar has no other use for.
 class EngineDocument(NamedTuple):
@@ -34,6 +42,8 @@ class EngineDocument(NamedTuple):
     discovery: Mapping[str, Mapping[str, Any]] = {}
     """Cluster name → its ``discovery`` settings as in the engine document, for each cluster
     whose endpoints a source finds; empty when every cluster lists its own."""
+    tracing: TracingExport | None = None
+    """Where spans are exported; None without a ``tracing`` section."""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -43,6 +53,7 @@ class EngineDocument(NamedTuple):
             "source": self.source,
             "identity_files": list(self.identity_files),
             "discovery": dict(self.discovery),
+            "tracing": list(self.tracing) if self.tracing is not None else None,
         })
 
     @classmethod
@@ -54,6 +65,8 @@ class EngineDocument(NamedTuple):
         data["identity_files"] = tuple(data.get("identity_files", ()))
         data.setdefault("discovery", {})
         try:
+            tracing = data.get("tracing")
+            data["tracing"] = TracingExport(*tracing) if tracing is not None else None
             return cls(**data)
         except TypeError as error:
             raise ValueError(str(error)) from None

@@ -56,6 +56,7 @@ def families(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield from _clusters(stats["clusters"])
     yield from _tls(stats["tls"])
     yield from _authorization(stats["authorization"])
+    yield from _telemetry(stats["access_log"], stats["tracing"])
 
     errors = CounterMetricFamily("meshproxy_proxy_errors", "Requests the proxy answered itself, by reason "
                                  "(no_route, denied, connect_failure, timeout, ...).", labels=["reason"])
@@ -166,3 +167,19 @@ def _authorization(authorization: Mapping[str, Any]) -> Iterator[Metric]:
             for rule, rule_counts in counts["rules"].items():
                 matches.add_metric([listener, policy, rule], rule_counts["matches"])
     yield from (decisions, matches)
+
+
+def _telemetry(access_log: Mapping[str, Any], tracing: Mapping[str, Any]) -> Iterator[Metric]:
+    yield CounterMetricFamily("meshproxy_access_log_lines", "Access log lines written.", value=access_log["lines"])
+    yield CounterMetricFamily("meshproxy_access_log_lines_dropped", "Access log lines dropped: the writer's queue "
+                              "was full, or the write failed.", value=access_log["dropped"])
+    yield CounterMetricFamily("meshproxy_spans", "Sampled spans queued for export.", value=tracing["spans"])
+    yield CounterMetricFamily("meshproxy_spans_dropped", "Spans dropped because the export queue was full.",
+                              value=tracing["dropped"])
+    # The exporter's counts, with tracing on.
+    if "exported" in tracing:
+        yield CounterMetricFamily("meshproxy_spans_exported", "Spans the OTLP collector accepted.",
+                                  value=tracing["exported"])
+        yield CounterMetricFamily("meshproxy_spans_export_failed", "Spans in batches that failed to reach the OTLP "
+                                  "collector (refused, unreachable, or no answer in time).",
+                                  value=tracing["export_failed"])

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .identity_watch import IdentityWatcher
     from .config.load import Explain
     from .metrics import ProxyMetrics
+    from .tracing import SpanExporter
 
 ConfigLike: TypeAlias = "Config | dict[str, Any] | str | os.PathLike[str] | EngineDocument"
 
@@ -68,6 +69,7 @@ class Proxy:
         self._identity_watcher: IdentityWatcher | None = None
         self._metrics: ProxyMetrics | None = None
         self._discovery: Discovery | None = None
+        self._span_exporter: SpanExporter | None = None
         self._lock = threading.Lock()
         if source is None and isinstance(config, (str, os.PathLike)):
             path = config
@@ -100,6 +102,7 @@ class Proxy:
             self._engine, self._discovery = engine, discovery
             discovery.follow(engine.apply)
             self._watch_identity(self._document)
+            self._export_spans(self._document)
         return self
 
     def stop(self, drain_timeout: float | None = None) -> None:
@@ -121,10 +124,14 @@ class Proxy:
                 self._engine = None
             admin, self._admin = self._admin, None
             watcher, self._identity_watcher = self._identity_watcher, None
+            exporter, self._span_exporter = self._span_exporter, None
         if watcher is not None:
             watcher.stop()
         if admin is not None:
             admin.stop()
+        # After the engine's last requests: their spans go out too.
+        if exporter is not None:
+            exporter.stop()
 
     def drain(self) -> None:
         """Starts draining: inbound listeners stop accepting, so new connections to them are
@@ -252,6 +259,7 @@ class Proxy:
             self._admin, self._document, self._config = admin, document, new_config
             if document.identity_files != self._document_identity_files():
                 self._watch_identity(document)
+            self._export_spans(document)
         if retired is not None:
             retired.stop()
         return version
@@ -280,6 +288,22 @@ class Proxy:
             self._identity_watcher = IdentityWatcher(document.identity_files, self.reload_identity)
             self._identity_watcher.start()
 
+    def _export_spans(self, document: EngineDocument) -> None:
+        """Starts, retargets or stops the span exporter to match ``document``; called under the
+        lock, with the engine running."""
+        exporter = self._span_exporter
+        if document.tracing is None:
+            if exporter is not None:
+                self._span_exporter = None
+                exporter.stop()
+        elif exporter is not None:
+            exporter.retarget(document.tracing)
+        elif self._engine is not None:
+            from .tracing import SpanExporter  # here: it loads the OTLP protobuf modules
+
+            self._span_exporter = SpanExporter(self._engine, document.tracing)
+            self._span_exporter.start()
+
     def _document_identity_files(self) -> tuple[str, ...]:
         watcher = self._identity_watcher
         return watcher.files if watcher is not None else ()
@@ -301,9 +325,13 @@ class Proxy:
         return self._admin.address if self._admin is not None else None
 
     def stats(self) -> dict[str, Any]:
-        """The engine's counters, read as one snapshot, and the reload outcomes."""
+        """The engine's counters, read as one snapshot, and the reload outcomes; with the span
+        exporter's counts under ``tracing`` (``exported``, ``export_failed``) when tracing is on."""
         stats: dict[str, Any] = json.loads(self._require_engine().stats_json())
         stats["reload_outcomes"] = self.reload_outcomes
+        exporter = self._span_exporter
+        if exporter is not None:
+            stats.setdefault("tracing", {}).update(exporter.stats())
         return stats
 
     def metrics(self) -> bytes:

@@ -13,6 +13,7 @@ lines), ``model`` (the schema; ``fields``, ``addresses``, ``duration`` hold its 
 from .errors import ConfigError, ConfigIssue
 from .load import coerce_config, load_config, parse_config
 from .model import (
+    AccessLog,
     Admin,
     Cluster,
     Config,
@@ -23,11 +24,13 @@ from .model import (
     Listener,
     Route,
     RouteMatch,
+    Tracing,
     WeightedCluster,
 )
 from .schema import json_schema
 
 __all__ = [
+    "AccessLog",
     "Admin",
     "Cluster",
     "Config",
@@ -40,6 +43,7 @@ __all__ = [
     "Listener",
     "Route",
     "RouteMatch",
+    "Tracing",
     "WeightedCluster",
     "coerce_config",
     "json_schema",

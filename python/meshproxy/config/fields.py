@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+import urllib.parse
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, Field
 
@@ -97,6 +98,20 @@ def _file_path(value: str) -> str:
     return value
 
 
+def _otlp_endpoint(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.query or parts.fragment:
+        raise invalid(
+            f"{show(value)} is not a valid OTLP/HTTP endpoint; expected an http:// or https:// URL with a "
+            "host, e.g. http://127.0.0.1:4318"
+        )
+    return value
+
+
 def _url_path(value: str) -> str:
     if not value.startswith("/"):
         raise invalid(f"{show(value)} is not a valid path; it must start with '/'")
@@ -143,3 +158,34 @@ UrlPath = Annotated[str, AfterValidator(_url_path)]
 FilePath = Annotated[str, AfterValidator(_file_path)]
 """A file the engine reads; relative to the config file's folder until the loader resolves it."""
 Host = Annotated[str, AfterValidator(_host)]
+OtlpEndpoint = Annotated[str, AfterValidator(_otlp_endpoint)]
+"""The base URL of an OTLP/HTTP collector (spans go to its /v1/traces), or the full URL of its
+traces endpoint when it has a path."""
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A share of requests, from 0.0 (none) to 1.0 (all)."""
+
+AccessLogField = Literal[
+    "time",
+    "duration_ms",
+    "listener",
+    "direction",
+    "protocol",
+    "method",
+    "authority",
+    "path",
+    "status",
+    "route",
+    "cluster",
+    "upstream_address",
+    "bytes_in",
+    "bytes_out",
+    "request_id",
+    "trace_id",
+    "span_id",
+    "client_address",
+    "peer_identity",
+    "error",
+]
+"""The fields of an access log line, in the order a line writes them (the engine's
+access_log::Field)."""
+ACCESS_LOG_FIELDS: tuple[AccessLogField, ...] = get_args(AccessLogField)

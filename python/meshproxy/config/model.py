@@ -28,11 +28,13 @@ from pydantic import (
     model_validator,
 )
 
-from ..engine_document import EngineDocument
+from ..engine_document import EngineDocument, TracingExport
 from ..addresses import parse_endpoint_address
 from .duration import Duration
 from .endpoints import Endpoints, dump_endpoints, endpoints_reader
 from .fields import (
+    ACCESS_LOG_FIELDS,
+    AccessLogField,
     DnsName,
     EndpointAddress,
     FilePath,
@@ -42,12 +44,16 @@ from .fields import (
     ListenAddress,
     Method,
     Name,
+    OtlpEndpoint,
+    Ratio,
     ResolverAddress,
     UrlPath,
 )
 from .messages import describe, invalid, show
 
 Weight = Annotated[int, Field(ge=0, le=1_000_000)]
+# The access log path that means standard output (the engine's access_log::sink::STDOUT).
+STDOUT = "stdout"
 
 
 class _Section(BaseModel):
@@ -135,6 +141,43 @@ class Limits(_Section):
     """Most header bytes accepted on one request: an HTTP/1.1 head or an HTTP/2 header list."""
     max_concurrent_streams: Annotated[int, Field(ge=1, le=65535)] = 1024
     """Per downstream HTTP/2 connection."""
+
+
+class AccessLog(_Section):
+    """One JSON line per request, for every listener (each line names its listener and
+    direction). Written by a background thread: when it falls behind, lines are dropped and
+    counted (stats: access_log.dropped), and requests never wait."""
+
+    path: FilePath = STDOUT
+    """'stdout', or a file appended to (created if missing; relative to the config file's folder)."""
+    fields: Annotated[list[AccessLogField], Field(min_length=1)] = Field(
+        default_factory=lambda: list(ACCESS_LOG_FIELDS), json_schema_extra={"default": list(ACCESS_LOG_FIELDS)}
+    )
+    """The fields each line carries, written in the order of the field list in the README."""
+    sample: Ratio = 1.0
+    """The share of requests logged: 1.0 logs every request, 0.0 none."""
+
+    @field_validator("fields")
+    @classmethod
+    def _each_once(cls, fields: list[str]) -> list[str]:
+        seen: dict[str, int] = {}
+        for i, name in enumerate(fields):
+            if name in seen:
+                raise invalid(f"{show(name)} is listed twice (as fields[{seen[name]}] too)", at=(i,))
+            seen[name] = i
+        return fields
+
+
+class Tracing(_Section):
+    """The proxy's span of each request: propagated to the upstream in traceparent (and in B3
+    headers when the request came with them), and exported over OTLP/HTTP when sampled."""
+
+    otlp_endpoint: OtlpEndpoint = "http://127.0.0.1:4318"
+    """The OTLP/HTTP collector: spans are posted to its /v1/traces (a URL with a path is used as is)."""
+    sample: Ratio = 1.0
+    """The share of new traces recorded; a sampling decision that comes with the request wins."""
+    service_name: Annotated[str, Field(min_length=1)] = "meshproxy"
+    """The service.name of the exported spans: usually the service this sidecar runs beside."""
 
 
 # === Routes ===
@@ -500,6 +543,8 @@ class Config(_Section):
     admin: Admin | None = None
     limits: Limits = Field(default_factory=Limits)
     identity: Identity | None = None
+    access_log: AccessLog | None = None
+    tracing: Tracing | None = None
     listeners: list[Listener] = Field(min_length=1)
     clusters: list[Cluster] = _empty(list)
 
@@ -512,9 +557,8 @@ class Config(_Section):
 
     def with_files_under(self, folder: str) -> Config:
         """This config with every relative file path it names (identity, cluster CAs, endpoint
-        files of discovery) made
-        absolute under ``folder``: a config file names files relative to itself, while the
-        engine reads them from wherever the sidecar runs."""
+        files of discovery, the access log) made absolute under ``folder``: a config file names
+        files relative to itself, while the engine reads them from wherever the sidecar runs."""
         def under(path: str) -> str:
             return os.path.normpath(os.path.join(folder, path))
 
@@ -533,6 +577,8 @@ class Config(_Section):
             )
         if any(cluster.tls.ca is not None or cluster.discovery is not None for cluster in self.clusters):
             update["clusters"] = [cluster_under(cluster) for cluster in self.clusters]
+        if self.access_log is not None and self.access_log.path != STDOUT:
+            update["access_log"] = self.access_log.model_copy(update={"path": under(self.access_log.path)})
         if not update:
             return self
         copy = self.model_copy(update=update)
@@ -564,4 +610,5 @@ class Config(_Section):
                 for cluster in self.clusters
                 if cluster.discovery is not None
             },
+            tracing=TracingExport(self.tracing.otlp_endpoint, self.tracing.service_name) if self.tracing else None,
         )

@@ -136,11 +136,13 @@ def _range(root: type[BaseModel], loc: Path) -> str:
                 bounds[attr] = getattr(item, attr)
     low = bounds["ge"] if "ge" in bounds else (bounds["gt"] + 1 if "gt" in bounds else None)
     high = bounds["le"] if "le" in bounds else (bounds["lt"] - 1 if "lt" in bounds else None)
+    # Float bounds (a sampling ratio) take any number between them.
+    kind = "a number" if isinstance(low, float) or isinstance(high, float) else "an integer"
     if low is not None and high is not None:
-        return f"expected an integer from {low} to {high}"
+        return f"expected {kind} from {low} to {high}"
     if low is not None:
-        return f"expected an integer of at least {low}"
-    return f"expected an integer of at most {high}"
+        return f"expected {kind} of at least {low}"
+    return f"expected {kind} of at most {high}"
 
 
 def _constraints(tp: Any, info: FieldInfo | None) -> list[Any]:

@@ -20,6 +20,10 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub identity: Option<Identity>,
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
@@ -31,6 +35,37 @@ pub struct Config {
 pub struct Admin {
     #[serde(default = "Admin::default_address")]
     pub address: String,
+}
+
+/// One JSON line per request, for every listener: to standard output or appended to a file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// `stdout`, or a file path (made absolute by the Python layer, relative to the config).
+    #[serde(default = "AccessLog::default_path")]
+    pub path: String,
+    /// The fields each line carries (see `access_log::Field`); default: all of them.
+    #[serde(default = "AccessLog::default_fields")]
+    pub fields: Vec<String>,
+    /// The share of requests logged, from 0.0 to 1.0.
+    #[serde(default = "default_sample")]
+    pub sample: f64,
+}
+
+/// The proxy's span of each request, propagated in `traceparent` (and B3 when it came in) and
+/// exported over OTLP/HTTP by the Python layer.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// The OTLP/HTTP collector; Python posts batches to its `/v1/traces`.
+    #[serde(default = "Tracing::default_otlp_endpoint")]
+    pub otlp_endpoint: String,
+    /// The share of traces the proxy starts that are recorded; a caller's decision wins.
+    #[serde(default = "default_sample")]
+    pub sample: f64,
+    /// The `service.name` of the exported spans.
+    #[serde(default = "Tracing::default_service_name")]
+    pub service_name: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -366,6 +401,28 @@ impl Admin {
     fn default_address() -> String {
         "127.0.0.1:15000".to_string()
     }
+}
+
+impl AccessLog {
+    fn default_path() -> String {
+        crate::access_log::sink::STDOUT.to_string()
+    }
+    fn default_fields() -> Vec<String> {
+        crate::access_log::Field::ALL.iter().map(|field| field.name().to_string()).collect()
+    }
+}
+
+impl Tracing {
+    fn default_otlp_endpoint() -> String {
+        "http://127.0.0.1:4318".to_string()
+    }
+    fn default_service_name() -> String {
+        "meshproxy".to_string()
+    }
+}
+
+fn default_sample() -> f64 {
+    1.0
 }
 
 impl Default for Limits {

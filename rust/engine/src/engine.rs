@@ -14,9 +14,14 @@ use crate::endpoint::EndpointRegistry;
 use crate::listener::{ListenerShared, RunningListener};
 use crate::snapshot::{self, Context, Problem};
 use crate::stats::{ListenerStats, Stats};
+use crate::telemetry::Outlets;
+use crate::trace::FinishedSpan;
 use crate::tls::credentials::{Credentials, Pems};
 use crate::tls::store::IdentityStore;
 use crate::workers::Workers;
+
+/// How long a stopping engine waits for its access log writers to write their last lines.
+const ACCESS_LOG_FINISH: Duration = Duration::from_secs(5);
 
 const NO_IDENTITY: &str = "the running config has no identity section (trust_domain, cert, key, bundle)";
 
@@ -40,6 +45,9 @@ pub struct Engine {
     /// Inbound listeners have stopped accepting for good: a reload leaves them unbound. Set
     /// under the control lock; read without it, so readiness probes never wait on a reload.
     draining: AtomicBool,
+    /// Where access log lines and finished spans go; declared last, so that it is dropped
+    /// after the listeners whose requests feed it.
+    outlets: Outlets,
 }
 
 /// Touched only by control calls, under the engine's lock; never by the data path.
@@ -65,7 +73,9 @@ impl Engine {
             .or(config.workers)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
+        let stats = Arc::new(Stats::default());
         let engine = Engine {
+            outlets: Outlets::new(stats.clone()),
             workers: Some(Workers::start(workers).map_err(EngineError::Runtime)?),
             control: Mutex::new(Control {
                 listeners: Vec::new(),
@@ -75,7 +85,7 @@ impl Engine {
                 drained: Vec::new(),
                 stopped: false,
             }),
-            stats: Arc::new(Stats::default()),
+            stats,
             identity: Arc::default(),
             version: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -97,12 +107,24 @@ impl Engine {
         if control.stopped {
             return Err(EngineError::Stopped);
         }
-        let cx = Context { endpoints: &control.endpoints, stats: &self.stats, identity: &self.identity };
         let credentials = snapshot::load_identity(config.identity.as_ref());
-        let compiled = match (credentials, snapshot::compile_all(config, cx)) {
-            (Ok(credentials), Ok(compiled)) => (credentials, compiled),
-            (credentials, compiled) => {
-                let problems = credentials.err().into_iter().chain(compiled.err().into_iter().flatten()).collect();
+        let telemetry = self.outlets.telemetry(config).map(Arc::new);
+        let no_telemetry = Arc::default();
+        let cx = Context {
+            endpoints: &control.endpoints,
+            stats: &self.stats,
+            identity: &self.identity,
+            telemetry: telemetry.as_ref().unwrap_or(&no_telemetry),
+        };
+        let compiled = match (credentials, telemetry.as_ref(), snapshot::compile_all(config, cx)) {
+            (Ok(credentials), Ok(_), Ok(compiled)) => (credentials, compiled),
+            (credentials, telemetry, compiled) => {
+                let problems = credentials
+                    .err()
+                    .into_iter()
+                    .chain(telemetry.err().into_iter().flatten().cloned())
+                    .chain(compiled.err().into_iter().flatten())
+                    .collect();
                 return Err(EngineError::Invalid(problems));
             }
         };
@@ -293,6 +315,17 @@ impl Engine {
         self.draining.store(true, Relaxed);
     }
 
+    /// Up to `max` finished, sampled spans: returns once it has `max`, or after `wait` with
+    /// what it has (maybe none), or at once after [`Engine::wake_span_drain`].
+    pub fn drain_spans(&self, max: usize, wait: Duration) -> Vec<FinishedSpan> {
+        self.outlets.spans.drain(max, wait)
+    }
+
+    /// Ends a `drain_spans` in progress: the exporter is stopping.
+    pub fn wake_span_drain(&self) {
+        self.outlets.spans.wake();
+    }
+
     /// Stops in two steps within `drain`: first the inbound listeners, as `drain_inbound`, while
     /// outbound ones keep serving, until the inbound connections have finished; then every other
     /// listener, until their connections have finished too. Returns when all connections are
@@ -317,6 +350,11 @@ impl Engine {
             }
         }
         wait_closed(&stats, deadline);
+        // With every connection done, the access log writers have the last lines and end as the
+        // last snapshots go: waiting for them here means a process exiting next loses none.
+        if stats.iter().chain(&inbound).all(|s| s.connections_active.get() == 0) {
+            self.outlets.finish(ACCESS_LOG_FINISH);
+        }
     }
 }
 
@@ -331,8 +369,11 @@ fn wait_closed(listeners: &[Arc<ListenerStats>], deadline: Instant) {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
-        // Stops the worker threads; what still runs on them is dropped.
+        // Stops the worker threads; what still runs on them is dropped, and with it the last
+        // listener snapshots and their access log senders.
         self.workers.take();
+        // The writers write what is queued, and end.
+        self.outlets.finish(ACCESS_LOG_FINISH);
     }
 }
 

@@ -5,6 +5,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod authz;
 pub mod body;
 pub mod cluster;
@@ -23,8 +24,10 @@ pub mod route;
 pub mod snapshot;
 pub mod spiffe;
 pub mod stats;
+pub mod telemetry;
 pub mod tls;
 pub mod traffic;
+pub mod trace;
 pub mod workers;
 
 pub use config::Config;

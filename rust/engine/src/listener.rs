@@ -19,6 +19,7 @@ use crate::proxy;
 use crate::route::RouteTable;
 use crate::stats::{ListenerStats, Stats};
 use crate::traffic::TrafficStats;
+use crate::telemetry::Telemetry;
 use crate::workers::{self, WorkerHandles, Workers};
 
 /// What a listener serves with; swapped whole on every config change. A request keeps the
@@ -34,6 +35,8 @@ pub struct ListenerSnapshot {
     pub stats: Arc<ListenerStats>,
     /// Where requests answered without a route (no route, denied, malformed) are counted.
     pub unrouted: Arc<TrafficStats>,
+    /// The access log and tracing of the config this snapshot belongs to.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Shared by the accept loop and every connection of one bound socket.

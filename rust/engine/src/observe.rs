@@ -3,19 +3,23 @@
 //! that its duration covers the whole response. Finishing records it into the `TrafficStats`
 //! of its route and cluster.
 //!
-//! It is also what access logs and trace spans are to be made from: it keeps the facts they
-//! need (method, target, peer, request id, upstream address, error) as cheap clones of what the
-//! request already holds — reference-counted, never formatted — and records them nowhere yet.
+//! It is also what access logs and trace spans are made from: it keeps the facts they need
+//! (method, target, peer, request id, upstream address, error) as cheap clones of what the
+//! request already holds — reference-counted, never formatted — and, when the config has an
+//! access log or tracing, hands them over as a `telemetry::Record` on finishing.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HeaderValue, HOST};
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::error::Reason;
 use crate::spiffe::SpiffeId;
+use crate::telemetry::{Record, Telemetry};
+use crate::trace::{Trace, TraceId};
 use crate::traffic::{TrafficKey, TrafficStats};
 
 #[derive(Debug)]
@@ -41,6 +45,20 @@ pub struct Observation {
     /// Counted by the request body as it streams upstream; `None` for a request without a body.
     request_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
+    version: Version,
+    /// Where the finished request is reported besides the stats, when the config asks for it.
+    report: Option<Report>,
+}
+
+/// What an access log line or a span needs beyond the stats.
+#[derive(Debug)]
+struct Report {
+    telemetry: Arc<Telemetry>,
+    client: IpAddr,
+    /// The proxy's span, with tracing on.
+    trace: Option<Trace>,
+    /// The caller's trace, for the access log when tracing is off.
+    incoming_trace_id: Option<TraceId>,
 }
 
 // === impl Observation ===
@@ -64,7 +82,25 @@ impl Observation {
             error: None,
             request_bytes: None,
             response_bytes: 0,
+            version: request.version(),
+            report: None,
         }
+    }
+
+    /// Reports the finished request to `telemetry` too (the access log, the proxy's span), if
+    /// it has either; starts the proxy's span now, with tracing on.
+    pub fn report_to<B>(&mut self, telemetry: &Arc<Telemetry>, client: IpAddr, request: &Request<B>) {
+        if !telemetry.is_on() {
+            return;
+        }
+        let trace = telemetry.start(request.headers());
+        let incoming_trace_id = if trace.is_none() { telemetry.trace_id(None, request.headers()) } else { None };
+        self.report = Some(Report { telemetry: telemetry.clone(), client, trace, incoming_trace_id });
+    }
+
+    /// The proxy's span of this request, with tracing on: the upstream request names it.
+    pub fn trace(&self) -> Option<&Trace> {
+        self.report.as_ref().and_then(|report| report.trace.as_ref())
     }
 
     /// The request was routed: it counts for that route and cluster from now on.
@@ -118,7 +154,45 @@ impl Observation {
 /// by the client, or never made), the observation is recorded exactly once.
 impl Drop for Observation {
     fn drop(&mut self) {
-        self.traffic.record(self.status, self.elapsed(), self.request_bytes(), self.response_bytes);
+        let elapsed = self.elapsed();
+        self.traffic.record(self.status, elapsed, self.request_bytes(), self.response_bytes);
+        if let Some(report) = self.report.take() {
+            let wanted = report.telemetry.wants_record(report.trace.as_ref());
+            if wanted.any() {
+                let record = self.take_record(elapsed, &report);
+                report.telemetry.finish(record, report.trace.as_ref(), wanted);
+            }
+        }
+    }
+}
+
+impl Observation {
+    /// The facts of the finished request, moved out: the observation is going away.
+    fn take_record(&mut self, elapsed: Duration, report: &Report) -> Record {
+        let key = &self.traffic.key;
+        let named = |name: &Arc<str>| (!name.is_empty()).then(|| name.clone());
+        Record {
+            start: SystemTime::now().checked_sub(elapsed).unwrap_or(SystemTime::UNIX_EPOCH),
+            duration: elapsed,
+            listener: key.listener.clone(),
+            direction: key.direction,
+            protocol: self.version,
+            method: std::mem::take(&mut self.method),
+            target: std::mem::take(&mut self.target),
+            host: self.host.take(),
+            status: self.status.map_or(0, |status| status.as_u16()),
+            route: named(&key.route),
+            cluster: named(&key.cluster),
+            upstream_address: self.upstream.take(),
+            bytes_in: self.request_bytes(),
+            bytes_out: self.response_bytes,
+            request_id: self.request_id.take(),
+            trace_id: report.trace.as_ref().map(|t| t.span.trace_id).or(report.incoming_trace_id),
+            span_id: report.trace.as_ref().map(|t| t.span.span_id),
+            client_address: report.client,
+            peer_identity: self.peer.take(),
+            error: self.error,
+        }
     }
 }
 
@@ -186,6 +260,38 @@ mod tests {
         assert_eq!(registry.json()["stats"][0]["request_bytes"], 10);
     }
 
+    #[test]
+    fn a_finished_observation_reports_its_request_to_telemetry_once() {
+        let registry = TrafficRegistry::default();
+        let outlets = crate::telemetry::Outlets::new(Arc::default());
+        let config = Config::from_json(r#"{"tracing": {"sample": 1.0}, "listeners": []}"#).unwrap();
+        let telemetry = Arc::new(outlets.telemetry(&config).unwrap());
+        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
+        observation.report_to(&telemetry, std::net::IpAddr::from([10, 0, 0, 7]), &request());
+        let span_id = observation.trace().map(|trace| trace.span.span_id);
+        observation.routed(&registry.stats(key("r", "app")));
+        observation.upstream = Some("127.0.0.1:8080".into());
+        observation.status = Some(StatusCode::CREATED);
+        observation.sent(5);
+        drop(observation);
+        let spans = outlets.spans.drain(10, Duration::ZERO);
+        assert_eq!(spans.len(), 1);
+        let (span, record) = (&spans[0].context, &spans[0].record);
+        assert_eq!(Some(span.span_id), span_id);
+        assert_eq!(record.span_id, span_id);
+        assert_eq!((record.status, record.bytes_out, record.path()), (201, 5, Some("/orders/42")));
+        assert_eq!((record.route.as_deref(), record.cluster.as_deref(), record.upstream_address.as_deref()), (Some("r"), Some("app"), Some("127.0.0.1:8080")));
+        assert_eq!((record.authority().as_deref(), record.client_address), (Some("orders:8080"), std::net::IpAddr::from([10, 0, 0, 7])));
+    }
+
+    #[test]
+    fn without_telemetry_an_observation_starts_no_trace() {
+        let registry = TrafficRegistry::default();
+        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
+        observation.report_to(&Arc::default(), std::net::IpAddr::from([10, 0, 0, 7]), &request());
+        assert!(observation.trace().is_none());
+    }
+
     fn observed(registry: &TrafficRegistry, body: Body) -> Observed {
         let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
         observation.status = Some(StatusCode::OK);
@@ -216,7 +322,7 @@ mod tests {
 
     fn compiled(stats: &Arc<Stats>, endpoints: &EndpointRegistry, doc: &serde_json::Value) -> Vec<CompiledListener> {
         let config: Config = serde_json::from_value(doc.clone()).unwrap();
-        let cx = Context { endpoints, stats, identity: &Arc::default() };
+        let cx = Context { endpoints, stats, identity: &Arc::default(), telemetry: &Arc::default() };
         snapshot::compile(&config, cx).unwrap()
     }
 

@@ -44,6 +44,7 @@ pub async fn handle(
     let snapshot = listener.snapshot.load_full();
     snapshot.stats.requests_total.inc();
     let mut observation = Observation::start(&snapshot.unrouted, &request, peer.as_ref().map(|p| &p.id));
+    observation.report_to(&snapshot.telemetry, client.ip, &request);
     let response = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
@@ -111,6 +112,11 @@ async fn proxy(
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
     prepare_request(&mut parts.headers, client, (!authority_str.is_empty()).then_some(authority_str));
+    // The upstream continues the trace from the proxy's span (before the route's header edits,
+    // which may still remove the trace headers).
+    if let Some(trace) = observation.trace() {
+        trace.inject(&mut parts.headers);
+    }
     route.request_headers.apply(&mut parts.headers);
     observation.request_id = parts.headers.get(X_REQUEST_ID).cloned();
 

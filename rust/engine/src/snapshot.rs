@@ -22,6 +22,7 @@ use crate::listener::{server_builder, ListenerSnapshot};
 use crate::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 use crate::spiffe::SpiffeId;
 use crate::stats::Stats;
+use crate::telemetry::{self, Telemetry};
 use crate::tls::credentials::Credentials;
 use crate::tls::inbound::InboundTls;
 use crate::tls::outbound::{Owner, UpstreamTls};
@@ -61,6 +62,8 @@ pub struct Context<'a> {
     pub stats: &'a Arc<Stats>,
     /// The credentials mutual TLS uses, current at each handshake.
     pub identity: &'a Arc<IdentityStore>,
+    /// The config's access log and tracing, built with the engine's outlets.
+    pub telemetry: &'a Arc<Telemetry>,
 }
 
 // === impl Problem ===
@@ -85,9 +88,11 @@ impl fmt::Display for Problem {
 
 /// Checks a config without running it: the problems `compile` would report.
 pub fn check(config: &Config) -> Vec<Problem> {
-    let (endpoints, stats, identity) = (EndpointRegistry::default(), Arc::default(), Arc::default());
+    let (endpoints, stats, identity, telemetry) = (EndpointRegistry::default(), Arc::default(), Arc::default(), Arc::default());
     let mut problems: Vec<Problem> = load_identity(config.identity.as_ref()).err().into_iter().collect();
-    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity }) {
+    // Checked without opening the access log's file: a check changes nothing on disk.
+    problems.extend(telemetry::check(config));
+    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &telemetry }) {
         Ok(_) => problems,
         Err(more) => {
             problems.extend(more);
@@ -172,6 +177,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 authz,
                 stats: cx.stats.listener(&listener.name),
                 unrouted: cx.stats.traffic.stats(unrouted),
+                telemetry: cx.telemetry.clone(),
             },
         });
     }

@@ -53,9 +53,25 @@ pub struct HandshakeStats {
     refused: [Counter; RefusalReason::ALL.len()],
 }
 
+/// Access log lines written, and lines dropped (queue full, or the write failed).
+#[derive(Debug, Default)]
+pub struct AccessLogStats {
+    pub lines: Counter,
+    pub dropped: Counter,
+}
+
+/// Sampled spans queued for export, and spans dropped because the queue was full.
+#[derive(Debug, Default)]
+pub struct TracingStats {
+    pub spans: Counter,
+    pub dropped: Counter,
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     pub tls: TlsStats,
+    pub access_log: Arc<AccessLogStats>,
+    pub tracing: Arc<TracingStats>,
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     errors: [Counter; Reason::ALL.len()],
@@ -159,6 +175,8 @@ impl Stats {
         let errors: serde_json::Map<String, Value> =
             Reason::ALL.iter().map(|r| (r.name().to_string(), json!(self.errors[r.index()].get()))).collect();
         let tls = json!({ "inbound": self.tls.inbound.json(), "outbound": self.tls.outbound.json() });
+        let access_log = json!({ "lines": self.access_log.lines.get(), "dropped": self.access_log.dropped.get() });
+        let tracing = json!({ "spans": self.tracing.spans.get(), "dropped": self.tracing.dropped.get() });
         json!({
             "listeners": listeners,
             "clusters": clusters,
@@ -167,6 +185,8 @@ impl Stats {
             "authorization": self.authz.json(),
             "traffic": self.traffic.json(),
             "log_lines_dropped": crate::events::dropped(),
+            "access_log": access_log,
+            "tracing": tracing,
         })
     }
 }

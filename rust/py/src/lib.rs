@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 mod endpoints;
+mod spans;
 
 create_exception!(
     _native,
@@ -153,6 +154,19 @@ mod _native {
         #[getter]
         fn version(&self) -> u64 {
             self.inner.version()
+        }
+
+        /// Up to `max_spans` finished, sampled spans: returns once it has that many, or after
+        /// `wait_seconds` with what it has (maybe none), or at once after `wake_span_drain`.
+        fn drain_spans<'py>(&self, py: Python<'py>, max_spans: usize, wait_seconds: f64) -> PyResult<Vec<spans::SpanTuple<'py>>> {
+            let wait = Duration::try_from_secs_f64(wait_seconds.max(0.0)).unwrap_or(Duration::ZERO);
+            let batch = py.detach(|| self.inner.drain_spans(max_spans, wait));
+            batch.iter().map(|span| spans::to_python(py, span)).collect()
+        }
+
+        /// Ends a `drain_spans` in progress, if any, at once.
+        fn wake_span_drain(&self, py: Python<'_>) {
+            py.detach(|| self.inner.wake_span_drain());
         }
 
         /// Stops within `drain_seconds`: inbound listeners first, while outbound ones keep
