@@ -176,6 +176,19 @@ def test_an_mtls_request_logs_the_peers_identity(
     assert lines(log) == [{"direction": "inbound", "status": 200, "peer_identity": FRONTEND}]
 
 
+def test_a_reload_moves_the_log_and_changes_its_fields(upstreams: Upstreams, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    document = config(upstreams("v1"), {"path": str(first), "fields": ["path"]})
+    with meshproxy.Proxy(document) as proxy:
+        url = f"http://{proxy.address('outbound')}"
+        httpx.get(f"{url}/anything/before", headers={"host": "orders"}, timeout=10)
+        proxy.reload({**document, "access_log": {"path": str(second), "fields": ["status"]}})
+        httpx.get(f"{url}/anything/after", headers={"host": "orders"}, timeout=10)
+        wait_until(lambda: len(lines(second)) == 1, what="the line in the new log")
+    assert lines(first) == [{"path": "/anything/before"}]
+    assert lines(second) == [{"status": 200}]
+
+
 def test_an_embedded_proxy_logs_to_stdout(upstreams: Upstreams, capfd: pytest.CaptureFixture[str]) -> None:
     document = config(upstreams("v1"), {"fields": ["status", "path"]})
     with meshproxy.Proxy(document) as proxy:

@@ -186,3 +186,22 @@ def test_a_collector_that_is_down_costs_spans_not_requests(
     wait_until(lambda: failed() == 1, what="the failed export to be counted")
     wait_until(lambda: any("span export to http://" in line and "failed" in line for line in proxy.log_lines),
                what="the failure to be logged")
+
+
+def test_a_reload_turns_tracing_on_and_off(upstreams: Upstreams, receiver: OtlpReceiver) -> None:
+    import meshproxy
+
+    traced = config(upstreams("v1"), receiver.endpoint)
+    plain = {key: value for key, value in traced.items() if key != "tracing"}
+    with meshproxy.Proxy(plain) as proxy:
+        url = f"http://{proxy.address('outbound')}/anything"
+        untouched = body_json(httpx.get(url, timeout=10))["headers"]
+        assert "traceparent" not in untouched, "without tracing the proxy adds no trace headers"
+        proxy.reload(traced)
+        traced_seen = body_json(httpx.get(url, timeout=10))["headers"]
+        [span] = spans_after(receiver, 1)
+        assert span.trace_id == traceparent(traced_seen)[0]
+        assert "exported" in proxy.stats()["tracing"]
+        proxy.reload(plain)
+        assert "exported" not in proxy.stats()["tracing"], "the exporter stopped with the section"
+        assert "traceparent" not in body_json(httpx.get(url, timeout=10))["headers"]
