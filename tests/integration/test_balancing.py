@@ -44,7 +44,10 @@ def test_weight_two_gets_twice_the_share_and_weight_zero_none(
     with Proxy(config) as proxy:
         seen = asyncio.run(answered_by(proxy.address("outbound"), count, concurrency, f"/delay/{delay_ms}"))
     assert seen["zero"] == 0
-    assert abs(seen["heavy"] / count - 2 / 3) < 0.06, seen
+    # p2c_ewma also weighs latency, which on a loaded two-core machine is never quite equal: a
+    # few slow answers from one upstream shift its share for a while, so it gets more slack.
+    tolerance = 0.1 if lb == "p2c_ewma" else 0.06
+    assert abs(seen["heavy"] / count - 2 / 3) < tolerance, seen
 
 
 def test_pooled_connections_of_a_surviving_endpoint_outlive_a_config_swap(upstreams: Callable[[str], Upstream]) -> None:
