@@ -143,7 +143,10 @@ def test_fifty_file_changes_under_load_fail_no_request_and_each_takes_effect(
     assert load.errors == []
     assert len(load.statuses) >= CHANGES
     assert set(load.statuses) == {200}
-    # One reload per change: none missed, none refused, none doubled.
+    # One reload per change: none missed, none refused, none doubled. (The last one is counted
+    # once its swap has returned, which may be after the observer saw it.)
+    wait_until(lambda: stats(admin_client, proxy)["reload_outcomes"]["succeeded"] >= CHANGES, timeout=OBSERVE_WITHIN,
+               what="the last reload to be counted")
     counts = stats(admin_client, proxy)
     assert counts["config_version"] == CHANGES + 1
     assert counts["reload_outcomes"] == {"succeeded": CHANGES, "failed": 0}
@@ -177,7 +180,9 @@ def test_a_broken_file_is_refused_with_the_validate_message_counted_and_the_prox
 
     write_by_rename(path, app_config({"address": v2.address}))
     wait_until(lambda: served_by(address) == "v2", timeout=OBSERVE_WITHIN, what="the fixed file to take effect")
-    assert f"meshproxy: reloaded {path}: config version 2 (file changed)\n" in proxy.log_lines
+    # Counted and logged once the swap has returned, which may be after the first request saw it.
+    line = f"meshproxy: reloaded {path}: config version 2 (file changed)\n"
+    wait_until(lambda: line in proxy.log_lines, timeout=OBSERVE_WITHIN, what="the reload in the log")
     assert stats(admin_client, proxy)["reload_outcomes"] == {"succeeded": 1, "failed": 2}
 
 
@@ -238,7 +243,10 @@ def test_reloads_from_every_trigger_run_one_at_a_time(
         post.start()
     proxy.process.send_signal(signal.SIGHUP)
     most_at_once = 0
-    while any(post.is_alive() for post in posts) or stats(admin_client, proxy)["config_version"] < 5:
+    # Until all four are counted (a reload is counted once its swap has returned).
+    deadline = time.monotonic() + 120
+    while any(post.is_alive() for post in posts) or sum(stats(admin_client, proxy)["reload_outcomes"].values()) < 4:
+        assert time.monotonic() < deadline, "four reloads did not finish in 120 s"
         most_at_once = max(most_at_once, len(_validators(proxy.process.pid)))
     for post in posts:
         post.join()
