@@ -13,20 +13,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .folder_watch import FolderWatch
+
 log = logging.getLogger("meshproxy")
-# watchfiles logs every batch of changes at INFO; the sidecar says what it did about them.
-logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 # A save is a burst of events (write, or create and rename); changes are taken once the folder
 # has been quiet for _QUIET_MS, and after _DEBOUNCE_MS at the latest while it keeps changing.
 _QUIET_MS = 50
 _DEBOUNCE_MS = 150
-# How often the watch loop checks whether it should stop: bounds how long stop() takes.
-_STOP_CHECK_MS = 200
 
 
 def config_digest(path: str | os.PathLike[str]) -> bytes | None:
@@ -46,35 +43,19 @@ class ConfigWatcher:
         self._path = Path(os.path.abspath(path))
         self._reload = reload
         self._seen = loaded
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="meshproxy-config-watch", daemon=True)
+        # Checked once the watch is in place too: a change between the read of the running
+        # config and the watch starting is not missed.
+        self._watch = FolderWatch([str(self._path.parent)], self._reload_if_changed, name="meshproxy-config-watch",
+                                  on_failure=lambda error: log.error(
+                                      "cannot watch %s for changes (%s); reload with SIGHUP or POST /reload",
+                                      self._path, error),
+                                  debounce_ms=_DEBOUNCE_MS, quiet_ms=_QUIET_MS, check_at_start=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self._watch.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _watch(self) -> None:
-        from watchfiles import watch
-
-        # Not recursive: the file's folder may be large, and every way of replacing the file
-        # (in place, by rename, by symlink swap) shows as a change directly in it.
-        changes = watch(self._path.parent, watch_filter=None, stop_event=self._stop, debounce=_DEBOUNCE_MS,
-                        step=_QUIET_MS, rust_timeout=_STOP_CHECK_MS, yield_on_timeout=True,
-                        raise_interrupt=False, recursive=False)
-        watching = False
-        try:
-            for batch in changes:
-                # The first yield (a change or a quiet timeout) comes once the watch is in place:
-                # checked then, a change made before it started is not missed.
-                if batch or not watching:
-                    self._reload_if_changed()
-                watching = True
-        except (OSError, RuntimeError) as error:
-            log.error("cannot watch %s for changes (%s); reload with SIGHUP or POST /reload", self._path, error)
+        self._watch.stop()
 
     def _reload_if_changed(self) -> None:
         digest = config_digest(self._path)

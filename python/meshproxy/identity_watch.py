@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
 
+from .folder_watch import FolderWatch
+
 log = logging.getLogger("meshproxy")
-# watchfiles logs every batch of changes at INFO; the sidecar says what it did about them.
-logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 # Writers put cert, key and bundle in place one after another; waiting this long after the last
 # change lets a rotation land as one reload.
@@ -28,29 +27,20 @@ _DEBOUNCE_MS = 200
 class IdentityWatcher:
     def __init__(self, files: Sequence[str], reload: Callable[[], None]) -> None:
         self.files = tuple(files)
-        self._folders = sorted({os.path.dirname(os.path.abspath(f)) for f in files})
+        folders = sorted({os.path.dirname(os.path.abspath(f)) for f in files})
         self._reload = reload
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="meshproxy-identity-watch", daemon=True)
         self._last_refusal: str | None = None
+        self._watch = FolderWatch(folders, self._reload_once, name="meshproxy-identity-watch",
+                                  on_failure=lambda error: log.error(
+                                      "cannot watch the identity files in %s (%s); rotation needs a restart or a "
+                                      "reload", ", ".join(folders), error),
+                                  debounce_ms=_DEBOUNCE_MS)
 
     def start(self) -> None:
-        self._thread.start()
+        self._watch.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _watch(self) -> None:
-        from watchfiles import watch  # only a sidecar with an identity needs it
-
-        try:
-            for _changes in watch(*self._folders, stop_event=self._stop, debounce=_DEBOUNCE_MS, rust_timeout=500):
-                self._reload_once()
-        except (OSError, RuntimeError) as error:
-            log.error("cannot watch the identity files in %s (%s); rotation needs a restart or a reload",
-                      ", ".join(self._folders), error)
+        self._watch.stop()
 
     def _reload_once(self) -> None:
         try:

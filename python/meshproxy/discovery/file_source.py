@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from typing import Any
 
+from ..folder_watch import FolderWatch
 from .endpoints import EndpointListError, read_endpoint_file
 from .source import OnUpdate
 
 log = logging.getLogger("meshproxy")
-# watchfiles logs every batch of changes at INFO; the sidecar says what it did about them.
-logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 # An editor or a tool may write the file in a few steps; a short pause after the last change
 # reads it once they are done, and keeps the delay before new endpoints apply small.
@@ -33,40 +30,26 @@ class FileSource:
         self.cluster = cluster
         self.path = os.path.abspath(path)
         self.description = f"file {path}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"meshproxy-discovery-file-{cluster}", daemon=True)
+        folder = os.path.dirname(self.path)
+        # Checked once the watch is in place too: a change after start()'s read and before the
+        # watch began is not missed.
+        self._watch = FolderWatch([folder], self._read, name=f"meshproxy-discovery-file-{cluster}",
+                                  on_failure=lambda error: log.error(
+                                      "cluster %s: cannot watch %s (%s); its endpoints change only on a reload",
+                                      cluster, folder, error),
+                                  concerns=self._concerns_the_file, debounce_ms=_DEBOUNCE_MS, check_at_start=True)
         self._on_update: OnUpdate | None = None
         self._last_refusal: str | None = None
 
     def start(self, on_update: OnUpdate) -> None:
         self._on_update = on_update
         self._read()
-        self._thread.start()
+        self._watch.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._watch.stop()
 
-    def _watch(self) -> None:
-        from watchfiles import watch  # only a sidecar with a file source needs it
-
-        folder = os.path.dirname(self.path)
-        first = True
-        try:
-            # The first batch comes once the watch is in place (an empty one, on its timeout),
-            # and is read like a change: one made after start()'s read and before the watch
-            # began is not missed. Later empty batches are only timeouts.
-            for batch in watch(folder, watch_filter=self._concerns_the_file, stop_event=self._stop,
-                               debounce=_DEBOUNCE_MS, rust_timeout=500, recursive=False, yield_on_timeout=True):
-                if batch or first:
-                    self._read()
-                first = False
-        except (OSError, RuntimeError) as error:
-            log.error("cluster %s: cannot watch %s (%s); its endpoints change only on a reload",
-                      self.cluster, folder, error)
-
-    def _concerns_the_file(self, _change: Any, path: str) -> bool:
+    def _concerns_the_file(self, path: str) -> bool:
         return path == self.path or os.path.basename(path) == _KUBERNETES_SWAP
 
     def _read(self) -> None:
@@ -78,7 +61,7 @@ class FileSource:
             self._refused(str(error))
         else:
             self._last_refusal = None
-            if self._on_update is not None and not self._stop.is_set():
+            if self._on_update is not None and not self._watch.stopped:
                 self._on_update(self.cluster, endpoints)
 
     def _refused(self, problem: str) -> None:
