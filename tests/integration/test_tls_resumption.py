@@ -50,7 +50,9 @@ class Sidecar:
 
     def __init__(self, folder: Path, run: Callable[..., ProxyProcess], leaf: IssuedCredentials,
                  bundle: list[CertificateAuthority], listeners: list[dict[str, Any]],
-                 clusters: list[dict[str, Any]]) -> None:
+                 clusters: list[dict[str, Any]], *, watched: bool = True) -> None:
+        """``watched``: wait until the file watch is in place (a test that never rewrites the
+        files skips it)."""
         self.certs = folder / "certs"
         self.certs.mkdir(parents=True, exist_ok=True)
         self.write_leaf(leaf)
@@ -62,7 +64,8 @@ class Sidecar:
         path = folder / "meshproxy.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.proxy = run(path)
-        self._wait_for_the_watch(bundle)
+        if watched:
+            self._wait_for_the_watch(bundle)
 
     def _wait_for_the_watch(self, bundle: list[CertificateAuthority]) -> None:
         """The file watch starts beside the listeners and may miss a change made before it is in
@@ -139,9 +142,9 @@ def pki(tmp_path: Path) -> Pki:
 
 
 def start_b(pki: Pki, run: Callable[..., ProxyProcess], app: Upstream,
-            bundle: list[CertificateAuthority] | None = None) -> Sidecar:
-    return Sidecar(pki.tmp_path / "b", run, pki.ca.issue(ORDERS), bundle or [pki.ca],
-                   [inbound_listener()], [app_cluster(app)])
+            bundle: list[CertificateAuthority] | None = None, leaf: IssuedCredentials | None = None) -> Sidecar:
+    return Sidecar(pki.tmp_path / "b", run, leaf or pki.ca.issue(ORDERS), bundle or [pki.ca],
+                   [inbound_listener()], [app_cluster(app)], watched=leaf is None)
 
 
 # --- openssl s_client with a saved session -------------------------------------------------
@@ -298,12 +301,13 @@ class Pair:
     """A (outbound listener → mesh cluster via the relay) → B (strict inbound → app)."""
 
     def __init__(self, pki: Pki, run: Callable[..., ProxyProcess], app: Upstream,
-                 a_ca: CertificateAuthority | None = None) -> None:
-        """``a_ca`` issues A's certificate (by default the mesh CA); both sidecars trust it."""
+                 a_ca: CertificateAuthority | None = None, b_leaf: IssuedCredentials | None = None) -> None:
+        """``a_ca`` issues A's certificate (by default the mesh CA); both sidecars trust it.
+        ``b_leaf``: B's certificate, if not a new one from the mesh CA."""
         self.pki = pki
         a_ca = a_ca or pki.ca
         bundle = [pki.ca] if a_ca is pki.ca else [pki.ca, a_ca]
-        self.b = start_b(pki, run, app, bundle=bundle)
+        self.b = start_b(pki, run, app, bundle=bundle, leaf=b_leaf)
         self.relay = Relay(self.b.proxy.address("inbound"))
         cluster = {"name": "orders", "protocol": "http2", "tls": {"mode": "mesh", "identities": [ORDERS]},
                    "endpoints": [{"address": self.relay.address}]}
@@ -365,5 +369,26 @@ def test_after_the_callee_drops_the_callers_ca_a_saved_session_cannot_resume_its
         wait_until(lambda: bool(pair.b.refused()), what="B's refusal to be counted")
         assert set(pair.b.refused()) == {"unknown_ca"}  # A tries again: each attempt is refused
         assert pair.b.tls("inbound")["resumed_total"] == 0
+    finally:
+        pair.relay.close()
+
+
+def test_a_session_resumed_with_a_peer_whose_certificate_has_since_expired_is_refused_as_expired(
+        pki: Pki, meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams) -> None:
+    """The caller's side of the expiry check: B keeps serving with a certificate that has
+    expired (it is never rotated), and A's saved session with B must not stand in for the check
+    a full handshake would make."""
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
+    b_leaf = pki.ca.issue(ORDERS, not_before=datetime.now(UTC) - timedelta(minutes=1), not_after=expires)
+    pair = Pair(pki, meshproxy_run, upstreams("app"), b_leaf=b_leaf)
+    try:
+        assert pair.get().status_code == 200
+        wait_until(lambda: datetime.now(UTC) > expires + timedelta(seconds=1), timeout=30,
+                   what="B's certificate to expire")
+        pair.reconnect()
+        assert pair.get().status_code == 502
+        # Each attempt is refused: a resumed one by the check, a full one by the verifier.
+        assert set(pair.a.refused("outbound")) == {"expired"}
+        assert pair.a.tls("outbound")["resumed_total"] == 0
     finally:
         pair.relay.close()
