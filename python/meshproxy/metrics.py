@@ -145,13 +145,16 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:
     handshakes = CounterMetricFamily("meshproxy_tls_handshakes", "TLS handshakes completed; inbound: a listener "
                                      "accepting, outbound: connecting to a cluster.", labels=["direction"])
+    resumed = CounterMetricFamily("meshproxy_tls_handshakes_resumed", "Of the TLS handshakes completed, those "
+                                  "that resumed an earlier session.", labels=["direction"])
     refused = CounterMetricFamily("meshproxy_tls_handshake_failures", "TLS handshakes refused, by reason.",
                                   labels=["direction", "reason"])
     for direction, counts in tls.items():
         handshakes.add_metric([direction], counts["handshakes_total"])
+        resumed.add_metric([direction], counts["resumed_total"])
         for reason, count in counts["refused"].items():
             refused.add_metric([direction, reason], count)
-    yield from (handshakes, refused)
+    yield from (handshakes, resumed, refused)
 
 
 def _authorization(authorization: Mapping[str, Any]) -> Iterator[Metric]:

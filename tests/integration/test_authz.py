@@ -323,6 +323,79 @@ def test_identity_rules_never_match_a_plain_text_peer_on_a_permissive_listener(o
                                            "shop-reports": {"matches": 1}}
 
 
+# --- negated conditions --------------------------------------------------------------------
+
+
+def test_not_paths_and_not_methods_carve_exceptions_out_of_an_allow_rule(orders: Orders) -> None:
+    orders.start({"name": "p", "rules": [
+        {"name": "mesh-but-admin", "action": "allow", "identities": ["*"], "not_paths": ["/admin/*"],
+         "not_methods": ["DELETE"]}]})
+    frontend = orders.caller(FRONTEND)
+    because = "denied: no allow rule of policy 'p' matches"
+    assert_allowed(frontend.get("/orders/1"), FRONTEND)
+    assert_allowed(frontend.post("/orders/1"), FRONTEND)
+    assert_denied(frontend.get("/admin/users"), because)
+    assert_denied(frontend.delete("/orders/1"), because)
+    assert orders.policy("p")["rules"]["mesh-but-admin"]["matches"] == 2
+
+
+def test_an_allow_rule_with_not_namespaces_lets_no_plain_text_peer_in(orders: Orders) -> None:
+    """``not_namespaces: [analytics]`` in an allow rule admits peers of every other namespace; a
+    peer with no identity is in no namespace we know of, and gets nothing from the negation
+    (Istio would let it in, which its advisory ISTIO-SECURITY-2021-004 warns about)."""
+    orders.start({"name": "p", "rules": [{"name": "not-analytics", "action": "allow",
+                                          "not_namespaces": ["analytics"]}]}, tls="permissive")
+    because = "denied: no allow rule of policy 'p' matches"
+    assert_allowed(orders.caller(FRONTEND).get("/orders/1"), FRONTEND)
+    assert_denied(orders.caller(REPORTS).get("/orders/1"), because)
+    assert_denied(orders.plain().get("/orders/1"), because)
+    assert_denied(orders.plain().get("/orders/1", headers={PEER_IDENTITY: FRONTEND}), because)
+    assert orders.policy("p") == {"allowed": 1, "denied": 3, "dry_run_denied": 0,
+                                  "rules": {"not-analytics": {"matches": 1}}}
+
+
+def test_a_deny_rule_with_not_namespaces_shuts_out_plain_text_too(orders: Orders) -> None:
+    """``deny not_namespaces: [shop]`` means "only shop": a plain-text peer, not being of shop,
+    is denied by the rule."""
+    orders.start(
+        {"name": "open", "rules": [{"name": "all", "action": "allow"}]},
+        {"name": "guard", "rules": [{"name": "only-shop", "action": "deny", "not_namespaces": ["shop"]}]},
+        tls="permissive",
+    )
+    because = "denied by rule 'only-shop' of policy 'guard'"
+    assert_allowed(orders.caller(FRONTEND).get("/orders/1"), FRONTEND)
+    assert_denied(orders.caller(REPORTS).get("/orders/1"), because)
+    assert_denied(orders.plain().get("/orders/1"), because)
+    guard = orders.policy("guard")
+    assert (guard["denied"], guard["rules"]["only-shop"]["matches"]) == (2, 2)
+
+
+def test_a_deny_rule_with_not_identities_keeps_every_other_calling_sidecar_out(orders: Orders) -> None:
+    orders.start(
+        {"name": "open", "rules": [{"name": "all", "action": "allow", "identities": ["*"]}]},
+        {"name": "guard", "rules": [{"name": "frontend-only-writes", "action": "deny", "methods": ["POST"],
+                                     "not_identities": [FRONTEND]}]},
+    )
+    payments = orders.calling_sidecar(PAYMENTS)
+    with httpx.Client(base_url=f"http://{payments.address('outbound')}", timeout=10) as client:
+        assert_allowed(client.get("/orders/1"), PAYMENTS)
+        assert_denied(client.post("/orders/1"), "denied by rule 'frontend-only-writes' of policy 'guard'")
+    assert_allowed(orders.caller(FRONTEND).post("/orders/1"), FRONTEND)
+    assert orders.policy("guard")["denied"] == 1
+
+
+def test_not_headers_holds_only_while_no_listed_header_match_does(orders: Orders) -> None:
+    orders.start({"name": "p", "rules": [
+        {"name": "no-debug", "action": "allow", "identities": ["*"],
+         "not_headers": {"x-debug": {"present": True}, "x-env": "prod"}}]})
+    frontend = orders.caller(FRONTEND)
+    because = "denied: no allow rule of policy 'p' matches"
+    assert_allowed(frontend.get("/orders/1"), FRONTEND)
+    assert_allowed(frontend.get("/orders/1", headers={"x-env": "staging"}), FRONTEND)
+    assert_denied(frontend.get("/orders/1", headers={"x-debug": "1"}), because)
+    assert_denied(frontend.get("/orders/1", headers={"x-env": "prod"}), because)
+
+
 # --- paths a policy could misread ----------------------------------------------------------
 
 

@@ -390,7 +390,7 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
                                     "upstream_failure", "denied"}
     assert set(stats["tls"]) == {"inbound", "outbound"}
-    assert set(stats["tls"]["inbound"]) == {"handshakes_total", "refused"}
+    assert set(stats["tls"]["inbound"]) == {"handshakes_total", "resumed_total", "refused"}
     assert stats["authorization"] == {}
     assert isinstance(stats["log_lines_dropped"], int)
 

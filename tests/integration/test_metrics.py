@@ -219,6 +219,7 @@ def test_a_request_through_the_mesh_counts_in_both_directions_with_its_tls_hands
     # Both requests on one pooled HTTP/2 connection: one handshake each way, the connection open.
     assert scrape.value("meshproxy_tls_handshakes_total", direction="outbound") == 1
     assert scrape.value("meshproxy_tls_handshakes_total", direction="inbound") == 1
+    assert scrape.value("meshproxy_tls_handshakes_resumed_total", direction="outbound") == 0
     assert scrape.value("meshproxy_upstream_connections", cluster="orders", protocol="http2", state="open") == 1
     leaf = x509.load_pem_x509_certificate(files.cert.read_bytes())
     assert scrape.value("meshproxy_identity_expiry_timestamp_seconds") == leaf.not_valid_after_utc.timestamp()

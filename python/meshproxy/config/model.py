@@ -310,7 +310,11 @@ class Identity(_Section):
 
 class AuthzRule(_Section):
     """Matches a request when every condition given holds; within a list, any entry may match.
-    A rule with no conditions matches every request."""
+    A `not_` condition holds when no entry of its list matches (for `not_headers`: when none of
+    the header matches holds). A plain-text peer has no identity: it never satisfies
+    `not_identities` or `not_namespaces` in an allow rule (a missing identity grants nothing),
+    and always satisfies them in a deny rule (a missing identity is not excused). A rule with no
+    conditions matches every request."""
 
     name: Name
     action: Literal["allow", "deny"]
@@ -322,6 +326,17 @@ class AuthzRule(_Section):
     """Exact paths, or prefixes ending in '*' (/orders/*); the query is not part of the path."""
     methods: Methods = None
     headers: HeaderMatches = _empty(dict)
+    not_identities: Annotated[list[str], Field(min_length=1)] | None = None
+    """Peer SPIFFE IDs the peer must not have, as in `identities`."""
+    not_namespaces: Annotated[list[str], Field(min_length=1)] | None = None
+    """Namespaces the peer must not be in, as in `namespaces`."""
+    not_paths: Annotated[list[str], Field(min_length=1)] | None = None
+    """Paths the request must not have, as in `paths`."""
+    not_methods: Methods = None
+    """Methods the request must not use."""
+    not_headers: HeaderMatches = _empty(dict)
+    """Header matches of which none may hold, as in `headers` (a missing header satisfies an
+    `exact` or `regex` negation)."""
 
 
 class AuthzPolicy(_Section):

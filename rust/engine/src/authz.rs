@@ -4,6 +4,11 @@
 //! Deny rules win; once any enforced allow rule exists on a listener, a request that matches none
 //! is denied; with neither, a request is allowed. A dry-run policy changes no decision: it counts
 //! and logs the requests it would deny if it were enforced too.
+//!
+//! A plain-text peer has no identity. It never matches `identities` or `namespaces`; for their
+//! negations the rule's action decides: an allow rule's `not_identities`/`not_namespaces` do not
+//! hold for it (a missing identity grants nothing), a deny rule's do (a missing identity is not
+//! excused). Istio lets both hold, which its advisory ISTIO-SECURITY-2021-004 warns about.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -96,6 +101,12 @@ struct Rule {
     identities: Option<Vec<IdentityPattern>>,
     namespaces: Option<Vec<String>>,
     headers: Vec<(HeaderName, HeaderCheck)>,
+    /// The negations: `None` (or no headers) for those not given.
+    not_methods: Option<Vec<Method>>,
+    not_paths: Option<Vec<PathPattern>>,
+    not_identities: Option<Vec<IdentityPattern>>,
+    not_namespaces: Option<Vec<String>>,
+    not_headers: Vec<(HeaderName, HeaderCheck)>,
     counters: Arc<RuleCounters>,
 }
 
@@ -303,8 +314,12 @@ impl Policy {
 // === impl Rule ===
 
 impl Rule {
-    /// Cheapest conditions first; header regexes last.
     fn matches(&self, request: &AuthzRequest<'_>) -> bool {
+        self.holds(request) && self.holds_negated(request)
+    }
+
+    /// The positive conditions. Cheapest first; header regexes last.
+    fn holds(&self, request: &AuthzRequest<'_>) -> bool {
         self.methods.as_ref().is_none_or(|ms| ms.contains(request.method))
             && self.paths.as_ref().is_none_or(|ps| ps.iter().any(|p| p.matches(request.path)))
             && self
@@ -315,6 +330,22 @@ impl Rule {
                 request.peer.and_then(SpiffeId::namespace).is_some_and(|ns| nss.iter().any(|n| n == ns))
             })
             && self.headers.iter().all(|(name, check)| check.matches(request.headers, name))
+    }
+
+    /// The negations: none of a list's entries may match.
+    fn holds_negated(&self, request: &AuthzRequest<'_>) -> bool {
+        // What an identity negation says of a plain-text peer (see the module comment).
+        let plain_text = self.action == AuthzAction::Deny;
+        self.not_methods.as_ref().is_none_or(|ms| !ms.contains(request.method))
+            && self.not_paths.as_ref().is_none_or(|ps| !ps.iter().any(|p| p.matches(request.path)))
+            && self
+                .not_identities
+                .as_ref()
+                .is_none_or(|ids| request.peer.map_or(plain_text, |peer| !ids.iter().any(|id| id.matches(peer))))
+            && self.not_namespaces.as_ref().is_none_or(|nss| {
+                request.peer.map_or(plain_text, |peer| peer.namespace().is_none_or(|ns| !nss.iter().any(|n| n == ns)))
+            })
+            && self.not_headers.iter().all(|(name, check)| !check.matches(request.headers, name))
     }
 }
 
@@ -345,30 +376,32 @@ fn compile_rule(
     counters: &PolicyCounters,
     problems: &mut Vec<Problem>,
 ) -> Rule {
-    let identities =
-        compile_list(&rule.identities, at, "identities", problems, |pattern| identity_pattern(pattern, trust_domain));
-    let namespaces = compile_list(&rule.namespaces, at, "namespaces", problems, |ns| {
-        namespace_problem(ns).map_or_else(|| Ok(ns.to_string()), Err)
-    });
-    let paths = compile_list(&rule.paths, at, "paths", problems, path_pattern);
-    let methods = compile_list(&rule.methods, at, "methods", problems, |name| {
+    let identity = |pattern: &str| identity_pattern(pattern, trust_domain);
+    let namespace = |ns: &str| namespace_problem(ns).map_or_else(|| Ok(ns.to_string()), Err);
+    let method = |name: &str| {
         Method::from_bytes(name.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("'{name}' is not a valid HTTP method; expected a token such as GET or POST"))
-    });
+    };
     Rule {
         name: rule.name.as_str().into(),
         action: rule.action,
-        methods,
-        paths,
-        identities,
-        namespaces,
-        headers: compile_headers(&rule.headers, at, problems),
+        // In the order of the config keys, which is the order problems are reported in.
+        identities: compile_list(&rule.identities, at, "identities", problems, identity),
+        namespaces: compile_list(&rule.namespaces, at, "namespaces", problems, namespace),
+        paths: compile_list(&rule.paths, at, "paths", problems, path_pattern),
+        methods: compile_list(&rule.methods.as_ref().map(config::Methods::to_vec), at, "methods", problems, method),
+        headers: compile_headers(&rule.headers, at, "headers", problems),
+        not_identities: compile_list(&rule.not_identities, at, "not_identities", problems, identity),
+        not_namespaces: compile_list(&rule.not_namespaces, at, "not_namespaces", problems, namespace),
+        not_paths: compile_list(&rule.not_paths, at, "not_paths", problems, path_pattern),
+        not_methods: compile_list(&rule.not_methods.as_ref().map(config::Methods::to_vec), at, "not_methods", problems, method),
+        not_headers: compile_headers(&rule.not_headers, at, "not_headers", problems),
         counters: counters.rule(&rule.name),
     }
 }
 
 /// A list condition: each entry compiled at `{at}.{key}[k]`; an empty list (which nothing
-/// could match) is a problem, as in the Python schema.
+/// could match, or, negated, nothing could fail) is a problem, as in the Python schema.
 fn compile_list<T>(
     entries: &Option<Vec<String>>,
     at: &str,
@@ -460,11 +493,12 @@ fn path_pattern(pattern: &str) -> Result<PathPattern, String> {
 fn compile_headers(
     headers: &BTreeMap<String, config::HeaderMatch>,
     rule_at: &str,
+    key: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<(HeaderName, HeaderCheck)> {
     let mut compiled = Vec::with_capacity(headers.len());
     for (name, rule) in headers {
-        let at = format!("{rule_at}.headers.{name}");
+        let at = format!("{rule_at}.{key}.{name}");
         let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
             problem(problems, at, format!("'{name}' is not a valid header name"));
             continue;
@@ -812,6 +846,66 @@ mod tests {
     }
 
     #[test]
+    fn a_negation_holds_when_no_entry_of_its_list_matches() {
+        let (authz, _) = compiled(serde_json::json!([
+            {"name": "p", "rules": [{"name": "r", "action": "allow",
+                "not_identities": ["spiffe://mesh.local/ns/shop/sa/bad"], "not_namespaces": ["dev"],
+                "not_paths": ["/admin/*", "/debug"], "not_methods": ["delete"], "not_headers": {"x-env": "prod", "x-debug": {"present": true}}}]},
+        ]));
+        let ok = || probe(Some(SHOP_WEB), "GET", "/orders");
+        assert!(allowed(&authz, &ok()));
+        assert!(allowed(&authz, &ok().header("x-env", "test")), "another value of a negated exact match");
+        assert!(!allowed(&authz, &probe(Some("spiffe://mesh.local/ns/shop/sa/bad"), "GET", "/orders")));
+        assert!(!allowed(&authz, &probe(Some("spiffe://mesh.local/ns/dev/sa/web"), "GET", "/orders")));
+        assert!(allowed(&authz, &probe(Some("spiffe://mesh.local/no-namespace"), "GET", "/orders")), "no namespace is not 'dev'");
+        assert!(!allowed(&authz, &probe(Some(SHOP_WEB), "GET", "/admin/users")));
+        assert!(allowed(&authz, &probe(Some(SHOP_WEB), "GET", "/admin")), "'/admin/*' does not cover '/admin'");
+        assert!(!allowed(&authz, &probe(Some(SHOP_WEB), "GET", "/debug")));
+        assert!(!allowed(&authz, &probe(Some(SHOP_WEB), "DELETE", "/orders")));
+        assert!(!allowed(&authz, &ok().header("x-env", "prod")));
+        assert!(!allowed(&authz, &ok().header("x-debug", "")));
+    }
+
+    #[test]
+    fn an_identity_negation_grants_plain_text_nothing_and_excuses_it_nothing() {
+        // allow: not_namespaces would let anyone outside 'dev' in; a peer without an identity
+        // is not 'outside dev', it is unknown.
+        let (allow, _) = compiled(serde_json::json!([
+            {"name": "p", "rules": [{"name": "r", "action": "allow", "not_namespaces": ["dev"]}]},
+        ]));
+        assert!(allowed(&allow, &probe(Some(SHOP_WEB), "GET", "/")));
+        assert!(!allowed(&allow, &probe(None, "GET", "/")));
+        let (allow_ids, _) = compiled(serde_json::json!([
+            {"name": "p", "rules": [{"name": "r", "action": "allow", "not_identities": [SHOP_WEB]}]},
+        ]));
+        assert!(!allowed(&allow_ids, &probe(None, "GET", "/")));
+        assert!(allowed(&allow_ids, &probe(Some("spiffe://mesh.local/ns/ops/sa/x"), "GET", "/")));
+
+        // deny: 'everyone but frontend' includes plain text.
+        let (deny_rule, counters) = compiled(serde_json::json!([
+            {"name": "p", "rules": [{"name": "only-frontend", "action": "deny", "not_namespaces": ["frontend"]}]},
+        ]));
+        assert_eq!(deny_rule.decide(&probe(None, "GET", "/").request()), deny("p", Some("only-frontend")));
+        assert!(!allowed(&deny_rule, &probe(Some(SHOP_WEB), "GET", "/")));
+        assert!(allowed(&deny_rule, &probe(Some("spiffe://mesh.local/ns/frontend/sa/web"), "GET", "/")));
+        assert_eq!(counter(&counters, "/inbound/p/denied"), 2);
+        let (deny_ids, _) = compiled(serde_json::json!([
+            {"name": "p", "rules": [{"name": "r", "action": "deny", "not_identities": ["spiffe://mesh.local/ns/frontend/*"]}]},
+        ]));
+        assert!(!allowed(&deny_ids, &probe(None, "GET", "/")));
+    }
+
+    #[test]
+    fn a_negated_path_or_method_says_nothing_about_identity() {
+        let (authz, _) = compiled(serde_json::json!([
+            {"name": "p", "rules": [{"name": "r", "action": "allow", "not_paths": ["/admin/*"], "not_methods": ["POST"]}]},
+        ]));
+        assert!(allowed(&authz, &probe(None, "GET", "/orders")));
+        assert!(!allowed(&authz, &probe(None, "GET", "/admin/x")));
+        assert!(!allowed(&authz, &probe(None, "POST", "/orders")));
+    }
+
+    #[test]
     fn counters_outlive_a_recompile() {
         let counters = AuthzCounters::default();
         let doc = serde_json::json!([{"name": "p", "rules": [{"name": "r", "action": "deny"}]}]);
@@ -837,6 +931,8 @@ mod tests {
                 {"name": "r", "action": "deny", "paths": ["orders", "/a/*/b", "/ok/*"], "methods": ["GET", "BAD METHOD"]},
                 {"name": "s", "action": "deny", "namespaces": ["shop", "a/b", ""], "identities": []},
                 {"name": "t", "action": "deny", "headers": {"bad name": "x", "x-re": {"regex": "(unclosed"}, "x-two": {"exact": "a", "present": true}}},
+                {"name": "u", "action": "allow", "not_identities": ["spiffe://other.org/*"], "not_namespaces": ["a/b"],
+                    "not_paths": [], "not_methods": ["BAD METHOD"], "not_headers": {"x-re": {"regex": "(unclosed"}}},
             ]},
             {"name": "p", "rules": []},
         ]);
@@ -868,6 +964,11 @@ mod tests {
             format!("{at}[0].rules[3].headers.bad name: 'bad name' is not a valid header name"),
             format!("{at}[0].rules[3].headers.x-re.regex: not a valid regular expression"),
             format!("{at}[0].rules[3].headers.x-two: give exactly one of exact, present, regex"),
+            format!("{at}[0].rules[4].not_identities[0]: 'spiffe://other.org/*' is in trust domain 'other.org'"),
+            format!("{at}[0].rules[4].not_namespaces[0]: 'a/b' is not a valid namespace: it contains '/'"),
+            format!("{at}[0].rules[4].not_paths: give at least one entry, or leave out 'not_paths' to match any"),
+            format!("{at}[0].rules[4].not_methods[0]: 'BAD METHOD' is not a valid HTTP method"),
+            format!("{at}[0].rules[4].not_headers.x-re.regex: not a valid regular expression"),
             format!("{at}[1].name: duplicate policy name 'p'; already used by authorization[0]"),
             format!("{at}[1].rules: a policy needs at least one rule"),
         ];
@@ -915,22 +1016,24 @@ mod tests {
         let any = |list: &Option<Vec<String>>, test: &dyn Fn(&str) -> bool| {
             list.as_ref().is_none_or(|l| l.iter().any(|e| test(e)))
         };
-        let identity_ok = any(&rule.identities, &|pattern| match (peer, pattern.strip_suffix('*')) {
-            (None, _) => false,
-            (Some(_), Some("")) => true,
-            (Some(peer), Some(prefix)) => peer.starts_with(prefix),
-            (Some(peer), None) => peer == pattern,
-        });
-        let namespace_ok = any(&rule.namespaces, &|ns| {
-            let segments: Vec<&str> = peer.unwrap_or("").splitn(4, '/').nth(3).unwrap_or("").split('/').collect();
-            peer.is_some() && segments.len() >= 2 && segments[0] == "ns" && segments[1] == ns
-        });
-        let path_ok = any(&rule.paths, &|p| match p.strip_suffix('*') {
+        let none = |list: &Option<Vec<String>>, test: &dyn Fn(&str) -> bool| {
+            list.as_ref().is_none_or(|l| !l.iter().any(|e| test(e)))
+        };
+        let identity_is = |pattern: &str, peer: &str| match pattern.strip_suffix('*') {
+            Some("") => true,
+            Some(prefix) => peer.starts_with(prefix),
+            None => peer == pattern,
+        };
+        let namespace_is = |ns: &str, peer: &str| {
+            let segments: Vec<&str> = peer.splitn(4, '/').nth(3).unwrap_or("").split('/').collect();
+            segments.len() >= 2 && segments[0] == "ns" && segments[1] == ns
+        };
+        let path_is = |p: &str| match p.strip_suffix('*') {
             Some(prefix) => request.path.starts_with(prefix),
             None => request.path == p,
-        });
-        let method_ok = any(&rule.methods, &|m| m.eq_ignore_ascii_case(request.method.as_str()));
-        let headers_ok = rule.headers.iter().all(|(name, m)| {
+        };
+        let method_is = |m: &str| m.eq_ignore_ascii_case(request.method.as_str());
+        let header_holds = |name: &String, m: &config::HeaderMatch| {
             let values: Vec<&str> =
                 request.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
             let rule = m.rule();
@@ -939,11 +1042,30 @@ mod tests {
                 (_, Some(present)) => values.is_empty() != present,
                 _ => false,
             }
-        });
-        identity_ok && namespace_ok && path_ok && method_ok && headers_ok
+        };
+        let positive = match peer {
+            None => rule.identities.is_none() && rule.namespaces.is_none(),
+            Some(peer) => {
+                any(&rule.identities, &|p| identity_is(p, peer)) && any(&rule.namespaces, &|ns| namespace_is(ns, peer))
+            }
+        } && any(&rule.paths, &path_is)
+            && any(&rule.methods.as_ref().map(config::Methods::to_vec), &method_is)
+            && rule.headers.iter().all(|(name, m)| header_holds(name, m));
+        // A plain-text peer: an identity negation holds in a deny rule only.
+        let negated = match peer {
+            None => rule.action == AuthzAction::Deny || (rule.not_identities.is_none() && rule.not_namespaces.is_none()),
+            Some(peer) => {
+                none(&rule.not_identities, &|p| identity_is(p, peer))
+                    && none(&rule.not_namespaces, &|ns| namespace_is(ns, peer))
+            }
+        } && none(&rule.not_paths, &path_is)
+            && none(&rule.not_methods.as_ref().map(config::Methods::to_vec), &method_is)
+            && rule.not_headers.iter().all(|(name, m)| !header_holds(name, m));
+        positive && negated
     }
 
-    fn rule_strategy() -> impl Strategy<Value = config::AuthzRule> {
+    /// The conditions of a rule, positive or negated, drawn from the same entries.
+    fn conditions_strategy() -> impl Strategy<Value = Conditions> {
         let list = |options: Vec<&'static str>| {
             prop::option::of(prop::collection::vec(prop::sample::select(options), 1..3))
                 .prop_map(|l| l.map(|l| l.into_iter().map(String::from).collect::<Vec<_>>()))
@@ -967,18 +1089,38 @@ mod tests {
             ]),
             0..2,
         );
+        (identities, namespaces, paths, methods, headers)
+    }
+
+    type Conditions = (
+        Option<Vec<String>>,
+        Option<Vec<String>>,
+        Option<Vec<String>>,
+        Option<Vec<String>>,
+        BTreeMap<String, config::HeaderMatch>,
+    );
+
+    fn rule_strategy() -> impl Strategy<Value = config::AuthzRule> {
         let action = prop::sample::select(vec![AuthzAction::Allow, AuthzAction::Deny]);
-        (action, identities, namespaces, paths, methods, headers).prop_map(
-            |(action, identities, namespaces, paths, methods, headers)| config::AuthzRule {
+        // Negations are left out half of the time, so that positive-only rules stay common.
+        let negated = prop::option::weighted(0.5, conditions_strategy());
+        (action, conditions_strategy(), negated).prop_map(|(action, (identities, namespaces, paths, methods, headers), negated)| {
+            let (not_identities, not_namespaces, not_paths, not_methods, not_headers) = negated.unwrap_or_default();
+            config::AuthzRule {
                 name: String::new(),
                 action,
                 identities,
                 namespaces,
                 paths,
-                methods,
+                methods: methods.map(config::Methods::Many),
                 headers,
-            },
-        )
+                not_identities,
+                not_namespaces,
+                not_paths,
+                not_methods: not_methods.map(config::Methods::Many),
+                not_headers,
+            }
+        })
     }
 
     fn policies_strategy() -> impl Strategy<Value = Vec<config::AuthzPolicy>> {

@@ -155,10 +155,24 @@ pub struct AuthzRule {
     /// Exact paths, or prefixes ending in `*`; the query is not part of the path.
     #[serde(default)]
     pub paths: Option<Vec<String>>,
+    /// A method or a list of them, as in route matches.
     #[serde(default)]
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Methods>,
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderMatch>,
+    /// The negations: each holds when no entry of its list matches (for `not_headers`, when
+    /// none of the header matches holds). A plain-text peer never satisfies `not_identities`
+    /// or `not_namespaces` in an allow rule, and always does in a deny rule.
+    #[serde(default)]
+    pub not_identities: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_methods: Option<Methods>,
+    #[serde(default)]
+    pub not_headers: BTreeMap<String, HeaderMatch>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -385,8 +399,9 @@ impl Config {
         }
         for rule in self.listeners.iter_mut().flat_map(|l| l.authorization.iter_mut()).flat_map(|p| p.rules.iter_mut()) {
             rule.headers = canonical_headers(std::mem::take(&mut rule.headers));
-            if let Some(methods) = &mut rule.methods {
-                methods.iter_mut().for_each(|m| *m = m.to_ascii_uppercase());
+            rule.not_headers = canonical_headers(std::mem::take(&mut rule.not_headers));
+            for methods in [&mut rule.methods, &mut rule.not_methods] {
+                *methods = methods.take().map(|ms| Methods::Many(ms.to_vec().iter().map(|x| x.to_ascii_uppercase()).collect()));
             }
         }
         self

@@ -15,6 +15,7 @@ use crate::config::{Direction, Limits, ListenerProtocol};
 use crate::events;
 use crate::headers::{ClientAddress, PeerIdentity};
 use crate::tls::inbound::{Accepted, InboundTls};
+use crate::tls::sessions;
 use crate::proxy;
 use crate::route::RouteTable;
 use crate::stats::{ListenerStats, Stats};
@@ -157,6 +158,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
         Ok(Accepted::Plain(stream)) => serve_http(&server, stream, client, None, shared, stopped).await,
         Ok(Accepted::Mutual(stream, identity)) => {
             shared.engine_stats.tls.inbound.handshakes_total.inc();
+            if sessions::resumed(stream.get_ref().1) {
+                shared.engine_stats.tls.inbound.resumed_total.inc();
+            }
             serve_http(&server, stream, client, Some(PeerIdentity::new(identity)), shared, stopped).await;
         }
         Err(refused) => {

@@ -49,7 +49,10 @@ pub struct TlsStats {
 
 #[derive(Debug, Default)]
 pub struct HandshakeStats {
+    /// Handshakes completed, resumed ones included.
     pub handshakes_total: Counter,
+    /// Of those, handshakes that resumed an earlier session.
+    pub resumed_total: Counter,
     refused: [Counter; RefusalReason::ALL.len()],
 }
 
@@ -121,7 +124,7 @@ impl HandshakeStats {
     fn json(&self) -> Value {
         let refused: serde_json::Map<String, Value> =
             RefusalReason::ALL.iter().map(|r| (r.name().to_string(), json!(self.refused[r.index()].get()))).collect();
-        json!({ "handshakes_total": self.handshakes_total.get(), "refused": refused })
+        json!({ "handshakes_total": self.handshakes_total.get(), "resumed_total": self.resumed_total.get(), "refused": refused })
     }
 }
 

@@ -11,6 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::credentials::peer_spiffe_id;
 use super::refusal::{Reason, Refused};
+use super::sessions::{self, ListenerTickets};
 use super::store::IdentityStore;
 use super::verify::{CurrentCertificate, MeshClientVerifier};
 use crate::config::{ListenerProtocol, ListenerTls};
@@ -44,6 +45,10 @@ impl InboundTls {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(Arc::new(MeshClientVerifier::new(store.clone())))
             .with_cert_resolver(Arc::new(CurrentCertificate(store.clone())));
+        // Resumption by stateless tickets of the current credentials only (see `sessions`):
+        // no server-side session cache that could outlive them.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.ticketer = Arc::new(ListenerTickets::new(store.clone()));
         config.alpn_protocols = match protocol {
             ListenerProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             ListenerProtocol::Http1 => vec![b"http/1.1".to_vec()],
@@ -79,6 +84,9 @@ impl InboundTls {
             };
         }
         let tls = acceptor.accept(stream).await.map_err(|e| Refused::of_handshake(&e))?;
+        if sessions::resumed(tls.get_ref().1) {
+            sessions::check_resumed(tls.get_ref().1)?;
+        }
         // The verifier accepted the chain and its SPIFFE ID; read the ID again to pass it on.
         let identity = tls
             .get_ref()

@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use super::credentials::trust_bundle;
 use super::refusal::Refused;
+use super::sessions::{self, ClusterSessions};
 use super::store::IdentityStore;
 use super::verify::{CurrentCertificate, MeshServerVerifier, ServerAuthenticated};
 use crate::config::UpstreamProtocol;
@@ -48,6 +49,8 @@ impl UpstreamTls {
             .dangerous() // the peer is checked by its SPIFFE ID instead of a host name
             .with_custom_certificate_verifier(Arc::new(MeshServerVerifier::new(store.clone(), allowed)))
             .with_client_cert_resolver(Arc::new(CurrentCertificate(store.clone())));
+        // This cluster's own sessions, made with the current credentials (see `sessions`).
+        config.resumption = rustls::client::Resumption::store(Arc::new(ClusterSessions::new(store.clone())));
         config.alpn_protocols = alpn(protocol);
         Ok(UpstreamTls { config: Arc::new(config), cluster: owner.cluster, stats: owner.stats, server_name: None })
     }
@@ -83,14 +86,26 @@ impl UpstreamTls {
             Ok(name) => TlsConnector::from(self.config.clone()).connect(name, stream).await.map_err(|e| Refused::of_handshake(&e)),
             Err(refused) => Err(refused),
         };
+        let outcome = outcome.and_then(|tls| {
+            let resumed = sessions::resumed(tls.get_ref().1);
+            if resumed {
+                sessions::check_resumed(tls.get_ref().1)?;
+            }
+            Ok((tls, resumed))
+        });
         match &outcome {
-            Ok(_) => self.stats.tls.outbound.handshakes_total.inc(),
+            Ok((_, resumed)) => {
+                self.stats.tls.outbound.handshakes_total.inc();
+                if *resumed {
+                    self.stats.tls.outbound.resumed_total.inc();
+                }
+            }
             Err(refused) => {
                 self.stats.tls.outbound.refused(refused.reason);
                 events::log(format!("cluster '{}': TLS to {address} refused: {refused}", self.cluster));
             }
         }
-        outcome
+        outcome.map(|(tls, _)| tls)
     }
 }
 
