@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -132,6 +134,12 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    # `run` starts this as a child for every config it loads, so its start-up is the bulk of a
+    # reload's latency. A process this short needs no cycle collector (it would scan the
+    # schema's new objects over and over while the models are built), and no pydantic plugins,
+    # which pydantic otherwise looks for among the entry points of every installed package.
+    gc.disable()
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from .config import ConfigError, load_config
 
     try:
