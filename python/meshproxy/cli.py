@@ -16,7 +16,6 @@ import gc
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +27,9 @@ from .engine_document import EngineDocument
 if TYPE_CHECKING:
     from .proxy import Proxy
 
-# What only `run` needs (the proxy, its admin server, reloads, the file watcher) is imported
-# in `_run`: every reload starts a `validate` child, and the less it imports the sooner the
-# new config runs.
+# What only `run` needs (the proxy, its admin server, reloads, the file watcher, subprocess)
+# is imported in `_run` and the functions it calls: every reload starts a `validate` child,
+# and the less it imports the sooner the new config runs.
 
 log = logging.getLogger("meshproxy")
 
@@ -223,6 +222,8 @@ class _Invalid(ValueError):
 def _validated(path: Path) -> EngineDocument:
     """Validates the config file in a child process, as ``meshproxy validate`` would, and
     returns it as the engine document. Raises :class:`_Invalid` with the child's report."""
+    import subprocess
+
     command = [sys.executable, "-m", "meshproxy", "validate", "--engine-document", str(path)]
     try:
         # run() kills the child when the timeout passes: no validator outlives this call.
