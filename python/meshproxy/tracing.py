@@ -181,7 +181,7 @@ class SpanExporter:
             with self._opener.open(request, timeout=POST_TIMEOUT) as response:
                 response.read()
         except urllib.error.HTTPError as error:
-            # Read now: the connection is closed before a retry waits, and the answer's headers
+            # Closed here, so no connection is held while a retry waits; the answer's headers
             # (Retry-After) stay readable.
             error.close()
             return error
