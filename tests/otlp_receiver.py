@@ -1,11 +1,14 @@
 """A real OTLP/HTTP trace receiver for tests: an HTTP server on loopback that parses each POST
 to ``/v1/traces`` as an ``ExportTraceServiceRequest`` (the opentelemetry-proto definitions) and
-keeps the spans, with their resource's attributes, for the test to read."""
+keeps the spans, with their resource's attributes, for the test to read. It can be told to refuse
+the next requests first (``refuse``), answering each with a given status and headers, as a
+collector that is overloaded or unwell does."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +54,10 @@ class OtlpReceiver:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.content_types: list[str] = []
+        # Each POST to /v1/traces, in order: the status it was answered with.
+        self.answered: list[int] = []
+        self._arrivals: list[float] = []
+        self._refusals: list[tuple[int, dict[str, str]]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -59,6 +66,18 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 if self.path != "/v1/traces":
                     self.send_error(404)
+                    return
+                with receiver._lock:
+                    refusal = receiver._refusals.pop(0) if receiver._refusals else None
+                    receiver.answered.append(refusal[0] if refusal is not None else 200)
+                    receiver._arrivals.append(time.monotonic())
+                if refusal is not None:
+                    status, headers = refusal
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
                     return
                 request = ExportTraceServiceRequest.FromString(body)
                 received = [
@@ -92,6 +111,22 @@ class OtlpReceiver:
     def received(self) -> list[ReceivedSpan]:
         with self._lock:
             return list(self.spans)
+
+    def refuse(self, status: int, headers: dict[str, str] | None = None) -> None:
+        """Answers the next POST not yet told how with ``status`` (and ``headers``), keeping no
+        span of it; once the refusals are used up, POSTs are accepted again."""
+        with self._lock:
+            self._refusals.append((status, headers or {}))
+
+    def statuses(self) -> list[int]:
+        """The status each POST to /v1/traces was answered with, in order."""
+        with self._lock:
+            return list(self.answered)
+
+    def arrivals(self) -> list[float]:
+        """When each POST to /v1/traces arrived (``time.monotonic``), in order."""
+        with self._lock:
+            return list(self._arrivals)
 
     def start(self) -> None:
         self._thread.start()

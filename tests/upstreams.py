@@ -50,12 +50,14 @@ class Upstream:
 
 def start_upstream(name: str, host: str = "127.0.0.1", port: int = 0) -> Upstream:
     """A hypercorn upstream (HTTP/1.1 and h2c) on a socket bound here and handed over by fd;
-    on ``host`` (any address of 127.0.0.0/8 is loopback) and ``port`` (0: an ephemeral one)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    on ``host`` (any address of 127.0.0.0/8 is loopback, and ``::1``) and ``port`` (0: an
+    ephemeral one). Its address is ``HOST:PORT``, ``[HOST]:PORT`` for IPv6."""
+    ipv6 = ":" in host
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    address = "%s:%d" % (host, sock.getsockname()[1])
+    address = ("[%s]:%d" if ipv6 else "%s:%d") % (host, sock.getsockname()[1])
     process = subprocess.Popen(
         [sys.executable, str(UPSTREAM), "--name", name, "--fd", str(sock.fileno())],
         pass_fds=[sock.fileno()],
@@ -69,7 +71,7 @@ def start_upstream(name: str, host: str = "127.0.0.1", port: int = 0) -> Upstrea
 
 def _answers(address: str) -> bool:
     host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=1)
+    connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=1)
     try:
         connection.request("GET", "/ready")
         return connection.getresponse().status == 200

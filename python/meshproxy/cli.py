@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
+import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +27,9 @@ from .engine_document import EngineDocument
 if TYPE_CHECKING:
     from .proxy import Proxy
 
-# What only `run` needs (the proxy, its admin server, reloads, the file watcher) is imported
-# in `_run`: every reload starts a `validate` child, and the less it imports the sooner the
-# new config runs.
+# What only `run` needs (the proxy, its admin server, reloads, the file watcher, subprocess)
+# is imported in `_run` and the functions it calls: every reload starts a `validate` child,
+# and the less it imports the sooner the new config runs.
 
 log = logging.getLogger("meshproxy")
 
@@ -132,6 +133,12 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    # `run` starts this as a child for every config it loads, so its start-up is the bulk of a
+    # reload's latency. A process this short needs no cycle collector (it would scan the
+    # schema's new objects over and over while the models are built), and no pydantic plugins,
+    # which pydantic otherwise looks for among the entry points of every installed package.
+    gc.disable()
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from .config import ConfigError, load_config
 
     try:
@@ -215,6 +222,8 @@ class _Invalid(ValueError):
 def _validated(path: Path) -> EngineDocument:
     """Validates the config file in a child process, as ``meshproxy validate`` would, and
     returns it as the engine document. Raises :class:`_Invalid` with the child's report."""
+    import subprocess
+
     command = [sys.executable, "-m", "meshproxy", "validate", "--engine-document", str(path)]
     try:
         # run() kills the child when the timeout passes: no validator outlives this call.

@@ -186,3 +186,6 @@ def _telemetry(access_log: Mapping[str, Any], tracing: Mapping[str, Any]) -> Ite
         yield CounterMetricFamily("meshproxy_spans_export_failed", "Spans in batches that failed to reach the OTLP "
                                   "collector (refused, unreachable, or no answer in time).",
                                   value=tracing["export_failed"])
+        yield CounterMetricFamily("meshproxy_spans_export_retries", "Span batches sent to the OTLP collector again "
+                                  "after a retryable failure (no connection, 429, 502, 503, 504).",
+                                  value=tracing["export_retries"])

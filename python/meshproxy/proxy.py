@@ -326,7 +326,8 @@ class Proxy:
 
     def stats(self) -> dict[str, Any]:
         """The engine's counters, read as one snapshot, and the reload outcomes; with the span
-        exporter's counts under ``tracing`` (``exported``, ``export_failed``) when tracing is on."""
+        exporter's counts under ``tracing`` (``exported``, ``export_failed``, ``export_retries``)
+        when tracing is on."""
         stats: dict[str, Any] = json.loads(self._require_engine().stats_json())
         stats["reload_outcomes"] = self.reload_outcomes
         exporter = self._span_exporter

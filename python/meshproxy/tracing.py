@@ -1,7 +1,8 @@
 """Span export: the engine queues each finished, sampled span; one thread here drains the queue
 in batches (up to 512 spans, or what came in a second), encodes each batch as an OTLP
 ``ExportTraceServiceRequest`` and POSTs it to the collector's ``/v1/traces`` (OTLP/HTTP,
-protobuf). Python runs per batch, never per request.
+protobuf). Python runs per batch, never per request. A batch the collector could not take for a
+reason the OTLP specification calls retryable is sent again a few times (see :mod:`.export_retry`).
 
 Imported only when a config has a ``tracing`` section: it loads the OpenTelemetry protobuf
 modules, which a sidecar without tracing has no use for.
@@ -24,6 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from . import _native
 from .engine_document import TracingExport
+from .export_retry import RETRY_DELAYS, retry_delay, retryable
 
 log = logging.getLogger("meshproxy")
 
@@ -86,8 +88,11 @@ def _attribute(key: str, value: str | int) -> KeyValue:
 
 class SpanExporter:
     """Drains the engine's finished spans and sends them to an OTLP/HTTP collector, from one
-    background thread. A batch the collector refuses or does not answer is dropped and
-    counted (``export_failed``); the next batch is tried all the same."""
+    background thread. A batch that failed for a retryable reason is sent again after 0.5, 1
+    and 2 s (or when the collector's ``Retry-After`` says), counted in ``export_retries``; a
+    batch the collector refuses otherwise, does not answer in time, or still cannot take after
+    the retries is dropped and counted (``export_failed``); the next batch is tried all the
+    same. A stopping exporter retries nothing, so it cannot hold up shutdown."""
 
     def __init__(self, engine: _native.Engine, target: TracingExport) -> None:
         self._engine: _native.Engine | None = engine
@@ -96,6 +101,7 @@ class SpanExporter:
         self._stopping = threading.Event()
         self._exported = 0
         self._failed = 0
+        self._retries = 0
         self._failing = False
         # No proxy from the environment: a sidecar's app may set HTTP_PROXY to this very
         # sidecar, and its spans must not loop through it.
@@ -121,9 +127,10 @@ class SpanExporter:
         self._engine = None
 
     def stats(self) -> dict[str, int]:
-        """Spans the collector accepted, and spans in batches that failed to reach it."""
+        """Spans the collector accepted, spans in batches that failed to reach it, and batches
+        sent again."""
         with self._lock:
-            return {"exported": self._exported, "export_failed": self._failed}
+            return {"exported": self._exported, "export_failed": self._failed, "export_retries": self._retries}
 
     def _run(self) -> None:
         engine = self._engine
@@ -141,27 +148,52 @@ class SpanExporter:
         with self._lock:
             target = self._target
         body = encode(batch, target.service_name, _native.__version__)
-        request = urllib.request.Request(
-            traces_url(target.otlp_endpoint),
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/x-protobuf"},
-        )
-        try:
-            with self._opener.open(request, timeout=POST_TIMEOUT) as response:
-                response.read()
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        url = traces_url(target.otlp_endpoint)
+        attempt = 0
+        while True:
+            error = self._post(url, body)
+            if error is None:
+                break
+            if attempt == len(RETRY_DELAYS) or not retryable(error):
+                self._dropped(batch, target, error)
+                return
+            retry_after = error.headers.get("Retry-After") if isinstance(error, urllib.error.HTTPError) else None
+            # Woken early by stop(): the batch is given up rather than shutdown held up.
+            if self._stopping.wait(retry_delay(attempt, retry_after)):
+                self._dropped(batch, target, error)
+                return
+            attempt += 1
             with self._lock:
-                self._failed += len(batch)
-                first = not self._failing
-                self._failing = True
-            # Once per run of failures: a collector that is down would otherwise log every second.
-            if first:
-                log.warning("span export to %s failed, dropping spans until it works: %s", target.otlp_endpoint, error)
-            return
+                self._retries += 1
         with self._lock:
             self._exported += len(batch)
             recovered = self._failing
             self._failing = False
         if recovered:
             log.info("span export to %s works again", target.otlp_endpoint)
+
+    def _post(self, url: str, body: bytes) -> Exception | None:
+        """POSTs one batch; None when the collector took it, else why not."""
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+        )
+        try:
+            with self._opener.open(request, timeout=POST_TIMEOUT) as response:
+                response.read()
+        except urllib.error.HTTPError as error:
+            # Closed here, so no connection is held while a retry waits; the answer's headers
+            # (Retry-After) stay readable.
+            error.close()
+            return error
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            return error
+        return None
+
+    def _dropped(self, batch: list[SpanData], target: TracingExport, error: Exception) -> None:
+        with self._lock:
+            self._failed += len(batch)
+            first = not self._failing
+            self._failing = True
+        # Once per run of failures: a collector that is down would otherwise log every second.
+        if first:
+            log.warning("span export to %s failed, dropping spans until it works: %s", target.otlp_endpoint, error)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -259,6 +260,34 @@ def test_a_records_are_followed_once_their_ttl_runs_out(
         wait_until(lambda: len(discovered(proxy)) == 2, what="both A records")
         assert discovered(proxy) == [(at2.address, 1), (at3.address, 1)]
         assert {answered_by(address) for _ in range(10)} == {"at-2", "at-3"}  # round robin
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 (a container may run without IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine to run an upstream on")
+def test_aaaa_records_lead_to_an_upstream_on_ipv6_loopback(tmp_path: Path) -> None:
+    upstream = start_upstream("v6", host="::1")
+    # The name has an IPv4 address too: an AAAA query must give only the IPv6 one.
+    server = Dnsmasq(tmp_path, host_records=[f"orders.{DOMAIN},127.0.0.1,::1"]).start()
+    try:
+        port = int(upstream.address.rsplit(":", 1)[1])
+        with Proxy(dns_config(server, f"orders.{DOMAIN}", record="AAAA", port=port)) as proxy:
+            assert upstream.address == f"[::1]:{port}"
+            assert discovered(proxy) == [(upstream.address, 1)]
+            assert {answered_by(proxy.address("outbound")) for _ in range(3)} == {"v6"}
+    finally:
+        server.stop()
+        upstream.stop()
 
 
 def test_srv_records_give_the_ports_and_weights_of_the_lowest_priority(

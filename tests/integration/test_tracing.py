@@ -157,7 +157,7 @@ def test_spans_carry_the_requests_attributes_and_errors(
 
     # The exporter counts a batch once the collector has answered, just after it got the spans.
     wait_until(lambda: tracing_stats()["exported"] == 2, what="the exported spans to be counted")
-    assert tracing_stats() == {"spans": 2, "dropped": 0, "exported": 2, "export_failed": 0}
+    assert tracing_stats() == {"spans": 2, "dropped": 0, "exported": 2, "export_failed": 0, "export_retries": 0}
     assert proxy.admin is not None
     assert [metric_value(proxy.admin, f"meshproxy_spans_{name}total") for name in ("", "dropped_", "exported_")] == [
         2, 0, 2]

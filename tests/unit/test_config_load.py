@@ -198,3 +198,19 @@ def test_json_schema_describes_the_file_format() -> None:
     headers = schema["$defs"]["RouteMatch"]["properties"]["headers"]
     assert headers["additionalProperties"] == {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/HeaderMatch"}]}
     json.dumps(schema)  # serializable as is
+
+
+def test_json_schema_describes_fields_with_their_docstrings() -> None:
+    # Read from the source when the schema is made, not when the models are built.
+    schema = json_schema()
+    route = schema["$defs"]["Route"]["properties"]
+    # The field's docstring wins over the description of its type (a Duration's).
+    assert route["timeout"]["description"] == "Whole request, first byte in to last byte out; 0 means no timeout."
+    tracing = schema["$defs"]["Tracing"]["properties"]
+    assert tracing["sample"]["description"] == (
+        "The share of new traces recorded; a sampling decision that comes with the request wins.")
+    described = [name for name, field in schema["$defs"]["Listener"]["properties"].items() if "description" in field]
+    assert described == ["direction", "tls", "authorization", "routes"]
+    # A docstring that spans lines is cleaned of its indentation.
+    direction = schema["$defs"]["Listener"]["properties"]["direction"]["description"].splitlines()
+    assert len(direction) > 1 and not any(line.startswith(" ") for line in direction)

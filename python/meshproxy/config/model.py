@@ -67,8 +67,8 @@ class _Section(BaseModel):
         validate_by_alias=True,
         validate_by_name=False,
         serialize_by_alias=True,
-        # The docstrings under fields become descriptions in the JSON Schema editors show.
-        use_attribute_docstrings=True,
+        # The docstrings under fields are the descriptions of the JSON Schema, read by
+        # schema.py when one is asked for, not here for every model built (docstrings.py).
     )
 
 
@@ -116,7 +116,10 @@ def _empty(factory: Callable[[], Any]) -> Any:
     """An empty list or dict default. A literal `[]` or `{}` would be deep-copied for every
     instance (pydantic cannot tell it is never mutated); a factory is one cheap call. The schema
     still shows the default."""
-    return Field(default_factory=factory, json_schema_extra={"default": factory()})
+    # Wrapped: pydantic reads the signature of every default factory, and that of a builtin
+    # (list, dict) is parsed from its text signature with `tokenize`, whose import and regex
+    # cost the `validate` child a few milliseconds.
+    return Field(default_factory=lambda: factory(), json_schema_extra={"default": factory()})
 
 
 def _method_list(value: Any) -> Any:

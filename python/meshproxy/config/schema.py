@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic.json_schema import GenerateJsonSchema
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
+from .docstrings import attribute_docstrings
 from .duration import format_duration
 from .model import Config
 
@@ -18,6 +21,23 @@ class _ConfigSchema(GenerateJsonSchema):
         if isinstance(dft, timedelta):
             return format_duration(dft)
         return super().encode_default(dft)
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        # Each field's docstring is its description, read here rather than when the models are
+        # built: validating a config never needs them (see docstrings.py).
+        json_schema = super().model_schema(schema)
+        model: type[BaseModel] = schema["cls"]
+        properties = json_schema.get("properties", {})
+        for name, doc in attribute_docstrings(model).items():
+            field = model.model_fields.get(name)
+            # As pydantic would: a description given to the field itself wins; the docstring
+            # wins over one its type gives (a Duration's).
+            if field is None or field.description is not None:
+                continue
+            key = field.alias or name
+            if key in properties:
+                properties[key]["description"] = doc
+        return json_schema
 
 
 def json_schema() -> dict[str, Any]:

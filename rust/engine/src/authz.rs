@@ -549,6 +549,21 @@ impl AuthzCounters {
         listeners.entry(listener.to_string()).or_default().entry(policy.to_string()).or_default().clone()
     }
 
+    /// Drops the counters of policies and rules no compiled config holds any more: every one a
+    /// running listener enforces is held by its snapshot (they are made when it is compiled),
+    /// so what is left only the map holds belongs to a listener, policy or rule a swap removed,
+    /// with no request on the old config still deciding by it.
+    pub fn prune(&self) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        for policies in listeners.values_mut() {
+            policies.retain(|_, counters| Arc::strong_count(counters) > 1);
+            for counters in policies.values() {
+                counters.rules.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, rule| Arc::strong_count(rule) > 1);
+            }
+        }
+        listeners.retain(|_, policies| !policies.is_empty());
+    }
+
     /// `{listener: {policy: {allowed, denied, dry_run_denied, rules: {rule: {matches}}}}}`.
     pub fn json(&self) -> Value {
         let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());

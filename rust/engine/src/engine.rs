@@ -12,6 +12,7 @@ use crate::cluster::Cluster;
 use crate::config::{self, Config, Direction};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{ListenerShared, RunningListener};
+use crate::live::Live;
 use crate::snapshot::{self, Context, Problem};
 use crate::stats::{ListenerStats, Stats};
 use crate::telemetry::Outlets;
@@ -61,6 +62,9 @@ struct Control {
     /// The counters of the listeners closed by the drain, whose open connections shutdown
     /// waits for.
     drained: Vec<Arc<ListenerStats>>,
+    /// What the running config counts under: the stats of anything else are dropped once
+    /// nothing holds them (at each swap and each stats read).
+    live: Live,
     stopped: bool,
 }
 
@@ -83,6 +87,7 @@ impl Engine {
                 endpoints: EndpointRegistry::new(workers),
                 identity: None,
                 drained: Vec::new(),
+                live: Live::default(),
                 stopped: false,
             }),
             stats,
@@ -189,6 +194,9 @@ impl Engine {
         control.listeners = next;
         control.clusters = compiled.clusters;
         control.endpoints.prune();
+        let snapshots: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
+        control.live = Live::of(snapshots.iter().map(|s| &**s), &control.clusters);
+        self.stats.prune(&control.live);
         Ok(self.version.fetch_add(1, Relaxed) + 1)
     }
 
@@ -237,6 +245,8 @@ impl Engine {
     /// The counters, as one JSON document; with each running listener's direction and each
     /// cluster's upstream connections, read from the running listeners and pools now.
     pub fn stats_json(&self) -> serde_json::Value {
+        // What a swap could not drop yet (requests on the old config were still running).
+        self.stats.prune(&self.control.lock().unwrap_or_else(|p| p.into_inner()).live);
         let mut stats = self.stats.json();
         self.add_running_state(&mut stats);
         if let Some(map) = stats.as_object_mut() {

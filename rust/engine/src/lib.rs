@@ -17,6 +17,7 @@ pub mod events;
 pub mod headers;
 pub mod inspect;
 pub mod listener;
+pub mod live;
 pub mod observe;
 pub mod pool;
 pub mod proxy;

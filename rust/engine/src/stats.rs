@@ -1,6 +1,6 @@
 //! Counters the data path bumps with relaxed atomics; Python reads them as one JSON snapshot.
-//! Counters are keyed by listener / cluster name and outlive config swaps; per-route traffic
-//! lives in `traffic`.
+//! Counters are keyed by listener / cluster name and outlive config swaps as long as the config
+//! keeps that listener or cluster (`prune`); per-route traffic lives in `traffic`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::authz::AuthzCounters;
 use crate::error::Reason;
+use crate::live::Live;
 use crate::traffic::TrafficRegistry;
 use crate::tls::refusal::Reason as RefusalReason;
 
@@ -141,6 +142,17 @@ impl Stats {
         clusters.entry(name.to_string()).or_default().clone()
     }
 
+    /// Drops the counters of listeners, clusters, routes and authorization policies that
+    /// `live` (the running config) no longer has, once nothing counts into them: an in-flight request on a swapped-out
+    /// config, or a removed listener's open connection, holds them until it ends, and a later
+    /// call drops them then.
+    pub fn prune(&self, live: &Live) {
+        retain_held(&self.listeners, |name| live.listeners.contains(name));
+        retain_held(&self.clusters, |name| live.clusters.contains(name));
+        self.traffic.prune(&live.traffic);
+        self.authz.prune();
+    }
+
     pub fn count_error(&self, reason: Reason) {
         self.errors[reason.index()].inc();
     }
@@ -192,4 +204,11 @@ impl Stats {
             "tracing": tracing,
         })
     }
+}
+
+/// Keeps the entries `live` names, and those something besides the map still holds. Under the
+/// map's lock an entry only the map holds cannot be taken meanwhile.
+fn retain_held<V>(map: &Mutex<BTreeMap<String, Arc<V>>>, live: impl Fn(&str) -> bool) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.retain(|name, held| live(name) || Arc::strong_count(held) > 1);
 }

@@ -6,7 +6,7 @@
 //! `route::Target`), and status codes are counted in blocks of a hundred, made on the first
 //! code of their class.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -65,7 +65,8 @@ pub struct Histogram {
     sum_nanos: Counter,
 }
 
-/// Every `TrafficStats` made, by key; outlives config swaps so counts carry on across them.
+/// Every `TrafficStats` made, by key; outlives config swaps so counts carry on across them,
+/// until a swap removes the route (`prune`).
 #[derive(Debug, Default)]
 pub struct TrafficRegistry {
     stats: Mutex<BTreeMap<TrafficKey, Arc<TrafficStats>>>,
@@ -173,6 +174,15 @@ impl TrafficRegistry {
     pub fn stats(&self, key: TrafficKey) -> Arc<TrafficStats> {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.entry(key).or_insert_with_key(|key| Arc::new(TrafficStats::new(key.clone()))).clone()
+    }
+
+    /// Drops the stats of keys not in `live` that no request holds any more (an in-flight
+    /// request on a swapped-out config may still count into them: those wait for a later call).
+    pub fn prune(&self, live: &BTreeSet<TrafficKey>) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the registry holds it, and it is the registry's lock held here: nothing can take a
+        // new hold on it meanwhile.
+        stats.retain(|key, held| live.contains(key) || Arc::strong_count(held) > 1);
     }
 
     /// `{"duration_buckets": [seconds…], "stats": [{direction, listener, route, cluster,
