@@ -1,5 +1,6 @@
 """Type stubs of the Rust engine module (rust/py/src/lib.rs)."""
 
+from collections.abc import Sequence
 from typing import final
 
 __all__ = ["BindError", "ConfigRejected", "Engine", "__version__", "check_config", "normalize_config", "read_endpoints"]
@@ -34,6 +35,11 @@ class Engine:
     def __new__(cls, config_json: str, workers: int | None = None) -> Engine: ...
     def apply(self, config_json: str) -> int:
         """Compiles and swaps in a new config; returns its version. On error nothing changes."""
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
+        """Replaces one running cluster's endpoints with ``endpoints`` (``(address, weight)``
+        pairs), recompiling nothing else; the config version stays. Raises ConfigRejected
+        with the field paths compiling would name (``clusters[2].endpoints[5].address``), and
+        changes nothing, when the list is refused."""
     def reload_identity(self) -> None:
         """Reads the identity's PEM files again and uses them for new handshakes; raises
         ConfigRejected (the current credentials stay) when the new set fails its checks."""

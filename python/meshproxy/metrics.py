@@ -128,6 +128,8 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                            "made (reset, protocol error, refused stream).")
     responses = CounterMetricFamily("meshproxy_upstream_responses", "Responses from the cluster's endpoints, by "
                                     "status class.", labels=["cluster", "class"])
+    updates = per_cluster("meshproxy_cluster_endpoint_updates", "Endpoint lists discovery set for the cluster "
+                          "between configs (each one replaces the cluster's endpoints; the config version stays).")
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -135,11 +137,12 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         connect_failures.add_metric([name], cluster["connect_failures_total"])
         timeouts.add_metric([name], cluster["timeouts_total"])
         failures.add_metric([name], cluster["upstream_failures_total"])
+        updates.add_metric([name], cluster["endpoint_updates_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
-    yield from (sent, connect_failures, timeouts, failures, responses, connections)
+    yield from (sent, connect_failures, timeouts, failures, responses, updates, connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

@@ -100,7 +100,7 @@ class Proxy:
             if self._admin is not None:
                 self._admin.start()
             self._engine, self._discovery = engine, discovery
-            discovery.follow(engine.apply)
+            discovery.follow(engine.set_endpoints)
             self._watch_identity(self._document)
             self._export_spans(self._document)
         return self

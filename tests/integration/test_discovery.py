@@ -65,6 +65,12 @@ def discovered(proxy: Proxy, cluster: str = "app") -> list[tuple[str, int]]:
     return [(e["address"], e["weight"]) for e in found["endpoints"]]
 
 
+def updates(proxy: Proxy, cluster: str = "app") -> int:
+    """Endpoint lists discovery handed the engine for ``cluster`` between configs."""
+    count: int = proxy.stats()["clusters"][cluster]["endpoint_updates_total"]
+    return count
+
+
 # === file sources ===
 
 
@@ -165,17 +171,50 @@ def test_a_pooled_connection_to_an_endpoint_that_stays_is_reused_after_an_update
     v1, v2 = upstreams("v1"), upstreams("v2")
     path = endpoint_file(tmp_path / "endpoints.yaml", v1)
     # One worker, so every request uses the one pool of v1's connections.
-    with Proxy(config_with({"type": "file", "path": str(path)}), workers=1) as proxy, \
+    with Proxy(config_with({"type": "file", "path": str(path)}, admin=True), workers=1) as proxy, \
             httpx.Client(base_url=f"http://{proxy.address('outbound')}", timeout=10) as client:
         before = body_json(client.get("/anything"))
         version = proxy.version
 
         # v1 stays (with a new weight); v2 comes, never picked.
         endpoint_file(path, (v1, 5), (v2, 0))
-        wait_until(lambda: proxy.version > version, what="the update to apply")
+        wait_until(lambda: updates(proxy) == 1, what="the update to apply")
         after = body_json(client.get("/anything"))
+        # The update went to the one cluster alone: no new config.
+        assert proxy.version == version
+        admin = f"http://{proxy.admin_address}"
+        clusters = httpx.get(f"{admin}/clusters", timeout=10).json()
+        config = httpx.get(f"{admin}/config", timeout=10).json()
+        metrics = httpx.get(f"{admin}/metrics", timeout=10).text
     assert (before["upstream"], after["upstream"]) == ("v1", "v1")
     assert after["client_port"] == before["client_port"]
+    expected = [(v1.address, 5), (v2.address, 0)]
+    assert [(e["address"], e["weight"]) for e in clusters["app"]["endpoints"]] == expected
+    [app] = [c for c in config["clusters"] if c["name"] == "app"]
+    assert [(e["address"], e["weight"]) for e in app["endpoints"]] == expected
+    assert 'meshproxy_cluster_endpoint_updates_total{cluster="app"} 1.0' in metrics.splitlines()
+
+
+def test_a_reload_after_an_update_keeps_the_discovered_list(tmp_path: Path, upstreams: Upstreams) -> None:
+    v1, v2 = upstreams("v1"), upstreams("v2")
+    path = endpoint_file(tmp_path / "endpoints.yaml", v1)
+    config = config_with({"type": "file", "path": str(path)})
+    with Proxy(config) as proxy:
+        address = proxy.address("outbound")
+        endpoint_file(path, (v2, 2))
+        wait_until(lambda: updates(proxy) == 1, what="the update to apply")
+
+        config["clusters"][0]["lb"] = "random"
+        assert proxy.reload(config) == 2
+        assert {answered_by(address) for _ in range(5)} == {"v2"}
+        assert discovered(proxy) == [(v2.address, 2)]
+        assert proxy.clusters()["app"]["lb"] == "random"
+
+        # The source carries on after the reload, one update at a time.
+        endpoint_file(path, v1)
+        wait_until(lambda: updates(proxy) == 2, what="the next update to apply")
+        assert answered_by(address) == "v1"
+        assert proxy.version == 2
 
 
 def test_a_reload_keeps_the_list_of_an_unchanged_source_and_restarts_a_changed_one(

@@ -108,6 +108,8 @@ def test_requests_are_counted_by_route_cluster_and_exact_code(sidecar: ProxyProc
     assert scrape.value("meshproxy_proxy_errors_total", reason="no_healthy_endpoint") == 1
     assert scrape.value("meshproxy_upstream_requests_total", cluster="app") == 5
     assert scrape.value("meshproxy_upstream_responses_total", cluster="app", **{"class": "5xx"}) == 2
+    # The cluster lists its endpoints: discovery never updated them.
+    assert scrape.value("meshproxy_cluster_endpoint_updates_total", cluster="app") == 0
     # The client kept one connection alive, open while it scraped.
     assert scrape.value("meshproxy_connections_total", **OUTBOUND) == 1
     assert scrape.value("meshproxy_connections_open", **OUTBOUND) == 1

@@ -1,6 +1,6 @@
 """Endpoint discovery: where a cluster's endpoints come from when its config does not list them.
 
-    sources  ──reports──▶  one merged snapshot  ──apply──▶  engine
+    sources  ──reports──▶  one merged snapshot  ──a changed list, per cluster──▶  engine
 
 - ``source.py``: what a source does (start with a callback, stop), and which one a cluster's
   ``discovery`` settings describe; ``file_source.py`` (a watched YAML/JSON list) and

@@ -3,8 +3,8 @@ cluster, and the engine document with those lists in place of the configured one
 
 Sources are told apart by a key the runner hands out, not by cluster: while a reload starts a
 cluster's new source, the old one still serves that cluster, and a later source (a control
-plane's) may report many clusters at once. Which source a cluster's endpoints come from is the
-``owners`` mapping the runner passes to :meth:`MergedSnapshot.render`.
+plane's) may report many clusters at once. Which source's list a cluster runs is the runner's
+choice: it passes the lists to :meth:`MergedSnapshot.render`.
 """
 
 from __future__ import annotations
@@ -45,21 +45,17 @@ class MergedSnapshot:
         """What ``source`` last reported for ``cluster``; None before its first report."""
         return self._lists.get(source, {}).get(cluster)
 
-    def render(self, engine_json: str, owners: Mapping[str, SourceKey]) -> str:
-        """``engine_json`` with the endpoints of each cluster in ``owners`` replaced by what its
-        source reported (none before the source's first report)."""
-        if not owners:
+    def render(self, engine_json: str, lists: Mapping[str, Sequence[Endpoint]]) -> str:
+        """``engine_json`` with the endpoints of each cluster in ``lists`` replaced by its list."""
+        if not lists:
             return engine_json
         if self._parsed is None or self._parsed[0] is not engine_json:
             self._parsed = (engine_json, json.loads(engine_json))
         document = self._parsed[1]
         clusters = [
-            {**cluster, "endpoints": self._dump(owners[cluster["name"]], cluster["name"])}
-            if cluster["name"] in owners
+            {**cluster, "endpoints": [{"address": e.address, "weight": e.weight} for e in lists[cluster["name"]]]}
+            if cluster["name"] in lists
             else cluster
             for cluster in document.get("clusters", ())
         ]
         return json.dumps({**document, "clusters": clusters}, separators=(",", ":"))
-
-    def _dump(self, source: SourceKey, cluster: str) -> list[dict[str, Any]]:
-        return [{"address": e.address, "weight": e.weight} for e in self.endpoints(source, cluster) or ()]

@@ -4,7 +4,9 @@ Every config the proxy applies goes through :meth:`Discovery.apply`, which start
 of clusters whose ``discovery`` settings are new or changed (and waits for their first lists),
 keeps the sources whose settings stayed, and hands the engine the document with every
 discovered list in place. Between configs, each change a source reports is merged into the one
-snapshot and applied by a single thread, so a burst of reports costs one apply. The engine
+snapshot, and a single thread hands the engine the lists that changed, one cluster at a time
+(the engine's ``set_endpoints``): nothing else is recompiled, so an update costs the size of
+its list, not of the config, and a burst of reports for a cluster costs one call. The engine
 keeps the state and pooled connections of every endpoint whose address stays, so an update
 disturbs no request in flight.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple, TypeVar
 
 from ..engine_document import EngineDocument
@@ -43,9 +45,16 @@ class Discovery:
         """Cluster name → the source its endpoints come from, in the config applied last."""
         self._engine_json: str | None = None
         """The config applied last, as given (before the discovered lists are put in)."""
-        self._applied: str | None = None
-        """What the engine runs now: that config with the discovered lists in place."""
-        self._apply_update: Callable[[str], object] | None = None
+        self._engine_lists: dict[str, tuple[Endpoint, ...]] = {}
+        """Cluster name → the list the engine runs for it, for each cluster of ``_running``."""
+        self._refused: dict[str, tuple[SourceKey, tuple[Endpoint, ...]]] = {}
+        """Cluster name → the last list the engine refused for it, and from which source: not
+        offered again, and left out of the next config in favour of the running list."""
+        self._rendered: str | None = None
+        """``_engine_json`` with ``_engine_lists`` in place, made when first asked for."""
+        self._set_endpoints: Callable[[str, Sequence[Endpoint]], object] | None = None
+        self._dirty: set[str] = set()
+        """Clusters whose source reported a new list since the applying thread last looked."""
         self._changed = threading.Event()
         self._closed = False
         self._applier: threading.Thread | None = None
@@ -67,14 +76,17 @@ class Discovery:
         failure: BaseException | None = None
         with self._lock:
             running = {**{c: r for c, r in self._running.items() if c in document.discovery}, **started}
-            engine_json = self._merged.render(document.engine_json, _owners(running))
+            lists = {cluster: self._wanted(cluster, r) for cluster, r in running.items()}
+            engine_json = self._merged.render(document.engine_json, lists)
             try:
                 result = apply(engine_json)
             except BaseException as error:
                 failure, retired = error, list(started.values())
             else:
                 retired = [r for c, r in self._running.items() if running.get(c) is not r]
-                self._running, self._engine_json, self._applied = running, document.engine_json, engine_json
+                self._running, self._engine_json, self._engine_lists = running, document.engine_json, lists
+                self._rendered = engine_json
+                self._refused = {c: r for c, r in self._refused.items() if c in running and running[c].key == r[0]}
                 self._start_applier()
             for gone in retired:
                 self._merged.forget(gone.key)
@@ -85,19 +97,22 @@ class Discovery:
             raise failure
         return result
 
-    def follow(self, apply_update: Callable[[str], object]) -> None:
-        """From now on, applies each change the sources report with ``apply_update``."""
+    def follow(self, set_endpoints: Callable[[str, Sequence[Endpoint]], object]) -> None:
+        """From now on, hands ``set_endpoints`` (an engine's) each cluster's list when its source
+        reports a new one."""
         with self._lock:
-            self._apply_update = apply_update
+            self._set_endpoints = set_endpoints
             self._start_applier()
 
     def document(self, document: EngineDocument) -> EngineDocument:
         """What the engine runs now for ``document`` (the config applied last): the same
         document with the discovered lists in place of its configured ones."""
-        applied = self._applied
-        if applied is None or document.engine_json is not self._engine_json or applied is document.engine_json:
-            return document
-        return document._replace(engine_json=applied)
+        with self._lock:
+            if document.engine_json is not self._engine_json or not self._running:
+                return document
+            if self._rendered is None:
+                self._rendered = self._merged.render(document.engine_json, self._engine_lists)
+            return document._replace(engine_json=self._rendered)
 
     def close(self) -> None:
         """Stops every source and the applying thread. Idempotent."""
@@ -148,13 +163,22 @@ class Discovery:
             log.info("cluster %s: %d endpoint%s from %s%s", cluster, len(endpoints), "" if len(endpoints) == 1 else "s",
                      running.source.description, f": {shown}{more}" if endpoints else "")
             if self._running.get(cluster) is running:
+                self._dirty.add(cluster)
                 self._changed.set()
 
     # --- applying updates --------------------------------------------------------------
 
+    def _wanted(self, cluster: str, running: _Running) -> tuple[Endpoint, ...]:
+        """The list a config should carry for ``cluster``: its source's latest (none before the
+        first report), unless the engine refused that one, in which case the running list."""
+        latest = self._merged.endpoints(running.key, cluster) or ()
+        if self._refused.get(cluster) == (running.key, latest) and cluster in self._engine_lists:
+            return self._engine_lists[cluster]
+        return latest
+
     def _start_applier(self) -> None:
         """Starts the applying thread once there is an engine and a source; under the lock."""
-        if self._applier is None and self._apply_update is not None and self._running and not self._closed:
+        if self._applier is None and self._set_endpoints is not None and self._running and not self._closed:
             self._applier = threading.Thread(target=self._apply_updates, name="meshproxy-discovery", daemon=True)
             self._applier.start()
             self._changed.set()  # reports that came between the last apply and now
@@ -166,19 +190,28 @@ class Discovery:
             with self._lock:
                 if self._closed:
                     return
-                assert self._apply_update is not None and self._engine_json is not None
-                engine_json = self._merged.render(self._engine_json, _owners(self._running))
-                if engine_json == self._applied:
-                    continue
-                try:
-                    self._apply_update(engine_json)
-                except (ValueError, OSError, RuntimeError) as error:
-                    # The sources check their lists as the schema would, so this is unlikely;
-                    # the lists already applied stay.
-                    log.error("discovered endpoints refused by the engine; keeping the running ones: %s", error)
-                else:
-                    self._applied = engine_json
+                dirty, self._dirty = self._dirty, set()
+                for cluster in dirty:
+                    running = self._running.get(cluster)
+                    if running is not None:
+                        self._update(cluster, running)
 
-
-def _owners(running: Mapping[str, _Running]) -> dict[str, SourceKey]:
-    return {cluster: r.key for cluster, r in running.items()}
+    def _update(self, cluster: str, running: _Running) -> None:
+        """Hands the engine ``cluster``'s latest list if it differs from the one it runs; under
+        the lock, so that a config being applied and an update never cross."""
+        assert self._set_endpoints is not None
+        latest = self._merged.endpoints(running.key, cluster) or ()
+        if latest == self._engine_lists.get(cluster) or self._refused.get(cluster) == (running.key, latest):
+            return
+        try:
+            self._set_endpoints(cluster, latest)
+        except (ValueError, OverflowError, RuntimeError) as error:
+            # The sources check their lists as the schema would, so this is unlikely; the
+            # running list stays, and the next config carries it rather than this one.
+            log.error("cluster %s: discovered endpoints refused by the engine; keeping the running ones: %s",
+                      cluster, error)
+            self._refused[cluster] = (running.key, latest)
+        else:
+            self._engine_lists[cluster] = latest
+            self._refused.pop(cluster, None)
+            self._rendered = None

@@ -1,9 +1,14 @@
 //! A cluster: the endpoints one route action sends to, how to choose among them, and the
 //! upstream client that holds their pooled connections.
+//!
+//! The endpoints and the balancer built for them are one `Members` value behind an `ArcSwap`:
+//! discovery replaces a cluster's members without recompiling anything else, a request picks
+//! from one consistent value, and an attempt in flight finishes on the members it picked from.
 
 use std::sync::Arc;
 
-use meshproxy_balance::Balancer;
+use arc_swap::ArcSwap;
+use meshproxy_balance::{Balancer, Policy};
 
 use crate::config::UpstreamProtocol;
 use crate::endpoint::Endpoint;
@@ -14,26 +19,72 @@ use crate::tls::outbound::UpstreamTls;
 pub struct Cluster {
     pub name: Arc<str>,
     pub protocol: UpstreamProtocol,
-    pub endpoints: Vec<Endpoint>,
-    pub balancer: Balancer,
     pub connect_timeout: std::time::Duration,
     /// How connections to the endpoints are secured; `None`: plain text.
     pub tls: Option<UpstreamTls>,
+    /// What tells this cluster's way of securing its connections from others' in the endpoint
+    /// registry (`None`: plain text): a new member list finds its addresses' state under it.
+    pub transport: Option<Arc<str>>,
     pub stats: Arc<ClusterStats>,
+    members: ArcSwap<Members>,
+}
+
+/// A cluster's endpoints, in config order, and the balancer built for exactly those.
+#[derive(Debug)]
+pub struct Members {
+    pub endpoints: Vec<Endpoint>,
+    pub balancer: Balancer,
 }
 
 // === impl Cluster ===
 
 impl Cluster {
-    /// The endpoint the balancer chooses, or `None` when no endpoint can take traffic.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        let index = self.balancer.pick(&self.endpoints, &mut rand::rng())?;
-        self.endpoints.get(index)
+    pub fn new(
+        name: Arc<str>,
+        protocol: UpstreamProtocol,
+        connect_timeout: std::time::Duration,
+        tls: Option<UpstreamTls>,
+        transport: Option<Arc<str>>,
+        stats: Arc<ClusterStats>,
+        members: Members,
+    ) -> Cluster {
+        Cluster { name, protocol, connect_timeout, tls, transport, stats, members: ArcSwap::from_pointee(members) }
+    }
+
+    /// The members now: an owned handle, so a request keeps what it picked from across awaits.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    /// Replaces the members; requests that picked from the old ones finish on them.
+    pub fn set_members(&self, members: Members) {
+        self.members.store(Arc::new(members));
+    }
+
+    /// The policy the balancer picks by: the same for every member list the cluster gets.
+    pub fn policy(&self) -> Policy {
+        self.members.load().balancer.policy()
     }
 
     /// Upstream connections its endpoints hold now: (idle HTTP/1.1, open HTTP/2). An address
     /// that two clusters list, secured the same way, shares its pools: counted for both.
     pub fn connections(&self) -> (usize, usize) {
-        self.endpoints.iter().map(|e| e.state.connections()).fold((0, 0), |(h1, h2), (idle, open)| (h1 + idle, h2 + open))
+        let members = self.members.load();
+        members.endpoints.iter().map(|e| e.state.connections()).fold((0, 0), |(h1, h2), (idle, open)| (h1 + idle, h2 + open))
+    }
+}
+
+// === impl Members ===
+
+impl Members {
+    pub fn new(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        Members { balancer: Balancer::new(policy, &weights), endpoints }
+    }
+
+    /// The endpoint the balancer chooses, or `None` when no endpoint can take traffic.
+    pub fn pick(&self) -> Option<&Endpoint> {
+        let index = self.balancer.pick(&self.endpoints, &mut rand::rng())?;
+        self.endpoints.get(index)
     }
 }

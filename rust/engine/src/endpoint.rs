@@ -37,11 +37,19 @@ pub struct EndpointState {
 #[derive(Debug)]
 pub struct InFlightRequest(Arc<EndpointState>);
 
-/// Finds the state of an address that survived a swap. Used only while compiling a config.
+/// Finds the state of an address that survived a swap. Used only while compiling a config or
+/// a cluster's new endpoint list.
 #[derive(Debug)]
 pub struct EndpointRegistry {
-    states: Mutex<HashMap<String, Weak<EndpointState>>>,
+    states: Mutex<States>,
     workers: usize,
+}
+
+#[derive(Debug, Default)]
+struct States {
+    by_key: HashMap<String, Weak<EndpointState>>,
+    /// How many entries the last prune left: `sweep` prunes again once there are twice as many.
+    after_prune: usize,
 }
 
 // === impl Endpoint ===
@@ -113,7 +121,7 @@ impl EndpointRegistry {
     /// `transport` tells apart the ways clusters secure their connections to the address (plain
     /// text: `None`); each way has its own state and pools.
     pub fn endpoint(&self, address: &str, transport: Option<&str>, weight: u32, parse: impl FnOnce(&str) -> Option<Authority>) -> Option<Endpoint> {
-        let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let states = &mut self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).by_key;
         let secured;
         let key = match transport {
             None => address,
@@ -136,7 +144,19 @@ impl EndpointRegistry {
     /// Forgets addresses no cluster lists any more.
     pub fn prune(&self) {
         let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        states.retain(|_, state| state.strong_count() > 0);
+        states.by_key.retain(|_, state| state.strong_count() > 0);
+        states.after_prune = states.by_key.len();
+    }
+
+    /// Prunes once the registry has doubled since the last prune. A cluster's new endpoint list
+    /// leaves entries for the addresses it dropped; pruning a mesh-sized registry after every
+    /// list would cost more than the list, and this keeps the cost per new entry constant.
+    pub fn sweep(&self) {
+        let mut states = self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if states.by_key.len() > 2 * states.after_prune.max(512) {
+            states.by_key.retain(|_, state| state.strong_count() > 0);
+            states.after_prune = states.by_key.len();
+        }
     }
 }
 
@@ -166,6 +186,24 @@ mod tests {
         drop((first, again));
         registry.prune();
         assert_eq!(endpoint(&registry, "127.0.0.1:8081").state.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn sweep_prunes_once_the_registry_has_doubled_since_the_last_prune() {
+        let registry = EndpointRegistry::default();
+        let kept = endpoint(&registry, "127.0.0.1:1");
+        registry.prune();
+        let entries = |registry: &EndpointRegistry| registry.states.lock().map(|s| s.by_key.len()).unwrap_or_default();
+        // Dropped at once: dead entries, as a replaced endpoint list leaves them.
+        for port in 2..=1024 {
+            endpoint(&registry, &format!("127.0.0.1:{port}"));
+        }
+        registry.sweep();
+        assert_eq!(entries(&registry), 1024, "at most twice the floor of 512: kept");
+        endpoint(&registry, "127.0.0.1:1025");
+        registry.sweep();
+        assert_eq!(entries(&registry), 1);
+        assert!(Arc::ptr_eq(&endpoint(&registry, "127.0.0.1:1").state, &kept.state));
     }
 
     #[test]

@@ -200,6 +200,38 @@ impl Engine {
         Ok(self.version.fetch_add(1, Relaxed) + 1)
     }
 
+    /// Replaces the endpoints of one running cluster, as discovery finds them, and nothing else:
+    /// no route or other cluster is recompiled and the config version stays. The list is checked
+    /// as compiling a config checks it, with the same field paths (`clusters[2].endpoints[5].address`);
+    /// a refused list changes nothing. Addresses that stay keep their state (in-flight counts,
+    /// latency estimate) and pooled connections; requests in flight finish on the endpoints they
+    /// picked. The next `apply` compiles the document it is given: the caller puts the lists it
+    /// set there (as the Python layer's discovery does).
+    pub fn set_endpoints(&self, cluster: &str, endpoints: &[config::EndpointConfig]) -> Result<(), EngineError> {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        if control.stopped {
+            return Err(EngineError::Stopped);
+        }
+        // Clusters are kept in config order: the position is the config's index.
+        let Some((index, running)) = control.clusters.iter().enumerate().find(|(_, c)| *c.name == *cluster) else {
+            let names: Vec<&str> = control.clusters.iter().map(|c| &*c.name).collect();
+            let defined = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            let message = format!("no cluster named '{cluster}' in the running config; clusters: {defined}");
+            return Err(EngineError::Invalid(vec![Problem { path: "clusters".into(), message }]));
+        };
+        let mut problems = Vec::new();
+        let at = format!("clusters[{index}]");
+        let members = snapshot::compile_members(&at, endpoints, running.policy(), running.transport.as_deref(), &control.endpoints, &mut problems);
+        if !problems.is_empty() {
+            // The entries the refused list added die with it; a later sweep drops them.
+            return Err(EngineError::Invalid(problems));
+        }
+        running.set_members(members);
+        running.stats.endpoint_updates_total.inc();
+        control.endpoints.sweep();
+        Ok(())
+    }
+
     /// Reads the identity's files again and uses them for new handshakes; open connections carry
     /// on. A set that fails its checks is refused and the current one stays.
     pub fn reload_identity(&self) -> Result<(), EngineError> {

@@ -20,11 +20,12 @@ pub fn clusters_json(clusters: &[Arc<Cluster>]) -> Value {
 }
 
 fn cluster_json(cluster: &Cluster) -> Value {
+    let members = cluster.members();
     json!({
-        "lb": cluster.balancer.policy().name(),
+        "lb": members.balancer.policy().name(),
         "protocol": cluster.protocol,
         "tls": cluster.tls.is_some(),
-        "endpoints": cluster.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
+        "endpoints": members.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
     })
 }
 
@@ -69,8 +70,9 @@ mod tests {
                 {"name": "a", "endpoints": []},
             ],
         }));
-        let in_flight = compiled[0].endpoints[0].start();
-        compiled[0].endpoints[0].observe_latency(std::time::Duration::from_millis(40));
+        let members = compiled[0].members();
+        let in_flight = members.endpoints[0].start();
+        members.endpoints[0].observe_latency(std::time::Duration::from_millis(40));
 
         let shown = clusters_json(&compiled);
         assert_eq!(shown["a"], json!({"lb": "p2c_ewma", "protocol": "http1", "tls": false, "endpoints": []}));

@@ -190,7 +190,9 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
     let mut request = Some(request);
     let mut last_error = None;
     while let Some(mut sending) = request.take() {
-        let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
+        // Held until the attempt ends: discovery may replace the members meanwhile.
+        let members = cluster.members();
+        let endpoint = members.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         observation.upstream = Some(endpoint.address.clone());
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::Method;
-use meshproxy_balance::{Balancer, Policy, WeightedSampler};
+use meshproxy_balance::{Policy, WeightedSampler};
 use regex::Regex;
 
 use crate::authz::Authorization;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Members};
 use crate::config::{self, Config};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{server_builder, ListenerSnapshot};
@@ -211,40 +211,55 @@ fn compile_clusters(
         let tls = compile_cluster_tls(cluster, trust_domain, &at, cx, problems);
         // Connections differ by how they are secured: a cluster securing an address its own
         // way gets its own endpoint state and pools for it.
-        let transport = tls.as_ref().map(|_| transport_key(&cluster.tls, cluster.protocol));
-        let mut seen = HashSet::with_capacity(cluster.endpoints.len());
-        let mut endpoints = Vec::with_capacity(cluster.endpoints.len());
-        for (j, endpoint) in cluster.endpoints.iter().enumerate() {
-            // Formatted only for a problem: a mesh has a hundred thousand endpoints and none.
-            let path = || format!("{at}.endpoints[{j}].address");
-            let Some(compiled) = cx.endpoints.endpoint(&endpoint.address, transport.as_deref(), endpoint.weight, parse_endpoint_address) else {
-                problems.push(Problem::new(
-                    path(),
-                    format!("'{}' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080", endpoint.address),
-                ));
-                continue;
-            };
-            if !seen.insert(endpoint.address.as_str()) {
-                problems.push(Problem::new(path(), format!("duplicate endpoint '{}'", endpoint.address)));
-                continue;
-            }
-            endpoints.push(compiled);
-        }
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        let compiled = Cluster {
-            name: cluster.name.as_str().into(),
-            protocol: cluster.protocol,
-            balancer: Balancer::new(policy, &weights),
-            endpoints,
-            connect_timeout: cluster.connect_timeout.duration(),
+        let transport: Option<Arc<str>> = tls.as_ref().map(|_| transport_key(&cluster.tls, cluster.protocol).into());
+        let members = compile_members(&at, &cluster.endpoints, policy, transport.as_deref(), cx.endpoints, problems);
+        let compiled = Cluster::new(
+            cluster.name.as_str().into(),
+            cluster.protocol,
+            cluster.connect_timeout.duration(),
             tls,
-            stats: cx.stats.cluster(&cluster.name),
-        };
+            transport,
+            cx.stats.cluster(&cluster.name),
+            members,
+        );
         if clusters.insert(cluster.name.clone(), Arc::new(compiled)).is_some() {
             problems.push(Problem::new(format!("{at}.name"), format!("duplicate cluster name '{}'", cluster.name)));
         }
     }
     clusters
+}
+
+/// A cluster's endpoint list checked and built into members: each address parsed (or found in
+/// the registry, with the state it has), none twice. Problems are reported below `at`, the
+/// cluster's path (`clusters[2]`): compiling a config and `Engine::set_endpoints` check a list
+/// alike and name the same paths.
+pub fn compile_members(
+    at: &str,
+    configs: &[config::EndpointConfig],
+    policy: Policy,
+    transport: Option<&str>,
+    registry: &EndpointRegistry,
+    problems: &mut Vec<Problem>,
+) -> Members {
+    let mut seen = HashSet::with_capacity(configs.len());
+    let mut endpoints = Vec::with_capacity(configs.len());
+    for (j, endpoint) in configs.iter().enumerate() {
+        // Formatted only for a problem: a mesh has a hundred thousand endpoints and none.
+        let path = || format!("{at}.endpoints[{j}].address");
+        let Some(compiled) = registry.endpoint(&endpoint.address, transport, endpoint.weight, parse_endpoint_address) else {
+            problems.push(Problem::new(
+                path(),
+                format!("'{}' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080", endpoint.address),
+            ));
+            continue;
+        };
+        if !seen.insert(endpoint.address.as_str()) {
+            problems.push(Problem::new(path(), format!("duplicate endpoint '{}'", endpoint.address)));
+            continue;
+        }
+        endpoints.push(compiled);
+    }
+    Members::new(policy, endpoints)
 }
 
 /// How the cluster secures its connections, if it does.

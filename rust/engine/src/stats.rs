@@ -38,6 +38,8 @@ pub struct ClusterStats {
     pub connect_failures_total: Counter,
     pub timeouts_total: Counter,
     pub upstream_failures_total: Counter,
+    /// Endpoint lists discovery set for the cluster (`Engine::set_endpoints`), between configs.
+    pub endpoint_updates_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -184,6 +186,7 @@ impl Stats {
                     "connect_failures_total": s.connect_failures_total.get(),
                     "timeouts_total": s.timeouts_total.get(),
                     "upstream_failures_total": s.upstream_failures_total.get(),
+                    "endpoint_updates_total": s.endpoint_updates_total.get(),
                 }))
             })
             .collect();

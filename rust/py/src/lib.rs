@@ -106,6 +106,16 @@ mod _native {
             py.detach(|| self.inner.apply(&config)).map_err(to_py)
         }
 
+        /// Replaces one running cluster's endpoints with `endpoints` (`(address, weight)`
+        /// pairs), recompiling nothing else; the config version stays. Raises ConfigRejected
+        /// with the field paths compiling would name (`clusters[2].endpoints[5].address`), and
+        /// changes nothing, when the list is refused.
+        fn set_endpoints(&self, py: Python<'_>, cluster: &str, endpoints: Vec<(String, u32)>) -> PyResult<()> {
+            let endpoints: Vec<_> =
+                endpoints.into_iter().map(|(address, weight)| meshproxy_engine::config::EndpointConfig { address, weight }).collect();
+            py.detach(|| self.inner.set_endpoints(cluster, &endpoints)).map_err(to_py)
+        }
+
         /// Reads the identity's PEM files again and uses them for new handshakes; raises
         /// ConfigRejected (the current credentials stay) when the new set fails its checks.
         fn reload_identity(&self, py: Python<'_>) -> PyResult<()> {
