@@ -74,6 +74,8 @@ def families(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield CounterMetricFamily("meshproxy_log_lines_dropped", "Engine log lines dropped because the log queue was "
                               "full.", value=stats["log_lines_dropped"])
     yield GaugeMetricFamily("meshproxy_workers", "Engine worker threads.", value=stats["workers"])
+    yield CounterMetricFamily("meshproxy_busy_poll_spin_seconds", "Time the workers spent busy polling with nothing "
+                              "to do (busy_poll): the CPU it costs.", value=stats["busy_poll"]["spin_seconds_total"])
     if "identity" in stats:
         yield GaugeMetricFamily("meshproxy_identity_expiry_timestamp_seconds", "When this sidecar's mesh "
                                 "certificate expires (Unix time).", value=stats["identity"]["not_after"])

@@ -365,7 +365,7 @@ def test_stats_shape(upstreams: Upstreams) -> None:
         assert served_by(proxy.address("outbound")) == "v1"
         stats = proxy.stats()
     assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "traffic", "log_lines_dropped",
-                          "access_log", "tracing", "config_version", "workers", "reload_outcomes"}
+                          "access_log", "tracing", "config_version", "workers", "busy_poll", "reload_outcomes"}
     assert (stats["access_log"], stats["tracing"]) == ({"lines": 0, "dropped": 0}, {"spans": 0, "dropped": 0})
     assert stats["config_version"] == 1
     assert stats["reload_outcomes"] == {"succeeded": 0, "failed": 0}

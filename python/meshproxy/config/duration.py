@@ -2,7 +2,9 @@
 :class:`datetime.timedelta`, handed to the engine as whole milliseconds (``"15000ms"``).
 
 Milliseconds are the engine's resolution for every timeout, so rounding happens once, here,
-and the engine never parses units.
+and the engine never parses units. The one setting finer than that, ``busy_poll``, is a
+:data:`FineDuration`: it also takes ``us`` and goes to the engine as whole microseconds
+(``"300us"``).
 """
 
 from __future__ import annotations
@@ -19,27 +21,39 @@ from .messages import invalid, show
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _TEXT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)$")
 _EXPECTED = "expected a number with a unit ms, s, m or h (e.g. 250ms, 1.5s, 2m) or a number of seconds"
+_FINE_UNIT_SECONDS = {"us": 0.000_001, **_UNIT_SECONDS}
+_FINE_TEXT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(us|ms|s|m|h)$")
+_FINE_EXPECTED = "expected a number with a unit us, ms or s (e.g. 300us, 0.5ms) or a number of seconds"
 
 
 def parse_duration(value: object) -> timedelta:
     """Parse one duration. Raises a ValueError (a pydantic custom error, so it slots into
     model validation) whose text is the user-facing message."""
+    return _parse(value, _TEXT, _UNIT_SECONDS, _EXPECTED)
+
+
+def parse_fine_duration(value: object) -> timedelta:
+    """Parse one duration that may also be written in microseconds (``300us``)."""
+    return _parse(value, _FINE_TEXT, _FINE_UNIT_SECONDS, _FINE_EXPECTED)
+
+
+def _parse(value: object, text: re.Pattern[str], units: dict[str, float], expected: str) -> timedelta:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool):
         # bool is an int subclass; `timeout: yes` is a typo, not one second.
-        raise invalid(f"{show(value)} is not a valid duration; {_EXPECTED}")
+        raise invalid(f"{show(value)} is not a valid duration; {expected}")
     elif isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
-        m = _TEXT.match(value)
+        m = text.match(value)
         if m is None:
-            raise invalid(f"{show(value)} is not a valid duration; {_EXPECTED}")
-        seconds = float(m[1]) * _UNIT_SECONDS[m[2]]
+            raise invalid(f"{show(value)} is not a valid duration; {expected}")
+        seconds = float(m[1]) * units[m[2]]
     else:
-        raise invalid(f"{show(value)} is not a valid duration; {_EXPECTED}")
+        raise invalid(f"{show(value)} is not a valid duration; {expected}")
     if math.isnan(seconds):
-        raise invalid(f"{show(value)} is not a valid duration; {_EXPECTED}")
+        raise invalid(f"{show(value)} is not a valid duration; {expected}")
     if seconds < 0:
         raise invalid(f"{show(value)} is not a valid duration; it must not be negative")
     try:
@@ -50,14 +64,22 @@ def parse_duration(value: object) -> timedelta:
 
 def to_millis(value: timedelta) -> int:
     """Whole milliseconds, rounding half up (timedelta is exact to the microsecond)."""
+    return (to_micros(value) + 500) // 1000
+
+
+def to_micros(value: timedelta) -> int:
+    """Whole microseconds: all a timedelta holds."""
     # Integer fields rather than `value // timedelta(microseconds=1)`: no object per call, and
     # the engine document writes one duration per route.
-    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    return (micros + 500) // 1000
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
 
 def format_duration(value: timedelta) -> str:
     return f"{to_millis(value)}ms"
+
+
+def format_fine_duration(value: timedelta) -> str:
+    return f"{to_micros(value)}us"
 
 
 Duration = Annotated[
@@ -75,3 +97,20 @@ Duration = Annotated[
     ),
 ]
 """A non-negative duration; see the module docstring for the accepted forms."""
+
+
+FineDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_fine_duration),
+    PlainSerializer(format_fine_duration, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _FINE_TEXT.pattern},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "a duration to the microsecond: 300us, 0.5ms, or a number of seconds",
+        }
+    ),
+]
+"""A non-negative duration that may be finer than a millisecond (``300us``)."""

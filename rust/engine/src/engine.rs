@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use crate::busy_poll::BusyPoll;
 use crate::cluster::Cluster;
 use crate::config::{self, Config, Direction};
 use crate::endpoint::EndpointRegistry;
@@ -40,6 +41,8 @@ pub struct Engine {
     workers: Option<Workers>,
     control: Mutex<Control>,
     stats: Arc<Stats>,
+    /// The running config's busy-polling window, which every worker reads when it wakes.
+    busy_poll: Arc<BusyPoll>,
     /// The mesh credentials every TLS handshake uses; replaced whole on rotation.
     identity: Arc<IdentityStore>,
     version: AtomicU64,
@@ -78,9 +81,10 @@ impl Engine {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
         let stats = Arc::new(Stats::default());
+        let busy_poll = Arc::new(BusyPoll::default());
         let engine = Engine {
             outlets: Outlets::new(stats.clone()),
-            workers: Some(Workers::start(workers).map_err(EngineError::Runtime)?),
+            workers: Some(Workers::start(workers, &busy_poll).map_err(EngineError::Runtime)?),
             control: Mutex::new(Control {
                 listeners: Vec::new(),
                 clusters: Vec::new(),
@@ -91,6 +95,7 @@ impl Engine {
                 stopped: false,
             }),
             stats,
+            busy_poll,
             identity: Arc::default(),
             version: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -193,6 +198,7 @@ impl Engine {
         }
         control.listeners = next;
         control.clusters = compiled.clusters;
+        self.busy_poll.set(config.busy_poll.duration());
         control.endpoints.prune();
         let snapshots: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
         control.live = Live::of(snapshots.iter().map(|s| &**s), &control.clusters);
@@ -284,6 +290,7 @@ impl Engine {
         if let Some(map) = stats.as_object_mut() {
             map.insert("config_version".into(), self.version().into());
             map.insert("workers".into(), self.workers().into());
+            map.insert("busy_poll".into(), self.busy_poll.json());
             if let Some((id, not_after)) = self.identity() {
                 map.insert("identity".into(), serde_json::json!({ "spiffe_id": id, "not_after": not_after }));
             }

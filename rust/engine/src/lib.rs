@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod authz;
 pub mod body;
+pub mod busy_poll;
 pub mod cluster;
 pub mod config;
 pub mod endpoint;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{HeaderValue, HOST};
 use http::{Method, Request, StatusCode, Uri, Version};
 
+use crate::busy_poll;
 use crate::error::Reason;
 use crate::spiffe::SpiffeId;
 use crate::telemetry::{Record, Telemetry};
@@ -67,6 +68,7 @@ impl Observation {
     /// Starts observing a request that just arrived on a listener whose unrouted requests count
     /// in `unrouted`.
     pub fn start<B>(unrouted: &Arc<TrafficStats>, request: &Request<B>, peer: Option<&SpiffeId>) -> Observation {
+        busy_poll::note_activity();
         let target = request.uri().clone();
         let host = if target.authority().is_none() { request.headers().get(HOST).cloned() } else { None };
         Observation {
@@ -154,6 +156,7 @@ impl Observation {
 /// by the client, or never made), the observation is recorded exactly once.
 impl Drop for Observation {
     fn drop(&mut self) {
+        busy_poll::note_activity();
         let elapsed = self.elapsed();
         self.traffic.record(self.status, elapsed, self.request_bytes(), self.response_bytes);
         if let Some(report) = self.report.take() {

@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
+use crate::busy_poll::{BusyPoll, Spinner};
+
 thread_local! {
     /// The index of the worker running on this thread; 0 off the workers (control threads).
     static CURRENT: Cell<usize> = const { Cell::new(0) };
@@ -44,10 +46,10 @@ struct Worker {
 // === impl Workers ===
 
 impl Workers {
-    pub fn start(count: usize) -> std::io::Result<Workers> {
+    pub fn start(count: usize, busy_poll: &Arc<BusyPoll>) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(count);
         for index in 0..count.max(1) {
-            workers.push(Worker::start(index)?);
+            workers.push(Worker::start(index, busy_poll.clone())?);
         }
         let handles = workers.iter().map(|w| w.runtime.handle().clone()).collect();
         Ok(Workers { workers, handles: Arc::new(WorkerHandles { handles, next: AtomicUsize::new(0) }) })
@@ -102,12 +104,20 @@ impl WorkerHandles {
 // === impl Worker ===
 
 impl Worker {
-    fn start(index: usize) -> std::io::Result<Worker> {
-        let runtime = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
+    fn start(index: usize, busy_poll: Arc<BusyPoll>) -> std::io::Result<Worker> {
+        let spinner = Arc::new(Spinner::default());
+        let unparked = (spinner.clone(), busy_poll.clone());
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_unpark(move || unparked.0.unparked(&unparked.1))
+                .build()?,
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let driven = runtime.clone();
         let thread = std::thread::Builder::new().name(format!("meshproxy-worker-{index}")).spawn(move || {
             CURRENT.with(|current| current.set(index));
+            driven.spawn(spinner.run(busy_poll));
             let _ = driven.block_on(stopped);
         })?;
         Ok(Worker { runtime, stop: Some(stop), thread: Some(thread) })

@@ -1,0 +1,110 @@
+//! Busy polling (`busy_poll` in the config): once a worker wakes up, it keeps polling its
+//! sockets, without sleeping, until nothing has happened for a short window.
+//!
+//! Why: on a virtual machine an idle core that sleeps in `epoll_wait` takes tens of
+//! microseconds to wake (an interrupt to a halted vCPU), once per event, and a request through
+//! a sidecar waits on at least two such wake-ups: its arrival and the upstream's answer. A
+//! worker still polling when the next event comes saves them, at the price of the CPU it spins
+//! with, which the stats count (`busy_poll.spin_seconds_total`). HAProxy's `busy-polling` makes
+//! the same trade, for the same reason; this one stops spinning once traffic pauses.
+//!
+//! How: a spinner task per worker yields in a loop. tokio's current-thread scheduler, finding
+//! only a yielded task to run, polls the I/O driver with a zero timeout instead of parking, so
+//! each turn of the loop is one non-blocking `epoll_wait`. The worker's unpark hook (a real
+//! sleep has ended: something happened) starts the spinner; it stops once `window` has passed
+//! since the last request began or ended on its worker ([`note_activity`], a thread-local
+//! count). Each turn also yields the core to any other thread waiting for it, so a spinning
+//! worker delays the threads it shares a core with by a turn at most.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+thread_local! {
+    /// Requests begun and ended on this thread's worker: the spinner's sign of traffic.
+    static ACTIVITY: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A request began or ended on this worker: its spinner's window starts again.
+pub fn note_activity() {
+    ACTIVITY.with(|count| count.set(count.get().wrapping_add(1)));
+}
+
+fn activity() -> u64 {
+    ACTIVITY.with(Cell::get)
+}
+
+/// Shared by every worker: the window the running config sets, and the time spent spinning.
+#[derive(Debug, Default)]
+pub struct BusyPoll {
+    /// Zero: busy polling is off, and workers sleep as soon as they run out of work.
+    window_us: AtomicU64,
+    spun_us: AtomicU64,
+}
+
+/// One worker's spinner, started by the worker's unpark hook.
+#[derive(Debug, Default)]
+pub struct Spinner {
+    wake: Notify,
+}
+
+// === impl BusyPoll ===
+
+impl BusyPoll {
+    /// Applies from the next wake-up of each worker on.
+    pub fn set(&self, window: Duration) {
+        self.window_us.store(u64::try_from(window.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_micros(self.window_us.load(Relaxed))
+    }
+
+    /// `{"window_us": N, "spin_seconds_total": S}`: the running window, and the wall time the
+    /// workers have spent in turns of their spinners that saw no request begin or end: at most
+    /// the CPU busy polling cost (a turn yields the core, so on a busy core others ran in it).
+    pub fn json(&self) -> serde_json::Value {
+        let spun = Duration::from_micros(self.spun_us.load(Relaxed));
+        serde_json::json!({ "window_us": self.window_us.load(Relaxed), "spin_seconds_total": spun.as_secs_f64() })
+    }
+}
+
+// === impl Spinner ===
+
+impl Spinner {
+    /// The worker's unpark hook: called on the worker's thread each time it wakes from a sleep.
+    /// Costs a load when busy polling is off.
+    pub fn unparked(&self, busy_poll: &BusyPoll) {
+        if busy_poll.window_us.load(Relaxed) != 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The spinner task: runs on its worker for the worker's life.
+    pub async fn run(self: Arc<Self>, busy_poll: Arc<BusyPoll>) {
+        loop {
+            self.wake.notified().await;
+            let window = busy_poll.window();
+            let mut seen = activity();
+            let mut last_activity = Instant::now();
+            let mut last_turn = last_activity;
+            let mut spun = Duration::ZERO;
+            while last_turn.duration_since(last_activity) < window {
+                std::thread::yield_now();
+                tokio::task::yield_now().await;
+                let now = Instant::now();
+                if activity() != seen {
+                    seen = activity();
+                    last_activity = now;
+                } else {
+                    spun += now.duration_since(last_turn);
+                }
+                last_turn = now;
+            }
+            busy_poll.spun_us.fetch_add(u64::try_from(spun.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+"""Busy polling (`busy_poll`): a worker that woke for traffic keeps polling for the window, and
+the time it spends doing so is counted; off by default, turned on and off by a reload."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import meshproxy
+import pytest
+from conftest import Upstream, one_route_config
+from prometheus_client.parser import text_string_to_metric_families
+
+Upstreams = Callable[[str], Upstream]
+REQUESTS = 20
+
+
+def config(upstream: Upstream, **top: Any) -> dict[str, Any]:
+    return one_route_config({"name": "app", "endpoints": [{"address": upstream.address}]}, workers=1, **top)
+
+
+def send_requests(proxy: meshproxy.Proxy) -> None:
+    """One request at a time, as a latency-bound client sends them."""
+    with httpx.Client(timeout=10) as client:
+        for _ in range(REQUESTS):
+            assert client.get(f"http://{proxy.address('outbound')}/").status_code == 200
+
+
+def busy_poll(proxy: meshproxy.Proxy) -> dict[str, Any]:
+    stats: dict[str, Any] = proxy.stats()["busy_poll"]
+    return stats
+
+
+def test_off_by_default_a_worker_never_spins(upstreams: Upstreams) -> None:
+    with meshproxy.Proxy(config(upstreams("v1"))) as proxy:
+        send_requests(proxy)
+        assert busy_poll(proxy) == {"window_us": 0, "spin_seconds_total": 0.0}
+
+
+def test_a_worker_woken_by_traffic_spins_for_the_window_and_counts_it(upstreams: Upstreams) -> None:
+    with meshproxy.Proxy(config(upstreams("v1"), busy_poll="2ms")) as proxy:
+        assert busy_poll(proxy)["window_us"] == 2000
+        send_requests(proxy)
+        # Each request woke the worker at least once, and each wake-up ended with a window of
+        # nothing to do, spun through; 20 of them are far above what the counter's rounding
+        # (whole microseconds) could lose.
+        spun = busy_poll(proxy)["spin_seconds_total"]
+        assert spun > 0.001, spun
+        scraped = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(proxy.metrics().decode())
+            for sample in family.samples
+        }
+        assert scraped["meshproxy_busy_poll_spin_seconds_total"] >= spun
+
+
+def test_a_reload_turns_busy_polling_on_and_off(upstreams: Upstreams) -> None:
+    upstream = upstreams("v1")
+    with meshproxy.Proxy(config(upstream)) as proxy:
+        send_requests(proxy)
+        assert busy_poll(proxy)["spin_seconds_total"] == 0.0
+
+        proxy.reload(config(upstream, busy_poll="500us"))
+        assert busy_poll(proxy)["window_us"] == 500
+        send_requests(proxy)
+        spun = busy_poll(proxy)["spin_seconds_total"]
+        assert spun > 0.0
+
+        proxy.reload(config(upstream))
+        assert busy_poll(proxy)["window_us"] == 0
+        # A spin already under way when the reload landed ends within its window; after that,
+        # requests leave the count where it is.
+        send_requests(proxy)
+        settled = busy_poll(proxy)["spin_seconds_total"]
+        send_requests(proxy)
+        assert busy_poll(proxy)["spin_seconds_total"] == settled
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("20ms", "busy_poll: 20000us is too long; at most 10000us (10ms), or 0 to sleep at once"),
+        ("fast", "busy_poll: 'fast' is not a valid duration; expected a number with a unit us, ms or s"),
+    ],
+)
+def test_a_bad_window_is_refused_with_what_would_be_valid(upstreams: Upstreams, value: str, message: str) -> None:
+    with pytest.raises(meshproxy.ConfigError) as refused:
+        meshproxy.Proxy(config(upstreams("v1"), busy_poll=value))
+    assert message in str(refused.value)
