@@ -18,7 +18,8 @@ from .cores import LOAD_CORE, PROXY_CORE, busy_now
 from .lineup import Lineup
 from .mesh import MeshLineup
 from .results import write_results
-from .scenarios import SCENARIOS
+from .proxies import BUSY_POLL_WINDOW, BUSY_POLLING_PROXIES, PROXIES
+from .scenarios import SCENARIOS, Stage
 from .suite import Settings, run_suite
 from .table import SUBJECT, render_report
 from .targets import Target
@@ -26,6 +27,7 @@ from .targets import Target
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # `--only mesh`: every mesh scenario.
 MESH = "mesh"
+MESH_STAGES = (Stage.MESH, Stage.MESH_BUSY_POLLING)
 # Above this, something else is running and the figures are worth less.
 BUSY_WARNING_PCT = 10.0
 
@@ -77,16 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(temp)
         results = []
         # One stage at a time, so that only its proxies sit on the proxy core.
-        single = tuple(s for s in scenarios if not s.mesh)
-        if single:
-            with Lineup(anchors, workdir) as lineup:
-                _report_broken(lineup.targets)
-                results += run_suite(lineup, single, settings, workdir, _say)
-        mesh = tuple(s for s in scenarios if s.mesh)
-        if mesh:
-            with MeshLineup(anchors, workdir) as pairs:
-                _report_broken(pairs.targets)
-                results += run_suite(pairs, mesh, settings, workdir, _say)
+        for stage in Stage:
+            staged = tuple(s for s in scenarios if s.stage is stage)
+            if staged:
+                with _line_up(stage, anchors, workdir) as line_up:
+                    _report_broken(line_up.targets)
+                    results += run_suite(line_up, staged, settings, workdir, _say)
 
     print("\n" + render_report(results, machine, versions, settings))
     record = write_results(results, machine, versions, settings, started, options.results)
@@ -155,6 +153,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if options.duration < 1 or options.warmup < 1 or options.repeats < 1:
         parser.error("--duration, --warmup and --repeats are whole numbers of at least 1")
     return options
+
+
+def _line_up(stage: Stage, anchors: Anchors, workdir: Path) -> Lineup | MeshLineup:
+    if stage is Stage.MESH:
+        return MeshLineup(anchors, workdir)
+    if stage is Stage.MESH_BUSY_POLLING:
+        return MeshLineup(anchors, workdir, busy_poll=BUSY_POLL_WINDOW)
+    return Lineup(anchors, workdir, BUSY_POLLING_PROXIES if stage is Stage.BUSY_POLLING else PROXIES)
 
 
 def _report_broken(targets: list[Target]) -> None:

@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 
 
 class Lineup:
-    def __init__(self, anchors: Anchors, workdir: Path) -> None:
+    def __init__(self, anchors: Anchors, workdir: Path, proxies: tuple[Proxy, ...] = PROXIES) -> None:
         self._anchors = anchors
         self._workdir = workdir
         # All ports in one call: the kernel cannot hand out the same one twice.
-        up_h1, up_h2c, *listen = free_ports(2 + len(SIDECAR_ROUTES) * len(PROXIES))
+        up_h1, up_h2c, *listen = free_ports(2 + len(SIDECAR_ROUTES) * len(proxies))
         self.upstream = Upstream(anchors, workdir, up_h1, up_h2c)
         self._values: dict[str, object] = {
             "workdir": workdir,
@@ -38,7 +38,7 @@ class Lineup:
         }
         self.targets: list[Target] = []
         self._proxies: dict[str, Proxy] = {}
-        for index, proxy in enumerate(PROXIES):
+        for index, proxy in enumerate(proxies):
             width = len(SIDECAR_ROUTES)
             ports = dict(zip(SIDECAR_ROUTES, listen[width * index : width * (index + 1)]))
             for route in proxy.unsupported:
@@ -91,7 +91,7 @@ class Lineup:
 
     def _start(self, target: Target) -> None:
         proxy = self._proxies[target.name]
-        values = dict(self._values)
+        values = {**self._values, **proxy.values}
         values.update({f"listen_{route.value}": port for route, port in target.ports.items()})
         config = render(proxy.template, values, self._workdir)
         argv = proxy.argv(self._anchors, config, self._workdir)

@@ -61,9 +61,12 @@ class _Pair:
 
 
 class MeshLineup:
-    def __init__(self, anchors: Anchors, workdir: Path) -> None:
+    """`busy_poll`: the window meshproxy's sidecars run with ("0": off, their default); the
+    Envoy pair is the same either way (Envoy has no such setting)."""
+
+    def __init__(self, anchors: Anchors, workdir: Path, busy_poll: str = "0") -> None:
         self._anchors = anchors
-        self._workdir = workdir / "mesh"
+        self._workdir = workdir / ("mesh" if busy_poll == "0" else "mesh-busy-poll")
         self._workdir.mkdir()
         certs = _issue_credentials(self._workdir / "certs")
         up_h1, up_h2c, *listen = free_ports(2 + 2 * len(PAIRS))
@@ -73,6 +76,7 @@ class MeshLineup:
             "trust_domain": TRUST_DOMAIN,
             "b_identity": spiffe_id("b"),
             "upstream_h1": up_h1,
+            "busy_poll": busy_poll,
         }
         self._client = ClientCredentials(
             certs / "client" / "cert.pem",

@@ -5,6 +5,7 @@ hop (mesh.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from .figures import Goal
 from .handshakes import Handshakes
@@ -35,13 +36,22 @@ _SEQUENTIAL = (
 _MESH_HOP = "client -> sidecar A -> mTLS HTTP/2 -> sidecar B -> HTTP/1.1 upstream"
 
 
+class Stage(Enum):
+    """Which line-up a scenario runs against; each stage's proxies run only while it does."""
+
+    SINGLE = "single"  # PROXIES, each with its defaults
+    BUSY_POLLING = "busy_polling"  # BUSY_POLLING_PROXIES
+    MESH = "mesh"  # the sidecar pairs of mesh.py
+    MESH_BUSY_POLLING = "mesh_busy_polling"  # the same, meshproxy's with busy_poll
+
+
 @dataclass(frozen=True)
 class Scenario:
     """`repeated` runs are preceded by a warm-up and repeated `--repeats` times (medians
     reported); a `fresh_start` scenario restarts every proxy first and records its idle RSS.
-    `figures` are shown in the table, `charted` (the telling few) in the chart. A `mesh`
-    scenario runs against the mesh pairs (`--only mesh` selects them all). `goals` are the
-    ratios asked of meshproxy, checked in the report."""
+    `figures` are shown in the table, `charted` (the telling few) in the chart. `stage` is the
+    line-up it runs against (`--only mesh` selects every MESH and MESH_BUSY_POLLING one).
+    `goals` are the ratios asked of meshproxy, checked in the report."""
 
     key: str
     title: str
@@ -51,7 +61,7 @@ class Scenario:
     charted: tuple[str, ...]
     repeated: bool = True
     fresh_start: bool = False
-    mesh: bool = False
+    stage: Stage = Stage.SINGLE
     goals: tuple[Goal, ...] = ()
 
 
@@ -63,6 +73,7 @@ SCENARIOS = (
         load=Load(h2c=False, connections=64),
         figures=_THROUGHPUT,
         charted=_CHARTED,
+        goals=(Goal("proxy_cpu_us_per_req", "haproxy", 0.8), Goal("proxy_cpu_us_per_req", "envoy", 0.35)),
     ),
     Scenario(
         key="h2c_to_http1",
@@ -71,6 +82,7 @@ SCENARIOS = (
         load=Load(h2c=True, connections=16, streams=32),
         figures=_THROUGHPUT,
         charted=_CHARTED,
+        goals=(Goal("proxy_cpu_us_per_req", "haproxy", 0.8), Goal("proxy_cpu_us_per_req", "envoy", 0.25)),
     ),
     Scenario(
         key="h2c_to_h2c",
@@ -87,6 +99,18 @@ SCENARIOS = (
         load=Load(h2c=False, connections=1),
         figures=_SEQUENTIAL,
         charted=("added_p50_us", "added_p99_us", "proxy_cpu_us_per_req"),
+        goals=(Goal("added_p50_us", "envoy", 0.3), Goal("added_p50_us", "haproxy", 1.0)),
+    ),
+    Scenario(
+        key="sequential_busy_poll",
+        title="4b. One request at a time, busy polling on: meshproxy busy_poll 300us, HAProxy "
+        "busy-polling (Envoy has no such setting)",
+        route=Route.H1_H1,
+        load=Load(h2c=False, connections=1),
+        figures=_SEQUENTIAL,
+        charted=("added_p50_us", "added_p99_us", "proxy_cpu_us_per_req"),
+        stage=Stage.BUSY_POLLING,
+        goals=(Goal("added_p50_us", "envoy", 0.3), Goal("added_p50_us", "haproxy", 1.0)),
     ),
     Scenario(
         key="memory",
@@ -97,6 +121,7 @@ SCENARIOS = (
         charted=("rss_idle_mib", "rss_mib"),
         repeated=False,
         fresh_start=True,
+        goals=(Goal("rss_idle_mib", "envoy", 0.5), Goal("rss_mib", "envoy", 0.5)),
     ),
     Scenario(
         key="mesh_hop",
@@ -105,7 +130,7 @@ SCENARIOS = (
         load=Load(h2c=False, connections=64),
         figures=_THROUGHPUT,
         charted=_CHARTED,
-        mesh=True,
+        stage=Stage.MESH,
         goals=(Goal("proxy_cpu_us_per_req", "envoy", 0.33),),
     ),
     Scenario(
@@ -115,7 +140,18 @@ SCENARIOS = (
         load=Load(h2c=False, connections=1),
         figures=_SEQUENTIAL,
         charted=("added_p50_us", "added_p99_us", "proxy_cpu_us_per_req"),
-        mesh=True,
+        stage=Stage.MESH,
+        goals=(Goal("added_p50_us", "envoy", 0.25),),
+    ),
+    Scenario(
+        key="mesh_sequential_busy_poll",
+        title="7b. Mesh hop, one request at a time, meshproxy's sidecars with busy_poll 300us (Envoy "
+        "has no such setting): latency both sidecars add over direct",
+        route=Route.H1_H1,
+        load=Load(h2c=False, connections=1),
+        figures=_SEQUENTIAL,
+        charted=("added_p50_us", "added_p99_us", "proxy_cpu_us_per_req"),
+        stage=Stage.MESH_BUSY_POLLING,
         goals=(Goal("added_p50_us", "envoy", 0.25),),
     ),
     Scenario(
@@ -132,7 +168,7 @@ SCENARIOS = (
             "load_core_busy_pct",
         ),
         charted=("handshakes_per_core_s", "proxy_cpu_us_per_handshake"),
-        mesh=True,
+        stage=Stage.MESH,
         goals=(Goal("handshakes_per_core_s", "envoy", 1.0),),
     ),
 )
