@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = tuple(
         s
         for s in SCENARIOS
-        if not options.only or s.key in options.only or (s.mesh and MESH in options.only)
+        if not options.only or s.key in options.only or (s.stage in MESH_STAGES and MESH in options.only)
     )
 
     if not {PROXY_CORE, LOAD_CORE} <= os.sched_getaffinity(0):

@@ -13,8 +13,11 @@
 //! each turn of the loop is one non-blocking `epoll_wait`. The worker's unpark hook (a real
 //! sleep has ended: something happened) starts the spinner; it stops once `window` has passed
 //! since the last request began or ended on its worker ([`note_activity`], a thread-local
-//! count). Each turn also yields the core to any other thread waiting for it, so a spinning
-//! worker delays the threads it shares a core with by a turn at most.
+//! count). Each turn also yields the core to any other thread waiting for it, and a turn that
+//! comes back late with no request of its own seen ([`CONTENDED_TURN`]) means another thread
+//! had the core: the worker then stops spinning, and does not spin again for [`BACK_OFF`].
+//! Busy polling only pays on a core nothing else wants; on a shared one, each yield hands the
+//! other thread a whole time slice, which costs more than the wake-up it was to save.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,6 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+/// A turn of the spinner (one `sched_yield`, one non-blocking `epoll_wait`) takes about a
+/// microsecond on an idle core; one that took this long without a request of this worker
+/// beginning or ending ran another thread in between.
+const CONTENDED_TURN: Duration = Duration::from_micros(30);
+
+/// How long a worker that found its core shared sleeps at once, without spinning.
+const BACK_OFF: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// Requests begun and ended on this thread's worker: the spinner's sign of traffic.
@@ -85,22 +96,32 @@ impl Spinner {
 
     /// The spinner task: runs on its worker for the worker's life.
     pub async fn run(self: Arc<Self>, busy_poll: Arc<BusyPoll>) {
+        // Until when this worker, having found its core shared, sleeps without spinning.
+        let mut backed_off: Option<Instant> = None;
         loop {
             self.wake.notified().await;
             let window = busy_poll.window();
+            let now = Instant::now();
+            if backed_off.is_some_and(|until| now < until) {
+                continue;
+            }
             let mut seen = activity();
-            let mut last_activity = Instant::now();
-            let mut last_turn = last_activity;
+            let mut last_activity = now;
+            let mut last_turn = now;
             let mut spun = Duration::ZERO;
             while last_turn.duration_since(last_activity) < window {
                 std::thread::yield_now();
                 tokio::task::yield_now().await;
                 let now = Instant::now();
+                let turn = now.duration_since(last_turn);
                 if activity() != seen {
                     seen = activity();
                     last_activity = now;
+                } else if turn > CONTENDED_TURN {
+                    backed_off = Some(now + BACK_OFF);
+                    break;
                 } else {
-                    spun += now.duration_since(last_turn);
+                    spun += turn;
                 }
                 last_turn = now;
             }
