@@ -311,9 +311,10 @@ def test_a_rotation_written_while_the_sidecar_reads_its_files_at_start_is_used(
     files.write_leaf(ca.issue(ORDERS))
     new = ca.issue(ORDERS, ttl=timedelta(hours=12))
     # The bundle, the file read last, is a pipe: each reader gets the bundle when this thread
-    # writes it. The validator child's read is served as it is; while the sidecar's own first read
-    # waits, the new leaf is put in place. So the sidecar reads the old leaf and the rotation is
-    # over before its watch can be in place, however fast or slow it starts.
+    # writes it. The validator child's read is served as it is; while the sidecar's own first
+    # read of the files waits on it, the new leaf is put in place. So the rotation lands after the
+    # sidecar began reading its files and before its watch can be in place, however fast or slow
+    # it starts.
     os.mkfifo(files.bundle)
     readers: list[str] = []
 
