@@ -155,7 +155,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .file_watch import ConfigWatcher, config_digest
+    from .file_watch import ConfigWatcher
+    from .folder_watch import file_digest
     from .proxy import Proxy
     from .reloads import engine_problems
 
@@ -165,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     # for it or kills it), and the sidecar is never stopped halfway through starting.
     signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
     # Taken before the file is read: the watcher reloads a change made after this at once.
-    loaded = config_digest(args.config)
+    loaded = file_digest(args.config)
     try:
         document = _validated(args.config)
     except _Invalid as refusal:

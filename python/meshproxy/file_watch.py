@@ -10,13 +10,12 @@ no reload.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .folder_watch import FolderWatch
+from .folder_watch import FolderWatch, file_digest
 
 log = logging.getLogger("meshproxy")
 
@@ -24,14 +23,6 @@ log = logging.getLogger("meshproxy")
 # has been quiet for _QUIET_MS, and after _DEBOUNCE_MS at the latest while it keeps changing.
 _QUIET_MS = 50
 _DEBOUNCE_MS = 150
-
-
-def config_digest(path: str | os.PathLike[str]) -> bytes | None:
-    """A digest of the file's bytes (following symlinks), or None when it cannot be read."""
-    try:
-        return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).digest()
-    except OSError:
-        return None
 
 
 class ConfigWatcher:
@@ -46,10 +37,11 @@ class ConfigWatcher:
         # Checked once the watch is in place too: a change between the read of the running
         # config and the watch starting is not missed.
         self._watch = FolderWatch([str(self._path.parent)], self._reload_if_changed, name="meshproxy-config-watch",
+                                  on_watching=self._reload_if_changed,
                                   on_failure=lambda error: log.error(
                                       "cannot watch %s for changes (%s); reload with SIGHUP or POST /reload",
                                       self._path, error),
-                                  debounce_ms=_DEBOUNCE_MS, quiet_ms=_QUIET_MS, check_at_start=True)
+                                  debounce_ms=_DEBOUNCE_MS, quiet_ms=_QUIET_MS)
 
     def start(self) -> None:
         self._watch.start()
@@ -58,7 +50,7 @@ class ConfigWatcher:
         self._watch.stop()
 
     def _reload_if_changed(self) -> None:
-        digest = config_digest(self._path)
+        digest = file_digest(self._path)
         # Unreadable (say, between an unlink and a rename): the next event brings it back.
         if digest is None or digest == self._seen:
             return

@@ -88,6 +88,8 @@ class Proxy:
         with self._lock:
             if self._engine is not None:
                 raise RuntimeError("the proxy is already running")
+            # Made before the engine reads the identity files, started once it runs.
+            identity_watcher = self._identity_watcher_for(self._document)
             # Clusters with discovery start with the lists their sources found first.
             discovery = Discovery()
             engine = discovery.apply(self._document, lambda engine_json: _native.Engine(engine_json, self._workers))
@@ -101,7 +103,7 @@ class Proxy:
                 self._admin.start()
             self._engine, self._discovery = engine, discovery
             discovery.follow(engine.set_endpoints)
-            self._watch_identity(self._document)
+            self._follow_identity(identity_watcher)
             self._export_spans(self._document)
         return self
 
@@ -236,6 +238,9 @@ class Proxy:
         with self._lock:
             engine = self._require_engine()
             admin = self._admin
+            # Made before the engine reads the new identity files, started once it runs them.
+            identity_moved = document.identity_files != self._document_identity_files()
+            identity_watcher = self._identity_watcher_for(document) if identity_moved else None
             moved = document.admin_address != self._document.admin_address
             if moved:
                 # A changed admin address is bound before anything else changes, so a bind
@@ -257,8 +262,8 @@ class Proxy:
             if moved and admin is not None:
                 admin.start()
             self._admin, self._document, self._config = admin, document, new_config
-            if document.identity_files != self._document_identity_files():
-                self._watch_identity(document)
+            if identity_moved:
+                self._follow_identity(identity_watcher)
             self._export_spans(document)
         if retired is not None:
             retired.stop()
@@ -277,16 +282,24 @@ class Proxy:
         """Reads the identity's files again now (the proxy also does so when they change)."""
         self._require_engine().reload_identity()
 
-    def _watch_identity(self, document: EngineDocument) -> None:
-        """Follows the identity files of ``document``; called under the lock."""
+    def _identity_watcher_for(self, document: EngineDocument) -> IdentityWatcher | None:
+        """A watcher of the identity files of ``document`` (None without any), not started yet.
+        Made before the engine reads the files: it takes their digests, and reloads them once
+        its watch is in place if they changed meanwhile, when no event would tell it."""
+        if not document.identity_files:
+            return None
+        from .identity_watch import IdentityWatcher
+
+        return IdentityWatcher(document.identity_files, self.reload_identity)
+
+    def _follow_identity(self, watcher: IdentityWatcher | None) -> None:
+        """Starts ``watcher`` in place of the running one; called under the lock, with the
+        engine running the files it watches."""
         if self._identity_watcher is not None:
             self._identity_watcher.stop()
-            self._identity_watcher = None
-        if document.identity_files:
-            from .identity_watch import IdentityWatcher
-
-            self._identity_watcher = IdentityWatcher(document.identity_files, self.reload_identity)
-            self._identity_watcher.start()
+        self._identity_watcher = watcher
+        if watcher is not None:
+            watcher.start()
 
     def _export_spans(self, document: EngineDocument) -> None:
         """Starts, retargets or stops the span exporter to match ``document``; called under the

@@ -390,6 +390,22 @@ def test_importing_the_cli_and_the_embedding_api_leaves_the_config_schema_and_py
     assert result.stdout.splitlines() == ["[]", "meshproxy.config.model True"]
 
 
+def test_the_validator_child_imports_only_the_endpoint_list_reader_of_discovery(tmp_path: Path) -> None:
+    # `run` starts this child for every config it loads; the config checks read endpoint files,
+    # and nothing else of discovery (its runner, threads, merged snapshot) is any use there.
+    (tmp_path / "endpoints.yaml").write_text("- address: 127.0.0.1:8080\n")
+    path = write_yaml(tmp_path / "sidecar.yaml", {
+        "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "routes": [{"cluster": "app"}]}],
+        "clusters": [{"name": "app", "discovery": {"type": "file", "path": "endpoints.yaml"}}],
+    })
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "meshproxy", "validate", "--engine-document",
+                             str(path)], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert sorted(m for m in imported if m.startswith("meshproxy.discovery")) == [
+        "meshproxy.discovery", "meshproxy.discovery.endpoints"]
+
+
 def test_run_never_loads_pydantic_into_the_sidecar_process_at_start_or_on_reload(
     tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams
 ) -> None:

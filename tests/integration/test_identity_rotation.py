@@ -142,11 +142,16 @@ class Mesh:
         return {"name": "app", "endpoints": [{"address": self._app.address}]}
 
     def _start(self, files: Workload, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> ProxyProcess:
+        return self._run(self.config_file(files, listeners, clusters))
+
+    @staticmethod
+    def config_file(files: Workload, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> Path:
+        """A sidecar's config file, beside its credentials, with an admin server."""
         config = {"admin": {"address": "127.0.0.1:0"}, "identity": files.identity_section(),
                   "listeners": listeners, "clusters": clusters}
         path = files.folder / "meshproxy.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return self._run(path)
+        return path
 
     def probe_context(self, ca: CertificateAuthority, trusted: list[CertificateAuthority]) -> ssl.SSLContext:
         """A client of the mesh with a certificate from ``ca``, trusting ``trusted`` CAs."""
@@ -281,6 +286,62 @@ def test_rotating_a_sidecars_leaf_under_load_fails_no_request_and_new_handshakes
     assert before != serial(new)
     assert presented_serial(proxy.address("inbound"), probe_files[:2]) == serial(new)
     assert logged(proxy, ACCEPTED) >= 1
+
+
+def processes_reading(path: Path) -> list[str]:
+    """The command lines of the other processes that have ``path`` open."""
+    found = []
+    for fds in Path("/proc").glob("[0-9]*/fd"):
+        if fds.parent.name == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fds.iterdir()):
+                found.append((fds.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone, or another user's
+            continue
+    return found
+
+
+def test_a_rotation_written_while_the_sidecar_reads_its_files_at_start_is_used(
+        tmp_path: Path, meshproxy_run: Callable[..., ProxyProcess], upstreams: Upstreams) -> None:
+    """The identity watch is in place only some time after the sidecar read the files: a
+    rotation written in between raises no event, and is found once the watch is in place."""
+    ca = make_ca(tmp_path, TRUST_DOMAIN, CA_TTL)
+    files = Workload(tmp_path / "orders", ORDERS)
+    files.write_leaf(ca.issue(ORDERS))
+    new = ca.issue(ORDERS, ttl=timedelta(hours=12))
+    # The bundle, the file read last, is a pipe: each reader gets the bundle when this thread
+    # writes it. The validator child's read is served as it is; while the sidecar's own first
+    # read of the files waits on it, the new leaf is put in place. So the rotation lands after the
+    # sidecar began reading its files and before its watch can be in place, however fast or slow
+    # it starts.
+    os.mkfifo(files.bundle)
+    readers: list[str] = []
+
+    def serve_the_bundle_and_rotate_on_the_sidecars_read() -> None:
+        while True:
+            with open(files.bundle, "wb") as pipe:  # returns once a reader opens the pipe
+                wait_until(lambda: bool(processes_reading(files.bundle)), what="the reader of the bundle")
+                [reader] = processes_reading(files.bundle)
+                readers.append(reader)
+                pipe.write(ca.cert_pem)
+                if " validate " not in reader:
+                    files.write_leaf(new)
+                    files.write_bundle(ca)  # a file in place of the pipe, for every later read
+                    return
+
+    rotation = threading.Thread(target=serve_the_bundle_and_rotate_on_the_sidecars_read, daemon=True)
+    rotation.start()
+    inbound = {"name": "inbound", "address": "127.0.0.1:0", "tls": "strict", "routes": [{"cluster": "app"}]}
+    app = {"name": "app", "endpoints": [{"address": upstreams("app").address}]}
+    proxy = meshproxy_run(Mesh.config_file(files, [inbound], [app]))
+    rotation.join(timeout=30)
+    assert not rotation.is_alive()
+    assert " run " in readers[-1], readers
+
+    wait_until(lambda: identity_not_after(proxy) == not_after(new), what="the sidecar to use the leaf rotated at start")
+    probe = ca.issue(PROBE).save(tmp_path / "probe")
+    assert presented_serial(proxy.address("inbound"), probe[:2]) == serial(new)
 
 
 # --- rotating the CA -----------------------------------------------------------------------

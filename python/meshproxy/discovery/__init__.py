@@ -15,6 +15,26 @@ sidecar process, from the settings the engine document carries. dnspython and wa
 imported only when a source of their kind runs.
 """
 
-from .runner import Discovery
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .runner import Discovery
 
 __all__ = ["Discovery"]
+
+# Discovery is imported on first use (PEP 562): the config checks read endpoint files with
+# `endpoints.py`, and the validator child `meshproxy run` starts for every config it loads need
+# nothing else of this package (the runner, its threads, the merged snapshot).
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which would otherwise accept any attribute of the package.
+
+    def __getattr__(name: str) -> object:
+        if name != "Discovery":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from .runner import Discovery
+
+        globals()[name] = Discovery
+        return Discovery
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

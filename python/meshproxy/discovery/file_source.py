@@ -34,10 +34,11 @@ class FileSource:
         # Checked once the watch is in place too: a change after start()'s read and before the
         # watch began is not missed.
         self._watch = FolderWatch([folder], self._read, name=f"meshproxy-discovery-file-{cluster}",
+                                  on_watching=self._read,
                                   on_failure=lambda error: log.error(
                                       "cluster %s: cannot watch %s (%s); its endpoints change only on a reload",
                                       cluster, folder, error),
-                                  concerns=self._concerns_the_file, debounce_ms=_DEBOUNCE_MS, check_at_start=True)
+                                  concerns=self._concerns_the_file, debounce_ms=_DEBOUNCE_MS)
         self._on_update: OnUpdate | None = None
         self._last_refusal: str | None = None
 
