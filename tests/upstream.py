@@ -10,7 +10,9 @@ splits, header edits and rewrites from the client side:
     /status/N          an empty response with status N
     /upload            reads the request body; JSON: upstream, received (bytes)
 
-Run as ``python tests/upstream.py --name v1 --fd N`` on a socket the test bound (no port race).
+Run as ``python tests/upstream.py --name v1 --fd N`` on a socket the test bound (no port race);
+``--name`` and ``--fd`` may be given several times, for one process serving several upstreams
+(each named by the socket a request came in on), whose latencies are then alike.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 from typing import Any
 
 CHUNK = b"x" * 65536
 
 
-def app_named(name: str) -> Any:
+def app_named(names: dict[int, str]) -> Any:
+    """The app; ``names`` maps each listening port to the upstream name it answers as."""
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -33,6 +39,7 @@ def app_named(name: str) -> Any:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        name = names[scope["server"][1]] if len(names) > 1 else next(iter(names.values()))
         path: str = scope["path"]
         parts = path.strip("/").split("/")
         if parts[0] == "bytes" and len(parts) == 2:
@@ -97,15 +104,16 @@ async def _stream(send: Any, size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--name", action="append", required=True)
+    parser.add_argument("--fd", type=int, action="append", required=True)
     args = parser.parse_args()
+    ports = [socket.socket(fileno=os.dup(fd)).getsockname()[1] for fd in args.fd]
 
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
     config = Config()
-    config.bind = [f"fd://{args.fd}"]
+    config.bind = [f"fd://{fd}" for fd in args.fd]
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 75
@@ -113,7 +121,7 @@ def main() -> None:
     # in flight when it does; tests that push thousands of requests would measure that.
     config.keep_alive_max_requests = 1_000_000_000
     config.backlog = 2048
-    asyncio.run(serve(app_named(args.name), config))
+    asyncio.run(serve(app_named(dict(zip(ports, args.name, strict=True))), config))
 
 
 if __name__ == "__main__":

@@ -52,21 +52,34 @@ def start_upstream(name: str, host: str = "127.0.0.1", port: int = 0) -> Upstrea
     """A hypercorn upstream (HTTP/1.1 and h2c) on a socket bound here and handed over by fd;
     on ``host`` (any address of 127.0.0.0/8 is loopback, and ``::1``) and ``port`` (0: an
     ephemeral one). Its address is ``HOST:PORT``, ``[HOST]:PORT`` for IPv6."""
-    ipv6 = ":" in host
-    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    address = ("[%s]:%d" if ipv6 else "%s:%d") % (host, sock.getsockname()[1])
-    process = subprocess.Popen(
-        [sys.executable, str(UPSTREAM), "--name", name, "--fd", str(sock.fileno())],
-        pass_fds=[sock.fileno()],
-    )
-    sock.close()
-    upstream = Upstream(name, address, process)
-    # The socket accepts before hypercorn runs; an answered request is the real readiness.
-    wait_until(lambda: _answers(address), what=f"upstream {name} on {address}")
+    (upstream,) = start_upstreams_together([name], host, port)
     return upstream
+
+
+def start_upstreams_together(names: list[str], host: str = "127.0.0.1", port: int = 0) -> list[Upstream]:
+    """Upstreams served by one process, each on its own socket: what makes one slower at a
+    moment makes the others slower too, so their latencies are alike (what latency-aware
+    balancing needs to show its weights). Stopping one stops them all."""
+    ipv6 = ":" in host
+    sockets = []
+    for _ in names:
+        sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sockets.append(sock)
+    addresses = [("[%s]:%d" if ipv6 else "%s:%d") % (host, sock.getsockname()[1]) for sock in sockets]
+    argv = [sys.executable, str(UPSTREAM)]
+    for name, sock in zip(names, sockets, strict=True):
+        argv += ["--name", name, "--fd", str(sock.fileno())]
+    process = subprocess.Popen(argv, pass_fds=[sock.fileno() for sock in sockets])
+    for sock in sockets:
+        sock.close()
+    upstreams = [Upstream(name, address, process) for name, address in zip(names, addresses, strict=True)]
+    # The sockets accept before hypercorn runs; an answered request is the real readiness.
+    for upstream in upstreams:
+        wait_until(lambda: _answers(upstream.address), what=f"upstream {upstream.name} on {upstream.address}")
+    return upstreams
 
 
 def _answers(address: str) -> bool:

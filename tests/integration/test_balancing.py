@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import httpx
 import pytest
 from conftest import Upstream
+from upstreams import start_upstreams_together
 from meshproxy import Proxy
 
 
@@ -33,14 +35,23 @@ async def answered_by(address: str, count: int, concurrency: int, path: str) -> 
     return seen
 
 
+@pytest.fixture(scope="module")
+def alike() -> Iterator[list[Upstream]]:
+    """heavy, light and zero, served by one process: equally slow at any moment."""
+    started = start_upstreams_together(["heavy", "light", "zero"])
+    yield started
+    started[0].stop()
+
+
 @pytest.mark.parametrize("lb", ["round_robin", "random", "least_request", "p2c_ewma"])
 @pytest.mark.parametrize(("concurrency", "count", "delay_ms"), [(1, 600, 5), (16, 1500, 10)], ids=["sequential", "concurrent"])
 def test_weight_two_gets_twice_the_share_and_weight_zero_none(
-    upstreams: Callable[[str], Upstream], lb: str, concurrency: int, count: int, delay_ms: int
+    alike: list[Upstream], lb: str, concurrency: int, count: int, delay_ms: int
 ) -> None:
-    # A fixed upstream delay makes "equal latency" true: the Python upstreams' own CPU time
-    # would otherwise make the busier one slower, which latency-aware policies rightly avoid.
-    config = weighted_config(lb, upstreams("heavy"), upstreams("light"), upstreams("zero"))
+    # Equal latency, which latency-aware policies need to show their weights, comes from a
+    # fixed upstream delay and from one process serving all three: a stall of the machine
+    # slows them alike, where separate processes would each get their own.
+    config = weighted_config(lb, *alike)
     with Proxy(config) as proxy:
         seen = asyncio.run(answered_by(proxy.address("outbound"), count, concurrency, f"/delay/{delay_ms}"))
     assert seen["zero"] == 0
