@@ -82,35 +82,24 @@ def format_fine_duration(value: timedelta) -> str:
     return f"{to_micros(value)}us"
 
 
+def _schema(text: re.Pattern[str], description: str) -> WithJsonSchema:
+    """How the JSON Schema shows a duration: text matching ``text``, or a number of seconds."""
+    return WithJsonSchema({"anyOf": [{"type": "string", "pattern": text.pattern}, {"type": "number", "minimum": 0}],
+                           "description": description})
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": _TEXT.pattern},
-                {"type": "number", "minimum": 0},
-            ],
-            "description": "a duration: 250ms, 1.5s, 2m, 1h, or a number of seconds",
-        }
-    ),
+    _schema(_TEXT, "a duration: 250ms, 1.5s, 2m, 1h, or a number of seconds"),
 ]
 """A non-negative duration; see the module docstring for the accepted forms."""
-
 
 FineDuration = Annotated[
     timedelta,
     BeforeValidator(parse_fine_duration),
     PlainSerializer(format_fine_duration, return_type=str, when_used="json"),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": _FINE_TEXT.pattern},
-                {"type": "number", "minimum": 0},
-            ],
-            "description": "a duration to the microsecond: 300us, 0.5ms, or a number of seconds",
-        }
-    ),
+    _schema(_FINE_TEXT, "a duration to the microsecond: 300us, 0.5ms, or a number of seconds"),
 ]
 """A non-negative duration that may be finer than a millisecond (``300us``)."""
