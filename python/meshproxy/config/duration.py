@@ -9,6 +9,7 @@ and the engine never parses units. The one setting finer than that, ``busy_poll`
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import timedelta
@@ -74,6 +75,8 @@ def to_micros(value: timedelta) -> int:
     return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
 
+# Every route writes its timeout, and ten thousand routes share a few values (most the default).
+@functools.lru_cache(maxsize=1024)
 def format_duration(value: timedelta) -> str:
     return f"{to_millis(value)}ms"
 

@@ -5,6 +5,7 @@ values, methods, paths. Each normalizes where the engine compares case-insensiti
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -32,6 +33,11 @@ _PATH_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
 # A name to resolve: labels of letters, digits, hyphens and underscores (SRV names such as
 # _http._tcp.orders), an optional trailing dot for a fully qualified name.
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+# Route hosts and paths repeat: a mesh's ten thousand routes name a thousand hosts and a few
+# path prefixes. A value checked once is answered from memory (a refused one raises again, as
+# exceptions are not remembered); bounded, so that a long-lived process reloading configs with
+# ever new hosts does not grow without end.
+_SEEN_VALUES = 1 << 14
 
 
 def _listen_address(value: str) -> str:
@@ -112,6 +118,7 @@ def _otlp_endpoint(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=_SEEN_VALUES)
 def _url_path(value: str) -> str:
     if not value.startswith("/"):
         raise invalid(f"{show(value)} is not a valid path; it must start with '/'")
@@ -120,6 +127,7 @@ def _url_path(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=_SEEN_VALUES)
 def _host(value: str) -> str:
     host = value.lower()
     if host == "*":

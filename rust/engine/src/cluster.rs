@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use meshproxy_balance::{Balancer, Policy};
 
-use crate::config::UpstreamProtocol;
+use crate::config::{EndpointConfig, UpstreamProtocol};
 use crate::endpoint::Endpoint;
 use crate::stats::ClusterStats;
 use crate::tls::outbound::UpstreamTls;
@@ -46,9 +46,9 @@ impl Cluster {
         tls: Option<UpstreamTls>,
         transport: Option<Arc<str>>,
         stats: Arc<ClusterStats>,
-        members: Members,
+        members: Arc<Members>,
     ) -> Cluster {
-        Cluster { name, protocol, connect_timeout, tls, transport, stats, members: ArcSwap::from_pointee(members) }
+        Cluster { name, protocol, connect_timeout, tls, transport, stats, members: ArcSwap::new(members) }
     }
 
     /// The members now: an owned handle, so a request keeps what it picked from across awaits.
@@ -59,6 +59,20 @@ impl Cluster {
     /// Replaces the members; requests that picked from the old ones finish on them.
     pub fn set_members(&self, members: Members) {
         self.members.store(Arc::new(members));
+    }
+
+    /// The members now, if they are what `endpoints` (in that order, with those weights) would
+    /// compile to under `policy` and `transport`: a reload that keeps this cluster's endpoints
+    /// can keep them, and compares with what runs, endpoints set by discovery included.
+    pub fn members_if_same(&self, policy: Policy, transport: Option<&str>, endpoints: &[EndpointConfig]) -> Option<Arc<Members>> {
+        if self.transport.as_deref() != transport {
+            return None;
+        }
+        let members = self.members.load_full();
+        let same = members.balancer.policy() == policy
+            && members.endpoints.len() == endpoints.len()
+            && members.endpoints.iter().zip(endpoints).all(|(m, e)| *m.address == *e.address && m.weight == e.weight);
+        same.then_some(members)
     }
 
     /// The policy the balancer picks by: the same for every member list the cluster gets.

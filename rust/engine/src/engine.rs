@@ -125,6 +125,7 @@ impl Engine {
             stats: &self.stats,
             identity: &self.identity,
             telemetry: telemetry.as_ref().unwrap_or(&no_telemetry),
+            running: &control.clusters,
         };
         let compiled = match (credentials, telemetry.as_ref(), snapshot::compile_all(config, cx)) {
             (Ok(credentials), Ok(_), Ok(compiled)) => (credentials, compiled),

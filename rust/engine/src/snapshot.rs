@@ -64,6 +64,11 @@ pub struct Context<'a> {
     pub identity: &'a Arc<IdentityStore>,
     /// The config's access log and tracing, built with the engine's outlets.
     pub telemetry: &'a Arc<Telemetry>,
+    /// The clusters running now (none for a check): one compiled again with the endpoints it
+    /// runs, in the same order, weights, policy and transport keeps the members it has instead
+    /// of looking up every address again and rebuilding its balancer (a reload of a large mesh
+    /// changes few clusters).
+    pub running: &'a [Arc<Cluster>],
 }
 
 // === impl Problem ===
@@ -92,7 +97,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let mut problems: Vec<Problem> = load_identity(config.identity.as_ref()).err().into_iter().collect();
     // Checked without opening the access log's file: a check changes nothing on disk.
     problems.extend(telemetry::check(config));
-    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &telemetry }) {
+    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &telemetry, running: &[] }) {
         Ok(_) => problems,
         Err(more) => {
             problems.extend(more);
@@ -202,6 +207,7 @@ fn compile_clusters(
     problems: &mut Vec<Problem>,
 ) -> HashMap<String, Arc<Cluster>> {
     let mut clusters = HashMap::with_capacity(configs.len());
+    let running: HashMap<&str, &Arc<Cluster>> = cx.running.iter().map(|c| (&*c.name, c)).collect();
     for (i, cluster) in configs.iter().enumerate() {
         let at = format!("clusters[{i}]");
         let policy = match Policy::from_str(&cluster.lb) {
@@ -218,7 +224,12 @@ fn compile_clusters(
         // Connections differ by how they are secured: a cluster securing an address its own
         // way gets its own endpoint state and pools for it.
         let transport: Option<Arc<str>> = tls.as_ref().map(|_| transport_key(&cluster.tls, cluster.protocol).into());
-        let members = compile_members(&at, &cluster.endpoints, policy, transport.as_deref(), cx.endpoints, problems);
+        // Members that run now were checked when they were made: the same list passes again.
+        let kept = running.get(cluster.name.as_str()).and_then(|r| r.members_if_same(policy, transport.as_deref(), &cluster.endpoints));
+        let members = match kept {
+            Some(members) => members,
+            None => Arc::new(compile_members(&at, &cluster.endpoints, policy, transport.as_deref(), cx.endpoints, problems)),
+        };
         let compiled = Cluster::new(
             cluster.name.as_str().into(),
             cluster.protocol,
@@ -588,6 +599,56 @@ mod tests {
             ],
         });
         assert_eq!(problems(doc), Vec::<String>::new());
+    }
+
+    /// Compiles `doc` over the clusters of `running`, as a reload does.
+    fn clusters_over(doc: serde_json::Value, registry: &EndpointRegistry, running: &[Arc<Cluster>]) -> Vec<Arc<Cluster>> {
+        let config: Config = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
+        let (stats, identity, telemetry) = (Arc::default(), Arc::default(), Arc::default());
+        let cx = Context { endpoints: registry, stats: &stats, identity: &identity, telemetry: &telemetry, running };
+        compile_all(&config, cx).unwrap_or_else(|p| panic!("{p:?}")).clusters
+    }
+
+    fn mesh(lb: &str, weight: u32) -> serde_json::Value {
+        serde_json::json!({
+            "listeners": listener(serde_json::json!([{"cluster": "a"}])),
+            "clusters": [
+                {"name": "a", "lb": lb, "endpoints": [{"address": "127.0.0.1:8081"}, {"address": "127.0.0.1:8082", "weight": weight}]},
+                {"name": "b", "endpoints": [{"address": "127.0.0.1:8083"}]},
+            ],
+        })
+    }
+
+    #[test]
+    fn a_reload_keeps_the_members_of_a_cluster_whose_endpoints_it_keeps() {
+        let registry = EndpointRegistry::default();
+        let running = clusters_over(mesh("p2c_ewma", 2), &registry, &[]);
+        let again = clusters_over(mesh("p2c_ewma", 2), &registry, &running);
+        for (old, new) in running.iter().zip(&again) {
+            assert!(!Arc::ptr_eq(old, new), "a new cluster");
+            assert!(Arc::ptr_eq(&old.members(), &new.members()), "{} keeps its members", old.name);
+        }
+        // A weight or a policy changed: the cluster's members are built again; the other's stay.
+        for doc in [mesh("p2c_ewma", 3), mesh("round_robin", 2)] {
+            let changed = clusters_over(doc, &registry, &running);
+            assert!(!Arc::ptr_eq(&running[0].members(), &changed[0].members()));
+            assert!(Arc::ptr_eq(&running[1].members(), &changed[1].members()));
+        }
+    }
+
+    #[test]
+    fn members_set_apart_from_the_config_are_compared_as_they_run() {
+        let registry = EndpointRegistry::default();
+        let running = clusters_over(mesh("p2c_ewma", 2), &registry, &[]);
+        // As discovery does: the running list is no longer the one the config gave.
+        let mut problems = Vec::new();
+        let endpoint = |address: &str| config::EndpointConfig { address: address.into(), weight: 1 };
+        let set = compile_members("clusters[0]", &[endpoint("127.0.0.1:8081")], Policy::P2cEwma, None, &registry, &mut problems);
+        running[0].set_members(set);
+        let again = clusters_over(mesh("p2c_ewma", 2), &registry, &running);
+        let members = again[0].members();
+        let addresses: Vec<&str> = members.endpoints.iter().map(|e| &*e.address).collect();
+        assert_eq!(addresses, ["127.0.0.1:8081", "127.0.0.1:8082"]);
     }
 
     #[test]

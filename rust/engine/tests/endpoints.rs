@@ -196,6 +196,31 @@ fn a_reload_of_the_list_discovery_set_keeps_its_connections() -> TestResult {
 }
 
 #[test]
+fn a_reload_runs_the_list_it_gives_when_discovery_changed_the_running_one() -> TestResult {
+    let (a, b) = (upstream("a")?, upstream("b")?);
+    let (engine, proxy) = start(&[a])?;
+    engine.set_endpoints("app", &endpoints(&[(&b.to_string(), 1)]))?;
+    assert_eq!(answer(proxy)?.0, "b");
+
+    // The document the engine started with: its list for `app` is not the one running now,
+    // so the cluster's members are built again rather than kept.
+    let doc = json!({
+        "workers": 1,
+        "listeners": [{"name": "out", "address": "127.0.0.1:0", "routes": [{"cluster": "app"}]}],
+        "clusters": [
+            {"name": "other", "endpoints": [{"address": "127.0.0.1:9"}]},
+            {"name": "app", "lb": "round_robin", "endpoints": [{"address": a.to_string()}]},
+        ],
+    });
+    engine.apply(&Config::from_json(&doc.to_string())?)?;
+    let proxy = engine.listeners().first().map(|(_, address)| *address).ok_or("no listener")?;
+
+    assert_eq!(listed(&engine), [(a.to_string(), 1)]);
+    assert_eq!(answer(proxy)?.0, "a");
+    Ok(())
+}
+
+#[test]
 fn after_shutdown_lists_are_refused() -> TestResult {
     let a = upstream("a")?;
     let (engine, _) = start(&[a])?;
