@@ -115,7 +115,11 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authorit
         uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
         // In one reference-counted allocation, so the observation of the request keeps a copy
         // for the cost of a count (a value copied from a `&str` allocates again when cloned).
-        if let Ok(id) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)) {
+        if let Ok(mut id) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)) {
+            // Unique per request: HPACK would add each one to the connection's dynamic table
+            // (both encoder and decoder), evicting the entries that do repeat. Sensitive
+            // values are sent as never-indexed literals instead.
+            id.set_sensitive(true);
             headers.insert(X_REQUEST_ID, id);
         }
     }
@@ -123,12 +127,22 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authorit
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.ip)).ok(),
+        Some(existing) => joined_forwarded_for(existing, &client.forwarded_for),
         None => Some(client.forwarded_for.clone()),
     };
     if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
+}
+
+/// `existing, client`: joined bytewise into one buffer that becomes the value as it is, rather
+/// than through the formatter (the client's address is already text, made per connection).
+fn joined_forwarded_for(existing: &str, client: &HeaderValue) -> Option<HeaderValue> {
+    let mut joined = Vec::with_capacity(existing.len() + 2 + client.len());
+    joined.extend_from_slice(existing.as_bytes());
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(client.as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
 }
 
 #[cfg(test)]
@@ -175,6 +189,7 @@ mod tests {
         assert!(map.get(EXPECT).is_none());
         let id = map.get(&X_REQUEST_ID).cloned();
         assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
+        assert_eq!(id.as_ref().map(HeaderValue::is_sensitive), Some(true), "a unique id is never HPACK-indexed");
         prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
         assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
     }
