@@ -4,7 +4,10 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
 use crate::spiffe::SpiffeId;
 
@@ -15,19 +18,22 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// only: the same header arriving from anywhere is removed.
 pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-meshproxy-peer-identity");
 
-/// Connection-specific headers never forwarded, whatever `Connection` lists.
+/// Connection-specific headers never forwarded, whatever `Connection` lists. Compared as
+/// `HeaderName`s, not as text: a name the `http` crate knows compares by its tag alone, and a
+/// custom one by its length before its bytes; most names present are neither.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    HOP_BY_HOP.contains(name)
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`. `TE: trailers` is kept
@@ -40,6 +46,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|name| is_hop_by_hop(name) || (*name == TE && !is_te_trailers(headers)))
         .cloned()
         .collect();
+    if !doomed.contains(&CONNECTION) {
+        // Nothing named, and no second lookup: the common case.
+        for name in doomed {
+            headers.remove(name);
+        }
+        return;
+    }
     let named = headers
         .get_all(CONNECTION)
         .iter()
@@ -168,6 +181,21 @@ mod tests {
             ("x-kept", "yes"),
             ("transfer-encoding", "chunked"),
             ("proxy-connection", "keep-alive"),
+        ]);
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_without_a_connection_header() {
+        let mut map = headers(&[
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eA=="),
+            ("trailer", "x-checksum"),
+            ("x-kept", "yes"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
         ]);
         remove_hop_by_hop(&mut map);
         assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
