@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 
@@ -103,27 +103,31 @@ impl PeerIdentity {
 /// The peer identity header as the sidecar vouches for it: the verified SPIFFE ID of an mTLS
 /// peer, and never what a client sent.
 pub fn set_peer_identity(headers: &mut HeaderMap, peer: Option<&PeerIdentity>) {
-    headers.remove(PEER_IDENTITY);
-    if let Some(value) = peer.and_then(|peer| peer.header.clone()) {
-        headers.insert(PEER_IDENTITY, value);
+    // `insert` replaces every value a client sent, in one lookup.
+    match peer.and_then(|peer| peer.header.clone()) {
+        Some(value) => {
+            headers.insert(PEER_IDENTITY, value);
+        }
+        None => {
+            headers.remove(PEER_IDENTITY);
+        }
     }
 }
 
-/// Prepares a request's headers for the upstream hop.
+/// Prepares a request's headers for the upstream hop. Each header the proxy may add is looked
+/// up once (an entry), not checked and then inserted.
 pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authority: Option<&str>) {
     remove_hop_by_hop(headers);
     // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
     headers.remove(EXPECT);
-    if !headers.contains_key(HOST) {
+    if let Entry::Vacant(host) = headers.entry(HOST) {
         if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(HOST, value);
+            host.insert(value);
         }
     }
     append_forwarded_for(headers, client);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(&X_REQUEST_ID) {
+    headers.entry(X_FORWARDED_PROTO).or_insert_with(|| HeaderValue::from_static("http"));
+    if let Entry::Vacant(request_id) = headers.entry(X_REQUEST_ID) {
         let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
         uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
         // In one reference-counted allocation, so the observation of the request keeps a copy
@@ -133,18 +137,27 @@ pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authorit
             // (both encoder and decoder), evicting the entries that do repeat. Sensitive
             // values are sent as never-indexed literals instead.
             id.set_sensitive(true);
-            headers.insert(X_REQUEST_ID, id);
+            request_id.insert(id);
         }
     }
 }
 
+/// Appends the client to the first `x-forwarded-for` (replacing any others, and one that is not
+/// text), or adds it.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => joined_forwarded_for(existing, &client.forwarded_for),
-        None => Some(client.forwarded_for.clone()),
-    };
-    if let Some(value) = value {
-        headers.insert(X_FORWARDED_FOR, value);
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut forwarded) => {
+            let value = match forwarded.get().to_str() {
+                Ok(existing) => joined_forwarded_for(existing, &client.forwarded_for),
+                Err(_) => Some(client.forwarded_for.clone()),
+            };
+            if let Some(value) = value {
+                forwarded.insert(value);
+            }
+        }
+        Entry::Vacant(forwarded) => {
+            forwarded.insert(client.forwarded_for.clone());
+        }
     }
 }
 
