@@ -4,7 +4,10 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, TE};
+use http::header::{
+    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
 use crate::spiffe::SpiffeId;
 
@@ -15,19 +18,22 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// only: the same header arriving from anywhere is removed.
 pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-meshproxy-peer-identity");
 
-/// Connection-specific headers never forwarded, whatever `Connection` lists.
+/// Connection-specific headers never forwarded, whatever `Connection` lists. Compared as
+/// `HeaderName`s, not as text: a name the `http` crate knows compares by its tag alone, and a
+/// custom one by its length before its bytes; most names present are neither.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    HOP_BY_HOP.contains(name)
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`. `TE: trailers` is kept
@@ -40,6 +46,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|name| is_hop_by_hop(name) || (*name == TE && !is_te_trailers(headers)))
         .cloned()
         .collect();
+    if !doomed.contains(&CONNECTION) {
+        // Nothing named, and no second lookup: the common case.
+        for name in doomed {
+            headers.remove(name);
+        }
+        return;
+    }
     let named = headers
         .get_all(CONNECTION)
         .iter()
@@ -90,45 +103,72 @@ impl PeerIdentity {
 /// The peer identity header as the sidecar vouches for it: the verified SPIFFE ID of an mTLS
 /// peer, and never what a client sent.
 pub fn set_peer_identity(headers: &mut HeaderMap, peer: Option<&PeerIdentity>) {
-    headers.remove(PEER_IDENTITY);
-    if let Some(value) = peer.and_then(|peer| peer.header.clone()) {
-        headers.insert(PEER_IDENTITY, value);
+    // `insert` replaces every value a client sent, in one lookup.
+    match peer.and_then(|peer| peer.header.clone()) {
+        Some(value) => {
+            headers.insert(PEER_IDENTITY, value);
+        }
+        None => {
+            headers.remove(PEER_IDENTITY);
+        }
     }
 }
 
-/// Prepares a request's headers for the upstream hop.
+/// Prepares a request's headers for the upstream hop. Each header the proxy may add is looked
+/// up once (an entry), not checked and then inserted.
 pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authority: Option<&str>) {
     remove_hop_by_hop(headers);
     // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
     headers.remove(EXPECT);
-    if !headers.contains_key(HOST) {
+    if let Entry::Vacant(host) = headers.entry(HOST) {
         if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(HOST, value);
+            host.insert(value);
         }
     }
     append_forwarded_for(headers, client);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(&X_REQUEST_ID) {
+    headers.entry(X_FORWARDED_PROTO).or_insert_with(|| HeaderValue::from_static("http"));
+    if let Entry::Vacant(request_id) = headers.entry(X_REQUEST_ID) {
         let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
         uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
         // In one reference-counted allocation, so the observation of the request keeps a copy
         // for the cost of a count (a value copied from a `&str` allocates again when cloned).
-        if let Ok(id) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)) {
-            headers.insert(X_REQUEST_ID, id);
+        if let Ok(mut id) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)) {
+            // Unique per request: HPACK would add each one to the connection's dynamic table
+            // (both encoder and decoder), evicting the entries that do repeat. Sensitive
+            // values are sent as never-indexed literals instead.
+            id.set_sensitive(true);
+            request_id.insert(id);
         }
     }
 }
 
+/// Appends the client to the first `x-forwarded-for` (replacing any others, and one that is not
+/// text), or adds it.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.ip)).ok(),
-        None => Some(client.forwarded_for.clone()),
-    };
-    if let Some(value) = value {
-        headers.insert(X_FORWARDED_FOR, value);
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut forwarded) => {
+            let value = match forwarded.get().to_str() {
+                Ok(existing) => joined_forwarded_for(existing, &client.forwarded_for),
+                Err(_) => Some(client.forwarded_for.clone()),
+            };
+            if let Some(value) = value {
+                forwarded.insert(value);
+            }
+        }
+        Entry::Vacant(forwarded) => {
+            forwarded.insert(client.forwarded_for.clone());
+        }
     }
+}
+
+/// `existing, client`: joined bytewise into one buffer that becomes the value as it is, rather
+/// than through the formatter (the client's address is already text, made per connection).
+fn joined_forwarded_for(existing: &str, client: &HeaderValue) -> Option<HeaderValue> {
+    let mut joined = Vec::with_capacity(existing.len() + 2 + client.len());
+    joined.extend_from_slice(existing.as_bytes());
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(client.as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
 }
 
 #[cfg(test)]
@@ -160,6 +200,21 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_headers_are_removed_without_a_connection_header() {
+        let mut map = headers(&[
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eA=="),
+            ("trailer", "x-checksum"),
+            ("x-kept", "yes"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+        ]);
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
+    }
+
+    #[test]
     fn te_trailers_survives_for_grpc() {
         let mut map = headers(&[("te", "trailers")]);
         remove_hop_by_hop(&mut map);
@@ -175,6 +230,7 @@ mod tests {
         assert!(map.get(EXPECT).is_none());
         let id = map.get(&X_REQUEST_ID).cloned();
         assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
+        assert_eq!(id.as_ref().map(HeaderValue::is_sensitive), Some(true), "a unique id is never HPACK-indexed");
         prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
         assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
     }

@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod headers;
 pub mod inspect;
 pub mod listener;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::authz::Authorization;
 use crate::config::{Direction, Limits, ListenerProtocol};
 use crate::events;
+use crate::executor::BoxingExecutor;
 use crate::headers::{ClientAddress, PeerIdentity};
 use crate::tls::inbound::{Accepted, InboundTls};
 use crate::tls::sessions;
@@ -30,7 +31,7 @@ pub struct ListenerSnapshot {
     pub name: Arc<str>,
     pub direction: Direction,
     pub routes: RouteTable,
-    pub server: Arc<auto::Builder<TokioExecutor>>,
+    pub server: Arc<auto::Builder<BoxingExecutor>>,
     pub tls: Arc<InboundTls>,
     pub authz: Authorization,
     pub stats: Arc<ListenerStats>,
@@ -175,7 +176,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
 /// Serves HTTP on an accepted connection until it closes, or until the listener stops (then
 /// gracefully: requests in progress finish).
 async fn serve_http<I>(
-    server: &auto::Builder<TokioExecutor>,
+    server: &auto::Builder<BoxingExecutor>,
     io: I,
     client: ClientAddress,
     peer: Option<PeerIdentity>,
@@ -202,8 +203,8 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 }
 
 /// The HTTP server settings of a listener: its protocols and the limits that protect it.
-pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Builder<BoxingExecutor> {
+    let mut builder = auto::Builder::new(BoxingExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())

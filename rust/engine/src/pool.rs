@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::body::Body;
 use crate::config::UpstreamProtocol;
+use crate::executor::{spawn_boxed, BoxingExecutor};
 use crate::tls::outbound::UpstreamTls;
 use crate::tls::refusal::Refused;
 
@@ -338,7 +339,7 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(connection);
+    spawn_boxed(connection);
     Ok(sender)
 }
 
@@ -354,13 +355,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(stream);
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+    let (sender, connection) = http2::Builder::new(BoxingExecutor)
         .timer(TokioTimer::new())
         .adaptive_window(true)
         .keep_alive_interval(Duration::from_secs(30))
         .handshake(io)
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(connection);
+    spawn_boxed(connection);
     Ok(sender)
 }

@@ -66,22 +66,23 @@ async fn proxy(
     request: Request<Incoming>,
     observation: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
-    reject_invalid_host(request.version(), request.headers())?;
+    let host = checked_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, peer);
     authorize(listener, peer, &parts)?;
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
-    let authority = match parts.uri.authority() {
+    // Parsed once: the Host header's was while checking it.
+    let (authority, parsed) = match parts.uri.authority() {
         Some(authority) => {
             let value = HeaderValue::from_str(authority.as_str()).ok();
             if let Some(value) = value.clone() {
                 parts.headers.insert(HOST, value);
             }
-            value
+            (value, Some(authority.clone()))
         }
-        None => parts.headers.get(HOST).cloned(),
+        None => (parts.headers.get(HOST).cloned(), host),
     };
     let authority_str = authority.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
     let target = RequestTarget {
@@ -137,8 +138,8 @@ async fn proxy(
         UpstreamProtocol::Http2 => {
             *upstream.version_mut() = Version::HTTP_2;
             upstream.headers_mut().remove(HOST);
-            *upstream.uri_mut() = match Authority::try_from(authority_str) {
-                Ok(authority) if !authority_str.is_empty() => absolute_uri(scheme(&cluster), authority, path_and_query)?,
+            *upstream.uri_mut() = match parsed {
+                Some(authority) if !authority_str.is_empty() => absolute_uri(scheme(&cluster), authority, path_and_query)?,
                 _ => Uri::from(path_and_query),
             };
         }
@@ -163,23 +164,26 @@ async fn proxy(
 
 /// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request
 /// with more than one `Host` or an invalid one. Forwarding them would let the proxy route on one
-/// host while the upstream reads another.
-fn reject_invalid_host(version: Version, headers: &HeaderMap) -> Result<(), ProxyError> {
+/// host while the upstream reads another. A valid, non-empty `Host` comes back parsed.
+fn checked_host(version: Version, headers: &HeaderMap) -> Result<Option<Authority>, ProxyError> {
     let mut hosts = headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {
         (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
         (None, None) if version == Version::HTTP_11 => Err(ProxyError::BadRequest("an HTTP/1.1 request must carry a Host header")),
         // Empty is valid: it says the target URI has no authority.
-        (Some(host), None) if !host.is_empty() && !is_valid_host(host.as_bytes()) => {
-            Err(ProxyError::BadRequest("the Host header is not a valid host[:port]"))
+        (Some(host), None) if !host.is_empty() => {
+            valid_host(host.as_bytes()).map(Some).ok_or(ProxyError::BadRequest("the Host header is not a valid host[:port]"))
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2): an authority without userinfo.
-fn is_valid_host(host: &[u8]) -> bool {
-    !host.contains(&b'@') && Authority::try_from(host).is_ok()
+fn valid_host(host: &[u8]) -> Option<Authority> {
+    if host.contains(&b'@') {
+        return None;
+    }
+    Authority::try_from(host).ok()
 }
 
 /// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
