@@ -160,7 +160,9 @@ def _line_up(stage: Stage, anchors: Anchors, workdir: Path) -> Lineup | MeshLine
         return MeshLineup(anchors, workdir)
     if stage is Stage.MESH_BUSY_POLLING:
         return MeshLineup(anchors, workdir, busy_poll=BUSY_POLL_WINDOW)
-    return Lineup(anchors, workdir, BUSY_POLLING_PROXIES if stage is Stage.BUSY_POLLING else PROXIES)
+    if stage is Stage.BUSY_POLLING:
+        return Lineup(anchors, workdir, BUSY_POLLING_PROXIES, exclusive=True)
+    return Lineup(anchors, workdir, PROXIES)
 
 
 def _report_broken(targets: list[Target]) -> None:

@@ -25,8 +25,18 @@ if TYPE_CHECKING:
 
 
 class Lineup:
-    def __init__(self, anchors: Anchors, workdir: Path, proxies: tuple[Proxy, ...] = PROXIES) -> None:
+    """`exclusive`: only the target being measured runs; the others are paused (SIGSTOP), for a
+    line-up with a proxy that spins even when idle (HAProxy's busy-polling)."""
+
+    def __init__(
+        self,
+        anchors: Anchors,
+        workdir: Path,
+        proxies: tuple[Proxy, ...] = PROXIES,
+        exclusive: bool = False,
+    ) -> None:
         self._anchors = anchors
+        self._exclusive = exclusive
         self._workdir = workdir
         # All ports in one call: the kernel cannot hand out the same one twice.
         up_h1, up_h2c, *listen = free_ports(2 + len(SIDECAR_ROUTES) * len(proxies))
@@ -68,6 +78,18 @@ class Lineup:
     def targets_for(self, scenario: Scenario) -> list[Target]:
         """Every proxy serves every scenario of this lineup (or says why not: `unsupported`)."""
         return self.targets
+
+    def focus(self, measured: Target) -> None:
+        """Called before each run of `measured`: in an exclusive line-up, pauses every other
+        proxy and resumes this one."""
+        if not self._exclusive:
+            return
+        for target in self.targets:
+            for server in target.servers:
+                if target is measured:
+                    server.resume()
+                else:
+                    server.pause()
 
     def start_proxies(self) -> None:
         """Starts every proxy and proves each of its listeners forwards. A proxy that fails is

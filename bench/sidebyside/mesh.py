@@ -120,6 +120,9 @@ class MeshLineup:
             return [pair.inbound for pair in self._pairs]
         return [pair.hop for pair in self._pairs] + [self._direct]
 
+    def focus(self, measured: Target) -> None:
+        """Every pair runs throughout: none spins when idle."""
+
     def start_proxies(self) -> None:
         """Starts both sidecars of each pair, proves the hop forwards and B's listener accepts
         mutual TLS only. A target that fails is marked broken, with the reason; the others go on."""

@@ -49,12 +49,28 @@ class Server:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def pause(self) -> None:
+        """SIGSTOP to the whole group: it takes no CPU until `resume`."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if self._process is not None:
+            try:
+                os.killpg(self._process.pid, signum)
+            except ProcessLookupError:
+                pass
+
     def stop(self) -> None:
         """SIGTERM to the whole group, SIGKILL if it is still there after five seconds; then
         SIGKILL to anything of the group that outlived its leader."""
         if self._process is None:
             return
         group = self._process.pid
+        # A paused group would leave SIGTERM pending until the timeout.
+        self.resume()
         try:
             os.killpg(group, signal.SIGTERM)
             self._process.wait(timeout=5.0)

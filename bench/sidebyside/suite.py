@@ -42,6 +42,8 @@ class Stage(Protocol):
 
     def targets_for(self, scenario: Scenario) -> list[Target]: ...
 
+    def focus(self, measured: Target) -> None: ...
+
     def restart_proxies(self) -> None: ...
 
 
@@ -70,6 +72,7 @@ def run_suite(
                 outcome = outcomes[target.name]
                 if outcome.status != "ok":
                     continue
+                stage.focus(target)
                 try:
                     run = _one_run(stage, target, scenario, settings, workdir)
                 except (RunFailed, RuntimeError) as error:

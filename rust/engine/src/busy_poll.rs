@@ -13,23 +13,23 @@
 //! each turn of the loop is one non-blocking `epoll_wait`. The worker's unpark hook (a real
 //! sleep has ended: something happened) starts the spinner; it stops once `window` has passed
 //! since the last request began or ended on its worker ([`note_activity`], a thread-local
-//! count). Each turn also yields the core to any other thread waiting for it, and a turn that
-//! comes back late with no request of its own seen ([`CONTENDED_TURN`]) means another thread
-//! had the core: the worker then stops spinning, and does not spin again for [`BACK_OFF`].
-//! Busy polling only pays on a core nothing else wants; on a shared one, each yield hands the
-//! other thread a whole time slice, which costs more than the wake-up it was to save.
+//! count). Each turn also yields the core to any other thread waiting for it. A spinning worker
+//! never sleeps, so wall time it did not spend on the CPU was spent waiting for it: once that
+//! passes [`PREEMPTED`], another thread wants the core, and the worker stops spinning and does
+//! not spin again for [`BACK_OFF`]. Busy polling only pays on a core nothing else wants; on a
+//! shared one, each yield hands the other thread a whole time slice, which costs more than the
+//! wake-up it was to save.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::time::{clock_gettime, ClockId};
 use tokio::sync::Notify;
 
-/// A turn of the spinner (one `sched_yield`, one non-blocking `epoll_wait`) takes about a
-/// microsecond on an idle core; one that took this long without a request of this worker
-/// beginning or ending ran another thread in between.
-const CONTENDED_TURN: Duration = Duration::from_micros(30);
+/// Time off the CPU within one spin that means the core is shared (and not only an interrupt).
+const PREEMPTED: Duration = Duration::from_micros(30);
 
 /// How long a worker that found its core shared sleeps at once, without spinning.
 const BACK_OFF: Duration = Duration::from_millis(100);
@@ -101,31 +101,39 @@ impl Spinner {
         loop {
             self.wake.notified().await;
             let window = busy_poll.window();
-            let now = Instant::now();
-            if backed_off.is_some_and(|until| now < until) {
+            let started = Instant::now();
+            if backed_off.is_some_and(|until| started < until) {
                 continue;
             }
+            let Some(cpu_at_start) = thread_cpu_time() else { continue };
             let mut seen = activity();
-            let mut last_activity = now;
-            let mut last_turn = now;
+            let mut last_activity = started;
+            let mut last_turn = started;
             let mut spun = Duration::ZERO;
             while last_turn.duration_since(last_activity) < window {
                 std::thread::yield_now();
                 tokio::task::yield_now().await;
                 let now = Instant::now();
-                let turn = now.duration_since(last_turn);
                 if activity() != seen {
                     seen = activity();
                     last_activity = now;
-                } else if turn > CONTENDED_TURN {
-                    backed_off = Some(now + BACK_OFF);
-                    break;
                 } else {
-                    spun += turn;
+                    spun += now.duration_since(last_turn);
                 }
                 last_turn = now;
+                let on_cpu = thread_cpu_time().map_or(Duration::ZERO, |cpu| cpu.saturating_sub(cpu_at_start));
+                if now.duration_since(started).saturating_sub(on_cpu) > PREEMPTED {
+                    backed_off = Some(now + BACK_OFF);
+                    break;
+                }
             }
             busy_poll.spun_us.fetch_add(u64::try_from(spun.as_micros()).unwrap_or(u64::MAX), Relaxed);
         }
     }
+}
+
+/// The CPU time this thread has used; `None` where the clock cannot be read (then no spinning).
+fn thread_cpu_time() -> Option<Duration> {
+    let time = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::new(u64::try_from(time.tv_sec()).ok()?, u32::try_from(time.tv_nsec()).ok()?))
 }
