@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sidebyside.mesh import CA_TTL, CERTIFICATE_TTL, IDENTITIES, TRUST_DOMAIN, spiffe_id
 from sidebyside.ports import free_ports, wait_listening
+from sidebyside.proxies import meshproxy_run
 from sidebyside.templates import render
 
 from meshproxy.ca import CertificateAuthority
@@ -92,14 +93,7 @@ def start_sidecar(name: str, config: Path, workdir: Path) -> Sidecar:
         f"--callgrind-out-file={dumps}",
         "--instr-atstart=no",
         "--dump-instr=no",
-        str(meshproxy),
-        "run",
-        "-c",
-        str(config),
-        "--workers",
-        "1",
-        "--drain-timeout",
-        "1",
+        *meshproxy_run(meshproxy, config),
     ]
     log = (workdir / f"{name}.log").open("wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -22,20 +22,16 @@ class Proxy:
     values: dict[str, object] = field(default_factory=dict)
 
 
+def meshproxy_run(meshproxy: Path, config: Path) -> list[str]:
+    """meshproxy's command line in every run: one worker, and a short drain on stop."""
+    return [str(meshproxy), "run", "-c", str(config), "--workers", "1", "--drain-timeout", "1"]
+
+
 MESHPROXY = Proxy(
     name="meshproxy",
     template="meshproxy.yaml",
     values={"busy_poll": "0"},
-    argv=lambda bins, config, _: [
-        str(bins.meshproxy),
-        "run",
-        "-c",
-        str(config),
-        "--workers",
-        "1",
-        "--drain-timeout",
-        "1",
-    ],
+    argv=lambda bins, config, _: meshproxy_run(bins.meshproxy, config),
 )
 ENVOY = Proxy(
     name="envoy",
