@@ -35,12 +35,18 @@ def process_tree(*roots: int) -> list[int]:
 
 def cpu_seconds(*roots: int) -> float:
     """User plus system CPU time of the trees so far, all threads included."""
-    ticks = 0
+    return sum(cpu_times(*roots))
+
+
+def cpu_times(*roots: int) -> tuple[float, float]:
+    """User and system (kernel) CPU time of the trees so far, all threads included."""
+    user = system = 0
     for pid in process_tree(*roots):
         stat = _read_stat(pid)
         if stat is not None:
-            ticks += int(stat[11]) + int(stat[12])  # utime, stime
-    return ticks / CLOCK_TICKS_PER_SECOND
+            user += int(stat[11])
+            system += int(stat[12])
+    return user / CLOCK_TICKS_PER_SECOND, system / CLOCK_TICKS_PER_SECOND
 
 
 def rss_bytes(*roots: int) -> int:

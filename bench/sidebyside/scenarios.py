@@ -15,6 +15,7 @@ from .targets import Route
 _THROUGHPUT = (
     "rps",
     "proxy_cpu_us_per_req",
+    "proxy_kernel_us_per_req",
     "proxy_core_busy_pct",
     "proxy_core_others_pct",
     "load_core_busy_pct",

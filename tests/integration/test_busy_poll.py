@@ -3,7 +3,13 @@ the time it spends doing so is counted; off by default, turned on and off by a r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,6 +47,38 @@ def spin_seconds_after_traffic(proxy: meshproxy.Proxy) -> float:
     raise AssertionError(f"no spin counted after {MOST_REQUESTS} requests")
 
 
+def first_worker_thread() -> int:
+    """The thread id of worker 0, once it has named itself (it does so as it starts)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for task in Path("/proc/self/task").iterdir():
+            if (task / "comm").read_text().strip() == "meshproxy-worke":  # the name, cut to 15 bytes
+                return int(task.name)
+        time.sleep(0.01)
+    raise AssertionError("no thread named meshproxy-worker-0 in this process")
+
+
+@contextmanager
+def worker_beside_a_busy_thread() -> Iterator[None]:
+    """Pins this process's first worker to one core with a process that computes without ever
+    yielding it (as an app under load would), and the calling thread to another core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two cores: one shared by the worker and the busy thread, one for the client")
+    shared, own = cores[-1], cores[0]
+    worker = first_worker_thread()
+    client_cores = os.sched_getaffinity(0)
+    busy = subprocess.Popen(["taskset", "-c", str(shared), sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(worker, {shared})
+        os.sched_setaffinity(0, {own})
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+        os.sched_setaffinity(0, client_cores)
+
+
 def busy_poll(proxy: meshproxy.Proxy) -> dict[str, Any]:
     stats: dict[str, Any] = proxy.stats()["busy_poll"]
     return stats
@@ -62,6 +100,20 @@ def test_a_worker_woken_by_traffic_spins_for_the_window_and_counts_it(upstreams:
             for sample in family.samples
         }
         assert scraped["meshproxy_busy_poll_spin_seconds_total"] >= spun
+
+
+def test_a_worker_whose_core_another_thread_holds_does_not_spin(upstreams: Upstreams) -> None:
+    """Beside a thread that does not yield, a spinning worker would wait out that thread's time
+    slice for every event; it stops at its first turn kept off the core, and stays off."""
+    with meshproxy.Proxy(config(upstreams("v1"), busy_poll="2ms")) as proxy:
+        with worker_beside_a_busy_thread():
+            before = busy_poll(proxy)["spin_seconds_total"]
+            send_requests(proxy, 200)
+            during = busy_poll(proxy)["spin_seconds_total"] - before
+        # Spinning through the pauses between 200 requests would count tens of milliseconds;
+        # turns cut short by the busy thread count nothing.
+        assert during < 0.002
+        spin_seconds_after_traffic(proxy)
 
 
 def test_a_reload_turns_busy_polling_on_and_off(upstreams: Upstreams) -> None:

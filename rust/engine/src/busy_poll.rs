@@ -14,11 +14,14 @@
 //! sleep has ended: something happened) starts the spinner; it stops once `window` has passed
 //! since the last request began or ended on its worker ([`note_activity`], a thread-local
 //! count). Each turn also yields the core to any other thread waiting for it. A spinning worker
-//! never sleeps, so wall time it did not spend on the CPU was spent waiting for it: once that
-//! passes [`PREEMPTED`], another thread wants the core, and the worker stops spinning and does
-//! not spin again for [`BACK_OFF`]. Busy polling only pays on a core nothing else wants; on a
-//! shared one, each yield hands the other thread a whole time slice, which costs more than the
-//! wake-up it was to save.
+//! never sleeps, so wall time a turn did not spend on the CPU was spent waiting for it: a turn
+//! kept off the CPU longer than [`PREEMPTED`] means a thread that does not yield holds the core
+//! (an app computing, say), and the worker stops spinning and does not spin again for
+//! [`BACK_OFF`]. Beside such a thread a spinning worker is worse off than a sleeping one: it is
+//! runnable already, so its next event waits for the other thread's time slice to end, where a
+//! sleeping worker would be woken and run at once. Short turns of other threads are no reason
+//! to stop: two sidecars spinning on one core hand it to each other at every turn, and each
+//! still finds its events a turn after they come instead of a wake-up later.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,8 +31,10 @@ use std::time::{Duration, Instant};
 use nix::time::{clock_gettime, ClockId};
 use tokio::sync::Notify;
 
-/// Time off the CPU within one spin that means the core is shared (and not only an interrupt).
-const PREEMPTED: Duration = Duration::from_micros(30);
+/// Time off the CPU within one turn that means another thread holds the core: longer than the
+/// wake-up busy polling saves (tens of microseconds on a virtual machine), and longer than a
+/// turn or a request of another spinning worker.
+const PREEMPTED: Duration = Duration::from_micros(50);
 
 /// How long a worker that found its core shared sleeps at once, without spinning.
 const BACK_OFF: Duration = Duration::from_millis(100);
@@ -105,7 +110,7 @@ impl Spinner {
             if backed_off.is_some_and(|until| started < until) {
                 continue;
             }
-            let Some(cpu_at_start) = thread_cpu_time() else { continue };
+            let Some(mut cpu_at_last_turn) = thread_cpu_time() else { continue };
             let mut seen = activity();
             let mut last_activity = started;
             let mut last_turn = started;
@@ -114,6 +119,12 @@ impl Spinner {
                 std::thread::yield_now();
                 tokio::task::yield_now().await;
                 let now = Instant::now();
+                let Some(cpu) = thread_cpu_time() else { break };
+                let off_cpu = now.duration_since(last_turn).saturating_sub(cpu.saturating_sub(cpu_at_last_turn));
+                if off_cpu > PREEMPTED {
+                    backed_off = Some(now + BACK_OFF);
+                    break;
+                }
                 if activity() != seen {
                     seen = activity();
                     last_activity = now;
@@ -121,11 +132,7 @@ impl Spinner {
                     spun += now.duration_since(last_turn);
                 }
                 last_turn = now;
-                let on_cpu = thread_cpu_time().map_or(Duration::ZERO, |cpu| cpu.saturating_sub(cpu_at_start));
-                if now.duration_since(started).saturating_sub(on_cpu) > PREEMPTED {
-                    backed_off = Some(now + BACK_OFF);
-                    break;
-                }
+                cpu_at_last_turn = cpu;
             }
             busy_poll.spun_us.fetch_add(u64::try_from(spun.as_micros()).unwrap_or(u64::MAX), Relaxed);
         }
