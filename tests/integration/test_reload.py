@@ -61,3 +61,42 @@ def test_reloads_under_continuous_load_fail_no_request(upstreams: Callable[[str]
             client.join()
     assert len(outcomes) >= 200
     assert set(outcomes) == {200}
+
+
+def test_a_reload_that_gives_most_routes_again_applies_the_ones_it_changes(upstreams: Callable[[str], Upstream]) -> None:
+    """The engine keeps the routes a reload gives again; a changed header match, timeout, split
+    weight and endpoint still take effect, on real traffic."""
+    v1, v2 = upstreams("v1"), upstreams("v2")
+
+    def config(channel: str, timeout: str, v2_share: int, v2_address: str) -> dict[str, Any]:
+        kept = [{"name": f"svc-{k}", "match": {"host": f"svc-{k}.mesh.local"}, "cluster": "v1"} for k in range(50)]
+        changed = [
+            {"name": "channel", "match": {"host": "app", "headers": {"x-channel": channel}}, "cluster": "v2"},
+            {"name": "slow", "match": {"host": "app", "path_prefix": "/delay/"}, "cluster": "v1", "timeout": timeout},
+            {"name": "split", "match": {"host": "app"}, "split": [
+                {"cluster": "v1", "weight": 100 - v2_share}, {"cluster": "v2", "weight": v2_share}]},
+        ]
+        return {
+            "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "routes": kept + changed}],
+            "clusters": [
+                {"name": "v1", "endpoints": [{"address": v1.address}]},
+                {"name": "v2", "endpoints": [{"address": v2_address}]},
+            ],
+        }
+
+    def answers(client: httpx.Client) -> tuple[str, str, int, set[str]]:
+        channel = client.get("/", headers={"host": "app", "x-channel": "gamma"}).json()["upstream"]
+        kept = client.get("/", headers={"host": "svc-7.mesh.local"}).json()["upstream"]
+        slow = client.get("/delay/400", headers={"host": "app"}).status_code
+        split = {client.get("/", headers={"host": "app"}).json()["upstream"] for _ in range(20)}
+        return channel, kept, slow, split
+
+    with Proxy(config("beta", "100ms", 0, v1.address)) as proxy:
+        with httpx.Client(base_url=f"http://{proxy.address('outbound')}", timeout=10) as client:
+            # Before: gamma is no channel (the split, all to v1), the slow route times out.
+            assert answers(client) == ("v1", "v1", 504, {"v1"})
+            proxy.reload(config("gamma", "5s", 100, v2.address))
+            assert answers(client) == ("v2", "v1", 200, {"v2"})
+            # Only v2's endpoint moves (to v1's server): the routes sending to v2 follow it.
+            proxy.reload(config("gamma", "5s", 100, v1.address))
+            assert answers(client) == ("v1", "v1", 200, {"v1"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from operator import attrgetter
 
 from .. import _native
 from ..addresses import parse_listen_address
@@ -73,6 +74,12 @@ def _known_clusters(cfg: Config) -> list[Finding]:
     defined = ", ".join(names) if names else "none"
     findings: list[Finding] = []
     for li, listener in enumerate(cfg.listeners):
+        # A mesh has ten thousand routes, each usually naming a known cluster: that is seen
+        # without a Python step per route.
+        named = set(map(attrgetter("cluster"), listener.routes))
+        named.discard(None)
+        if named <= known and not any(map(attrgetter("split"), listener.routes)):
+            continue
         for ri, route in enumerate(listener.routes):
             # Paths are built only for a route that names an unknown cluster: a mesh has ten
             # thousand routes and, usually, none of those.

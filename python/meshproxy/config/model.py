@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from operator import attrgetter
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -19,10 +20,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
     SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
@@ -49,6 +53,7 @@ from .fields import (
     ResolverAddress,
     UrlPath,
 )
+from .kept import KeptModels
 from .messages import describe, invalid, show
 
 Weight = Annotated[int, Field(ge=0, le=1_000_000)]
@@ -303,6 +308,15 @@ class Route(_Section):
         return self
 
 
+# A route given exactly as in the config validated last is the route that config validated
+# (see kept.py).
+_KEPT_ROUTES = KeptModels(Route)
+
+
+def _kept_routes(value: Any, handler: ValidatorFunctionWrapHandler) -> list[Route]:
+    return _KEPT_ROUTES.validate_list(value, handler)
+
+
 # === Identity and authorization ===
 
 
@@ -387,12 +401,13 @@ class Listener(_Section):
     the first bytes; disable: plain text only. strict and permissive need `identity`."""
     authorization: list[AuthzPolicy] = _empty(list)
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
-    routes: list[Route] = _empty(list)
+    routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
     """Tried in order; the first match wins."""
 
     @model_validator(mode="after")
     def _route_names_unique(self) -> Listener:
-        names = [route.name for route in self.routes if route.name is not None]
+        # Names are None or not empty; read in C, without a Python step per route.
+        names = list(filter(None, map(attrgetter("name"), self.routes)))
         if len(set(names)) == len(names):
             return self  # the usual case, checked without a step per route
         first: dict[str, int] = {}
@@ -406,6 +421,10 @@ class Listener(_Section):
                 )
             first[route.name] = i
         return self
+
+    def engine_json(self) -> str:
+        """This listener as the engine document writes it."""
+        return _with_key(self.model_dump_json(exclude={"routes"}), "routes", _KEPT_ROUTES.json_list(self.routes))
 
 
 # === Clusters ===
@@ -581,6 +600,12 @@ class Config(_Section):
 
     _source: str | None = PrivateAttr(default=None)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keeping_routes(cls, data: Any, handler: ModelWrapValidatorHandler[Config]) -> Config:
+        with _KEPT_ROUTES.validation():
+            return handler(data)
+
     @property
     def source(self) -> str | None:
         """Where this config was loaded from: a file path, "<string>" or "<dict>"."""
@@ -623,9 +648,12 @@ class Config(_Section):
         The text is canonical: keys in schema order and mappings sorted by key (validation
         sorts them), so two configs that mean the same thing give the same string, which is
         how a reload tells "changed" from "rewritten". Written by pydantic's serializer, with
-        each cluster's endpoints as the bulk reader wrote them."""
+        each cluster's endpoints as the bulk reader wrote them and each route kept from the
+        config validated last as it was written then."""
+        listeners = ",".join(listener.engine_json() for listener in self.listeners)
         clusters = ",".join(cluster.engine_json() for cluster in self.clusters)
-        return _with_key(self.model_dump_json(exclude={"clusters"}), "clusters", f"[{clusters}]")
+        document = _with_key(self.model_dump_json(exclude={"listeners", "clusters"}), "listeners", f"[{listeners}]")
+        return _with_key(document, "clusters", f"[{clusters}]")
 
     def engine_document(self) -> EngineDocument:
         """The engine document with what a running proxy reads beside it (admin address,

@@ -54,7 +54,7 @@ fn document(routes: usize, clusters: usize, endpoints: usize) -> Value {
 }
 
 fn compile(config: &Config, endpoints: &EndpointRegistry, stats: &std::sync::Arc<Stats>) -> Vec<CompiledListener> {
-    match snapshot::compile(config, Context { endpoints, stats, identity: &std::sync::Arc::default(), telemetry: &std::sync::Arc::default(), running: &[] }) {
+    match snapshot::compile(config, Context { endpoints, stats, identity: &std::sync::Arc::default(), telemetry: &std::sync::Arc::default(), running: &[], listeners: &[] }) {
         Ok(listeners) => listeners,
         Err(problems) => panic!("the benchmark config does not compile: {problems:?}"),
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use meshproxy_balance::{Balancer, Policy};
 
-use crate::config::{EndpointConfig, UpstreamProtocol};
+use crate::config::{self, EndpointConfig, UpstreamProtocol};
 use crate::endpoint::Endpoint;
 use crate::stats::ClusterStats;
 use crate::tls::outbound::UpstreamTls;
@@ -27,6 +27,17 @@ pub struct Cluster {
     pub transport: Option<Arc<str>>,
     pub stats: Arc<ClusterStats>,
     members: ArcSwap<Members>,
+    /// What the cluster was compiled from, but its endpoints (its members say those).
+    source: ClusterSource,
+}
+
+/// A cluster's settings as the config gave them, and the trust domain its mesh identities were
+/// checked in: a reload that gives the same, and the endpoints it runs, can keep the cluster
+/// whole, and with it every route that sends to it.
+#[derive(Debug)]
+pub struct ClusterSource {
+    settings: config::Cluster,
+    trust_domain: Option<String>,
 }
 
 /// A cluster's endpoints, in config order, and the balancer built for exactly those.
@@ -39,16 +50,34 @@ pub struct Members {
 // === impl Cluster ===
 
 impl Cluster {
+    /// The cluster `source` describes, securing its connections with `tls`.
     pub fn new(
-        name: Arc<str>,
-        protocol: UpstreamProtocol,
-        connect_timeout: std::time::Duration,
+        source: ClusterSource,
         tls: Option<UpstreamTls>,
         transport: Option<Arc<str>>,
         stats: Arc<ClusterStats>,
         members: Arc<Members>,
     ) -> Cluster {
-        Cluster { name, protocol, connect_timeout, tls, transport, stats, members: ArcSwap::new(members) }
+        let settings = &source.settings;
+        Cluster {
+            name: settings.name.as_str().into(),
+            protocol: settings.protocol,
+            connect_timeout: settings.connect_timeout.duration(),
+            tls,
+            transport,
+            stats,
+            members: ArcSwap::new(members),
+            source,
+        }
+    }
+
+    /// Whether a reload giving `cluster` (in `trust_domain`) would compile this very cluster
+    /// again: the same settings and the endpoints it runs now. Not for server-authenticated
+    /// TLS, whose CA file is read again at each reload.
+    pub fn is_compiled_from(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
+        cluster.tls.mode != config::ClusterTlsMode::Tls
+            && self.source.is(cluster, trust_domain)
+            && self.members_if_same(self.policy(), self.transport.as_deref(), &cluster.endpoints).is_some()
     }
 
     /// The members now: an owned handle, so a request keeps what it picked from across awaits.
@@ -85,6 +114,35 @@ impl Cluster {
     pub fn connections(&self) -> (usize, usize) {
         let members = self.members.load();
         members.endpoints.iter().map(|e| e.state.connections()).fold((0, 0), |(h1, h2), (idle, open)| (h1 + idle, h2 + open))
+    }
+}
+
+// === impl ClusterSource ===
+
+impl ClusterSource {
+    pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = cluster;
+        let settings = config::Cluster {
+            name: name.clone(),
+            lb: lb.clone(),
+            protocol: *protocol,
+            connect_timeout: *connect_timeout,
+            tls: tls.clone(),
+            endpoints: Vec::new(),
+            discovery: discovery.clone(),
+        };
+        ClusterSource { settings, trust_domain: trust_domain.map(str::to_string) }
+    }
+
+    fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = &self.settings;
+        *name == cluster.name
+            && *lb == cluster.lb
+            && *protocol == cluster.protocol
+            && *connect_timeout == cluster.connect_timeout
+            && *tls == cluster.tls
+            && *discovery == cluster.discovery
+            && (tls.mode != config::ClusterTlsMode::Mesh || self.trust_domain.as_deref() == trust_domain)
     }
 }
 

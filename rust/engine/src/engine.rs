@@ -120,12 +120,14 @@ impl Engine {
         let credentials = snapshot::load_identity(config.identity.as_ref());
         let telemetry = self.outlets.telemetry(config).map(Arc::new);
         let no_telemetry = Arc::default();
+        let running_listeners: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
         let cx = Context {
             endpoints: &control.endpoints,
             stats: &self.stats,
             identity: &self.identity,
             telemetry: telemetry.as_ref().unwrap_or(&no_telemetry),
             running: &control.clusters,
+            listeners: &running_listeners,
         };
         let compiled = match (credentials, telemetry.as_ref(), snapshot::compile_all(config, cx)) {
             (Ok(credentials), Ok(_), Ok(compiled)) => (credentials, compiled),

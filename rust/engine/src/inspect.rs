@@ -56,7 +56,7 @@ mod tests {
     fn clusters(doc: Value) -> Vec<Arc<Cluster>> {
         let config: Config = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
         let (endpoints, stats, identity) = (EndpointRegistry::default(), Arc::default(), Arc::default());
-        let cx = Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &Arc::default(), running: &[] };
+        let cx = Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &Arc::default(), running: &[], listeners: &[] };
         compile_all(&config, cx).unwrap_or_else(|p| panic!("{p:?}")).clusters
     }
 

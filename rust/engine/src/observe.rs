@@ -325,7 +325,7 @@ mod tests {
 
     fn compiled(stats: &Arc<Stats>, endpoints: &EndpointRegistry, doc: &serde_json::Value) -> Vec<CompiledListener> {
         let config: Config = serde_json::from_value(doc.clone()).unwrap();
-        let cx = Context { endpoints, stats, identity: &Arc::default(), telemetry: &Arc::default(), running: &[] };
+        let cx = Context { endpoints, stats, identity: &Arc::default(), telemetry: &Arc::default(), running: &[], listeners: &[] };
         snapshot::compile(&config, cx).unwrap()
     }
 

@@ -10,11 +10,13 @@ use meshproxy_balance::WeightedSampler;
 use regex::Regex;
 
 use crate::cluster::Cluster;
+use crate::config;
 use crate::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
 #[derive(Debug)]
 pub struct RouteTable {
-    pub routes: Vec<Route>,
+    /// Shared with the tables of later configs that keep them (see `snapshot::compile_routes`).
+    pub routes: Vec<Arc<Route>>,
     /// Meshes route mostly by exact host: for each such host, the routes naming it, in order.
     /// A lookup merges them with `other_hosts`, so it reads only the routes that can match
     /// instead of all of them.
@@ -34,6 +36,9 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// Time allowed from sending upstream to response headers; `None` waits forever.
     pub timeout: Option<std::time::Duration>,
+    /// What the route was compiled from: a reload giving it again, over the same clusters,
+    /// keeps this route instead of compiling it again.
+    pub compiled_from: config::Route,
 }
 
 /// Where a matched request goes: one cluster, or a weighted split across several (canaries).
@@ -116,7 +121,7 @@ pub struct RequestTarget<'a> {
 // === impl RouteTable ===
 
 impl RouteTable {
-    pub fn new(routes: Vec<Route>) -> RouteTable {
+    pub fn new(routes: Vec<Arc<Route>>) -> RouteTable {
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
         let mut other_hosts = Vec::new();
         for (index, route) in routes.iter().enumerate() {
@@ -287,8 +292,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn route(index: usize, matcher: RouteMatch) -> Route {
-        Route {
+    /// A route config with every default: what the routes below stand for.
+    fn any_config() -> config::Route {
+        serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn route(index: usize, matcher: RouteMatch) -> Arc<Route> {
+        Arc::new(Route {
             name: index.to_string().into(),
             matcher,
             action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
@@ -296,7 +306,8 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
-        }
+            compiled_from: any_config(),
+        })
     }
 
     fn target<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestTarget<'a> {
@@ -348,6 +359,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            compiled_from: any_config(),
         };
         assert_eq!(route.rewrite("/api/users?id=1"), "/v2/users?id=1");
         assert_eq!(route.rewrite("/other"), "/other");

@@ -15,7 +15,7 @@ use meshproxy_balance::{Policy, WeightedSampler};
 use regex::Regex;
 
 use crate::authz::Authorization;
-use crate::cluster::{Cluster, Members};
+use crate::cluster::{Cluster, ClusterSource, Members};
 use crate::config::{self, Config};
 use crate::endpoint::EndpointRegistry;
 use crate::listener::{server_builder, ListenerSnapshot};
@@ -69,6 +69,9 @@ pub struct Context<'a> {
     /// of looking up every address again and rebuilding its balancer (a reload of a large mesh
     /// changes few clusters).
     pub running: &'a [Arc<Cluster>],
+    /// The listeners running now (none for a check): a route given again, sending to clusters
+    /// kept whole, is kept as its listener of the same name and direction runs it.
+    pub listeners: &'a [Arc<ListenerSnapshot>],
 }
 
 // === impl Problem ===
@@ -97,7 +100,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let mut problems: Vec<Problem> = load_identity(config.identity.as_ref()).err().into_iter().collect();
     // Checked without opening the access log's file: a check changes nothing on disk.
     problems.extend(telemetry::check(config));
-    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &telemetry, running: &[] }) {
+    match compile(config, Context { endpoints: &endpoints, stats: &stats, identity: &identity, telemetry: &telemetry, running: &[], listeners: &[] }) {
         Ok(_) => problems,
         Err(more) => {
             problems.extend(more);
@@ -159,7 +162,8 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 ));
             }
         }
-        let routes = compile_routes(&listener.name, &listener.routes, &clusters, &at, &mut problems);
+        let running = cx.listeners.iter().find(|l| *l.name == *listener.name && l.direction == listener.direction);
+        let routes = compile_routes(&listener.name, &listener.routes, &clusters, running.map(|l| &l.routes), &at, &mut problems);
         if listener.tls != config::ListenerTls::Disable && config.identity.is_none() {
             problems.push(Problem::new(
                 format!("{at}.tls"),
@@ -210,6 +214,14 @@ fn compile_clusters(
     let running: HashMap<&str, &Arc<Cluster>> = cx.running.iter().map(|c| (&*c.name, c)).collect();
     for (i, cluster) in configs.iter().enumerate() {
         let at = format!("clusters[{i}]");
+        // Compiled from the same settings and running the endpoints listed: kept whole, so
+        // that the routes sending to it can be kept too.
+        if let Some(running) = running.get(cluster.name.as_str()).filter(|r| r.is_compiled_from(cluster, trust_domain)) {
+            if clusters.insert(cluster.name.clone(), Arc::clone(running)).is_some() {
+                problems.push(Problem::new(format!("{at}.name"), format!("duplicate cluster name '{}'", cluster.name)));
+            }
+            continue;
+        }
         let policy = match Policy::from_str(&cluster.lb) {
             Ok(policy) => policy,
             Err(unknown) => {
@@ -231,9 +243,7 @@ fn compile_clusters(
             None => Arc::new(compile_members(&at, &cluster.endpoints, policy, transport.as_deref(), cx.endpoints, problems)),
         };
         let compiled = Cluster::new(
-            cluster.name.as_str().into(),
-            cluster.protocol,
-            cluster.connect_timeout.duration(),
+            ClusterSource::new(cluster, trust_domain),
             tls,
             transport,
             cx.stats.cluster(&cluster.name),
@@ -382,22 +392,36 @@ fn parse_endpoint_address(address: &str) -> Option<Authority> {
     (port_ok && host_ok).then_some(authority)
 }
 
+/// The routes of the listener named `listener`. `running` is the table the listener runs now,
+/// if it has the same name and direction: a route given exactly as there, sending to clusters
+/// kept whole, is kept as it runs (with the stats its targets found) instead of compiled again.
 fn compile_routes(
     listener: &str,
     configs: &[config::Route],
     clusters: &HashMap<String, Arc<Cluster>>,
+    running: Option<&RouteTable>,
     listener_at: &str,
     problems: &mut Vec<Problem>,
 ) -> RouteTable {
     let mut routes = Vec::with_capacity(configs.len());
     let mut names = HashSet::with_capacity(configs.len());
+    let mut kept = KeptRoutes { running: running.map_or(&[][..], |table| &table.routes), by_name: None };
     for (j, route) in configs.iter().enumerate() {
-        let at = format!("{listener_at}.routes[{j}]");
+        let at = || format!("{listener_at}.routes[{j}]");
         if let Some(name) = &route.name {
             if !names.insert(name.as_str()) {
-                problems.push(Problem::new(format!("{at}.name"), format!("duplicate route name '{name}'")));
+                problems.push(Problem::new(format!("{}.name", at()), format!("duplicate route name '{name}'")));
             }
         }
+        let name: Arc<str> = match (&route.name, kept.find(j, route, clusters)) {
+            (_, Some(running)) => {
+                routes.push(running);
+                continue;
+            }
+            (Some(name), None) => name.as_str().into(),
+            (None, None) => format!("{listener}/{j}").into(),
+        };
+        let at = at();
         let matcher = compile_match(&route.match_, &at, problems);
         let action = compile_action(route, clusters, &at, problems);
         let prefix_rewrite = match (&route.prefix_rewrite, &route.match_.path_prefix) {
@@ -417,17 +441,52 @@ fn compile_routes(
         let request_headers = compile_edits(&route.request_headers, &at, "request_headers", problems);
         let response_headers = compile_edits(&route.response_headers, &at, "response_headers", problems);
         let (Some(action), Some(matcher)) = (action, matcher) else { continue };
-        routes.push(Route {
-            name: route.name.as_deref().map_or_else(|| format!("{listener}/{j}").into(), Arc::from),
+        routes.push(Arc::new(Route {
+            name,
             matcher,
             action,
             prefix_rewrite,
             request_headers,
             response_headers,
             timeout: (route.timeout.0 > 0).then(|| route.timeout.duration()),
-        });
+            compiled_from: route.clone(),
+        }));
     }
     RouteTable::new(routes)
+}
+
+/// The routes a listener runs, looked up for the ones a reload gives again.
+struct KeptRoutes<'a> {
+    running: &'a [Arc<Route>],
+    /// By stats name, made when a route is not found at its own index (routes were added,
+    /// removed or moved): most reloads never need it.
+    by_name: Option<HashMap<&'a str, &'a Arc<Route>>>,
+}
+
+impl KeptRoutes<'_> {
+    /// The running route that `route`, the `index`th of the new table, would compile to: the
+    /// same stats name (an unnamed route's names its index), the same config, and targets
+    /// that are the clusters the new config has.
+    fn find(&mut self, index: usize, route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>) -> Option<Arc<Route>> {
+        if self.running.is_empty() {
+            return None;
+        }
+        let at_index = self.running.get(index).filter(|r| r.compiled_from.name == route.name);
+        let found = match (at_index, &route.name) {
+            (Some(running), _) => running,
+            // An unnamed route's stats name is its index: it cannot be kept anywhere else.
+            (None, None) => return None,
+            (None, Some(name)) => {
+                let running = self.running;
+                let by_name = self.by_name.get_or_insert_with(|| {
+                    running.iter().filter(|r| r.compiled_from.name.is_some()).map(|r| (&*r.name, r)).collect()
+                });
+                by_name.get(name.as_str())?
+            }
+        };
+        let same_clusters = found.targets().iter().all(|t| clusters.get(&*t.cluster.name).is_some_and(|c| Arc::ptr_eq(c, &t.cluster)));
+        (same_clusters && found.compiled_from == *route).then(|| Arc::clone(found))
+    }
 }
 
 fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Action> {
@@ -576,6 +635,7 @@ fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::{HeaderCheck, PathMatch};
 
     fn problems(doc: serde_json::Value) -> Vec<String> {
         let config: Config = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
@@ -605,7 +665,7 @@ mod tests {
     fn clusters_over(doc: serde_json::Value, registry: &EndpointRegistry, running: &[Arc<Cluster>]) -> Vec<Arc<Cluster>> {
         let config: Config = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));
         let (stats, identity, telemetry) = (Arc::default(), Arc::default(), Arc::default());
-        let cx = Context { endpoints: registry, stats: &stats, identity: &identity, telemetry: &telemetry, running };
+        let cx = Context { endpoints: registry, stats: &stats, identity: &identity, telemetry: &telemetry, running, listeners: &[] };
         compile_all(&config, cx).unwrap_or_else(|p| panic!("{p:?}")).clusters
     }
 
@@ -620,20 +680,26 @@ mod tests {
     }
 
     #[test]
-    fn a_reload_keeps_the_members_of_a_cluster_whose_endpoints_it_keeps() {
+    fn a_reload_keeps_a_cluster_whole_or_its_members_when_it_keeps_its_endpoints() {
         let registry = EndpointRegistry::default();
         let running = clusters_over(mesh("p2c_ewma", 2), &registry, &[]);
         let again = clusters_over(mesh("p2c_ewma", 2), &registry, &running);
         for (old, new) in running.iter().zip(&again) {
-            assert!(!Arc::ptr_eq(old, new), "a new cluster");
-            assert!(Arc::ptr_eq(&old.members(), &new.members()), "{} keeps its members", old.name);
+            assert!(Arc::ptr_eq(old, new), "{} is kept whole", old.name);
         }
-        // A weight or a policy changed: the cluster's members are built again; the other's stay.
+        // A weight or a policy changed: the cluster's members are built again; the other stays.
         for doc in [mesh("p2c_ewma", 3), mesh("round_robin", 2)] {
             let changed = clusters_over(doc, &registry, &running);
             assert!(!Arc::ptr_eq(&running[0].members(), &changed[0].members()));
-            assert!(Arc::ptr_eq(&running[1].members(), &changed[1].members()));
+            assert!(Arc::ptr_eq(&running[1], &changed[1]));
         }
+        // Another setting changed: a new cluster, with the members it had.
+        let mut doc = mesh("p2c_ewma", 2);
+        doc["clusters"][0]["connect_timeout"] = serde_json::json!("250ms");
+        let changed = clusters_over(doc, &registry, &running);
+        assert!(!Arc::ptr_eq(&running[0], &changed[0]));
+        assert_eq!(changed[0].connect_timeout, std::time::Duration::from_millis(250));
+        assert!(Arc::ptr_eq(&running[0].members(), &changed[0].members()));
     }
 
     #[test]
@@ -649,6 +715,127 @@ mod tests {
         let members = again[0].members();
         let addresses: Vec<&str> = members.endpoints.iter().map(|e| &*e.address).collect();
         assert_eq!(addresses, ["127.0.0.1:8081", "127.0.0.1:8082"]);
+    }
+
+    /// What a running engine holds between reloads: its clusters and listener snapshots.
+    struct Running {
+        clusters: Vec<Arc<Cluster>>,
+        listeners: Vec<Arc<ListenerSnapshot>>,
+    }
+
+    /// Compiles `doc` over `running`, as a reload does.
+    fn reload(doc: &serde_json::Value, registry: &EndpointRegistry, running: &Running) -> Running {
+        let config: Config = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let (stats, identity, telemetry) = (Arc::default(), Arc::default(), Arc::default());
+        let cx = Context { endpoints: registry, stats: &stats, identity: &identity, telemetry: &telemetry, running: &running.clusters, listeners: &running.listeners };
+        let compiled = compile_all(&config, cx).unwrap_or_else(|p| panic!("{p:?}"));
+        Running { clusters: compiled.clusters, listeners: compiled.listeners.into_iter().map(|l| Arc::new(l.snapshot)).collect() }
+    }
+
+    fn routes(running: &Running) -> &[Arc<Route>] {
+        &running.listeners[0].routes.routes
+    }
+
+    /// Two clusters and routes of every kind: named, unnamed, with a header match and a split.
+    fn routed() -> serde_json::Value {
+        serde_json::json!({
+            "listeners": [{"name": "out", "address": "127.0.0.1:0", "routes": [
+                {"name": "orders", "match": {"host": "orders", "headers": {"x-channel": "beta"}}, "cluster": "a", "timeout": "2s"},
+                {"match": {"path_prefix": "/static/"}, "cluster": "b"},
+                {"name": "canary", "split": [{"cluster": "a", "weight": 90}, {"cluster": "b", "weight": 10}]},
+                {"name": "rest", "cluster": "b"},
+            ]}],
+            "clusters": [
+                {"name": "a", "endpoints": [{"address": "127.0.0.1:8081"}]},
+                {"name": "b", "endpoints": [{"address": "127.0.0.1:8082"}]},
+            ],
+        })
+    }
+
+    fn kept(before: &Running, after: &Running) -> Vec<bool> {
+        routes(after).iter().zip(routes(before)).map(|(new, old)| Arc::ptr_eq(new, old)).collect()
+    }
+
+    #[test]
+    fn a_reload_giving_the_same_routes_keeps_them_as_they_run() {
+        let registry = EndpointRegistry::default();
+        let first = reload(&routed(), &registry, &Running { clusters: vec![], listeners: vec![] });
+        let again = reload(&routed(), &registry, &first);
+        assert_eq!(kept(&first, &again), [true; 4]);
+        // A check, or a first apply, has nothing to keep.
+        let fresh = reload(&routed(), &registry, &Running { clusters: vec![], listeners: vec![] });
+        assert_eq!(kept(&first, &fresh), [false; 4]);
+    }
+
+    #[test]
+    fn a_changed_route_is_compiled_again_and_the_others_are_kept() {
+        let registry = EndpointRegistry::default();
+        let first = reload(&routed(), &registry, &Running { clusters: vec![], listeners: vec![] });
+        let change = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut doc = routed();
+            edit(&mut doc["listeners"][0]["routes"]);
+            reload(&doc, &registry, &first)
+        };
+        let timeout = change(&|r| r[0]["timeout"] = serde_json::json!("5s"));
+        assert_eq!(kept(&first, &timeout), [false, true, true, true]);
+        assert_eq!(routes(&timeout)[0].timeout, Some(std::time::Duration::from_secs(5)));
+
+        let header = change(&|r| r[0]["match"]["headers"]["x-channel"] = serde_json::json!("gamma"));
+        assert_eq!(kept(&first, &header), [false, true, true, true]);
+        assert!(matches!(&routes(&header)[0].matcher.headers[0].1, HeaderCheck::Exact(v) if v == "gamma"));
+
+        let path = change(&|r| r[1]["match"]["path_prefix"] = serde_json::json!("/assets/"));
+        assert_eq!(kept(&first, &path), [true, false, true, true]);
+        assert!(matches!(&routes(&path)[1].matcher.path, PathMatch::Prefix(p) if p == "/assets/"));
+
+        let weight = change(&|r| r[2]["split"][1]["weight"] = serde_json::json!(30));
+        assert_eq!(kept(&first, &weight), [true, true, false, true]);
+        assert_eq!(routes(&weight)[2].compiled_from.split.as_ref().map(|s| s[1].weight), Some(30));
+
+        let cluster = change(&|r| r[3]["cluster"] = serde_json::json!("a"));
+        assert_eq!(kept(&first, &cluster), [true, true, true, false]);
+        assert_eq!(&*routes(&cluster)[3].targets()[0].cluster.name, "a");
+    }
+
+    #[test]
+    fn a_route_to_a_cluster_compiled_again_is_compiled_again() {
+        let registry = EndpointRegistry::default();
+        let first = reload(&routed(), &registry, &Running { clusters: vec![], listeners: vec![] });
+        let mut doc = routed();
+        doc["clusters"][1]["endpoints"][0]["address"] = serde_json::json!("127.0.0.1:9090");
+        let moved = reload(&doc, &registry, &first);
+        // Routes to b (alone or in the split) send to the new b; the route to a alone stays.
+        assert_eq!(kept(&first, &moved), [true, false, false, false]);
+        for route in &routes(&moved)[1..] {
+            let b = route.targets().iter().find(|t| &*t.cluster.name == "b").map(|t| t.cluster.clone());
+            assert!(b.is_some_and(|b| Arc::ptr_eq(&b, &moved.clusters[1])), "{}", route.name);
+        }
+    }
+
+    #[test]
+    fn a_moved_route_is_kept_by_name_and_an_unnamed_one_only_at_its_index() {
+        let registry = EndpointRegistry::default();
+        let first = reload(&routed(), &registry, &Running { clusters: vec![], listeners: vec![] });
+        let mut doc = routed();
+        let table = doc["listeners"][0]["routes"].as_array_mut().map(std::mem::take).unwrap_or_default();
+        // Moved to the front: `rest`; `orders`, `canary` and the unnamed one shift by one.
+        doc["listeners"][0]["routes"] = serde_json::json!([table[3], table[0], table[1], table[2]]);
+        let moved = reload(&doc, &registry, &first);
+        let old = routes(&first);
+        let same = |new: usize, old_index: usize| Arc::ptr_eq(&routes(&moved)[new], &old[old_index]);
+        assert!(same(0, 3) && same(1, 0) && same(3, 2));
+        // Unnamed, its stats name is its index: `out/2` now, not the `out/1` it ran as.
+        assert!(!same(2, 1));
+        assert_eq!(&*routes(&moved)[2].name, "out/2");
+    }
+
+    #[test]
+    fn routes_of_a_listener_that_changes_direction_are_compiled_again() {
+        let registry = EndpointRegistry::default();
+        let first = reload(&routed(), &registry, &Running { clusters: vec![], listeners: vec![] });
+        let mut doc = routed();
+        doc["listeners"][0]["direction"] = serde_json::json!("inbound");
+        assert_eq!(kept(&first, &reload(&doc, &registry, &first)), [false; 4]);
     }
 
     #[test]

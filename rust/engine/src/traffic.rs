@@ -6,7 +6,7 @@
 //! `route::Target`), and status codes are counted in blocks of a hundred, made on the first
 //! code of their class.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ pub const DURATION_BUCKETS: [Duration; 14] = [
 
 /// Whose traffic a `TrafficStats` counts. Requests the proxy answered without a route (no
 /// route, denied, malformed) have an empty route and cluster.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TrafficKey {
     pub direction: Direction,
     pub listener: Arc<str>,
@@ -178,7 +178,7 @@ impl TrafficRegistry {
 
     /// Drops the stats of keys not in `live` that no request holds any more (an in-flight
     /// request on a swapped-out config may still count into them: those wait for a later call).
-    pub fn prune(&self, live: &BTreeSet<TrafficKey>) {
+    pub fn prune(&self, live: &HashSet<TrafficKey>) {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         // Only the registry holds it, and it is the registry's lock held here: nothing can take a
         // new hold on it meanwhile.
