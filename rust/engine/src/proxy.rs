@@ -218,10 +218,10 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
             tls: cluster.tls.as_ref(),
         };
         match endpoint.state.pool().send(dial, sending).await {
-            Ok(response) => {
+            Ok((response, lease)) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
-                return Ok(response.map(|body| Body::Upstream { body, in_flight: Some(in_flight) }));
+                return Ok(response.map(|body| Body::Upstream { body, in_flight: Some(in_flight), lease }));
             }
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
