@@ -15,7 +15,7 @@ use crate::body::{Body, Observed};
 use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, X_REQUEST_ID};
+use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity};
 use crate::listener::{ListenerShared, ListenerSnapshot};
 use crate::observe::Observation;
 use crate::pool::{copy_bodyless, Dial, PoolError};
@@ -43,8 +43,8 @@ pub async fn handle(
 ) -> Result<Response<Observed>, Infallible> {
     let snapshot = listener.snapshot.load_full();
     snapshot.stats.requests_total.inc();
-    let mut observation = Observation::start(&snapshot.unrouted, &request, peer.as_ref().map(|p| &p.id));
-    observation.report_to(&snapshot.telemetry, client.ip, &request);
+    let mut observation = Observation::start(&snapshot.unrouted);
+    observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
     let response = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
@@ -119,7 +119,7 @@ async fn proxy(
         trace.inject(&mut parts.headers);
     }
     route.request_headers.apply(&mut parts.headers);
-    observation.request_id = parts.headers.get(X_REQUEST_ID).cloned();
+    observation.note_request_id(&parts.headers);
 
     // Bodyless requests (most) need no counter, and get none: one allocation saved.
     let received = (!http_body::Body::is_end_stream(&body)).then(|| observation.count_request_bytes());
@@ -197,7 +197,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
         // Held until the attempt ends: discovery may replace the members meanwhile.
         let members = cluster.members();
         let endpoint = members.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
-        observation.upstream = Some(endpoint.address.clone());
+        observation.note_upstream(&endpoint.address);
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
             *sending.uri_mut() = absolute_uri(scheme(cluster), endpoint.authority.clone(), path_and_query)?;
