@@ -15,7 +15,7 @@ use crate::body::{Body, Observed};
 use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity};
+use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::listener::{ListenerShared, ListenerSnapshot};
 use crate::observe::Observation;
 use crate::pool::{copy_bodyless, Dial, PoolError};
@@ -68,8 +68,10 @@ async fn proxy(
 ) -> Result<Response<Body>, ProxyError> {
     let host = checked_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
+    // The headers the proxy removes, if any, found in one pass.
+    let present = Present::scan(&parts.headers);
     // Before authorization: a policy's header rules must never see a forged identity.
-    set_peer_identity(&mut parts.headers, peer);
+    set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
@@ -112,7 +114,7 @@ async fn proxy(
         std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
-    prepare_request(&mut parts.headers, client, (!authority_str.is_empty()).then_some(authority_str));
+    prepare_request(&mut parts.headers, present, client, (!authority_str.is_empty()).then_some(authority_str));
     // The upstream continues the trace from the proxy's span (before the route's header edits,
     // which may still remove the trace headers).
     if let Some(trace) = observation.trace() {
