@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""User-space instructions per request of meshproxy under callgrind: the plain HTTP/1.1 hop and
-the mesh hop (sidecar A -> mTLS, HTTP/2 -> sidecar B), each sidecar counted on its own.
+"""User-space instructions per request of meshproxy under callgrind: the plain HTTP/1.1 hop, the
+h2c -> HTTP/1.1 hop (scenario 2), the h2c -> h2c hop (scenario 3) and the mesh hop (sidecar A ->
+mTLS, HTTP/2 -> sidecar B), each sidecar counted on its own.
 
-    .venv/bin/python bench/profile.py                      # both, 20,000 requests each
+    .venv/bin/python bench/profile.py                      # all four, 20,000 requests each
     .venv/bin/python bench/profile.py mesh -n 10000 --keep # the mesh hop; keep the dumps
 
 Builds nothing: it runs the meshproxy of the current virtualenv (`make build` first, a release
@@ -30,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,8 +42,10 @@ from sidebyside.templates import render
 
 from meshproxy.ca import CertificateAuthority
 
-# The load: HTTP/1.1 keep-alive, 64 connections, as scenarios 1 and 6 of bench/run.py.
-H2LOAD = ["h2load", "--h1", "-c64", "-t1"]
+# The loads: HTTP/1.1 keep-alive, 64 connections, as scenarios 1 and 6 of bench/run.py; h2c
+# with prior knowledge, 16 connections of 32 streams, as scenarios 2 and 3.
+H1_LOAD = ["h2load", "--h1", "-c64", "-t1"]
+H2C_LOAD = ["h2load", "-c16", "-m32", "-t1"]
 WARMUP_REQUESTS = 2000
 _TOTALS = re.compile(r"^\s*([\d,]+)\s.*PROGRAM TOTALS", re.MULTILINE)
 _DONE = re.compile(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded")
@@ -110,10 +114,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def h2load(url: str, requests: int) -> int:
+def h2load(load: list[str], url: str, requests: int) -> int:
     """Runs the load; returns the requests that succeeded, raising if any failed."""
     out = subprocess.run(
-        [*H2LOAD, "-n", str(requests), url], capture_output=True, text=True, check=False
+        [*load, "-n", str(requests), url], capture_output=True, text=True, check=False
     ).stdout
     match = _DONE.search(out)
     if not match or int(match.group(2)) != requests:
@@ -121,13 +125,15 @@ def h2load(url: str, requests: int) -> int:
     return int(match.group(2))
 
 
-def measure(sidecars: list[Sidecar], url: str, requests: int) -> dict[str, float]:
+def measure(
+    sidecars: list[Sidecar], load: list[str], url: str, requests: int
+) -> dict[str, float]:
     """Warms up, counts `requests` through `url`, returns instructions per request per sidecar."""
-    h2load(url, WARMUP_REQUESTS)
+    h2load(load, url, WARMUP_REQUESTS)
     pids = [sidecar.valgrind_pid() for sidecar in sidecars]
     for pid in pids:
         subprocess.run(["callgrind_control", "-i", "on", str(pid)], capture_output=True, check=True)
-    done = h2load(url, requests)
+    done = h2load(load, url, requests)
     for pid in pids:
         subprocess.run(["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True)
     for pid in pids:
@@ -137,7 +143,13 @@ def measure(sidecars: list[Sidecar], url: str, requests: int) -> dict[str, float
 
 def upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
     h1, h2c = free_ports(2)
-    values: dict[str, object] = {"workdir": workdir, "upstream_h1": h1, "upstream_h2c": h2c}
+    # busy_poll off, the sidecars' default, as in the side-by-side scenarios that are profiled.
+    values: dict[str, object] = {
+        "workdir": workdir,
+        "upstream_h1": h1,
+        "upstream_h2c": h2c,
+        "busy_poll": "0",
+    }
     conf = render("upstream-nginx.conf", values, workdir)
     process = subprocess.Popen(
         ["taskset", "-c", "1", "nginx", "-c", str(conf), "-p", str(workdir)],
@@ -149,16 +161,23 @@ def upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]
     return process, values
 
 
-def hop(workdir: Path, values: dict[str, object], requests: int) -> dict[str, float]:
-    ports = free_ports(3)
-    listen = dict(zip(("listen_h1_h1", "listen_h2c_h1", "listen_h2c_h2c"), ports, strict=True))
-    config = render("meshproxy.yaml", {**values, **listen}, workdir)
-    sidecar = start_sidecar("hop", config, workdir)
-    try:
-        wait_listening(ports[0], sidecar.alive, timeout=120)
-        return measure([sidecar], f"http://127.0.0.1:{ports[0]}/", requests)
-    finally:
-        stop(sidecar.process)
+def single(
+    name: str, listener: str, load: list[str]
+) -> Callable[[Path, dict[str, object], int], dict[str, float]]:
+    """One meshproxy with the side-by-side config; `load` goes to its `listener`."""
+
+    def profile(workdir: Path, values: dict[str, object], requests: int) -> dict[str, float]:
+        listeners = ("listen_h1_h1", "listen_h2c_h1", "listen_h2c_h2c")
+        ports = dict(zip(listeners, free_ports(3), strict=True))
+        config = render("meshproxy.yaml", {**values, **ports}, workdir)
+        sidecar = start_sidecar(name, config, workdir)
+        try:
+            wait_listening(ports[listener], sidecar.alive, timeout=120)
+            return measure([sidecar], load, f"http://127.0.0.1:{ports[listener]}/", requests)
+        finally:
+            stop(sidecar.process)
+
+    return profile
 
 
 def mesh(workdir: Path, values: dict[str, object], requests: int) -> dict[str, float]:
@@ -179,23 +198,33 @@ def mesh(workdir: Path, values: dict[str, object], requests: int) -> dict[str, f
     try:
         wait_listening(b_port, b.alive, timeout=120)
         wait_listening(a_port, a.alive, timeout=120)
-        return measure([a, b], f"http://127.0.0.1:{a_port}/", requests)
+        return measure([a, b], H1_LOAD, f"http://127.0.0.1:{a_port}/", requests)
     finally:
         stop(a.process)
         stop(b.process)
+
+
+SCENARIOS = {
+    "hop": single("hop", "listen_h1_h1", H1_LOAD),
+    "h2c": single("h2c", "listen_h2c_h1", H2C_LOAD),
+    "h2c2": single("h2c2", "listen_h2c_h2c", H2C_LOAD),
+    "mesh": mesh,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("scenarios", nargs="*", metavar="hop|mesh", help="what to profile (both)")
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="|".join(SCENARIOS), help="what to profile (all)"
+    )
     parser.add_argument("-n", "--requests", type=int, default=20000, help="measured requests (20000)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the dumps")
     args = parser.parse_args()
-    scenarios = args.scenarios or ["hop", "mesh"]
-    if unknown := set(scenarios) - {"hop", "mesh"}:
-        parser.error(f"unknown scenario {', '.join(sorted(unknown))}: hop or mesh")
+    scenarios = args.scenarios or list(SCENARIOS)
+    if unknown := set(scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}: one of {', '.join(SCENARIOS)}")
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate", "h2load", "nginx"):
         if shutil.which(tool) is None:
             print(f"{tool} is missing (apt-get install valgrind nghttp2-client nginx)", file=sys.stderr)
@@ -205,8 +234,7 @@ def main() -> int:
     try:
         for scenario in scenarios:
             started = time.monotonic()
-            profile = hop if scenario == "hop" else mesh
-            figures = profile(workdir, values, args.requests)
+            figures = SCENARIOS[scenario](workdir, values, args.requests)
             parts = ", ".join(f"{name} {per:,.0f}" for name, per in figures.items())
             pair = f"; pair {sum(figures.values()):,.0f}" if len(figures) > 1 else ""
             print(f"{scenario}: instructions/request: {parts}{pair}  ({time.monotonic() - started:.0f} s)")

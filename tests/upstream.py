@@ -5,6 +5,7 @@ splits, header edits and rewrites from the client side:
 
     /anything          200 JSON: upstream, method, path, query, http_version, headers
     /bytes/N           N bytes streamed in 64 KiB chunks
+    /chunked/N         the same without a content-length: chunked over HTTP/1.1, ended by its last chunk
     /delay/MS          the JSON answer after MS milliseconds
     /late-body/MS      response headers at once, then the body ("late") after MS milliseconds
     /status/N          an empty response with status N
@@ -42,8 +43,8 @@ def app_named(names: dict[int, str]) -> Any:
         name = names[scope["server"][1]] if len(names) > 1 else next(iter(names.values()))
         path: str = scope["path"]
         parts = path.strip("/").split("/")
-        if parts[0] == "bytes" and len(parts) == 2:
-            await _stream(send, int(parts[1]))
+        if parts[0] in ("bytes", "chunked") and len(parts) == 2:
+            await _stream(send, int(parts[1]), known_length=parts[0] == "bytes")
             return
         if parts[0] == "late-body" and len(parts) == 2:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
@@ -87,12 +88,11 @@ def app_named(names: dict[int, str]) -> Any:
     return app
 
 
-async def _stream(send: Any, size: int) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())],
-    })
+async def _stream(send: Any, size: int, known_length: bool = True) -> None:
+    headers = [(b"content-type", b"application/octet-stream")]
+    if known_length:
+        headers.append((b"content-length", str(size).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     remaining = size
     while remaining > 0:
         chunk = CHUNK[: min(remaining, len(CHUNK))]

@@ -7,6 +7,7 @@ import subprocess
 from typing import Any, Callable
 
 import httpx
+import pytest
 from conftest import Upstream, one_route_config
 from meshproxy import Proxy
 
@@ -77,3 +78,25 @@ def test_responses_carry_a_canonical_reason_phrase(upstreams: Callable[[str], Up
         result = subprocess.run(["curl", "-sS", "-i", f"http://{proxy.address('outbound')}/status/404"],
                                 capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[0].strip() == "HTTP/1.1 404 Not Found"
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2c"])
+def test_an_upstream_connection_is_reused_however_each_response_body_ends(
+    upstreams: Callable[[str], Upstream], http2: bool
+) -> None:
+    # One worker, one pool: sequential requests need one upstream HTTP/1.1 connection, back in the
+    # pool as each response body ends: at a known length, at its last chunk, or with no body.
+    cluster = {"name": "app", "endpoints": [{"address": upstreams("v1").address}]}
+    with Proxy(one_route_config(cluster), workers=1) as proxy, httpx.Client(
+        base_url=f"http://{proxy.address('outbound')}", http1=not http2, http2=http2, timeout=10
+    ) as client:
+        ports = [client.get("/anything").json()["client_port"]]
+        endings = [("GET", "/bytes/200000"), ("GET", "/chunked/200000"), ("HEAD", "/anything"), ("GET", "/status/204")]
+        for method, path in endings:
+            response = client.request(method, path)
+            assert response.status_code in (200, 204), (method, path)
+            assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+            ports.append(client.get("/anything").json()["client_port"])
+        chunked = client.get("/chunked/200000")
+    assert len(chunked.content) == 200000 and "content-length" not in chunked.headers
+    assert len(set(ports)) == 1, ports

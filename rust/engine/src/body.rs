@@ -13,6 +13,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::endpoint::InFlightRequest;
+use crate::pool::Lease;
 use crate::observe::Observation;
 
 #[derive(Debug)]
@@ -21,8 +22,9 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A request body from the client; its bytes are added to `received` as they go upstream.
     Streamed { body: Incoming, received: Option<Arc<AtomicU64>> },
-    /// An upstream response: the endpoint's request stays in flight until this body ends.
-    Upstream { body: Incoming, in_flight: Option<InFlightRequest> },
+    /// An upstream response: the endpoint's request stays in flight until this body ends, and
+    /// an HTTP/1.1 connection (`lease`) goes back to the pool then.
+    Upstream { body: Incoming, in_flight: Option<InFlightRequest>, lease: Option<Box<Lease>> },
 }
 
 /// A response body on its way to the client, with the observation of its request: finished
@@ -56,10 +58,15 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(frame)
             }
-            Body::Upstream { body, in_flight } => {
-                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+            Body::Upstream { body, in_flight, lease } => {
+                let frame = std::task::ready!(Pin::new(&mut *body).poll_frame(cx));
                 if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
                     in_flight.take();
+                }
+                // The end, or the last frame (whose consumer may not poll for the end when a
+                // known length says it): the connection is done with this response.
+                if frame.is_none() || body.is_end_stream() {
+                    drop(lease.take());
                 }
                 Poll::Ready(frame)
             }

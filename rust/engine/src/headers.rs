@@ -18,10 +18,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// only: the same header arriving from anywhere is removed.
 pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-meshproxy-peer-identity");
 
-/// Connection-specific headers never forwarded, whatever `Connection` lists. Compared as
-/// `HeaderName`s, not as text: a name the `http` crate knows compares by its tag alone, and a
-/// custom one by its length before its bytes; most names present are neither.
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// Connection-specific headers never forwarded, whatever `Connection` lists; `TE` too, unless
+/// it says `trailers`. Bit `i` of `name_bit` stands for entry `i`.
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -30,41 +29,87 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    TE,
 ];
+const CONNECTION_BIT: u16 = 1;
+const TE_BIT: u16 = 1 << 8;
+const HOP_BY_HOP_BITS: u16 = (1 << 9) - 1;
+const PEER_IDENTITY_BIT: u16 = 1 << 9;
+const EXPECT_BIT: u16 = 1 << 10;
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+/// The bit of a name the proxy removes from messages, or 0. Matched on the name's text: a
+/// known name's text is a table lookup, and the match compares lengths before bytes, so most
+/// names cost a length compare or two (comparing `HeaderName`s against each entry in turn cost
+/// ~9 compares each).
+fn name_bit(name: &HeaderName) -> u16 {
+    match name.as_str() {
+        "connection" => CONNECTION_BIT,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "proxy-authenticate" => 1 << 3,
+        "proxy-authorization" => 1 << 4,
+        "trailer" => 1 << 5,
+        "transfer-encoding" => 1 << 6,
+        "upgrade" => 1 << 7,
+        "te" => TE_BIT,
+        "x-meshproxy-peer-identity" => PEER_IDENTITY_BIT,
+        "expect" => EXPECT_BIT,
+        _ => 0,
+    }
+}
+
+/// Which of the headers the proxy removes a message carries, found in one pass over its names:
+/// each is then removed (a hashed lookup) only when present, and most messages carry none.
+/// Scanned when a request arrives; what the proxy itself adds before forwarding it is none of
+/// these.
+#[derive(Debug, Clone, Copy)]
+pub struct Present(u16);
+
+impl Present {
+    pub fn scan(headers: &HeaderMap) -> Present {
+        Present(headers.keys().fold(0, |found, name| found | name_bit(name)))
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`. `TE: trailers` is kept
 /// (gRPC needs it end to end); any other `TE` is dropped.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names present, instead of a hashed lookup per hop-by-hop name: most
-    // messages carry one such header or none.
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name) || (*name == TE && !is_te_trailers(headers)))
-        .cloned()
-        .collect();
-    if !doomed.contains(&CONNECTION) {
-        // Nothing named, and no second lookup: the common case.
-        for name in doomed {
-            headers.remove(name);
-        }
+    remove_present_hop_by_hop(headers, Present::scan(headers));
+}
+
+/// `remove_hop_by_hop` with the names already scanned. Nothing is allocated unless `Connection`
+/// names a header.
+fn remove_present_hop_by_hop(headers: &mut HeaderMap, present: Present) {
+    let mut found = present.0 & HOP_BY_HOP_BITS;
+    if found & TE_BIT != 0 && is_te_trailers(headers) {
+        found &= !TE_BIT;
+    }
+    if found == 0 {
         return;
     }
-    let named = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // Options, not header names; `keep-alive` as a header is hop-by-hop anyway.
-        .filter(|token| !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive"))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
-    doomed.extend(named);
-    for name in doomed {
-        headers.remove(name);
+    if found & CONNECTION_BIT != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // Options, not header names; `keep-alive` as a header is hop-by-hop anyway.
+            .filter(|token| !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -102,24 +147,27 @@ impl PeerIdentity {
 
 /// The peer identity header as the sidecar vouches for it: the verified SPIFFE ID of an mTLS
 /// peer, and never what a client sent.
-pub fn set_peer_identity(headers: &mut HeaderMap, peer: Option<&PeerIdentity>) {
+pub fn set_peer_identity(headers: &mut HeaderMap, present: Present, peer: Option<&PeerIdentity>) {
     // `insert` replaces every value a client sent, in one lookup.
     match peer.and_then(|peer| peer.header.clone()) {
         Some(value) => {
             headers.insert(PEER_IDENTITY, value);
         }
-        None => {
+        None if present.has(PEER_IDENTITY_BIT) => {
             headers.remove(PEER_IDENTITY);
         }
+        None => {}
     }
 }
 
 /// Prepares a request's headers for the upstream hop. Each header the proxy may add is looked
 /// up once (an entry), not checked and then inserted.
-pub fn prepare_request(headers: &mut HeaderMap, client: &ClientAddress, authority: Option<&str>) {
-    remove_hop_by_hop(headers);
+pub fn prepare_request(headers: &mut HeaderMap, present: Present, client: &ClientAddress, authority: Option<&str>) {
+    remove_present_hop_by_hop(headers, present);
     // The proxy answers `Expect: 100-continue` itself, when it starts reading the body.
-    headers.remove(EXPECT);
+    if present.has(EXPECT_BIT) {
+        headers.remove(EXPECT);
+    }
     if let Entry::Vacant(host) = headers.entry(HOST) {
         if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
             host.insert(value);
@@ -215,6 +263,20 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_peer_identity_is_removed_and_a_verified_one_set() {
+        let forged = || headers(&[("x-meshproxy-peer-identity", "spiffe://evil/ns/x/sa/y"), ("x-kept", "yes")]);
+        let mut map = forged();
+        let present = Present::scan(&map);
+        set_peer_identity(&mut map, present, None);
+        assert_eq!(map.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
+        let mut map = forged();
+        let peer = PeerIdentity::new(SpiffeId::parse("spiffe://mesh.local/ns/a/sa/b").unwrap());
+        let present = Present::scan(&map);
+        set_peer_identity(&mut map, present, Some(&peer));
+        assert_eq!(map.get_all(&PEER_IDENTITY).iter().collect::<Vec<_>>(), vec!["spiffe://mesh.local/ns/a/sa/b"]);
+    }
+
+    #[test]
     fn te_trailers_survives_for_grpc() {
         let mut map = headers(&[("te", "trailers")]);
         remove_hop_by_hop(&mut map);
@@ -224,14 +286,16 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended_and_request_id_generated_once() {
         let mut map = headers(&[("x-forwarded-for", "10.1.1.1"), ("expect", "100-continue")]);
-        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), Some("orders"));
+        let present = Present::scan(&map);
+        prepare_request(&mut map, present, &ClientAddress::new(IpAddr::from([127, 0, 0, 1])), Some("orders"));
         assert_eq!(map.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), Some(&b"10.1.1.1, 127.0.0.1"[..]));
         assert_eq!(map.get(HOST).map(|v| v.as_bytes()), Some(&b"orders"[..]));
         assert!(map.get(EXPECT).is_none());
         let id = map.get(&X_REQUEST_ID).cloned();
         assert_eq!(id.as_ref().map(|v| v.len()), Some(36));
         assert_eq!(id.as_ref().map(HeaderValue::is_sensitive), Some(true), "a unique id is never HPACK-indexed");
-        prepare_request(&mut map, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
+        let present = Present::scan(&map);
+        prepare_request(&mut map, present, &ClientAddress::new(IpAddr::from([127, 0, 0, 2])), None);
         assert_eq!(map.get(&X_REQUEST_ID), id.as_ref());
     }
 }

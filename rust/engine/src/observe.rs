@@ -3,21 +3,23 @@
 //! that its duration covers the whole response. Finishing records it into the `TrafficStats`
 //! of its route and cluster.
 //!
-//! It is also what access logs and trace spans are made from: it keeps the facts they need
-//! (method, target, peer, request id, upstream address, error) as cheap clones of what the
-//! request already holds — reference-counted, never formatted — and, when the config has an
-//! access log or tracing, hands them over as a `telemetry::Record` on finishing.
+//! It is also what access logs and trace spans are made from: when the config has an access log
+//! or tracing, it keeps the facts they need (method, target, peer, request id, upstream address)
+//! as cheap clones of what the request already holds — reference-counted, never formatted — and
+//! hands them over as a `telemetry::Record` on finishing. Without either, it keeps none of them:
+//! the stats need only the status, the duration and the byte counts.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue, HOST};
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::busy_poll;
 use crate::error::Reason;
+use crate::headers::X_REQUEST_ID;
 use crate::spiffe::SpiffeId;
 use crate::telemetry::{Record, Telemetry};
 use crate::trace::{Trace, TraceId};
@@ -28,17 +30,6 @@ pub struct Observation {
     started: Instant,
     /// Where it is recorded: the listener's unrouted stats until a route and cluster are chosen.
     traffic: Arc<TrafficStats>,
-    pub method: Method,
-    /// The request target as received (before any rewrite).
-    pub target: Uri,
-    /// The `Host` header, kept when the target carries no authority.
-    host: Option<HeaderValue>,
-    /// The verified SPIFFE ID of the mesh peer, on mutual TLS connections.
-    pub peer: Option<SpiffeId>,
-    /// The `x-request-id` sent upstream (the client's, or one the proxy made).
-    pub request_id: Option<HeaderValue>,
-    /// The endpoint the request was last sent to.
-    pub upstream: Option<Arc<str>>,
     /// `None` until a response is ready; a request finished without one lost its client.
     pub status: Option<StatusCode>,
     /// Why the proxy answered itself, when it did.
@@ -46,9 +37,9 @@ pub struct Observation {
     /// Counted by the request body as it streams upstream; `None` for a request without a body.
     request_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
-    version: Version,
     /// Where the finished request is reported besides the stats, when the config asks for it.
-    report: Option<Report>,
+    /// Boxed: most configs report nothing, and the observation travels with every response.
+    report: Option<Box<Report>>,
 }
 
 /// What an access log line or a span needs beyond the stats.
@@ -60,6 +51,18 @@ struct Report {
     trace: Option<Trace>,
     /// The caller's trace, for the access log when tracing is off.
     incoming_trace_id: Option<TraceId>,
+    method: Method,
+    /// The request target as received (before any rewrite).
+    target: Uri,
+    /// The `Host` header, kept when the target carries no authority.
+    host: Option<HeaderValue>,
+    version: Version,
+    /// The verified SPIFFE ID of the mesh peer, on mutual TLS connections.
+    peer: Option<SpiffeId>,
+    /// The `x-request-id` sent upstream (the client's, or one the proxy made).
+    request_id: Option<HeaderValue>,
+    /// The endpoint the request was last sent to.
+    upstream: Option<Arc<str>>,
 }
 
 // === impl Observation ===
@@ -67,37 +70,56 @@ struct Report {
 impl Observation {
     /// Starts observing a request that just arrived on a listener whose unrouted requests count
     /// in `unrouted`.
-    pub fn start<B>(unrouted: &Arc<TrafficStats>, request: &Request<B>, peer: Option<&SpiffeId>) -> Observation {
+    pub fn start(unrouted: &Arc<TrafficStats>) -> Observation {
         busy_poll::note_activity();
-        let target = request.uri().clone();
-        let host = if target.authority().is_none() { request.headers().get(HOST).cloned() } else { None };
         Observation {
             started: Instant::now(),
             traffic: unrouted.clone(),
-            method: request.method().clone(),
-            target,
-            host,
-            peer: peer.cloned(),
-            request_id: None,
-            upstream: None,
             status: None,
             error: None,
             request_bytes: None,
             response_bytes: 0,
-            version: request.version(),
             report: None,
         }
     }
 
     /// Reports the finished request to `telemetry` too (the access log, the proxy's span), if
     /// it has either; starts the proxy's span now, with tracing on.
-    pub fn report_to<B>(&mut self, telemetry: &Arc<Telemetry>, client: IpAddr, request: &Request<B>) {
+    pub fn report_to<B>(&mut self, telemetry: &Arc<Telemetry>, client: IpAddr, request: &Request<B>, peer: Option<&SpiffeId>) {
         if !telemetry.is_on() {
             return;
         }
         let trace = telemetry.start(request.headers());
         let incoming_trace_id = if trace.is_none() { telemetry.trace_id(None, request.headers()) } else { None };
-        self.report = Some(Report { telemetry: telemetry.clone(), client, trace, incoming_trace_id });
+        let target = request.uri().clone();
+        let host = if target.authority().is_none() { request.headers().get(HOST).cloned() } else { None };
+        self.report = Some(Box::new(Report {
+            telemetry: telemetry.clone(),
+            client,
+            trace,
+            incoming_trace_id,
+            method: request.method().clone(),
+            target,
+            host,
+            version: request.version(),
+            peer: peer.cloned(),
+            request_id: None,
+            upstream: None,
+        }));
+    }
+
+    /// The `x-request-id` of the upstream request, for the report (looked up only for one).
+    pub fn note_request_id(&mut self, headers: &HeaderMap) {
+        if let Some(report) = self.report.as_mut() {
+            report.request_id = headers.get(X_REQUEST_ID).cloned();
+        }
+    }
+
+    /// The endpoint the request is sent to, for the report.
+    pub fn note_upstream(&mut self, address: &Arc<str>) {
+        if let Some(report) = self.report.as_mut() {
+            report.upstream = Some(address.clone());
+        }
     }
 
     /// The proxy's span of this request, with tracing on: the upstream request names it.
@@ -123,14 +145,6 @@ impl Observation {
     /// Its direction, listener, route and cluster: the key of the stats it counts in.
     pub fn traffic_key(&self) -> &TrafficKey {
         &self.traffic.key
-    }
-
-    /// The authority the client asked for: from the target, else from `Host`.
-    pub fn authority(&self) -> Option<&str> {
-        match self.target.authority() {
-            Some(authority) => Some(authority.as_str()),
-            None => self.host.as_ref().and_then(|host| host.to_str().ok()),
-        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -159,10 +173,10 @@ impl Drop for Observation {
         busy_poll::note_activity();
         let elapsed = self.elapsed();
         self.traffic.record(self.status, elapsed, self.request_bytes(), self.response_bytes);
-        if let Some(report) = self.report.take() {
+        if let Some(mut report) = self.report.take() {
             let wanted = report.telemetry.wants_record(report.trace.as_ref());
             if wanted.any() {
-                let record = self.take_record(elapsed, &report);
+                let record = self.take_record(elapsed, &mut report);
                 report.telemetry.finish(record, report.trace.as_ref(), wanted);
             }
         }
@@ -171,7 +185,7 @@ impl Drop for Observation {
 
 impl Observation {
     /// The facts of the finished request, moved out: the observation is going away.
-    fn take_record(&mut self, elapsed: Duration, report: &Report) -> Record {
+    fn take_record(&mut self, elapsed: Duration, report: &mut Report) -> Record {
         let key = &self.traffic.key;
         let named = |name: &Arc<str>| (!name.is_empty()).then(|| name.clone());
         Record {
@@ -179,21 +193,21 @@ impl Observation {
             duration: elapsed,
             listener: key.listener.clone(),
             direction: key.direction,
-            protocol: self.version,
-            method: std::mem::take(&mut self.method),
-            target: std::mem::take(&mut self.target),
-            host: self.host.take(),
+            protocol: report.version,
+            method: std::mem::take(&mut report.method),
+            target: std::mem::take(&mut report.target),
+            host: report.host.take(),
             status: self.status.map_or(0, |status| status.as_u16()),
             route: named(&key.route),
             cluster: named(&key.cluster),
-            upstream_address: self.upstream.take(),
+            upstream_address: report.upstream.take(),
             bytes_in: self.request_bytes(),
             bytes_out: self.response_bytes,
-            request_id: self.request_id.take(),
+            request_id: report.request_id.take(),
             trace_id: report.trace.as_ref().map(|t| t.span.trace_id).or(report.incoming_trace_id),
             span_id: report.trace.as_ref().map(|t| t.span.span_id),
             client_address: report.client,
-            peer_identity: self.peer.take(),
+            peer_identity: report.peer.take(),
             error: self.error,
         }
     }
@@ -229,11 +243,10 @@ mod tests {
     fn an_observation_is_recorded_once_where_it_was_routed() {
         let registry = TrafficRegistry::default();
         let (unrouted, routed) = (registry.stats(key("", "")), registry.stats(key("r", "app")));
-        let mut observation = Observation::start(&unrouted, &request(), None);
+        let mut observation = Observation::start(&unrouted);
         observation.routed(&routed);
         observation.status = Some(StatusCode::OK);
         observation.sent(5);
-        assert_eq!(observation.authority(), Some("orders:8080"));
         assert_eq!((&*observation.traffic_key().route, &*observation.traffic_key().cluster), ("r", "app"));
         drop(observation);
         assert_eq!(counted(&registry, "r"), serde_json::json!({"200": 1}));
@@ -247,14 +260,14 @@ mod tests {
     #[test]
     fn a_request_that_got_no_response_counts_as_code_0() {
         let registry = TrafficRegistry::default();
-        drop(Observation::start(&registry.stats(key("", "")), &request(), None));
+        drop(Observation::start(&registry.stats(key("", ""))));
         assert_eq!(counted(&registry, ""), serde_json::json!({"0": 1}));
     }
 
     #[test]
     fn request_bytes_counted_by_the_body_are_recorded() {
         let registry = TrafficRegistry::default();
-        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
+        let mut observation = Observation::start(&registry.stats(key("", "")));
         let counter = observation.count_request_bytes();
         counter.fetch_add(7, Relaxed);
         observation.count_request_bytes().fetch_add(3, Relaxed);
@@ -269,11 +282,11 @@ mod tests {
         let outlets = crate::telemetry::Outlets::new(Arc::default());
         let config = Config::from_json(r#"{"tracing": {"sample": 1.0}, "listeners": []}"#).unwrap();
         let telemetry = Arc::new(outlets.telemetry(&config).unwrap());
-        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
-        observation.report_to(&telemetry, std::net::IpAddr::from([10, 0, 0, 7]), &request());
+        let mut observation = Observation::start(&registry.stats(key("", "")));
+        observation.report_to(&telemetry, std::net::IpAddr::from([10, 0, 0, 7]), &request(), None);
         let span_id = observation.trace().map(|trace| trace.span.span_id);
         observation.routed(&registry.stats(key("r", "app")));
-        observation.upstream = Some("127.0.0.1:8080".into());
+        observation.note_upstream(&"127.0.0.1:8080".into());
         observation.status = Some(StatusCode::CREATED);
         observation.sent(5);
         drop(observation);
@@ -290,13 +303,13 @@ mod tests {
     #[test]
     fn without_telemetry_an_observation_starts_no_trace() {
         let registry = TrafficRegistry::default();
-        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
-        observation.report_to(&Arc::default(), std::net::IpAddr::from([10, 0, 0, 7]), &request());
+        let mut observation = Observation::start(&registry.stats(key("", "")));
+        observation.report_to(&Arc::default(), std::net::IpAddr::from([10, 0, 0, 7]), &request(), None);
         assert!(observation.trace().is_none());
     }
 
     fn observed(registry: &TrafficRegistry, body: Body) -> Observed {
-        let mut observation = Observation::start(&registry.stats(key("", "")), &request(), None);
+        let mut observation = Observation::start(&registry.stats(key("", "")));
         observation.status = Some(StatusCode::OK);
         Observed::new(body, observation)
     }

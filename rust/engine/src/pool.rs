@@ -3,7 +3,7 @@
 //! endpoint's state, so it survives config swaps with the endpoint.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -52,6 +52,13 @@ struct SharedHttp2 {
     sender: http2::SendRequest<Body>,
 }
 
+/// The HTTP/1.1 connection a response is being read from, until the response body ends.
+#[derive(Debug)]
+pub struct Lease {
+    sender: Option<http1::SendRequest<Body>>,
+    pool: Weak<Pool>,
+}
+
 #[derive(Debug)]
 struct Idle {
     sender: http1::SendRequest<Body>,
@@ -84,14 +91,18 @@ pub enum PoolError {
 // === impl Pool ===
 
 impl Pool {
-    pub async fn send(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+    /// Sends the request on a connection of the pool. An HTTP/1.1 response comes with the lease
+    /// of its connection, to hand to the response body: the connection goes back to the pool when
+    /// the body ends. Boxed, the lease adds a pointer to what every response carries (HTTP/2
+    /// ones included) rather than its size, which costs more in moves than the box.
+    pub async fn send(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<(Response<Incoming>, Option<Box<Lease>>), PoolError> {
         match dial.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(dial, request).await,
-            UpstreamProtocol::Http2 => self.send_http2(dial, request).await,
+            UpstreamProtocol::Http1 => self.send_http1(dial, request).await.map(|(response, lease)| (response, Some(lease))),
+            UpstreamProtocol::Http2 => self.send_http2(dial, request).await.map(|response| (response, None)),
         }
     }
 
-    async fn send_http1(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+    async fn send_http1(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<(Response<Incoming>, Box<Lease>), PoolError> {
         let request = match self.take_idle() {
             Some((mut sender, idle_for)) => {
                 // An upstream may close a keep-alive connection just as the request goes out on
@@ -101,10 +112,7 @@ impl Pool {
                 // idle for microseconds, skip the copy.
                 let spare = (idle_for > STALE_RISK && is_replayable(&request)).then(|| copy_bodyless(&request));
                 match sender.try_send_request(request).await {
-                    Ok(response) => {
-                        self.reuse_when_ready(sender);
-                        return Ok(response);
-                    }
+                    Ok(response) => return Ok((response, self.lease(sender))),
                     Err(mut unsent) => match (unsent.take_message(), spare) {
                         // Closed before it took the request: the request comes back unsent.
                         (Some(request), _) => request,
@@ -120,8 +128,7 @@ impl Pool {
             Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
         };
         let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
-        self.reuse_when_ready(sender);
-        Ok(response)
+        Ok((response, self.lease(sender)))
     }
 
     async fn send_http2(&self, dial: Dial<'_>, mut request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
@@ -184,18 +191,9 @@ impl Pool {
         None
     }
 
-    /// An HTTP/1.1 connection takes its next request once the current response has been read
-    /// to the end; it goes back to the pool then, or is dropped (closing it) if it broke. The
-    /// task holds the pool weakly: a pool whose endpoint left the config keeps nothing.
-    fn reuse_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<Body>) {
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                if let Some(pool) = pool.upgrade() {
-                    pool.put_idle(sender);
-                }
-            }
-        });
+    /// The lease holds the pool weakly: a pool whose endpoint left the config keeps nothing.
+    fn lease(self: &Arc<Self>, sender: http1::SendRequest<Body>) -> Box<Lease> {
+        Box::new(Lease { sender: Some(sender), pool: Arc::downgrade(self) })
     }
 
     fn put_idle(&self, sender: http1::SendRequest<Body>) {
@@ -221,6 +219,40 @@ impl Pool {
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         Ok(shared)
     }
+}
+
+// === impl Lease ===
+
+impl Drop for Lease {
+    /// The response body has ended (or was dropped): the connection takes its next request once
+    /// hyper has finished with this response, which at the body's end it usually has. Then it
+    /// goes straight back to the pool; otherwise a task waits for it. (hyper closes a connection
+    /// whose response was dropped unread, which ends the wait.)
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !sender.is_ready() {
+                reuse_when_ready(sender, std::mem::take(&mut self.pool));
+            } else if let Some(pool) = self.pool.upgrade() {
+                pool.put_idle(sender);
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 connection takes its next request once the current response has been read to
+/// the end; it goes back to the pool then, or is dropped (closing it) if it broke. A body may
+/// be dropped outside the runtime (as the engine stops): then the connection just closes.
+fn reuse_when_ready(mut sender: http1::SendRequest<Body>, pool: Weak<Pool>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if sender.ready().await.is_ok() {
+            if let Some(pool) = pool.upgrade() {
+                pool.put_idle(sender);
+            }
+        }
+    });
 }
 
 // === impl PoolError ===

@@ -15,7 +15,7 @@ use crate::body::{Body, Observed};
 use crate::cluster::Cluster;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, X_REQUEST_ID};
+use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::listener::{ListenerShared, ListenerSnapshot};
 use crate::observe::Observation;
 use crate::pool::{copy_bodyless, Dial, PoolError};
@@ -43,8 +43,8 @@ pub async fn handle(
 ) -> Result<Response<Observed>, Infallible> {
     let snapshot = listener.snapshot.load_full();
     snapshot.stats.requests_total.inc();
-    let mut observation = Observation::start(&snapshot.unrouted, &request, peer.as_ref().map(|p| &p.id));
-    observation.report_to(&snapshot.telemetry, client.ip, &request);
+    let mut observation = Observation::start(&snapshot.unrouted);
+    observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
     let response = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
@@ -68,8 +68,10 @@ async fn proxy(
 ) -> Result<Response<Body>, ProxyError> {
     let host = checked_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
+    // The headers the proxy removes, if any, found in one pass.
+    let present = Present::scan(&parts.headers);
     // Before authorization: a policy's header rules must never see a forged identity.
-    set_peer_identity(&mut parts.headers, peer);
+    set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
@@ -112,14 +114,14 @@ async fn proxy(
         std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
-    prepare_request(&mut parts.headers, client, (!authority_str.is_empty()).then_some(authority_str));
+    prepare_request(&mut parts.headers, present, client, (!authority_str.is_empty()).then_some(authority_str));
     // The upstream continues the trace from the proxy's span (before the route's header edits,
     // which may still remove the trace headers).
     if let Some(trace) = observation.trace() {
         trace.inject(&mut parts.headers);
     }
     route.request_headers.apply(&mut parts.headers);
-    observation.request_id = parts.headers.get(X_REQUEST_ID).cloned();
+    observation.note_request_id(&parts.headers);
 
     // Bodyless requests (most) need no counter, and get none: one allocation saved.
     let received = (!http_body::Body::is_end_stream(&body)).then(|| observation.count_request_bytes());
@@ -197,7 +199,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
         // Held until the attempt ends: discovery may replace the members meanwhile.
         let members = cluster.members();
         let endpoint = members.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
-        observation.upstream = Some(endpoint.address.clone());
+        observation.note_upstream(&endpoint.address);
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
             *sending.uri_mut() = absolute_uri(scheme(cluster), endpoint.authority.clone(), path_and_query)?;
@@ -218,10 +220,10 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
             tls: cluster.tls.as_ref(),
         };
         match endpoint.state.pool().send(dial, sending).await {
-            Ok(response) => {
+            Ok((response, lease)) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
-                return Ok(response.map(|body| Body::Upstream { body, in_flight: Some(in_flight) }));
+                return Ok(response.map(|body| Body::Upstream { body, in_flight: Some(in_flight), lease }));
             }
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
