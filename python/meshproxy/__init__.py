@@ -12,10 +12,12 @@ import os
 from typing import TYPE_CHECKING
 
 # mimalloc, the engine's allocator, hands freed memory back to the OS after a second by default;
-# after 10 ms instead, a sidecar's RSS follows its open connections closely (measured: 72 MB ->
-# 38 MB after a burst of 1,000 connections) for a few madvise calls. Read when the engine loads;
-# an operator's own setting wins.
-os.environ.setdefault("MIMALLOC_PURGE_DELAY", "10")
+# sooner, a sidecar's RSS follows its open connections closely (1 s after a burst of 1,000
+# connections: ~91 MB at mimalloc's default, ~64 MB at 30 ms). Much sooner costs CPU: pages
+# freed and reused between requests are faulted back in (h2c -> HTTP/1.1: 0.6-1.1 faults per
+# request at 10 ms, 0.37 at 30 ms; bench/README.md). Read when the engine loads; an operator's
+# own setting wins.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "30")
 
 from ._native import __version__  # noqa: E402  (after the allocator setting above)
 
