@@ -37,7 +37,7 @@ def measure(
     if not target.running():
         raise RunFailed(f"the proxy is not running; {target.log_tails()}")
     sampler = PeakRss(*proxies) if proxies else contextlib.nullcontext()
-    proxy_cpu_before = cpu_times(*proxies) if proxies else (0.0, 0.0)
+    proxy_cpu_before = cpu_times(*proxies) if proxies else None
     upstream_cpu_before = cpu_seconds(upstream.pid)
     cores_before = core_times()
     started = time.monotonic()
@@ -46,12 +46,7 @@ def measure(
     wall = time.monotonic() - started
     cores = busy_pct(cores_before, core_times())
     upstream_cpu = cpu_seconds(upstream.pid) - upstream_cpu_before
-    proxy_user, proxy_system = (
-        (after - before for after, before in zip(cpu_times(*proxies), proxy_cpu_before, strict=True))
-        if proxies
-        else (None, None)
-    )
-    proxy_cpu = None if proxy_user is None or proxy_system is None else proxy_user + proxy_system
+    proxy_cpu = cpu_times(*proxies).since(proxy_cpu_before) if proxy_cpu_before is not None else None
     if result.errors:
         logs = f"\n{target.log_tails()}" if proxies else ""
         raise RunFailed(f"{result.errors}; the load tool printed:\n{result.output}{logs}")
@@ -59,7 +54,7 @@ def measure(
         raise RunFailed(f"the proxy exited during the run; {target.log_tails()}")
 
     per_request = 1e6 / result.requests
-    proxy_busy = None if proxy_cpu is None else round(100 * proxy_cpu / wall, 1)
+    proxy_busy = None if proxy_cpu is None else round(100 * proxy_cpu.total / wall, 1)
     peak = sampler.peak if isinstance(sampler, PeakRss) else None
     end = sampler.last if isinstance(sampler, PeakRss) else None
     return RunFigures(
@@ -69,8 +64,8 @@ def measure(
         p50_us=result.p50_us,
         p99_us=result.p99_us,
         upstream_cpu_us_per_req=round(upstream_cpu * per_request, 2),
-        proxy_cpu_us_per_req=None if proxy_cpu is None else round(proxy_cpu * per_request, 2),
-        proxy_kernel_us_per_req=None if proxy_system is None else round(proxy_system * per_request, 2),
+        proxy_cpu_us_per_req=None if proxy_cpu is None else round(proxy_cpu.total * per_request, 2),
+        proxy_kernel_us_per_req=None if proxy_cpu is None else round(proxy_cpu.system * per_request, 2),
         proxy_core_busy_pct=proxy_busy,
         # What else ran on the proxy's core: the idle proxies, and anything outside the benchmark.
         proxy_core_others_pct=round(max(0.0, cores[PROXY_CORE] - (proxy_busy or 0.0)), 1),

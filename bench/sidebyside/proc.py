@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Self
+from typing import NamedTuple, Self
 
 PROC = Path("/proc")
 CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -33,20 +33,34 @@ def process_tree(*roots: int) -> list[int]:
     return tree
 
 
+class CpuTimes(NamedTuple):
+    """User and system (kernel) CPU seconds."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def since(self, earlier: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user - earlier.user, self.system - earlier.system)
+
+
 def cpu_seconds(*roots: int) -> float:
     """User plus system CPU time of the trees so far, all threads included."""
-    return sum(cpu_times(*roots))
+    return cpu_times(*roots).total
 
 
-def cpu_times(*roots: int) -> tuple[float, float]:
-    """User and system (kernel) CPU time of the trees so far, all threads included."""
+def cpu_times(*roots: int) -> CpuTimes:
+    """User and system CPU time of the trees so far, all threads included."""
     user = system = 0
     for pid in process_tree(*roots):
         stat = _read_stat(pid)
         if stat is not None:
             user += int(stat[11])
             system += int(stat[12])
-    return user / CLOCK_TICKS_PER_SECOND, system / CLOCK_TICKS_PER_SECOND
+    return CpuTimes(user / CLOCK_TICKS_PER_SECOND, system / CLOCK_TICKS_PER_SECOND)
 
 
 def rss_bytes(*roots: int) -> int:

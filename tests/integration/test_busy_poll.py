@@ -62,12 +62,12 @@ def first_worker_thread() -> int:
 def worker_beside_a_busy_thread() -> Iterator[None]:
     """Pins this process's first worker to one core with a process that computes without ever
     yielding it (as an app under load would), and the calling thread to another core."""
-    cores = sorted(os.sched_getaffinity(0))
+    client_cores = os.sched_getaffinity(0)
+    cores = sorted(client_cores)
     if len(cores) < 2:
         pytest.skip("needs two cores: one shared by the worker and the busy thread, one for the client")
     shared, own = cores[-1], cores[0]
     worker = first_worker_thread()
-    client_cores = os.sched_getaffinity(0)
     busy = subprocess.Popen(["taskset", "-c", str(shared), sys.executable, "-c", "while True: pass"])
     try:
         os.sched_setaffinity(worker, {shared})

@@ -9,9 +9,9 @@ reach across sections (a route naming a cluster) live in :mod:`.checks`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from operator import attrgetter
-from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
