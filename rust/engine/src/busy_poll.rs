@@ -21,7 +21,12 @@
 //! runnable already, so its next event waits for the other thread's time slice to end, where a
 //! sleeping worker would be woken and run at once. Short turns of other threads are no reason
 //! to stop: two sidecars spinning on one core hand it to each other at every turn, and each
-//! still finds its events a turn after they come instead of a wake-up later.
+//! still finds its events a turn after they come instead of a wake-up later. But one spinner
+//! is all a core needs: it keeps the core awake, so every other worker on it is woken at the
+//! cost of a switch, not of an idle core's wake-up, while spinning beside it would only make
+//! the two take turns. A worker that finds another thread ran in most of its turns
+//! ([`Company`]) backs off on a coin flip, so of two spinners on one core one soon stops and
+//! the other goes on alone.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,6 +44,14 @@ const PREEMPTED: Duration = Duration::from_micros(250);
 
 /// How long a worker that found its core shared sleeps at once, without spinning.
 const BACK_OFF: Duration = Duration::from_millis(100);
+
+/// Time off the CPU within one turn that means another thread ran in it. A turn alone on its
+/// core is never off it (the yield returns at once); another spinner's turn, with the switches
+/// to it and back, measured 3-5 µs here.
+const OTHERS_RAN: Duration = Duration::from_micros(1);
+
+/// Turns judged together: another thread ran in most turns of a sample, or the core was ours.
+const SAMPLE_TURNS: u32 = 64;
 
 thread_local! {
     /// Requests begun and ended on this thread's worker: the spinner's sign of traffic.
@@ -66,6 +79,14 @@ pub struct BusyPoll {
 #[derive(Debug, Default)]
 pub struct Spinner {
     wake: Notify,
+}
+
+/// Whom a spinning worker shares its core with, told from its turns: how many of the current
+/// sample's turns another thread ran in.
+#[derive(Debug, Default)]
+struct Company {
+    turns: u32,
+    shared: u32,
 }
 
 // === impl BusyPoll ===
@@ -116,13 +137,15 @@ impl Spinner {
             let mut last_activity = started;
             let mut last_turn = started;
             let mut spun = Duration::ZERO;
+            let mut company = Company::default();
             while last_turn.duration_since(last_activity) < window {
                 std::thread::yield_now();
                 tokio::task::yield_now().await;
                 let now = Instant::now();
                 let Some(cpu) = thread_cpu_time() else { break };
                 let off_cpu = now.duration_since(last_turn).saturating_sub(cpu.saturating_sub(cpu_at_last_turn));
-                if off_cpu > PREEMPTED {
+                // A coin flip, so that of two spinners judging each other, one goes on.
+                if off_cpu > PREEMPTED || (company.crowded(off_cpu) && rand::random::<bool>()) {
                     backed_off = Some(now + BACK_OFF);
                     break;
                 }
@@ -140,8 +163,67 @@ impl Spinner {
     }
 }
 
+// === impl Company ===
+
+impl Company {
+    /// Notes a turn that spent `off_cpu` off the CPU. True at the end of a sample in which
+    /// another thread ran in at least three turns of four: a thread that keeps the core busy
+    /// (another spinner, or a worker under load) without this one, which spinning cannot help.
+    fn crowded(&mut self, off_cpu: Duration) -> bool {
+        self.turns += 1;
+        if off_cpu > OTHERS_RAN {
+            self.shared += 1;
+        }
+        if self.turns < SAMPLE_TURNS {
+            return false;
+        }
+        let crowded = self.shared * 4 >= self.turns * 3;
+        *self = Company::default();
+        crowded
+    }
+}
+
 /// The CPU time this thread has used; `None` where the clock cannot be read (then no spinning).
 fn thread_cpu_time() -> Option<Duration> {
     let time = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
     Some(Duration::new(u64::try_from(time.tv_sec()).ok()?, u32::try_from(time.tv_nsec()).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(company: &mut Company, shared_turns: u32) -> bool {
+        let mut verdicts = (0..SAMPLE_TURNS).map(|turn| {
+            let off_cpu = if turn < shared_turns { Duration::from_micros(4) } else { Duration::ZERO };
+            company.crowded(off_cpu)
+        });
+        let judged_early = verdicts.by_ref().take(SAMPLE_TURNS as usize - 1).any(|crowded| crowded);
+        assert!(!judged_early, "a verdict before the sample was full");
+        verdicts.next().unwrap_or(false)
+    }
+
+    #[test]
+    fn a_core_kept_busy_by_another_thread_in_most_turns_is_crowded() {
+        let mut company = Company::default();
+        assert!(sample(&mut company, SAMPLE_TURNS));
+        assert!(sample(&mut company, SAMPLE_TURNS * 3 / 4));
+    }
+
+    #[test]
+    fn a_core_where_others_ran_now_and_then_is_not() {
+        let mut company = Company::default();
+        assert!(!sample(&mut company, 0));
+        assert!(!sample(&mut company, SAMPLE_TURNS * 3 / 4 - 1));
+        // Each sample is judged on its own turns.
+        assert!(sample(&mut company, SAMPLE_TURNS));
+        assert!(!sample(&mut company, 1));
+    }
+
+    #[test]
+    fn time_off_the_core_below_a_switch_is_not_company() {
+        let mut company = Company::default();
+        let verdicts: Vec<bool> = (0..SAMPLE_TURNS).map(|_| company.crowded(Duration::from_nanos(900))).collect();
+        assert_eq!(verdicts.iter().filter(|crowded| **crowded).count(), 0);
+    }
 }

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::time::Duration;
+
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
@@ -23,6 +25,9 @@ thread_local! {
 pub fn current() -> usize {
     CURRENT.with(Cell::get)
 }
+
+/// Bound on how far ahead a worker's timer wheel plans its next wake ([`keep_next_wake_near`]).
+const NEXT_WAKE_WITHIN: Duration = Duration::from_secs(1);
 
 pub struct Workers {
     workers: Vec<Worker>,
@@ -118,6 +123,7 @@ impl Worker {
         let thread = std::thread::Builder::new().name(format!("meshproxy-worker-{index}")).spawn(move || {
             CURRENT.with(|current| current.set(index));
             driven.spawn(spinner.run(busy_poll));
+            driven.spawn(keep_next_wake_near());
             let _ = driven.block_on(stopped);
         })?;
         Ok(Worker { runtime, stop: Some(stop), thread: Some(thread) })
@@ -131,5 +137,23 @@ impl Worker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A timer due every [`NEXT_WAKE_WITHIN`], for the worker's life.
+///
+/// Why: tokio wakes its I/O driver, by a write to an eventfd, whenever a timer is set to fire
+/// before the wake the driver last planned, or when none was planned. On a worker the driver is
+/// the worker's own thread, already running, so the write is wasted: a syscall, and an event
+/// for the next `epoll_wait` to return. With nothing else timed, every request paid it (its
+/// route timeout, then hyper's header-read timeout as the connection waits for the next
+/// request), on the path between reading a request and sending it upstream. With a wake always
+/// planned within a second, a timer set for later than that never triggers it; the cost is one
+/// wake a second of an idle worker (with `busy_poll` on, one window of spinning after it).
+async fn keep_next_wake_near() {
+    let mut tick = tokio::time::interval(NEXT_WAKE_WITHIN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
     }
 }
