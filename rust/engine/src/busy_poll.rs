@@ -19,14 +19,13 @@
 //! (an app computing, say), and the worker stops spinning and does not spin again for
 //! [`BACK_OFF`]. Beside such a thread a spinning worker is worse off than a sleeping one: it is
 //! runnable already, so its next event waits for the other thread's time slice to end, where a
-//! sleeping worker would be woken and run at once. Short turns of other threads are no reason
-//! to stop: two sidecars spinning on one core hand it to each other at every turn, and each
-//! still finds its events a turn after they come instead of a wake-up later. But one spinner
-//! is all a core needs: it keeps the core awake, so every other worker on it is woken at the
-//! cost of a switch, not of an idle core's wake-up, while spinning beside it would only make
-//! the two take turns. A worker that finds another thread ran in most of its turns
-//! ([`Company`]) backs off on a coin flip, so of two spinners on one core one soon stops and
-//! the other goes on alone.
+//! sleeping worker would be woken and run at once. A short turn of another thread is no reason
+//! to stop at once: a sidecar woken beside this one runs for a few microseconds and sleeps
+//! again. But one spinner is all a core needs: it keeps the core awake, so every other worker
+//! on it is woken at the cost of a switch, not of an idle core's wake-up, while two spinners
+//! only take turns. A worker that finds another thread ran in most of its turns ([`Company`])
+//! backs off on a coin flip, so of two spinners on one core one soon stops and the other goes
+//! on alone.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
