@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,12 +29,11 @@ def traced_calls(pid: int, out: Path, during: Callable[[], None]) -> str:
         text=True,
     ) as tracer:
         assert tracer.stderr is not None
-        # strace names each thread it attaches to, the process's own first.
+        # "Process N attached with M threads": every thread is traced from here on.
         first = tracer.stderr.readline()
         if "attached" not in first:
             tracer.kill()
             pytest.skip(f"strace cannot attach here: {first.strip()}")
-        time.sleep(0.2)  # the rest of the threads (the caller checks the worker was among them)
         try:
             during()
         finally:

@@ -8,7 +8,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
 use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
