@@ -13,8 +13,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::endpoint::InFlightRequest;
-use crate::pool::Lease;
 use crate::observe::Observation;
+use crate::pool::Lease;
 
 #[derive(Debug)]
 pub enum Body {

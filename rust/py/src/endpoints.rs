@@ -45,7 +45,7 @@ pub fn read_endpoints<'py>(items: &Bound<'py, PyAny>) -> PyResult<Option<Read<'p
         document.push_str(r#"{"address":""#);
         document.push_str(text);
         document.push_str(r#"","weight":"#);
-        push_int(&mut document, weight);
+        document.push_str(itoa::Buffer::new().format(weight));
         document.push('}');
         addresses.push(address);
         weights.push(weight);
@@ -57,22 +57,6 @@ pub fn read_endpoints<'py>(items: &Bound<'py, PyAny>) -> PyResult<Option<Read<'p
     }
     let py = items.py();
     Ok(Some((PyTuple::new(py, addresses)?, PyTuple::new(py, weights)?, document)))
-}
-
-/// Writes `value` (0 to `MAX_WEIGHT`) in decimal, without the formatting machinery.
-fn push_int(document: &mut String, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    document.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// `{"address": str, "weight": int}` (weight optional), exactly those types and keys.
@@ -189,15 +173,6 @@ mod tests {
         assert_ne!(certain_key("10.0.0.1:80"), certain_key("10.0.0.1:81"));
         assert_ne!(certain_key("10.0.0.1:80"), certain_key("10.0.0.2:80"));
         assert_ne!(certain_key("10.0.0.1:80"), certain_key("a.b:80"));
-    }
-
-    #[test]
-    fn weights_are_written_in_decimal() {
-        for value in [0, 1, 9, 10, 99, 100, 123_456, 1_000_000] {
-            let mut text = String::new();
-            push_int(&mut text, value);
-            assert_eq!(text, value.to_string());
-        }
     }
 
     #[test]
