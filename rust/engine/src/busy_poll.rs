@@ -24,8 +24,9 @@
 //! again. But one spinner is all a core needs: it keeps the core awake, so every other worker
 //! on it is woken at the cost of a switch, not of an idle core's wake-up, while two spinners
 //! only take turns. A worker that finds another thread ran in most of its turns ([`Company`])
-//! backs off on a coin flip, so of two spinners on one core one soon stops and the other goes
-//! on alone.
+//! backs off, unless it had the core to itself until then: of two spinners on one core the one
+//! that came last leaves, and the other goes on alone. Two that came together both leave, for
+//! back-offs of random length, so the first back finds the core its own.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -41,7 +42,9 @@ use tokio::sync::Notify;
 /// (at 50 µs, two sidecars sharing a core backed off most of the time).
 const PREEMPTED: Duration = Duration::from_micros(250);
 
-/// How long a worker that found its core shared sleeps at once, without spinning.
+/// How long, on average, a worker that found its core shared sleeps at once, without spinning.
+/// Each back-off is drawn from half to one and a half times this, so that two spinners that
+/// left together do not come back together.
 const BACK_OFF: Duration = Duration::from_millis(100);
 
 /// Time off the CPU within one turn that means another thread ran in it. A turn alone on its
@@ -81,11 +84,26 @@ pub struct Spinner {
 }
 
 /// Whom a spinning worker shares its core with, told from its turns: how many of the current
-/// sample's turns another thread ran in.
+/// sample's turns another thread ran in, and whether the core was this worker's own before.
 #[derive(Debug, Default)]
 struct Company {
     turns: u32,
     shared: u32,
+    standing: Standing,
+}
+
+/// A spinner's claim to its core, from the samples of its turns since it last backed off.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// No sample yet had the core to itself: if the first is crowded, this worker came to a
+    /// core another spinner holds, and it is the one to leave.
+    #[default]
+    Newcomer,
+    /// Its last sample had the core to itself: a crowded sample now means another spinner
+    /// came, which leaves after its own first sample.
+    Holder,
+    /// A holder whose last sample was crowded: crowded again, the other thread is staying.
+    Challenged,
 }
 
 // === impl BusyPoll ===
@@ -124,6 +142,9 @@ impl Spinner {
     pub async fn run(self: Arc<Self>, busy_poll: Arc<BusyPoll>) {
         // Until when this worker, having found its core shared, sleeps without spinning.
         let mut backed_off: Option<Instant> = None;
+        // Kept from one window to the next: a worker that held its core keeps its claim while
+        // traffic pauses, and one that backed off comes back a newcomer.
+        let mut standing = Standing::Newcomer;
         loop {
             self.wake.notified().await;
             let window = busy_poll.window();
@@ -131,21 +152,23 @@ impl Spinner {
             if backed_off.is_some_and(|until| started < until) {
                 continue;
             }
+            if backed_off.take().is_some() {
+                standing = Standing::Newcomer;
+            }
+            let mut company = Company { standing, ..Company::default() };
             let Some(mut cpu_at_last_turn) = thread_cpu_time() else { continue };
             let mut seen = activity();
             let mut last_activity = started;
             let mut last_turn = started;
             let mut spun = Duration::ZERO;
-            let mut company = Company::default();
             while last_turn.duration_since(last_activity) < window {
                 std::thread::yield_now();
                 tokio::task::yield_now().await;
                 let now = Instant::now();
                 let Some(cpu) = thread_cpu_time() else { break };
                 let off_cpu = now.duration_since(last_turn).saturating_sub(cpu.saturating_sub(cpu_at_last_turn));
-                // A coin flip, so that of two spinners judging each other, one goes on.
-                if off_cpu > PREEMPTED || (company.crowded(off_cpu) && rand::random::<bool>()) {
-                    backed_off = Some(now + BACK_OFF);
+                if off_cpu > PREEMPTED || company.should_leave(off_cpu) {
+                    backed_off = Some(now + back_off());
                     break;
                 }
                 if activity() != seen {
@@ -157,6 +180,7 @@ impl Spinner {
                 last_turn = now;
                 cpu_at_last_turn = cpu;
             }
+            standing = company.standing;
             busy_poll.spun_us.fetch_add(u64::try_from(spun.as_micros()).unwrap_or(u64::MAX), Relaxed);
         }
     }
@@ -165,10 +189,12 @@ impl Spinner {
 // === impl Company ===
 
 impl Company {
-    /// Notes a turn that spent `off_cpu` off the CPU. True at the end of a sample in which
-    /// another thread ran in at least three turns of four: a thread that keeps the core busy
-    /// (another spinner, or a worker under load) without this one, which spinning cannot help.
-    fn crowded(&mut self, off_cpu: Duration) -> bool {
+    /// Notes a turn that spent `off_cpu` off the CPU. True at the end of a sample that tells
+    /// this worker to leave its core: another thread ran in at least three turns of four (a
+    /// thread that keeps the core busy, another spinner or a worker under load, which spinning
+    /// cannot help), and this worker did not hold the core before, or held it and was crowded
+    /// in the sample before too.
+    fn should_leave(&mut self, off_cpu: Duration) -> bool {
         self.turns += 1;
         if off_cpu > OTHERS_RAN {
             self.shared += 1;
@@ -177,9 +203,21 @@ impl Company {
             return false;
         }
         let crowded = self.shared * 4 >= self.turns * 3;
-        *self = Company::default();
-        crowded
+        self.turns = 0;
+        self.shared = 0;
+        let (standing, leave) = match (crowded, self.standing) {
+            (false, _) => (Standing::Holder, false),
+            (true, Standing::Holder) => (Standing::Challenged, false),
+            (true, Standing::Newcomer | Standing::Challenged) => (Standing::Newcomer, true),
+        };
+        self.standing = standing;
+        leave
     }
+}
+
+/// A back-off of random length around [`BACK_OFF`].
+fn back_off() -> Duration {
+    BACK_OFF.mul_f64(rand::random_range(0.5..1.5))
 }
 
 /// The CPU time this thread has used; `None` where the clock cannot be read (then no spinning).
@@ -192,37 +230,58 @@ fn thread_cpu_time() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// One sample of turns, another thread running in `shared_turns` of them: whether it ends
+    /// in leaving. No verdict comes before the sample is full.
     fn sample(company: &mut Company, shared_turns: u32) -> bool {
         let mut verdicts = (0..SAMPLE_TURNS).map(|turn| {
             let off_cpu = if turn < shared_turns { Duration::from_micros(4) } else { Duration::ZERO };
-            company.crowded(off_cpu)
+            company.should_leave(off_cpu)
         });
-        let judged_early = verdicts.by_ref().take(SAMPLE_TURNS as usize - 1).any(|crowded| crowded);
+        let judged_early = verdicts.by_ref().take(SAMPLE_TURNS as usize - 1).any(|leave| leave);
         assert!(!judged_early, "a verdict before the sample was full");
         verdicts.next().unwrap_or(false)
     }
 
+    const CROWDED: u32 = SAMPLE_TURNS * 3 / 4;
+
     #[test]
-    fn a_core_kept_busy_by_another_thread_in_most_turns_is_crowded() {
-        let mut company = Company::default();
-        assert!(sample(&mut company, SAMPLE_TURNS));
-        assert!(sample(&mut company, SAMPLE_TURNS * 3 / 4));
+    fn a_newcomer_to_a_crowded_core_leaves_after_one_sample() {
+        assert!(sample(&mut Company::default(), SAMPLE_TURNS));
+        assert!(sample(&mut Company::default(), CROWDED));
+        assert!(!sample(&mut Company::default(), CROWDED - 1));
     }
 
     #[test]
-    fn a_core_where_others_ran_now_and_then_is_not() {
+    fn a_holder_outlasts_one_crowded_sample_not_two() {
         let mut company = Company::default();
         assert!(!sample(&mut company, 0));
-        assert!(!sample(&mut company, SAMPLE_TURNS * 3 / 4 - 1));
-        // Each sample is judged on its own turns.
-        assert!(sample(&mut company, SAMPLE_TURNS));
+        assert!(!sample(&mut company, SAMPLE_TURNS), "the holder of the core left for a newcomer");
+        assert!(sample(&mut company, SAMPLE_TURNS), "the holder stayed beside a thread that stays");
+        assert_eq!(company.standing, Standing::Newcomer);
+    }
+
+    #[test]
+    fn a_holder_left_alone_again_keeps_its_claim() {
+        let mut company = Company::default();
+        assert!(!sample(&mut company, CROWDED - 1));
+        assert!(!sample(&mut company, SAMPLE_TURNS));
         assert!(!sample(&mut company, 1));
+        assert!(!sample(&mut company, SAMPLE_TURNS));
+        assert_eq!(company.standing, Standing::Challenged);
     }
 
     #[test]
     fn time_off_the_core_below_a_switch_is_not_company() {
         let mut company = Company::default();
-        let verdicts: Vec<bool> = (0..SAMPLE_TURNS).map(|_| company.crowded(Duration::from_nanos(900))).collect();
-        assert_eq!(verdicts.iter().filter(|crowded| **crowded).count(), 0);
+        let verdicts: Vec<bool> = (0..SAMPLE_TURNS).map(|_| company.should_leave(Duration::from_nanos(900))).collect();
+        assert!(!verdicts.contains(&true));
+        assert_eq!(company.standing, Standing::Holder);
+    }
+
+    #[test]
+    fn back_offs_differ_and_stay_around_the_mean() {
+        let drawn: Vec<Duration> = (0..100).map(|_| back_off()).collect();
+        assert!(drawn.iter().all(|pause| (BACK_OFF / 2..BACK_OFF * 3 / 2).contains(pause)));
+        assert!(drawn.iter().any(|pause| *pause != drawn[0]));
     }
 }
