@@ -8,25 +8,26 @@
 //! with, which the stats count (`busy_poll.spin_seconds_total`). HAProxy's `busy-polling` makes
 //! the same trade, for the same reason; this one stops spinning once traffic pauses.
 //!
-//! How: a spinner task per worker yields in a loop. tokio's current-thread scheduler, finding
-//! only a yielded task to run, polls the I/O driver with a zero timeout instead of parking, so
-//! each turn of the loop is one non-blocking `epoll_wait`. The worker's unpark hook (a real
-//! sleep has ended: something happened) starts the spinner; it stops once `window` has passed
-//! since the last request began or ended on its worker ([`note_activity`], a thread-local
-//! count). Each turn also yields the core to any other thread waiting for it. A spinning worker
-//! never sleeps, so wall time a turn did not spend on the CPU was spent waiting for it: a turn
-//! kept off the CPU longer than [`PREEMPTED`] means a thread that does not yield holds the core
-//! (an app computing, say), and the worker stops spinning and does not spin again for
-//! [`BACK_OFF`]. Beside such a thread a spinning worker is worse off than a sleeping one: it is
-//! runnable already, so its next event waits for the other thread's time slice to end, where a
-//! sleeping worker would be woken and run at once. A short turn of another thread is no reason
-//! to stop at once: a sidecar woken beside this one runs for a few microseconds and sleeps
-//! again. But one spinner is all a core needs: it keeps the core awake, so every other worker
-//! on it is woken at the cost of a switch, not of an idle core's wake-up, while two spinners
-//! only take turns. A worker that finds another thread ran in most of its turns ([`Company`])
-//! backs off, unless it had the core to itself until then: of two spinners on one core the one
-//! that came last leaves, and the other goes on alone. Two that came together both leave, for
-//! back-offs of random length, so the first back finds the core its own.
+//! How: a spinner task per worker yields in a loop. tokio's current-thread scheduler, finding only
+//! a yielded task to run, polls the I/O driver with a zero timeout instead of parking, so each turn
+//! of the loop is one non-blocking `epoll_wait`. The worker's unpark hook (a real sleep has ended:
+//! something happened) starts the spinner; it stops once `window` has passed since the last request
+//! began or ended on its worker ([`note_activity`], a thread-local count). Each turn also yields
+//! the core to any other thread waiting for it, but for a turn right after a request began or
+//! ended, when the worker has that request's next step to take. A spinning worker never sleeps, so
+//! wall time a turn did not spend on the CPU was spent waiting for it: a turn kept off the CPU
+//! longer than [`PREEMPTED`] means a thread that does not yield holds the core (an app computing,
+//! say), and the worker stops spinning and does not spin again for [`BACK_OFF`]. Beside such a
+//! thread a spinning worker is worse off than a sleeping one: it is runnable already, so its next
+//! event waits for the other thread's time slice to end, where a sleeping worker would be woken and
+//! run at once. A short turn of another thread is no reason to stop at once: a sidecar woken beside
+//! this one runs for a few microseconds and sleeps again. But one spinner is all a core needs: it
+//! keeps the core awake, so every other worker on it is woken at the cost of a switch, not of an
+//! idle core's wake-up, while two spinners only take turns. A worker that finds another thread ran
+//! in most of its turns ([`Company`]) backs off, unless it had the core to itself until then: of
+//! two spinners on one core the one that came last leaves, and the other goes on alone. Two that
+//! came together both leave, for back-offs of random length, so the first back finds the core its
+//! own.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -161,8 +162,14 @@ impl Spinner {
             let mut last_activity = started;
             let mut last_turn = started;
             let mut spun = Duration::ZERO;
+            // Whether the last turn saw a request begin or end: then the worker is in the
+            // middle of one (a request read is written upstream by the connection's task,
+            // which runs after this one), and the core is not given away before that step.
+            let mut mid_request = false;
             while last_turn.duration_since(last_activity) < window {
-                std::thread::yield_now();
+                if !mid_request {
+                    std::thread::yield_now();
+                }
                 tokio::task::yield_now().await;
                 let now = Instant::now();
                 let Some(cpu) = thread_cpu_time() else { break };
@@ -171,7 +178,8 @@ impl Spinner {
                     backed_off = Some(now + back_off());
                     break;
                 }
-                if activity() != seen {
+                mid_request = activity() != seen;
+                if mid_request {
                     seen = activity();
                     last_activity = now;
                 } else {
