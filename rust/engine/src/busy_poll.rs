@@ -145,7 +145,7 @@ impl Spinner {
         let mut backed_off: Option<Instant> = None;
         // Kept from one window to the next: a worker that held its core keeps its claim while
         // traffic pauses, and one that backed off comes back a newcomer.
-        let mut standing = Standing::Newcomer;
+        let mut company = Company::default();
         loop {
             self.wake.notified().await;
             let window = busy_poll.window();
@@ -153,10 +153,7 @@ impl Spinner {
             if backed_off.is_some_and(|until| started < until) {
                 continue;
             }
-            if backed_off.take().is_some() {
-                standing = Standing::Newcomer;
-            }
-            let mut company = Company { standing, ..Company::default() };
+            company.start_sample();
             let Some(mut cpu_at_last_turn) = thread_cpu_time() else { continue };
             let mut seen = activity();
             let mut last_activity = started;
@@ -175,12 +172,14 @@ impl Spinner {
                 let Some(cpu) = thread_cpu_time() else { break };
                 let off_cpu = now.duration_since(last_turn).saturating_sub(cpu.saturating_sub(cpu_at_last_turn));
                 if off_cpu > PREEMPTED || company.should_leave(off_cpu) {
+                    company = Company::default();
                     backed_off = Some(now + back_off());
                     break;
                 }
-                mid_request = activity() != seen;
+                let requests = activity();
+                mid_request = requests != seen;
                 if mid_request {
-                    seen = activity();
+                    seen = requests;
                     last_activity = now;
                 } else {
                     spun += now.duration_since(last_turn);
@@ -188,7 +187,6 @@ impl Spinner {
                 last_turn = now;
                 cpu_at_last_turn = cpu;
             }
-            standing = company.standing;
             busy_poll.spun_us.fetch_add(u64::try_from(spun.as_micros()).unwrap_or(u64::MAX), Relaxed);
         }
     }
@@ -197,6 +195,12 @@ impl Spinner {
 // === impl Company ===
 
 impl Company {
+    /// Drops the turns counted so far, keeping the claim: a window begins, or a sample ended.
+    fn start_sample(&mut self) {
+        self.turns = 0;
+        self.shared = 0;
+    }
+
     /// Notes a turn that spent `off_cpu` off the CPU. True at the end of a sample that tells
     /// this worker to leave its core: another thread ran in at least three turns of four (a
     /// thread that keeps the core busy, another spinner or a worker under load, which spinning
@@ -211,8 +215,7 @@ impl Company {
             return false;
         }
         let crowded = self.shared * 4 >= self.turns * 3;
-        self.turns = 0;
-        self.shared = 0;
+        self.start_sample();
         let (standing, leave) = match (crowded, self.standing) {
             (false, _) => (Standing::Holder, false),
             (true, Standing::Holder) => (Standing::Challenged, false),
