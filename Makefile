@@ -38,12 +38,18 @@ $(VENV)/bin/activate:
 	$(VENV)/bin/pip install -q "maturin>=1.8,<2"
 
 .PHONY: build
-build: $(VENV)/bin/activate ## build the engine in release mode into .venv, with the test dependencies
+build: $(VENV)/bin/activate ## build the engine in release mode into .venv, with the test dependencies and the control plane
 	$(MATURIN) develop --release --extras test -q
+	$(VENV)/bin/pip install -q -e control
 
 .PHONY: dev
 dev: $(VENV)/bin/activate ## build the engine in debug mode into .venv (faster to rebuild)
 	$(MATURIN) develop --extras test -q
+	$(VENV)/bin/pip install -q -e control
+
+.PHONY: protos
+protos: $(VENV)/bin/activate ## generate python/meshproxy/mesh/mesh_pb2.py from mesh.proto (commit the result)
+	cd python && ../$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. meshproxy/mesh/mesh.proto
 
 .PHONY: test
 test: system-deps build ## run every test: Rust unit and property tests, then pytest (unit + integration)

@@ -1,0 +1,70 @@
+"""The names both ends of the mesh's xDS agree on: the node a sidecar registers as, and the
+names of the listeners, route configurations, clusters and secrets the control plane sends.
+Every name is valid as a sidecar config name (letters, digits, '_', '.', '-'), so a resource
+keeps its name from the control plane to the sidecar's stats.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# Node.user_agent_name of a meshproxy sidecar; Envoy sends "envoy".
+USER_AGENT = "meshproxy"
+
+# Listeners, each with the route configuration of the same name (RDS).
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+# The cluster of the local app, behind the inbound listener.
+APP_CLUSTER = "inbound_app"
+# SDS secrets, as Istio names them: the workload's certificate and the CA bundle.
+CERTIFICATE_SECRET = "default"
+BUNDLE_SECRET = "ROOTCA"
+# Cluster.metadata.filter_metadata key under which the control plane says what Envoy's own
+# fields cannot (the load-balancing policy p2c_ewma, which Envoy does not have); Envoy ignores it.
+METADATA_KEY = "meshproxy"
+
+
+class NodeMetadata(NamedTuple):
+    """What a sidecar registers with, as the Node's metadata (a Struct of strings)."""
+
+    service: str
+    namespace: str
+    version: str
+    inbound: str
+    """``IP:PORT`` peers reach this instance on: the inbound listener's bound address."""
+    admin: str = ""
+    """``IP:PORT`` of the sidecar's admin API (for Prometheus service discovery); may be empty."""
+
+    def as_struct(self) -> dict[str, str]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_struct(cls, fields: dict[str, object]) -> NodeMetadata:
+        """Raises ValueError naming the first field missing or not a string."""
+        values = {}
+        for name in cls._fields:
+            value = fields.get(name, cls._field_defaults.get(name))
+            if not isinstance(value, str) or (name not in cls._field_defaults and not value):
+                raise ValueError(f"node metadata: '{name}' must be a non-empty string")
+            values[name] = value
+        return cls(**values)
+
+
+def node_id(service: str, namespace: str, inbound: str) -> str:
+    """A sidecar's node id: the same for a restart on the same address, so a restarted
+    instance replaces its earlier registration instead of standing beside it."""
+    return f"sidecar~{inbound}~{service}.{namespace}"
+
+
+def service_cluster(service: str, namespace: str) -> str:
+    """The cluster of every instance of a service, all versions."""
+    return f"outbound_{service}.{namespace}"
+
+
+def version_cluster(service: str, namespace: str, version: str) -> str:
+    """The cluster of the instances of one version of a service."""
+    return f"outbound_{service}.{namespace}_{version}"
+
+
+def spiffe_id(trust_domain: str, namespace: str, service: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service}"
