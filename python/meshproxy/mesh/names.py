@@ -34,6 +34,10 @@ class NodeMetadata(NamedTuple):
     """``IP:PORT`` peers reach this instance on: the inbound listener's bound address."""
     admin: str = ""
     """``IP:PORT`` of the sidecar's admin API (for Prometheus service discovery); may be empty."""
+    outbound: str = "127.0.0.1:15001"
+    """``IP:PORT`` of the listener the app sends its calls to."""
+    app: str = "127.0.0.1:8080"
+    """``IP:PORT`` of the app, behind the inbound listener."""
 
     def as_struct(self) -> dict[str, str]:
         return dict(self._asdict())

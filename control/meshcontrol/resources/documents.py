@@ -1,0 +1,52 @@
+"""Stored resources back in the form a file writes them (``timeout: 5s`` for ``timeout_ms:
+5000``, keys left at nothing dropped), so ``meshctl get -o yaml`` prints a file that ``meshctl
+apply`` takes again; and the JSON Schema of a document, for editors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from meshproxy.config.schema import _ConfigSchema
+from pydantic import Field, TypeAdapter
+
+from .models import AccessPolicy, Mesh, Resource, Route, Service
+
+
+def as_document(resource: Resource) -> Resource:
+    out = _without_empty(resource)
+    if out["kind"] == "Route":
+        out["rules"] = [_rule_document(rule) for rule in out["rules"]]
+    if out["kind"] == "AccessPolicy":
+        out["rules"] = [_without_empty(rule) for rule in out["rules"]]
+    if "cert_lifetime_s" in out:
+        out["cert_lifetime"] = _duration(out.pop("cert_lifetime_s") * 1000)
+    return out
+
+
+def _rule_document(rule: Resource) -> Resource:
+    out = _without_empty(rule)
+    if "match" in out:
+        out["match"] = _without_empty(out["match"])
+        if not out["match"]:
+            del out["match"]
+    out["timeout"] = _duration(out.pop("timeout_ms"))
+    return out
+
+
+def _without_empty(data: Resource) -> Resource:
+    return {k: v for k, v in data.items() if v is not None and v != {}}
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def json_schema() -> dict[str, Any]:
+    """The schema of one document (any of the four kinds, told apart by `kind`)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[Service | Route | AccessPolicy | Mesh, Field(discriminator="kind")]
+    )
+    return adapter.json_schema(by_alias=True, schema_generator=_ConfigSchema)

@@ -1,0 +1,239 @@
+"""The four resource documents as pydantic models, built from the sidecar's own field types and
+rules (route matches, authorization rules, durations), so a match or a rule means and is
+checked the same in a sidecar file and in ``mesh.yaml``.
+
+Each model's :meth:`stored` is the form the store keeps and the xDS side reads: plain JSON
+data, every default filled in, durations in integer units (``timeout_ms``,
+``cert_lifetime_s``), service references fully qualified (``payments.shop``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from meshproxy.config.duration import Duration, to_millis
+from meshproxy.config.fields import Name, UrlPath
+from meshproxy.config.messages import invalid, show
+from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from .names import Label, ServiceRef, TrustDomain, split_ref
+
+Resource = dict[str, Any]
+_Refs = Annotated[list[ServiceRef], Field(min_length=1)] | None
+
+
+class _Document(BaseModel):
+    # As the sidecar's config sections: unknown keys are errors, YAML's typed scalars are not
+    # coerced ("5" is not a number), validated values never change.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, validate_by_alias=True, validate_by_name=False, serialize_by_alias=True
+    )
+
+
+def _each_once(values: list[str] | None, field: str) -> list[str] | None:
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values or []):
+        if value in seen:
+            raise invalid(f"service {show(value)} is listed twice (as {field}[{seen[value]}] too)", at=(i,))
+        seen[value] = i
+    return values
+
+
+def _qualified(refs: list[str] | None, namespace: str) -> list[str] | None:
+    if refs is None:
+        return None
+    return [".".join(split_ref(ref, namespace)) for ref in refs]
+
+
+def _sidecar_rule(model: type[BaseModel], name: str) -> Callable[[Any], Any]:
+    """A model validator of the sidecar's config, as the plain function it wraps (pydantic
+    keeps the function on the class once the class is built), to be a validator here too."""
+    rule: Callable[[Any], Any] = model.__dict__[name]
+    return rule
+
+
+# === Service ===
+
+
+class Service(_Document):
+    """A service of the mesh: its instances register under it, and it is what others call."""
+
+    kind: Literal["Service"]
+    name: Label
+    namespace: Label = "default"
+    protocol: Literal["http1", "http2"] = "http1"
+    """What the app speaks behind its sidecar."""
+    calls: list[ServiceRef] | None = None
+    """The services this one calls (its sidecar gets routes and clusters for these only);
+    absent: every service of its namespace."""
+
+    @field_validator("calls")
+    @classmethod
+    def _calls_once(cls, calls: list[str] | None) -> list[str] | None:
+        return _each_once(calls, "calls")
+
+    def stored(self) -> Resource:
+        return {"kind": self.kind, "name": self.name, "namespace": self.namespace, "protocol": self.protocol,
+                "calls": _qualified(self.calls, self.namespace)}
+
+
+# === Route ===
+
+
+class Match(_Document):
+    """A sidecar route's match without `host`: the service a Route belongs to is the host."""
+
+    path: UrlPath | None = None
+    path_prefix: UrlPath | None = None
+    path_regex: str | None = None
+    headers: HeaderMatches = Field(default_factory=dict)
+    method: Methods = None
+
+    # The sidecar's own rule, so the two never drift apart.
+    _one_path_condition = model_validator(mode="after")(_sidecar_rule(RouteMatch, "_one_path_condition"))
+
+
+class Destination(_Document):
+    version: Label
+    weight: Weight = 1
+    """Relative share of the rule's requests."""
+
+
+class RouteRule(_Document):
+    name: Name | None = None
+    match_: Match = Field(default_factory=Match, alias="match")
+    """Every condition given must hold; absent: every request."""
+    to: Annotated[list[Destination], Field(min_length=1)]
+    timeout: Duration = timedelta(seconds=15)
+    """Whole request; 0 means none."""
+
+    @model_validator(mode="after")
+    def _weights(self) -> RouteRule:
+        first: dict[str, int] = {}
+        for i, destination in enumerate(self.to):
+            if destination.version in first:
+                raise invalid(
+                    f"version {show(destination.version)} is listed twice (as to[{first[destination.version]}] too)",
+                    at=("to", i, "version"),
+                )
+            first[destination.version] = i
+        if sum(d.weight for d in self.to) == 0:
+            raise invalid("weights sum to 0; at least one weight must be greater than 0", at=("to",))
+        return self
+
+    def stored(self) -> Resource:
+        return {
+            "name": self.name,
+            "match": self.match_.model_dump(mode="json"),
+            "to": [d.model_dump(mode="json") for d in self.to],
+            "timeout_ms": to_millis(self.timeout),
+        }
+
+
+class Route(_Document):
+    """How calls to one service are routed among its versions: first matching rule wins."""
+
+    kind: Literal["Route"]
+    service: Label
+    namespace: Label = "default"
+    rules: Annotated[list[RouteRule], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _rule_names_unique(self) -> Route:
+        first: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name is None:
+                continue
+            if rule.name in first:
+                raise invalid(
+                    f"duplicate rule name {show(rule.name)}; already used by rules[{first[rule.name]}]",
+                    at=("rules", i, "name"),
+                )
+            first[rule.name] = i
+        return self
+
+    def stored(self) -> Resource:
+        return {"kind": self.kind, "service": self.service, "namespace": self.namespace,
+                "rules": [rule.stored() for rule in self.rules]}
+
+
+# === AccessPolicy ===
+
+
+class PolicyRule(AuthzRule):
+    """A sidecar authorization rule, plus peers named as services of the trust domain."""
+
+    services: _Refs = None
+    """Services whose identity the peer must have: name (this namespace) or name.namespace."""
+    not_services: _Refs = None
+    """Services whose identity the peer must not have, as in `services`."""
+
+    @field_validator("services", "not_services")
+    @classmethod
+    def _services_once(cls, refs: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        return _each_once(refs, info.field_name or "services")
+
+    def stored(self, namespace: str) -> Resource:
+        dumped: Resource = self.model_dump(mode="json")
+        dumped["services"] = _qualified(self.services, namespace)
+        dumped["not_services"] = _qualified(self.not_services, namespace)
+        return dumped
+
+    def sidecar_rule(self) -> Resource:
+        """The rule as a sidecar config writes it (services left out): for the engine's check."""
+        return self.model_dump(mode="json", exclude={"services", "not_services"})
+
+
+class AccessPolicy(_Document):
+    """Who may call one service: deny rules win; once an allow rule exists, a request matching
+    none is denied."""
+
+    kind: Literal["AccessPolicy"]
+    service: Label
+    namespace: Label = "default"
+    dry_run: bool = False
+    """Count and log what this policy would deny, without denying it."""
+    rules: Annotated[list[PolicyRule], Field(min_length=1)]
+
+    _rule_names_unique = model_validator(mode="after")(_sidecar_rule(AuthzPolicy, "_rule_names_unique"))
+
+    def stored(self) -> Resource:
+        return {"kind": self.kind, "service": self.service, "namespace": self.namespace, "dry_run": self.dry_run,
+                "rules": [rule.stored(self.namespace) for rule in self.rules]}
+
+
+# === Mesh ===
+
+
+class Mesh(_Document):
+    """Settings of the whole mesh; absent, every default holds."""
+
+    kind: Literal["Mesh"]
+    trust_domain: TrustDomain = "mesh.local"
+    """Every SPIFFE ID of the mesh lies in it: spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE."""
+    mtls: Literal["strict", "permissive"] = "strict"
+    """strict: sidecars accept mutual TLS only; permissive: plain text too, for gradual adoption."""
+    cert_lifetime: Duration = timedelta(hours=24)
+    """How long a sidecar certificate is valid; sidecars renew at about half of it."""
+
+    @field_validator("cert_lifetime")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise invalid("must be at least 1s, e.g. 24h")
+        return value
+
+    def stored(self) -> Resource:
+        return {"kind": self.kind, "trust_domain": self.trust_domain, "mtls": self.mtls,
+                "cert_lifetime_s": round(self.cert_lifetime.total_seconds())}
+
+
+Document = Service | Route | AccessPolicy | Mesh
+KINDS: dict[str, type[Service] | type[Route] | type[AccessPolicy] | type[Mesh]] = {
+    "Service": Service, "Route": Route, "AccessPolicy": AccessPolicy, "Mesh": Mesh,
+}
+MESH_DEFAULTS: Resource = Mesh(kind="Mesh").stored()
+"""The Mesh in force when none was applied."""

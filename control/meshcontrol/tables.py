@@ -1,0 +1,126 @@
+"""How ``meshctl get``, ``status``, ``history`` and ``token list`` print: plain aligned
+columns, one row per thing, ``-`` for nothing; every value a short summary (the whole of it is
+in ``-o json`` or ``-o yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+# xDS types in the order a sidecar applies them, as `meshctl status` shows them.
+XDS_TYPES = ("listeners", "routes", "clusters", "endpoints", "secrets")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [list(header)] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# === Resources ===
+
+
+def services(resources: list[dict[str, Any]]) -> str:
+    rows = [(r["namespace"], r["name"], r["protocol"], "(its namespace)" if r["calls"] is None else r["calls"])
+            for r in resources]
+    return table(("NAMESPACE", "NAME", "PROTOCOL", "CALLS"), rows)
+
+
+def routes(resources: list[dict[str, Any]]) -> str:
+    rows = [(r["namespace"], r["service"], " | ".join(_route_rule(rule) for rule in r["rules"])) for r in resources]
+    return table(("NAMESPACE", "SERVICE", "RULES (first match wins)"), rows)
+
+
+def _route_rule(rule: dict[str, Any]) -> str:
+    match = rule["match"]
+    conditions = [f"{k}={match[k]}" for k in ("path", "path_prefix", "path_regex") if match.get(k)]
+    conditions += [f"{name}={_header(m)}" for name, m in (match.get("headers") or {}).items()]
+    if match.get("method"):
+        conditions.append("method=" + ",".join(match["method"]))
+    to = ", ".join(f"{d['version']} {d['weight']}" if len(rule["to"]) > 1 else d["version"] for d in rule["to"])
+    timeout = f" ({rule['timeout_ms']}ms)" if rule["timeout_ms"] != 15000 else ""
+    return f"{' '.join(conditions) or '*'} -> {to}{timeout}"
+
+
+def _header(match: dict[str, Any]) -> str:
+    if "exact" in match:
+        return str(match["exact"])
+    if "regex" in match:
+        return f"~{match['regex']}"
+    return "(present)" if match.get("present") else "(absent)"
+
+
+def policies(resources: list[dict[str, Any]]) -> str:
+    rows = [(r["namespace"], r["service"], r["dry_run"], " | ".join(_policy_rule(rule) for rule in r["rules"]))
+            for r in resources]
+    return table(("NAMESPACE", "SERVICE", "DRY-RUN", "RULES"), rows)
+
+
+def _policy_rule(rule: dict[str, Any]) -> str:
+    # A header condition shows its header names; the list conditions show their entries.
+    said = [f"{k} {','.join(v)}" for k, v in rule.items() if k not in ("name", "action") and v]
+    return f"{rule['action']} {rule['name']}" + (f": {'; '.join(said)}" if said else "")
+
+
+def mesh(resources: list[dict[str, Any]]) -> str:
+    rows = [(r["trust_domain"], r["mtls"], f"{r['cert_lifetime_s']}s") for r in resources]
+    return table(("TRUST DOMAIN", "MTLS", "CERT LIFETIME"), rows)
+
+
+# === Live data ===
+
+
+def instances(rows: list[dict[str, Any]]) -> str:
+    return table(
+        ("NAMESPACE", "SERVICE", "VERSION", "ADDRESS", "KIND", "CONNECTED"),
+        [(r.get("namespace"), r.get("service"), r.get("version"), r.get("address"), r.get("kind"), r.get("connected"))
+         for r in rows],
+    )
+
+
+def status(rows: list[dict[str, Any]]) -> str:
+    """Per type ``sent/acked`` (one number when they agree), and every type's last NACK."""
+    header = ("SERVICE", "NAMESPACE", "VERSION", "ADDRESS", "KIND", "CONNECTED", *(t.upper() for t in XDS_TYPES),
+              "LAST NACK")
+    out = []
+    for r in rows:
+        types = r.get("types") or {}
+        cells = [_sent_acked(types.get(t) or {}) for t in XDS_TYPES]
+        nacks = [f"{t}: {types[t]['nack']}" for t in XDS_TYPES if (types.get(t) or {}).get("nack")]
+        out.append((r.get("service"), r.get("namespace"), r.get("version"), r.get("address"), r.get("kind"),
+                    r.get("connected"), *cells, "; ".join(nacks)))
+    return table(header, out)
+
+
+def _sent_acked(state: dict[str, Any]) -> str:
+    sent, acked = state.get("sent"), state.get("acked")
+    if sent is None and acked is None:
+        return "-"
+    return str(sent) if sent == acked else f"{sent or '-'}/{acked or '-'}"
+
+
+def history(revisions: list[dict[str, Any]], current: int) -> str:
+    rows = [("*" if r["number"] == current else "", r["number"], when(r["time"]), r["message"]) for r in revisions]
+    return table(("", "REVISION", "TIME", "CHANGE"), rows)
+
+
+def tokens(records: list[dict[str, Any]]) -> str:
+    rows = [(r["id"], r["service"], r["namespace"], when(r["created"]), when(r["expires"]),
+             "revoked" if r["revoked"] else "expired" if r["expired"] else "valid") for r in records]
+    return table(("ID", "SERVICE", "NAMESPACE", "CREATED", "EXPIRES", "STATE"), rows)

@@ -1,0 +1,126 @@
+"""A mesh run by `meshctl serve`: routes and policies applied once reach every sidecar, and the
+traffic between sidecars follows them (split, test channel, denial)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mesh_harness import LocalMesh, until
+from upstreams import Upstream, start_upstreams_together
+
+SERVICES = """
+kind: Service
+name: frontend
+namespace: shop
+---
+kind: Service
+name: orders
+namespace: shop
+---
+kind: Service
+name: payments
+namespace: shop
+"""
+CANARY = """
+kind: Route
+service: orders
+namespace: shop
+rules:
+  - match: {headers: {x-channel: beta}}
+    to: [{version: v2}]
+  - to: [{version: v1, weight: 90}, {version: v2, weight: 10}]
+    timeout: 5s
+---
+kind: AccessPolicy
+service: orders
+namespace: shop
+rules:
+  - {name: frontend-reads, action: allow, services: [frontend], methods: [GET, HEAD]}
+"""
+
+
+@pytest.fixture(scope="module")
+def apps() -> Iterator[dict[str, Upstream]]:
+    upstreams = start_upstreams_together(["frontend", "orders-v1", "orders-v2", "payments"])
+    yield {u.name: u for u in upstreams}
+    upstreams[0].stop()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, Upstream]) -> Iterator[LocalMesh]:
+    with LocalMesh(tmp_path_factory.mktemp("mesh")) as mesh:
+        mesh.apply(SERVICES + "---" + CANARY)
+        for name in ("frontend", "payments"):
+            mesh.sidecar(name, namespace="shop", app=apps[name].address)
+        for version in ("v1", "v2"):
+            mesh.sidecar("orders", namespace="shop", version=version, app=apps[f"orders-{version}"].address)
+        frontend = mesh.sidecars[0]
+        until(lambda: frontend.endpoints("outbound_orders.shop_v1") != []
+              and frontend.endpoints("outbound_orders.shop_v2") != [], what="frontend to see both versions")
+        mesh.wait_acked()
+        yield mesh
+
+
+def served(client: httpx.Client, host: str = "orders", **headers: str) -> str:
+    response = client.get("/anything", headers={"host": host, **headers})
+    assert response.status_code == 200, (response.status_code, response.headers, response.text)
+    return str(response.json()["upstream"])
+
+
+def test_split_within_three_points_over_10000_requests(mesh: LocalMesh) -> None:
+    with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", timeout=10) as client:
+        seen = Counter(served(client) for _ in range(10_000))
+    assert set(seen) == {"orders-v1", "orders-v2"}
+    assert abs(seen["orders-v2"] / 10_000 - 0.10) <= 0.03, seen
+
+
+def test_test_channel_header_goes_to_v2_only(mesh: LocalMesh) -> None:
+    with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", timeout=10) as client:
+        seen = Counter(served(client, **{"x-channel": "beta"}) for _ in range(200))
+    assert seen == Counter({"orders-v2": 200})
+
+
+def test_the_callee_sees_the_callers_spiffe_id(mesh: LocalMesh) -> None:
+    response = httpx.get(f"http://{mesh.sidecars[0].outbound}/anything", headers={"host": "orders"}, timeout=10)
+    headers = response.json()["headers"]
+    assert headers["x-meshproxy-peer-identity"] == "spiffe://mesh.local/ns/shop/sa/frontend"
+
+
+def test_a_service_the_policy_does_not_allow_gets_403(mesh: LocalMesh) -> None:
+    payments = mesh.sidecars[1]
+    response = httpx.get(f"http://{payments.outbound}/anything", headers={"host": "orders"}, timeout=10)
+    assert response.status_code == 403
+    assert response.headers["x-meshproxy-error"] == "denied"
+    # frontend may read, not write
+    response = httpx.post(f"http://{mesh.sidecars[0].outbound}/anything", headers={"host": "orders"}, timeout=10)
+    assert response.status_code == 403
+
+
+def test_the_fully_qualified_name_routes_too(mesh: LocalMesh) -> None:
+    with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", timeout=10) as client:
+        assert served(client, "orders.shop", **{"x-channel": "beta"}) == "orders-v2"
+        assert served(client, "payments") == "payments"
+
+
+def test_a_route_change_is_acked_by_every_sidecar_within_a_second(mesh: LocalMesh) -> None:
+    before = {row["node_id"]: row["types"]["routes"]["acked"] for row in mesh.status()}
+    mesh.apply(CANARY.replace("weight: 90}, {version: v2, weight: 10}", "weight: 0}, {version: v2, weight: 100}"))
+    applied = time.monotonic()
+
+    def all_acked_new() -> bool:
+        rows = [r for r in mesh.status() if r["service"] in ("frontend", "payments")]
+        return len(rows) == 2 and all(r["types"]["routes"]["acked"] not in (None, before[r["node_id"]])
+                                      and r["types"]["routes"]["acked"] == r["types"]["routes"]["sent"] for r in rows)
+
+    until(all_acked_new, timeout=10, what="every caller to ACK the new routes")
+    took = time.monotonic() - applied
+    assert took < 1.0, f"{took:.2f}s from apply to every ACK"
+    with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", timeout=10) as client:
+        assert Counter(served(client) for _ in range(100)) == Counter({"orders-v2": 100})
+    mesh.apply(CANARY)

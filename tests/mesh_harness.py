@@ -1,0 +1,233 @@
+"""A whole mesh on loopback for tests and benchmarks: a real ``meshctl serve`` process, real
+``meshproxy run --control`` sidecars joined by tokens, and real apps behind them.
+
+    with LocalMesh(tmp_path, lease="3s") as mesh:
+        mesh.apply(MESH_YAML)
+        orders = mesh.sidecar("orders", version="v1", app=start_upstream("orders-v1"))
+        frontend = mesh.sidecar("frontend", app=start_upstream("frontend"))
+        mesh.wait_acked()                       # every sidecar ACKed the newest config
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from upstreams import wait_until
+
+BIN = Path(sys.executable).parent
+MESHCTL = str(BIN / "meshctl")
+_LISTENER_LINE = re.compile(r"listener (\S+) on (\S+) ")
+_ADMIN_LINE = re.compile(r"admin on http://(\S+)/")
+TYPES = ("clusters", "endpoints", "listeners", "routes", "secrets")
+
+
+def free_address() -> str:
+    """A loopback address nothing listens on now (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return "127.0.0.1:%d" % sock.getsockname()[1]
+
+
+class LoggedProcess:
+    """A child whose stderr is read on a thread (so it never blocks) and kept."""
+
+    def __init__(self, command: list[str], name: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.command = command
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := regex.search(line):
+                    return m
+            if self.process.poll() is not None:
+                time.sleep(0.1)  # let the reader take the last lines
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}) before logging "
+                                   f"{pattern!r}:\n{self.log()}")
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.name} did not log {pattern!r} in {timeout}s:\n{self.log()}")
+
+    def signal(self, sig: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._reader.join(timeout=5)
+        return code
+
+
+class Sidecar(LoggedProcess):
+    def __init__(self, command: list[str], name: str, service: str, namespace: str, version: str) -> None:
+        super().__init__(command, name)
+        self.service, self.namespace, self.version = service, namespace, version
+        self.listeners: dict[str, str] = {}
+        self.admin = ""
+
+    def wait_ready(self, timeout: float = 60) -> Sidecar:
+        self.wait_for_line(r"ready:", timeout)
+        for line in self.lines:
+            if m := _LISTENER_LINE.search(line):
+                self.listeners[m.group(1)] = m.group(2)
+            if m := _ADMIN_LINE.search(line):
+                self.admin = m.group(1)
+        return self
+
+    @property
+    def outbound(self) -> str:
+        return self.listeners["outbound"]
+
+    @property
+    def inbound(self) -> str:
+        return self.listeners["inbound"]
+
+    def endpoints(self, cluster: str) -> list[str]:
+        """The endpoint addresses the sidecar's engine runs for ``cluster`` now."""
+        clusters = httpx.get(f"http://{self.admin}/clusters", timeout=10).json()
+        return sorted(e["address"] for e in clusters.get(cluster, {}).get("endpoints", []))
+
+
+class LocalMesh:
+    """``meshctl serve`` in ``folder`` plus the sidecars the test starts; all stopped on exit."""
+
+    def __init__(self, folder: Path, *, lease: str = "10s", extra: tuple[str, ...] = ()) -> None:
+        self.folder = folder
+        self.data = folder / "mesh"
+        self.grpc = free_address()
+        self.api = free_address()
+        self.lease = lease
+        self.extra = extra
+        self.server: LoggedProcess | None = None
+        self.sidecars: list[Sidecar] = []
+
+    # --- the control plane -------------------------------------------------------------
+
+    def start(self) -> LocalMesh:
+        self.server = LoggedProcess(
+            [MESHCTL, "serve", "--data", str(self.data), "--grpc", self.grpc, "--api", self.api,
+             "--lease", self.lease, *self.extra], "meshctl serve")
+        wait_until(self._api_ready, timeout=30, what="meshctl serve's API")
+        return self
+
+    def _api_ready(self) -> bool:
+        assert self.server is not None
+        if self.server.process.poll() is not None:
+            raise RuntimeError(f"meshctl serve exited ({self.server.process.returncode}):\n{self.server.log()}")
+        try:
+            return httpx.get(f"http://{self.api}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop_server(self, sig: int = signal.SIGTERM) -> None:
+        if self.server is not None:
+            self.server.stop(sig)
+
+    def __enter__(self) -> LocalMesh:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        for sidecar in self.sidecars:
+            sidecar.stop(timeout=15)
+        self.stop_server()
+
+    def meshctl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([MESHCTL, "--server", f"http://{self.api}", *args], input=input,
+                                capture_output=True, text=True, timeout=60, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"meshctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        return result
+
+    def apply(self, documents: str) -> None:
+        self.meshctl("apply", "-f", "-", input=documents)
+
+    def token(self, service: str, namespace: str = "default", *extra: str) -> Path:
+        path = self.folder / f"{service}.{namespace}.{len(list(self.folder.glob('*.token')))}.token"
+        path.write_text(self.meshctl("token", "create", "--service", service, "--namespace", namespace, *extra).stdout)
+        return path
+
+    def status(self) -> list[dict[str, Any]]:
+        """``meshctl status -o json``, read from the API directly: polled, a process per call
+        would be too slow to time a push."""
+        rows: list[dict[str, Any]] = httpx.get(f"http://{self.api}/v1/status", timeout=10).json()
+        return rows
+
+    def wait_acked(self, timeout: float = 15) -> None:
+        """Until every connected sidecar has ACKed what was last sent of every type."""
+
+        def acked() -> bool:
+            rows = [row for row in self.status() if row.get("connected")]
+            return bool(rows) and all(
+                row["types"][t]["acked"] == row["types"][t]["sent"] for row in rows for t in row["types"])
+
+        wait_until(acked, timeout=timeout, what="every sidecar to ACK")
+
+    # --- sidecars ------------------------------------------------------------------------
+
+    def sidecar(self, service: str, *, app: str, namespace: str = "default", version: str = "v1",
+                token: Path | None = None, inbound: str = "127.0.0.1:0", outbound: str | None = None,
+                admin: str | None = None, state: Path | None = None, wait: bool = True) -> Sidecar:
+        index = len(self.sidecars)
+        command = [
+            str(BIN / "meshproxy"), "run", "--control", self.grpc,
+            "--token-file", str(token or self.token(service, namespace)),
+            "--service", service, "--namespace", namespace, "--version", version, "--app", app,
+            "--inbound", inbound, "--outbound", outbound or free_address(), "--admin", admin or free_address(),
+            "--state-dir", str(state or self.folder / f"state-{service}-{namespace}-{version}-{index}"),
+            "--drain-timeout", "5",
+        ]
+        sidecar = Sidecar(command, f"sidecar {service}.{namespace} {version} #{index}", service, namespace, version)
+        self.sidecars.append(sidecar)
+        if wait:
+            sidecar.wait_ready()
+        return sidecar
+
+    def restart(self, sidecar: Sidecar) -> Sidecar:
+        """The same command again (same state folder and addresses), after the old one stopped."""
+        again = Sidecar(sidecar.command, sidecar.name + " (restarted)", sidecar.service, sidecar.namespace,
+                        sidecar.version)
+        self.sidecars.append(again)
+        return again.wait_ready()
+
+
+def until(condition: Callable[[], bool], timeout: float = 15, what: str = "condition") -> float:
+    """Waits like ``wait_until`` and returns how long it took, in seconds."""
+    started = time.monotonic()
+    wait_until(condition, timeout=timeout, what=what)
+    return time.monotonic() - started
+
+
+os.environ.setdefault("NO_PROXY", "*")
