@@ -18,6 +18,10 @@ LOADTEST_USERS    ?= 50
 LOADTEST_SPAWN_RATE ?= 10
 LOADTEST_DURATION ?= 30s
 LOADTEST_USER_RPS ?= 10
+# xds-protos ships its own, older copy of the OpenTelemetry protos under the same module names as
+# opentelemetry-proto (no InstrumentationScope), and whichever is installed last wins: the span
+# exporter needs opentelemetry-proto's, and nothing of meshproxy imports xds-protos' copy.
+OTLP_PROTOS_AGAIN := $(VENV)/bin/pip install -q --force-reinstall --no-deps "opentelemetry-proto>=1.20"
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help
@@ -41,15 +45,19 @@ $(VENV)/bin/activate:
 build: $(VENV)/bin/activate ## build the engine in release mode into .venv, with the test dependencies and the control plane
 	$(MATURIN) develop --release --extras test -q
 	$(VENV)/bin/pip install -q -e control
+	$(OTLP_PROTOS_AGAIN)
 
 .PHONY: dev
 dev: $(VENV)/bin/activate ## build the engine in debug mode into .venv (faster to rebuild)
 	$(MATURIN) develop --extras test -q
 	$(VENV)/bin/pip install -q -e control
+	$(OTLP_PROTOS_AGAIN)
 
 .PHONY: protos
-protos: $(VENV)/bin/activate ## generate python/meshproxy/mesh/mesh_pb2.py from mesh.proto (commit the result)
+protos: $(VENV)/bin/activate ## generate mesh_pb2.py from mesh.proto, and xds.proto + xds_pb2.py (the sidecar's subset of Envoy's xDS schema) in python/meshproxy/mesh (commit the result)
 	cd python && ../$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. meshproxy/mesh/mesh.proto
+	cd python && ../$(PYTHON) -m meshproxy.mesh.xds_subset > meshproxy/mesh/xds.proto
+	cd python && ../$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. meshproxy/mesh/xds.proto
 
 .PHONY: test
 test: system-deps build ## run every test: Rust unit and property tests, then pytest (unit + integration)
@@ -57,7 +65,7 @@ test: system-deps build ## run every test: Rust unit and property tests, then py
 	$(PYTEST)
 
 .PHONY: demo
-demo: build ## run a small mesh on loopback: orders v1/v2 behind a 90/10 split; Ctrl-C stops it
+demo: build ## run a whole mesh on loopback: control plane, frontend, orders v1 (x2) and v2, payments; Ctrl-C stops it
 	$(PYTHON) examples/demo.py
 
 .PHONY: bench

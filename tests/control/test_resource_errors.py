@@ -45,6 +45,12 @@ def test_invalid_fixture_fails_with_its_exact_message(path: Path) -> None:
     assert str(caught.value) == f"{path.name}{expected}"
 
 
+def test_the_example_mesh_loads() -> None:
+    path = ROOT / "examples" / "mesh.yaml"  # what the README and `make demo` apply
+    kinds = [r["kind"] for r in load_documents(path.read_text(), path.name)]
+    assert kinds == ["Service", "Service", "Service", "Route", "AccessPolicy"]
+
+
 def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
     by_kind = {(r["kind"], r.get("name") or r.get("service")): r for r in _current()}
     assert by_kind[("Mesh", None)] == {"kind": "Mesh", "trust_domain": "mesh.local", "mtls": "strict",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from meshproxy.config.schema import _ConfigSchema
+from meshproxy.config.schema import SchemaGenerator
 from pydantic import Field, TypeAdapter
 
 from .models import AccessPolicy, Mesh, Resource, Route, Service
@@ -49,4 +49,4 @@ def json_schema() -> dict[str, Any]:
     adapter: TypeAdapter[Any] = TypeAdapter(
         Annotated[Service | Route | AccessPolicy | Mesh, Field(discriminator="kind")]
     )
-    return adapter.json_schema(by_alias=True, schema_generator=_ConfigSchema)
+    return adapter.json_schema(by_alias=True, schema_generator=SchemaGenerator)

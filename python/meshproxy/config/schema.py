@@ -14,7 +14,11 @@ from .duration import format_duration
 from .model import Config
 
 
-class _ConfigSchema(GenerateJsonSchema):
+class SchemaGenerator(GenerateJsonSchema):
+    """pydantic's JSON Schema generator, writing what the config's users write: durations as
+    `15s`, and each field's docstring as its description. The control plane's resource
+    documents use it too."""
+
     def encode_default(self, dft: Any) -> Any:
         # pydantic renders timedelta defaults as ISO 8601 ("PT15S"), a form the config does
         # not accept; show them the way a user would write them.
@@ -42,4 +46,4 @@ class _ConfigSchema(GenerateJsonSchema):
 
 def json_schema() -> dict[str, Any]:
     """The schema of a config document (validation side: the forms a user may write)."""
-    return Config.model_json_schema(by_alias=True, schema_generator=_ConfigSchema)
+    return Config.model_json_schema(by_alias=True, schema_generator=SchemaGenerator)

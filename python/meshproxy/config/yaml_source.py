@@ -1,16 +1,20 @@
 """YAML text to plain data plus a line for every node, so an issue at
 ``listeners[0].routes[1].cluster`` can say which line of the file that is.
 
-The document is composed (not loaded) with PyYAML's safe loader, then built by hand: that is
+    read_yaml(text, "sidecar.yaml")            # one document: a sidecar's config
+    read_yaml_documents(text, "mesh.yaml")     # several, between ---: meshctl apply's file
+
+Each document is composed (not loaded) with PyYAML's safe loader, then built by hand: that is
 where duplicate keys are caught (PyYAML keeps the last silently) and where each node's line is
 recorded. Scalars are still typed by SafeLoader's own resolver (ints, floats, bools, null).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -57,32 +61,61 @@ class YamlDocument:
         return {_fold(p): line for p, line in self.lines.items()}
 
 
+DocumentRead = YamlDocument | ConfigError
+"""One document of a multi-document text: its data and lines, or what is wrong with its YAML."""
+
+T = TypeVar("T")
+
+
 def read_yaml(text: str, source: str) -> YamlDocument:
     """Parse one YAML document; raises :class:`ConfigError` for syntax errors, duplicate keys
     and YAML features a config has no use for (custom tags, recursive aliases)."""
     # The composed nodes are objects too: the pause covers composing as well as building.
     with cycle_collection_paused():
-        return _read(text, source)
+        return _parsed(text, source, lambda loader: _document(loader, loader.get_single_node(), source))
 
 
-def _read(text: str, source: str) -> YamlDocument:
+def read_yaml_documents(text: str, source: str) -> list[DocumentRead]:
+    """Every document of ``text`` (``---`` between them), in order, each read as
+    :func:`read_yaml` reads its one, with lines counted in the whole text. What is wrong with
+    one document alone (a duplicate key, a custom tag) is that document's ConfigError, in its
+    place; a syntax error anywhere raises ConfigError: past it the parser cannot tell where
+    documents begin."""
+    with cycle_collection_paused():
+        return _parsed(text, source, lambda loader: _documents(loader, source))
+
+
+def _parsed(text: str, source: str, read: Callable[[yaml.SafeLoader], T]) -> T:
+    """``read`` applied to a loader of ``text``: libyaml's when there is one, else (or when
+    libyaml refuses the text) PyYAML's, whose syntax errors become the ConfigError."""
     if _FAST_LOADER is not None:
         fast = _FAST_LOADER(text)
         try:
-            return _document(fast, fast.get_single_node(), source)
+            return read(fast)
         except yaml.YAMLError:
             pass  # read again below by PyYAML's parser, for its wording
         finally:
             fast.dispose()
     loader = yaml.SafeLoader(text)
     try:
-        return _document(loader, loader.get_single_node(), source)
+        return read(loader)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_issue(exc, source)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(source, None, "", f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
+
+
+def _documents(loader: yaml.SafeLoader, source: str) -> list[DocumentRead]:
+    out: list[DocumentRead] = []
+    while loader.check_node():
+        node = loader.get_node()
+        try:
+            out.append(_document(loader, node, source))
+        except ConfigError as error:
+            out.append(error)
+    return out
 
 
 def _document(loader: yaml.SafeLoader, root: Node | None, source: str) -> YamlDocument:
