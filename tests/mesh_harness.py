@@ -76,18 +76,21 @@ class LoggedProcess:
             time.sleep(0.02)
         raise TimeoutError(f"{self.name} did not log {pattern!r} in {timeout}s:\n{self.log()}")
 
-    def signal(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         if self.process.poll() is None:
             self.process.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        self.signal(sig)
+        """Signals the process, waits for it (kills it after ``timeout``), returns its code."""
+        self.send(sig)
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait()
         self._reader.join(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
         return code
 
 

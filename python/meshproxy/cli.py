@@ -62,15 +62,35 @@ def _parser() -> argparse.ArgumentParser:
         "until SIGINT or SIGTERM. Then it drains: inbound listeners stop accepting and their requests "
         "finish while outbound listeners keep serving; then everything stops. The config file is "
         "reloaded when it changes, on SIGHUP and on POST /reload; an invalid file is refused and the "
-        "running config stays.",
+        "running config stays. With --control instead of --config, the sidecar joins the mesh with a "
+        "join token and takes its config from the control plane (xDS); no config file is needed.",
     )
-    run.add_argument("--config", "-c", required=True, type=Path, metavar="FILE", help="the YAML config file")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", "-c", type=Path, metavar="FILE", help="the YAML config file")
+    source.add_argument("--control", type=_address, metavar="HOST:PORT",
+                        help="follow the control plane at HOST:PORT (its gRPC port, e.g. 127.0.0.1:15010)")
     run.add_argument("--workers", type=_positive_int, metavar="N", help="engine worker threads (default: the config's "
                      "'workers', else one per core)")
     run.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                      help="seconds open connections may take to finish on shutdown (default: 10)")
     run.add_argument("--no-watch", dest="watch", action="store_false",
                      help="do not reload when the config file changes (SIGHUP and POST /reload still do)")
+    mesh = run.add_argument_group("with --control")
+    mesh.add_argument("--token-file", type=Path, metavar="FILE", help="the join token ('meshctl token create')")
+    mesh.add_argument("--service", metavar="NAME", help="the service this sidecar runs beside (the token's)")
+    mesh.add_argument("--namespace", metavar="NAME", help="its namespace (default: the token's)")
+    mesh.add_argument("--version", default="v1", metavar="V", help="its version, for routes (default: v1)")
+    mesh.add_argument("--app", type=_app_address, metavar="IP:PORT", help="where the app listens")
+    mesh.add_argument("--inbound", type=_listen_address, default="127.0.0.1:15006", metavar="IP:PORT",
+                      help="the listener peers call (default: 127.0.0.1:15006; port 0: any free port, the one "
+                      "bound is registered)")
+    mesh.add_argument("--outbound", type=_listen_address, default="127.0.0.1:15001", metavar="IP:PORT",
+                      help="the listener the app calls out through (default: 127.0.0.1:15001)")
+    mesh.add_argument("--admin", type=_listen_address, default="127.0.0.1:15000", metavar="IP:PORT",
+                      help="the admin API (default: 127.0.0.1:15000)")
+    mesh.add_argument("--state-dir", type=Path, metavar="DIR",
+                      help="where the credentials and the last good config are kept (default: "
+                      "~/.local/state/meshproxy/<namespace>.<service>.<version>.<outbound port>)")
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -117,6 +137,28 @@ def _address(text: str) -> str:
     return text
 
 
+def _listen_address(text: str) -> str:
+    from .addresses import AddressError, parse_listen_address
+
+    try:
+        parse_listen_address(text)
+    except AddressError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _app_address(text: str) -> str:
+    from .addresses import AddressError, parse_listen_address
+
+    try:
+        _, port = parse_listen_address(text)
+    except AddressError:
+        port = 0
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"expected the app's IP:PORT, e.g. 127.0.0.1:8080, got {text!r}")
+    return text
+
+
 def _wait_ready(args: argparse.Namespace) -> int:
     from .wait_ready import wait_ready
 
@@ -155,16 +197,23 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .file_watch import ConfigWatcher
-    from .folder_watch import file_digest
-    from .proxy import Proxy
-    from .reloads import engine_problems
-
+    if (problem := _run_flags_problem(args)) is not None:
+        print(f"meshproxy run: {problem}", file=sys.stderr)
+        return 2
     # Blocked before the first validator starts. A child inherits the mask, so a signal sent to
     # the whole process group (Ctrl-C in a terminal) leaves a validator to finish its short job
     # while the sidecar takes the signal once the validator is done (`_validated` always waits
     # for it or kills it), and the sidecar is never stopped halfway through starting.
     signal.pthread_sigmask(signal.SIG_BLOCK, _CONTROL_SIGNALS)
+    if args.control is not None:
+        from .mesh.sidecar import run_control
+
+        return run_control(args, _CONTROL_SIGNALS, _validated, _log_bound)
+    from .file_watch import ConfigWatcher
+    from .folder_watch import file_digest
+    from .proxy import Proxy
+    from .reloads import engine_problems
+
     # Taken before the file is read: the watcher reloads a change made after this at once.
     loaded = file_digest(args.config)
     try:
@@ -198,6 +247,19 @@ def _run(args: argparse.Namespace) -> int:
     proxy.stop()
     log.info("stopped")
     return 0
+
+
+def _run_flags_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of run's flags, if anything."""
+    mesh_flags = {"token_file": "--token-file", "service": "--service", "app": "--app"}
+    if args.control is not None:
+        absent = [flag for key, flag in mesh_flags.items() if getattr(args, key) is None]
+        return f"--control needs {', '.join(absent)}" if absent else None
+    given = [flag for key, flag in {**mesh_flags, "namespace": "--namespace", "state_dir": "--state-dir"}.items()
+             if getattr(args, key) is not None]
+    if not given:
+        return None
+    return f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --control only"
 
 
 def _log_bound(proxy: Proxy, document: EngineDocument) -> None:

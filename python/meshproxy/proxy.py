@@ -49,9 +49,13 @@ class Proxy:
         workers: int | None = None,
         drain_timeout: float = 10.0,
         source: Callable[[], ConfigLike] | None = None,
+        watch_identity: bool = True,
     ) -> None:
         """``source`` gives the config ``reload()`` applies when called without one (and ``POST
-        /reload``): by default, the file ``config`` names, read again; none for other configs."""
+        /reload``): by default, the file ``config`` names, read again; none for other configs.
+        ``watch_identity=False`` leaves the identity files unwatched, for an owner that writes
+        them itself and calls ``reload_identity()`` (a sidecar renewing its certificate with the
+        control plane)."""
         # The engine and the admin server run on the document; the Config it came from, if
         # any, is kept for the `config` property.
         self._config: Config | None
@@ -63,6 +67,7 @@ class Proxy:
             self._config = coerce_config(config)
             self._document = self._config.engine_document()
         self._workers = workers
+        self._watch_identity = watch_identity
         self._drain_timeout = drain_timeout
         self._engine: _native.Engine | None = None
         self._admin: AdminServer | None = None
@@ -286,7 +291,7 @@ class Proxy:
         """A watcher of the identity files of ``document`` (None without any), not started yet.
         Made before the engine reads the files: it takes their digests, and reloads them once
         its watch is in place if they changed meanwhile, when no event would tell it."""
-        if not document.identity_files:
+        if not document.identity_files or not self._watch_identity:
             return None
         from .identity_watch import IdentityWatcher
 

@@ -18,14 +18,17 @@ SERVICES = """
 kind: Service
 name: frontend
 namespace: shop
+calls: [orders, payments]
 ---
 kind: Service
 name: orders
 namespace: shop
+calls: []
 ---
 kind: Service
 name: payments
 namespace: shop
+calls: [orders]
 """
 CANARY = """
 kind: Route
@@ -109,18 +112,24 @@ def test_the_fully_qualified_name_routes_too(mesh: LocalMesh) -> None:
 
 
 def test_a_route_change_is_acked_by_every_sidecar_within_a_second(mesh: LocalMesh) -> None:
-    before = {row["node_id"]: row["types"]["routes"]["acked"] for row in mesh.status()}
-    mesh.apply(CANARY.replace("weight: 90}, {version: v2, weight: 10}", "weight: 0}, {version: v2, weight: 100}"))
-    applied = time.monotonic()
+    """Timed three times (the figure is the median): each sidecar validates a pushed config in a
+    child process, which a busy machine can delay."""
+    took = []
+    for weights in ("weight: 0}, {version: v2, weight: 100}", "weight: 50}, {version: v2, weight: 50}",
+                    "weight: 0}, {version: v2, weight: 100}"):
+        before = {row["node_id"]: row["types"]["routes"]["acked"] for row in mesh.status()}
+        applied = time.monotonic()
+        mesh.apply(CANARY.replace("weight: 90}, {version: v2, weight: 10}", weights))
 
-    def all_acked_new() -> bool:
-        rows = [r for r in mesh.status() if r["service"] in ("frontend", "payments")]
-        return len(rows) == 2 and all(r["types"]["routes"]["acked"] not in (None, before[r["node_id"]])
-                                      and r["types"]["routes"]["acked"] == r["types"]["routes"]["sent"] for r in rows)
+        def all_acked_new() -> bool:
+            rows = [r for r in mesh.status() if r["service"] in ("frontend", "payments")]
+            return len(rows) == 2 and all(r["types"]["routes"]["acked"] not in (None, before[r["node_id"]])
+                                          and r["types"]["routes"]["acked"] == r["types"]["routes"]["sent"]
+                                          for r in rows)
 
-    until(all_acked_new, timeout=10, what="every caller to ACK the new routes")
-    took = time.monotonic() - applied
-    assert took < 1.0, f"{took:.2f}s from apply to every ACK"
+        until(all_acked_new, timeout=10, what="every caller to ACK the new routes")
+        took.append(time.monotonic() - applied)
+    assert sorted(took)[1] < 1.0, f"apply -> every ACK took {', '.join(f'{t:.2f}s' for t in took)}"
     with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", timeout=10) as client:
         assert Counter(served(client) for _ in range(100)) == Counter({"orders-v2": 100})
     mesh.apply(CANARY)

@@ -1,0 +1,8 @@
+"""The xDS server: Envoy's aggregated discovery service (state of the world) for every kind of
+mesh client, meshproxy sidecars and stock Envoy alike.
+
+    build.py     one Envoy v3 resource per function (listeners, routes, clusters, endpoints, secrets)
+    rbac.py      an AccessPolicy as RBAC http filters, in the shape the sidecar reads back
+    snapshot.py  what each client gets, shared between clients of the same service
+    server.py    the ADS streams: ACK/NACK per type, debounced pushes of what changed
+"""

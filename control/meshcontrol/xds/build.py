@@ -1,0 +1,274 @@
+"""Envoy v3 resources, one function per resource, exactly as the contract's "xDS" section says.
+Each takes plain values (addresses, resource dicts, the trust domain) and returns a proto; what
+a client gets, and what is shared between clients, is decided in :mod:`.snapshot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from meshproxy.mesh import names
+
+from .rbac import header_matcher, rbac_filters
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+# The order a push sends types in: a cluster before its endpoints, a listener before its
+# routes (Envoy's own advice), secrets once something refers to them.
+TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+SHORT = {LISTENER: "lds", ROUTE: "rds", CLUSTER: "cds", ENDPOINT: "eds", SECRET: "sds"}
+WILDCARD_TYPES = (LISTENER, CLUSTER)
+
+DEFAULT_TIMEOUT_MS = 15_000
+CONNECT_TIMEOUT = duration_pb2.Duration(seconds=1)
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+_ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
+                                      resource_api_version=config_source_pb2.V3)
+
+
+def packed(message: Any) -> any_pb2.Any:
+    """``message`` in an Any, serialized deterministically (map order fixed), so equal content
+    gives equal bytes and a push can tell "changed" from "rebuilt"."""
+    return any_pb2.Any(type_url="type.googleapis.com/" + message.DESCRIPTOR.full_name,
+                       value=message.SerializeToString(deterministic=True))
+
+
+def socket_address(text: str) -> address_pb2.Address:
+    """``IP:PORT`` (``[v6]:PORT``) as an Envoy address. ValueError for anything else."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"{text!r} is not an address; expected IP:PORT")
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host.strip("[]"),
+                                                                         port_value=int(port)))
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=_ADS)
+
+
+def _ms(milliseconds: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=milliseconds // 1000, nanos=(milliseconds % 1000) * 1_000_000)
+
+
+# === LDS ===
+
+
+def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
+                     trust_domain: str) -> listener_pb2.Listener:
+    """The listener peers call this instance on: mTLS (or, permissive, mTLS and plain text),
+    then the AccessPolicy's RBAC filters, then the router to the local app."""
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=names.INBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.INBOUND),
+        http_filters=[*rbac_filters(policy, trust_domain), _router()])
+    http = listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
+                                          typed_config=packed(manager))
+    tls = tls_pb2.DownstreamTlsContext(
+        require_client_certificate=wrappers_pb2.BoolValue(value=True),
+        common_tls_context=_common_tls(string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"),
+                                       ["h2", "http/1.1"]))
+    secure = listener_components_pb2.FilterChain(
+        filters=[http],
+        transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
+    listener = listener_pb2.Listener(name=names.INBOUND, address=socket_address(address),
+                                     traffic_direction=base_pb2.INBOUND)
+    if mtls == "permissive":
+        # The TLS inspector tells a TLS client hello from plain text, so both are served on one port.
+        listener.listener_filters.append(listener_components_pb2.ListenerFilter(
+            name="envoy.filters.listener.tls_inspector", typed_config=packed(tls_inspector_pb2.TlsInspector())))
+        secure.filter_chain_match.transport_protocol = "tls"
+        plain = listener_components_pb2.FilterChain(
+            filter_chain_match=listener_components_pb2.FilterChainMatch(transport_protocol="raw_buffer"),
+            filters=[http])
+        listener.filter_chains.extend([secure, plain])
+    else:
+        listener.filter_chains.append(secure)
+    return listener
+
+
+def outbound_listener(address: str) -> listener_pb2.Listener:
+    """The listener the app sends its calls to."""
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=names.OUTBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.OUTBOUND), http_filters=[_router()])
+    return listener_pb2.Listener(
+        name=names.OUTBOUND, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
+        filter_chains=[listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
+            name="envoy.filters.network.http_connection_manager", typed_config=packed(manager))])])
+
+
+def _router() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
+
+
+def _common_tls(san: string_pb2.StringMatcher,
+                alpn: Sequence[str]) -> tls_pb2.CommonTlsContext:
+    """Our certificate and the CA bundle, both by SDS over the same ADS stream; peers must have
+    a URI SAN matching ``san``."""
+    return tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_sds(names.CERTIFICATE_SECRET)],
+        combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=common_pb2.CertificateValidationContext(
+                match_typed_subject_alt_names=[common_pb2.SubjectAltNameMatcher(
+                    san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=san)]),
+            validation_context_sds_secret_config=_sds(names.BUNDLE_SECRET)),
+        alpn_protocols=list(alpn))
+
+
+# === RDS ===
+
+
+def inbound_routes() -> route_pb2.RouteConfiguration:
+    """Everything that passed the listener goes to the local app, with no timeout of ours (the
+    caller's sidecar has one)."""
+    return route_pb2.RouteConfiguration(name=names.INBOUND, virtual_hosts=[route_components_pb2.VirtualHost(
+        name=names.INBOUND, domains=["*"],
+        routes=[route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix="/"),
+            route=route_components_pb2.RouteAction(cluster=names.APP_CLUSTER, timeout=_ms(0)))])])
+
+
+def outbound_routes(called: Sequence[tuple[str, str]], routes: Mapping[tuple[str, str], Mapping[str, Any]],
+                    namespace: str) -> route_pb2.RouteConfiguration:
+    """One virtual host per called (service, namespace), reachable by ``svc.ns`` and, in the
+    caller's own namespace, by ``svc``; its Route's rules in order, or all instances."""
+    config = route_pb2.RouteConfiguration(name=names.OUTBOUND)
+    for service, service_ns in called:
+        host = route_components_pb2.VirtualHost(name=f"{service}.{service_ns}",
+                                                domains=[f"{service}.{service_ns}", f"{service}.{service_ns}:*"])
+        if service_ns == namespace:
+            host.domains.extend([service, f"{service}:*"])
+        route = routes.get((service, service_ns))
+        if route is None:
+            host.routes.append(route_components_pb2.Route(
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                route=route_components_pb2.RouteAction(cluster=names.service_cluster(service, service_ns),
+                                                       timeout=_ms(DEFAULT_TIMEOUT_MS))))
+        else:
+            host.routes.extend(_route(rule, index, service, service_ns) for index, rule in enumerate(route["rules"]))
+        config.virtual_hosts.append(host)
+    return config
+
+
+def route_versions(route: Mapping[str, Any]) -> list[str]:
+    """The versions a Route sends to, in first-mention order (each gets a cluster)."""
+    return list(dict.fromkeys(target["version"] for rule in route.get("rules", ()) for target in rule["to"]))
+
+
+def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) -> route_components_pb2.Route:
+    timeout_ms = rule.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+    action = route_components_pb2.RouteAction(timeout=_ms(int(timeout_ms)))
+    targets = rule["to"]
+    if len(targets) == 1:
+        action.cluster = names.version_cluster(service, namespace, targets[0]["version"])
+    else:
+        action.weighted_clusters.clusters.extend(
+            route_components_pb2.WeightedCluster.ClusterWeight(
+                name=names.version_cluster(service, namespace, t["version"]),
+                weight=wrappers_pb2.UInt32Value(value=int(t.get("weight", 1))))
+            for t in targets)
+    return route_components_pb2.Route(name=rule.get("name") or f"rule-{index}",
+                                      match=_route_match(rule.get("match") or {}), route=action)
+
+
+def _route_match(match: Mapping[str, Any]) -> route_components_pb2.RouteMatch:
+    result = route_components_pb2.RouteMatch()
+    if match.get("path") is not None:
+        result.path = match["path"]
+    elif match.get("path_regex") is not None:
+        result.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=match["path_regex"]))
+    else:
+        result.prefix = match.get("path_prefix") or "/"
+    for name, header in (match.get("headers") or {}).items():
+        result.headers.append(header_matcher(name, header))
+    methods = match.get("method")
+    if isinstance(methods, str):
+        methods = [methods]
+    if methods:
+        string = (string_pb2.StringMatcher(exact=methods[0]) if len(methods) == 1 else
+                  string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="|".join(methods))))
+        result.headers.append(route_components_pb2.HeaderMatcher(name=":method", string_match=string))
+    return result
+
+
+# === CDS ===
+
+
+def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
+    """The local app behind the inbound listener, in the protocol it speaks."""
+    cluster = cluster_pb2.Cluster(
+        name=names.APP_CLUSTER, type=cluster_pb2.Cluster.STATIC, connect_timeout=CONNECT_TIMEOUT,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=names.APP_CLUSTER, endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
+                endpoint=endpoint_components_pb2.Endpoint(address=socket_address(app)))])]))
+    if protocol == "http2":
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
+    return cluster
+
+
+def peer_cluster(name: str, service: str, namespace: str, trust_domain: str) -> cluster_pb2.Cluster:
+    """Instances of a called service (or of one version of it): endpoints by EDS, mTLS HTTP/2
+    to their sidecars, whose certificate must name exactly that service."""
+    tls = tls_pb2.UpstreamTlsContext(common_tls_context=_common_tls(
+        string_pb2.StringMatcher(exact=names.spiffe_id(trust_domain, namespace, service)), ["h2"]))
+    cluster = cluster_pb2.Cluster(
+        name=name, type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ADS),
+        connect_timeout=CONNECT_TIMEOUT, lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+        transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
+    # Envoy has no peak-EWMA balancer; the sidecar reads the policy it should use from here.
+    lb = struct_pb2.Struct()
+    lb.update({"lb": "p2c_ewma"})
+    cluster.metadata.filter_metadata[names.METADATA_KEY].CopyFrom(lb)
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
+    return cluster
+
+
+def _explicit_http2() -> http_protocol_options_pb2.HttpProtocolOptions:
+    return http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+
+
+# === EDS ===
+
+
+def load_assignment(cluster: str, addresses: Sequence[str]) -> endpoint_pb2.ClusterLoadAssignment:
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    if addresses:
+        assignment.endpoints.append(endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
+            endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=socket_address(a)),
+                                               load_balancing_weight=wrappers_pb2.UInt32Value(value=1))
+            for a in addresses]))
+    return assignment
+
+
+# === SDS ===
+
+
+def bundle_secret(bundle_pem: str) -> secret_pb2.Secret:
+    return secret_pb2.Secret(name=names.BUNDLE_SECRET, validation_context=common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(inline_bytes=bundle_pem.encode())))
+
+
+def certificate_secret(cert_pem: str, key_pem: str) -> secret_pb2.Secret:
+    return secret_pb2.Secret(name=names.CERTIFICATE_SECRET, tls_certificate=common_pb2.TlsCertificate(
+        certificate_chain=base_pb2.DataSource(inline_bytes=cert_pem.encode()),
+        private_key=base_pb2.DataSource(inline_bytes=key_pem.encode())))

@@ -1,0 +1,225 @@
+"""Envoy RouteConfiguration -> the sidecar's ``routes`` of a listener, and the matchers the RBAC
+translation shares (header matches, methods, strings, durations).
+
+A virtual host becomes one run of routes per domain, with the domain as ``match.host`` (the
+sidecar ignores the port, so ``orders:*`` adds nothing to ``orders``). Envoy picks the virtual
+host first (exact domains, then ``*.suffix`` ones, longest first, then ``*``) and a route within
+it; the sidecar tries one flat list in order, so the runs are laid out in that order.
+
+What has no sidecar equivalent (redirects, retries, query matches, ...) is refused with a message
+naming where it is: a NACK, never a route that quietly means something else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+
+from .xds_pb2 import HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch
+
+
+class Refused(ValueError):
+    """Resources with no sidecar equivalent; the message says which part and why. It becomes the
+    NACK's error_detail."""
+
+
+def route_config_routes(config: RouteConfiguration) -> list[dict[str, Any]]:
+    """The sidecar routes of one RouteConfiguration, in the order the sidecar tries them."""
+    where = f"route configuration '{config.name}'"
+    _only(config, {"name", "virtual_hosts", "validate_clusters"}, where)
+    runs: list[tuple[tuple[int, int], str | None, list[dict[str, Any]]]] = []
+    for vhost in config.virtual_hosts:
+        at = f"{where}: virtual host '{vhost.name}'"
+        _only(vhost, {"name", "domains", "routes", "metadata"}, at)
+        routes = [_route(route, f"{at}: routes[{i}]") for i, route in enumerate(vhost.routes)]
+        hosts: list[str | None] = []
+        for domain in vhost.domains:
+            host = _host(domain, at)
+            if host is not _DROPPED and host not in hosts:
+                hosts.append(host)
+        for host in hosts:
+            runs.append((_host_rank(host), host, routes))
+    runs.sort(key=lambda run: run[0])
+    flat: list[dict[str, Any]] = []
+    for _, host, routes in runs:
+        for route in routes:
+            placed = dict(route)
+            if host is not None:
+                placed["match"] = {"host": host, **route.get("match", {})}
+            if "name" in placed:
+                placed["name"] = f"{host or '*'}/{placed['name']}"
+            flat.append(placed)
+    return flat
+
+
+def route_clusters(config: RouteConfiguration) -> set[str]:
+    """The clusters the routes of ``config`` send to (to know when CDS has them all)."""
+    names: set[str] = set()
+    for vhost in config.virtual_hosts:
+        for route in vhost.routes:
+            action = route.route
+            if action.cluster:
+                names.add(action.cluster)
+            names.update(weighted.name for weighted in action.weighted_clusters.clusters)
+    return names
+
+
+_DROPPED = "<dropped>"
+
+
+def _host(domain: str, where: str) -> str | None:
+    """The sidecar's match.host for a domain: None for any host, _DROPPED for a form that
+    another domain of the virtual host already covers."""
+    if domain == "*":
+        return None
+    name, colon, port = domain.rpartition(":")
+    if colon and not name.endswith("]") and "]" not in port:
+        if port == "*":
+            return _DROPPED  # the sidecar ignores ports: the plain name matches it already
+        raise Refused(f"{where}: domain '{domain}': the sidecar matches hosts whatever their port; "
+                      f"use '{name}' or '{name}:*'")
+    if domain.startswith("*.") or "*" not in domain:
+        return domain
+    raise Refused(f"{where}: domain '{domain}': expected a name, '*.suffix' or '*'")
+
+
+def _host_rank(host: str | None) -> tuple[int, int]:
+    """Envoy's order of virtual host selection: exact names, longest suffix wildcards, '*'."""
+    if host is None:
+        return (2, 0)
+    if host.startswith("*."):
+        return (1, -len(host))
+    return (0, 0)
+
+
+def _route(route: Route, where: str) -> dict[str, Any]:
+    _only(route, {"name", "match", "route", "metadata", "decorator"}, where)
+    if not route.HasField("route"):
+        raise Refused(f"{where}: only routes to clusters translate; found no route action")
+    translated: dict[str, Any] = {}
+    if route.name:
+        translated["name"] = route.name
+    match = _match(route.match, f"{where}: match")
+    if match:
+        translated["match"] = match
+    translated.update(_action(route.route, f"{where}: route"))
+    return translated
+
+
+def _match(match: RouteMatch, where: str) -> dict[str, Any]:
+    _only(match, {"prefix", "path", "safe_regex", "headers", "case_sensitive"}, where)
+    if match.HasField("case_sensitive") and not match.case_sensitive.value:
+        raise Refused(f"{where}: case-insensitive paths have no sidecar equivalent")
+    translated: dict[str, Any] = {}
+    kind = match.WhichOneof("path_specifier")
+    if kind == "prefix":
+        translated["path_prefix"] = match.prefix or "/"
+    elif kind == "path":
+        translated["path"] = match.path
+    elif kind == "safe_regex":
+        translated["path_regex"] = match.safe_regex.regex
+    headers: dict[str, Any] = {}
+    for i, matcher in enumerate(match.headers):
+        at = f"{where}: headers[{i}]"
+        name = matcher.name.lower()
+        if name == ":method":
+            if "method" in translated:
+                raise Refused(f"{at}: ':method' is matched twice")
+            translated["method"] = methods_of(matcher, at)
+        elif name.startswith(":"):
+            raise Refused(f"{at}: the pseudo-header '{name}' has no sidecar match; use the path or domains")
+        elif name in headers:
+            raise Refused(f"{at}: header '{name}' is matched twice")
+        else:
+            headers[name] = header_match(matcher, at)
+    if headers:
+        translated["headers"] = headers
+    return translated
+
+
+def _action(action: RouteAction, where: str) -> dict[str, Any]:
+    _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code"},
+          where)
+    translated: dict[str, Any] = {}
+    kind = action.WhichOneof("cluster_specifier")
+    if kind == "cluster":
+        translated["cluster"] = action.cluster
+    elif kind == "weighted_clusters":
+        _only(action.weighted_clusters, {"clusters", "total_weight"}, f"{where}: weighted_clusters")
+        split = []
+        for i, weighted in enumerate(action.weighted_clusters.clusters):
+            _only(weighted, {"name", "weight"}, f"{where}: weighted_clusters.clusters[{i}]")
+            split.append({"cluster": weighted.name, "weight": weighted.weight.value})
+        translated["split"] = split
+    else:
+        raise Refused(f"{where}: expected cluster or weighted_clusters, found {kind or 'neither'}")
+    if action.HasField("timeout"):
+        translated["timeout"] = duration(action.timeout)
+    if action.prefix_rewrite:
+        translated["prefix_rewrite"] = action.prefix_rewrite
+    return translated
+
+
+# === Shared with the RBAC translation ===
+
+
+def header_match(matcher: HeaderMatcher, where: str) -> dict[str, Any]:
+    """A sidecar header match: {exact}, {present} or {regex}."""
+    kind = matcher.WhichOneof("header_match_specifier")
+    if kind == "present_match":
+        return {"present": matcher.present_match != matcher.invert_match}
+    if matcher.invert_match:
+        raise Refused(f"{where}: an inverted match of header '{matcher.name}' translates only with present_match")
+    if kind == "exact_match":
+        return {"exact": matcher.exact_match}
+    if kind == "safe_regex_match":
+        return {"regex": matcher.safe_regex_match.regex}
+    if kind == "string_match":
+        how, value = string_of(matcher.string_match, f"{where}: string_match")
+        if how in ("exact", "regex"):
+            return {how: value}
+        raise Refused(f"{where}: header '{matcher.name}': a {how} match has no sidecar equivalent; "
+                      "expected exact, present or regex")
+    raise Refused(f"{where}: header '{matcher.name}': {kind or 'no'} match has no sidecar equivalent; "
+                  "expected exact, present or regex")
+
+
+def methods_of(matcher: HeaderMatcher, where: str) -> list[str]:
+    """The methods a ':method' header matcher names: exact one, or a regex 'GET|HEAD'."""
+    match = header_match(matcher, where)
+    if "exact" in match:
+        return [match["exact"]]
+    if "regex" in match:
+        methods = str(match["regex"]).split("|")
+        if all(method.isalpha() and method.isupper() for method in methods):
+            return methods
+    raise Refused(f"{where}: ':method' must be matched exactly or by a regex like 'GET|HEAD'")
+
+
+def string_of(matcher: Any, where: str) -> tuple[str, object]:
+    """(exact | prefix | suffix | contains | regex, value) of an envoy.type.matcher.v3.StringMatcher."""
+    if matcher.ignore_case:
+        raise Refused(f"{where}: ignore_case has no sidecar equivalent")
+    kind = matcher.WhichOneof("match_pattern")
+    if kind == "safe_regex":
+        return "regex", matcher.safe_regex.regex
+    if kind in ("exact", "prefix", "suffix", "contains"):
+        return kind, getattr(matcher, kind)
+    raise Refused(f"{where}: a {kind or 'missing'} string match has no sidecar equivalent")
+
+
+def duration(value: Duration) -> str:
+    """A protobuf Duration in the sidecar's form (milliseconds; ``0`` for none)."""
+    millis = value.seconds * 1000 + value.nanos // 1_000_000
+    if millis == 0 and value.nanos > 0:
+        millis = 1  # shorter than the sidecar's resolution, but not "no timeout"
+    return f"{millis}ms"
+
+
+def _only(message: Any, allowed: set[str], where: str) -> None:
+    """Refuses a message with any field set beyond ``allowed``: each has a meaning the sidecar
+    would otherwise drop without a word."""
+    extra = sorted(field.name for field, _ in message.ListFields() if field.name not in allowed)
+    if extra:
+        raise Refused(f"{where}: {', '.join(extra)} {'has' if len(extra) == 1 else 'have'} no sidecar equivalent")
