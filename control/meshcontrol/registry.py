@@ -1,7 +1,9 @@
 """The registry: which instances of which services are running, each under a lease.
 
-An instance registers when its sidecar's ADS stream starts and stays while a stream of it is
-connected. When its last stream ends, it is kept for one more lease, so a short disconnect
+An instance registers when its sidecar's ADS stream starts; its lease is renewed while a stream
+of it is connected (at every sweep, at least every lease/4). When its last stream ends, it is
+kept until its lease runs out (from the last renewal, so a killed sidecar leaves within its
+lease of the kill), so a short disconnect
 (a control-plane restart, a network blip) does not drop a healthy instance from its peers'
 endpoints; if no stream comes back, the sweep removes it. ``Leave`` removes it at once (a
 draining sidecar). Everything is kept in the store, so a restarted control plane serves the
@@ -41,6 +43,8 @@ class Instance:
     """ADS streams of this node now connected; the lease runs only while there are none."""
     expires: float = 0.0
     """time.monotonic() when the lease runs out (when ``streams`` is 0)."""
+    renewed: float = 0.0
+    """time.monotonic() of the last renewal while connected."""
     since: float = 0.0
     """time.time() of the registration, for ``meshctl status``."""
 
@@ -113,7 +117,8 @@ class Registry:
         node = node_id(meta.service, meta.namespace, meta.inbound)
         earlier = self._instances.get(node)
         instance = Instance(node, meta.service, meta.namespace, meta.version, meta.inbound, meta.admin,
-                            streams=(earlier.streams if earlier else 0) + 1, since=time.time())
+                            streams=(earlier.streams if earlier else 0) + 1, since=time.time(),
+                            renewed=time.monotonic())
         changed: set[ServiceKey] = set()
         for other in [i for i in self._instances.values() if i.address == instance.address and i.node_id != node]:
             # An address has one instance: a newcomer there means the earlier one is gone.
@@ -140,7 +145,7 @@ class Registry:
             return  # it left, or was replaced
         instance.streams = max(0, instance.streams - 1)
         if instance.streams == 0:
-            instance.expires = time.monotonic() + self.lease_s
+            instance.expires = instance.renewed + self.lease_s
             self._wake.set()
 
     def leave(self, node: str) -> bool:
@@ -155,6 +160,9 @@ class Registry:
     def sweep(self, now: float | None = None) -> float | None:
         """Removes the instances whose lease ran out; returns when the next one runs out."""
         now = time.monotonic() if now is None else now
+        for instance in self._instances.values():
+            if instance.connected:
+                instance.renewed = now
         expired = [i for i in self._instances.values() if not i.connected and i.expires <= now]
         if expired:
             changed = {self._remove(i) for i in expired}

@@ -212,8 +212,9 @@ class Mesh(_Document):
     """Settings of the whole mesh; absent, every default holds."""
 
     kind: Literal["Mesh"]
-    trust_domain: TrustDomain = "mesh.local"
-    """Every SPIFFE ID of the mesh lies in it: spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE."""
+    trust_domain: TrustDomain | None = None
+    """Every SPIFFE ID of the mesh lies in it: spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE.
+    Absent: the one `meshctl serve --trust-domain` names (mesh.local)."""
     mtls: Literal["strict", "permissive"] = "strict"
     """strict: sidecars accept mutual TLS only; permissive: plain text too, for gradual adoption."""
     cert_lifetime: Duration = timedelta(hours=24)
