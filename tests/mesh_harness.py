@@ -102,13 +102,21 @@ class Sidecar(LoggedProcess):
         self.admin = ""
 
     def wait_ready(self, timeout: float = 60) -> Sidecar:
+        """Until the engine runs and ``/ready`` answers 200: it has its first config."""
         self.wait_for_line(r"ready:", timeout)
         for line in self.lines:
             if m := _LISTENER_LINE.search(line):
                 self.listeners[m.group(1)] = m.group(2)
             if m := _ADMIN_LINE.search(line):
                 self.admin = m.group(1)
+        wait_until(self._ready, timeout=timeout, what=f"{self.name}'s /ready")
         return self
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.admin}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @property
     def outbound(self) -> str:

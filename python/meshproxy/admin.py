@@ -141,8 +141,11 @@ class _AdminHandler(BaseHTTPRequestHandler):
     # --- GET -------------------------------------------------------------------------------
 
     def _ready(self) -> None:
-        ready = self.proxy.running and not self.proxy.draining
-        self._send(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, "ready\n" if ready else "not ready\n")
+        unready = self.proxy.unready
+        if unready is None:
+            self._send(HTTPStatus.OK, "ready\n")
+        else:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {unready}\n")
 
     def _live(self) -> None:
         self._send(HTTPStatus.OK, "live\n")

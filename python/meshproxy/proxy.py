@@ -85,6 +85,7 @@ class Proxy:
         # and stats take, so they never wait for a validation.
         self._reloading = threading.Lock()
         self._reload_outcomes = {"succeeded": 0, "failed": 0}
+        self._held: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -175,6 +176,21 @@ class Proxy:
         """True once ``drain()`` or ``stop()`` has closed the inbound listeners."""
         engine = self._engine
         return engine is not None and engine.draining
+
+    @property
+    def unready(self) -> str | None:
+        """Why ``/ready`` answers 503 though the proxy runs (see :meth:`hold_ready`); None when it
+        does not."""
+        if self._engine is None:
+            return "not started"
+        if self.draining:
+            return "draining"
+        return self._held
+
+    def hold_ready(self, reason: str | None) -> None:
+        """Keeps ``/ready`` at 503, saying ``reason``, until called with None: a sidecar that
+        follows a control plane is not ready before its first config arrives."""
+        self._held = reason
 
     @property
     def config(self) -> Config:

@@ -140,7 +140,7 @@ def test_post_drain_closes_inbound_turns_ready_503_and_keeps_outbound_and_reload
     wait = subprocess.run([sys.executable, "-m", "meshproxy", "wait-ready", "--admin", str(proxy.admin),
                            "--timeout", "0.2"], capture_output=True, text=True, timeout=30, check=False)
     assert (wait.returncode, wait.stderr) == (
-        1, f"meshproxy wait-ready: {proxy.admin} not ready after 0.2s (last: 503 not ready)\n")
+        1, f"meshproxy wait-ready: {proxy.admin} not ready after 0.2s (last: 503 not ready: draining)\n")
 
     # A reload while draining changes what outbound does and leaves inbound closed.
     config["clusters"][1]["endpoints"] = [{"address": v1.address}]

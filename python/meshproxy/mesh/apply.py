@@ -55,6 +55,7 @@ class Applier:
             else:
                 version = self._reload(config)
             self.running = config
+            self.proxy.hold_ready(None)
             return version
 
     def _reload(self, config: dict[str, Any]) -> int:

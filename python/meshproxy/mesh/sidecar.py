@@ -215,6 +215,9 @@ def _start_engine(args: argparse.Namespace, state: StateDir, record: IdentityRec
         state.keep_next_config()
         if saved is not None:
             log.info("serving the saved config from %s until the control plane answers", state.config)
+        else:
+            # Routes and peers come with the first push: the app should not call out before.
+            proxy.hold_ready("waiting for the first config from the control plane")
         return proxy, document._replace(source=str(state.config)), local, config
     raise AssertionError("unreachable")
 
