@@ -4,6 +4,7 @@ and credentials it saved."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ service: orders
 rules:
   - to: [{version: v1}]
 """
-OUTAGE_S = 30
+OUTAGE_S = int(os.environ.get("MESH_OUTAGE_S", "30"))
 
 
 @pytest.fixture
@@ -70,9 +71,17 @@ def test_an_outage_under_load_fails_no_request_and_a_restart_during_it_serves(
             until(lambda: len([r for r in mesh.status() if r["connected"]]) == 4, timeout=30,
                   what="every sidecar to reconnect")
             mesh.apply(DOCUMENTS.replace("version: v1", "version: v2"))
-            until(lambda: served(steady.outbound) == Counter({"orders-v2": 20})
-                  and served(restarted.outbound) == Counter({"orders-v2": 20}), timeout=10,
-                  what="the new route to reach both frontends")
+            try:
+                until(lambda: served(steady.outbound) == Counter({"orders-v2": 20})
+                      and served(restarted.outbound) == Counter({"orders-v2": 20}), timeout=10,
+                      what="the new route to reach both frontends")
+            except TimeoutError:
+                print(served(steady.outbound), served(restarted.outbound))
+                print(steady.log()[-3000:])
+                print(restarted.log()[-3000:])
+                assert mesh.server is not None
+                print(mesh.server.log()[-3000:])
+                raise
         assert load.count() > counted
     assert load.failures() == []
     assert load.upstreams()["orders-v1"] > 0

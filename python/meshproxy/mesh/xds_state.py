@@ -134,18 +134,22 @@ class XdsState:
         return tuple(sorted(names))
 
     def subscriptions_due(self) -> list[str]:
-        """Types not awaiting a decision whose wanted names differ from the ones last sent:
-        a request for each changes the subscription. (A type awaiting a decision carries its
-        names in its ACK or NACK; a request now would read as an ACK.) A subscription is never
-        narrowed to nothing: an empty list would read as "all" to a server (the legacy
-        wildcard), and resources no longer named are ignored anyway."""
+        """Types whose wanted names differ from the ones last sent: a request for each changes
+        the subscription. A type awaiting a decision gets one too (its request carries no nonce,
+        so it reads as a subscription change, not as an ACK or NACK of what waits): a new
+        cluster's endpoints must be asked for before the set that brought the cluster can apply.
+        A subscription is never narrowed to nothing: an empty list would read as "all" to a
+        server (the legacy wildcard), and resources no longer named are ignored anyway."""
         due = []
         for type_url in ORDER:
             state = self.types[type_url]
-            if state.candidate is not None or type_url in _WILDCARD:
+            if type_url in _WILDCARD:
                 continue
             names = self.wanted(type_url)
-            if names and names != state.sent_names:
+            if not names or names == state.sent_names:
+                continue
+            # One that waits asks only for what it lacks; its ACK carries the names anyway.
+            if state.candidate is None or not set(names) <= set(state.candidate):
                 due.append(type_url)
         return due
 
@@ -157,8 +161,11 @@ class XdsState:
         # Never narrowed to nothing (see subscriptions_due).
         names = self.wanted(type_url) or state.sent_names or ()
         state.sent_names = names
-        request = DiscoveryRequest(version_info=state.version, type_url=type_url,
-                                                 resource_names=list(names), response_nonce=state.nonce)
+        # A subscription change while a response awaits its decision names no nonce (see
+        # subscriptions_due); the ACK or NACK names it once the decision is made.
+        deciding = state.candidate is not None and error is None and node is None
+        request = DiscoveryRequest(version_info=state.version, type_url=type_url, resource_names=list(names),
+                                   response_nonce="" if deciding else state.nonce)
         if node is not None:
             request.node.CopyFrom(node)
         if error is not None:
