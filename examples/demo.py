@@ -105,12 +105,19 @@ def wait(condition: object, what: str, timeout: float = 30) -> float:
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
-def endpoints(admin: str, cluster: str) -> list[str]:
-    h, p = admin.rsplit(":", 1)
+def get(address: str, path: str) -> tuple[int, bytes]:
+    h, p = address.rsplit(":", 1)
     connection = http.client.HTTPConnection(h, int(p), timeout=5)
-    connection.request("GET", "/clusters")
-    clusters = json.loads(connection.getresponse().read())
-    connection.close()
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def endpoints(admin: str, cluster: str) -> list[str]:
+    clusters = json.loads(get(admin, "/clusters")[1])
     return sorted(e["address"] for e in clusters.get(cluster, {}).get("endpoints", []))
 
 
@@ -163,7 +170,7 @@ def main() -> int:
     print(f"demo folder: {workdir} (control plane data, tokens, sidecar state, logs/)")
     start("meshctl-serve", [str(BIN / "meshctl"), "serve", "--data", str(workdir / "mesh"), "--grpc", GRPC,
                             "--api", API, "--lease", f"{LEASE_S}s"])
-    wait(lambda: meshctl("status") is not None, "the control plane")
+    wait(lambda: get(API, "/ready")[0] == 200, "the control plane")
     print(f"control plane: xDS + CA on {GRPC}, API on http://{API}/  (lease {LEASE_S}s)")
     print(meshctl("apply", "-f", str(MESH_YAML)).rstrip())
 

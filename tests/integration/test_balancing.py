@@ -79,3 +79,25 @@ def test_pooled_connections_of_a_surviving_endpoint_outlive_a_config_swap(upstre
     ports_before = {a["client_port"] for a in before if a["upstream"] == "stay"}
     assert len(ports_before) == 1
     assert {a["client_port"] for a in after} == ports_before
+
+
+@pytest.mark.parametrize("lb", ["p2c_ewma", "least_request", "round_robin", "random"])
+def test_a_request_refused_by_a_dead_endpoint_is_retried_on_another(
+        lb: str, upstreams: Callable[[str], Upstream]) -> None:
+    """A refused connection fails fast, so a dead endpoint would look the least loaded and the
+    fastest: the retry goes to another endpoint, and latency-aware picks shun the dead one."""
+    from conftest import closed_port_address
+
+    live = upstreams("live")
+    config = {
+        "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "routes": [{"cluster": "app"}]}],
+        "clusters": [{"name": "app", "lb": lb, "endpoints": [{"address": live.address},
+                                                              {"address": closed_port_address()}]}],
+    }
+    with Proxy(config) as proxy, httpx.Client(base_url=f"http://{proxy.address('outbound')}", timeout=10) as client:
+        statuses = Counter(client.get("/anything").status_code for _ in range(300))
+        failures = proxy.stats()["clusters"]["app"]["connect_failures_total"]
+    assert statuses == Counter({200: 300})
+    if lb == "p2c_ewma":
+        # Drawn again only when both of the two choices fall on it.
+        assert failures < 150, failures

@@ -60,8 +60,10 @@ def test_a_killed_instance_leaves_the_endpoints_within_its_lease(mesh: LocalMesh
         assert took <= LEASE_S + 1.5, f"{took:.1f}s for a {LEASE_S}s lease"
         served = load.count()
         until(lambda: load.count() > served + 100, what="load to go on")
-    # After the instance left, everything succeeds; what failed was in flight on the killed one
-    # or raced its removal.
+    # Only what was in flight on the killed instance fails (a request or two per client):
+    # until the lease runs out, requests refused by it are retried on the other instance.
+    failed = [f for f in load.failures()]
+    assert sum(int(f.rsplit("x", 1)[1]) if f.startswith("status") else 1 for f in failed) <= 2, failed
     assert load.upstreams()["orders-a"] > 0
 
 

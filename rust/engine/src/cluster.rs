@@ -15,6 +15,11 @@ use crate::endpoint::Endpoint;
 use crate::stats::ClusterStats;
 use crate::tls::outbound::UpstreamTls;
 
+/// How many more draws a pick that must avoid one endpoint makes: with two endpoints of equal
+/// weight a draw lands on a given one at most half the time, so all five miss the other at most
+/// once in 32.
+const DRAWS_AROUND_A_FAILURE: usize = 4;
+
 #[derive(Debug)]
 pub struct Cluster {
     pub name: Arc<str>,
@@ -158,5 +163,16 @@ impl Members {
     pub fn pick(&self) -> Option<&Endpoint> {
         let index = self.balancer.pick(&self.endpoints, &mut rand::rng())?;
         self.endpoints.get(index)
+    }
+
+    /// Picks as `pick` does, but not the endpoint at `avoid` while the balancer offers another
+    /// within a few draws: a retry after a failed connection goes elsewhere when it can.
+    pub fn pick_avoiding(&self, avoid: Option<&str>) -> Option<&Endpoint> {
+        let first = self.pick()?;
+        let Some(avoid) = avoid else { return Some(first) };
+        if *first.address != *avoid {
+            return Some(first);
+        }
+        (0..DRAWS_AROUND_A_FAILURE).find_map(|_| self.pick().filter(|e| *e.address != *avoid)).or(Some(first))
     }
 }

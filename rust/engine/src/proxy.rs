@@ -195,10 +195,14 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
     let (mut connect_failures, mut refusals) = (0, 0);
     let mut request = Some(request);
     let mut last_error = None;
+    // The endpoint the last connection attempt failed on: a retry goes to another one.
+    let mut unreachable: Option<Arc<str>> = None;
     while let Some(mut sending) = request.take() {
         // Held until the attempt ends: discovery may replace the members meanwhile.
         let members = cluster.members();
-        let endpoint = members.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
+        let endpoint = members
+            .pick_avoiding(unreachable.as_deref())
+            .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         observation.note_upstream(&endpoint.address);
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -228,6 +232,11 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
                 connect_failures += 1;
+                // Counted as slow as the connect timeout: latency-aware picks shun the endpoint
+                // (a refused connection fails fast, and would otherwise look like the best one)
+                // until discovery removes it or its answers bring the estimate down again.
+                endpoint.observe_latency(cluster.connect_timeout);
+                unreachable = Some(endpoint.address.clone());
                 request = (bodyless && connect_failures < MAX_ATTEMPTS).then_some(*unsent);
                 last_error = Some(ProxyError::ConnectFailure {
                     cluster: cluster.name.to_string(),
