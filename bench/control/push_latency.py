@@ -118,7 +118,7 @@ def real_sidecars(folder: Path, count: int, pushes: int) -> dict[str, object]:
                     before = {r["node_id"]: r["types"]["routes"]["acked"] for r in mesh.status()
                               if r["service"] == "frontend"}
                     started = time.monotonic()
-                    answer = client.post(f"{api}/v1/apply", content=route(10 + (push % 2) * 10),
+                    answer = client.post(f"{api}/v1/apply", content=route(20 + (push % 2) * 10),
                                          headers={"content-type": "application/yaml"})
                     answer.raise_for_status()
                     while True:
@@ -156,7 +156,7 @@ def simulated(folder: Path, count: int, pushes: int) -> dict[str, object]:
                 for push in range(pushes):
                     started = time.monotonic()
                     waiting = swarm.expect_new_routes()
-                    answer = await client.post(f"http://{mesh.api}/v1/apply", content=route(10 + (push % 2) * 10),
+                    answer = await client.post(f"http://{mesh.api}/v1/apply", content=route(20 + (push % 2) * 10),
                                                headers={"content-type": "application/yaml"})
                     answer.raise_for_status()
                     last_ack = await asyncio.wait_for(waiting, timeout=60)
