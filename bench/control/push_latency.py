@@ -34,7 +34,9 @@ from mesh_harness import LocalMesh, until  # noqa: E402
 from upstreams import start_upstream  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ads_swarm import Swarm  # noqa: E402
+from sidebyside.proc import cpu_seconds, rss_bytes  # noqa: E402
 
 SERVICES = """
 kind: Service
@@ -56,16 +58,8 @@ rules:
 
 
 def process_figures(pid: int) -> tuple[float, float]:
-    """(RSS in MiB, CPU seconds user+system) of a process."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
-
-    ticks = os.sysconf("SC_CLK_TCK")
-    return rss, (int(fields[11]) + int(fields[12])) / ticks
+    """(RSS in MiB, CPU seconds user+system) of the control plane's process."""
+    return rss_bytes(pid) / 2**20, cpu_seconds(pid)
 
 
 def percentile(values: list[float], share: float) -> float:
