@@ -23,35 +23,20 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from meshproxy.mesh import mesh_pb2
 
-MESH = """
-kind: Service
-name: orders
-namespace: shop
-calls: [payments]
----
-kind: Service
-name: payments
-namespace: shop
----
-kind: Service
-name: billing
-namespace: shop
----
-kind: Route
-service: payments
-namespace: shop
-rules:
-  - match: {headers: {x-channel: beta}}
-    to: [{version: v2}]
-  - to: [{version: v1, weight: 90}, {version: v2, weight: 10}]
-    timeout: 5s
----
+from mesh_documents import canary_route, documents, service
+
+MESH = documents(
+    service("orders", "shop", calls=["payments"]),
+    service("payments", "shop"),
+    service("billing", "shop"),
+    canary_route("payments", "shop"),
+    """\
 kind: AccessPolicy
 service: orders
 namespace: shop
 rules:
   - {name: billing-reads, action: allow, services: [billing], methods: [GET, HEAD]}
-"""
+""")
 
 
 @pytest.fixture
@@ -109,7 +94,7 @@ def test_a_sidecar_gets_its_own_listeners_and_the_clusters_of_what_it_calls(cont
             manager = hcm_pb2.HttpConnectionManager()
             inbound.filter_chains[0].filters[0].typed_config.Unpack(manager)
             # orders' AccessPolicy has one allow rule: the ALLOW filter only, then the router.
-            assert [f.name for f in manager.http_filters] == ["rbac-allow", "envoy.filters.http.router"]
+            assert [f.name for f in manager.http_filters] == ["orders.shop", "envoy.filters.http.router"]
 
             routes = orders.resources(ROUTE, route_pb2.RouteConfiguration)
             hosts = {h.name: h for h in routes["outbound"].virtual_hosts}

@@ -1,6 +1,7 @@
 """An AccessPolicy as Envoy RBAC http filters, in the one shape the meshproxy sidecar reads back
-into its ``authorization`` rules (the contract's "RBAC shape"): a DENY filter ``rbac-deny``
-holding the deny rules, then an ALLOW filter ``rbac-allow`` holding the allow rules; each rule
+into its ``authorization`` rules (the contract's "RBAC shape"): a DENY filter
+``<service>.<namespace>-deny`` holding the deny rules, then an ALLOW filter
+``<service>.<namespace>`` holding the allow rules; each rule
 one policy named by the rule, with exactly one Permission and one Principal.
 """
 
@@ -18,8 +19,6 @@ from google.protobuf import any_pb2
 from meshproxy.mesh.names import spiffe_id
 
 RBAC_FILTER = "envoy.filters.http.rbac"
-DENY_FILTER = "rbac-deny"
-ALLOW_FILTER = "rbac-allow"
 
 Rule = Mapping[str, Any]
 
@@ -31,8 +30,11 @@ def rbac_filters(policy: Mapping[str, Any] | None, trust_domain: str) -> list[hc
     namespace = policy.get("namespace", "default")
     dry_run = bool(policy.get("dry_run", False))
     filters = []
-    for name, action, envoy_action in ((DENY_FILTER, "deny", rbac_pb2.RBAC.DENY),
-                                       (ALLOW_FILTER, "allow", rbac_pb2.RBAC.ALLOW)):
+    # Named after the AccessPolicy: the sidecar names its authorization policy after the
+    # filter, and a denial's 403 says which policy refused.
+    named = f"{policy['service']}.{namespace}"
+    for name, action, envoy_action in ((f"{named}-deny", "deny", rbac_pb2.RBAC.DENY),
+                                       (named, "allow", rbac_pb2.RBAC.ALLOW)):
         rules = [rule for rule in policy.get("rules", ()) if rule.get("action") == action]
         if not rules:
             continue
