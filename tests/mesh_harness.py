@@ -19,14 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from upstreams import wait_until
+from upstreams import Upstream, start_upstreams_together, wait_until
 
 BIN = Path(sys.executable).parent
 MESHCTL = str(BIN / "meshctl")
@@ -232,6 +232,16 @@ class LocalMesh:
                         sidecar.version)
         self.sidecars.append(again)
         return again.wait_ready()
+
+
+def apps_by_name(*names: str) -> Iterator[dict[str, Upstream]]:
+    """The apps behind a test's sidecars, started together and stopped together, for an
+    ``apps`` fixture to ``yield from``."""
+    upstreams = start_upstreams_together(list(names))
+    try:
+        yield {upstream.name: upstream for upstream in upstreams}
+    finally:
+        upstreams[0].stop()  # one process serves them all
 
 
 def until(condition: Callable[[], bool], timeout: float = 15, what: str = "condition") -> float:

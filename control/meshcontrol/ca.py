@@ -21,19 +21,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# The sidecar's CA and this one share their checks and certificate shapes, and one CaError
+# type, so callers here catch the shared checks' refusals too.
+from meshproxy.ca import (CLOCK_SKEW, CaError, authority_key_identifier, key_usage, read_ca_pair, self_signed_ca,
+                          sign_workload_certificate)
 from meshproxy.mesh.join_token import ca_pin
 
 from .store.base import Store
 
-# Peers' clocks differ by seconds to minutes: a certificate valid only from "now" would be
-# refused by a peer whose clock runs a little behind.
-CLOCK_SKEW = timedelta(minutes=1)
 CA_LIFETIME = timedelta(days=3650)
 SERVER_LIFETIME = timedelta(days=365)
-
-
-class CaError(ValueError):
-    """A refusal (a bad CSR, an unusable CA file, a certificate that does not chain to us)."""
 
 
 class CertificateAuthority:
@@ -44,7 +41,7 @@ class CertificateAuthority:
         spki = certificate.public_key().public_bytes(serialization.Encoding.DER,
                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
         self._pin = ca_pin(spki)
-        self._key_id = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+        self._key_id = authority_key_identifier(certificate, key)
 
     # --- making and loading -------------------------------------------------------------
 
@@ -58,56 +55,22 @@ class CertificateAuthority:
             return cls.from_pem(_read(cert_path), _read(key_path), f"{cert_path}", f"{key_path}")
         kept = store.ca()
         if kept is not None:
-            return cls.from_pem(kept[0], kept[1], "the store's CA certificate", "the store's CA key")
+            return cls.from_pem(kept[0], kept[1], "the store", "the store's CA key")
         ca = cls.create(trust_domain)
         store.set_ca(ca.certificate.public_bytes(serialization.Encoding.PEM), ca.key_pem())
         return ca
 
     @classmethod
     def create(cls, trust_domain: str, lifetime: timedelta = CA_LIFETIME) -> CertificateAuthority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshproxy"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, f"meshproxy control plane CA {trust_domain}")])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + lifetime)
-            # path_length=0: this CA signs workloads only, never intermediate CAs.
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
-            # The trust domain as a URI SAN, as `meshproxy ca init` writes it, so this CA also
-            # loads where a sidecar's own CA is expected.
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
-                           critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        # The trust domain is also a URI SAN, as `meshproxy ca init` writes it, so this CA
+        # also loads where a sidecar's own CA is expected.
+        certificate, key = self_signed_ca(trust_domain, lifetime, f"meshproxy control plane CA {trust_domain}")
         return cls(certificate, key)
 
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes, cert_name: str = "the CA certificate",
                  key_name: str = "the CA key") -> CertificateAuthority:
-        try:
-            certificate = x509.load_pem_x509_certificate(cert_pem)
-        except ValueError as error:
-            raise CaError(f"{cert_name}: not a readable PEM certificate ({error})") from None
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as error:
-            raise CaError(f"{key_name}: not a readable unencrypted PEM private key ({error})") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CaError(f"{key_name}: expected an ECDSA private key, got {type(key).__name__}")
-        if key.public_key() != certificate.public_key():
-            raise CaError(f"{key_name}: this key does not belong to {cert_name}")
-        try:
-            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
-        except x509.ExtensionNotFound:
-            constraints = None
-        if constraints is None or not constraints.ca:
-            raise CaError(f"{cert_name}: not a CA certificate (basicConstraints CA:true is missing)")
+        certificate, key = read_ca_pair(cert_pem, key_pem, cert_name, key_name)
         if certificate.not_valid_after_utc <= _now():
             raise CaError(f"{cert_name}: the CA expired at {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z")
         return cls(certificate, key)
@@ -175,7 +138,7 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW).not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(self._key_id, critical=False)
@@ -195,25 +158,11 @@ class CertificateAuthority:
         if end > self.not_after:
             raise CaError(f"a {lifetime_s}s certificate would outlive the CA (valid until "
                           f"{self.not_after:%Y-%m-%d %H:%M:%S}Z); renew the CA")
-        service = spiffe_id.rsplit("/", 1)[-1]
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            # The identity is the URI SAN and nothing else: no DNS names, so a workload
-            # certificate cannot pass for a host's.
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=False)
-            .add_extension(self._key_id, critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
+        # The identity is the URI SAN and nothing else: no DNS names, so a workload
+        # certificate cannot pass for a host's.
+        return sign_workload_certificate(self.certificate, self.key, public_key,
+                                         [x509.UniformResourceIdentifier(spiffe_id)], now - CLOCK_SKEW, end,
+                                         common_name=spiffe_id.rsplit("/", 1)[-1])
 
     # --- checking -----------------------------------------------------------------------
 
@@ -271,13 +220,6 @@ def spiffe_ids(certificate: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [uri for uri in san.get_values_for_type(x509.UniformResourceIdentifier) if uri.startswith("spiffe://")]
-
-
-def _key_usage(*, digital_signature: bool = False, key_cert_sign: bool = False,
-               crl_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
-                         crl_sign=crl_sign, encipher_only=False, decipher_only=False)
 
 
 def _now() -> datetime:

@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .spiffe import SpiffeId, parse_spiffe_id, parse_trust_domain
@@ -103,28 +104,7 @@ class CertificateAuthority:
             raise CaError(str(error), argument="trust_domain") from None
         if ttl <= timedelta(0):
             raise CaError(f"the CA's ttl must be positive, got {ttl}", argument="ttl")
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshproxy"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"meshproxy CA {trust_domain}"),
-        ])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + ttl)
-            # path_length=0: this CA signs workloads only, never intermediate CAs.
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
-                           critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        certificate, key = self_signed_ca(trust_domain, ttl, f"meshproxy CA {trust_domain}")
         return cls(certificate, key)
 
     def save(self, ca_dir: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
@@ -145,24 +125,7 @@ class CertificateAuthority:
         """The CA saved in ``ca_dir``. Raises CaError naming the file at fault."""
         cert_path, key_path = ca_dir / CA_CERT_FILE, ca_dir / CA_KEY_FILE
         cert_pem, key_pem = _read(cert_path, "a PEM certificate"), _read(key_path, "a PEM private key")
-        try:
-            certificate = x509.load_pem_x509_certificate(cert_pem)
-        except ValueError as error:
-            raise CaError(f"{cert_path}: not a readable PEM certificate ({error})") from None
-        try:
-            key = serialization.load_pem_private_key(key_pem, password=None)
-        except (ValueError, TypeError) as error:
-            raise CaError(f"{key_path}: not a readable unencrypted PEM private key ({error})") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CaError(f"{key_path}: expected an ECDSA private key, got {type(key).__name__}")
-        if key.public_key() != certificate.public_key():
-            raise CaError(f"{key_path}: this key does not belong to the certificate in {cert_path}")
-        try:
-            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
-        except x509.ExtensionNotFound:
-            constraints = None
-        if constraints is None or not constraints.ca:
-            raise CaError(f"{cert_path}: not a CA certificate (basicConstraints CA:true is missing)")
+        certificate, key = read_ca_pair(cert_pem, key_pem, f"{cert_path}", f"{key_path}")
         try:
             return cls(certificate, key)
         except CaError as error:
@@ -200,28 +163,10 @@ class CertificateAuthority:
                               "and '-' joined by '.', optionally starting with '*.'", argument="dns_names")
 
         key = ec.generate_private_key(ec.SECP256R1())
-        service_account = identity.service_account
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service_account)] if service_account else [])
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(identity))]
         names += [x509.DNSName(name) for name in dns_names]
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            # RFC 5280 4.2.1.6: with an empty subject the SAN carries the identity and must be critical.
-            .add_extension(x509.SubjectAlternativeName(names), critical=not service_account)
-            .add_extension(self._authority_key_identifier(), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
+        certificate = sign_workload_certificate(self.certificate, self.key, key.public_key(), names, start, end,
+                                                common_name=identity.service_account)
         return IssuedCredentials(
             cert_pem=certificate.public_bytes(serialization.Encoding.PEM),
             key_pem=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -265,12 +210,109 @@ class CertificateAuthority:
                           argument=argument)
         return start, end
 
-    def _authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
-        try:
-            ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        except x509.ExtensionNotFound:
-            return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+# === shared with the control plane's CA (meshcontrol.ca): one rule each ===
+
+
+def read_ca_pair(cert_pem: bytes, key_pem: bytes, cert_name: str,
+                 key_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A CA certificate and its private key, parsed and checked: a readable certificate, an
+    unencrypted ECDSA key that belongs to it, and basicConstraints CA:true. ``cert_name`` and
+    ``key_name`` say where each came from (a path), to start the CaError's message."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as error:
+        raise CaError(f"{cert_name}: not a readable PEM certificate ({error})") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise CaError(f"{key_name}: not a readable unencrypted PEM private key ({error})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CaError(f"{key_name}: expected an ECDSA private key, got {type(key).__name__}")
+    if key.public_key() != certificate.public_key():
+        raise CaError(f"{key_name}: this key does not belong to the certificate in {cert_name}")
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise CaError(f"{cert_name}: not a CA certificate (basicConstraints CA:true is missing)")
+    return certificate, key
+
+
+def self_signed_ca(trust_domain: str, ttl: timedelta,
+                   common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key and a self-signed CA certificate for ``trust_domain``, valid from a minute ago
+    for ``ttl``. The caller checks its arguments."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshproxy"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + ttl)
+        # path_length=0: this CA signs workloads only, never intermediate CAs.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        # The trust domain as a URI SAN: how a loaded CA knows which IDs it may sign.
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]),
+                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def sign_workload_certificate(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey,
+                              public_key: CertificatePublicKeyTypes, names: Sequence[x509.GeneralName],
+                              start: datetime, end: datetime, *, common_name: str | None) -> x509.Certificate:
+    """An X509-SVID for ``public_key``: a client and server leaf named by ``names`` (the SPIFFE
+    ID first), with ``common_name`` as its subject when there is one. The caller checks the
+    identity and the validity window."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        # RFC 5280 4.2.1.6: with an empty subject the SAN carries the identity and must be critical.
+        .add_extension(x509.SubjectAlternativeName(names), critical=not common_name)
+        .add_extension(authority_key_identifier(issuer, issuer_key), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def authority_key_identifier(issuer: x509.Certificate,
+                             issuer_key: ec.EllipticCurvePrivateKey) -> x509.AuthorityKeyIdentifier:
+    """What a certificate signed by ``issuer`` names it by: the issuer's own subject key
+    identifier when it has one (so a chain builder matches them), else one made from its key."""
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def key_usage(*, digital_signature: bool = False, key_cert_sign: bool = False,
+              crl_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+                         crl_sign=crl_sign, encipher_only=False, decipher_only=False)
 
 
 # === helpers ===
@@ -291,13 +333,6 @@ def _trust_domain_of(certificate: x509.Certificate) -> str:
     except ValueError as error:
         raise CaError(str(error)) from None
     return identity.trust_domain
-
-
-def _key_usage(*, digital_signature: bool = False, key_cert_sign: bool = False,
-               crl_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
-                         crl_sign=crl_sign, encipher_only=False, decipher_only=False)
 
 
 def _now() -> datetime:

@@ -1,18 +1,15 @@
 """A real control plane for tests (``meshctl serve`` in a child process, on ephemeral ports,
-its readiness read from its log), and a grpcio ADS client to talk to it as a sidecar would."""
+its readiness read from its log by mesh_harness's LoggedProcess), and a grpcio ADS client to
+talk to it as a sidecar would."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from meshproxy.mesh import mesh_pb2
 
+from mesh_harness import LoggedProcess
+
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -29,26 +28,22 @@ CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
-_GRPC_LINE = re.compile(r"grpc listening on (\S+)")
-_API_LINE = re.compile(r"api listening on (\S+)")
 
+class ControlPlane(LoggedProcess):
+    """``meshctl serve`` on ephemeral ports, at the addresses it logged."""
 
-@dataclass
-class ControlPlane:
-    process: subprocess.Popen[str]
-    grpc: str
-    api: str
-    data: Path
-    log: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
+    def __init__(self, data: Path, *extra: str, grpc_address: str = "127.0.0.1:0",
+                 api_address: str = "127.0.0.1:0") -> None:
+        flags = ["--data", str(data), "--grpc", grpc_address, "--api", api_address, *extra]
+        super().__init__([sys.executable, "-m", "meshcontrol.cli", "serve", *flags], "meshctl serve")
+        self.data = data
+        try:
+            self.grpc = self.wait_for_line(r"grpc listening on (\S+)").group(1)
+            self.api = self.wait_for_line(r"api listening on (\S+)").group(1)
+            self.wait_for_line(r"ready:")
+        except BaseException:
+            self.stop()
+            raise
 
     def call(self, method: str, path: str, body: bytes | None = None) -> Any:
         request = urllib.request.Request(self.api + path, data=body, method=method)
@@ -69,43 +64,11 @@ class ControlPlane:
     def bundle(self) -> bytes:
         return bytes(self.call("GET", "/v1/bundle"))
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            code = self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self._reader.join(timeout=5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        return code
-
 
 def start_control_plane(data: Path, *extra: str, grpc_address: str = "127.0.0.1:0",
                         api_address: str = "127.0.0.1:0") -> ControlPlane:
     """``meshctl serve`` on ephemeral ports; returns once it logged 'ready'."""
-    flags = ["--data", str(data), "--grpc", grpc_address, "--api", api_address, *extra]
-    command = [sys.executable, "-m", "meshcontrol.cli", "serve", *flags]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    lines: list[str] = []
-    grpc_at = api_at = ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            raise RuntimeError("meshctl serve exited before it was ready:\n" + "".join(lines))
-        lines.append(line)
-        if m := _GRPC_LINE.search(line):
-            grpc_at = m.group(1)
-        if m := _API_LINE.search(line):
-            api_at = m.group(1)
-        if "ready:" in line and grpc_at and api_at:
-            return ControlPlane(process, grpc_at, api_at, data, lines)
-    process.kill()
-    raise TimeoutError("meshctl serve did not log 'ready' in 30s:\n" + "".join(lines))
+    return ControlPlane(data, *extra, grpc_address=grpc_address, api_address=api_address)
 
 
 # === an ADS client ===

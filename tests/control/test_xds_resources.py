@@ -20,17 +20,12 @@ from meshproxy.mesh.names import NodeMetadata
 from meshproxy.mesh.translate import Local, Resources, missing, translate
 from pki import issue, make_ca
 
-MESH = """
-kind: Service
-name: orders
-namespace: shop
-calls: [payments]
----
-kind: Service
-name: payments
-namespace: shop
-protocol: http2
----
+from mesh_documents import documents, service
+
+MESH = documents(
+    service("orders", "shop", calls=["payments"]),
+    service("payments", "shop", protocol="http2"),
+    """\
 kind: Route
 service: payments
 namespace: shop
@@ -40,14 +35,15 @@ rules:
     to: [{version: v2}]
   - to: [{version: v1, weight: 90}, {version: v2, weight: 10}]
     timeout: 5s
----
+""",
+    """\
 kind: AccessPolicy
 service: orders
 namespace: shop
 rules:
   - {name: payments-reads, action: allow, services: [payments], methods: [GET, HEAD], paths: ["/orders/*"]}
   - {name: no-admin, action: deny, paths: ["/admin/*"], not_namespaces: [shop], headers: {x-debug: {present: true}}}
-"""
+""")
 
 ORDERS = NodeMetadata("orders", "shop", "v1", "127.0.0.1:20001", "127.0.0.1:15000", "127.0.0.1:15001",
                       "127.0.0.1:8081")

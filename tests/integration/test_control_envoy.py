@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 from conftest import closed_port_address, wait_until
+from mesh_documents import canary_route, documents, service
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "control"))
 from control_plane import ControlPlane, start_control_plane  # noqa: E402
@@ -126,33 +127,18 @@ def envoys() -> Iterator[list[Envoy]]:
         envoy.stop()
 
 
-MESH = """
-kind: Service
-name: orders
-namespace: shop
-calls: [payments]
----
-kind: Service
-name: payments
-namespace: shop
-calls: []
----
-kind: Route
-service: payments
-namespace: shop
-rules:
-  - match: {headers: {x-channel: beta}}
-    to: [{version: v2}]
-  - to: [{version: v1, weight: 90}, {version: v2, weight: 10}]
-    timeout: 5s
----
+MESH = documents(
+    service("orders", "shop", calls=["payments"]),
+    service("payments", "shop", calls=[]),
+    canary_route("payments", "shop"),
+    """\
 kind: AccessPolicy
 service: payments
 namespace: shop
 rules:
   - {name: orders-reads, action: allow, services: [orders], methods: [GET, HEAD]}
   - {name: no-admin, action: deny, paths: ["/admin/*"]}
-"""
+""")
 
 
 def all_acked(envoy: Envoy) -> bool:

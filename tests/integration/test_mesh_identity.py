@@ -13,32 +13,23 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from mesh_harness import LocalMesh, until
+from mesh_documents import FRONTEND_AND_ORDERS
+from mesh_harness import LocalMesh, apps_by_name, until
 from steady_load import SteadyLoad
-from upstreams import Upstream, start_upstreams_together
+from upstreams import Upstream
 
 from meshproxy.mesh.join_token import JoinToken
-
-SERVICES = """
-kind: Service
-name: frontend
----
-kind: Service
-name: orders
-"""
 
 
 @pytest.fixture
 def apps() -> Iterator[dict[str, Upstream]]:
-    upstreams = start_upstreams_together(["frontend", "orders"])
-    yield {u.name: u for u in upstreams}
-    upstreams[0].stop()
+    yield from apps_by_name("frontend", "orders")
 
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path) as mesh:
-        mesh.apply(SERVICES)
+        mesh.apply(FRONTEND_AND_ORDERS)
         yield mesh
 
 

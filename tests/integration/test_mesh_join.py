@@ -18,29 +18,21 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mesh_harness import LocalMesh, Sidecar, until
+from mesh_documents import documents, service
+from mesh_harness import LocalMesh, Sidecar, apps_by_name, until
 from steady_load import SteadyLoad
-from upstreams import Upstream, start_upstreams_together
+from upstreams import Upstream
 
 from meshproxy.mesh.join_token import JoinToken, ca_pin
 
-SERVICES = """
-kind: Service
-name: frontend
-calls: [orders]
----
-kind: Service
-name: orders
-"""
+SERVICES = documents(service("frontend", calls=["orders"]), service("orders"))
 ORDERS = "spiffe://mesh.local/ns/default/sa/orders"
 FRONTEND = "spiffe://mesh.local/ns/default/sa/frontend"
 
 
 @pytest.fixture
 def apps() -> Iterator[dict[str, Upstream]]:
-    upstreams = start_upstreams_together(["frontend", "orders"])
-    yield {u.name: u for u in upstreams}
-    upstreams[0].stop()
+    yield from apps_by_name("frontend", "orders")
 
 
 @pytest.fixture

@@ -10,31 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from mesh_harness import LocalMesh, until
+from mesh_documents import FRONTEND_AND_ORDERS
+from mesh_harness import LocalMesh, apps_by_name, until
 from steady_load import SteadyLoad
-from upstreams import Upstream, start_upstreams_together
+from upstreams import Upstream
 
-SERVICES = """
-kind: Service
-name: frontend
----
-kind: Service
-name: orders
-"""
 LEASE_S = 3
 
 
 @pytest.fixture
 def apps() -> Iterator[dict[str, Upstream]]:
-    upstreams = start_upstreams_together(["frontend", "orders-a", "orders-b", "orders-c"])
-    yield {u.name: u for u in upstreams}
-    upstreams[0].stop()
+    yield from apps_by_name("frontend", "orders-a", "orders-b", "orders-c")
 
 
 @pytest.fixture
 def mesh(tmp_path: Path, apps: dict[str, Upstream]) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path, lease=f"{LEASE_S}s") as mesh:
-        mesh.apply(SERVICES)
+        mesh.apply(FRONTEND_AND_ORDERS)
         mesh.sidecar("frontend", app=apps["frontend"].address)
         mesh.sidecar("orders", app=apps["orders-a"].address)
         mesh.sidecar("orders", app=apps["orders-b"].address)

@@ -11,54 +11,35 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mesh_harness import LocalMesh, until
-from upstreams import Upstream, start_upstreams_together
+from mesh_documents import canary_route, documents, service
+from mesh_harness import LocalMesh, apps_by_name, until
+from upstreams import Upstream
 
-SERVICES = """
-kind: Service
-name: frontend
-namespace: shop
-calls: [orders, payments]
----
-kind: Service
-name: orders
-namespace: shop
-calls: []
----
-kind: Service
-name: payments
-namespace: shop
-calls: [orders]
-"""
-CANARY = """
-kind: Route
-service: orders
-namespace: shop
-rules:
-  - match: {headers: {x-channel: beta}}
-    to: [{version: v2}]
-  - to: [{version: v1, weight: 90}, {version: v2, weight: 10}]
-    timeout: 5s
----
+SERVICES = documents(
+    service("frontend", "shop", calls=["orders", "payments"]),
+    service("orders", "shop", calls=[]),
+    service("payments", "shop", calls=["orders"]),
+)
+CANARY = documents(
+    canary_route("orders", "shop"),
+    """\
 kind: AccessPolicy
 service: orders
 namespace: shop
 rules:
   - {name: frontend-reads, action: allow, services: [frontend], methods: [GET, HEAD]}
-"""
+""")
 
 
 @pytest.fixture(scope="module")
 def apps() -> Iterator[dict[str, Upstream]]:
-    upstreams = start_upstreams_together(["frontend", "orders-v1", "orders-v2", "payments"])
-    yield {u.name: u for u in upstreams}
-    upstreams[0].stop()
+    yield from apps_by_name("frontend", "orders-v1", "orders-v2", "payments")
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, Upstream]) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path_factory.mktemp("mesh")) as mesh:
-        mesh.apply(SERVICES + "---" + CANARY)
+        mesh.apply(documents(SERVICES, CANARY))
         for name in ("frontend", "payments"):
             mesh.sidecar(name, namespace="shop", app=apps[name].address)
         for version in ("v1", "v2"):

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from mesh_harness import LocalMesh, free_address
-from upstreams import Upstream, start_upstreams_together, wait_until
+from mesh_harness import LocalMesh, apps_by_name, free_address
+from upstreams import Upstream, wait_until
 
 SERVICES = """
 kind: Service
@@ -30,9 +30,7 @@ calls: []
 
 @pytest.fixture
 def apps() -> Iterator[dict[str, Upstream]]:
-    upstreams = start_upstreams_together(["frontend", "orders"])
-    yield {u.name: u for u in upstreams}
-    upstreams[0].stop()
+    yield from apps_by_name("frontend", "orders")
 
 
 def start_prometheus(folder: Path, mesh: LocalMesh) -> tuple[subprocess.Popen[bytes], str]:

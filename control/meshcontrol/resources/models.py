@@ -141,19 +141,8 @@ class Route(_Document):
     namespace: Label = "default"
     rules: Annotated[list[RouteRule], Field(min_length=1)]
 
-    @model_validator(mode="after")
-    def _rule_names_unique(self) -> Route:
-        first: dict[str, int] = {}
-        for i, rule in enumerate(self.rules):
-            if rule.name is None:
-                continue
-            if rule.name in first:
-                raise invalid(
-                    f"duplicate rule name {show(rule.name)}; already used by rules[{first[rule.name]}]",
-                    at=("rules", i, "name"),
-                )
-            first[rule.name] = i
-        return self
+    # The sidecar's rule for a policy's rule names: one rule for every list of named rules.
+    _rule_names_unique = model_validator(mode="after")(_sidecar_rule(AuthzPolicy, "_rule_names_unique"))
 
     def stored(self) -> Resource:
         return {"kind": self.kind, "service": self.service, "namespace": self.namespace,

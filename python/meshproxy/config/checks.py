@@ -16,7 +16,7 @@ from .. import _native
 from ..addresses import parse_listen_address
 from ..discovery.endpoints import EndpointListError, read_endpoint_file
 from .errors import Path, parse_path
-from .messages import Finding, show
+from .messages import Finding, duplicate_names, show
 from .model import Config
 
 
@@ -31,19 +31,7 @@ def _unique_names(cfg: Config) -> list[Finding]:
 
 
 def _duplicates(section: str, names: list[str]) -> list[Finding]:
-    findings: list[Finding] = []
-    first: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in first:
-            findings.append(
-                Finding(
-                    (section + "s", i, "name"),
-                    f"duplicate {section} name {show(name)}; already used by {section}s[{first[name]}]",
-                )
-            )
-        else:
-            first[name] = i
-    return findings
+    return [Finding(at, message) for at, message in duplicate_names(section + "s", section, names)]
 
 
 def _unique_listen_addresses(cfg: Config) -> list[Finding]:

@@ -8,6 +8,7 @@ pydantic's built-in errors get rewritten there.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,20 @@ def invalid(message: str, at: Path = ()) -> PydanticCustomError:
     # The message travels in the context, not the template, so braces in user input
     # (a regex like `a{2}`) are never mistaken for template fields.
     return PydanticCustomError(ERROR_TYPE, "{message}", {"message": message, "at": at})
+
+
+def duplicate_names(field: str, what: str, names: Iterable[str | None]) -> Iterator[tuple[Path, str]]:
+    """Each name used again in the list ``field``: where it is and the message saying so,
+    pointing at its first use. An unnamed item (None) repeats nothing. One rule for every
+    list of named things, in the sidecar's config and in the control plane's resources."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name is None:
+            continue
+        if name in first:
+            yield (field, i, "name"), f"duplicate {what} name {show(name)}; already used by {field}[{first[name]}]"
+        else:
+            first[name] = i
 
 
 def show(value: Any) -> str:

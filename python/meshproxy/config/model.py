@@ -54,7 +54,7 @@ from .fields import (
     UrlPath,
 )
 from .kept import KeptModels
-from .messages import describe, invalid, show
+from .messages import describe, duplicate_names, invalid, show
 
 Weight = Annotated[int, Field(ge=0, le=1_000_000)]
 # The access log path that means standard output (the engine's access_log::sink::STDOUT).
@@ -377,14 +377,9 @@ class AuthzPolicy(_Section):
 
     @model_validator(mode="after")
     def _rule_names_unique(self) -> AuthzPolicy:
-        first: dict[str, int] = {}
-        for i, rule in enumerate(self.rules):
-            if rule.name in first:
-                raise invalid(
-                    f"duplicate rule name {show(rule.name)}; already used by rules[{first[rule.name]}]",
-                    at=("rules", i, "name"),
-                )
-            first[rule.name] = i
+        # Also the control plane's rule for its Route and AccessPolicy rules.
+        for at, message in duplicate_names("rules", "rule", (rule.name for rule in self.rules)):
+            raise invalid(message, at=at)
         return self
 
 
@@ -410,16 +405,8 @@ class Listener(_Section):
         names = list(filter(None, map(attrgetter("name"), self.routes)))
         if len(set(names)) == len(names):
             return self  # the usual case, checked without a step per route
-        first: dict[str, int] = {}
-        for i, route in enumerate(self.routes):
-            if route.name is None:
-                continue
-            if route.name in first:
-                raise invalid(
-                    f"duplicate route name {show(route.name)}; already used by routes[{first[route.name]}]",
-                    at=("routes", i, "name"),
-                )
-            first[route.name] = i
+        for at, message in duplicate_names("routes", "route", (route.name for route in self.routes)):
+            raise invalid(message, at=at)
         return self
 
     def engine_json(self) -> str:

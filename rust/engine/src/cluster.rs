@@ -15,9 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::stats::ClusterStats;
 use crate::tls::outbound::UpstreamTls;
 
-/// How many more draws a pick that must avoid one endpoint makes: with two endpoints of equal
-/// weight a draw lands on a given one at most half the time, so all five miss the other at most
-/// once in 32.
+/// How many more draws a pick that must avoid one endpoint makes before it takes any other.
 const DRAWS_AROUND_A_FAILURE: usize = 4;
 
 #[derive(Debug)]
@@ -165,14 +163,19 @@ impl Members {
         self.endpoints.get(index)
     }
 
-    /// Picks as `pick` does, but not the endpoint at `avoid` while the balancer offers another
-    /// within a few draws: a retry after a failed connection goes elsewhere when it can.
+    /// Picks as `pick` does, but not the endpoint at `avoid` when there is another: a retry
+    /// after a failed connection goes elsewhere. The balancer draws again a few times, so the
+    /// retry is still balanced; should every draw land on `avoid`, the first other endpoint that
+    /// may be picked (positive weight) is taken.
     pub fn pick_avoiding(&self, avoid: Option<&str>) -> Option<&Endpoint> {
         let first = self.pick()?;
         let Some(avoid) = avoid else { return Some(first) };
         if *first.address != *avoid {
             return Some(first);
         }
-        (0..DRAWS_AROUND_A_FAILURE).find_map(|_| self.pick().filter(|e| *e.address != *avoid)).or(Some(first))
+        (0..DRAWS_AROUND_A_FAILURE)
+            .find_map(|_| self.pick().filter(|e| *e.address != *avoid))
+            .or_else(|| self.endpoints.iter().find(|e| e.weight > 0 && *e.address != *avoid))
+            .or(Some(first))
     }
 }
