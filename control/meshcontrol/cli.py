@@ -226,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the control plane: xDS and CA over gRPC, the HTTP API")
     serve.add_argument("--data", default="./mesh", help="folder of its store: resources, tokens, the CA (default ./mesh)")
     serve.add_argument("--grpc", default="127.0.0.1:15010", help="xDS and CA gRPC address (default 127.0.0.1:15010)")
+    serve.add_argument("--grpc-name", action="append", metavar="NAME",
+                       help="another name or IP sidecars dial the gRPC port by (a DNS name, a load balancer's "
+                       "address); the server certificate names it. Repeatable")
     serve.add_argument("--api", default="127.0.0.1:15080", help="HTTP API address (default 127.0.0.1:15080)")
     serve.add_argument("--lease", default="10s", help="how long an instance stays after its sidecar is gone (default 10s)")
     serve.add_argument("--trust-domain", default="mesh.local",

@@ -82,7 +82,7 @@ async def _serve(args: Any) -> int:
         ca = CertificateAuthority.open(store, trust_domain, _path(getattr(args, "ca_cert", None)),
                                        _path(getattr(args, "ca_key", None)))
         plane = ControlPlane(store, ca, trust_domain, lease_s, debounce_s)
-        await plane.start(str(grpc_ip), grpc_port)
+        await plane.start(str(grpc_ip), grpc_port, list(getattr(args, "grpc_name", None) or ()))
         api = ApiServer(args.api, store, plane.view, api_token)
         api.start()
         log.info("api listening on %s (meshctl --server)", api.url)
@@ -122,7 +122,8 @@ class ControlPlane:
     def _endpoints_changed(self, services: set[ServiceKey]) -> None:
         self.ads.endpoints_changed(services)
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, names: list[str] | None = None) -> None:
+        """Serves gRPC on ``host:port`` with a certificate for ``host`` and ``names``."""
         self.ads.start(self.store.resources())
         self.registry.restore()
         self.store.on_change(self.ads.store_changed)
@@ -133,7 +134,7 @@ class ControlPlane:
                                _keepalive_permit_without_calls=True, _http2_max_pings_without_data=0,
                                _http2_min_sent_ping_interval_without_data=keepalive)
         self._server = Server([self.ads, self.mesh], config=config)
-        names = [host]
+        names = [host, *(names or ())]
         if host in ("0.0.0.0", "::"):
             # Bound to every address: sidecars elsewhere reach it by this host's name.
             names += [socket.gethostname(), socket.getfqdn()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -162,3 +163,18 @@ def test_leave_takes_only_the_callers_own_instances(control: ControlPlane) -> No
     assert "sidecar~127.0.0.1:20009~payments.shop" in [i["node_id"] for i in instances]
     # An unknown (or already gone) node: nothing to wait for.
     assert asyncio.run(leave("sidecar~127.0.0.1:1~orders.shop")) == mesh_pb2.LeaveResponse()
+
+
+def test_the_grpc_certificate_names_every_address_sidecars_dial(tmp_path: Path) -> None:
+    import ssl
+
+    plane = start_control_plane(tmp_path / "mesh", "--grpc-name", "control.mesh.example", "--grpc-name", "10.9.8.7")
+    try:
+        host, port = plane.grpc.rsplit(":", 1)
+        pem = ssl.get_server_certificate((host, int(port)))
+    finally:
+        plane.stop()
+    names = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"control.mesh.example", "localhost"}
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.9.8.7"}
