@@ -30,6 +30,7 @@ import httpx
 TESTS = Path(__file__).resolve().parents[2] / "tests"
 sys.path.insert(0, str(TESTS))
 
+from mesh_documents import documents, service  # noqa: E402
 from mesh_harness import LocalMesh, until  # noqa: E402
 from upstreams import start_upstream  # noqa: E402
 
@@ -38,14 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ads_swarm import Swarm  # noqa: E402
 from sidebyside.proc import cpu_seconds, rss_bytes  # noqa: E402
 
-SERVICES = """
-kind: Service
-name: frontend
-calls: [orders]
----
-kind: Service
-name: orders
-"""
+# frontend calls orders only: pushes of orders' Route reach every sidecar, and the sidecars
+# (all frontend) do not follow one another's endpoints.
+SERVICES = documents(service("frontend", calls=["orders"]), service("orders"))
 
 
 def route(weight_v2: int) -> str:
@@ -92,7 +88,7 @@ def real_sidecars(folder: Path, count: int, pushes: int) -> dict[str, object]:
     frontend_app = start_upstream("frontend")
     try:
         with LocalMesh(folder / "real") as mesh:
-            mesh.apply(SERVICES + "---" + route(10))
+            mesh.apply(documents(SERVICES, route(10)))
             assert mesh.server is not None
             pid = mesh.server.process.pid
             rss_before, _ = process_figures(pid)
@@ -133,7 +129,7 @@ def real_sidecars(folder: Path, count: int, pushes: int) -> dict[str, object]:
 
 def simulated(folder: Path, count: int, pushes: int) -> dict[str, object]:
     with LocalMesh(folder / "simulated") as mesh:
-        mesh.apply(SERVICES + "---" + route(10))
+        mesh.apply(documents(SERVICES, route(10)))
         assert mesh.server is not None
         pid = mesh.server.process.pid
         token = mesh.token("frontend").read_text().strip()

@@ -14,18 +14,11 @@ import httpx
 import pytest
 import yaml
 
+from mesh_documents import documents, service
 from mesh_harness import LocalMesh, apps_by_name, free_address
 from upstreams import Upstream, wait_until
 
-SERVICES = """
-kind: Service
-name: frontend
-calls: [orders]
----
-kind: Service
-name: orders
-calls: []
-"""
+SERVICES = documents(service("frontend", calls=["orders"]), service("orders", calls=[]))
 
 
 @pytest.fixture
