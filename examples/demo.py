@@ -13,12 +13,14 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -120,6 +122,16 @@ def get(address: str, path: str) -> tuple[int, bytes]:
         connection.close()
 
 
+def answers(address: str) -> bool:
+    """Whether something listens on ``address``."""
+    h, p = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((h, int(p)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def endpoints(admin: str, cluster: str) -> list[str]:
     clusters = json.loads(get(admin, "/clusters")[1])
     return sorted(e["address"] for e in clusters.get(cluster, {}).get("endpoints", []))
@@ -166,11 +178,35 @@ def main() -> int:
         children.append(child)
         return child
 
+    taken = [address for address in (GRPC, API, *(i[4] for i in INSTANCES), *(i[5] for i in INSTANCES))
+             if answers(address)]
+    if taken:
+        print(f"demo: {', '.join(taken)} already in use (another demo, or a meshctl serve, still running?)",
+              file=sys.stderr)
+        return 1
     try:
         apps = [serve_app(service, version, app) for _, service, version, app, _, _ in INSTANCES]
     except OSError as error:
         print(f"demo: cannot start the demo apps on 127.0.0.1:8080-8084: {error}", file=sys.stderr)
         return 1
+    try:
+        return demo(workdir, start, children)
+    finally:
+        # Whatever ended the demo (Ctrl-C, a failure), nothing it started outlives it.
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for app in apps:
+            app.shutdown()
+
+
+def demo(workdir: Path, start: Callable[[str, list[str]], subprocess.Popen[bytes]],
+         children: list[subprocess.Popen[bytes]]) -> int:
     print(f"demo folder: {workdir} (control plane data, tokens, sidecar state, logs/)")
     start("meshctl-serve", [str(BIN / "meshctl"), "serve", "--data", str(workdir / "mesh"), "--grpc", GRPC,
                             "--api", API, "--lease", f"{LEASE_S}s"])
@@ -241,18 +277,8 @@ def main() -> int:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
     print("\nstopping")
-    for child in reversed(children):
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    for app in apps:
-        app.shutdown()
     return 0
 
 
