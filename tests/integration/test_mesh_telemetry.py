@@ -48,12 +48,21 @@ def start_prometheus(folder: Path, mesh: LocalMesh) -> tuple[subprocess.Popen[by
 
 
 def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    """The result of an instant query; empty while Prometheus is not answering queries yet (it
+    says 'Service Unavailable' in plain text while it starts)."""
     try:
         answer = httpx.get(f"http://{prometheus}/api/v1/query", params={"query": promql}, timeout=5).json()
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):
         return []
     result: list[dict[str, Any]] = answer.get("data", {}).get("result", [])
     return result
+
+
+def _ready(prometheus: str) -> bool:
+    try:
+        return httpx.get(f"http://{prometheus}/-/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_one_prometheus_scrapes_every_sidecar_by_service_and_the_control_plane(
@@ -67,6 +76,7 @@ def test_one_prometheus_scrapes_every_sidecar_by_service_and_the_control_plane(
                              timeout=10).status_code == 200
         prometheus, address = start_prometheus(tmp_path, mesh)
         try:
+            wait_until(lambda: _ready(address), timeout=30, what=f"prometheus ready on {address}")
             # The orders sidecar counted the 5 calls on its inbound listener, and Prometheus
             # knows it as orders v1 from the control plane alone.
             wait_until(lambda: [r["value"][1] for r in query(
