@@ -7,7 +7,8 @@ lease of the kill), so a short disconnect
 (a control-plane restart, a network blip) does not drop a healthy instance from its peers'
 endpoints; if no stream comes back, the sweep removes it. ``Leave`` removes it at once (a
 draining sidecar). Everything is kept in the store, so a restarted control plane serves the
-endpoints it knew, each under a fresh lease, until their sidecars reconnect or it runs out.
+endpoints it knew, each under a fresh lease (at least twice the sidecars' reconnect back-off, so
+one still backing off is not dropped), until their sidecars reconnect or it runs out.
 
 Runs on the event loop (no locks): changes call ``on_change`` with the (service, namespace)
 pairs whose endpoints changed, which the push machinery debounces.
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meshproxy.mesh.names import NodeMetadata, node_id
+from meshproxy.mesh.names import RECONNECT_CAP_S, NodeMetadata, node_id
 
 from .store.base import InstanceRecord, Store
 
@@ -100,14 +101,17 @@ class Registry:
     # --- changing -----------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Takes back the instances the store kept, each under a fresh lease and not connected."""
-        expires = time.monotonic() + self.lease_s
+        """Takes back the instances the store kept, each under a fresh lease and not connected.
+        The lease is at least twice the sidecars' reconnect back-off: each of them learns of the
+        restart only at its next attempt."""
+        grace = max(self.lease_s, 2 * RECONNECT_CAP_S)
+        expires = time.monotonic() + grace
         for record in self.store.instances():
             instance = Instance(*record, streams=0, expires=expires, since=time.time())
             self._add(instance)
         if self._instances:
-            log.info("restored %d instance(s) from the store, each for one lease (%gs) until its sidecar "
-                     "reconnects", len(self._instances), self.lease_s)
+            log.info("restored %d instance(s) from the store, each for %gs until its sidecar reconnects",
+                     len(self._instances), grace)
             self._changed({i.key for i in self._instances.values()})
             self._wake.set()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from meshcontrol.registry import Registry, ServiceKey
 from meshcontrol.store.sqlite import SqliteStore
-from meshproxy.mesh.names import NodeMetadata
+from meshproxy.mesh.names import RECONNECT_CAP_S, NodeMetadata
 
 ORDERS_1 = NodeMetadata("orders", "shop", "v1", "127.0.0.1:20001", "127.0.0.1:15000")
 ORDERS_2 = NodeMetadata("orders", "shop", "v2", "127.0.0.1:20002")
@@ -75,7 +75,8 @@ def test_leave_removes_at_once_and_a_newcomer_replaces_the_instance_on_its_addre
     assert store.instances() == []
 
 
-def test_instances_come_back_from_the_store_under_a_fresh_lease(store: SqliteStore) -> None:
+def test_instances_come_back_from_the_store_under_a_fresh_lease_that_outlasts_the_reconnect_backoff(
+        store: SqliteStore) -> None:
     registry = Registry(store, 10, lambda _: None)
     registry.register(ORDERS_1)
     registry.register(ORDERS_2)
@@ -86,6 +87,10 @@ def test_instances_come_back_from_the_store_under_a_fresh_lease(store: SqliteSto
                                                                              ("v2", False, "")]
     assert changes == [{("orders", "shop")}]
     restarted.register(ORDERS_1)  # its sidecar reconnected; the other did not
-    restarted.sweep(time.monotonic() + 1)
+    # A sidecar still backing off keeps its place (the lease alone, 0.2 s, would drop it)...
+    restarted.sweep(time.monotonic() + RECONNECT_CAP_S)
+    assert [i.version for i in restarted.all()] == ["v1", "v2"]
+    # ... and one that never comes back leaves once the grace runs out.
+    restarted.sweep(time.monotonic() + 2 * RECONNECT_CAP_S + 0.1)
     assert [i.version for i in restarted.all()] == ["v1"]
     assert [r.version for r in store.instances()] == ["v1"]

@@ -186,6 +186,28 @@ def test_a_broken_file_is_refused_with_the_validate_message_counted_and_the_prox
     assert stats(admin_client, proxy)["reload_outcomes"] == {"succeeded": 1, "failed": 2}
 
 
+def test_a_file_seen_empty_while_written_in_place_is_waited_for_not_refused(
+    tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams, admin_client: httpx.Client
+) -> None:
+    v1, v2 = upstreams("v1"), upstreams("v2")
+    path = tmp_path / "sidecar.yaml"
+    write_in_place(path, app_config({"address": v1.address}))
+    proxy = meshproxy_run(path)
+    address = proxy.address("outbound")
+
+    # Truncated, as a write in place begins; the watch sees it before the write.
+    path.write_text("")
+    line = f"meshproxy: {path} is empty; waiting for it to be written (the running config stays)\n"
+    wait_until(lambda: line in proxy.log_lines, timeout=OBSERVE_WITHIN, what="the wait in the log")
+    assert stats(admin_client, proxy)["reload_outcomes"] == {"succeeded": 0, "failed": 0}
+    assert served_by(address) == "v1"
+
+    write_in_place(path, app_config({"address": v2.address}))
+    wait_until(lambda: served_by(address) == "v2", timeout=OBSERVE_WITHIN, what="the written file to take effect")
+    wait_until(lambda: stats(admin_client, proxy)["reload_outcomes"] == {"succeeded": 1, "failed": 0},
+               timeout=OBSERVE_WITHIN, what="one reload to be counted")
+
+
 def test_post_reload_answers_with_the_new_version(
     tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:

@@ -28,7 +28,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from .. import _native
 from .channel import Target
 from .identity import Backoff, describe
-from .names import BUNDLE_SECRET, USER_AGENT, NodeMetadata
+from .names import BUNDLE_SECRET, RECONNECT_CAP_S, USER_AGENT, NodeMetadata
 from .translate import missing, trust_domain_of
 from .translate_routes import Refused
 from .xds_pb2 import DiscoveryRequest, DiscoveryResponse, Node
@@ -70,7 +70,7 @@ class AdsClient:
 
     async def run(self) -> None:
         """Keeps a stream open until cancelled, reconnecting after a back-off."""
-        backoff = Backoff()
+        backoff = Backoff(cap=RECONNECT_CAP_S)
         reported = False  # this outage has been logged as one
         while True:
             answered = False

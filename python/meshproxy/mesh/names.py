@@ -22,6 +22,10 @@ BUNDLE_SECRET = "ROOTCA"
 # Cluster.metadata.filter_metadata key under which the control plane says what Envoy's own
 # fields cannot (the load-balancing policy p2c_ewma, which Envoy does not have); Envoy ignores it.
 METADATA_KEY = "meshproxy"
+# The longest a sidecar waits between two attempts to reach the control plane (its back-off's
+# cap). A restarted control plane keeps the instances it restored at least twice this long, so
+# a sidecar still backing off is not dropped from its peers' endpoints before it reconnects.
+RECONNECT_CAP_S = 5.0
 
 
 class NodeMetadata(NamedTuple):
