@@ -12,10 +12,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
-use meshproxy_engine::endpoint::EndpointRegistry;
-use meshproxy_engine::route::{RequestTarget, RouteTable};
-use meshproxy_engine::snapshot::{self, CompiledListener, Context};
-use meshproxy_engine::stats::Stats;
+use meshproxy_proxy::endpoint::EndpointRegistry;
+use meshproxy_proxy::route::{RequestTarget, RouteTable};
+use meshproxy_engine::compile::{self, CompiledListener, Context};
+use meshproxy_telemetry::stats::Stats;
 use meshproxy_engine::{Config, Engine};
 use serde_json::{json, Value};
 
@@ -54,7 +54,7 @@ fn document(routes: usize, clusters: usize, endpoints: usize) -> Value {
 }
 
 fn compile(config: &Config, endpoints: &EndpointRegistry, stats: &std::sync::Arc<Stats>) -> Vec<CompiledListener> {
-    match snapshot::compile(config, Context { endpoints, stats, identity: &std::sync::Arc::default(), telemetry: &std::sync::Arc::default(), running: &[], listeners: &[] }) {
+    match compile::compile(config, Context { endpoints, stats, identity: &std::sync::Arc::default(), telemetry: &std::sync::Arc::default(), running: &[], listeners: &[] }) {
         Ok(listeners) => listeners,
         Err(problems) => panic!("the benchmark config does not compile: {problems:?}"),
     }

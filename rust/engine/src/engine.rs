@@ -8,19 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use crate::busy_poll::BusyPoll;
-use crate::cluster::Cluster;
-use crate::config::{self, Config, Direction};
-use crate::endpoint::EndpointRegistry;
-use crate::listener::{ListenerShared, RunningListener};
-use crate::live::Live;
-use crate::snapshot::{self, Context, Problem};
-use crate::stats::{ListenerStats, Stats};
-use crate::telemetry::Outlets;
-use crate::trace::FinishedSpan;
-use crate::tls::credentials::{Credentials, Pems};
-use crate::tls::store::IdentityStore;
-use crate::workers::Workers;
+use meshproxy_proxy::busy_poll::BusyPoll;
+use meshproxy_proxy::cluster::Cluster;
+use meshproxy_config::{self as config, Config, Direction};
+use meshproxy_proxy::endpoint::EndpointRegistry;
+use meshproxy_proxy::listener::{ListenerShared, RunningListener};
+use crate::live::live_of;
+use meshproxy_telemetry::live::Live;
+use crate::compile::{self, Context};
+use meshproxy_config::Problem;
+use meshproxy_telemetry::stats::{ListenerStats, Stats};
+use meshproxy_telemetry::Outlets;
+use meshproxy_telemetry::trace::FinishedSpan;
+use meshproxy_tls::credentials::{Credentials, Pems};
+use meshproxy_tls::store::IdentityStore;
+use meshproxy_proxy::workers::Workers;
 
 /// How long a stopping engine waits for its access log writers to write their last lines.
 const ACCESS_LOG_FINISH: Duration = Duration::from_secs(5);
@@ -117,7 +119,7 @@ impl Engine {
         if control.stopped {
             return Err(EngineError::Stopped);
         }
-        let credentials = snapshot::load_identity(config.identity.as_ref());
+        let credentials = compile::load_identity(config.identity.as_ref());
         let telemetry = self.outlets.telemetry(config).map(Arc::new);
         let no_telemetry = Arc::default();
         let running_listeners: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
@@ -129,7 +131,7 @@ impl Engine {
             running: &control.clusters,
             listeners: &running_listeners,
         };
-        let compiled = match (credentials, telemetry.as_ref(), snapshot::compile_all(config, cx)) {
+        let compiled = match (credentials, telemetry.as_ref(), compile::compile_all(config, cx)) {
             (Ok(credentials), Ok(_), Ok(compiled)) => (credentials, compiled),
             (credentials, telemetry, compiled) => {
                 let problems = credentials
@@ -204,7 +206,7 @@ impl Engine {
         self.busy_poll.set(config.busy_poll.duration());
         control.endpoints.prune();
         let snapshots: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
-        control.live = Live::of(snapshots.iter().map(|s| &**s), &control.clusters);
+        control.live = live_of(snapshots.iter().map(|s| &**s), &control.clusters);
         self.stats.prune(&control.live);
         Ok(self.version.fetch_add(1, Relaxed) + 1)
     }
@@ -230,7 +232,7 @@ impl Engine {
         };
         let mut problems = Vec::new();
         let at = format!("clusters[{index}]");
-        let members = snapshot::compile_members(&at, endpoints, running.policy(), running.transport.as_deref(), &control.endpoints, &mut problems);
+        let members = compile::compile_members(&at, endpoints, running.policy(), running.transport.as_deref(), &control.endpoints, &mut problems);
         if !problems.is_empty() {
             // The entries the refused list added die with it; a later sweep drops them.
             return Err(EngineError::Invalid(problems));
@@ -245,7 +247,7 @@ impl Engine {
     /// on. A set that fails its checks is refused and the current one stays.
     pub fn reload_identity(&self) -> Result<(), EngineError> {
         let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        let credentials = snapshot::load_identity(control.identity.as_ref()).map_err(|p| EngineError::Invalid(vec![p]))?;
+        let credentials = compile::load_identity(control.identity.as_ref()).map_err(|p| EngineError::Invalid(vec![p]))?;
         match credentials {
             Some(credentials) => {
                 self.identity.replace(Some(credentials));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::cluster::Cluster;
-use crate::endpoint::Endpoint;
+use meshproxy_proxy::cluster::Cluster;
+use meshproxy_proxy::endpoint::Endpoint;
 
 /// No active health checks or outlier ejection exist yet: every endpoint with a positive
 /// weight is picked. Reported as such, so the key is there when checks arrive.
@@ -49,9 +49,9 @@ fn endpoint_json(endpoint: &Endpoint) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::endpoint::EndpointRegistry;
-    use crate::snapshot::{compile_all, Context};
+    use meshproxy_config::Config;
+    use meshproxy_proxy::endpoint::EndpointRegistry;
+    use crate::compile::{compile_all, Context};
 
     fn clusters(doc: Value) -> Vec<Arc<Cluster>> {
         let config: Config = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{e}"));

@@ -1,38 +1,24 @@
-//! The meshproxy data path: listeners, routing, load balancing and upstream pools on
-//! tokio + hyper. The path of a request, top-down: `listener` → `proxy` → `route` →
-//! `cluster` → `endpoint` → `pool`. `engine` owns it all; `snapshot` compiles configs. Each
-//! request is an `observe::Observation`, recorded into `traffic` stats when its response ends.
+//! The meshproxy engine: compiles config documents into what the data path runs, and runs it.
+//!
+//! A request, top-down, by file (crates under `rust/`):
+//!   proxy/src/listener.rs  accepts a connection and serves it with hyper
+//!   proxy/src/proxy.rs     authorizes it (authz/) and routes it: route.rs picks the route
+//!   proxy/src/cluster.rs   picks an endpoint of the route's cluster (balance/: p2c_ewma, weighted)
+//!   proxy/src/pool.rs      forwards it over a pooled connection to that endpoint (endpoint.rs)
+//! A config, top-down:
+//!   engine/src/compile/    compiles a config document (config/) into listener snapshots
+//!   engine/src/engine.rs   swaps them in (`Engine::apply`); discovery swaps a cluster's members
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod authz;
-pub mod body;
-pub mod busy_poll;
-pub mod cluster;
-pub mod config;
-pub mod endpoint;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod executor;
-pub mod headers;
-pub mod inspect;
-pub mod listener;
-pub mod live;
-pub mod observe;
-pub mod pool;
-pub mod proxy;
-pub mod route;
-pub mod snapshot;
-pub mod spiffe;
-pub mod stats;
-pub mod telemetry;
-pub mod tls;
-pub mod traffic;
-pub mod trace;
-pub mod workers;
+pub mod compile;
+mod engine;
+mod inspect;
+mod live;
 
-pub use config::Config;
+pub use compile::check;
 pub use engine::{Engine, EngineError};
-pub use snapshot::{check, Problem};
+pub use meshproxy_config::{self as config, Config, Problem};
+pub use meshproxy_telemetry::trace::attributes as span_attributes;
+pub use meshproxy_telemetry::trace::FinishedSpan;
+pub use meshproxy_tls::credentials::Pems;

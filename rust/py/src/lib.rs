@@ -125,7 +125,7 @@ mod _native {
         /// Uses credentials given as PEM bytes for new handshakes; raises ConfigRejected (the
         /// current credentials stay) when they fail their checks.
         fn set_identity(&self, py: Python<'_>, cert_pem: &[u8], key_pem: &[u8], bundle_pem: &[u8]) -> PyResult<()> {
-            let pems = meshproxy_engine::tls::credentials::Pems { cert: cert_pem, key: key_pem, bundle: bundle_pem };
+            let pems = meshproxy_engine::Pems { cert: cert_pem, key: key_pem, bundle: bundle_pem };
             py.detach(|| self.inner.set_identity(pems)).map_err(to_py)
         }
 

@@ -1,8 +1,8 @@
 //! Finished spans as Python receives them from `Engine.drain_spans`: plain tuples, built in one
 //! call per batch, for `meshproxy.tracing` to encode as OTLP.
 
-use meshproxy_engine::trace::attributes::{self, Value};
-use meshproxy_engine::trace::FinishedSpan;
+use meshproxy_engine::span_attributes::{self as attributes, Value};
+use meshproxy_engine::FinishedSpan;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 

@@ -1,0 +1,15 @@
+//! The config documents the engine runs (as the Python layer writes them, JSON), the problems a
+//! config can have, and the value rules both sides share: SPIFFE IDs, the access log's fields.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+mod documents;
+mod duration;
+mod log_fields;
+mod problem;
+pub mod spiffe;
+
+pub use documents::*;
+pub use log_fields::{Field, Fields, STDOUT};
+pub use problem::Problem;
+pub use spiffe::SpiffeId;

@@ -1,0 +1,65 @@
+//! The one body type that flows through the proxy, both ways: a streamed body from a peer, a
+//! short body the proxy generates, or nothing. Streamed bodies are never buffered whole.
+//! Responses reach the client as `observed::Observed`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    Full(Option<Bytes>),
+    /// A body from a peer: a client's request, whose bytes are added to `received` as they go
+    /// upstream, or an upstream's response.
+    Streamed { body: Incoming, received: Option<Arc<AtomicU64>> },
+}
+
+// === impl Body ===
+
+impl Body {
+    pub fn text(text: String) -> Body {
+        Body::Full(Some(Bytes::from(text)))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Body::Streamed { body, received } => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                if let (Some(received), Some(Ok(data))) = (received, &frame) {
+                    received.fetch_add(data.data_ref().map_or(0, |d| d.len() as u64), Relaxed);
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(data) => data.is_none(),
+            Body::Streamed { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Streamed { body, .. } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Errors the proxy itself answers with: each a distinct status, a short plain-text body, and an
+//! `x-meshproxy-error` header naming the reason, so a client can tell the proxy's answer from
+//! the upstream's.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::Response;
+
+use crate::body::Body;
+pub use meshproxy_telemetry::Reason;
+
+pub const ERROR_HEADER: &str = "x-meshproxy-error";
+
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The request is malformed in a way the HTTP parser let through (e.g. smuggling attempts).
+    BadRequest(&'static str),
+    NoRoute { host: String, path: String },
+    NoHealthyEndpoint { cluster: String },
+    ConnectFailure { cluster: String, endpoint: String, cause: String },
+    Timeout { cluster: String, after: std::time::Duration },
+    /// The upstream broke the exchange after the connection was made (reset, protocol error).
+    UpstreamFailure { cluster: String, endpoint: String, cause: String },
+    /// An authorization policy denied the request: a deny rule matched (`rule`), or no allow
+    /// rule did.
+    Denied { policy: Arc<str>, rule: Option<Arc<str>> },
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            ProxyError::BadRequest(_) => Reason::BadRequest,
+            ProxyError::NoRoute { .. } => Reason::NoRoute,
+            ProxyError::NoHealthyEndpoint { .. } => Reason::NoHealthyEndpoint,
+            ProxyError::ConnectFailure { .. } => Reason::ConnectFailure,
+            ProxyError::Timeout { .. } => Reason::Timeout,
+            ProxyError::UpstreamFailure { .. } => Reason::UpstreamFailure,
+            ProxyError::Denied { .. } => Reason::Denied,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let reason = self.reason();
+        let mut response = Response::new(Body::text(format!("{self}\n")));
+        *response.status_mut() = reason.status();
+        let headers = response.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(reason.name()));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if reason == Reason::BadRequest {
+            // The connection's framing can no longer be trusted.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ProxyError::NoRoute { host, path } => write!(f, "no route for host '{host}' path '{path}'"),
+            ProxyError::NoHealthyEndpoint { cluster } => write!(f, "no healthy endpoint in cluster '{cluster}'"),
+            ProxyError::ConnectFailure { cluster, endpoint, cause } => {
+                write!(f, "cannot connect to {endpoint} of cluster '{cluster}': {cause}")
+            }
+            ProxyError::Timeout { cluster, after } => {
+                write!(f, "cluster '{cluster}' did not answer within {}ms", after.as_millis())
+            }
+            ProxyError::UpstreamFailure { cluster, endpoint, cause } => {
+                write!(f, "{endpoint} of cluster '{cluster}' failed: {cause}")
+            }
+            ProxyError::Denied { policy, rule: Some(rule) } => write!(f, "denied by rule '{rule}' of policy '{policy}'"),
+            ProxyError::Denied { policy, rule: None } => write!(f, "denied: no allow rule of policy '{policy}' matches"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}

@@ -1,0 +1,201 @@
+//! Listeners: bind, accept, and serve each connection with the listener's protocol settings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use meshproxy_config::{Limits, ListenerProtocol};
+use meshproxy_telemetry::events;
+use crate::executor::BoxingExecutor;
+use crate::headers::{ClientAddress, PeerIdentity};
+use meshproxy_tls::inbound::Accepted;
+use meshproxy_tls::sessions;
+use crate::proxy;
+pub use crate::snapshot::{ListenerShared, ListenerSnapshot};
+use crate::workers::{self, WorkerHandles, Workers};
+
+/// A bound, accepting listener as the engine tracks it.
+#[derive(Debug)]
+pub struct RunningListener {
+    /// The address as configured (`127.0.0.1:0` stays so), to recognise it in the next config.
+    pub configured: String,
+    pub local_addr: SocketAddr,
+    pub shared: Arc<ListenerShared>,
+    stop: watch::Sender<bool>,
+    /// The accept loop; the socket closes when it ends.
+    accepting: Option<tokio::task::JoinHandle<()>>,
+}
+
+// === impl RunningListener ===
+
+impl RunningListener {
+    /// Binds the address; the socket accepts once [`RunningListener::spawn`] runs.
+    pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if address.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    }
+
+    /// Starts accepting on the current tokio runtime; connections go round-robin to the workers.
+    pub fn spawn(
+        configured: String,
+        socket: std::net::TcpListener,
+        shared: Arc<ListenerShared>,
+        workers: Arc<WorkerHandles>,
+    ) -> std::io::Result<RunningListener> {
+        let local_addr = socket.local_addr()?;
+        let listener = TcpListener::from_std(socket)?;
+        let (stop, stopped) = watch::channel(false);
+        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), workers, stopped));
+        Ok(RunningListener { configured, local_addr, shared, stop, accepting: Some(accepting) })
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        self.shared.snapshot.load().name.clone()
+    }
+
+    /// Stops accepting; open connections finish their requests and close (graceful shutdown).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops accepting and returns once the socket is closed, so its address can be bound again
+    /// at once. Call from outside the workers.
+    pub fn close(mut self, workers: &Workers) {
+        self.stop();
+        if let Some(accepting) = self.accepting.take() {
+            let _ = workers.block_on(accepting);
+        }
+    }
+}
+
+impl Drop for RunningListener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, workers: Arc<WorkerHandles>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => hand_over(stream, peer, &shared, &workers, &stopped),
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            },
+            () = stop_requested(&mut stopped) => return,
+        }
+    }
+}
+
+/// Gives an accepted connection to the next worker, which serves it to the end.
+fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, workers: &WorkerHandles, stopped: &watch::Receiver<bool>) {
+    let (worker, handle) = workers.next();
+    let (shared, stopped) = (shared.clone(), stopped.clone());
+    if worker == workers::current() {
+        tokio::spawn(serve_connection(stream, peer, shared, stopped));
+        return;
+    }
+    // The socket moves to the other worker's event loop: deregistered here, registered there.
+    if let Ok(stream) = stream.into_std() {
+        handle.spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                serve_connection(stream, peer, shared, stopped).await;
+            }
+        });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, stopped: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let (server, tls, stats) = {
+        let snapshot = shared.snapshot.load();
+        (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone())
+    };
+    stats.connections_total.inc();
+    stats.connections_active.inc();
+    let client = ClientAddress::new(peer.ip());
+    match tls.accept(stream).await {
+        Ok(Accepted::Plain(stream)) => serve_http(&server, stream, client, None, shared, stopped).await,
+        Ok(Accepted::Mutual(stream, identity)) => {
+            shared.engine_stats.tls.inbound.handshakes_total.inc();
+            if sessions::resumed(stream.get_ref().1) {
+                shared.engine_stats.tls.inbound.resumed_total.inc();
+            }
+            serve_http(&server, stream, client, Some(PeerIdentity::new(identity)), shared, stopped).await;
+        }
+        Err(refused) => {
+            shared.engine_stats.tls.inbound.refused(refused.reason);
+            let name = shared.snapshot.load().name.clone();
+            events::log(format!("listener '{name}' refused a connection from {peer}: {refused}"));
+        }
+    }
+    stats.connections_active.dec();
+}
+
+/// Serves HTTP on an accepted connection until it closes, or until the listener stops (then
+/// gracefully: requests in progress finish).
+async fn serve_http<I>(
+    server: &auto::Builder<BoxingExecutor>,
+    io: I,
+    client: ClientAddress,
+    peer: Option<PeerIdentity>,
+    shared: Arc<ListenerShared>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), request));
+    let connection = server.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stop_requested(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Resolves once the listener is told to stop (or its engine is gone).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// The HTTP server settings of a listener: its protocols and the limits that protect it.
+pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Builder<BoxingExecutor> {
+    let mut builder = auto::Builder::new(BoxingExecutor);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // One buffer, one write per response head and small body (see the pool's HTTP/1.1 client).
+        .writev(false)
+        // hyper refuses a head larger than its read buffer with 431; 8 KiB is its floor.
+        .max_buf_size((limits.max_header_bytes as usize).max(8192))
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Rapid-reset defence (CVE-2023-44487): streams reset before the proxy saw them.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    match protocol {
+        ListenerProtocol::Auto => builder,
+        ListenerProtocol::Http1 => builder.http1_only(),
+        ListenerProtocol::Http2 => builder.http2_only(),
+    }
+}

@@ -1,0 +1,119 @@
+//! A response body on its way to the client: it carries its request's observation, finished
+//! when the body ends, and for an upstream's response what that holds until then.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use crate::body::Body;
+use crate::endpoint::InFlightRequest;
+use crate::observe::Observation;
+use crate::pool::Lease;
+
+/// A response body on its way to the client, with the observation of its request: finished
+/// when the body ends, fails, or is dropped unsent (the observation records itself on drop).
+#[derive(Debug)]
+pub struct Observed {
+    body: Body,
+    // Dropped in this order: the body, what the upstream's response held, the observation.
+    upstream: Option<Upstream>,
+    observation: Option<Observation>,
+}
+
+/// What a response from an upstream holds until its body ends: the endpoint's request stays in
+/// flight, and an HTTP/1.1 connection (`lease`) goes back to the pool then.
+#[derive(Debug)]
+pub struct Upstream {
+    pub in_flight: Option<InFlightRequest>,
+    pub lease: Option<Box<Lease>>,
+}
+
+// === impl Observed ===
+
+impl Observed {
+    pub fn new(body: Body, observation: Observation, upstream: Option<Upstream>) -> Observed {
+        Observed { body, upstream, observation: Some(observation) }
+    }
+}
+
+impl http_body::Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(upstream) = this.upstream.as_mut() {
+            if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
+                upstream.in_flight.take();
+            }
+            // The end, or the last frame (whose consumer may not poll for the end when a
+            // known length says it): the connection is done with this response.
+            if frame.is_none() || this.body.is_end_stream() {
+                drop(upstream.lease.take());
+            }
+        }
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(observation), Some(data)) = (this.observation.as_mut(), frame.data_ref()) {
+                    observation.sent(data.len());
+                }
+            }
+            // The end, or a failure that ends it: the response is as sent as it will be.
+            None | Some(Err(_)) => drop(this.observation.take()),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use meshproxy_config::Direction;
+    use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry};
+
+    /// Requests counted by code, from the registry's snapshot (one listener's unrouted stats).
+    fn counted(registry: &TrafficRegistry) -> serde_json::Value {
+        registry.json()["stats"][0]["responses"].clone()
+    }
+
+    fn observed(registry: &TrafficRegistry, body: Body) -> Observed {
+        let mut observation = Observation::start(&registry.stats(TrafficKey { direction: Direction::Outbound, listener: "out".into(), route: "".into(), cluster: "".into() }));
+        observation.status = Some(StatusCode::OK);
+        Observed::new(body, observation, None)
+    }
+
+    #[tokio::test]
+    async fn a_response_read_to_the_end_finishes_its_observation_there_and_only_there() {
+        let registry = TrafficRegistry::default();
+        let mut body = observed(&registry, Body::text("hello".into()));
+        let first = body.frame().await.and_then(Result::ok).and_then(|f| f.into_data().ok());
+        assert_eq!(first.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(counted(&registry), serde_json::json!({}), "not finished before the end");
+        assert!(body.frame().await.is_none());
+        assert_eq!(counted(&registry), serde_json::json!({"200": 1}));
+        drop(body);
+        assert_eq!(counted(&registry), serde_json::json!({"200": 1}), "dropping after the end records nothing more");
+        assert_eq!(registry.json()["stats"][0]["response_bytes"], 5);
+    }
+
+    #[test]
+    fn a_response_dropped_unsent_finishes_its_observation_once() {
+        let registry = TrafficRegistry::default();
+        drop(observed(&registry, Body::text("never sent".into())));
+        assert_eq!(counted(&registry), serde_json::json!({"200": 1}));
+        assert_eq!(registry.json()["stats"][0]["response_bytes"], 0);
+    }
+}

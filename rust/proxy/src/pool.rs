@@ -1,0 +1,399 @@
+//! The connections of one endpoint: idle HTTP/1.1 keep-alive connections, one at a time per
+//! request, and one multiplexed HTTP/2 connection shared by all requests. A pool belongs to the
+//! endpoint's state, so it survives config swaps with the endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::body::Body;
+use meshproxy_config::UpstreamProtocol;
+use crate::executor::{spawn_boxed, BoxingExecutor};
+use meshproxy_tls::outbound::UpstreamTls;
+use meshproxy_tls::refusal::Refused;
+
+/// A connection idle longer than this is closed rather than reused: upstreams commonly drop
+/// keep-alive connections after a minute or so, and a request sent on one they dropped fails.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle HTTP/1.1 connections kept per endpoint and worker; more are closed when they finish.
+/// Above the concurrency a worker sees (h2c clients multiplex hundreds of requests onto a few
+/// connections, each needing its own upstream HTTP/1.1 connection): a lower cap closed and
+/// reopened connections under steady load (256 churned 1 connection per 26 requests at 512
+/// streams in flight).
+const MAX_IDLE: usize = 1024;
+/// A connection idle longer than this may be being closed by its upstream right now; see
+/// `send_http1`.
+const STALE_RISK: Duration = Duration::from_millis(50);
+/// How often a request handed back unsent by closing HTTP/2 connections is tried in all.
+const MAX_UNSENT_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    shared: Mutex<Option<SharedHttp2>>,
+    /// Held while an HTTP/2 connection is being made, so concurrent requests share one.
+    connecting: tokio::sync::Mutex<()>,
+    /// Numbers HTTP/2 connections, so a failure retires the connection it happened on only.
+    connections_made: AtomicU64,
+}
+
+/// The HTTP/2 connection requests share, and its number.
+#[derive(Debug, Clone)]
+struct SharedHttp2 {
+    id: u64,
+    sender: http2::SendRequest<Body>,
+}
+
+/// The HTTP/1.1 connection a response is being read from, until the response body ends.
+#[derive(Debug)]
+pub struct Lease {
+    sender: Option<http1::SendRequest<Body>>,
+    pool: Weak<Pool>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// How to reach an endpoint: from its cluster, which may differ between clusters listing it.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial<'a> {
+    pub address: &'a str,
+    pub protocol: UpstreamProtocol,
+    /// Covers the TCP connect and the TLS handshake.
+    pub connect_timeout: Duration,
+    pub tls: Option<&'a UpstreamTls>,
+}
+
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made; nothing was sent, and the request comes back to go
+    /// elsewhere.
+    Connect { cause: ConnectError, unsent: Box<Request<Body>> },
+    /// The upstream refused the request without processing it (HTTP/2 REFUSED_STREAM, or a
+    /// graceful GOAWAY that left the stream out), or its connection ended before sending it:
+    /// safe to send again.
+    Refused(hyper::Error),
+    /// The exchange failed on an established connection.
+    Exchange(hyper::Error),
+}
+
+// === impl Pool ===
+
+impl Pool {
+    /// Sends the request on a connection of the pool. An HTTP/1.1 response comes with the lease
+    /// of its connection, to hand to the response body: the connection goes back to the pool when
+    /// the body ends. Boxed, the lease adds a pointer to what every response carries (HTTP/2
+    /// ones included) rather than its size, which costs more in moves than the box.
+    pub async fn send(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<(Response<Incoming>, Option<Box<Lease>>), PoolError> {
+        match dial.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(dial, request).await.map(|(response, lease)| (response, Some(lease))),
+            UpstreamProtocol::Http2 => self.send_http2(dial, request).await.map(|response| (response, None)),
+        }
+    }
+
+    async fn send_http1(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<(Response<Incoming>, Box<Lease>), PoolError> {
+        let request = match self.take_idle() {
+            Some((mut sender, idle_for)) => {
+                // An upstream may close a keep-alive connection just as the request goes out on
+                // it, and then the request is lost with no response begun. Upstreams do that
+                // after some idle time (seconds, typically), so a request that may be sent twice
+                // keeps a copy when its connection sat idle for a while. Busy connections,
+                // idle for microseconds, skip the copy.
+                let spare = (idle_for > STALE_RISK && is_replayable(&request)).then(|| copy_bodyless(&request));
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok((response, self.lease(sender))),
+                    Err(mut unsent) => match (unsent.take_message(), spare) {
+                        // Closed before it took the request: the request comes back unsent.
+                        (Some(request), _) => request,
+                        (None, Some(spare)) if unsent.error().is_incomplete_message() => spare,
+                        (None, _) => return Err(PoolError::Exchange(unsent.into_error())),
+                    },
+                }
+            }
+            None => request,
+        };
+        let mut sender = match Box::pin(connect_http1(dial)).await {
+            Ok(sender) => sender,
+            Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+        };
+        let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
+        Ok((response, self.lease(sender)))
+    }
+
+    async fn send_http2(&self, dial: Dial<'_>, mut request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+        // A connection that is going away (GOAWAY, reset) hands back the requests it never
+        // sent; those are safe to send again on a new connection.
+        let mut attempt = 1;
+        loop {
+            let mut shared = match self.current_http2() {
+                Some(shared) => shared,
+                None => match Box::pin(self.connect_shared_http2(dial)).await {
+                    Ok(shared) => shared,
+                    Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+                },
+            };
+            match shared.sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut unsent) => {
+                    // A connection that failed a request is going away (GOAWAY, reset, closed),
+                    // or refused a stream: new requests go on a new one, while the streams
+                    // still open on it finish. Only a broken request body is not its fault.
+                    if !unsent.error().is_user() {
+                        self.forget_http2(shared.id);
+                    }
+                    match unsent.take_message() {
+                        Some(unsent_request) if attempt < MAX_UNSENT_ATTEMPTS => request = unsent_request,
+                        _ => return Err(PoolError::from_http2(unsent.into_error())),
+                    }
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Connections held now: (idle HTTP/1.1 ones that could take a request, open HTTP/2 ones).
+    /// Read when stats are scraped, never counted on the request path.
+    pub fn connections(&self) -> (usize, usize) {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = idle.iter().filter(|entry| entry.sender.is_ready()).count();
+        drop(idle);
+        (ready, usize::from(self.current_http2().is_some()))
+    }
+
+    /// Stops handing out the shared connection if it is still the one that failed.
+    fn forget_http2(&self, failed: u64) {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.as_ref().is_some_and(|current| current.id == failed) {
+            *shared = None;
+        }
+    }
+
+    /// The most recently used idle connection that can take a request, and how long it idled.
+    fn take_idle(&self) -> Option<(http1::SendRequest<Body>, Duration)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(entry) = idle.pop() {
+            let idle_for = entry.since.elapsed();
+            if idle_for < IDLE_TIMEOUT && entry.sender.is_ready() {
+                return Some((entry.sender, idle_for));
+            }
+        }
+        None
+    }
+
+    /// The lease holds the pool weakly: a pool whose endpoint left the config keeps nothing.
+    fn lease(self: &Arc<Self>, sender: http1::SendRequest<Body>) -> Box<Lease> {
+        Box::new(Lease { sender: Some(sender), pool: Arc::downgrade(self) })
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    fn current_http2(&self) -> Option<SharedHttp2> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.as_ref().filter(|shared| !shared.sender.is_closed()).cloned()
+    }
+
+    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<SharedHttp2, ConnectError> {
+        let _one_at_a_time = self.connecting.lock().await;
+        // Someone else may have connected while this request waited for the lock.
+        if let Some(shared) = self.current_http2() {
+            return Ok(shared);
+        }
+        let sender = connect_http2(dial).await?;
+        let shared = SharedHttp2 { id: self.connections_made.fetch_add(1, Relaxed), sender };
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
+        Ok(shared)
+    }
+}
+
+// === impl Lease ===
+
+impl Drop for Lease {
+    /// The response body has ended (or was dropped): the connection takes its next request once
+    /// hyper has finished with this response, which at the body's end it usually has. Then it
+    /// goes straight back to the pool; otherwise a task waits for it. (hyper closes a connection
+    /// whose response was dropped unread, which ends the wait.)
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !sender.is_ready() {
+                reuse_when_ready(sender, std::mem::take(&mut self.pool));
+            } else if let Some(pool) = self.pool.upgrade() {
+                pool.put_idle(sender);
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 connection takes its next request once the current response has been read to
+/// the end; it goes back to the pool then, or is dropped (closing it) if it broke. A body may
+/// be dropped outside the runtime (as the engine stops): then the connection just closes.
+fn reuse_when_ready(mut sender: http1::SendRequest<Body>, pool: Weak<Pool>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if sender.ready().await.is_ok() {
+            if let Some(pool) = pool.upgrade() {
+                pool.put_idle(sender);
+            }
+        }
+    });
+}
+
+// === impl PoolError ===
+
+impl PoolError {
+    fn from_http2(error: hyper::Error) -> PoolError {
+        let refused = never_sent(&error)
+            || std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<h2::Error>())
+            .is_some_and(|h2| {
+                h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+            });
+        if refused {
+            PoolError::Refused(error)
+        } else {
+            PoolError::Exchange(error)
+        }
+    }
+}
+
+/// Whether hyper dropped the request before writing any of it: the connection ended while the
+/// request still waited in its queue. hyper reports that as a "dispatch task is gone" user error
+/// and has no predicate for it; its message is all there is to tell it from other user errors.
+fn never_sent(error: &hyper::Error) -> bool {
+    error.is_canceled() || (error.is_user() && error.to_string().starts_with("dispatch task is gone"))
+}
+
+/// Whether the request may be sent a second time should the first attempt be lost: no body
+/// (nothing streamed that could not be replayed) and an idempotent method (RFC 9110 §9.2.2).
+pub fn is_replayable(request: &Request<Body>) -> bool {
+    use hyper::Method;
+    http_body::Body::is_end_stream(request.body())
+        && matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// A copy of a request without a body, to send again.
+pub fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(Body::Empty);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Why no connection could be made: the socket failed, the TLS handshake was refused, or the
+/// HTTP handshake failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    Socket(std::io::Error),
+    Tls(Refused),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Socket(cause) => cause.fmt(f),
+            ConnectError::Tls(refused) => write!(f, "TLS handshake refused: {refused}"),
+            ConnectError::Handshake(cause) => cause.fmt(f),
+        }
+    }
+}
+
+/// A connected socket, secured as the cluster asks; within the connect timeout.
+async fn dial(dial: Dial<'_>) -> Result<Connection, ConnectError> {
+    let connect = async {
+        let stream = dial_tcp(dial).await?;
+        match dial.tls {
+            None => Ok(Connection::Plain(stream)),
+            Some(tls) => tls.connect(stream, dial.address).await.map(|s| Connection::Tls(Box::new(s))).map_err(ConnectError::Tls),
+        }
+    };
+    tokio::time::timeout(dial.connect_timeout, connect).await.map_err(|_| {
+        let after = dial.connect_timeout.as_millis();
+        ConnectError::Socket(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out after {after}ms")))
+    })?
+}
+
+/// An upstream connection's byte stream.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, ConnectError> {
+    // An IP address connects at once; only a name needs the resolver (a blocking call that
+    // tokio runs on a helper thread).
+    let connect = async {
+        match dial.address.parse::<std::net::SocketAddr>() {
+            Ok(address) => TcpStream::connect(address).await,
+            Err(_) => TcpStream::connect(dial.address).await,
+        }
+    };
+    let stream = connect.await.map_err(ConnectError::Socket)?;
+    stream.set_nodelay(true).map_err(ConnectError::Socket)?;
+    Ok(stream)
+}
+
+async fn connect_http1(target: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
+    match dial(target).await? {
+        Connection::Plain(stream) => handshake_http1(stream).await,
+        Connection::Tls(stream) => handshake_http1(stream).await,
+    }
+}
+
+async fn handshake_http1<S>(stream: S) -> Result<http1::SendRequest<Body>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        // Head and body copied into one buffer and written with one plain write: for the
+        // small messages most requests are, cheaper than the kernel's iovec path.
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    spawn_boxed(connection);
+    Ok(sender)
+}
+
+async fn connect_http2(target: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
+    match dial(target).await? {
+        Connection::Plain(stream) => handshake_http2(stream).await,
+        Connection::Tls(stream) => handshake_http2(stream).await,
+    }
+}
+
+async fn handshake_http2<S>(stream: S) -> Result<http2::SendRequest<Body>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
+    let (sender, connection) = http2::Builder::new(BoxingExecutor)
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .keep_alive_interval(Duration::from_secs(30))
+        .handshake(io)
+        .await
+        .map_err(ConnectError::Handshake)?;
+    spawn_boxed(connection);
+    Ok(sender)
+}

@@ -1,0 +1,370 @@
+//! The path of one request, top-down: route → cluster → endpoint → upstream pool → response.
+//! Each request is observed from arrival to the end of its response body (`observe`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::authz::{AuthzRequest, Decision};
+use crate::body::Body;
+use crate::observed::{Observed, Upstream};
+use crate::cluster::Cluster;
+use meshproxy_config::UpstreamProtocol;
+use crate::error::ProxyError;
+use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
+use crate::snapshot::{ListenerShared, ListenerSnapshot};
+use crate::observe::Observation;
+use crate::pool::{copy_bodyless, Dial, PoolError};
+use crate::route::{host_without_port, RequestTarget};
+use meshproxy_telemetry::stats::Stats;
+use meshproxy_telemetry::traffic::TrafficKey;
+
+/// Requests without a body are sent again after a failure that proves the upstream did not
+/// process them (no connection could be made, or it refused the stream); with a body there is
+/// nothing to replay. This bounds the attempts after connect failures.
+const MAX_ATTEMPTS: usize = 3;
+/// Refusals get a larger budget. An upstream that closes HTTP/2 connections after so many
+/// requests (nginx: 1,000) refuses, at each close, every stream in flight beyond its last one;
+/// with hundreds in flight, a retried stream may land on the next connection as it closes too.
+const MAX_REFUSALS: usize = 8;
+
+/// Serves one request received by a listener. Never fails: proxy errors become responses. The
+/// response body carries the request's observation, finished when the body ends; should the
+/// client go away before a response is ready, this future is dropped and finishes it.
+pub async fn handle(
+    listener: Arc<ListenerShared>,
+    client: ClientAddress,
+    peer: Option<PeerIdentity>,
+    request: Request<Incoming>,
+) -> Result<Response<Observed>, Infallible> {
+    let snapshot = listener.snapshot.load_full();
+    snapshot.stats.requests_total.inc();
+    let mut observation = Observation::start(&snapshot.unrouted);
+    observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
+    let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
+        Ok(answered) => answered,
+        Err(error) => {
+            listener.engine_stats.count_error(error.reason());
+            observation.error = Some(error.reason());
+            (error.into_response(), None)
+        }
+    };
+    snapshot.stats.responses.count(response.status());
+    observation.status = Some(response.status());
+    Ok(response.map(|body| Observed::new(body, observation, upstream)))
+}
+
+async fn proxy(
+    listener: &ListenerSnapshot,
+    stats: &Stats,
+    client: &ClientAddress,
+    peer: Option<&PeerIdentity>,
+    request: Request<Incoming>,
+    observation: &mut Observation,
+) -> Result<(Response<Body>, Option<Upstream>), ProxyError> {
+    let host = checked_host(request.version(), request.headers())?;
+    let (mut parts, body) = request.into_parts();
+    // The headers the proxy removes, if any, found in one pass.
+    let present = Present::scan(&parts.headers);
+    // Before authorization: a policy's header rules must never see a forged identity.
+    set_peer_identity(&mut parts.headers, present, peer);
+    authorize(listener, peer, &parts)?;
+
+    // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
+    // Parsed once: the Host header's was while checking it.
+    let (authority, parsed) = match parts.uri.authority() {
+        Some(authority) => {
+            let value = HeaderValue::from_str(authority.as_str()).ok();
+            if let Some(value) = value.clone() {
+                parts.headers.insert(HOST, value);
+            }
+            (value, Some(authority.clone()))
+        }
+        None => (parts.headers.get(HOST).cloned(), host),
+    };
+    let authority_str = authority.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    let target = RequestTarget {
+        host: host_without_port(authority_str),
+        path: parts.uri.path(),
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let route = listener.routes.find(&target).ok_or_else(|| ProxyError::NoRoute {
+        host: target.host.to_string(),
+        path: target.path.to_string(),
+    })?;
+    // A split without targets: compilation refuses those.
+    let target = route.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: String::new() })?;
+    let cluster = target.cluster.clone();
+    observation.routed(target.traffic(&stats.traffic, || TrafficKey {
+        direction: listener.direction,
+        listener: listener.name.clone(),
+        route: route.name.clone(),
+        cluster: cluster.name.clone(),
+    }));
+
+    let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Without a rewrite the target is reused as parsed (a reference-counted clone).
+    let path_and_query = match route.rewrite(original.as_str()) {
+        std::borrow::Cow::Borrowed(_) => original,
+        std::borrow::Cow::Owned(rewritten) => PathAndQuery::try_from(rewritten)
+            .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
+    };
+    prepare_request(&mut parts.headers, present, client, (!authority_str.is_empty()).then_some(authority_str));
+    // The upstream continues the trace from the proxy's span (before the route's header edits,
+    // which may still remove the trace headers).
+    if let Some(trace) = observation.trace() {
+        trace.inject(&mut parts.headers);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    observation.note_request_id(&parts.headers);
+
+    // Bodyless requests (most) need no counter, and get none: one allocation saved.
+    let received = (!http_body::Body::is_end_stream(&body)).then(|| observation.count_request_bytes());
+    let mut upstream = Request::new(Body::Streamed { body, received });
+    *upstream.method_mut() = parts.method;
+    *upstream.headers_mut() = parts.headers;
+    match cluster.protocol {
+        // Origin-form target; the authority travels in `Host`.
+        UpstreamProtocol::Http1 => {
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.uri_mut() = Uri::from(path_and_query);
+        }
+        // The authority travels in `:authority`; a `Host` beside it would be malformed
+        // (RFC 9113 §8.3.1) should the two ever differ. Without one, the endpoint's address
+        // stands in, set per attempt.
+        UpstreamProtocol::Http2 => {
+            *upstream.version_mut() = Version::HTTP_2;
+            upstream.headers_mut().remove(HOST);
+            *upstream.uri_mut() = match parsed {
+                Some(authority) if !authority_str.is_empty() => absolute_uri(scheme(&cluster), authority, path_and_query)?,
+                _ => Uri::from(path_and_query),
+            };
+        }
+    }
+    // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
+    // moves the small future around it (into a task per stream, for HTTP/2).
+    let forwarded = Box::pin(forward(&cluster, upstream, observation));
+    let (mut response, upstream) = match route.timeout {
+        Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
+            cluster.stats.timeouts_total.inc();
+            ProxyError::Timeout { cluster: cluster.name.to_string(), after: limit }
+        })??,
+        None => forwarded.await?,
+    };
+    remove_hop_by_hop(response.headers_mut());
+    // hyper would repeat the upstream's reason phrase, empty or odd as it may be; the proxy
+    // writes the canonical one, as other proxies do.
+    response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
+    route.response_headers.apply(response.headers_mut());
+    Ok((response, Some(upstream)))
+}
+
+/// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request
+/// with more than one `Host` or an invalid one. Forwarding them would let the proxy route on one
+/// host while the upstream reads another. A valid, non-empty `Host` comes back parsed.
+fn checked_host(version: Version, headers: &HeaderMap) -> Result<Option<Authority>, ProxyError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ProxyError::BadRequest("more than one Host header")),
+        (None, None) if version == Version::HTTP_11 => Err(ProxyError::BadRequest("an HTTP/1.1 request must carry a Host header")),
+        // Empty is valid: it says the target URI has no authority.
+        (Some(host), None) if !host.is_empty() => {
+            valid_host(host.as_bytes()).map(Some).ok_or(ProxyError::BadRequest("the Host header is not a valid host[:port]"))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2): an authority without userinfo.
+fn valid_host(host: &[u8]) -> Option<Authority> {
+    if host.contains(&b'@') {
+        return None;
+    }
+    Authority::try_from(host).ok()
+}
+
+/// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
+/// the endpoint's request in flight until it ends.
+async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Observation) -> Result<(Response<Body>, Upstream), ProxyError> {
+    let bodyless = http_body::Body::is_end_stream(request.body());
+    let (mut connect_failures, mut refusals) = (0, 0);
+    let mut request = Some(request);
+    let mut last_error = None;
+    // The endpoint the last connection attempt failed on: a retry goes to another one.
+    let mut unreachable: Option<Arc<str>> = None;
+    while let Some(mut sending) = request.take() {
+        // Held until the attempt ends: discovery may replace the members meanwhile.
+        let members = cluster.members();
+        let endpoint = members
+            .pick_avoiding(unreachable.as_deref())
+            .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
+        observation.note_upstream(&endpoint.address);
+        if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
+            let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *sending.uri_mut() = absolute_uri(scheme(cluster), endpoint.authority.clone(), path_and_query)?;
+        }
+        // An HTTP/2 upstream may refuse a stream it has read; that request is gone, so a
+        // bodyless request that may be sent again is copied first. Requests that never left
+        // (no connection) come back from the pool as they were.
+        let spare = (cluster.protocol == UpstreamProtocol::Http2 && bodyless && refusals + 1 < MAX_REFUSALS)
+            .then(|| copy_bodyless(&sending));
+
+        cluster.stats.upstream_requests_total.inc();
+        let in_flight = endpoint.start();
+        let started = Instant::now();
+        let dial = Dial {
+            address: &endpoint.address,
+            protocol: cluster.protocol,
+            connect_timeout: cluster.connect_timeout,
+            tls: cluster.tls.as_ref(),
+        };
+        match endpoint.state.pool().send(dial, sending).await {
+            Ok((response, lease)) => {
+                endpoint.observe_latency(started.elapsed());
+                cluster.stats.responses.count(response.status());
+                let upstream = Upstream { in_flight: Some(in_flight), lease };
+                return Ok((response.map(|body| Body::Streamed { body, received: None }), upstream));
+            }
+            Err(PoolError::Connect { cause, unsent }) => {
+                cluster.stats.connect_failures_total.inc();
+                connect_failures += 1;
+                // Counted as slow as the connect timeout: latency-aware picks shun the endpoint
+                // (a refused connection fails fast, and would otherwise look like the best one)
+                // until discovery removes it or its answers bring the estimate down again.
+                endpoint.observe_latency(cluster.connect_timeout);
+                unreachable = Some(endpoint.address.clone());
+                request = (bodyless && connect_failures < MAX_ATTEMPTS).then_some(*unsent);
+                last_error = Some(ProxyError::ConnectFailure {
+                    cluster: cluster.name.to_string(),
+                    endpoint: endpoint.address.to_string(),
+                    cause: cause.to_string(),
+                });
+            }
+            // The client's body broke mid-way (bad chunk framing, reset, hang-up): not the
+            // upstream's fault, and the client's framing can no longer be trusted.
+            Err(PoolError::Exchange(error)) if is_request_body_error(&error) => {
+                return Err(ProxyError::BadRequest("the request body could not be read from the client"));
+            }
+            Err(PoolError::Refused(error)) => {
+                cluster.stats.upstream_failures_total.inc();
+                refusals += 1;
+                request = spare;
+                last_error = Some(ProxyError::UpstreamFailure {
+                    cluster: cluster.name.to_string(),
+                    endpoint: endpoint.address.to_string(),
+                    cause: root_cause(&error),
+                });
+            }
+            Err(PoolError::Exchange(error)) => {
+                cluster.stats.upstream_failures_total.inc();
+                return Err(ProxyError::UpstreamFailure {
+                    cluster: cluster.name.to_string(),
+                    endpoint: endpoint.address.to_string(),
+                    cause: root_cause(&error),
+                });
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() }))
+}
+
+/// The scheme a request to the cluster carries: `https` once its connections are TLS.
+fn scheme(cluster: &Cluster) -> Scheme {
+    if cluster.tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    }
+}
+
+/// Applies the listener's authorization policies, if it has any.
+fn authorize(listener: &ListenerSnapshot, peer: Option<&PeerIdentity>, request: &http::request::Parts) -> Result<(), ProxyError> {
+    if listener.authz.is_empty() {
+        return Ok(());
+    }
+    let path = request.uri.path();
+    // Policies match the path as written; `/public/../admin` must not pass as `/public/*` and
+    // then reach an upstream that resolves it to `/admin`.
+    if !is_normalized(path) {
+        return Err(ProxyError::BadRequest("the path has dot segments, empty segments or encoded '/', '.' or backslash; authorization needs it normalized"));
+    }
+    let request = AuthzRequest { peer: peer.map(|p| &p.id), method: &request.method, path, headers: &request.headers };
+    match listener.authz.decide(&request) {
+        Decision::Allow => Ok(()),
+        Decision::Deny { policy, rule } => Err(ProxyError::Denied { policy, rule }),
+    }
+}
+
+/// A path with no `.` or `..` segment, no empty segment (`//`), and no percent-encoding that
+/// an upstream would decode into something else a policy should have seen: `/`, `\\`, or an
+/// unreserved character (RFC 3986 §6.2.2.2: `%61dmin` is `admin`). One that every upstream
+/// reads as written.
+fn is_normalized(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        let decoded = bytes.get(i + 1..i + 3).and_then(|hex| std::str::from_utf8(hex).ok()).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\') => return false,
+            _ => {}
+        }
+    }
+    if path.contains('\\') {
+        return false;
+    }
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        // An empty last segment is the trailing slash of `/orders/`.
+        if segment == "." || segment == ".." || (segment.is_empty() && segments.peek().is_some()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The `http://authority/path` form an HTTP/2 request carries in its pseudo-headers.
+fn absolute_uri(scheme: Scheme, authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
+}
+
+/// Whether the exchange failed because the request body, streamed from the client, yielded an
+/// error: hyper reports that as a user-body error caused by the body's own `hyper::Error`.
+fn is_request_body_error(error: &hyper::Error) -> bool {
+    error.is_user() && std::error::Error::source(error).is_some_and(|source| source.is::<hyper::Error>())
+}
+
+/// The innermost cause of an error chain: the part a user can act on ("connection refused").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_normalized;
+
+    #[test]
+    fn paths_authorization_could_misread_are_not_normalized() {
+        for good in ["/", "/orders", "/orders/", "/orders/42", "/a.b/c..d"] {
+            assert!(is_normalized(good), "{good}");
+        }
+        for good in ["/a%20b", "/a%25b", "/%e2%82%ac"] {
+            assert!(is_normalized(good), "{good}");
+        }
+        for bad in ["/public/../admin", "/./admin", "//admin", "/a//b", "/admin/..", "/%2e%2e/admin", "/a%2Fb", "/a%5cb", "/a\\b", "/%61dmin", "/x%7e"] {
+            assert!(!is_normalized(bad), "{bad}");
+        }
+    }
+}

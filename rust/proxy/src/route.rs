@@ -1,0 +1,417 @@
+//! The routing table of one listener: routes in order, first match wins.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use meshproxy_balance::WeightedSampler;
+use regex::Regex;
+
+use crate::cluster::Cluster;
+use meshproxy_config as config;
+use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
+
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Shared with the tables of later configs that keep them (see `snapshot::compile_routes`).
+    pub routes: Vec<Arc<Route>>,
+    /// Meshes route mostly by exact host: for each such host, the routes naming it, in order.
+    /// A lookup merges them with `other_hosts`, so it reads only the routes that can match
+    /// instead of all of them.
+    by_host: HashMap<String, Vec<usize>>,
+    /// Routes matching any host or a `*.suffix`, in order.
+    other_hosts: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// The route's `name`, or `<listener>/<index>` when it has none: the label in stats.
+    pub name: Arc<str>,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub prefix_rewrite: Option<PrefixRewrite>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    /// Time allowed from sending upstream to response headers; `None` waits forever.
+    pub timeout: Option<std::time::Duration>,
+    /// What the route was compiled from: a reload giving it again, over the same clusters,
+    /// keeps this route instead of compiling it again.
+    pub compiled_from: config::Route,
+}
+
+/// Where a matched request goes: one cluster, or a weighted split across several (canaries).
+#[derive(Debug)]
+pub enum Action {
+    Cluster(Target),
+    Split { targets: Vec<Target>, sampler: WeightedSampler },
+}
+
+/// A cluster a route sends to, with the stats of the route's traffic to it.
+#[derive(Debug)]
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    /// Found in the engine's registry on the first request, so that a config of 10,000 routes
+    /// holds stats only for the routes that carry traffic, and counts carry on across swaps.
+    traffic: OnceLock<Arc<TrafficStats>>,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteMatch {
+    pub host: HostMatch,
+    pub path: PathMatch,
+    pub headers: Vec<(HeaderName, HeaderCheck)>,
+    /// `None` matches every method.
+    pub methods: Option<Vec<Method>>,
+}
+
+#[derive(Debug, Default)]
+pub enum HostMatch {
+    #[default]
+    Any,
+    /// Lowercase host without port.
+    Exact(String),
+    /// `*.example.com` keeps `.example.com`: at least one label must precede it.
+    Suffix(String),
+}
+
+#[derive(Debug, Default)]
+pub enum PathMatch {
+    #[default]
+    Any,
+    Exact(String),
+    Prefix(String),
+    /// Anchored at both ends when compiled: the whole path must match.
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub enum HeaderCheck {
+    /// Some value of the header equals this one.
+    Exact(HeaderValue),
+    /// The header is there (`true`) or absent (`false`).
+    Present(bool),
+    /// Some value of the header matches, whole.
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub struct PrefixRewrite {
+    pub prefix: String,
+    pub replacement: String,
+}
+
+#[derive(Debug, Default)]
+pub struct HeaderEdits {
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+/// What routing looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    /// Host without port, as sent (compared case-insensitively).
+    pub host: &'a str,
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    pub fn new(routes: Vec<Arc<Route>>) -> RouteTable {
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut other_hosts = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            match &route.matcher.host {
+                HostMatch::Exact(host) => by_host.entry(host.clone()).or_default().push(index),
+                HostMatch::Any | HostMatch::Suffix(_) => other_hosts.push(index),
+            }
+        }
+        RouteTable { routes, by_host, other_hosts }
+    }
+
+    /// The first route, in config order, that matches the request.
+    pub fn find(&self, target: &RequestTarget<'_>) -> Option<&Route> {
+        let host: Cow<'_, str> = if target.host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(target.host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(target.host)
+        };
+        let exact = self.by_host.get(host.as_ref()).map_or(&[][..], Vec::as_slice);
+        let (mut exact, mut other) = (exact.iter().peekable(), self.other_hosts.iter().peekable());
+        // Both lists are in config order: merging them visits candidates in config order.
+        loop {
+            let next = match (exact.peek(), other.peek()) {
+                (Some(&&e), Some(&&o)) if e < o => exact.next(),
+                (Some(_), None) => exact.next(),
+                (_, Some(_)) => other.next(),
+                (None, None) => return None,
+            };
+            let route = next.and_then(|&index| self.routes.get(index))?;
+            if route.matcher.matches(target) {
+                return Some(route);
+            }
+        }
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The target of this request: the one cluster, or one drawn by weight from a split.
+    /// `None` only for a split without targets, which compilation refuses.
+    pub fn pick(&self) -> Option<&Target> {
+        match &self.action {
+            Action::Cluster(target) => Some(target),
+            Action::Split { targets, sampler } => {
+                // Compilation guarantees a positive total weight; fall back to the first anyway.
+                let index = sampler.sample(&mut rand::rng()).unwrap_or(0);
+                targets.get(index).or(targets.first())
+            }
+        }
+    }
+
+    /// Every target, each once per mention.
+    pub fn targets(&self) -> &[Target] {
+        match &self.action {
+            Action::Cluster(target) => std::slice::from_ref(target),
+            Action::Split { targets, .. } => targets,
+        }
+    }
+
+    /// The upstream path and query after the prefix rewrite.
+    pub fn rewrite<'p>(&self, path_and_query: &'p str) -> std::borrow::Cow<'p, str> {
+        match &self.prefix_rewrite {
+            Some(rw) if path_and_query.starts_with(rw.prefix.as_str()) => {
+                let rest = &path_and_query[rw.prefix.len()..];
+                std::borrow::Cow::Owned(format!("{}{}", rw.replacement, rest))
+            }
+            _ => std::borrow::Cow::Borrowed(path_and_query),
+        }
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    pub fn new(cluster: Arc<Cluster>) -> Target {
+        Target { cluster, traffic: OnceLock::new() }
+    }
+
+    /// The stats of this route's traffic to the cluster: from `registry` under the key `key`
+    /// makes, the first time; a load of a pointer after that.
+    pub fn traffic(&self, registry: &TrafficRegistry, key: impl FnOnce() -> TrafficKey) -> &Arc<TrafficStats> {
+        self.traffic.get_or_init(|| registry.stats(key()))
+    }
+}
+
+// === impl RouteMatch ===
+
+impl RouteMatch {
+    pub fn matches(&self, target: &RequestTarget<'_>) -> bool {
+        self.host.matches(target.host)
+            && self.path.matches(target.path)
+            && self.methods.as_ref().is_none_or(|ms| ms.contains(target.method))
+            && self.headers.iter().all(|(name, check)| check.matches(target.headers, name))
+    }
+}
+
+impl HostMatch {
+    pub fn parse(pattern: &str) -> HostMatch {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.as_str() {
+            "*" => HostMatch::Any,
+            p if p.starts_with("*.") => HostMatch::Suffix(p[1..].to_string()),
+            _ => HostMatch::Exact(pattern),
+        }
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(want) => host.eq_ignore_ascii_case(want),
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host.is_char_boundary(host.len() - suffix.len())
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Any => true,
+            PathMatch::Exact(want) => path == want,
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            PathMatch::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+impl HeaderCheck {
+    pub fn matches(&self, headers: &HeaderMap, name: &HeaderName) -> bool {
+        match self {
+            HeaderCheck::Present(want) => headers.contains_key(name) == *want,
+            HeaderCheck::Exact(want) => headers.get_all(name).iter().any(|v| v == want),
+            HeaderCheck::Regex(re) => {
+                headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| re.is_match(s)))
+            }
+        }
+    }
+}
+
+// === impl HeaderEdits ===
+
+impl HeaderEdits {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.add {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The host of an authority or `Host` header value, without its port.
+pub fn host_without_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        // IPv6 literal: keep the brackets, drop what follows the closing one.
+        return rest.find(']').map_or(authority, |end| &authority[..end + 2]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A route config with every default: what the routes below stand for.
+    fn any_config() -> config::Route {
+        serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn route(index: usize, matcher: RouteMatch) -> Arc<Route> {
+        Arc::new(Route {
+            name: index.to_string().into(),
+            matcher,
+            action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
+            prefix_rewrite: None,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            timeout: None,
+            compiled_from: any_config(),
+        })
+    }
+
+    fn target<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestTarget<'a> {
+        RequestTarget { host, path, method, headers }
+    }
+
+    #[test]
+    fn host_patterns_match_as_documented() {
+        assert!(HostMatch::parse("orders").matches("ORDERS"));
+        assert!(!HostMatch::parse("orders").matches("orders.svc"));
+        assert!(HostMatch::parse("*.example.com").matches("a.example.com"));
+        assert!(HostMatch::parse("*.example.com").matches("a.b.EXAMPLE.com"));
+        assert!(!HostMatch::parse("*.example.com").matches("example.com"));
+        assert!(!HostMatch::parse("*.example.com").matches("badexample.com"));
+        assert!(HostMatch::parse("*").matches(""));
+    }
+
+    #[test]
+    fn ports_are_ignored_when_reading_a_host() {
+        assert_eq!(host_without_port("orders:8080"), "orders");
+        assert_eq!(host_without_port("orders"), "orders");
+        assert_eq!(host_without_port("[::1]:15001"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn header_checks_cover_exact_present_absent_and_regex() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-channel", HeaderValue::from_static("alpha"));
+        headers.append("x-channel", HeaderValue::from_static("beta"));
+        let name = HeaderName::from_static("x-channel");
+        let missing = HeaderName::from_static("x-missing");
+        assert!(HeaderCheck::Exact(HeaderValue::from_static("beta")).matches(&headers, &name));
+        assert!(!HeaderCheck::Exact(HeaderValue::from_static("gamma")).matches(&headers, &name));
+        assert!(HeaderCheck::Present(true).matches(&headers, &name));
+        assert!(HeaderCheck::Present(false).matches(&headers, &missing));
+        assert!(!HeaderCheck::Present(true).matches(&headers, &missing));
+        let re = Regex::new("^(?:b.*)$").unwrap_or_else(|e| panic!("{e}"));
+        assert!(HeaderCheck::Regex(re).matches(&headers, &name));
+    }
+
+    #[test]
+    fn prefix_rewrite_keeps_the_rest_of_the_path_and_query() {
+        let route = Route {
+            name: "r".into(),
+            matcher: RouteMatch::default(),
+            action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
+            prefix_rewrite: Some(PrefixRewrite { prefix: "/api".into(), replacement: "/v2".into() }),
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
+            timeout: None,
+            compiled_from: any_config(),
+        };
+        assert_eq!(route.rewrite("/api/users?id=1"), "/v2/users?id=1");
+        assert_eq!(route.rewrite("/other"), "/other");
+    }
+
+    proptest! {
+        #[test]
+        fn every_matcher_field_must_hold(
+            host in "[a-z]{1,6}", path in "/[a-z/]{0,8}", other in "[a-z]{1,6}",
+        ) {
+            let headers = HeaderMap::new();
+            let get = Method::GET;
+            let by_host = RouteMatch { host: HostMatch::parse(&host), ..RouteMatch::default() };
+            prop_assert!(by_host.matches(&target(&host, &path, &get, &headers)));
+            prop_assert_eq!(by_host.matches(&target(&other, &path, &get, &headers)), other == host);
+            let by_prefix = RouteMatch { path: PathMatch::Prefix(path.clone()), ..RouteMatch::default() };
+            let longer = format!("{}x", path);
+            prop_assert!(by_prefix.matches(&target(&other, &longer, &get, &headers)));
+            let post_only = RouteMatch { methods: Some(vec![Method::POST]), ..RouteMatch::default() };
+            prop_assert!(!post_only.matches(&target(&host, &path, &get, &headers)));
+            prop_assert!(post_only.matches(&target(&host, &path, &Method::POST, &headers)));
+        }
+
+        #[test]
+        fn the_first_matching_route_wins(paths in prop::collection::vec("/[a-c]{0,3}", 1..6), probe in "/[a-c]{0,4}") {
+            let table = RouteTable::new(paths.iter().enumerate().map(|(i, p)| {
+                route(i, RouteMatch { path: PathMatch::Prefix(p.clone()), ..RouteMatch::default() })
+            }).collect());
+            let headers = HeaderMap::new();
+            let found = table.find(&target("h", &probe, &Method::GET, &headers)).map(|r| r.name.to_string());
+            let expected = paths.iter().position(|p| probe.starts_with(p.as_str())).map(|i| i.to_string());
+            prop_assert_eq!(found, expected);
+        }
+
+        #[test]
+        fn the_host_index_finds_what_a_scan_in_order_finds(
+            hosts in prop::collection::vec(prop::sample::select(vec!["*", "a.x", "b.x", "*.x", "A.X", "b.y"]), 1..12),
+            paths in prop::collection::vec("/[ab]{0,2}", 12),
+            probe_host in prop::sample::select(vec!["a.x", "A.x", "b.x", "c.x", "x", "b.y", "z"]),
+            probe_path in "/[ab]{0,3}",
+        ) {
+            let matchers = || hosts.iter().zip(&paths).map(|(h, p)| RouteMatch {
+                host: HostMatch::parse(h),
+                path: PathMatch::Prefix(p.clone()),
+                ..RouteMatch::default()
+            });
+            let table = RouteTable::new(matchers().enumerate().map(|(i, m)| route(i, m)).collect());
+            let headers = HeaderMap::new();
+            let probe = target(probe_host, &probe_path, &Method::GET, &headers);
+            let found = table.find(&probe).map(|r| r.name.to_string());
+            let expected = matchers().position(|m| m.matches(&probe)).map(|i| i.to_string());
+            prop_assert_eq!(found, expected);
+        }
+    }
+}

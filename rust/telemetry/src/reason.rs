@@ -1,0 +1,57 @@
+//! Why the proxy answered a request itself (no route, no endpoint, a timeout...): counted in
+//! the stats, written in access logs and spans, and sent in the `x-meshproxy-error` header.
+
+use http::StatusCode;
+
+/// The reasons, in the order stats count them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    BadRequest,
+    NoRoute,
+    NoHealthyEndpoint,
+    ConnectFailure,
+    Timeout,
+    UpstreamFailure,
+    Denied,
+}
+
+// === impl Reason ===
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::BadRequest,
+        Reason::NoRoute,
+        Reason::NoHealthyEndpoint,
+        Reason::ConnectFailure,
+        Reason::Timeout,
+        Reason::UpstreamFailure,
+        Reason::Denied,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::BadRequest => "bad_request",
+            Reason::NoRoute => "no_route",
+            Reason::NoHealthyEndpoint => "no_healthy_endpoint",
+            Reason::ConnectFailure => "connect_failure",
+            Reason::Timeout => "timeout",
+            Reason::UpstreamFailure => "upstream_failure",
+            Reason::Denied => "denied",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::NoRoute => StatusCode::NOT_FOUND,
+            Reason::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
+            Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Reason::Denied => StatusCode::FORBIDDEN,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
