@@ -12,6 +12,7 @@ pub mod busy_poll;
 pub mod cluster;
 pub mod config;
 pub mod endpoint;
+pub mod endpoint_list;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -30,6 +31,7 @@ pub mod stats;
 pub mod telemetry;
 pub mod tls;
 pub mod traffic;
+pub mod values;
 pub mod trace;
 pub mod workers;
 
