@@ -3,9 +3,31 @@
 from collections.abc import Sequence
 from typing import final
 
-__all__ = ["BindError", "ConfigRejected", "Engine", "__version__", "check_config", "normalize_config", "read_endpoints"]
+__all__ = [
+    "DURATION_PATTERN",
+    "FINE_DURATION_PATTERN",
+    "MAX_BUSY_POLL_MICROS",
+    "BindError",
+    "ConfigRejected",
+    "Engine",
+    "__version__",
+    "check_busy_poll",
+    "check_config",
+    "check_positive_duration",
+    "check_trust_domain",
+    "normalize_config",
+    "parse_duration",
+    "parse_spiffe_id",
+    "read_endpoints",
+]
 
 __version__: str
+DURATION_PATTERN: str
+"""The text forms of a duration, as the JSON Schema shows them: a number and a unit ms, s, m or h."""
+FINE_DURATION_PATTERN: str
+"""The text forms of a duration that may be finer than a millisecond: units us, ms, s, m or h."""
+MAX_BUSY_POLL_MICROS: int
+"""The longest busy-polling window, in microseconds."""
 
 class ConfigRejected(ValueError):
     """The engine refused a config. ``args[0]`` is the message, ``args[1]`` the
@@ -26,6 +48,27 @@ def read_endpoints(items: object) -> tuple[tuple[str, ...], tuple[int, ...], str
     """A list of endpoint mappings the config schema certainly accepts (IPv4 or DNS-name
     addresses with a port, integer weights, no address twice), read in one call as
     ``(addresses, weights, engine-document JSON)``; None leaves the list to the schema."""
+
+def parse_duration(value: object, fine: bool = False) -> float:
+    """A duration's length in seconds, from text with a unit (``250ms``; with ``fine`` also
+    ``300us``) or a number of seconds. Raises ValueError with the problem (what would be
+    valid, or that it must not be negative), for the caller to prefix with the value quoted."""
+
+def check_busy_poll(micros: int) -> int:
+    """``busy_poll`` in microseconds, returned when within the limit; raises ValueError with
+    the problem otherwise."""
+
+def check_positive_duration(field: str, micros: int) -> int:
+    """A duration in microseconds that must not be zero, returned when it is not; raises
+    ValueError naming ``field`` otherwise."""
+
+def parse_spiffe_id(text: str) -> tuple[str, str]:
+    """A SPIFFE ID as ``(trust_domain, path)``; raises ValueError with the problem, for the
+    caller to prefix with the ID quoted."""
+
+def check_trust_domain(name: str) -> None:
+    """Returns when ``name`` is a valid trust domain given alone; raises ValueError with the
+    problem otherwise."""
 
 # A pyclass without `subclass`: Python code cannot subclass it.
 @final

@@ -5,58 +5,41 @@ Milliseconds are the engine's resolution for every timeout, so rounding happens 
 and the engine never parses units. The one setting finer than that, ``busy_poll``, is a
 :data:`FineDuration`: it also takes ``us`` and goes to the engine as whole microseconds
 (``"300us"``).
+
+What a duration may be written as, and its limits, are the engine's rules (``values.rs``,
+through ``_native``); this module turns them into schema types.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import re
 from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from .. import _native
 from .messages import invalid, show
-
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TEXT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)$")
-_EXPECTED = "expected a number with a unit ms, s, m or h (e.g. 250ms, 1.5s, 2m) or a number of seconds"
-_FINE_UNIT_SECONDS = {"us": 0.000_001, **_UNIT_SECONDS}
-_FINE_TEXT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(us|ms|s|m|h)$")
-_FINE_EXPECTED = "expected a number with a unit us, ms or s (e.g. 300us, 0.5ms) or a number of seconds"
 
 
 def parse_duration(value: object) -> timedelta:
     """Parse one duration. Raises a ValueError (a pydantic custom error, so it slots into
     model validation) whose text is the user-facing message."""
-    return _parse(value, _TEXT, _UNIT_SECONDS, _EXPECTED)
+    return _parse(value, fine=False)
 
 
 def parse_fine_duration(value: object) -> timedelta:
     """Parse one duration that may also be written in microseconds (``300us``)."""
-    return _parse(value, _FINE_TEXT, _FINE_UNIT_SECONDS, _FINE_EXPECTED)
+    return _parse(value, fine=True)
 
 
-def _parse(value: object, text: re.Pattern[str], units: dict[str, float], expected: str) -> timedelta:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, bool):
-        # bool is an int subclass; `timeout: yes` is a typo, not one second.
-        raise invalid(f"{show(value)} is not a valid duration; {expected}")
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = text.match(value)
-        if m is None:
-            raise invalid(f"{show(value)} is not a valid duration; {expected}")
-        seconds = float(m[1]) * units[m[2]]
-    else:
-        raise invalid(f"{show(value)} is not a valid duration; {expected}")
-    if math.isnan(seconds):
-        raise invalid(f"{show(value)} is not a valid duration; {expected}")
-    if seconds < 0:
-        raise invalid(f"{show(value)} is not a valid duration; it must not be negative")
+def _parse(value: object, fine: bool) -> timedelta:
+    # The engine's rule reads text and numbers; a timedelta is read as its seconds.
+    given = value.total_seconds() if isinstance(value, timedelta) else value
+    try:
+        seconds = _native.parse_duration(given, fine)
+    except ValueError as problem:
+        raise invalid(f"{show(value)} is not a valid duration; {problem}") from None
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
@@ -85,9 +68,9 @@ def format_fine_duration(value: timedelta) -> str:
     return f"{to_micros(value)}us"
 
 
-def _schema(text: re.Pattern[str], description: str) -> WithJsonSchema:
-    """How the JSON Schema shows a duration: text matching ``text``, or a number of seconds."""
-    return WithJsonSchema({"anyOf": [{"type": "string", "pattern": text.pattern}, {"type": "number", "minimum": 0}],
+def _schema(pattern: str, description: str) -> WithJsonSchema:
+    """How the JSON Schema shows a duration: text matching ``pattern``, or a number of seconds."""
+    return WithJsonSchema({"anyOf": [{"type": "string", "pattern": pattern}, {"type": "number", "minimum": 0}],
                            "description": description})
 
 
@@ -95,7 +78,7 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
-    _schema(_TEXT, "a duration: 250ms, 1.5s, 2m, 1h, or a number of seconds"),
+    _schema(_native.DURATION_PATTERN, "a duration: 250ms, 1.5s, 2m, 1h, or a number of seconds"),
 ]
 """A non-negative duration; see the module docstring for the accepted forms."""
 
@@ -103,6 +86,6 @@ FineDuration = Annotated[
     timedelta,
     BeforeValidator(parse_fine_duration),
     PlainSerializer(format_fine_duration, return_type=str, when_used="json"),
-    _schema(_FINE_TEXT, "a duration to the microsecond: 300us, 0.5ms, or a number of seconds"),
+    _schema(_native.FINE_DURATION_PATTERN, "a duration to the microsecond: 300us, 0.5ms, or a number of seconds"),
 ]
 """A non-negative duration that may be finer than a millisecond (``300us``)."""

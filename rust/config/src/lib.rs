@@ -5,9 +5,11 @@
 
 mod documents;
 mod duration;
+pub mod endpoint_list;
 mod log_fields;
 mod problem;
 pub mod spiffe;
+pub mod values;
 
 pub use documents::*;
 pub use log_fields::{Field, Fields, STDOUT};

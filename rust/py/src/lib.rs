@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 mod endpoints;
 mod spans;
+mod values;
 
 create_exception!(
     _native,
@@ -58,10 +59,16 @@ mod _native {
     use super::{BindError, ConfigRejected};
     #[pymodule_export]
     use super::endpoints::read_endpoints;
+    #[pymodule_export]
+    use super::values::{check_busy_poll, check_positive_duration, check_trust_domain, parse_duration, parse_spiffe_id};
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
-        module.add("__version__", env!("CARGO_PKG_VERSION"))
+        use meshproxy_engine::config::values;
+        module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        module.add("DURATION_PATTERN", values::DURATION_PATTERN)?;
+        module.add("FINE_DURATION_PATTERN", values::FINE_DURATION_PATTERN)?;
+        module.add("MAX_BUSY_POLL_MICROS", values::MAX_BUSY_POLL_MICROS)
     }
 
     /// The engine's own check of an engine document: `(path, message)` problems, empty when

@@ -8,7 +8,7 @@ use http::uri::Authority;
 use meshproxy_balance::Policy;
 
 use meshproxy_proxy::cluster::{Cluster, ClusterSource, Members};
-use meshproxy_config::{self as config, Problem};
+use meshproxy_config::{self as config, values, Problem};
 use meshproxy_proxy::endpoint::EndpointRegistry;
 use meshproxy_config::spiffe::SpiffeId;
 use meshproxy_tls::outbound::{Owner, UpstreamTls};
@@ -40,8 +40,8 @@ pub(super) fn compile_clusters(
                 Policy::default()
             }
         };
-        if cluster.connect_timeout.0 == 0 {
-            problems.push(Problem::new(format!("{at}.connect_timeout"), "must be greater than 0"));
+        if let Err(message) = values::positive_duration("connect_timeout", cluster.connect_timeout.0.saturating_mul(1000)) {
+            problems.push(Problem::new(format!("{at}.connect_timeout"), message));
         }
         let tls = compile_cluster_tls(cluster, trust_domain, &at, cx, problems);
         // Connections differ by how they are secured: a cluster securing an address its own

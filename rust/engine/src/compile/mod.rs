@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use meshproxy_proxy::authz::Authorization;
 use meshproxy_proxy::cluster::Cluster;
-use meshproxy_config::{self as config, Config, Problem};
+use meshproxy_config::{self as config, values, Config, Problem};
 use meshproxy_proxy::endpoint::EndpointRegistry;
 use meshproxy_proxy::listener::{server_builder, ListenerSnapshot};
 use meshproxy_telemetry::stats::Stats;
@@ -95,16 +95,13 @@ pub fn compile(config: &Config, cx: Context<'_>) -> Result<Vec<CompiledListener>
 
 /// Compiles a config into listeners ready to bind and its clusters, in config order (routes
 /// hold the clusters they send to; the list also has those no route names, for reporting).
-/// The longest busy-polling window: beyond it a worker spins through gaps no event fills.
-pub const MAX_BUSY_POLL: config::Micros = config::Micros(10_000);
-
 pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Problem>> {
     let mut problems = Vec::new();
     if config.workers == Some(0) {
         problems.push(Problem::new("workers", "must be at least 1"));
     }
-    if config.busy_poll > MAX_BUSY_POLL {
-        problems.push(Problem::new("busy_poll", format!("{}us is too long; at most {}us (10ms), or 0 to sleep at once", config.busy_poll.0, MAX_BUSY_POLL.0)));
+    if let Err(message) = values::busy_poll(config.busy_poll.0) {
+        problems.push(Problem::new("busy_poll", message));
     }
     let trust_domain = config.identity.as_ref().map(|identity| identity.trust_domain.as_str());
     let clusters = compile_clusters(&config.clusters, trust_domain, cx, &mut problems);

@@ -1,0 +1,178 @@
+"""Clusters of the config schema: their endpoints (listed, or found by a discovery source),
+how the sidecar secures its connections to them, and how it balances requests across them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from .. import _native
+from ..addresses import parse_endpoint_address
+from .duration import Duration, to_micros
+from .endpoints import Endpoints, dump_endpoints, endpoints_reader
+from .fields import DnsName, EndpointAddress, FilePath, Host, Name, ResolverAddress
+from .messages import invalid, show
+from .section import Weight, _empty, _Section, _with_key
+
+
+def _positive(field: str, value: timedelta, at: tuple[str, ...] = ()) -> timedelta:
+    """A duration that must not be zero: the engine's rule, named for ``field``."""
+    try:
+        # Durations are never negative: their parser refuses that.
+        _native.check_positive_duration(field, to_micros(value))
+    except ValueError as problem:
+        raise invalid(str(problem), at=at) from None
+    return value
+
+
+class Endpoint(_Section):
+    address: EndpointAddress
+    weight: Weight = 1
+    """Relative share of requests; 0 keeps the endpoint configured but never picks it."""
+
+
+# Read in bulk and held as columns: see `endpoints`.
+_READ_ENDPOINTS = PlainValidator(endpoints_reader(Endpoint), json_schema_input_type=list[Endpoint])
+_DUMP_ENDPOINTS = PlainSerializer(dump_endpoints)
+
+
+class ClusterTls(_Section):
+    """mesh: mutual TLS with sidecars presenting one of `identities` (needs `identity`);
+    tls: ordinary server-authenticated TLS (`sni`, `ca`); disable: plain text."""
+
+    mode: Literal["disable", "mesh", "tls"] = "disable"
+    identities: list[str] = _empty(list)
+    """mesh: the SPIFFE IDs the endpoints may present; at least one."""
+    sni: Host | None = None
+    """tls: the server name to send and verify; default: the endpoint's host name."""
+    ca: FilePath | None = None
+    """tls: a PEM file of CA certificates to trust instead of the system's."""
+
+    @model_validator(mode="after")
+    def _fields_of_the_mode(self) -> ClusterTls:
+        if self.mode == "mesh" and not self.identities:
+            raise invalid("mode mesh needs identities: the SPIFFE IDs the endpoints may present", at=("identities",))
+        if self.mode != "mesh" and self.identities:
+            raise invalid(f"identities apply to mode mesh only; mode is {self.mode}", at=("identities",))
+        for key in ("sni", "ca"):
+            if self.mode != "tls" and getattr(self, key) is not None:
+                raise invalid(f"{key} applies to mode tls only; mode is {self.mode}", at=(key,))
+        return self
+
+
+_PLAIN_TEXT = ClusterTls()
+
+
+class Discovery(_Section):
+    """Where the cluster's endpoints come from instead of `endpoints`, followed while the proxy
+    runs: a watched file (type file) or DNS records re-resolved as their TTL runs out (type dns)."""
+
+    type: Literal["file", "dns"]
+    path: FilePath | None = None
+    """file: a YAML or JSON list of {address, weight}, relative to the config file's folder."""
+    name: DnsName | None = None
+    """dns: the name to resolve, e.g. orders.mesh.local, or _http._tcp.orders.mesh.local for SRV."""
+    record: Literal["A", "AAAA", "SRV"] = "A"
+    """dns: A or AAAA (every address, at `port`) or SRV (each target's addresses, ports and weights)."""
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """dns, records A and AAAA: the endpoints' port."""
+    resolver: ResolverAddress | None = None
+    """dns: IP:PORT of the DNS server to ask; default: the system's (/etc/resolv.conf)."""
+    min_ttl: Duration = timedelta(seconds=1)
+    """dns: the shortest wait before resolving again, whatever the records' TTL."""
+    max_ttl: Duration = timedelta(minutes=5)
+    """dns: the longest wait before resolving again, whatever the records' TTL."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_the_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in _DISCOVERY_KEYS:
+            for key in data:
+                if key != "type" and key not in _DISCOVERY_KEYS[data["type"]] and key in cls.model_fields:
+                    other = "dns" if data["type"] == "file" else "file"
+                    raise invalid(f"{key} applies to type {other} only; type is {data['type']}", at=(key,))
+        return data
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self) -> Discovery:
+        if self.type == "file" and self.path is None:
+            raise invalid("type file needs path: the file listing the endpoints", at=("path",))
+        if self.type != "dns":
+            return self
+        if self.name is None:
+            raise invalid("type dns needs name: the DNS name to resolve", at=("name",))
+        if self.record == "SRV" and self.port is not None:
+            raise invalid("SRV records give each endpoint's port; remove port", at=("port",))
+        if self.record != "SRV" and self.port is None:
+            raise invalid(f"record {self.record} needs port: the endpoints' port, e.g. 8080", at=("port",))
+        _positive("min_ttl", self.min_ttl, at=("min_ttl",))
+        if self.max_ttl < self.min_ttl:
+            raise invalid("max_ttl must not be less than min_ttl", at=("max_ttl",))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_the_types_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A file source's document carries no DNS defaults, and the other way round.
+        dumped: dict[str, Any] = handler(self)
+        return {k: v for k, v in dumped.items() if k == "type" or k in _DISCOVERY_KEYS[self.type]}
+
+
+_DISCOVERY_KEYS = {"file": ("path",), "dns": ("name", "record", "port", "resolver", "min_ttl", "max_ttl")}
+
+
+class Cluster(_Section):
+    name: Name
+    lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = "p2c_ewma"
+    protocol: Literal["http1", "http2"] = "http1"
+    connect_timeout: Duration = timedelta(seconds=1)
+    tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)
+    endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
+    discovery: Discovery | None = None
+    """Where the endpoints come from when not listed in `endpoints`."""
+
+    @field_validator("connect_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        return _positive("connect_timeout", value)
+
+    @model_validator(mode="after")
+    def _endpoints_from_one_place_each_once(self) -> Cluster:
+        if self.discovery is not None and len(self.endpoints) > 0:
+            raise invalid(
+                "a cluster's endpoints come either from endpoints or from discovery, not both; remove one",
+                at=("discovery",),
+            )
+        if isinstance(self.endpoints, Endpoints) and self.endpoints.unique:
+            return self  # the bulk reader found no address twice
+        first: dict[tuple[str, int], int] = {}
+        for i, endpoint in enumerate(self.endpoints):
+            key = parse_endpoint_address(endpoint.address)
+            if key in first:
+                raise invalid(
+                    f"duplicate endpoint {show(endpoint.address)}; already listed as endpoints[{first[key]}]",
+                    at=("endpoints", i, "address"),
+                )
+            first[key] = i
+        return self
+
+    def engine_json(self) -> str:
+        """This cluster as the engine document writes it."""
+        return _with_key(self.model_dump_json(exclude={"endpoints"}), "endpoints", self._endpoints().engine_json())
+
+    def _endpoints(self) -> Endpoints[Endpoint]:
+        # A Cluster made by model_construct or model_copy(update=...) may hold a plain list.
+        if isinstance(self.endpoints, Endpoints):
+            return self.endpoints
+        return endpoints_reader(Endpoint)(list(self.endpoints))

@@ -1,0 +1,95 @@
+"""Routes of the config schema: what a request must look like, where it goes, what is edited
+on its way. A route given exactly as in the config validated last is kept as it was (see
+kept.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidatorFunctionWrapHandler, model_validator
+
+from .duration import Duration
+from .fields import HeaderName, HeaderValue, Host, UrlPath
+from .kept import KeptModels
+from .messages import invalid
+from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
+
+
+class RouteMatch(_Section):
+    """What a request must look like for its route to apply; every condition given must hold.
+    The empty match matches every request."""
+
+    host: Host | None = None
+    path: UrlPath | None = None
+    path_prefix: UrlPath | None = None
+    path_regex: str | None = None
+    headers: HeaderMatches = _empty(dict)
+    method: Methods = None
+
+    @model_validator(mode="after")
+    def _one_path_condition(self) -> RouteMatch:
+        if (self.path is None) + (self.path_prefix is None) + (self.path_regex is None) < 2:
+            given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
+            raise invalid(f"at most one of path, path_prefix, path_regex may be set; found {', '.join(given)}")
+        return self
+
+
+# Shared by every route that leaves them out: frozen, so one instance serves all, where a
+# factory would build and validate a new one for each of ten thousand routes.
+_ANY_REQUEST = RouteMatch()
+
+
+class WeightedCluster(_Section):
+    cluster: str
+    weight: Weight
+
+
+class HeaderEdits(_Section):
+    add: Annotated[dict[HeaderName, HeaderValue], BeforeValidator(_no_case_duplicates), AfterValidator(_by_key)] = (
+        _empty(dict)
+    )
+    remove: list[HeaderName] = _empty(list)
+
+
+_NO_EDITS = HeaderEdits()
+
+
+class Route(_Section):
+    """Sends matching requests to one cluster, or splits them by weight across several."""
+
+    name: Annotated[str, Field(min_length=1)] | None = None
+    match_: RouteMatch = Field(default_factory=lambda: _ANY_REQUEST, alias="match")
+    cluster: str | None = None
+    split: list[WeightedCluster] | None = None
+    prefix_rewrite: UrlPath | None = None
+    request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
+    response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
+    timeout: Duration = timedelta(seconds=15)
+    """Whole request, first byte in to last byte out; 0 means no timeout."""
+
+    # One validator for the route's rules rather than one each: it runs for every route.
+    @model_validator(mode="after")
+    def _one_destination_and_a_prefix_to_rewrite(self) -> Route:
+        if self.cluster is not None and self.split is not None:
+            raise invalid("a route needs exactly one of cluster or split, not both")
+        if self.cluster is None and self.split is None:
+            raise invalid("a route needs exactly one of cluster or split; neither is set")
+        if self.split is not None and sum(w.weight for w in self.split) == 0:
+            raise invalid("split weights sum to 0; at least one weight must be greater than 0", at=("split",))
+        if self.prefix_rewrite is not None and self.match_.path_prefix is None:
+            raise invalid(
+                "prefix_rewrite replaces the matched match.path_prefix, so it needs match.path_prefix",
+                at=("prefix_rewrite",),
+            )
+        return self
+
+
+# A route given exactly as in the config validated last is the route that config validated
+# (see kept.py).
+_KEPT_ROUTES = KeptModels(Route)
+
+
+def _kept_routes(value: Any, handler: ValidatorFunctionWrapHandler) -> list[Route]:
+    return _KEPT_ROUTES.validate_list(value, handler)
