@@ -7,18 +7,19 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
-pub mod body;
+mod body;
 pub mod busy_poll;
 pub mod cluster;
 pub mod endpoint;
-pub mod error;
-pub mod executor;
-pub mod headers;
+mod error;
+mod executor;
+pub mod header_match;
+mod headers;
 pub mod listener;
-pub mod observe;
-pub mod observed;
-pub mod pool;
-pub mod proxy;
+mod observe;
+mod observed;
+mod pool;
+mod proxy;
 pub mod route;
-pub mod snapshot;
+mod snapshot;
 pub mod workers;

@@ -23,7 +23,9 @@ use crate::headers::X_REQUEST_ID;
 use meshproxy_config::spiffe::SpiffeId;
 use meshproxy_telemetry::{Record, Telemetry};
 use meshproxy_telemetry::trace::{Trace, TraceId};
-use meshproxy_telemetry::traffic::{TrafficKey, TrafficStats};
+#[cfg(test)]
+use meshproxy_telemetry::traffic::TrafficKey;
+use meshproxy_telemetry::traffic::TrafficStats;
 
 #[derive(Debug)]
 pub struct Observation {
@@ -143,7 +145,8 @@ impl Observation {
     }
 
     /// Its direction, listener, route and cluster: the key of the stats it counts in.
-    pub fn traffic_key(&self) -> &TrafficKey {
+    #[cfg(test)]
+    fn traffic_key(&self) -> &TrafficKey {
         &self.traffic.key
     }
 
@@ -151,19 +154,10 @@ impl Observation {
         self.started.elapsed()
     }
 
-    /// When the request arrived, by the wall clock. Derived rather than read at arrival: only
-    /// logs and spans need it, and the monotonic clock alone times the request.
-    pub fn start_time(&self) -> SystemTime {
-        SystemTime::now().checked_sub(self.elapsed()).unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-
     pub fn request_bytes(&self) -> u64 {
         self.request_bytes.as_ref().map_or(0, |bytes| bytes.load(Relaxed))
     }
 
-    pub fn response_bytes(&self) -> u64 {
-        self.response_bytes
-    }
 }
 
 /// Finishing is dropping: whichever way the response ends (sent to the end, failed, abandoned

@@ -4,16 +4,16 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod access_log;
+mod access_log;
 pub mod authz;
 mod counter;
 pub mod events;
 pub mod live;
 mod outlets;
 mod reason;
-pub mod record;
+mod record;
 pub mod refusal;
-pub mod sample;
+mod sample;
 pub mod stats;
 pub mod trace;
 pub mod traffic;

@@ -11,7 +11,7 @@ pub mod outbound;
 pub mod refusal;
 pub mod sessions;
 pub mod store;
-pub mod verify;
+mod verify;
 
 use std::sync::Arc;
 

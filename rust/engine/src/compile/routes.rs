@@ -6,11 +6,11 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use meshproxy_balance::WeightedSampler;
-use regex::Regex;
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_config::{self as config, Problem};
-use meshproxy_proxy::route::{Action, HeaderCheck, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
+use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
+use meshproxy_proxy::route::{Action, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 
 use super::Below;
 
@@ -174,37 +174,8 @@ fn compile_match(m: &config::RouteMatch, route_at: &str, problems: &mut Vec<Prob
             problems.push(Problem::new(format!("{at}.{key}"), "must start with '/'"));
         }
     }
-    let mut headers = Vec::new();
-    for (name, rule) in &m.headers {
-        let path = format!("{at}.headers.{name}");
-        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            problems.push(Problem::new(path, format!("'{name}' is not a valid header name")));
-            continue;
-        };
-        let rule = rule.rule();
-        let check = match (rule.exact, rule.present, rule.regex) {
-            (Some(v), None, None) => match HeaderValue::from_str(&v) {
-                Ok(v) => HeaderCheck::Exact(v),
-                Err(_) => {
-                    problems.push(Problem::new(format!("{path}.exact"), "not a valid header value"));
-                    continue;
-                }
-            },
-            (None, Some(present), None) => HeaderCheck::Present(present),
-            (None, None, Some(re)) => match anchored(&re) {
-                Ok(re) => HeaderCheck::Regex(re),
-                Err(e) => {
-                    problems.push(Problem::new(format!("{path}.regex"), regex_problem(&e)));
-                    continue;
-                }
-            },
-            _ => {
-                problems.push(Problem::new(path, "give exactly one of exact, present, regex"));
-                continue;
-            }
-        };
-        headers.push((header, check));
-    }
+    // The path is formatted only for a match that has header rules.
+    let headers = if m.headers.is_empty() { Vec::new() } else { compile_headers(&m.headers, &at.to_string(), "headers", problems) };
     let methods = m.method.as_ref().map(|methods| {
         methods
             .to_vec()
@@ -241,16 +212,4 @@ fn compile_edits(edits: &config::HeaderEdits, route_at: &str, key: &str, problem
     compiled
 }
 
-/// One line saying what is wrong with a pattern. The regex crate's own message draws a caret
-/// diagram under the *anchored* pattern, which is not what the user wrote.
-fn regex_problem(error: &regex::Error) -> String {
-    let text = error.to_string();
-    let reason = text.lines().find_map(|line| line.trim().strip_prefix("error: ")).unwrap_or(text.trim());
-    format!("not a valid regular expression: {reason}")
-}
-
-/// The whole subject must match, as a path or header value rule means.
-fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{pattern})$"))
-}
 

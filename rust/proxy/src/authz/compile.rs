@@ -2,6 +2,7 @@
 //! mistake reported at its field path.
 
 use super::*;
+use crate::header_match::compile_headers;
 
 pub(super) fn compile_rule(
     rule: &config::AuthzRule,
@@ -120,55 +121,6 @@ pub(super) fn path_pattern(pattern: &str) -> Result<PathPattern, String> {
         None if !pattern.contains('*') => Ok(PathPattern::Exact(pattern.to_string())),
         _ => Err(invalid("'*' may appear only once, at the end")),
     }
-}
-
-/// The meaning of route header matches (`snapshot::compile_match`): exact, present or absent,
-/// or a regex the whole value must match.
-pub(super) fn compile_headers(
-    headers: &BTreeMap<String, config::HeaderMatch>,
-    rule_at: &str,
-    key: &str,
-    problems: &mut Vec<Problem>,
-) -> Vec<(HeaderName, HeaderCheck)> {
-    let mut compiled = Vec::with_capacity(headers.len());
-    for (name, rule) in headers {
-        let at = format!("{rule_at}.{key}.{name}");
-        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            problem(problems, at, format!("'{name}' is not a valid header name"));
-            continue;
-        };
-        let rule = rule.rule();
-        let check = match (rule.exact, rule.present, rule.regex) {
-            (Some(value), None, None) => match HeaderValue::from_str(&value) {
-                Ok(value) => HeaderCheck::Exact(value),
-                Err(_) => {
-                    problem(problems, format!("{at}.exact"), "not a valid header value");
-                    continue;
-                }
-            },
-            (None, Some(present), None) => HeaderCheck::Present(present),
-            (None, None, Some(re)) => match Regex::new(&format!("^(?:{re})$")) {
-                Ok(re) => HeaderCheck::Regex(re),
-                Err(e) => {
-                    problem(problems, format!("{at}.regex"), regex_problem(&e));
-                    continue;
-                }
-            },
-            _ => {
-                problem(problems, at, "give exactly one of exact, present, regex");
-                continue;
-            }
-        };
-        compiled.push((header, check));
-    }
-    compiled
-}
-
-/// One line; the regex crate's own message draws a diagram under the anchored pattern.
-pub(super) fn regex_problem(error: &regex::Error) -> String {
-    let text = error.to_string();
-    let reason = text.lines().find_map(|line| line.trim().strip_prefix("error: ")).unwrap_or(text.trim());
-    format!("not a valid regular expression: {reason}")
 }
 
 pub(super) fn problem(problems: &mut Vec<Problem>, path: String, message: impl Into<String>) {

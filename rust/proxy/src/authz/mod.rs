@@ -10,12 +10,11 @@
 //! hold for it (a missing identity grants nothing), a deny rule's do (a missing identity is not
 //! excused). Istio lets both hold, which its advisory ISTIO-SECURITY-2021-004 warns about.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
 use http::Method;
-use regex::Regex;
 
 use meshproxy_config::{self as config, AuthzAction};
 use crate::route::HeaderCheck;

@@ -3,6 +3,7 @@
 
 use super::tests::*;
 use super::*;
+use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 /// What `decide` returns, restated from the config: enforced policies in order.

@@ -1,4 +1,5 @@
 use super::*;
+use http::header::HeaderValue;
 use serde_json::Value;
 
 pub(super) const SHOP_WEB: &str = "spiffe://mesh.local/ns/shop/sa/web";

@@ -31,7 +31,6 @@ struct Line {
 /// line queued, once the last `Sink` of its destination is dropped.
 #[derive(Debug)]
 pub struct Sink {
-    destination: String,
     lines: SyncSender<Line>,
     stats: Arc<AccessLogStats>,
 }
@@ -47,12 +46,11 @@ impl Sink {
         } else {
             Box::new(OpenOptions::new().append(true).create(true).open(destination)?)
         };
-        Sink::start(destination, writer, QUEUE, stats)
+        Sink::start(writer, QUEUE, stats)
     }
 
     /// A sink writing to `writer` through a queue of `capacity` lines.
     pub fn start(
-        destination: &str,
         writer: Box<dyn Write + Send>,
         capacity: usize,
         stats: Arc<AccessLogStats>,
@@ -62,11 +60,7 @@ impl Sink {
         let thread = std::thread::Builder::new()
             .name("meshproxy-access-log".into())
             .spawn(move || write_lines(queued, writer, &counted))?;
-        Ok((Sink { destination: destination.to_string(), lines, stats }, thread))
-    }
-
-    pub fn destination(&self) -> &str {
-        &self.destination
+        Ok((Sink { lines, stats }, thread))
     }
 
     /// Queues a line; never blocks. A full queue drops the line and counts it.
@@ -161,7 +155,7 @@ mod tests {
     fn a_full_queue_drops_and_counts_lines_without_blocking() {
         let writer = Blocked::default();
         let stats = Arc::new(AccessLogStats::default());
-        let (sink, thread) = Sink::start("test", Box::new(writer.clone()), 2, stats.clone()).unwrap();
+        let (sink, thread) = Sink::start(Box::new(writer.clone()), 2, stats.clone()).unwrap();
         let fields = [crate::access_log::Field::Status].into_iter().collect();
         // The first line is taken by the writer, which then blocks writing it.
         sink.send(record(201), fields);
