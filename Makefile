@@ -89,6 +89,14 @@ microbench: build ## criterion benchmarks (LB pick, route lookup, snapshot compi
 	cargo bench -p meshproxy-balance -p meshproxy-engine
 	$(PYTEST) bench/python -p no:cacheprovider --benchmark-columns=min,median,mean,max,rounds --benchmark-sort=name
 
+.PHONY: docs
+docs: ## write docs/config-reference.md from the config schema, and bench/README.md's table from bench/results/latest.json
+	@# The schema needs the package importable; any build (make build or make dev) will do.
+	@$(PYTHON) -c 'import meshproxy.config' 2>/dev/null || $(MAKE) build
+	$(PYTHON) docs/generate_config_reference.py
+	@if [ -f bench/results/latest.json ]; then $(PYTHON) bench/readme_table.py; \
+	else echo "no bench/results/latest.json (make bench writes it): bench/README.md's table left as it is"; fi
+
 .PHONY: lint
 lint: build ## clippy on the Rust crates, mypy --strict on the Python package
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 # sooner, a sidecar's RSS follows its open connections closely (1 s after a burst of 1,000
 # connections: ~91 MB at mimalloc's default, ~64 MB at 30 ms). Much sooner costs CPU: pages
 # freed and reused between requests are faulted back in (h2c -> HTTP/1.1: 0.6-1.1 faults per
-# request at 10 ms, 0.37 at 30 ms; bench/README.md). Read when the engine loads; an operator's
+# request at 10 ms, 0.37 at 30 ms; bench/NOTES.md). Read when the engine loads; an operator's
 # own setting wins.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "30")
 

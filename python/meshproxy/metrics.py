@@ -7,7 +7,7 @@ snapshot of them (``Proxy.stats()``). Each :class:`~meshproxy.Proxy` has its own
 process-wide default registry is left to the app. This module is imported on the first scrape:
 a sidecar that is never scraped never loads prometheus_client.
 
-The metric names and labels are documented in README.md (Admin API).
+The metric names and labels are documented in docs/metrics.md.
 """
 
 from __future__ import annotations

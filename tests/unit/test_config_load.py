@@ -205,7 +205,8 @@ def test_json_schema_describes_fields_with_their_docstrings() -> None:
     schema = json_schema()
     route = schema["$defs"]["Route"]["properties"]
     # The field's docstring wins over the description of its type (a Duration's).
-    assert route["timeout"]["description"] == "Whole request, first byte in to last byte out; 0 means no timeout."
+    assert route["timeout"]["description"] == (
+        "From sending the request upstream to the response's headers (retries included); 0 means no timeout.")
     tracing = schema["$defs"]["Tracing"]["properties"]
     assert tracing["sample"]["description"] == (
         "The share of new traces recorded; a sampling decision that comes with the request wins.")

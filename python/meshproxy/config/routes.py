@@ -67,7 +67,7 @@ class Route(_Section):
     request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = timedelta(seconds=15)
-    """Whole request, first byte in to last byte out; 0 means no timeout."""
+    """From sending the request upstream to the response's headers (retries included); 0 means no timeout."""
 
     # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")

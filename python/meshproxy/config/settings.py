@@ -53,7 +53,7 @@ class AccessLog(_Section):
     fields: Annotated[list[AccessLogField], Field(min_length=1)] = Field(
         default_factory=lambda: list(ACCESS_LOG_FIELDS), json_schema_extra={"default": list(ACCESS_LOG_FIELDS)}
     )
-    """The fields each line carries, written in the order of the field list in the README."""
+    """The fields each line carries, written in the order of the field list in docs/access-log.md."""
     sample: Ratio = 1.0
     """The share of requests logged: 1.0 logs every request, 0.0 none."""
 
