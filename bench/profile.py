@@ -21,10 +21,8 @@ is removed unless --keep (then `callgrind_annotate DIR/<side>.cg*` shows where t
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,9 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from sidebyside.cores import LOAD_CORE
+from sidebyside.lifecycle import stop_process
 from sidebyside.mesh import CA_TTL, CERTIFICATE_TTL, IDENTITIES, TRUST_DOMAIN, spiffe_id
 from sidebyside.ports import free_ports, wait_listening
 from sidebyside.proxies import meshproxy_run
+from sidebyside.servers import Server
 from sidebyside.templates import render
 
 from meshproxy.ca import CertificateAuthority
@@ -47,6 +48,8 @@ from meshproxy.ca import CertificateAuthority
 H1_LOAD = ["h2load", "--h1", "-c64", "-t1"]
 H2C_LOAD = ["h2load", "-c16", "-m32", "-t1"]
 WARMUP_REQUESTS = 2000
+# Under callgrind a sidecar runs many times slower, its drain and exit too.
+SIDECAR_STOP_TIMEOUT = 60.0
 _TOTALS = re.compile(r"^\s*([\d,]+)\s.*PROGRAM TOTALS", re.MULTILINE)
 _DONE = re.compile(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded")
 
@@ -104,16 +107,6 @@ def start_sidecar(name: str, config: Path, workdir: Path) -> Sidecar:
     return Sidecar(name, config, process, dumps)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def h2load(load: list[str], url: str, requests: int) -> int:
     """Runs the load; returns the requests that succeeded, raising if any failed."""
     out = subprocess.run(
@@ -141,7 +134,7 @@ def measure(
     return {sidecar.name: sidecar.instructions() / done for sidecar in sidecars}
 
 
-def upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+def upstream(workdir: Path) -> tuple[Server, dict[str, object]]:
     h1, h2c = free_ports(2)
     # busy_poll off, the sidecars' default, as in the side-by-side scenarios that are profiled.
     values: dict[str, object] = {
@@ -151,14 +144,9 @@ def upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]
         "busy_poll": "0",
     }
     conf = render("upstream-nginx.conf", values, workdir)
-    process = subprocess.Popen(
-        ["taskset", "-c", "1", "nginx", "-c", str(conf), "-p", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "nginx.log").open("wb"),
-        start_new_session=True,
-    )
-    wait_listening(h1, lambda: process.poll() is None)
-    return process, values
+    server = Server("nginx", ["nginx", "-c", str(conf), "-p", str(workdir)], LOAD_CORE, workdir / "nginx.log")
+    server.start([h1])
+    return server, values
 
 
 def single(
@@ -175,7 +163,7 @@ def single(
             wait_listening(ports[listener], sidecar.alive, timeout=120)
             return measure([sidecar], load, f"http://127.0.0.1:{ports[listener]}/", requests)
         finally:
-            stop(sidecar.process)
+            stop_process(sidecar.process, SIDECAR_STOP_TIMEOUT, group=True)
 
     return profile
 
@@ -200,8 +188,8 @@ def mesh(workdir: Path, values: dict[str, object], requests: int) -> dict[str, f
         wait_listening(a_port, a.alive, timeout=120)
         return measure([a, b], H1_LOAD, f"http://127.0.0.1:{a_port}/", requests)
     finally:
-        stop(a.process)
-        stop(b.process)
+        stop_process(a.process, SIDECAR_STOP_TIMEOUT, group=True)
+        stop_process(b.process, SIDECAR_STOP_TIMEOUT, group=True)
 
 
 SCENARIOS = {
@@ -239,7 +227,7 @@ def main() -> int:
             pair = f"; pair {sum(figures.values()):,.0f}" if len(figures) > 1 else ""
             print(f"{scenario}: instructions/request: {parts}{pair}  ({time.monotonic() - started:.0f} s)")
     finally:
-        stop(nginx)
+        nginx.stop()
         if args.keep:
             print(f"dumps and logs kept in {workdir}")
         else:

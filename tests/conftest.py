@@ -6,11 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
+import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from processes import bound_addresses, follow_stderr, free_address, stop_followed
 # Re-exported: tests import these from conftest.
 from upstreams import Upstream, accepts_connections, start_upstream, upstream_pool, wait_until  # noqa: F401
 
@@ -31,11 +31,23 @@ def upstreams() -> Iterator[Callable[[str], Upstream]]:
     yield from upstream_pool()
 
 
+# A config `validate` refuses: its route (line 5) names a cluster that is not defined.
+BAD_ROUTE = """\
+listeners:
+  - name: outbound
+    address: 127.0.0.1:0
+    routes:
+      - cluster: nope
+clusters:
+  - name: app
+    endpoints:
+      - address: 127.0.0.1:8080
+"""
+
+
 def closed_port_address() -> str:
     """An address nothing listens on (bound then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return "127.0.0.1:%d" % sock.getsockname()[1]
+    return free_address()
 
 
 @dataclass
@@ -52,32 +64,10 @@ class ProxyProcess:
 
     def __post_init__(self) -> None:
         # Keep reading the log so the proxy never blocks on a full pipe.
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-
-    def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log_lines.append(line)
+        self._reader = follow_stderr(self.process, self.log_lines)
 
     def stop(self, sig: int | None = None) -> int:
-        import signal
-
-        if self.process.poll() is None:
-            self.process.send_signal(sig or signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self._reader.join(timeout=5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        return code
-
-
-_LISTENER_LINE = re.compile(r"listener (\S+) on (\S+) ")
-_ADMIN_LINE = re.compile(r"admin on http://(\S+)/")
+        return stop_followed(self.process, self._reader, sig or signal.SIGTERM)
 
 
 def run_meshproxy(config: dict[str, Any] | Path, tmp_path: Path, *extra: str) -> ProxyProcess:
@@ -94,20 +84,14 @@ def run_meshproxy(config: dict[str, Any] | Path, tmp_path: Path, *extra: str) ->
     )
     assert process.stderr is not None
     lines: list[str] = []
-    listeners: dict[str, str] = {}
-    admin = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = process.stderr.readline()
         if not line:
             raise RuntimeError("meshproxy run exited before it was ready:\n" + "".join(lines))
         lines.append(line)
-        if m := _LISTENER_LINE.search(line):
-            listeners[m.group(1)] = m.group(2)
-        if m := _ADMIN_LINE.search(line):
-            admin = m.group(1)
         if "ready:" in line:
-            return ProxyProcess(process, listeners, admin, lines)
+            return ProxyProcess(process, *bound_addresses(lines), lines)
     process.kill()
     raise TimeoutError("meshproxy run did not log 'ready' in 30s:\n" + "".join(lines))
 

@@ -10,14 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,72 +22,12 @@ from typing import Any
 
 import httpx
 
+from processes import LoggedProcess, bound_addresses, free_address
 from upstreams import Upstream, start_upstreams_together, wait_until
 
 BIN = Path(sys.executable).parent
 MESHCTL = str(BIN / "meshctl")
-_LISTENER_LINE = re.compile(r"listener (\S+) on (\S+) ")
-_ADMIN_LINE = re.compile(r"admin on http://(\S+)/")
 TYPES = ("clusters", "endpoints", "listeners", "routes", "secrets")
-
-
-def free_address() -> str:
-    """A loopback address nothing listens on now (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return "127.0.0.1:%d" % sock.getsockname()[1]
-
-
-class LoggedProcess:
-    """A child whose stderr is read on a thread (so it never blocks) and kept."""
-
-    def __init__(self, command: list[str], name: str, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.command = command
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True, env=env)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if m := regex.search(line):
-                    return m
-            if self.process.poll() is not None:
-                time.sleep(0.1)  # let the reader take the last lines
-                raise RuntimeError(f"{self.name} exited ({self.process.returncode}) before logging "
-                                   f"{pattern!r}:\n{self.log()}")
-            time.sleep(0.02)
-        raise TimeoutError(f"{self.name} did not log {pattern!r} in {timeout}s:\n{self.log()}")
-
-    def send(self, sig: int) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Signals the process, waits for it (kills it after ``timeout``), returns its code."""
-        self.send(sig)
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self._reader.join(timeout=5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        return code
 
 
 class Sidecar(LoggedProcess):
@@ -104,11 +40,9 @@ class Sidecar(LoggedProcess):
     def wait_ready(self, timeout: float = 60) -> Sidecar:
         """Until the engine runs and ``/ready`` answers 200: it has its first config."""
         self.wait_for_line(r"ready:", timeout)
-        for line in self.lines:
-            if m := _LISTENER_LINE.search(line):
-                self.listeners[m.group(1)] = m.group(2)
-            if m := _ADMIN_LINE.search(line):
-                self.admin = m.group(1)
+        listeners, admin = bound_addresses(self.lines)
+        self.listeners.update(listeners)
+        self.admin = admin or self.admin
         wait_until(self._ready, timeout=timeout, what=f"{self.name}'s /ready")
         return self
 

@@ -9,6 +9,11 @@ from typing import Any, NamedTuple
 
 from meshproxy.ca import CertificateAuthority
 
+TRUST_DOMAIN = "mesh.local"
+# For a CA that issues leaves all through a test: no leaf may outlive its CA, and a leaf's
+# default ttl is a day.
+CA_TTL = timedelta(days=7)
+
 
 class CredentialFiles(NamedTuple):
     cert: Path

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from processes import stop_process
+
 UPSTREAM = Path(__file__).resolve().parent / "upstream.py"
 
 
@@ -40,12 +42,7 @@ class Upstream:
     process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 5)
 
 
 def start_upstream(name: str, host: str = "127.0.0.1", port: int = 0) -> Upstream:

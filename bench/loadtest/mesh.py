@@ -8,14 +8,16 @@ raised. Processes log to files in the output directory.
 from __future__ import annotations
 
 import http.client
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+# The bench's shared lifecycle (sidebyside/) is one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sidebyside.lifecycle import Lifecycle, stop_process, wait_ready  # needs the path above
+from sidebyside.ports import free_ports
 
 UPSTREAM = Path(__file__).with_name("upstream.py")
 LISTENER = "outbound"
@@ -42,7 +44,7 @@ clusters:
 """
 
 
-class Mesh:
+class Mesh(Lifecycle):
     def __init__(
         self,
         meshproxy: Path,
@@ -59,23 +61,7 @@ class Mesh:
         self._upstreams: list[subprocess.Popen[bytes]] = []
         self._proxy: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Self:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _start(self) -> None:
+    def start(self) -> None:
         endpoints: dict[str, list[str]] = {}
         for cluster, name, weight in UPSTREAMS:
             address = self._start_upstream(name, len(self._upstreams))
@@ -88,7 +74,7 @@ class Mesh:
         )
         # The engine binds the listener and admin ports itself; these are free ports of the
         # loopback, taken the moment before the proxy starts.
-        listener_port, admin_port = free_port(), free_port()
+        listener_port, admin_port = free_ports(2)
         config = self.directory / "meshproxy.yaml"
         config.write_text(
             CONFIG.format(
@@ -135,43 +121,29 @@ class Mesh:
         return f"{host}:{port}"
 
     def _wait_ready(self) -> None:
-        assert self._proxy is not None
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self._proxy.poll() is not None:
-                log = (self.directory / "meshproxy.log").read_text(errors="replace")
-                raise RuntimeError(
-                    f"meshproxy exited with status {self._proxy.returncode} before it was ready:\n{log}"
-                )
-            try:
-                if admin_get(self.admin_address, "/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
+        proxy = self._proxy
+        assert proxy is not None
+
+        def ready() -> bool:
+            return admin_get(self.admin_address, "/ready")[0] == 200
+
+        if wait_ready(ready, lambda: proxy.poll() is None, self.ready_timeout, interval=0.05):
+            return
+        if proxy.poll() is not None:
+            log = (self.directory / "meshproxy.log").read_text(errors="replace")
+            raise RuntimeError(
+                f"meshproxy exited with status {proxy.returncode} before it was ready:\n{log}"
+            )
         raise RuntimeError(
             f"meshproxy's admin http://{self.admin_address}/ready did not answer 200 within {self.ready_timeout:g}s"
         )
 
     def stop(self) -> None:
         """SIGTERM to the proxy (it drains, then exits), then the upstreams; idempotent."""
-        if self._proxy is not None and self._proxy.poll() is None:
-            self._proxy.send_signal(signal.SIGTERM)
-            try:
-                self._proxy.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                print("meshproxy did not exit within 15s of SIGTERM; killing it", file=sys.stderr)
-                self._proxy.kill()
-                self._proxy.wait()
+        if self._proxy is not None and not stop_process(self._proxy, 15):
+            print("meshproxy did not exit within 15s of SIGTERM; killed it", file=sys.stderr)
         for process in self._upstreams:
-            if process.poll() is None:
-                process.terminate()
-        for process in self._upstreams:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 5)
 
     @property
     def proxy_exit_status(self) -> int | None:
@@ -187,9 +159,3 @@ def admin_get(address: str, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         connection.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -7,11 +7,11 @@ shares core 1 with the load tool (and this runner), so every proxy gets a core t
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from .anchors import Anchors
 from .cores import PROXY_CORE
+from .lifecycle import UpstreamAndProxies
 from .ports import free_ports
 from .probe import check_forwarding
 from .proxies import PROXIES, Proxy
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .scenarios import Scenario
 
 
-class Lineup:
+class Lineup(UpstreamAndProxies):
     """`exclusive`: only the target being measured runs; the others are paused (SIGSTOP), for a
     line-up with a proxy that spins even when idle (HAProxy's busy-polling)."""
 
@@ -58,23 +58,6 @@ class Lineup:
         direct = dict(zip(SIDECAR_ROUTES, (up_h1, up_h2c, up_h2c)))
         self.targets.append(Target("direct", direct, direct=True))
 
-    def __enter__(self) -> Self:
-        try:
-            self.upstream.start()
-            self.start_proxies()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def targets_for(self, scenario: Scenario) -> list[Target]:
         """Every proxy serves every scenario of this lineup (or says why not: `unsupported`)."""
         return self.targets
@@ -98,18 +81,10 @@ class Lineup:
             if not target.direct:
                 self._start(target)
 
-    def restart_proxies(self) -> None:
-        """Fresh processes, for figures that must not carry what earlier runs left behind."""
+    def stop_proxies(self) -> None:
         for target in self.targets:
             for server in target.servers:
                 server.stop()
-        self.start_proxies()
-
-    def stop(self) -> None:
-        for target in self.targets:
-            for server in target.servers:
-                server.stop()
-        self.upstream.stop()
 
     def _start(self, target: Target) -> None:
         proxy = self._proxies[target.name]

@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from meshproxy.ca import CertificateAuthority
 
 from .anchors import Anchors
 from .cores import PROXY_CORE
+from .lifecycle import UpstreamAndProxies
 from .ports import free_ports
 from .probe import check_forwarding, check_mutual_tls
 from .proxies import PROXIES
@@ -60,7 +60,7 @@ class _Pair:
     inbound: Target
 
 
-class MeshLineup:
+class MeshLineup(UpstreamAndProxies):
     """`busy_poll`: the window meshproxy's sidecars run with ("0": off, their default); the
     Envoy pair is the same either way (Envoy has no such setting)."""
 
@@ -91,23 +91,6 @@ class MeshLineup:
             self._pairs.append(_Pair(name, a_port, b_port, hop, inbound))
         self._direct = Target("direct", {Route.H1_H1: up_h1}, direct=True)
 
-    def __enter__(self) -> Self:
-        try:
-            self.upstream.start()
-            self.start_proxies()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def targets(self) -> list[Target]:
         return (
@@ -129,17 +112,11 @@ class MeshLineup:
         for pair in self._pairs:
             self._start(pair)
 
-    def restart_proxies(self) -> None:
+    def stop_proxies(self) -> None:
+        """Both sidecars of each pair: the hop's servers are A and B."""
         for pair in self._pairs:
             for server in pair.hop.servers:
                 server.stop()
-        self.start_proxies()
-
-    def stop(self) -> None:
-        for pair in self._pairs:
-            for server in pair.hop.servers:
-                server.stop()
-        self.upstream.stop()
 
     def _start(self, pair: _Pair) -> None:
         b = self._server(pair, "b", pair.b_port)

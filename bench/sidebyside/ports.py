@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
+
+from .lifecycle import wait_ready
 
 
 def free_ports(count: int) -> list[int]:
@@ -25,15 +26,13 @@ def free_ports(count: int) -> list[int]:
 def wait_listening(port: int, alive: Callable[[], bool], timeout: float = 30.0) -> None:
     """Returns once a TCP connection to the port succeeds. Raises if `alive()` turns false (the
     server died) or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return
-        except OSError:
-            pass
-        if not alive():
-            raise RuntimeError(f"exited before listening on port {port}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f}s")
-        time.sleep(0.02)
+
+    def connects() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+
+    if wait_ready(connects, alive, timeout):
+        return
+    if not alive():
+        raise RuntimeError(f"exited before listening on port {port}")
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f}s")

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from .lifecycle import stop_process
 from .ports import wait_listening
 
 
@@ -68,21 +69,9 @@ class Server:
         SIGKILL to anything of the group that outlived its leader."""
         if self._process is None:
             return
-        group = self._process.pid
         # A paused group would leave SIGTERM pending until the timeout.
         self.resume()
-        try:
-            os.killpg(group, signal.SIGTERM)
-            self._process.wait(timeout=5.0)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(group, signal.SIGKILL)
-            self._process.wait()
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_process(self._process, 5.0, group=True)
         self._process = None
 
     def log_tail(self, lines: int = 20) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,11 +83,35 @@ def _duration(text: str) -> timedelta:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .ca import CaError, CaExistsError, CertificateAuthority
+    from .ca import CertificateAuthority
 
-    try:
+    def init() -> str:
         ca = CertificateAuthority.create(args.trust_domain, args.ttl)
         cert, key = ca.save(args.out, overwrite=args.force)
+        return f"wrote {cert} and {key}: CA for trust domain '{ca.trust_domain}', valid until {_utc(ca.not_after)}"
+
+    return _report(init, args.out)
+
+
+def _issue(args: argparse.Namespace) -> int:
+    from .ca import CertificateAuthority
+
+    def issue() -> str:
+        ca = CertificateAuthority.load(args.ca)
+        credentials = ca.issue(args.spiffe_id, args.ttl, dns_names=args.dns)
+        cert, key, bundle = credentials.save(args.out)
+        return f"wrote {cert}, {key} and {bundle}: {args.spiffe_id}, valid until {_utc(credentials.not_after)}"
+
+    return _report(issue, args.out)
+
+
+def _report(command: Callable[[], str], out: Path) -> int:
+    """Runs ``command``: prints what it wrote and returns 0, or says on stderr why it refused or
+    could not write to ``out`` and returns 1."""
+    from .ca import CaError, CaExistsError
+
+    try:
+        wrote = command()
     except CaExistsError as error:
         print(f"{error}; pass --force to replace it, or choose another --out", file=sys.stderr)
         return 1
@@ -94,26 +119,9 @@ def _init(args: argparse.Namespace) -> int:
         print(_refusal(error), file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"{args.out}: cannot write: {error}", file=sys.stderr)
+        print(f"{out}: cannot write: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {cert} and {key}: CA for trust domain '{ca.trust_domain}', valid until {_utc(ca.not_after)}")
-    return 0
-
-
-def _issue(args: argparse.Namespace) -> int:
-    from .ca import CaError, CertificateAuthority
-
-    try:
-        ca = CertificateAuthority.load(args.ca)
-        credentials = ca.issue(args.spiffe_id, args.ttl, dns_names=args.dns)
-        cert, key, bundle = credentials.save(args.out)
-    except CaError as error:
-        print(_refusal(error), file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"{args.out}: cannot write: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {cert}, {key} and {bundle}: {args.spiffe_id}, valid until {_utc(credentials.not_after)}")
+    print(wrote)
     return 0
 
 

@@ -1,5 +1,5 @@
 """A real control plane for tests (``meshctl serve`` in a child process, on ephemeral ports,
-its readiness read from its log by mesh_harness's LoggedProcess), and a grpcio ADS client to
+its readiness read from its log by processes.LoggedProcess), and a grpcio ADS client to
 talk to it as a sidecar would."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from meshproxy.mesh import mesh_pb2
 
-from mesh_harness import LoggedProcess
+from processes import LoggedProcess
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"

@@ -10,7 +10,6 @@ import http.client
 import json
 import ssl
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,12 @@ import httpx
 import pytest
 import yaml
 from conftest import ProxyProcess, Upstream, wait_until
-from pki import CredentialFiles, issue, make_ca
+from pki import CA_TTL, TRUST_DOMAIN, CredentialFiles, issue, make_ca
 
-TRUST_DOMAIN = "mesh.local"
 FRONTEND = "spiffe://mesh.local/ns/shop/sa/frontend"
 PAYMENTS = "spiffe://mesh.local/ns/shop/sa/payments"
 REPORTS = "spiffe://mesh.local/ns/analytics/sa/reports"
 PEER_IDENTITY = "x-meshproxy-peer-identity"
-CA_TTL = timedelta(days=7)  # longer than a leaf's default day (see pki.make_ca)
 
 Upstreams = Callable[[str], Upstream]
 

@@ -9,13 +9,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import meshproxy
 import pytest
 from conftest import Upstream, one_route_config
+from procfs import worker_threads
 from prometheus_client.parser import text_string_to_metric_families
 
 Upstreams = Callable[[str], Upstream]
@@ -51,9 +51,8 @@ def first_worker_thread() -> int:
     """The thread id of worker 0, once it has named itself (it does so as it starts)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        for task in Path("/proc/self/task").iterdir():
-            if (task / "comm").read_text().strip() == "meshproxy-worke":  # the name, cut to 15 bytes
-                return int(task.name)
+        if workers := worker_threads("self"):
+            return workers[0]
         time.sleep(0.01)
     raise AssertionError("no thread named meshproxy-worker-0 in this process")
 

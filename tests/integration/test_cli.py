@@ -19,6 +19,7 @@ import meshproxy
 import pytest
 import yaml
 from conftest import (
+    BAD_ROUTE,
     ProxyProcess,
     Upstream,
     accepts_connections,
@@ -28,6 +29,7 @@ from conftest import (
     served_by,
     wait_until,
 )
+from procfs import children, mapped_files, worker_threads
 
 ProxyRunner = Callable[..., ProxyProcess]
 Upstreams = Callable[[str], Upstream]
@@ -86,18 +88,6 @@ def test_validate_accepts_a_valid_file_with_a_one_line_summary(tmp_path: Path) -
     assert result.stdout == f"{path}: valid (1 listeners, 2 routes, 2 clusters)\n"
     assert result.stderr == ""
 
-
-BAD_ROUTE = """\
-listeners:
-  - name: outbound
-    address: 127.0.0.1:0
-    routes:
-      - cluster: nope
-clusters:
-  - name: app
-    endpoints:
-      - address: 127.0.0.1:8080
-"""
 
 BAD_LB = """\
 listeners:
@@ -365,13 +355,8 @@ def _worker_threads(pid: int, expected: int) -> int:
     """How many threads of ``pid`` are engine workers, once at least ``expected`` are: a new
     thread names itself when it starts running, so a count taken at once can be short."""
 
-    def count() -> int:
-        # comm is cut to 15 characters: "meshproxy-worker" reads "meshproxy-worke".
-        tasks = Path(f"/proc/{pid}/task").glob("*/comm")
-        return sum(1 for comm in tasks if comm.read_text().strip() == "meshproxy-worke")
-
-    wait_until(lambda: count() >= expected, timeout=10, what=f"{expected} meshproxy-worker threads")
-    return count()
+    wait_until(lambda: len(worker_threads(pid)) >= expected, timeout=10, what=f"{expected} meshproxy-worker threads")
+    return len(worker_threads(pid))
 
 
 # --- the sidecar process stays small -------------------------------------------------------
@@ -422,7 +407,7 @@ def test_run_never_loads_pydantic_into_the_sidecar_process_at_start_or_on_reload
     # A scrape loads prometheus_client, and nothing of the schema with it.
     assert httpx.get(f"http://{proxy.admin}/metrics", timeout=10).status_code == 200
 
-    mapped = _mapped_files(proxy.process.pid)
+    mapped = mapped_files(proxy.process.pid)
     assert any(Path(file).name.startswith("_native.") for file in mapped), mapped  # the engine: the maps are read
     assert [file for file in mapped if "pydantic" in file] == []
     assert served_by(proxy.address("outbound")) == "v1"
@@ -442,30 +427,10 @@ def test_sigterm_during_a_reload_finishes_the_reload_then_drains_and_leaves_no_v
 
     proxy.process.send_signal(signal.SIGHUP)
     validators: list[int] = []
-    wait_until(lambda: bool(validators.extend(_children(pid)) or validators), timeout=10, what="the validator child")
+    wait_until(lambda: bool(validators.extend(children(pid)) or validators), timeout=10, what="the validator child")
     assert proxy.stop(signal.SIGTERM) == 0
 
     reloaded = proxy.log_lines.index(f"meshproxy: reloaded {path}: config version 2 (SIGHUP)\n")
     assert proxy.log_lines[reloaded + 1] == "meshproxy: SIGTERM received: draining for up to 10s\n"
     assert proxy.log_lines[-1] == "meshproxy: stopped\n"
     assert [child for child in validators if Path(f"/proc/{child}").exists()] == []
-
-
-def _mapped_files(pid: int) -> set[str]:
-    """The files mapped into ``pid``: its executable and every shared library it loaded."""
-    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # exited meanwhile
-        # "PID (COMMAND) STATE PPID ...": the command may hold spaces and parentheses.
-        if int(text.rsplit(")", 1)[1].split()[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children

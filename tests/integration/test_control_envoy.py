@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import closed_port_address, wait_until
 from mesh_documents import canary_route, documents, service
+from processes import stop_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "control"))
 from control_plane import ControlPlane, start_control_plane  # noqa: E402
@@ -48,12 +49,7 @@ class Envoy:
         return found
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 10)
 
 
 def bootstrap(control: ControlPlane, token: str, service: str, namespace: str, version: str, app: str,

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ProxyProcess, Upstream, body_json, occupied_address, start_upstream, wait_until
+from conftest import ProxyProcess, Upstream, body_json, occupied_address, served_by, start_upstream, wait_until
 from dnsmasq import DOMAIN, Dnsmasq
 from meshproxy import Proxy
+from procfs import mapped_files
 
 Upstreams = Callable[[str], Upstream]
 
@@ -50,14 +51,6 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def answered_by(address: str, path: str = "/anything") -> str:
-    with httpx.Client(timeout=10) as client:
-        response = client.get(f"http://{address}{path}")
-    assert response.status_code == 200, response.text
-    upstream: str = body_json(response)["upstream"]
-    return upstream
-
-
 def discovered(proxy: Proxy, cluster: str = "app") -> list[tuple[str, int]]:
     """The endpoints the engine runs for ``cluster``, from the document it was given."""
     document = json.loads(proxy.document.engine_json)
@@ -82,24 +75,24 @@ def test_a_file_source_reads_its_file_beside_the_config_and_follows_replacements
     config = write_config(tmp_path / "sidecar.yaml", config_with({"type": "file", "path": "app-endpoints.yaml"}))
     with Proxy(config) as proxy:
         address = proxy.address("outbound")
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
         assert discovered(proxy) == [(v1.address, 1)]
 
         endpoint_file(tmp_path / "app-endpoints.yaml", (v2, 3))
-        wait_until(lambda: answered_by(address) == "v2", what="requests to reach the endpoint the file lists now")
+        wait_until(lambda: served_by(address) == "v2", what="requests to reach the endpoint the file lists now")
         assert discovered(proxy) == [(v2.address, 3)]
-        assert {answered_by(address) for _ in range(10)} == {"v2"}
+        assert {served_by(address) for _ in range(10)} == {"v2"}
 
         # Again: this change surely comes after the watch began.
         endpoint_file(tmp_path / "app-endpoints.yaml", v1)
-        wait_until(lambda: answered_by(address) == "v1", what="requests to follow the second change")
+        wait_until(lambda: served_by(address) == "v1", what="requests to follow the second change")
 
 
 def test_a_json_endpoint_file_is_read_as_json(tmp_path: Path, upstreams: Upstreams) -> None:
     v1 = upstreams("v1")
     (tmp_path / "endpoints.json").write_text(json.dumps([{"address": v1.address, "weight": 2}]))
     with Proxy(config_with({"type": "file", "path": str(tmp_path / "endpoints.json")})) as proxy:
-        assert answered_by(proxy.address("outbound")) == "v1"
+        assert served_by(proxy.address("outbound")) == "v1"
         assert discovered(proxy) == [(v1.address, 2)]
 
 
@@ -114,12 +107,12 @@ def test_a_file_published_by_a_symlink_swap_is_followed(tmp_path: Path, upstream
         endpoint_file(tmp_path / f"..{version}" / "endpoints.yaml", upstream)
     with Proxy(config_with({"type": "file", "path": str(tmp_path / "endpoints.yaml")})) as proxy:
         address = proxy.address("outbound")
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
         # Twice: the second swap surely comes after the watch began.
         for version, upstream in ((1, "v2"), (2, "v1")):
             (tmp_path / "..data_tmp").symlink_to(f"..{version}")
             os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
-            wait_until(lambda: answered_by(address) == upstream, what="requests to follow the swapped folder")
+            wait_until(lambda: served_by(address) == upstream, what="requests to follow the swapped folder")
 
 
 def test_a_broken_or_missing_file_keeps_the_last_good_list_and_says_why(
@@ -135,15 +128,15 @@ def test_a_broken_or_missing_file_keeps_the_last_good_list_and_says_why(
         problem = (f"cluster app: endpoint file {path} refused, keeping the last good list: [1].address: "
                    "'orders:99999' is not a valid address; expected a port from 1 to 65535 after the colon")
         wait_until(lambda: problem in caplog.messages, what="the refusal to be logged")
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
 
         path.unlink()
         wait_until(lambda: any("cannot read it" in m for m in caplog.messages), what="the missing file to be logged")
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
         assert discovered(proxy) == [(v1.address, 1)]
 
         endpoint_file(path, v2)
-        wait_until(lambda: answered_by(address) == "v2", what="the next good file to apply")
+        wait_until(lambda: served_by(address) == "v2", what="the next good file to apply")
 
 
 def test_a_request_in_flight_finishes_when_its_endpoint_is_removed(tmp_path: Path, upstreams: Upstreams) -> None:
@@ -159,7 +152,7 @@ def test_a_request_in_flight_finishes_when_its_endpoint_is_removed(tmp_path: Pat
 
         endpoint_file(path, v2)
         wait_until(lambda: discovered(proxy) == [(v2.address, 1)], what="the update to apply")
-        assert answered_by(proxy.address("outbound")) == "v2"
+        assert served_by(proxy.address("outbound")) == "v2"
         request.join()
     assert slow[0].status_code == 200
     assert body_json(slow[0])["upstream"] == "v1"
@@ -206,14 +199,14 @@ def test_a_reload_after_an_update_keeps_the_discovered_list(tmp_path: Path, upst
 
         config["clusters"][0]["lb"] = "random"
         assert proxy.reload(config) == 2
-        assert {answered_by(address) for _ in range(5)} == {"v2"}
+        assert {served_by(address) for _ in range(5)} == {"v2"}
         assert discovered(proxy) == [(v2.address, 2)]
         assert proxy.clusters()["app"]["lb"] == "random"
 
         # The source carries on after the reload, one update at a time.
         endpoint_file(path, v1)
         wait_until(lambda: updates(proxy) == 2, what="the next update to apply")
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
         assert proxy.version == 2
 
 
@@ -229,12 +222,12 @@ def test_a_reload_keeps_the_list_of_an_unchanged_source_and_restarts_a_changed_o
         config["clusters"][0]["lb"] = "random"
         proxy.reload(config)
         # The list came along with the reload: no moment without endpoints.
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
 
         config["clusters"][0]["discovery"]["path"] = str(second)
         proxy.reload(config)
         # A new source made its first read before the reload returned.
-        assert answered_by(address) == "v2"
+        assert served_by(address) == "v2"
         assert discovered(proxy) == [(v2.address, 1)]
 
 
@@ -250,10 +243,10 @@ def test_a_refused_reload_stops_the_sources_it_started_and_the_running_ones_carr
         refused["listeners"].append({"name": "taken", "address": taken})
         with pytest.raises(OSError, match=taken):
             proxy.reload(refused)
-        assert answered_by(address) == "v1"
+        assert served_by(address) == "v1"
 
         endpoint_file(first, v3)
-        wait_until(lambda: answered_by(address) == "v3", what="the running source to keep following its file")
+        wait_until(lambda: served_by(address) == "v3", what="the running source to keep following its file")
 
 
 # === DNS sources ===
@@ -290,15 +283,15 @@ def test_a_records_are_followed_once_their_ttl_runs_out(
     dns_server.set_hosts(f"127.0.0.2 orders.{DOMAIN}")
     with Proxy(dns_config(dns_server, f"orders.{DOMAIN}", port=port)) as proxy:
         address = proxy.address("outbound")
-        assert answered_by(address) == "at-2"
+        assert served_by(address) == "at-2"
 
         dns_server.set_hosts(f"127.0.0.3 orders.{DOMAIN}")
-        wait_until(lambda: answered_by(address) == "at-3", what="requests to follow the new A record")
+        wait_until(lambda: served_by(address) == "at-3", what="requests to follow the new A record")
 
         dns_server.set_hosts(f"127.0.0.2 orders.{DOMAIN}", f"127.0.0.3 orders.{DOMAIN}")
         wait_until(lambda: len(discovered(proxy)) == 2, what="both A records")
         assert discovered(proxy) == [(at2.address, 1), (at3.address, 1)]
-        assert {answered_by(address) for _ in range(10)} == {"at-2", "at-3"}  # round robin
+        assert {served_by(address) for _ in range(10)} == {"at-2", "at-3"}  # round robin
 
 
 def ipv6_loopback() -> bool:
@@ -323,7 +316,7 @@ def test_aaaa_records_lead_to_an_upstream_on_ipv6_loopback(tmp_path: Path) -> No
         with Proxy(dns_config(server, f"orders.{DOMAIN}", record="AAAA", port=port)) as proxy:
             assert upstream.address == f"[::1]:{port}"
             assert discovered(proxy) == [(upstream.address, 1)]
-            assert {answered_by(proxy.address("outbound")) for _ in range(3)} == {"v6"}
+            assert {served_by(proxy.address("outbound")) for _ in range(3)} == {"v6"}
     finally:
         server.stop()
         upstream.stop()
@@ -345,7 +338,7 @@ def test_srv_records_give_the_ports_and_weights_of_the_lowest_priority(
     try:
         with Proxy(dns_config(server, service, record="SRV")) as proxy:
             assert sorted(discovered(proxy)) == sorted([(v1.address, 5), (v2.address, 0)])
-            assert {answered_by(proxy.address("outbound")) for _ in range(10)} == {"v1"}
+            assert {served_by(proxy.address("outbound")) for _ in range(10)} == {"v1"}
     finally:
         server.stop()
 
@@ -362,7 +355,7 @@ def test_srv_records_all_of_weight_0_share_evenly(tmp_path: Path, upstreams: Ups
     try:
         with Proxy(dns_config(server, service, record="SRV")) as proxy:
             assert sorted(discovered(proxy)) == sorted([(v1.address, 1), (v2.address, 1)])
-            assert {answered_by(proxy.address("outbound")) for _ in range(10)} == {"v1", "v2"}  # round robin
+            assert {served_by(proxy.address("outbound")) for _ in range(10)} == {"v1", "v2"}  # round robin
     finally:
         server.stop()
 
@@ -377,7 +370,7 @@ def test_a_dns_that_stops_answering_keeps_the_last_list(
         dns_server.stop()
         wait_until(lambda: any("keeping the last list until it answers" in m for m in caplog.messages),
                    what="the silent DNS to be logged")
-        assert answered_by(proxy.address("outbound")) == "at-2"
+        assert served_by(proxy.address("outbound")) == "at-2"
         assert discovered(proxy) == [(at2.address, 1)]
 
 
@@ -412,12 +405,12 @@ def test_the_sidecar_runs_discovery_without_the_config_schema_and_restarts_chang
     path = write_config(tmp_path / "sidecar.yaml", config)
     proxy = meshproxy_run(path)
     address = proxy.address("outbound")
-    assert answered_by(address) == "v1"
+    assert served_by(address) == "v1"
     with httpx.Client(timeout=10) as client:
         assert body_json(client.get(f"http://{address}/anything", headers={"host": "orders"}))["upstream"] == "at-2"
 
     endpoint_file(tmp_path / "endpoints.yaml", v2)
-    wait_until(lambda: answered_by(address) == "v2", what="the sidecar to follow the file")
+    wait_until(lambda: served_by(address) == "v2", what="the sidecar to follow the file")
     assert f"meshproxy: cluster app: 1 endpoint from file {tmp_path}/endpoints.yaml: {v2.address}\n" in proxy.log_lines
 
     endpoint_file(tmp_path / "other.yaml", v1)
@@ -425,14 +418,9 @@ def test_the_sidecar_runs_discovery_without_the_config_schema_and_restarts_chang
     write_config(path, config)
     proxy.process.send_signal(signal.SIGHUP)
     wait_until(lambda: any("reloaded" in line for line in proxy.log_lines), what="the reload")
-    assert answered_by(address) == "v1"
+    assert served_by(address) == "v1"
 
-    mapped = _mapped_files(proxy.process.pid)
+    mapped = mapped_files(proxy.process.pid)
     assert any(Path(file).name.startswith("_rust_notify") for file in mapped), mapped  # watchfiles: maps are read
     assert [file for file in mapped if "pydantic" in file] == []
     assert proxy.stop() == 0
-
-
-def _mapped_files(pid: int) -> set[str]:
-    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ProxyProcess, Upstream, one_route_config, served_by, wait_until
+from conftest import BAD_ROUTE, ProxyProcess, Upstream, one_route_config, served_by, wait_until
+from procfs import children
 
 ProxyRunner = Callable[..., ProxyProcess]
 Upstreams = Callable[[str], Upstream]
@@ -27,18 +28,6 @@ CHANGES = 50
 LOAD_CLIENTS = 4
 # Generous: only a change that never takes effect should fail the test, not a slow machine.
 OBSERVE_WITHIN = 15.0
-
-BAD_ROUTE = """\
-listeners:
-  - name: outbound
-    address: 127.0.0.1:0
-    routes:
-      - cluster: nope
-clusters:
-  - name: app
-    endpoints:
-      - address: 127.0.0.1:8080
-"""
 
 
 @pytest.fixture
@@ -60,6 +49,13 @@ def write_by_rename(path: Path, document: dict[str, Any]) -> None:
 
 def app_config(*endpoints: dict[str, Any]) -> dict[str, Any]:
     return one_route_config({"name": "app", "endpoints": list(endpoints)}, admin={"address": "127.0.0.1:0"})
+
+
+def sidecar_on(tmp_path: Path, meshproxy_run: ProxyRunner, upstream: Upstream, *extra: str) -> tuple[Path, ProxyProcess]:
+    """``meshproxy run`` on a config file, written in place, that sends everything to ``upstream``."""
+    path = tmp_path / "sidecar.yaml"
+    write_in_place(path, app_config({"address": upstream.address}))
+    return path, meshproxy_run(path, *extra)
 
 
 def stats(admin_client: httpx.Client, proxy: ProxyProcess) -> dict[str, Any]:
@@ -159,9 +155,7 @@ def test_a_broken_file_is_refused_with_the_validate_message_counted_and_the_prox
     tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:
     v1, v2 = upstreams("v1"), upstreams("v2")
-    path = tmp_path / "sidecar.yaml"
-    write_in_place(path, app_config({"address": v1.address}))
-    proxy = meshproxy_run(path)
+    path, proxy = sidecar_on(tmp_path, meshproxy_run, v1)
     address = proxy.address("outbound")
 
     path.write_text(BAD_ROUTE)
@@ -190,9 +184,7 @@ def test_a_file_seen_empty_while_written_in_place_is_waited_for_not_refused(
     tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:
     v1, v2 = upstreams("v1"), upstreams("v2")
-    path = tmp_path / "sidecar.yaml"
-    write_in_place(path, app_config({"address": v1.address}))
-    proxy = meshproxy_run(path)
+    path, proxy = sidecar_on(tmp_path, meshproxy_run, v1)
     address = proxy.address("outbound")
 
     # Truncated, as a write in place begins; the watch sees it before the write.
@@ -212,9 +204,7 @@ def test_post_reload_answers_with_the_new_version(
     tmp_path: Path, meshproxy_run: ProxyRunner, upstreams: Upstreams, admin_client: httpx.Client
 ) -> None:
     v1, v2 = upstreams("v1"), upstreams("v2")
-    path = tmp_path / "sidecar.yaml"
-    write_in_place(path, app_config({"address": v1.address}))
-    proxy = meshproxy_run(path, "--no-watch")
+    path, proxy = sidecar_on(tmp_path, meshproxy_run, v1, "--no-watch")
 
     write_in_place(path, app_config({"address": v2.address}))
     response = admin_client.post(f"http://{proxy.admin}/reload")
@@ -269,7 +259,8 @@ def test_reloads_from_every_trigger_run_one_at_a_time(
     deadline = time.monotonic() + 120
     while any(post.is_alive() for post in posts) or sum(stats(admin_client, proxy)["reload_outcomes"].values()) < 4:
         assert time.monotonic() < deadline, "four reloads did not finish in 120 s"
-        most_at_once = max(most_at_once, len(_validators(proxy.process.pid)))
+        # Each child of the sidecar is a `meshproxy validate` run.
+        most_at_once = max(most_at_once, len(children(proxy.process.pid)))
     for post in posts:
         post.join()
 
@@ -277,16 +268,3 @@ def test_reloads_from_every_trigger_run_one_at_a_time(
     assert sorted(answer.json()["config_version"] for answer in answers if answer.status_code == 200) in (
         [2, 3, 4], [2, 3, 5], [2, 4, 5], [3, 4, 5])
     assert stats(admin_client, proxy)["reload_outcomes"] == {"succeeded": 4, "failed": 0}
-
-
-def _validators(pid: int) -> list[int]:
-    """The children of ``pid`` (each one a ``meshproxy validate`` run)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # exited meanwhile
-        if int(text.rsplit(")", 1)[1].split()[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children

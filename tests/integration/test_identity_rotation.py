@@ -26,14 +26,12 @@ from cryptography import x509
 from meshproxy import Proxy
 from meshproxy._native import ConfigRejected
 from meshproxy.ca import CertificateAuthority, IssuedCredentials
-from pki import make_ca
+from pki import CA_TTL, TRUST_DOMAIN, make_ca
 
-TRUST_DOMAIN = "mesh.local"
 FRONTEND = "spiffe://mesh.local/ns/shop/sa/frontend"
 ORDERS = "spiffe://mesh.local/ns/shop/sa/orders"
 PROBE = "spiffe://mesh.local/ns/shop/sa/probe"
 PAYMENTS = "spiffe://mesh.local/ns/shop/sa/payments"
-CA_TTL = timedelta(days=7)  # longer than a leaf's default day (see pki.make_ca)
 # Each load thread pauses this long between requests, and stops after MAX_REQUESTS: bounded load
 # on a 2-core machine running two sidecars and the app.
 PAUSE = 0.01

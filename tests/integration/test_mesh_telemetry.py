@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from mesh_documents import documents, service
-from mesh_harness import LocalMesh, apps_by_name, free_address
+from mesh_harness import LocalMesh, apps_by_name
+from processes import free_address
 from upstreams import Upstream, wait_until
 
 SERVICES = documents(service("frontend", calls=["orders"]), service("orders", calls=[]))

@@ -19,6 +19,7 @@ import yaml
 from cryptography import x509
 from conftest import ProxyProcess, Upstream, closed_port_address, wait_until
 from pki import issue, make_ca
+from processes import stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 Upstreams = Callable[[str], Upstream]
@@ -308,12 +309,7 @@ def prometheus(tmp_path: Path, sidecar: ProxyProcess) -> Iterator[str]:
         wait_until(lambda: _answers(f"http://{address}/-/ready"), timeout=30, what=f"prometheus ready on {address}")
         yield address
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 20)
         log.close()
 
 

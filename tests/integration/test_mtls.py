@@ -31,16 +31,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from meshproxy import Proxy
 from meshproxy.ca import CertificateAuthority
-from pki import CredentialFiles, ca_dir, issue, make_ca
+from pki import CA_TTL, TRUST_DOMAIN, CredentialFiles, ca_dir, issue, make_ca
 
-TRUST_DOMAIN = "mesh.local"
 FRONTEND = "spiffe://mesh.local/ns/shop/sa/frontend"
 ORDERS = "spiffe://mesh.local/ns/shop/sa/orders"
 PAYMENTS = "spiffe://mesh.local/ns/shop/sa/payments"
 PEER_IDENTITY = "x-meshproxy-peer-identity"
-# Longer than the leaves' default day: pki.make_ca's default (one day) would refuse a leaf issued
-# a second later.
-CA_TTL = timedelta(days=7)
 
 Upstreams = Callable[[str], Upstream]
 

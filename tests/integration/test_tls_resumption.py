@@ -26,14 +26,12 @@ import yaml
 from conftest import ProxyProcess, Upstream, wait_until
 from cryptography import x509
 from meshproxy.ca import CertificateAuthority, IssuedCredentials
-from pki import make_ca
+from pki import CA_TTL, TRUST_DOMAIN, make_ca
 
-TRUST_DOMAIN = "mesh.local"
 FRONTEND = "spiffe://mesh.local/ns/shop/sa/frontend"
 FRONTEND_NEXT = "spiffe://mesh.local/ns/shop/sa/frontend-next"
 ORDERS = "spiffe://mesh.local/ns/shop/sa/orders"
 PEER_IDENTITY = "x-meshproxy-peer-identity"
-CA_TTL = timedelta(days=7)
 IDENTITY_CHANGED = "identity files changed: new handshakes use the new credentials"
 # One HTTP/1.1 request that asks the server to close: s_client then reads to the end, session
 # tickets included, and stops.
