@@ -183,14 +183,14 @@ fn trust_domain_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some(format!("the trust domain is empty; it needs at least one of {TRUST_DOMAIN_RULE}"));
     }
-    if name.len() > MAX_TRUST_DOMAIN_BYTES {
-        return Some(format!(
-            "the trust domain is {} bytes long; at most {MAX_TRUST_DOMAIN_BYTES} are allowed",
-            name.len()
-        ));
+    // Characters first: a domain that passes has only ASCII ones, so its length in bytes is its
+    // length in characters.
+    if let Some(bad) = name.chars().find(|&c| !is_trust_domain_char(c)) {
+        return Some(format!("the trust domain contains {bad:?}; it may use only {TRUST_DOMAIN_RULE}"));
     }
-    let bad = name.chars().find(|&c| !is_trust_domain_char(c))?;
-    Some(format!("the trust domain {} contains {bad:?}; it may use only {TRUST_DOMAIN_RULE}", shown(name)))
+    (name.len() > MAX_TRUST_DOMAIN_BYTES).then(|| {
+        format!("the trust domain is {} characters long; at most {MAX_TRUST_DOMAIN_BYTES} are allowed", name.len())
+    })
 }
 
 /// `path` is what follows the first '/' after the trust domain.
@@ -201,17 +201,12 @@ fn path_problem(path: &str, shape: Shape) -> Option<String> {
         let unfinished = shape == Shape::Prefix && index == segments - 1;
         if segment.is_empty() && !unfinished {
             if index == segments - 1 {
-                return Some(if segments == 1 {
-                    "the path must not end with '/'; drop it (the trust domain alone is 'spiffe://<trust-domain>')"
-                        .into()
-                } else {
-                    "the path must not end with '/'".into()
-                });
+                return Some("the path must not end with '/'; remove the trailing '/'".into());
             }
-            return Some("the path must not have empty segments ('//')".into());
+            return Some("the path must not have empty segments ('//'); separate segments with a single '/'".into());
         }
         if (segment == "." || segment == "..") && !unfinished {
-            return Some(format!("the path must not have '{segment}' segments"));
+            return Some(format!("the path must not have '{segment}' segments; write the path out in full without them"));
         }
         if let Some(bad) = segment.chars().find(|&c| !is_path_char(c)) {
             return Some(format!(
@@ -287,14 +282,14 @@ mod tests {
             ("Spiffe://example.org", "the scheme must be written in lowercase"),
             ("spiffe://", "the trust domain is empty"),
             ("spiffe:///path", "the trust domain is empty"),
-            ("spiffe://Mesh.local/a", "the trust domain 'Mesh.local' contains 'M'; it may use only lowercase letters"),
-            ("spiffe://exa mple.org", "the trust domain 'exa mple.org' contains ' '"),
+            ("spiffe://Mesh.local/a", "the trust domain contains 'M'; it may use only lowercase letters"),
+            ("spiffe://exa mple.org", "the trust domain contains ' '"),
             ("spiffe://example%2eorg", "contains '%'"),
             ("spiffe://user@example.org/a", "it must not have userinfo"),
             ("spiffe://example.org:8443/a", "it must not have a port"),
             ("spiffe://example.org/a?x=1", "it must not have a query"),
             ("spiffe://example.org/a#frag", "it must not have a fragment"),
-            ("spiffe://example.org/", "the path must not end with '/'; drop it"),
+            ("spiffe://example.org/", "the path must not end with '/'; remove the trailing '/'"),
             ("spiffe://example.org/a/", "the path must not end with '/'"),
             ("spiffe://example.org//a", "empty segments"),
             ("spiffe://example.org/a//b", "empty segments"),
@@ -350,7 +345,7 @@ mod tests {
         let message = check_trust_domain("Mesh.local").unwrap_err().to_string();
         assert_eq!(
             message,
-            "'Mesh.local' is not a valid trust domain: the trust domain 'Mesh.local' contains 'M'; \
+            "'Mesh.local' is not a valid trust domain: the trust domain contains 'M'; \
              it may use only lowercase letters a-z, digits 0-9, '.', '-' and '_'"
         );
         assert!(check_trust_domain("").is_err());

@@ -106,7 +106,7 @@ pub fn positive_duration(field: &str, micros: u64) -> Result<u64, String> {
 
 /// A SPIFFE ID, or what is wrong with it (`crate::spiffe` holds the rules).
 pub fn spiffe_id(text: &str) -> Result<SpiffeId, String> {
-    SpiffeId::parse(text).map_err(|error| schema_words(text, error.problem()))
+    SpiffeId::parse(text).map_err(|error| error.problem().to_owned())
 }
 
 /// A trust domain given alone (`mesh.local`), or what is wrong with it.
@@ -117,38 +117,8 @@ pub fn trust_domain(name: &str) -> Result<&str, String> {
             "give the trust domain alone, without 'spiffe://': '{}'",
             name[spiffe::SCHEME_PREFIX.len()..].escape_debug()
         )),
-        Err(error) => Err(schema_words(name, error.problem())),
+        Err(error) => Err(error.problem().to_owned()),
     }
-}
-
-/// `crate::spiffe`'s problem in the words the schema's messages have always used, where the
-/// two differ: a trust domain's bad character without the domain quoted again, its length in
-/// characters, and the hint after each path rule.
-fn schema_words(text: &str, problem: &str) -> String {
-    const BAD_CHARACTER: &str = "' contains ";
-    if let Some(rest) = problem.strip_prefix("the trust domain '") {
-        // The quoted domain escapes its own quotes: the last "' contains " ends it.
-        if let Some(at) = rest.rfind(BAD_CHARACTER) {
-            return format!("the trust domain contains {}", &rest[at + BAD_CHARACTER.len()..]);
-        }
-    }
-    if let Some(rest) = problem.strip_prefix("the trust domain is ") {
-        let domain = text.strip_prefix(spiffe::SCHEME_PREFIX).unwrap_or(text);
-        let domain = domain.split(['/', '?', '#']).next().unwrap_or(domain);
-        if domain.is_ascii() {
-            return format!("the trust domain is {}", rest.replacen(" bytes long", " characters long", 1));
-        }
-    }
-    if problem.starts_with("the path must not end with '/'") {
-        return "the path must not end with '/'; remove the trailing '/'".to_owned();
-    }
-    if problem == "the path must not have empty segments ('//')" {
-        return format!("{problem}; separate segments with a single '/'");
-    }
-    if problem.starts_with("the path must not have '") && problem.ends_with("' segments") {
-        return format!("{problem}; write the path out in full without them");
-    }
-    problem.to_owned()
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ fn each_mistake_is_reported_at_its_field_path() {
     let at = "listeners[3].authorization";
     let expect = [
         format!("{at}[0].rules[0].identities[2]: 'spiffe://other.org/ns/a/sa/b' is in trust domain 'other.org', but peers can only have IDs in this sidecar's trust domain 'mesh.local'"),
-        format!("{at}[0].rules[0].identities[3]: 'spiffe://Mesh.local/x' is not a valid identity pattern: the trust domain 'Mesh.local' contains 'M'"),
+        format!("{at}[0].rules[0].identities[3]: 'spiffe://Mesh.local/x' is not a valid identity pattern: the trust domain contains 'M'"),
         format!("{at}[0].rules[0].identities[4]: 'spiffe://mesh.local/*/sa/x' is not a valid identity pattern: '*' may appear only once, at the end"),
         format!("{at}[0].rules[0].identities[5]: 'spiffe://mesh.local*' is not a valid identity pattern: a prefix must name the whole trust domain and a '/'"),
         format!("{at}[0].rules[0].identities[6]: 'spiffe://other.org/*' is in trust domain 'other.org'"),
