@@ -110,6 +110,9 @@ impl FromIterator<Field> for Fields {
     }
 }
 
+/// The config's name for standard output, as an access log's `path`.
+pub const STDOUT: &str = "stdout";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +133,3 @@ mod tests {
         assert!(!fields.contains(Field::Path));
     }
 }
-
-/// The config's name for standard output, as an access log's `path`.
-pub const STDOUT: &str = "stdout";

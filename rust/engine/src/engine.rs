@@ -3,18 +3,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use meshproxy_proxy::busy_poll::BusyPoll;
-use meshproxy_proxy::cluster::Cluster;
 use meshproxy_config::{self as config, Config, Direction};
 use meshproxy_proxy::endpoint::EndpointRegistry;
-use meshproxy_proxy::listener::{ListenerShared, RunningListener};
+use meshproxy_proxy::listener::{ListenerId, ListenerShared, RunningListener, Snapshot};
 use crate::live::live_of;
-use meshproxy_telemetry::live::Live;
 use crate::compile::{self, Context};
 use meshproxy_config::Problem;
 use meshproxy_telemetry::stats::{ListenerStats, Stats};
@@ -42,12 +40,13 @@ pub enum EngineError {
 pub struct Engine {
     workers: Option<Workers>,
     control: Mutex<Control>,
+    /// The running config, swapped whole by `apply`.
+    running: Arc<ArcSwap<Snapshot>>,
     stats: Arc<Stats>,
-    /// The running config's busy-polling window, which every worker reads when it wakes.
+    /// The running snapshot's busy-polling window, where every worker reads it when it wakes.
     busy_poll: Arc<BusyPoll>,
     /// The mesh credentials every TLS handshake uses; replaced whole on rotation.
     identity: Arc<IdentityStore>,
-    version: AtomicU64,
     /// Inbound listeners have stopped accepting for good: a reload leaves them unbound. Set
     /// under the control lock; read without it, so readiness probes never wait on a reload.
     draining: AtomicBool,
@@ -58,18 +57,14 @@ pub struct Engine {
 
 /// Touched only by control calls, under the engine's lock; never by the data path.
 struct Control {
+    /// The bound sockets, each serving its listener of the running snapshot.
     listeners: Vec<RunningListener>,
-    /// The running config's clusters, in config order: what the admin API reports.
-    clusters: Vec<Arc<Cluster>>,
+    /// The id the next bound socket gets.
+    next_id: ListenerId,
     endpoints: EndpointRegistry,
-    /// The identity section of the running config: where rotation reads the files again.
-    identity: Option<config::Identity>,
     /// The counters of the listeners closed by the drain, whose open connections shutdown
     /// waits for.
     drained: Vec<Arc<ListenerStats>>,
-    /// What the running config counts under: the stats of anything else are dropped once
-    /// nothing holds them (at each swap and each stats read).
-    live: Live,
     stopped: bool,
 }
 
@@ -89,17 +84,15 @@ impl Engine {
             workers: Some(Workers::start(workers, &busy_poll).map_err(EngineError::Runtime)?),
             control: Mutex::new(Control {
                 listeners: Vec::new(),
-                clusters: Vec::new(),
+                next_id: 0,
                 endpoints: EndpointRegistry::new(workers),
-                identity: None,
                 drained: Vec::new(),
-                live: Live::default(),
                 stopped: false,
             }),
+            running: Arc::default(),
             stats,
             busy_poll,
             identity: Arc::default(),
-            version: AtomicU64::new(0),
             draining: AtomicBool::new(false),
         };
         engine.apply(config)?;
@@ -122,13 +115,14 @@ impl Engine {
         let credentials = compile::load_identity(config.identity.as_ref());
         let telemetry = self.outlets.telemetry(config).map(Arc::new);
         let no_telemetry = Arc::default();
-        let running_listeners: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
+        let running = self.running.load_full();
+        let running_listeners: Vec<_> = running.listeners.iter().map(|(_, snapshot)| snapshot.clone()).collect();
         let cx = Context {
             endpoints: &control.endpoints,
             stats: &self.stats,
             identity: &self.identity,
             telemetry: telemetry.as_ref().unwrap_or(&no_telemetry),
-            running: &control.clusters,
+            running: &running.clusters,
             listeners: &running_listeners,
         };
         let compiled = match (credentials, telemetry.as_ref(), compile::compile_all(config, cx)) {
@@ -168,47 +162,63 @@ impl Engine {
             }
         }
 
-        // From here on nothing can be refused but a listener that fails to register, after
-        // which the old listeners run on with these credentials, as valid as the old ones.
-        self.identity.replace(credentials);
-        control.identity = config.identity.clone();
-        let mut previous: Vec<Option<RunningListener>> = control.listeners.drain(..).map(Some).collect();
-        let mut next = Vec::new();
-        for (index, listener) in kept {
-            if let Some(running) = previous[index].take() {
-                running.shared.snapshot.store(Arc::new(listener.snapshot));
-                next.push(running);
-            }
-        }
-        // Listening sockets register with the worker that runs the accept loops.
+        // New sockets accept from here on, serving what they were bound with until the snapshot
+        // that has them is swapped in; should one fail to register, nothing else has changed.
+        let mut spawned = Vec::new();
         let entered = workers.first().enter();
         for (socket, listener) in fresh {
-            let shared = Arc::new(ListenerShared {
-                snapshot: ArcSwap::from_pointee(listener.snapshot),
-                engine_stats: self.stats.clone(),
-            });
+            let id = control.next_id;
+            control.next_id += 1;
+            let snapshot = Arc::new(listener.snapshot);
+            let shared = Arc::new(ListenerShared::new(id, self.running.clone(), snapshot.clone(), self.stats.clone()));
             match RunningListener::spawn(listener.configured, socket, shared, workers.handles()) {
-                Ok(running) => next.push(running),
-                Err(cause) => {
-                    // Registering a bound socket with the runtime failed: keep what ran before.
-                    control.listeners = previous.into_iter().flatten().chain(next).collect();
-                    return Err(EngineError::Runtime(cause));
-                }
+                Ok(running) => spawned.push((running, snapshot)),
+                Err(cause) => return Err(EngineError::Runtime(cause)),
             }
         }
         drop(entered);
+
+        // From here on nothing can be refused.
+        let mut previous: Vec<Option<RunningListener>> = control.listeners.drain(..).map(Some).collect();
+        let (mut next, mut snapshots) = (Vec::new(), Vec::new());
+        for (index, listener) in kept {
+            if let Some(running) = previous[index].take() {
+                snapshots.push((running.shared.id, Arc::new(listener.snapshot)));
+                next.push(running);
+            }
+        }
+        for (running, snapshot) in spawned {
+            snapshots.push((running.shared.id, snapshot));
+            next.push(running);
+        }
+        let removed: Vec<RunningListener> = previous.into_iter().flatten().collect();
+        // Their open connections finish on what they served with, not on the next config.
+        for listener in &removed {
+            listener.shared.retire();
+        }
+        let live = live_of(snapshots.iter().map(|(_, snapshot)| &**snapshot), &compiled.clusters);
+        let version = running.version + 1;
+        self.identity.replace(credentials);
+        self.running.store(Arc::new(Snapshot {
+            version,
+            listeners: snapshots,
+            clusters: compiled.clusters,
+            busy_poll: config.busy_poll.duration(),
+            identity: config.identity.clone(),
+            live,
+        }));
+        self.busy_poll.set(config.busy_poll.duration());
+        for listener in &next {
+            listener.shared.entered();
+        }
         // Listeners no longer configured stop accepting; their open connections drain.
-        for removed in previous.into_iter().flatten() {
-            removed.close(workers);
+        for listener in removed {
+            listener.close(workers);
         }
         control.listeners = next;
-        control.clusters = compiled.clusters;
-        self.busy_poll.set(config.busy_poll.duration());
         control.endpoints.prune();
-        let snapshots: Vec<_> = control.listeners.iter().map(|l| l.shared.snapshot.load_full()).collect();
-        control.live = live_of(snapshots.iter().map(|s| &**s), &control.clusters);
-        self.stats.prune(&control.live);
-        Ok(self.version.fetch_add(1, Relaxed) + 1)
+        self.stats.prune(&self.running.load().live);
+        Ok(version)
     }
 
     /// Replaces the endpoints of one running cluster, as discovery finds them, and nothing else:
@@ -224,8 +234,9 @@ impl Engine {
             return Err(EngineError::Stopped);
         }
         // Clusters are kept in config order: the position is the config's index.
-        let Some((index, running)) = control.clusters.iter().enumerate().find(|(_, c)| *c.name == *cluster) else {
-            let names: Vec<&str> = control.clusters.iter().map(|c| &*c.name).collect();
+        let snapshot = self.running.load();
+        let Some((index, running)) = snapshot.clusters.iter().enumerate().find(|(_, c)| *c.name == *cluster) else {
+            let names: Vec<&str> = snapshot.clusters.iter().map(|c| &*c.name).collect();
             let defined = if names.is_empty() { "none".to_string() } else { names.join(", ") };
             let message = format!("no cluster named '{cluster}' in the running config; clusters: {defined}");
             return Err(EngineError::Invalid(vec![Problem { path: "clusters".into(), message }]));
@@ -246,8 +257,9 @@ impl Engine {
     /// Reads the identity's files again and uses them for new handshakes; open connections carry
     /// on. A set that fails its checks is refused and the current one stays.
     pub fn reload_identity(&self) -> Result<(), EngineError> {
-        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        let credentials = compile::load_identity(control.identity.as_ref()).map_err(|p| EngineError::Invalid(vec![p]))?;
+        // Under the control lock: an apply does not change the identity section meanwhile.
+        let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let credentials = compile::load_identity(self.running.load().identity.as_ref()).map_err(|p| EngineError::Invalid(vec![p]))?;
         match credentials {
             Some(credentials) => {
                 self.identity.replace(Some(credentials));
@@ -260,8 +272,9 @@ impl Engine {
     /// Uses credentials given as PEM texts for new handshakes, in the running config's trust
     /// domain. Refused, keeping the current set, if they fail their checks.
     pub fn set_identity(&self, pems: Pems<'_>) -> Result<(), EngineError> {
-        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(identity) = &control.identity else {
+        let _control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.running.load();
+        let Some(identity) = &snapshot.identity else {
             return Err(EngineError::Invalid(vec![Problem { path: "identity".into(), message: NO_IDENTITY.into() }]));
         };
         let credentials = Credentials::from_pems(&identity.trust_domain, pems)
@@ -282,14 +295,14 @@ impl Engine {
     }
 
     pub fn version(&self) -> u64 {
-        self.version.load(Relaxed)
+        self.running.load().version
     }
 
     /// The counters, as one JSON document; with each running listener's direction and each
     /// cluster's upstream connections, read from the running listeners and pools now.
     pub fn stats_json(&self) -> serde_json::Value {
         // What a swap could not drop yet (requests on the old config were still running).
-        self.stats.prune(&self.control.lock().unwrap_or_else(|p| p.into_inner()).live);
+        self.stats.prune(&self.running.load().live);
         let mut stats = self.stats.json();
         self.add_running_state(&mut stats);
         if let Some(map) = stats.as_object_mut() {
@@ -309,11 +322,9 @@ impl Engine {
     fn add_running_state(&self, stats: &mut serde_json::Value) {
         let (directions, pools): (HashMap<_, _>, HashMap<_, _>) = {
             let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-            let directions = control.listeners.iter().map(|l| {
-                let snapshot = l.shared.snapshot.load();
-                (snapshot.name.clone(), snapshot.direction)
-            });
-            (directions.collect(), control.clusters.iter().map(|c| (c.name.clone(), c.connections())).collect())
+            let directions = control.listeners.iter().filter_map(|l| l.shared.current()).map(|s| (s.name.clone(), s.direction));
+            let pools = self.running.load().clusters.iter().map(|c| (c.name.clone(), c.connections())).collect();
+            (directions.collect(), pools)
         };
         if let Some(listeners) = stats.get_mut("listeners").and_then(serde_json::Value::as_object_mut) {
             for (name, entry) in listeners.iter_mut() {
@@ -335,8 +346,7 @@ impl Engine {
 
     /// The running config's clusters with their endpoints' live state, as JSON (see `inspect`).
     pub fn clusters_json(&self) -> serde_json::Value {
-        let clusters = self.control.lock().unwrap_or_else(|p| p.into_inner()).clusters.clone();
-        crate::inspect::clusters_json(&clusters)
+        crate::inspect::clusters_json(&self.running.load().clusters)
     }
 
     /// Starts draining: inbound listeners stop accepting (their sockets are closed when this
@@ -356,9 +366,12 @@ impl Engine {
     fn close_inbound(&self, control: &mut Control) {
         let (inbound, outbound): (Vec<_>, Vec<_>) = std::mem::take(&mut control.listeners)
             .into_iter()
-            .partition(|l| l.shared.snapshot.load().direction == Direction::Inbound);
+            .partition(|l| l.shared.current().is_some_and(|snapshot| snapshot.direction == Direction::Inbound));
         control.listeners = outbound;
-        control.drained.extend(inbound.iter().map(|l| l.shared.snapshot.load().stats.clone()));
+        control.drained.extend(inbound.iter().filter_map(|l| l.shared.current()).map(|snapshot| snapshot.stats.clone()));
+        for listener in &inbound {
+            listener.shared.retire();
+        }
         if let Some(workers) = &self.workers {
             for listener in inbound {
                 listener.close(workers);
@@ -397,7 +410,7 @@ impl Engine {
             let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut control.listeners)
         };
-        let stats: Vec<_> = listeners.iter().map(|l| l.shared.snapshot.load().stats.clone()).collect();
+        let stats: Vec<_> = listeners.iter().filter_map(|l| l.shared.current()).map(|snapshot| snapshot.stats.clone()).collect();
         if let Some(workers) = &self.workers {
             for listener in listeners {
                 listener.close(workers);

@@ -6,8 +6,8 @@
 //!   proxy/src/cluster.rs   picks an endpoint of the route's cluster (balance/: p2c_ewma, weighted)
 //!   proxy/src/pool.rs      forwards it over a pooled connection to that endpoint (endpoint.rs)
 //! A config, top-down:
-//!   engine/src/compile/    compiles a config document (config/) into listener snapshots
-//!   engine/src/engine.rs   swaps them in (`Engine::apply`); discovery swaps a cluster's members
+//!   engine/src/compile/    compiles a config document (config/) into the running snapshot
+//!   engine/src/engine.rs   swaps it in whole (`Engine::apply`; the type: proxy/src/snapshot.rs)
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 

@@ -16,7 +16,7 @@ use crate::headers::{ClientAddress, PeerIdentity};
 use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
 use crate::proxy;
-pub use crate::snapshot::{ListenerShared, ListenerSnapshot};
+pub use crate::snapshot::{ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
 use crate::workers::{self, WorkerHandles, Workers};
 
 /// A bound, accepting listener as the engine tracks it.
@@ -62,7 +62,7 @@ impl RunningListener {
     }
 
     pub fn name(&self) -> Arc<str> {
-        self.shared.snapshot.load().name.clone()
+        self.shared.current().map(|snapshot| snapshot.name.clone()).unwrap_or_default()
     }
 
     /// Stops accepting; open connections finish their requests and close (graceful shutdown).
@@ -119,10 +119,9 @@ fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, 
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, stopped: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
-    let (server, tls, stats) = {
-        let snapshot = shared.snapshot.load();
-        (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone())
-    };
+    let Some(snapshot) = shared.current() else { return };
+    let (server, tls, stats) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone());
+    drop(snapshot);
     stats.connections_total.inc();
     stats.connections_active.inc();
     let client = ClientAddress::new(peer.ip());
@@ -137,7 +136,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
         }
         Err(refused) => {
             shared.engine_stats.tls.inbound.refused(refused.reason);
-            let name = shared.snapshot.load().name.clone();
+            let name = shared.current().map(|snapshot| snapshot.name.clone()).unwrap_or_default();
             events::log(format!("listener '{name}' refused a connection from {peer}: {refused}"));
         }
     }

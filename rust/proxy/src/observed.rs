@@ -36,6 +36,11 @@ impl Observed {
     pub fn new(body: Body, observation: Observation, upstream: Option<Upstream>) -> Observed {
         Observed { body, upstream, observation: Some(observation) }
     }
+
+    /// A body no request's observation goes with.
+    pub fn unobserved(body: Body) -> Observed {
+        Observed { body, upstream: None, observation: None }
+    }
 }
 
 impl http_body::Body for Observed {

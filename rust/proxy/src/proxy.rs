@@ -42,7 +42,10 @@ pub async fn handle(
     peer: Option<PeerIdentity>,
     request: Request<Incoming>,
 ) -> Result<Response<Observed>, Infallible> {
-    let snapshot = listener.snapshot.load_full();
+    let Some(snapshot) = listener.current() else {
+        // Not reached: the engine retires a listener before the snapshot without it goes in.
+        return Ok(ProxyError::NoRoute { host: String::new(), path: String::new() }.into_response().map(Observed::unobserved));
+    };
     snapshot.stats.requests_total.inc();
     let mut observation = Observation::start(&snapshot.unrouted);
     observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));

@@ -1,22 +1,46 @@
-//! What the data path serves with: a listener's compiled routes, TLS, authorization and
-//! counters, swapped whole on every config change. A request keeps the snapshot it started with.
+//! What the data path serves with: the running config, one value ([`Snapshot`]: every
+//! listener's routes, TLS, authorization and counters, the clusters, the busy-polling window,
+//! what the stats count under), swapped whole by the engine on every config change. A request
+//! keeps the listener snapshot it started with. Two things change between config changes and
+//! keep cells of their own: a cluster's members (discovery) and the credentials (rotation).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::server::conn::auto;
-use meshproxy_config::Direction;
+use meshproxy_config::{self as config, Direction};
+use meshproxy_telemetry::live::Live;
 use meshproxy_telemetry::stats::{ListenerStats, Stats};
 use meshproxy_telemetry::traffic::TrafficStats;
 use meshproxy_telemetry::Telemetry;
 use meshproxy_tls::inbound::InboundTls;
 
 use crate::authz::Authorization;
+use crate::cluster::Cluster;
 use crate::executor::BoxingExecutor;
 use crate::route::RouteTable;
 
-/// What a listener serves with; swapped whole on every config change. A request keeps the
-/// snapshot it started with.
+/// The running config; see the module's documentation.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    /// Each bound listener's, under the id it was bound with.
+    pub listeners: Vec<(ListenerId, Arc<ListenerSnapshot>)>,
+    /// In config order: what the admin API reports, and what discovery updates.
+    pub clusters: Vec<Arc<Cluster>>,
+    pub busy_poll: Duration,
+    /// The config's identity section: where rotation reads the files again.
+    pub identity: Option<config::Identity>,
+    /// What the config counts under: the stats of anything else are dropped once nothing
+    /// holds them.
+    pub live: Live,
+}
+
+/// A bound socket's number, for its life: how its connections find their listener's snapshot.
+pub type ListenerId = u64;
+
+/// What one listener serves with.
 #[derive(Debug)]
 pub struct ListenerSnapshot {
     pub name: Arc<str>,
@@ -35,6 +59,55 @@ pub struct ListenerSnapshot {
 /// Shared by the accept loop and every connection of one bound socket.
 #[derive(Debug)]
 pub struct ListenerShared {
-    pub snapshot: ArcSwap<ListenerSnapshot>,
+    pub id: ListenerId,
+    /// The engine's running snapshot.
+    running: Arc<ArcSwap<Snapshot>>,
+    /// What its connections serve with while the running snapshot does not have it: from its
+    /// binding until the snapshot that has it is swapped in, and once it has left the running
+    /// config (removed, or closed by a drain), what it served with last. Empty otherwise, so
+    /// that it holds on to no config that was swapped out.
+    outside: Mutex<Option<Arc<ListenerSnapshot>>>,
     pub engine_stats: Arc<Stats>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    pub fn listener(&self, id: ListenerId) -> Option<&Arc<ListenerSnapshot>> {
+        self.listeners.iter().find(|(bound, _)| *bound == id).map(|(_, snapshot)| snapshot)
+    }
+}
+
+// === impl ListenerShared ===
+
+impl ListenerShared {
+    pub fn new(id: ListenerId, running: Arc<ArcSwap<Snapshot>>, bound_with: Arc<ListenerSnapshot>, engine_stats: Arc<Stats>) -> ListenerShared {
+        ListenerShared { id, running, outside: Mutex::new(Some(bound_with)), engine_stats }
+    }
+
+    /// What this listener serves with now; `None` only for a listener the engine never put in
+    /// its running snapshot nor retired, which it does not do.
+    pub fn current(&self) -> Option<Arc<ListenerSnapshot>> {
+        // A guard, not a clone of the whole snapshot: only the listener's part is kept.
+        if let Some(snapshot) = self.running.load().listener(self.id) {
+            return Some(snapshot.clone());
+        }
+        self.outside().clone()
+    }
+
+    /// The running snapshot has it now.
+    pub fn entered(&self) {
+        self.outside().take();
+    }
+
+    /// Leaves the running config: from now on its connections finish on what it serves with
+    /// now. Call before the snapshot without it is swapped in.
+    pub fn retire(&self) {
+        let current = self.current();
+        *self.outside() = current;
+    }
+
+    fn outside(&self) -> MutexGuard<'_, Option<Arc<ListenerSnapshot>>> {
+        self.outside.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
