@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import final
 
 __all__ = [
+    "CONFIG_DEFAULTS",
     "DURATION_PATTERN",
     "FINE_DURATION_PATTERN",
     "MAX_BUSY_POLL_MICROS",
@@ -22,6 +23,9 @@ __all__ = [
 ]
 
 __version__: str
+CONFIG_DEFAULTS: str
+"""The defaults of the fields a config may leave out, by ``section.field`` (durations in
+milliseconds), as JSON: the engine's, which the schema takes."""
 DURATION_PATTERN: str
 """The text forms of a duration, as the JSON Schema shows them: a number and a unit ms, s, m or h."""
 FINE_DURATION_PATTERN: str

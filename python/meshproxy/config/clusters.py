@@ -25,6 +25,7 @@ from .endpoints import Endpoints, dump_endpoints, endpoints_reader
 from .fields import DnsName, EndpointAddress, FilePath, Host, Name, ResolverAddress
 from .messages import invalid, show
 from .section import Weight, _empty, _Section, _with_key
+from .defaults import default, default_duration
 
 
 def _positive(field: str, value: timedelta, at: tuple[str, ...] = ()) -> timedelta:
@@ -39,7 +40,7 @@ def _positive(field: str, value: timedelta, at: tuple[str, ...] = ()) -> timedel
 
 class Endpoint(_Section):
     address: EndpointAddress
-    weight: Weight = 1
+    weight: Weight = default("endpoint.weight")
     """Relative share of requests; 0 keeps the endpoint configured but never picks it."""
 
 
@@ -90,9 +91,9 @@ class Discovery(_Section):
     """dns, records A and AAAA: the endpoints' port."""
     resolver: ResolverAddress | None = None
     """dns: IP:PORT of the DNS server to ask; default: the system's (/etc/resolv.conf)."""
-    min_ttl: Duration = timedelta(seconds=1)
+    min_ttl: Duration = default_duration("discovery.min_ttl")
     """dns: the shortest wait before resolving again, whatever the records' TTL."""
-    max_ttl: Duration = timedelta(minutes=5)
+    max_ttl: Duration = default_duration("discovery.max_ttl")
     """dns: the longest wait before resolving again, whatever the records' TTL."""
 
     @model_validator(mode="before")
@@ -134,9 +135,9 @@ _DISCOVERY_KEYS = {"file": ("path",), "dns": ("name", "record", "port", "resolve
 
 class Cluster(_Section):
     name: Name
-    lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = "p2c_ewma"
+    lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = default("cluster.lb")
     protocol: Literal["http1", "http2"] = "http1"
-    connect_timeout: Duration = timedelta(seconds=1)
+    connect_timeout: Duration = default_duration("cluster.connect_timeout")
     tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
     discovery: Discovery | None = None

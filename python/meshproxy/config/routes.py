@@ -5,7 +5,6 @@ kept.py).
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidatorFunctionWrapHandler, model_validator
@@ -15,6 +14,7 @@ from .fields import HeaderName, HeaderValue, Host, UrlPath
 from .kept import KeptModels
 from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
+from .defaults import default_duration
 
 
 class RouteMatch(_Section):
@@ -66,7 +66,7 @@ class Route(_Section):
     prefix_rewrite: UrlPath | None = None
     request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
-    timeout: Duration = timedelta(seconds=15)
+    timeout: Duration = default_duration("route.timeout")
     """From sending the request upstream to the response's headers (retries included); 0 means no timeout."""
 
     # One validator for the route's rules rather than one each: it runs for every route.

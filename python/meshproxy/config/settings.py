@@ -14,8 +14,9 @@ from .duration import to_micros
 from .fields import ACCESS_LOG_FIELDS, AccessLogField, FilePath, ListenAddress, OtlpEndpoint, Ratio
 from .messages import invalid, show
 from .section import _Section
+from .defaults import default
 
-# The access log path that means standard output (the engine's access_log::sink::STDOUT).
+# The access log path that means standard output (the engine's meshproxy_config::STDOUT).
 STDOUT = "stdout"
 
 MAX_BUSY_POLL = timedelta(microseconds=_native.MAX_BUSY_POLL_MICROS)
@@ -33,13 +34,13 @@ def _busy_poll_window(value: timedelta) -> timedelta:
 class Admin(_Section):
     """The admin HTTP server (/ready, /metrics, ...); absent from the config means none."""
 
-    address: ListenAddress = "127.0.0.1:15000"
+    address: ListenAddress = default("admin.address")
 
 
 class Limits(_Section):
-    max_header_bytes: Annotated[int, Field(ge=1024, le=1_048_576)] = 65536
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1_048_576)] = default("limits.max_header_bytes")
     """Most header bytes accepted on one request: an HTTP/1.1 head or an HTTP/2 header list."""
-    max_concurrent_streams: Annotated[int, Field(ge=1, le=65535)] = 1024
+    max_concurrent_streams: Annotated[int, Field(ge=1, le=65535)] = default("limits.max_concurrent_streams")
     """Per downstream HTTP/2 connection."""
 
 
@@ -48,13 +49,13 @@ class AccessLog(_Section):
     direction). Written by a background thread: when it falls behind, lines are dropped and
     counted (stats: access_log.dropped), and requests never wait."""
 
-    path: FilePath = STDOUT
+    path: FilePath = default("access_log.path")
     """'stdout', or a file appended to (created if missing; relative to the config file's folder)."""
     fields: Annotated[list[AccessLogField], Field(min_length=1)] = Field(
         default_factory=lambda: list(ACCESS_LOG_FIELDS), json_schema_extra={"default": list(ACCESS_LOG_FIELDS)}
     )
     """The fields each line carries, written in the order of the field list in docs/access-log.md."""
-    sample: Ratio = 1.0
+    sample: Ratio = default("access_log.sample")
     """The share of requests logged: 1.0 logs every request, 0.0 none."""
 
     @field_validator("fields")
@@ -72,11 +73,11 @@ class Tracing(_Section):
     """The proxy's span of each request: propagated to the upstream in traceparent (and in B3
     headers when the request came with them), and exported over OTLP/HTTP when sampled."""
 
-    otlp_endpoint: OtlpEndpoint = "http://127.0.0.1:4318"
+    otlp_endpoint: OtlpEndpoint = default("tracing.otlp_endpoint")
     """The OTLP/HTTP collector: spans are posted to its /v1/traces (a URL with a path is used as is)."""
-    sample: Ratio = 1.0
+    sample: Ratio = default("tracing.sample")
     """The share of new traces recorded; a sampling decision that comes with the request wins."""
-    service_name: Annotated[str, Field(min_length=1)] = "meshproxy"
+    service_name: Annotated[str, Field(min_length=1)] = default("tracing.service_name")
     """The service.name of the exported spans: usually the service this sidecar runs beside."""
 
 

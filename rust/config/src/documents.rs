@@ -374,6 +374,28 @@ pub struct EndpointConfig {
     pub weight: u32,
 }
 
+/// The defaults of the fields a document may leave out, by `section.field` (durations in
+/// milliseconds): the Python schema takes its defaults from here (`_native.CONFIG_DEFAULTS`),
+/// so each is written once.
+pub fn defaults() -> serde_json::Value {
+    serde_json::json!({
+        "admin.address": Admin::default_address(),
+        "access_log.path": AccessLog::default_path(),
+        "access_log.sample": default_sample(),
+        "tracing.otlp_endpoint": Tracing::default_otlp_endpoint(),
+        "tracing.sample": default_sample(),
+        "tracing.service_name": Tracing::default_service_name(),
+        "limits.max_header_bytes": Limits::default_max_header_bytes(),
+        "limits.max_concurrent_streams": Limits::default_max_concurrent_streams(),
+        "route.timeout_ms": Route::default_timeout().0,
+        "cluster.lb": Cluster::default_lb(),
+        "cluster.connect_timeout_ms": Cluster::default_connect_timeout().0,
+        "discovery.min_ttl_ms": Discovery::default_min_ttl().0,
+        "discovery.max_ttl_ms": Discovery::default_max_ttl().0,
+        "endpoint.weight": EndpointConfig::default_weight(),
+    })
+}
+
 // === impl Config ===
 
 impl Config {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::values::{self, DurationInput, Grain};
+
 /// A duration written `250ms`, `1.5s`, `2m`, `1h` or as a number of seconds; always written
 /// back as whole milliseconds (`"250ms"`), the form the Python layer hands over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,26 +22,16 @@ pub struct Micros(pub u64);
 
 // === impl Millis, Micros ===
 
-/// What a duration type counts in, and the units its text may use.
+/// What a duration type counts in; the text it is read from follows `values::duration`.
 trait Resolution: Sized {
     /// Counts per second.
     const PER_SECOND: f64;
-    /// Unit suffixes and their length in seconds; a bare number is seconds.
-    const UNITS: &'static [(&'static str, f64)];
-    const EXPECTING: &'static str;
+    const GRAIN: Grain;
     fn from_count(count: u64) -> Self;
 
-    /// Parses a number followed by one of `UNITS`, or a bare number of seconds.
-    fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let value: f64 = number.parse().ok()?;
-        let seconds = match unit.trim() {
-            "" => 1.0,
-            unit => Self::UNITS.iter().find(|(name, _)| *name == unit)?.1,
-        };
-        Self::from_seconds(value * seconds)
+    /// Reads text with a unit, or a number of seconds, as `values::duration` does.
+    fn read(input: DurationInput<'_>) -> Option<Self> {
+        values::duration(input, Self::GRAIN).ok().and_then(Self::from_seconds)
     }
 
     fn from_seconds(seconds: f64) -> Option<Self> {
@@ -48,13 +40,9 @@ trait Resolution: Sized {
     }
 }
 
-const COARSE_UNITS: &[(&str, f64)] = &[("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3_600.0)];
-const FINE_UNITS: &[(&str, f64)] = &[("us", 0.000_001), ("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3_600.0)];
-
 impl Resolution for Millis {
     const PER_SECOND: f64 = 1_000.0;
-    const UNITS: &'static [(&'static str, f64)] = COARSE_UNITS;
-    const EXPECTING: &'static str = "a duration such as 250ms, 1.5s, 2m, 1h, or a number of seconds";
+    const GRAIN: Grain = Grain::Millis;
     fn from_count(count: u64) -> Self {
         Millis(count)
     }
@@ -62,8 +50,7 @@ impl Resolution for Millis {
 
 impl Resolution for Micros {
     const PER_SECOND: f64 = 1_000_000.0;
-    const UNITS: &'static [(&'static str, f64)] = FINE_UNITS;
-    const EXPECTING: &'static str = "a duration such as 200us, 1ms, or a number of seconds";
+    const GRAIN: Grain = Grain::Micros;
     fn from_count(count: u64) -> Self {
         Micros(count)
     }
@@ -74,9 +61,9 @@ impl Millis {
         Duration::from_millis(self.0)
     }
 
-    /// Parses `250ms`, `1.5s`, `2m`, `1h`; a bare number is seconds.
+    /// Parses `250ms`, `1.5s`, `2m`, `1h`.
     pub fn parse(text: &str) -> Option<Millis> {
-        Resolution::parse(text)
+        Resolution::read(DurationInput::Text(text))
     }
 }
 
@@ -85,9 +72,9 @@ impl Micros {
         Duration::from_micros(self.0)
     }
 
-    /// Parses `200us`, `1ms` and the units of `Millis`; a bare number is seconds.
+    /// Parses `200us`, `1ms` and the units of `Millis`.
     pub fn parse(text: &str) -> Option<Micros> {
-        Resolution::parse(text)
+        Resolution::read(DurationInput::Text(text))
     }
 }
 
@@ -121,13 +108,13 @@ struct DurationVisitor<T>(std::marker::PhantomData<T>);
 impl<T: Resolution> de::Visitor<'_> for DurationVisitor<T> {
     type Value = T;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(T::EXPECTING)
+        f.write_str(T::GRAIN.expected())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-        T::parse(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+        T::read(DurationInput::Text(v)).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        T::from_seconds(v).ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
+        T::read(DurationInput::Seconds(v)).ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
         Ok(T::from_count(v.saturating_mul(T::PER_SECOND as u64)))
@@ -143,20 +130,20 @@ mod tests {
 
     #[test]
     fn durations_parse_in_every_unit() {
-        for (text, ms) in [("250ms", 250), ("1.5s", 1_500), ("2m", 120_000), ("1h", 3_600_000), ("3", 3_000), ("0s", 0)] {
+        for (text, ms) in [("250ms", 250), ("1.5s", 1_500), ("2m", 120_000), ("1h", 3_600_000), ("0s", 0)] {
             assert_eq!(Millis::parse(text), Some(Millis(ms)), "{text}");
         }
-        for bad in ["", "fast", "-1s", "1d", "1.2.3s", "300us"] {
+        for bad in ["", "fast", "-1s", "1d", "1.2.3s", "300us", "3", " 1s"] {
             assert_eq!(Millis::parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn fine_durations_parse_to_the_microsecond() {
-        for (text, us) in [("300us", 300), ("0.5ms", 500), ("2ms", 2_000), ("0.001", 1_000), ("0us", 0)] {
+        for (text, us) in [("300us", 300), ("0.5ms", 500), ("2ms", 2_000), ("0us", 0)] {
             assert_eq!(Micros::parse(text), Some(Micros(us)), "{text}");
         }
-        for bad in ["", "-1us", "1ns", "us"] {
+        for bad in ["", "-1us", "1ns", "us", "0.001"] {
             assert_eq!(Micros::parse(bad), None, "{bad}");
         }
     }

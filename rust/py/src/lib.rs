@@ -68,7 +68,8 @@ mod _native {
         module.add("__version__", env!("CARGO_PKG_VERSION"))?;
         module.add("DURATION_PATTERN", values::DURATION_PATTERN)?;
         module.add("FINE_DURATION_PATTERN", values::FINE_DURATION_PATTERN)?;
-        module.add("MAX_BUSY_POLL_MICROS", values::MAX_BUSY_POLL_MICROS)
+        module.add("MAX_BUSY_POLL_MICROS", values::MAX_BUSY_POLL_MICROS)?;
+        module.add("CONFIG_DEFAULTS", meshproxy_engine::config::defaults().to_string())
     }
 
     /// The engine's own check of an engine document: `(path, message)` problems, empty when
