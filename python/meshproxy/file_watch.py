@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .folder_watch import FolderWatch, file_digest
+from .folder_watch import EMPTY_DIGEST, FolderWatch, file_digest
 
 log = logging.getLogger("meshproxy")
 
@@ -50,22 +50,15 @@ class ConfigWatcher:
         self._watch.stop()
 
     def _reload_if_changed(self) -> None:
-        # Empty: a file written in place is truncated first and written after, and a busy
-        # machine can let the watch see it in between. No config is empty; the write that
-        # follows brings the next event.
-        if _is_empty(self._path):
-            log.info("%s is empty; waiting for it to be written (the running config stays)", self._path)
-            return
         digest = file_digest(self._path)
         # Unreadable (say, between an unlink and a rename): the next event brings it back.
         if digest is None or digest == self._seen:
             return
+        # Empty: a file written in place is truncated first and written after, and a busy
+        # machine can let the watch see it in between. No config is empty; the write that
+        # follows brings the next event.
+        if digest == EMPTY_DIGEST:
+            log.info("%s is empty; waiting for it to be written (the running config stays)", self._path)
+            return
         self._seen = digest
         self._reload()
-
-
-def _is_empty(path: Path) -> bool:
-    try:
-        return path.stat().st_size == 0
-    except OSError:
-        return False

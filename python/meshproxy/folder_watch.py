@@ -29,10 +29,18 @@ logging.getLogger("watchfiles").setLevel(logging.WARNING)
 _STOP_CHECK_MS = 500
 
 
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+EMPTY_DIGEST = _digest(b"")
+"""The digest of an empty file."""
+
+
 def file_digest(path: str | os.PathLike[str]) -> bytes | None:
     """A digest of the file's bytes (following symlinks), or None when it cannot be read."""
     try:
-        return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).digest()
+        return _digest(Path(path).read_bytes())
     except OSError:
         return None
 

@@ -199,15 +199,17 @@ impl Engine {
         let live = live_of(snapshots.iter().map(|(_, snapshot)| &**snapshot), &compiled.clusters);
         let version = running.version + 1;
         self.identity.replace(credentials);
-        self.running.store(Arc::new(Snapshot {
+        let snapshot = Arc::new(Snapshot {
             version,
             listeners: snapshots,
             clusters: compiled.clusters,
             busy_poll: config.busy_poll.duration(),
             identity: config.identity.clone(),
             live,
-        }));
-        self.busy_poll.set(config.busy_poll.duration());
+        });
+        // The workers read the window from an atomic when they wake, not from the snapshot.
+        self.busy_poll.set(snapshot.busy_poll);
+        self.running.store(snapshot.clone());
         for listener in &next {
             listener.shared.entered();
         }
@@ -217,7 +219,7 @@ impl Engine {
         }
         control.listeners = next;
         control.endpoints.prune();
-        self.stats.prune(&self.running.load().live);
+        self.stats.prune(&snapshot.live);
         Ok(version)
     }
 
