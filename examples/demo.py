@@ -24,6 +24,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
+
 BIN = Path(sys.executable).parent
 MESH_YAML = Path(__file__).with_name("mesh.yaml")
 GRPC, API = "127.0.0.1:15010", "127.0.0.1:15080"
@@ -105,21 +107,15 @@ def wait(condition: object, what: str, timeout: float = 30) -> float:
         try:
             if condition():  # type: ignore[operator]
                 return time.monotonic() - started
-        except OSError:
+        except (OSError, httpx.TransportError):
             pass
         time.sleep(0.05)
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
 def get(address: str, path: str) -> tuple[int, bytes]:
-    h, p = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(h, int(p), timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    response = httpx.get(f"http://{address}{path}", timeout=5)
+    return response.status_code, response.content
 
 
 def answers(address: str) -> bool:

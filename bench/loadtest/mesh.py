@@ -7,11 +7,12 @@ raised. Processes log to files in the output directory.
 
 from __future__ import annotations
 
-import http.client
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
 
 # The bench's shared lifecycle (sidebyside/) is one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -125,7 +126,10 @@ class Mesh(Lifecycle):
         assert proxy is not None
 
         def ready() -> bool:
-            return admin_get(self.admin_address, "/ready")[0] == 200
+            try:
+                return admin_get(self.admin_address, "/ready")[0] == 200
+            except httpx.TransportError:
+                return False
 
         if wait_ready(ready, lambda: proxy.poll() is None, self.ready_timeout, interval=0.05):
             return
@@ -151,11 +155,5 @@ class Mesh(Lifecycle):
 
 
 def admin_get(address: str, path: str) -> tuple[int, bytes]:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    response = httpx.get(f"http://{address}{path}", timeout=5)
+    return response.status_code, response.content

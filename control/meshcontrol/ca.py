@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # The sidecar's CA and this one share their checks and certificate shapes, and one CaError
 # type, so callers here catch the shared checks' refusals too.
-from meshproxy.ca import (CLOCK_SKEW, CaError, authority_key_identifier, key_usage, read_ca_pair, self_signed_ca,
+from meshproxy.ca import (CLOCK_SKEW, CaError as CaError, authority_key_identifier, key_usage, read_ca_pair, self_signed_ca,
                           sign_workload_certificate)
 from meshproxy.mesh.join_token import ca_pin
 

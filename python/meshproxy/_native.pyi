@@ -18,6 +18,8 @@ __all__ = [
     "check_trust_domain",
     "normalize_config",
     "parse_duration",
+    "parse_endpoint_address",
+    "parse_listen_address",
     "parse_spiffe_id",
     "read_endpoints",
 ]
@@ -52,6 +54,15 @@ def read_endpoints(items: object) -> tuple[tuple[str, ...], tuple[int, ...], str
     """A list of endpoint mappings the config schema certainly accepts (IPv4 or DNS-name
     addresses with a port, integer weights, no address twice), read in one call as
     ``(addresses, weights, engine-document JSON)``; None leaves the list to the schema."""
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """A listener's ``IP:PORT`` as ``(ip, port)``, the IP in canonical form. Raises ValueError
+    with the problem, for the caller to prefix with the address quoted."""
+
+def parse_endpoint_address(text: str) -> tuple[str, int]:
+    """An endpoint's ``HOST:PORT`` as ``(host, port)``, the host as two spellings of one
+    address compare (an IP in canonical form, IPv6 in brackets; a DNS name lowercased without
+    its trailing dot). Raises ValueError with the problem, as ``parse_listen_address``."""
 
 def parse_duration(value: object, fine: bool = False) -> float:
     """A duration's length in seconds, from text with a unit (``250ms``; with ``fine`` also

@@ -8,12 +8,11 @@ loader reports every such problem.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from operator import attrgetter
 
 from .. import _native
-from ..addresses import parse_listen_address
+from ..addresses import IPAddress, parse_listen_address
 from ..discovery.endpoints import EndpointListError, read_endpoint_file
 from .errors import Path, parse_path
 from .messages import Finding, duplicate_names, show
@@ -36,7 +35,7 @@ def _duplicates(section: str, names: list[str]) -> list[Finding]:
 
 def _unique_listen_addresses(cfg: Config) -> list[Finding]:
     findings: list[Finding] = []
-    taken: dict[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int], int] = {}
+    taken: dict[tuple[IPAddress, int], int] = {}
     for i, listener in enumerate(cfg.listeners):
         key = parse_listen_address(listener.address)
         if key[1] == 0:

@@ -119,7 +119,7 @@ fn ipv4(host: &str) -> Option<u32> {
 
 /// Dot-separated labels of ASCII letters, digits and inner hyphens, up to 63 bytes each and
 /// 253 in all.
-fn is_dns_name(name: &str) -> bool {
+pub(crate) fn is_dns_name(name: &str) -> bool {
     let label_ok = |label: &str| {
         let bytes = label.as_bytes();
         (1..=63).contains(&bytes.len())

@@ -1,8 +1,10 @@
 //! The config documents the engine runs (as the Python layer writes them, JSON), the problems a
-//! config can have, and the value rules both sides share: SPIFFE IDs, the access log's fields.
+//! config can have, and the value rules both sides share: addresses, SPIFFE IDs, the access
+//! log's fields.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod address;
 mod documents;
 mod duration;
 pub mod endpoint_list;

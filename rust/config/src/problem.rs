@@ -22,3 +22,13 @@ impl fmt::Display for Problem {
         write!(f, "{}: {}", self.path, self.message)
     }
 }
+
+/// A value quoted for a message, control characters escaped, cut short.
+pub(crate) fn shown(text: &str) -> String {
+    const LIMIT: usize = 80;
+    if text.chars().count() <= LIMIT {
+        return format!("'{}'", text.escape_debug());
+    }
+    let cut: String = text.chars().take(LIMIT - 3).collect();
+    format!("'{}...'", cut.escape_debug())
+}

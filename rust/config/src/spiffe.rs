@@ -6,6 +6,7 @@
 //! strings always agree. The messages and limits are those of `python/meshproxy/spiffe.py`, so
 //! both layers reject the same IDs in the same words.
 
+use crate::problem::shown;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -224,16 +225,6 @@ fn is_trust_domain_char(c: char) -> bool {
 
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
-}
-
-/// Quoted for a message, control characters escaped, cut short.
-fn shown(text: &str) -> String {
-    const LIMIT: usize = 80;
-    if text.chars().count() <= LIMIT {
-        return format!("'{}'", text.escape_debug());
-    }
-    let cut: String = text.chars().take(LIMIT - 3).collect();
-    format!("'{}...'", cut.escape_debug())
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ fn a_refused_list_names_its_fields_and_the_running_list_stays() -> TestResult {
     let Err(EngineError::Invalid(problems)) = engine.set_endpoints("app", &refused) else { panic!("the list was taken") };
     let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert_eq!(problems, [
-        "clusters[1].endpoints[1].address: 'nope' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080".to_string(),
+        format!("clusters[1].endpoints[1].address: 'nope' is not a valid address; {}", meshproxy_engine::config::address::ENDPOINT_EXAMPLE),
         format!("clusters[1].endpoints[2].address: duplicate endpoint '{b}'"),
     ]);
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use meshproxy_balance::{InFlight, Load, PeakEwma};
+use meshproxy_config::address::EndpointAddress;
 
 use crate::pool::Pool;
 use crate::workers;
@@ -26,6 +27,9 @@ pub struct EndpointState {
     /// The address as configured, and as parsed: the same for every cluster that lists it.
     pub address: Arc<str>,
     pub authority: Authority,
+    /// The address as the kernel compares it: two spellings of one address (`[::1]:80` and
+    /// `[0::1]:80`) are one endpoint of a cluster.
+    pub key: EndpointAddress,
     pub in_flight: InFlight,
     pub latency: PeakEwma,
     /// One pool per worker: a connection is driven by the worker that opened it, so requests
@@ -68,10 +72,11 @@ impl Endpoint {
 // === impl EndpointState ===
 
 impl EndpointState {
-    fn new(address: &str, authority: Authority, workers: usize) -> EndpointState {
+    fn new(address: &str, (key, authority): (EndpointAddress, Authority), workers: usize) -> EndpointState {
         EndpointState {
             address: address.into(),
             authority,
+            key,
             in_flight: InFlight::default(),
             latency: PeakEwma::default(),
             pools: (0..workers.max(1)).map(|_| Arc::default()).collect(),
@@ -114,31 +119,31 @@ impl EndpointRegistry {
     }
 
     /// The endpoint `address` with `weight`, on the state some compiled cluster already holds
-    /// for the address, or on a new one. `parse` reads an address that has no state (`None`: not
-    /// a valid address). An address with a state was parsed when the state was made and is not
+    /// for the address, or on a new one. `parse` reads an address that has no state, or says what
+    /// is wrong with it. An address with a state was parsed when the state was made and is not
     /// read again: a reload of a large mesh finds most of its addresses here.
     ///
     /// `transport` tells apart the ways clusters secure their connections to the address (plain
     /// text: `None`); each way has its own state and pools.
-    pub fn endpoint(&self, address: &str, transport: Option<&str>, weight: u32, parse: impl FnOnce(&str) -> Option<Authority>) -> Option<Endpoint> {
+    pub fn endpoint(&self, address: &str, transport: Option<&str>, weight: u32, parse: impl FnOnce(&str) -> Result<(EndpointAddress, Authority), String>) -> Result<Endpoint, String> {
         let states = &mut self.states.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).by_key;
         let secured;
-        let key = match transport {
+        let by = match transport {
             None => address,
             Some(transport) => {
                 secured = format!("{address} {transport}");
                 &secured
             }
         };
-        let state = match states.get(key).and_then(Weak::upgrade) {
+        let state = match states.get(by).and_then(Weak::upgrade) {
             Some(state) => state,
             None => {
                 let state = Arc::new(EndpointState::new(address, parse(address)?, self.workers));
-                states.insert(key.to_string(), Arc::downgrade(&state));
+                states.insert(by.to_string(), Arc::downgrade(&state));
                 state
             }
         };
-        Some(Endpoint { address: state.address.clone(), authority: state.authority.clone(), weight, state })
+        Ok(Endpoint { address: state.address.clone(), authority: state.authority.clone(), weight, state })
     }
 
     /// Forgets addresses no cluster lists any more.
@@ -171,8 +176,11 @@ mod tests {
     use super::*;
 
     fn endpoint(registry: &EndpointRegistry, address: &str) -> Endpoint {
-        let parse = |address: &str| address.parse::<Authority>().ok();
-        registry.endpoint(address, None, 1, parse).unwrap_or_else(|| panic!("{address} does not parse"))
+        let parse = |address: &str| {
+            let key = meshproxy_config::address::endpoint(address)?;
+            Ok((key, address.parse::<Authority>().map_err(|e| e.to_string())?))
+        };
+        registry.endpoint(address, None, 1, parse).unwrap_or_else(|problem| panic!("{address}: {problem}"))
     }
 
     #[test]
@@ -210,8 +218,9 @@ mod tests {
     fn an_address_with_a_live_state_is_not_parsed_again() {
         let registry = EndpointRegistry::default();
         let first = endpoint(&registry, "orders:8080");
-        let again = registry.endpoint("orders:8080", None, 2, |_| None);
-        assert!(again.is_some_and(|e| Arc::ptr_eq(&e.state, &first.state) && e.weight == 2));
-        assert!(registry.endpoint("other:8080", None, 1, |_| None).is_none());
+        let refuse = |_: &str| Err("not read".to_owned());
+        let again = registry.endpoint("orders:8080", None, 2, refuse);
+        assert!(again.is_ok_and(|e| Arc::ptr_eq(&e.state, &first.state) && e.weight == 2));
+        assert!(registry.endpoint("other:8080", None, 1, refuse).is_err());
     }
 }

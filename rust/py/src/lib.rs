@@ -60,7 +60,10 @@ mod _native {
     #[pymodule_export]
     use super::endpoints::read_endpoints;
     #[pymodule_export]
-    use super::values::{check_busy_poll, check_positive_duration, check_trust_domain, parse_duration, parse_spiffe_id};
+    use super::values::{
+        check_busy_poll, check_positive_duration, check_trust_domain, parse_duration, parse_endpoint_address, parse_listen_address,
+        parse_spiffe_id,
+    };
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,6 +1,7 @@
 //! The config's value rules (`meshproxy_engine::config::values`) as Python calls them: a refused value
 //! raises ValueError with the problem, which the caller prefixes with the value as it quotes it.
 
+use meshproxy_engine::config::address;
 use meshproxy_engine::config::values::{self, DurationInput, Grain};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -53,4 +54,20 @@ pub fn parse_spiffe_id(text: &str) -> PyResult<(String, String)> {
 #[pyfunction]
 pub fn check_trust_domain(name: &str) -> PyResult<()> {
     values::trust_domain(name).map(drop).map_err(refused)
+}
+
+/// A listener's `IP:PORT` as `(ip, port)`, the IP in canonical form (IPv6 without brackets).
+#[pyfunction]
+pub fn parse_listen_address(text: &str) -> PyResult<(String, u16)> {
+    let address = address::listen(text).map_err(refused)?;
+    Ok((address.ip().to_string(), address.port()))
+}
+
+/// An endpoint's `HOST:PORT` as `(host, port)`, the host as two spellings of one address
+/// compare: an IP in canonical form (IPv6 in brackets), a DNS name lowercased without its
+/// trailing dot.
+#[pyfunction]
+pub fn parse_endpoint_address(text: &str) -> PyResult<(String, u16)> {
+    let address = address::endpoint(text).map_err(refused)?;
+    Ok((address.host, address.port))
 }

@@ -8,6 +8,7 @@ use http::uri::Authority;
 use meshproxy_balance::Policy;
 
 use meshproxy_proxy::cluster::{Cluster, ClusterSource, Members};
+use meshproxy_config::address::EndpointAddress;
 use meshproxy_config::{self as config, values, Problem};
 use meshproxy_proxy::endpoint::EndpointRegistry;
 use meshproxy_config::spiffe::SpiffeId;
@@ -79,24 +80,28 @@ pub fn compile_members(
     registry: &EndpointRegistry,
     problems: &mut Vec<Problem>,
 ) -> Members {
-    let mut seen = HashSet::with_capacity(configs.len());
-    let mut endpoints = Vec::with_capacity(configs.len());
+    let mut read = Vec::with_capacity(configs.len());
     for (j, endpoint) in configs.iter().enumerate() {
-        // Formatted only for a problem: a mesh has a hundred thousand endpoints and none.
-        let path = || format!("{at}.endpoints[{j}].address");
-        let Some(compiled) = registry.endpoint(&endpoint.address, transport, endpoint.weight, parse_endpoint_address) else {
-            problems.push(Problem::new(
-                path(),
-                format!("'{}' is not a valid address; expected HOST:PORT, e.g. 127.0.0.1:8080", endpoint.address),
-            ));
-            continue;
-        };
-        if !seen.insert(endpoint.address.as_str()) {
-            problems.push(Problem::new(path(), format!("duplicate endpoint '{}'", endpoint.address)));
-            continue;
+        match registry.endpoint(&endpoint.address, transport, endpoint.weight, parse_endpoint_address) {
+            Ok(compiled) => read.push((j, compiled)),
+            Err(problem) => problems.push(Problem::new(
+                format!("{at}.endpoints[{j}].address"),
+                format!("'{}' is not a valid address; {problem}", endpoint.address),
+            )),
         }
-        endpoints.push(compiled);
     }
+    // One address twice, as the kernel compares them; formatted only for a problem: a mesh
+    // has a hundred thousand endpoints and none.
+    let mut seen = HashSet::with_capacity(read.len());
+    for (j, compiled) in &read {
+        if !seen.insert(&compiled.state.key) {
+            problems.push(Problem::new(
+                format!("{at}.endpoints[{j}].address"),
+                format!("duplicate endpoint '{}'", configs[*j].address),
+            ));
+        }
+    }
+    let endpoints = read.into_iter().map(|(_, compiled)| compiled).collect();
     Members::new(policy, endpoints)
 }
 
@@ -195,11 +200,10 @@ fn transport_key(tls: &config::ClusterTls, protocol: config::UpstreamProtocol) -
     format!("{:?} {:?} {:?} {:?} {:?}", tls.mode, protocol, tls.identities, tls.sni, tls.ca)
 }
 
-/// `HOST:PORT` with a DNS name, an IPv4 literal or a bracketed IPv6 literal, and a port.
-fn parse_endpoint_address(address: &str) -> Option<Authority> {
-    let authority = Authority::from_str(address).ok()?;
-    let port_ok = authority.port_u16().is_some_and(|p| p != 0);
-    let host_ok = !authority.host().is_empty() && !address.contains('@');
-    (port_ok && host_ok).then_some(authority)
+/// `HOST:PORT` with a DNS name, an IPv4 literal or a bracketed IPv6 literal, and a port: the
+/// config's rule (`meshproxy_config::address`), then the form a connection dials.
+fn parse_endpoint_address(text: &str) -> Result<(EndpointAddress, Authority), String> {
+    let address = config::address::endpoint(text)?;
+    let authority = Authority::from_str(text).map_err(|_| config::address::ENDPOINT_EXAMPLE.to_owned())?;
+    Ok((address, authority))
 }
-

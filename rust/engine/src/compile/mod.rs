@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 
@@ -113,13 +112,10 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
         if !names.insert(listener.name.as_str()) {
             problems.push(Problem::new(format!("{at}.name"), format!("duplicate listener name '{}'", listener.name)));
         }
-        let address = match SocketAddr::from_str(&listener.address) {
+        let address = match config::address::listen(&listener.address) {
             Ok(address) => address,
-            Err(_) => {
-                problems.push(Problem::new(
-                    format!("{at}.address"),
-                    format!("'{}' is not a valid address; expected IP:PORT, e.g. 127.0.0.1:15001", listener.address),
-                ));
+            Err(problem) => {
+                problems.push(Problem::new(format!("{at}.address"), format!("'{}' is not a valid address; {problem}", listener.address)));
                 continue;
             }
         };
