@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, WrapValidator, model_validator
 
+from .defaults import default_duration
+from .duration import Duration
 from .fields import ListenAddress, Name
 from .messages import duplicate_names, invalid
 from .routes import _KEPT_ROUTES, Route, _kept_routes
@@ -74,6 +76,10 @@ class Listener(_Section):
     tls: Literal["disable", "strict", "permissive"] = "disable"
     """strict: mutual TLS only; permissive: mutual TLS and plain text on one port, told apart by
     the first bytes; disable: plain text only. strict and permissive need `identity`."""
+    idle_timeout: Duration = default_duration("listener.idle_timeout")
+    """A connection that moves no byte either way for this long is closed (checked four times
+    per timeout, so closed within a quarter more); 0 means never. An HTTP/2 connection carrying
+    a stream that waits that long without a byte is closed too."""
     authorization: list[AuthzPolicy] = _empty(list)
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
     routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 mod balancer;
+mod consistent;
 mod load;
 mod policy;
 mod weighted;
 
 pub use balancer::Balancer;
+pub use consistent::{key_hash, Maglev, Ring};
 pub use load::{InFlight, InFlightGuard, Load, PeakEwma};
 pub use policy::{Policy, UnknownPolicy};
 pub use weighted::WeightedSampler;

@@ -91,6 +91,9 @@ pub struct Listener {
     pub direction: Direction,
     #[serde(default)]
     pub tls: ListenerTls,
+    /// A connection that moves no byte either way for this long is closed; 0: never.
+    #[serde(default = "Listener::default_idle_timeout")]
+    pub idle_timeout: Millis,
     #[serde(default)]
     pub authorization: Vec<AuthzPolicy>,
     #[serde(default)]
@@ -387,6 +390,7 @@ pub fn defaults() -> serde_json::Value {
         "tracing.service_name": Tracing::default_service_name(),
         "limits.max_header_bytes": Limits::default_max_header_bytes(),
         "limits.max_concurrent_streams": Limits::default_max_concurrent_streams(),
+        "listener.idle_timeout_ms": Listener::default_idle_timeout().0,
         "route.timeout_ms": Route::default_timeout().0,
         "cluster.lb": Cluster::default_lb(),
         "cluster.connect_timeout_ms": Cluster::default_connect_timeout().0,
@@ -485,6 +489,13 @@ impl Direction {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
         }
+    }
+}
+
+impl Listener {
+    /// Envoy's default for a connection without requests.
+    fn default_idle_timeout() -> Millis {
+        Millis(3_600_000)
     }
 }
 

@@ -61,6 +61,11 @@ impl Millis {
         Duration::from_millis(self.0)
     }
 
+    /// The duration, or `None` for 0 (which the config's timeouts read as "never").
+    pub fn nonzero(self) -> Option<Duration> {
+        (self.0 > 0).then(|| self.duration())
+    }
+
     /// Parses `250ms`, `1.5s`, `2m`, `1h`.
     pub fn parse(text: &str) -> Option<Millis> {
         Resolution::read(DurationInput::Text(text))

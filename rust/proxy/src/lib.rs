@@ -15,6 +15,7 @@ mod error;
 mod executor;
 pub mod header_match;
 mod headers;
+mod idle;
 pub mod listener;
 mod observe;
 mod observed;

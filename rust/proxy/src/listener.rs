@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,6 +14,7 @@ use meshproxy_config::{Limits, ListenerProtocol};
 use meshproxy_telemetry::events;
 use crate::executor::BoxingExecutor;
 use crate::headers::{ClientAddress, PeerIdentity};
+use crate::idle::IdleTimeout;
 use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
 use crate::proxy;
@@ -120,21 +122,22 @@ fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, stopped: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let Some(snapshot) = shared.current() else { return };
-    let (server, tls, stats) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone());
+    let (server, tls, stats, idle_timeout) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone(), snapshot.idle_timeout);
     drop(snapshot);
+    let serving = Serving { server: &server, idle_timeout, client: ClientAddress::new(peer.ip()), shared, stopped };
     stats.connections_total.inc();
     stats.connections_active.inc();
-    let client = ClientAddress::new(peer.ip());
     match tls.accept(stream).await {
-        Ok(Accepted::Plain(stream)) => serve_http(&server, stream, client, None, shared, stopped).await,
+        Ok(Accepted::Plain(stream)) => serving.serve(stream, None).await,
         Ok(Accepted::Mutual(stream, identity)) => {
-            shared.engine_stats.tls.inbound.handshakes_total.inc();
+            serving.shared.engine_stats.tls.inbound.handshakes_total.inc();
             if sessions::resumed(stream.get_ref().1) {
-                shared.engine_stats.tls.inbound.resumed_total.inc();
+                serving.shared.engine_stats.tls.inbound.resumed_total.inc();
             }
-            serve_http(&server, stream, client, Some(PeerIdentity::new(identity)), shared, stopped).await;
+            serving.serve(stream, Some(PeerIdentity::new(identity))).await;
         }
         Err(refused) => {
+            let shared = serving.shared;
             shared.engine_stats.tls.inbound.refused(refused.reason);
             let name = shared.current().map(|snapshot| snapshot.name.clone()).unwrap_or_default();
             events::log(format!("listener '{name}' refused a connection from {peer}: {refused}"));
@@ -143,8 +146,30 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
     stats.connections_active.dec();
 }
 
-/// Serves HTTP on an accepted connection until it closes, or until the listener stops (then
-/// gracefully: requests in progress finish).
+/// What serving one accepted connection needs, whatever secures it.
+struct Serving<'a> {
+    server: &'a auto::Builder<BoxingExecutor>,
+    idle_timeout: Option<Duration>,
+    client: ClientAddress,
+    shared: Arc<ListenerShared>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Serving<'_> {
+    /// Serves HTTP on the connection until it closes, it idles for the listener's
+    /// `idle_timeout`, or the listener stops (then gracefully: requests in progress finish).
+    async fn serve<I>(self, io: I, peer: Option<PeerIdentity>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Serving { server, idle_timeout, client, shared, stopped } = self;
+        match idle_timeout {
+            Some(timeout) => serve_http(server, IdleTimeout::new(io, timeout), client, peer, shared, stopped).await,
+            None => serve_http(server, io, client, peer, shared, stopped).await,
+        }
+    }
+}
+
 async fn serve_http<I>(
     server: &auto::Builder<BoxingExecutor>,
     io: I,

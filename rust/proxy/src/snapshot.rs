@@ -48,6 +48,8 @@ pub struct ListenerSnapshot {
     pub routes: RouteTable,
     pub server: Arc<auto::Builder<BoxingExecutor>>,
     pub tls: Arc<InboundTls>,
+    /// A connection that moves no byte for this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
     pub authz: Authorization,
     pub stats: Arc<ListenerStats>,
     /// Where requests answered without a route (no route, denied, malformed) are counted.

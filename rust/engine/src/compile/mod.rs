@@ -154,6 +154,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 routes,
                 server: Arc::new(server_builder(listener.protocol, &config.limits)),
                 tls,
+                idle_timeout: listener.idle_timeout.nonzero(),
                 authz,
                 stats: cx.stats.listener(&listener.name),
                 unrouted: cx.stats.traffic.stats(unrouted),

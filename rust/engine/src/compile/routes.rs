@@ -70,7 +70,7 @@ pub(super) fn compile_routes(
             prefix_rewrite,
             request_headers,
             response_headers,
-            timeout: (route.timeout.0 > 0).then(|| route.timeout.duration()),
+            timeout: route.timeout.nonzero(),
             compiled_from: route.clone(),
         }));
     }
