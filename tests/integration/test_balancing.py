@@ -43,7 +43,7 @@ def alike() -> Iterator[list[Upstream]]:
     started[0].stop()
 
 
-@pytest.mark.parametrize("lb", ["round_robin", "random", "least_request", "p2c_ewma"])
+@pytest.mark.parametrize("lb", ["round_robin", "random", "least_request", "p2c_ewma"])  # hashing: test_affinity.py
 @pytest.mark.parametrize(("concurrency", "count", "delay_ms"), [(1, 600, 5), (16, 1500, 10)], ids=["sequential", "concurrent"])
 def test_weight_two_gets_twice_the_share_and_weight_zero_none(
     alike: list[Upstream], lb: str, concurrency: int, count: int, delay_ms: int

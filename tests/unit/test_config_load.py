@@ -77,6 +77,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "request_headers": {"add": {}, "remove": []},
         "response_headers": {"add": {}, "remove": []},
         "timeout": "15000ms",
+        "hash_policy": [],
     }
     assert doc["clusters"][1] == {
         "name": "orders-v2",
@@ -194,7 +195,7 @@ def test_json_schema_describes_the_file_format() -> None:
     assert "match" in route and "match_" not in route
     assert route["timeout"]["default"] == "15000ms"
     cluster = schema["$defs"]["Cluster"]["properties"]
-    assert cluster["lb"]["enum"] == ["round_robin", "random", "least_request", "p2c_ewma"]
+    assert cluster["lb"]["enum"] == ["round_robin", "random", "least_request", "p2c_ewma", "ring_hash", "maglev"]
     headers = schema["$defs"]["RouteMatch"]["properties"]["headers"]
     assert headers["additionalProperties"] == {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/HeaderMatch"}]}
     json.dumps(schema)  # serializable as is

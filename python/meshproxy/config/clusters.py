@@ -135,7 +135,9 @@ _DISCOVERY_KEYS = {"file": ("path",), "dns": ("name", "record", "port", "resolve
 
 class Cluster(_Section):
     name: Name
-    lb: Literal["round_robin", "random", "least_request", "p2c_ewma"] = default("cluster.lb")
+    lb: Literal["round_robin", "random", "least_request", "p2c_ewma", "ring_hash", "maglev"] = default("cluster.lb")
+    """p2c_ewma prefers endpoints that answer fast and are not busy; ring_hash and maglev keep
+    requests with one key (a route's hash_policy) on one endpoint."""
     protocol: Literal["http1", "http2"] = "http1"
     connect_timeout: Duration = default_duration("cluster.connect_timeout")
     tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)

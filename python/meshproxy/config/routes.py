@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidatorFunctionWr
 
 from .duration import Duration
 from .fields import HeaderName, HeaderValue, Host, UrlPath
+from .hash_policy import HashPolicy
 from .kept import KeptModels
 from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
@@ -68,6 +69,9 @@ class Route(_Section):
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = default_duration("route.timeout")
     """From sending the request upstream to the response's headers (retries included); 0 means no timeout."""
+    hash_policy: list[HashPolicy] = _empty(list)
+    """What a cluster with lb ring_hash or maglev keys this route's requests by (affinity):
+    requests with one key land on one endpoint. Needed by those clusters, read by no other."""
 
     # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")

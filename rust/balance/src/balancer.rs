@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rand::Rng;
 
+use crate::consistent::{Maglev, Ring};
 use crate::{Load, Policy, WeightedSampler};
 
 /// A policy compiled for one endpoint set's weights. Built off the hot path; a pick is O(1)
@@ -19,6 +20,14 @@ pub struct Balancer {
     len: usize,
     sampler: WeightedSampler,
     round_robin: RoundRobin,
+    /// The table of a hashing policy; `None` for the others.
+    hashed: Option<Hashed>,
+}
+
+#[derive(Debug)]
+enum Hashed {
+    Ring(Ring),
+    Maglev(Maglev),
 }
 
 /// Weighted round robin without a lock: a shared counter walks the cycle of `total` turns in
@@ -37,11 +46,24 @@ struct RoundRobin {
 
 impl Balancer {
     pub fn new(policy: Policy, weights: &[u32]) -> Self {
+        let names: Vec<String> = if policy.is_hashing() { (0..weights.len()).map(|i| i.to_string()).collect() } else { Vec::new() };
+        Balancer::with_names(policy, weights, &names.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// A balancer for endpoints with these `names` (their addresses): the hashing policies
+    /// place endpoints by name, so a key stays on its endpoint however the list is ordered.
+    pub fn with_names(policy: Policy, weights: &[u32], names: &[&str]) -> Self {
+        let hashed = match policy {
+            Policy::RingHash => Some(Hashed::Ring(Ring::new(names, weights))),
+            Policy::Maglev => Some(Hashed::Maglev(Maglev::new(names, weights))),
+            _ => None,
+        };
         Balancer {
             policy,
             len: weights.len(),
             sampler: WeightedSampler::new(weights),
             round_robin: RoundRobin::new(weights),
+            hashed,
         }
     }
 
@@ -64,6 +86,18 @@ impl Balancer {
                 let per_weight = endpoints[i].in_flight() as f64 / f64::from(weight);
                 endpoints[i].latency_ns() * (1.0 + per_weight)
             }),
+            // A request without a hash key lands anywhere, as under Envoy.
+            Policy::RingHash | Policy::Maglev => self.pick_hashed(rng.random(), |_| false),
+        }
+    }
+
+    /// The endpoint a hashing policy gives a request's `hash`, skipping the endpoints `skip`
+    /// names (a retry's failed one): the ring's next owner, or Maglev's next probe. `None` when
+    /// no endpoint has a positive weight, or the policy does not hash.
+    pub fn pick_hashed(&self, hash: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        match self.hashed.as_ref()? {
+            Hashed::Ring(ring) => ring.pick_skipping(hash, skip),
+            Hashed::Maglev(maglev) => maglev.pick_skipping(hash, skip),
         }
     }
 
@@ -179,8 +213,13 @@ mod tests {
 
     #[test]
     fn every_policy_gives_weight_two_twice_the_share_at_equal_load() {
+        // The hashing policies' shares are their tables' (within a few percent; see
+        // `consistent`), not a draw's.
         for name in Policy::NAMES {
             let policy: Policy = name.parse().unwrap_or_default();
+            if policy.is_hashing() {
+                continue;
+            }
             let got = shares(policy, &[1, 2], 90_000);
             assert!((got[1] - 2.0 / 3.0).abs() < 0.01, "{name}: {got:?}");
         }
@@ -244,6 +283,7 @@ mod tests {
         ) {
             let total: u32 = weights.iter().sum();
             prop_assume!(total > 0);
+            prop_assume!(!policy.parse::<Policy>().is_ok_and(Policy::is_hashing));
             let policy: Policy = policy.parse().unwrap_or_default();
             let got = shares(policy, &weights, 60_000);
             for (g, &w) in got.iter().zip(&weights) {

@@ -17,6 +17,10 @@ pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 /// Maglev's table size: a prime, Envoy's default. Each endpoint's share is within about 1 %.
 pub const MAGLEV_TABLE_SIZE: u64 = 65_537;
 
+/// Further slots a Maglev pick probes past skipped endpoints: with one endpoint skipped out of
+/// two, all sixteen land on it once in 65,536 picks.
+const MAGLEV_PROBES: u64 = 16;
+
 /// A request key's hash, for [`Ring::pick`] and [`Maglev::pick`].
 pub fn key_hash(key: &[u8]) -> u64 {
     xxh64(key, 0)
@@ -60,9 +64,17 @@ impl Ring {
     /// The endpoint (an index into the names the ring was built from) for a key's hash; `None`
     /// when no endpoint has a positive weight.
     pub fn pick(&self, hash: u64) -> Option<usize> {
-        let at = self.hashes.partition_point(|&h| h < hash);
-        let at = if at == self.hashes.len() { 0 } else { at };
-        self.owners.get(at).map(|&owner| owner as usize)
+        self.pick_skipping(hash, |_| false)
+    }
+
+    /// As `pick`, walking on along the ring past the owners `skip` names; the owner at the
+    /// key's place if every owner is skipped.
+    pub fn pick_skipping(&self, hash: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.owners.len();
+        let start = self.hashes.partition_point(|&h| h < hash) % len.max(1);
+        let first = *self.owners.get(start)? as usize;
+        let others = (1..len).map(|step| self.owners[(start + step) % len] as usize);
+        Some(std::iter::once(first).chain(others).find(|&owner| !skip(owner)).unwrap_or(first))
     }
 }
 
@@ -116,8 +128,17 @@ impl Maglev {
 
     /// The endpoint for a key's hash; `None` when no endpoint has a positive weight.
     pub fn pick(&self, hash: u64) -> Option<usize> {
+        self.pick_skipping(hash, |_| false)
+    }
+
+    /// As `pick`, probing further slots (the hash rehashed) while `skip` names their endpoint;
+    /// the first slot's endpoint if every probe is skipped.
+    pub fn pick_skipping(&self, hash: u64, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let len = self.table.len() as u64;
-        (len > 0).then(|| self.table[(hash % len) as usize] as usize)
+        let slot = |hash: u64| self.table[(hash % len) as usize] as usize;
+        let first = (len > 0).then(|| slot(hash))?;
+        let probes = (1..=MAGLEV_PROBES).map(|probe| slot(xxh64(&hash.to_le_bytes(), probe)));
+        Some(std::iter::once(first).chain(probes).find(|&owner| !skip(owner)).unwrap_or(first))
     }
 }
 
@@ -231,6 +252,27 @@ mod tests {
         let (maglev_a, maglev_b) = (Maglev::with_size(&a, &ones, 251), Maglev::with_size(&b, &ones, 251));
         // Maglev fills slots in list order: a reorder may trade a few contested slots.
         assert!(moved(5_000, |h| maglev_a.pick(h), |h| maglev_b.pick(h), &a, &b) < 0.1);
+    }
+
+    #[test]
+    fn a_skipped_endpoint_sends_its_keys_elsewhere_and_only_those() {
+        let all = names(4);
+        let names = refs(&all);
+        let ones = [1; 4];
+        let (ring, maglev) = (Ring::new(&names, &ones), Maglev::new(&names, &ones));
+        for k in 0..2_000u64 {
+            let hash = key_hash(&k.to_le_bytes());
+            for (policy, plain, skipping) in [
+                ("ring", ring.pick(hash), ring.pick_skipping(hash, |i| i == 2)),
+                ("maglev", maglev.pick(hash), maglev.pick_skipping(hash, |i| i == 2)),
+            ] {
+                assert_ne!(skipping, Some(2), "{policy}");
+                if plain != Some(2) {
+                    assert_eq!(skipping, plain, "{policy}: a key not on the skipped endpoint moved");
+                }
+            }
+        }
+        assert_eq!(ring.pick_skipping(7, |_| true), ring.pick(7));
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub enum Policy {
     /// weight (as in Linkerd): prefers endpoints that answer fast and are not busy.
     #[default]
     P2cEwma,
+    /// Consistent hashing on a ring: a request's hash key (a route's `hash_policy`) picks the
+    /// same endpoint on every sidecar; when one of N endpoints leaves, about 1/N of keys move.
+    RingHash,
+    /// Consistent hashing with Maglev's lookup table: as `RingHash`, a pick in O(1).
+    Maglev,
 }
 
 /// A policy name that is not one of [`Policy::NAMES`].
@@ -23,7 +28,7 @@ pub struct UnknownPolicy(pub String);
 // === impl Policy ===
 
 impl Policy {
-    pub const NAMES: [&'static str; 4] = ["round_robin", "random", "least_request", "p2c_ewma"];
+    pub const NAMES: [&'static str; 6] = ["round_robin", "random", "least_request", "p2c_ewma", "ring_hash", "maglev"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,7 +36,14 @@ impl Policy {
             Policy::Random => "random",
             Policy::LeastRequest => "least_request",
             Policy::P2cEwma => "p2c_ewma",
+            Policy::RingHash => "ring_hash",
+            Policy::Maglev => "maglev",
         }
+    }
+
+    /// Whether the policy picks by a request's hash key.
+    pub fn is_hashing(self) -> bool {
+        matches!(self, Policy::RingHash | Policy::Maglev)
     }
 }
 
@@ -44,6 +56,8 @@ impl FromStr for Policy {
             "random" => Ok(Policy::Random),
             "least_request" => Ok(Policy::LeastRequest),
             "p2c_ewma" => Ok(Policy::P2cEwma),
+            "ring_hash" => Ok(Policy::RingHash),
+            "maglev" => Ok(Policy::Maglev),
             other => Err(UnknownPolicy(other.to_string())),
         }
     }

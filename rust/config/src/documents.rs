@@ -1,10 +1,11 @@
 //! The config document as the engine reads it: the same YAML/JSON shape the Python layer
 //! validates (its pydantic models are the schema), with the same defaults, so either side can
-//! read a user's file and agree on its meaning. Semantic checks live in `snapshot`.
+//! read a user's file and agree on its meaning. Semantic checks live in the engine's compiler.
 
 use std::collections::BTreeMap;
 
 
+pub use crate::cluster_documents::*;
 pub use crate::duration::{Micros, Millis};
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +218,9 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     #[serde(default = "Route::default_timeout")]
     pub timeout: Millis,
+    /// What a hashing cluster keys this route's requests by.
+    #[serde(default)]
+    pub hash_policy: Vec<crate::HashPolicy>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -277,104 +281,6 @@ pub struct HeaderEdits {
     pub add: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Cluster {
-    pub name: String,
-    #[serde(default = "Cluster::default_lb")]
-    pub lb: String,
-    #[serde(default)]
-    pub protocol: UpstreamProtocol,
-    #[serde(default = "Cluster::default_connect_timeout")]
-    pub connect_timeout: Millis,
-    #[serde(default)]
-    pub tls: ClusterTls,
-    #[serde(default)]
-    pub endpoints: Vec<EndpointConfig>,
-    #[serde(default)]
-    pub discovery: Option<Discovery>,
-}
-
-/// Where a cluster's endpoints come from when its config does not list them. The Python layer
-/// runs the sources and applies documents with the lists they found in `endpoints`; the engine
-/// only carries these settings along (as it does the admin address), so that both sides read
-/// one document.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Discovery {
-    /// A watched YAML or JSON file listing `{address, weight}`.
-    File { path: String },
-    /// DNS records of `name`, resolved again when their TTL (held within `min_ttl`..`max_ttl`) runs out.
-    Dns {
-        name: String,
-        #[serde(default)]
-        record: DnsRecord,
-        /// A and AAAA records: the endpoints' port (SRV records carry their own).
-        #[serde(default)]
-        port: Option<u16>,
-        /// `IP:PORT` of the DNS server; none: the system's.
-        #[serde(default)]
-        resolver: Option<String>,
-        #[serde(default = "Discovery::default_min_ttl")]
-        min_ttl: Millis,
-        #[serde(default = "Discovery::default_max_ttl")]
-        max_ttl: Millis,
-    },
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub enum DnsRecord {
-    #[default]
-    A,
-    #[serde(rename = "AAAA")]
-    Aaaa,
-    #[serde(rename = "SRV")]
-    Srv,
-}
-
-/// How the sidecar talks to a cluster's endpoints: plain text, mutual TLS with mesh peers that
-/// must present one of `identities`, or ordinary server-authenticated TLS.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterTls {
-    #[serde(default)]
-    pub mode: ClusterTlsMode,
-    /// Mesh mode: the SPIFFE IDs the endpoints may present.
-    #[serde(default)]
-    pub identities: Vec<String>,
-    /// TLS mode: the server name to send and verify (default: the endpoint's host name).
-    #[serde(default)]
-    pub sni: Option<String>,
-    /// TLS mode: a PEM file of CA certificates to trust instead of the system's.
-    #[serde(default)]
-    pub ca: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ClusterTlsMode {
-    #[default]
-    Disable,
-    Mesh,
-    Tls,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamProtocol {
-    #[default]
-    Http1,
-    Http2,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointConfig {
-    pub address: String,
-    #[serde(default = "EndpointConfig::default_weight")]
-    pub weight: u32,
 }
 
 /// The defaults of the fields a document may leave out, by `section.field` (durations in
@@ -505,30 +411,6 @@ impl Route {
     }
 }
 
-impl Cluster {
-    fn default_lb() -> String {
-        "p2c_ewma".to_string()
-    }
-    fn default_connect_timeout() -> Millis {
-        Millis(1_000)
-    }
-}
-
-impl Discovery {
-    fn default_min_ttl() -> Millis {
-        Millis(1_000)
-    }
-    fn default_max_ttl() -> Millis {
-        Millis(300_000)
-    }
-}
-
-impl EndpointConfig {
-    fn default_weight() -> u32 {
-        1
-    }
-}
-
 impl HeaderMatch {
     /// The rule form of either spelling.
     pub fn rule(&self) -> HeaderRule {
@@ -562,32 +444,6 @@ mod tests {
         assert_eq!(config.clusters[0].lb, "p2c_ewma");
         assert_eq!(config.clusters[0].connect_timeout, Millis(1_000));
         assert_eq!(config.limits, Limits { max_header_bytes: 65_536, max_concurrent_streams: 1_024 });
-    }
-
-    #[test]
-    fn discovery_settings_are_carried_with_the_python_defaults() {
-        let cluster = |discovery: &str| {
-            let doc = format!(r#"{{"listeners": [], "clusters": [{{"name": "c", "discovery": {discovery}}}]}}"#);
-            Config::from_json(&doc).map(|mut config| config.clusters.remove(0).discovery)
-        };
-        let dns = cluster(r#"{"type": "dns", "name": "orders.mesh.local", "port": 8080}"#).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            dns,
-            Some(Discovery::Dns {
-                name: "orders.mesh.local".into(),
-                record: DnsRecord::A,
-                port: Some(8080),
-                resolver: None,
-                min_ttl: Millis(1_000),
-                max_ttl: Millis(300_000),
-            })
-        );
-        let srv = cluster(r#"{"type": "dns", "name": "_http._tcp.orders", "record": "SRV"}"#).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(srv, Some(Discovery::Dns { record: DnsRecord::Srv, port: None, .. })));
-        let file = cluster(r#"{"type": "file", "path": "/etc/mesh/orders.yaml"}"#).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(file, Some(Discovery::File { path: "/etc/mesh/orders.yaml".into() }));
-        assert!(cluster(r#"{"type": "file", "path": "a.yaml", "port": 1}"#).is_err());
-        assert!(cluster(r#"{"type": "consul"}"#).is_err());
     }
 
     #[test]

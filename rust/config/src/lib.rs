@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+mod cluster_documents;
 mod documents;
 mod duration;
+mod hash_policy;
 pub mod endpoint_list;
 mod log_fields;
 mod problem;
@@ -14,6 +16,7 @@ pub mod spiffe;
 pub mod values;
 
 pub use documents::*;
+pub use hash_policy::HashPolicy;
 pub use log_fields::{Field, Fields, STDOUT};
 pub use problem::Problem;
 pub use spiffe::SpiffeId;

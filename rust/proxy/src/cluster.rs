@@ -154,7 +154,25 @@ impl ClusterSource {
 impl Members {
     pub fn new(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        Members { balancer: Balancer::new(policy, &weights), endpoints }
+        let balancer = if policy.is_hashing() {
+            let names: Vec<&str> = endpoints.iter().map(|e| &*e.address).collect();
+            Balancer::with_names(policy, &weights, &names)
+        } else {
+            Balancer::new(policy, &weights)
+        };
+        Members { balancer, endpoints }
+    }
+
+    /// Picks as `pick_avoiding` does; a request with a hash key (`hash`) to a hashing cluster
+    /// goes to the endpoint its key lands on, or on from there past `avoid`.
+    pub fn pick_for(&self, hash: Option<u64>, avoid: Option<&str>) -> Option<&Endpoint> {
+        match hash {
+            Some(hash) if self.balancer.policy().is_hashing() => {
+                let index = self.balancer.pick_hashed(hash, |i| avoid.is_some_and(|avoid| *self.endpoints[i].address == *avoid))?;
+                self.endpoints.get(index)
+            }
+            _ => self.pick_avoiding(avoid),
+        }
     }
 
     /// The endpoint the balancer chooses, or `None` when no endpoint can take traffic.

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod endpoint;
 mod error;
 mod executor;
+pub mod hash_key;
 pub mod header_match;
 mod headers;
 mod idle;

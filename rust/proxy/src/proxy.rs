@@ -101,6 +101,8 @@ async fn proxy(
         host: target.host.to_string(),
         path: target.path.to_string(),
     })?;
+    // Read before the request's headers are edited for the upstream.
+    let hash = route.hash_key.as_ref().and_then(|key| key.hash(&parts.headers, client.ip));
     // A split without targets: compilation refuses those.
     let target = route.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: String::new() })?;
     let cluster = target.cluster.clone();
@@ -152,7 +154,7 @@ async fn proxy(
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
-    let forwarded = Box::pin(forward(&cluster, upstream, observation));
+    let forwarded = Box::pin(forward(&cluster, upstream, hash, observation));
     let (mut response, upstream) = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
@@ -192,9 +194,10 @@ fn valid_host(host: &[u8]) -> Option<Authority> {
     Authority::try_from(host).ok()
 }
 
-/// Sends the request to an endpoint of the cluster and returns its response, whose body keeps
-/// the endpoint's request in flight until it ends.
-async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Observation) -> Result<(Response<Body>, Upstream), ProxyError> {
+/// Sends the request to an endpoint of the cluster (the one its `hash` key lands on, for a
+/// hashing cluster) and returns its response, whose body keeps the endpoint's request in flight
+/// until it ends.
+async fn forward(cluster: &Cluster, request: Request<Body>, hash: Option<u64>, observation: &mut Observation) -> Result<(Response<Body>, Upstream), ProxyError> {
     let bodyless = http_body::Body::is_end_stream(request.body());
     let (mut connect_failures, mut refusals) = (0, 0);
     let mut request = Some(request);
@@ -205,7 +208,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
         // Held until the attempt ends: discovery may replace the members meanwhile.
         let members = cluster.members();
         let endpoint = members
-            .pick_avoiding(unreachable.as_deref())
+            .pick_for(hash, unreachable.as_deref())
             .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         observation.note_upstream(&endpoint.address);
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {

@@ -10,6 +10,7 @@ use meshproxy_balance::WeightedSampler;
 use regex::Regex;
 
 use crate::cluster::Cluster;
+use crate::hash_key::HashKey;
 use meshproxy_config as config;
 use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
@@ -36,6 +37,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// Time allowed from sending upstream to response headers; `None` waits forever.
     pub timeout: Option<std::time::Duration>,
+    /// What a hashing cluster keys the route's requests by; `None`: nothing (the others).
+    pub hash_key: Option<HashKey>,
     /// What the route was compiled from: a reload giving it again, over the same clusters,
     /// keeps this route instead of compiling it again.
     pub compiled_from: config::Route,
@@ -306,6 +309,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            hash_key: None,
             compiled_from: any_config(),
         })
     }
@@ -359,6 +363,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            hash_key: None,
             compiled_from: any_config(),
         };
         assert_eq!(route.rewrite("/api/users?id=1"), "/v2/users?id=1");

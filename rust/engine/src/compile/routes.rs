@@ -12,6 +12,7 @@ use meshproxy_config::{self as config, Problem};
 use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
 use meshproxy_proxy::route::{Action, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 
+use super::hashing::compile_hash_key;
 use super::Below;
 
 /// The routes of the listener named `listener`. `running` is the table the listener runs now,
@@ -62,6 +63,7 @@ pub(super) fn compile_routes(
         };
         let request_headers = compile_edits(&route.request_headers, &at, "request_headers", problems);
         let response_headers = compile_edits(&route.response_headers, &at, "response_headers", problems);
+        let hash_key = compile_hash_key(route, action.as_ref(), &at, problems);
         let (Some(action), Some(matcher)) = (action, matcher) else { continue };
         routes.push(Arc::new(Route {
             name,
@@ -71,6 +73,7 @@ pub(super) fn compile_routes(
             request_headers,
             response_headers,
             timeout: route.timeout.nonzero(),
+            hash_key,
             compiled_from: route.clone(),
         }));
     }
