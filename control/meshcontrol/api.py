@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from meshproxy.addresses import AddressError, parse_listen_address
 from meshproxy.config.duration import parse_duration
 
-from . import tokens
+from . import sidecar_views, tokens
 from .resources import KINDS, ConfigError, in_use_message, key_of, label, load_documents, referrers
 from .store.base import Store
 
@@ -280,6 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return ok, api.view.instances()
             case "GET", ["v1", "status"]:
                 return ok, api.view.status()
+            case "GET", ["v1", "endpoints"]:
+                return ok, sidecar_views.endpoints(api.view.instances(), query.get("service") or None,
+                                                   query.get("namespace") or "default")
             case "GET", ["v1", "history"]:
                 return ok, api.history()
             case "POST", ["v1", "rollback"]:

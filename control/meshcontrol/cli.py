@@ -120,6 +120,13 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _endpoints(args: argparse.Namespace) -> int:
+    service, _, namespace = (args.service or "").partition(".")
+    rows: list[dict[str, Any]] = _client(args).get("/v1/endpoints", service=service, namespace=namespace or args.namespace)
+    _print(args.output, rows, rows, tables.endpoints)
+    return 0
+
+
 def _delete(args: argparse.Namespace) -> int:
     kind = DELETE_KINDS[args.what]
     answer = _client(args).call("DELETE", f"/v1/resources/{kind}/{args.namespace}/{args.name}")
@@ -252,6 +259,12 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common, output],
                                  help="each sidecar: connected, config versions sent and ACKed, last NACK")
     status.set_defaults(run=_status)
+
+    endpoints = commands.add_parser("endpoints", parents=[common, output],
+                                    help="each sidecar's endpoints of a service (all without one): health, in flight, latency")
+    endpoints.add_argument("service", nargs="?", help="SERVICE or SERVICE.NAMESPACE: the service called")
+    endpoints.add_argument("-n", "--namespace", default="default", help="the service's namespace (default: default)")
+    endpoints.set_defaults(run=_endpoints)
 
     delete = commands.add_parser("delete", parents=[common], help="delete one resource")
     delete.add_argument("what", choices=tuple(DELETE_KINDS))

@@ -1,4 +1,4 @@
-"""How ``meshctl get``, ``status``, ``history`` and ``token list`` print: plain aligned
+"""How ``meshctl get``, ``status``, ``endpoints``, ``history`` and ``token list`` print: plain aligned
 columns, one row per thing, ``-`` for nothing; every value a short summary (the whole of it is
 in ``-o json`` or ``-o yaml``)."""
 
@@ -106,6 +106,20 @@ def status(rows: list[dict[str, Any]]) -> str:
         out.append((r.get("service"), r.get("namespace"), r.get("version"), r.get("address"), r.get("kind"),
                     r.get("connected"), *cells, "; ".join(nacks)))
     return table(header, out)
+
+
+def endpoints(rows: list[dict[str, Any]]) -> str:
+    """Each sidecar's view of its endpoints; a sidecar that could not be read says why."""
+    out: list[tuple[object, ...]] = []
+    for r in rows:
+        seen_by = f"{r['sidecar']}.{r['namespace']} {r['version']} {r['address']}"
+        if r.get("error"):
+            out.append((seen_by, None, None, r["error"], None, None))
+            continue
+        latency = r.get("latency_ewma_ms")
+        out.append((seen_by, r["cluster"], r["endpoint"], r["health"], r["in_flight"],
+                    None if latency is None else f"{latency:.1f}ms"))
+    return table(("SIDECAR", "CLUSTER", "ENDPOINT", "HEALTH", "IN-FLIGHT", "LATENCY"), out)
 
 
 def _sent_acked(state: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ traffic between sidecars follows them (split, test channel, denial)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -117,3 +118,21 @@ def test_a_route_change_is_acked_by_every_sidecar_within_a_second(mesh: LocalMes
     with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", timeout=10) as client:
         assert Counter(served(client) for _ in range(100)) == Counter({"orders-v2": 100})
     mesh.apply(CANARY)
+
+
+def test_meshctl_endpoints_shows_each_callers_view_of_a_service(mesh: LocalMesh) -> None:
+    rows = json.loads(mesh.meshctl("endpoints", "orders.shop", "-o", "json").stdout)
+    inbound = {row["address"] for row in mesh.status() if row["service"] == "orders"}
+    assert len(inbound) == 2 and not [row for row in rows if row.get("error")], rows
+    # Both callers of orders, each with the service's cluster and one per version; orders itself
+    # calls nothing.
+    assert {row["sidecar"] for row in rows} == {"frontend", "payments"}
+    for caller in ("frontend", "payments"):
+        clusters = {row["cluster"] for row in rows if row["sidecar"] == caller}
+        assert clusters == {"outbound_orders.shop", "outbound_orders.shop_v1", "outbound_orders.shop_v2"}
+    assert {row["endpoint"] for row in rows} == inbound
+    # No health checks are configured here: the sidecars say so.
+    assert {row["health"] for row in rows} == {"unchecked"}
+    table = mesh.meshctl("endpoints", "orders", "-n", "shop").stdout.splitlines()
+    assert table[0].split() == ["SIDECAR", "CLUSTER", "ENDPOINT", "HEALTH", "IN-FLIGHT", "LATENCY"]
+    assert len(table) == len(rows) + 1
