@@ -292,6 +292,10 @@ pub struct Cluster {
     pub endpoints: Vec<EndpointConfig>,
     #[serde(default)]
     pub discovery: Option<Discovery>,
+    #[serde(default)]
+    pub health_check: Option<crate::HealthCheck>,
+    #[serde(default)]
+    pub outlier_detection: Option<crate::OutlierDetection>,
 }
 
 /// Where a cluster's endpoints come from when its config does not list them. The Python layer
@@ -378,7 +382,7 @@ pub struct EndpointConfig {
 /// milliseconds): the Python schema takes its defaults from here (`_native.CONFIG_DEFAULTS`),
 /// so each is written once.
 pub fn defaults() -> serde_json::Value {
-    serde_json::json!({
+    let mut defaults = serde_json::json!({
         "admin.address": Admin::default_address(),
         "access_log.path": AccessLog::default_path(),
         "access_log.sample": default_sample(),
@@ -393,7 +397,11 @@ pub fn defaults() -> serde_json::Value {
         "discovery.min_ttl_ms": Discovery::default_min_ttl().0,
         "discovery.max_ttl_ms": Discovery::default_max_ttl().0,
         "endpoint.weight": EndpointConfig::default_weight(),
-    })
+    });
+    if let Some(map) = defaults.as_object_mut() {
+        map.extend(crate::health::defaults().into_iter().map(|(key, value)| (key.to_string(), value)));
+    }
+    defaults
 }
 
 // === impl Config ===

@@ -8,12 +8,14 @@ pub mod address;
 mod documents;
 mod duration;
 pub mod endpoint_list;
+mod health;
 mod log_fields;
 mod problem;
 pub mod spiffe;
 pub mod values;
 
 pub use documents::*;
+pub use health::{GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, SuccessRate, TcpCheck};
 pub use log_fields::{Field, Fields, STDOUT};
 pub use problem::Problem;
 pub use spiffe::SpiffeId;

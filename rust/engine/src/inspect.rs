@@ -1,5 +1,6 @@
-//! What the admin API shows of the running clusters: each endpoint with its weight and the
-//! live state the balancer reads (requests in flight, peak-EWMA latency) and its connections.
+//! What the admin API shows of the running clusters: each endpoint with its weight, its health
+//! (`healthy`, `unhealthy`, `ejected`, or `unchecked` without health settings), the live state
+//! the balancer reads (requests in flight, peak-EWMA latency) and its connections.
 //! Read on request from a control thread, with relaxed atomics and short pool locks.
 
 use std::sync::Arc;
@@ -8,10 +9,7 @@ use serde_json::{json, Map, Value};
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_proxy::endpoint::Endpoint;
-
-/// No active health checks or outlier ejection exist yet: every endpoint with a positive
-/// weight is picked. Reported as such, so the key is there when checks arrive.
-const HEALTH_UNCHECKED: &str = "unchecked";
+use meshproxy_proxy::health;
 
 /// The clusters by name, each with its policy, upstream protocol and endpoints in config order.
 pub fn clusters_json(clusters: &[Arc<Cluster>]) -> Value {
@@ -36,7 +34,7 @@ fn endpoint_json(endpoint: &Endpoint) -> Value {
     json!({
         "address": &*endpoint.address,
         "weight": endpoint.weight,
-        "health": HEALTH_UNCHECKED,
+        "health": health::status(endpoint).name(),
         "in_flight": endpoint.state.in_flight.get(),
         "latency_ewma_ms": endpoint.state.latency.estimate_ns() / 1e6,
         "pool": {

@@ -12,6 +12,7 @@ use meshproxy_balance::{Balancer, Policy};
 
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
 use crate::endpoint::Endpoint;
+use crate::health::ClusterHealth;
 use meshproxy_telemetry::stats::ClusterStats;
 use meshproxy_tls::outbound::UpstreamTls;
 
@@ -29,6 +30,8 @@ pub struct Cluster {
     /// registry (`None`: plain text): a new member list finds its addresses' state under it.
     pub transport: Option<Arc<str>>,
     pub stats: Arc<ClusterStats>,
+    /// Active checks and outlier ejection, when the config asks for either (see `health`).
+    pub health: Option<Arc<ClusterHealth>>,
     members: ArcSwap<Members>,
     /// What the cluster was compiled from, but its endpoints (its members say those).
     source: ClusterSource,
@@ -52,6 +55,15 @@ pub struct Members {
 
 // === impl Cluster ===
 
+impl Drop for Cluster {
+    /// Wakes the health supervisor, which stops once the cluster is gone.
+    fn drop(&mut self) {
+        if let Some(health) = &self.health {
+            health.wake();
+        }
+    }
+}
+
 impl Cluster {
     /// The cluster `source` describes, securing its connections with `tls`.
     pub fn new(
@@ -62,13 +74,25 @@ impl Cluster {
         members: Arc<Members>,
     ) -> Cluster {
         let settings = &source.settings;
+        let name: Arc<str> = settings.name.as_str().into();
+        let health = ClusterHealth::new(&name, settings.health_check.as_ref(), settings.outlier_detection.as_ref(), &stats);
+        // Members kept from a running cluster carry that cluster's health handles, or none.
+        let members = match &health {
+            Some(health) => Arc::new(health.attach(members.endpoints.clone(), members.balancer.policy())),
+            None if members.endpoints.iter().any(|e| e.health.is_some()) => {
+                let plain = members.endpoints.iter().map(Endpoint::without_health).collect();
+                Arc::new(Members::new(members.balancer.policy(), plain))
+            }
+            None => members,
+        };
         Cluster {
-            name: settings.name.as_str().into(),
+            name,
             protocol: settings.protocol,
             connect_timeout: settings.connect_timeout.duration(),
             tls,
             transport,
             stats,
+            health,
             members: ArcSwap::new(members),
             source,
         }
@@ -88,9 +112,21 @@ impl Cluster {
         self.members.load_full()
     }
 
-    /// Replaces the members; requests that picked from the old ones finish on them.
+    /// Replaces the members; requests that picked from the old ones finish on them. With
+    /// health checks or outlier ejection, the new members carry each address's health (kept
+    /// for addresses that stay) and the balancer leaves out the unhealthy ones.
     pub fn set_members(&self, members: Members) {
-        self.members.store(Arc::new(members));
+        match &self.health {
+            None => self.members.store(Arc::new(members)),
+            Some(health) => health.replace_members(&self.members, members),
+        }
+    }
+
+    /// Builds the balancer again for the members' health now (see `health`).
+    pub fn rebalance(&self) {
+        if let Some(health) = &self.health {
+            health.rebalance(&self.members);
+        }
     }
 
     /// The members now, if they are what `endpoints` (in that order, with those weights) would
@@ -120,11 +156,19 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Its endpoints by health now: (available, failing checks, ejected). Without health
+    /// settings every endpoint counts as available.
+    pub fn health_counts(&self) -> (usize, usize, usize) {
+        ClusterHealth::counts(&self.members.load())
+    }
+}
+
 // === impl ClusterSource ===
 
 impl ClusterSource {
     pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = cluster;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection } = cluster;
         let settings = config::Cluster {
             name: name.clone(),
             lb: lb.clone(),
@@ -133,18 +177,22 @@ impl ClusterSource {
             tls: tls.clone(),
             endpoints: Vec::new(),
             discovery: discovery.clone(),
+            health_check: health_check.clone(),
+            outlier_detection: outlier_detection.clone(),
         };
         ClusterSource { settings, trust_domain: trust_domain.map(str::to_string) }
     }
 
     fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = &self.settings;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection } = &self.settings;
         *name == cluster.name
             && *lb == cluster.lb
             && *protocol == cluster.protocol
             && *connect_timeout == cluster.connect_timeout
             && *tls == cluster.tls
             && *discovery == cluster.discovery
+            && *health_check == cluster.health_check
+            && *outlier_detection == cluster.outlier_detection
             && (tls.mode != config::ClusterTlsMode::Mesh || self.trust_domain.as_deref() == trust_domain)
     }
 }
@@ -154,7 +202,13 @@ impl ClusterSource {
 impl Members {
     pub fn new(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        Members { balancer: Balancer::new(policy, &weights), endpoints }
+        Members::weighted(policy, endpoints, &weights)
+    }
+
+    /// Members whose balancer picks by `weights` (one per endpoint) rather than the configured
+    /// ones: health checks give an unhealthy endpoint weight 0.
+    pub fn weighted(policy: Policy, endpoints: Vec<Endpoint>, weights: &[u32]) -> Members {
+        Members { balancer: Balancer::new(policy, weights), endpoints }
     }
 
     /// The endpoint the balancer chooses, or `None` when no endpoint can take traffic.

@@ -227,7 +227,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>, observation: &mut Ob
             connect_timeout: cluster.connect_timeout,
             tls: cluster.tls.as_ref(),
         };
-        match endpoint.state.pool().send(dial, sending).await {
+        match crate::outlier::observed(cluster, endpoint, endpoint.state.pool().send(dial, sending)).await {
             Ok((response, lease)) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
