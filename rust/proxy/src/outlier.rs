@@ -64,6 +64,7 @@ enum Outcome {
 
 /// Reports an attempt that was given up before its outcome came (a timeout).
 struct Pending<'a> {
+    cluster: &'a Cluster,
     health: &'a ClusterHealth,
     host: &'a HostHealth,
     settled: bool,
@@ -107,7 +108,7 @@ where
     if health.outlier.is_none() {
         return send.await;
     }
-    let mut pending = Pending { health, host, settled: false };
+    let mut pending = Pending { cluster, health, host, settled: false };
     let sent = send.await;
     pending.settled = true;
     let outcome = match &sent {
@@ -116,16 +117,17 @@ where
         Err(PoolError::Exchange(error)) if error.is_user() => None,
         Err(PoolError::Connect { .. } | PoolError::Refused(_) | PoolError::Exchange(_)) => Some(Outcome::Failure { gateway: true }),
     };
-    if let Some(outcome) = outcome {
-        report(health, host, outcome);
+    // An ejection takes effect before the next pick: built here, once per ejection.
+    if outcome.is_some_and(|outcome| report(health, host, outcome)) {
+        cluster.rebalance();
     }
     sent
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        if !self.settled {
-            report(self.health, self.host, Outcome::Failure { gateway: true });
+        if !self.settled && report(self.health, self.host, Outcome::Failure { gateway: true }) {
+            self.cluster.rebalance();
         }
     }
 }
@@ -140,9 +142,9 @@ impl Outcome {
     }
 }
 
-/// Counts one outcome; ejects the endpoint when it makes a run long enough.
-fn report(health: &ClusterHealth, host: &HostHealth, outcome: Outcome) {
-    let Some(outlier) = &health.outlier else { return };
+/// Counts one outcome; ejects the endpoint when it makes a run long enough (then true).
+fn report(health: &ClusterHealth, host: &HostHealth, outcome: Outcome) -> bool {
+    let Some(outlier) = &health.outlier else { return false };
     let counts = &host.outlier;
     counts.attempts.fetch_add(1, Relaxed);
     let Outcome::Failure { gateway } = outcome else {
@@ -153,7 +155,7 @@ fn report(health: &ClusterHealth, host: &HostHealth, outcome: Outcome) {
                 run.store(0, Relaxed);
             }
         }
-        return;
+        return false;
     };
     let fives = counts.consecutive_5xx.fetch_add(1, Relaxed) + 1;
     let gateways = if gateway {
@@ -167,11 +169,11 @@ fn report(health: &ClusterHealth, host: &HostHealth, outcome: Outcome) {
     } else if outlier.consecutive_gateway_errors.is_some_and(|limit| gateways >= limit) {
         format!("{gateways} consecutive gateway errors")
     } else {
-        return;
+        return false;
     };
     counts.consecutive_5xx.store(0, Relaxed);
     counts.consecutive_gateway_errors.store(0, Relaxed);
-    eject(health, host, &why, Instant::now());
+    eject(health, host, &why, Instant::now())
 }
 
 /// Ejects `host` unless it is ejected already or the cap is reached; true if it did.

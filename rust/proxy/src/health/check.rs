@@ -3,7 +3,7 @@
 //! would (a killed endpoint refuses, a hung one times out), and never takes a pooled connection
 //! from requests.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use rand::Rng;
 
 use super::{grpc, ClusterHealth, HostHealth};
 use crate::body::Body;
+use crate::cluster::Cluster;
 use crate::pool::{self, Dial};
 
 /// The `user-agent` of checks, so upstreams can tell them from traffic (Envoy sends `Envoy/HC`).
@@ -36,7 +37,7 @@ pub(super) struct Target {
 
 /// Checks the endpoint now and every interval (plus jitter) after the last check ended, until
 /// aborted by the supervisor.
-pub(super) async fn run(target: Target, host: Arc<HostHealth>, health: Arc<ClusterHealth>) {
+pub(super) async fn run(target: Target, host: Arc<HostHealth>, health: Arc<ClusterHealth>, cluster: Weak<Cluster>) {
     let Some(settings) = health.check.clone() else { return };
     let mut first = true;
     loop {
@@ -52,7 +53,10 @@ pub(super) async fn run(target: Target, host: Arc<HostHealth>, health: Arc<Clust
                 Ok(()) => events::log(format!("cluster {}: endpoint {} is healthy", health.name, target.address)),
                 Err(why) => events::log(format!("cluster {}: endpoint {} is unhealthy: {why}", health.name, target.address)),
             }
-            health.wake();
+            // Takes effect before the next pick; the supervisor only prunes.
+            if let Some(cluster) = cluster.upgrade() {
+                cluster.rebalance();
+            }
         }
         first = false;
         let jitter = match settings.jitter.0 {

@@ -2,8 +2,9 @@
 //! passive outlier ejection (`crate::outlier`), both per cluster, as Envoy keeps them.
 //!
 //! An endpoint that fails its checks or is ejected leaves the balancer's choice: the cluster's
-//! members are built again with weight 0 for it, off the hot path, when its health changes (the
-//! cluster's supervisor task does it, `supervise`). A pick reads no health at all. Should fewer
+//! members are built again with weight 0 for it when its health changes (by the check task, or
+//! by the request whose outcome ejected it: once per change, never per pick). A pick reads no
+//! health at all. Should fewer
 //! than half the endpoints be available, the balancer picks among all of them (Envoy's panic
 //! threshold, 50 % by default): a cluster whose checks all fail still gets traffic.
 //!

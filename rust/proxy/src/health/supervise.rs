@@ -65,7 +65,7 @@ async fn supervise(cluster: Weak<Cluster>, health: Arc<ClusterHealth>) {
 
 /// A check task for each listed address that has none; the tasks of addresses no longer listed
 /// end.
-fn reconcile(cluster: &Cluster, health: &Arc<ClusterHealth>, checks: &mut HashMap<Arc<str>, JoinHandle<()>>) {
+fn reconcile(cluster: &Arc<Cluster>, health: &Arc<ClusterHealth>, checks: &mut HashMap<Arc<str>, JoinHandle<()>>) {
     let members = cluster.members();
     let listed: HashMap<&str, _> = members.endpoints.iter().map(|e| (&*e.address, e)).collect();
     checks.retain(|address, task| {
@@ -86,6 +86,6 @@ fn reconcile(cluster: &Cluster, health: &Arc<ClusterHealth>, checks: &mut HashMa
             connect_timeout: cluster.connect_timeout,
             tls: cluster.tls.clone(),
         };
-        checks.insert(endpoint.address.clone(), tokio::spawn(check::run(target, host, health.clone())));
+        checks.insert(endpoint.address.clone(), tokio::spawn(check::run(target, host, health.clone(), Arc::downgrade(cluster))));
     }
 }
