@@ -5,8 +5,11 @@ and ``/metrics`` show its health."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,7 +50,7 @@ def health(proxy: meshproxy.Proxy, cluster: str) -> dict[str, str]:
 
 
 def wait_health(proxy: meshproxy.Proxy, cluster: str, address: str, expected: str) -> None:
-    wait_until(lambda: health(proxy, cluster)[address] == expected, timeout=HEALTH_BOUND,
+    wait_until(lambda: health(proxy, cluster).get(address) == expected, timeout=HEALTH_BOUND,
                what=f"{address} to be {expected} in /clusters")
 
 
@@ -157,3 +160,38 @@ def test_a_grpc_check_follows_the_servers_health_servicer() -> None:
             wait_health(proxy, "orders", address, "healthy")
     finally:
         server.stop(grace=None)
+
+
+def test_endpoints_found_by_discovery_are_checked_and_dropped_ones_are_not(
+    pair: tuple[ControlledUpstream, ControlledUpstream], tmp_path: Path,
+) -> None:
+    a, b = pair
+    listed = tmp_path / "endpoints.json"
+    listed.write_text(json.dumps([{"address": a.address}]))
+    cluster = {"name": "app", "discovery": {"type": "file", "path": str(listed)},
+               "health_check": {"http": {"path": "/healthz"}, "interval": INTERVAL}}
+    with meshproxy.Proxy(config(cluster)) as proxy:
+        wait_health(proxy, "app", a.address, "healthy")
+        replacement = tmp_path / "endpoints.json.new"
+        replacement.write_text(json.dumps([{"address": b.address}]))
+        os.replace(replacement, listed)
+        wait_health(proxy, "app", b.address, "healthy")
+        assert list(health(proxy, "app")) == [b.address]
+        checks = a.requests("/healthz")
+        wait_until(lambda: b.requests("/healthz") >= 3, timeout=HEALTH_BOUND, what="b's checks to go on")
+        assert a.requests("/healthz") <= checks + 1, "a dropped endpoint is no longer checked"
+
+
+def test_a_reload_without_health_check_stops_the_checks(pair: tuple[ControlledUpstream, ControlledUpstream]) -> None:
+    a, b = pair
+    cluster = checked("app", a.address, check={"http": {"path": "/healthz"}})
+    with meshproxy.Proxy(config(cluster)) as proxy:
+        wait_until(lambda: a.requests("/healthz") >= 2, timeout=HEALTH_BOUND, what="checks to run")
+        plain = {"name": "app", "endpoints": [{"address": a.address}]}
+        proxy.reload(config(plain))
+        assert health(proxy, "app") == {a.address: "unchecked"}
+        checks = a.requests("/healthz")
+        # b is checked by a cluster of its own meanwhile: a's checks would have come by now.
+        proxy.reload(config(plain, checked("other", b.address, check={"http": {"path": "/healthz"}})))
+        wait_until(lambda: b.requests("/healthz") >= 3, timeout=HEALTH_BOUND, what="b's checks to run")
+        assert a.requests("/healthz") <= checks + 1

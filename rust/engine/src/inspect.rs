@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_proxy::endpoint::Endpoint;
-use meshproxy_proxy::health;
+use meshproxy_proxy::health::Status;
 
 /// The clusters by name, each with its policy, upstream protocol and endpoints in config order.
 pub fn clusters_json(clusters: &[Arc<Cluster>]) -> Value {
@@ -34,7 +34,7 @@ fn endpoint_json(endpoint: &Endpoint) -> Value {
     json!({
         "address": &*endpoint.address,
         "weight": endpoint.weight,
-        "health": health::status(endpoint).name(),
+        "health": Status::of(endpoint.health.as_deref()).name(),
         "in_flight": endpoint.state.in_flight.get(),
         "latency_ewma_ms": endpoint.state.latency.estimate_ns() / 1e6,
         "pool": {

@@ -5,6 +5,7 @@
 //! discovery replaces a cluster's members without recompiling anything else, a request picks
 //! from one consistent value, and an attempt in flight finishes on the members it picked from.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,7 +13,8 @@ use meshproxy_balance::{Balancer, Policy};
 
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
 use crate::endpoint::Endpoint;
-use crate::health::ClusterHealth;
+use crate::health::host::{HostHealth, Status};
+use crate::health::{ClusterHealth, PANIC_THRESHOLD_PERCENT};
 use meshproxy_telemetry::stats::ClusterStats;
 use meshproxy_tls::outbound::UpstreamTls;
 
@@ -78,7 +80,7 @@ impl Cluster {
         let health = ClusterHealth::new(&name, settings.health_check.as_ref(), settings.outlier_detection.as_ref(), &stats);
         // Members kept from a running cluster carry that cluster's health handles, or none.
         let members = match &health {
-            Some(health) => Arc::new(health.attach(members.endpoints.clone(), members.balancer.policy())),
+            Some(health) => Arc::new(with_health(health, &mut health.hosts(), members.endpoints.clone(), members.balancer.policy())),
             None if members.endpoints.iter().any(|e| e.health.is_some()) => {
                 let plain = members.endpoints.iter().map(Endpoint::without_health).collect();
                 Arc::new(Members::new(members.balancer.policy(), plain))
@@ -118,14 +120,24 @@ impl Cluster {
     pub fn set_members(&self, members: Members) {
         match &self.health {
             None => self.members.store(Arc::new(members)),
-            Some(health) => health.replace_members(&self.members, members),
+            Some(health) => {
+                let mut hosts = health.hosts();
+                let policy = members.balancer.policy();
+                self.members.store(Arc::new(with_health(health, &mut hosts, members.endpoints, policy)));
+                drop(hosts);
+                // To start checking new addresses.
+                health.wake();
+            }
         }
     }
 
     /// Builds the balancer again for the members' health now (see `health`).
     pub fn rebalance(&self) {
         if let Some(health) = &self.health {
-            health.rebalance(&self.members);
+            // Under the lock `set_members` holds: a new list is never replaced by an old one.
+            let _ordered = health.hosts();
+            let members = self.members.load_full();
+            self.members.store(Arc::new(Members::by_health(members.balancer.policy(), members.endpoints.clone())));
         }
     }
 
@@ -160,8 +172,20 @@ impl Cluster {
     /// Its endpoints by health now: (available, failing checks, ejected). Without health
     /// settings every endpoint counts as available.
     pub fn health_counts(&self) -> (usize, usize, usize) {
-        ClusterHealth::counts(&self.members.load())
+        let members = self.members.load();
+        members.endpoints.iter().fold((0, 0, 0), |(up, failed, ejected), e| match Status::of(e.health.as_deref()) {
+            Status::Unchecked | Status::Healthy => (up + 1, failed, ejected),
+            Status::Unhealthy => (up, failed + 1, ejected),
+            Status::Ejected => (up, failed, ejected + 1),
+        })
     }
+}
+
+/// `endpoints`, each given its address's health in the cluster (new addresses start
+/// unchecked), and balanced by it. Called with the cluster's hosts locked.
+fn with_health(health: &ClusterHealth, hosts: &mut HashMap<Arc<str>, Arc<HostHealth>>, endpoints: Vec<Endpoint>, policy: Policy) -> Members {
+    let endpoints = endpoints.into_iter().map(|e| Endpoint { health: Some(health.host(hosts, &e.address)), ..e }).collect();
+    Members::by_health(policy, endpoints)
 }
 
 // === impl ClusterSource ===
@@ -202,6 +226,18 @@ impl ClusterSource {
 impl Members {
     pub fn new(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        Members::weighted(policy, endpoints, &weights)
+    }
+
+    /// Members whose balancer leaves out the endpoints that are unhealthy or ejected, unless
+    /// fewer than the panic threshold's share are available: then it picks among all of them.
+    pub fn by_health(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
+        let available: Vec<bool> = endpoints.iter().map(|e| e.health.as_ref().is_none_or(|h| h.available())).collect();
+        let count = available.iter().filter(|up| **up).count();
+        if count == endpoints.len() || count * 100 < endpoints.len() * PANIC_THRESHOLD_PERCENT {
+            return Members::new(policy, endpoints);
+        }
+        let weights: Vec<u32> = endpoints.iter().zip(&available).map(|(e, up)| if *up { e.weight } else { 0 }).collect();
         Members::weighted(policy, endpoints, &weights)
     }
 

@@ -8,7 +8,7 @@ use http::uri::Authority;
 use meshproxy_balance::{InFlight, Load, PeakEwma};
 use meshproxy_config::address::EndpointAddress;
 
-use crate::health::HostHealth;
+use crate::health::host::HostHealth;
 use crate::pool::Pool;
 use crate::workers;
 

@@ -11,50 +11,19 @@
 //! every gateway error is also a 5xx.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
 
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
-use meshproxy_config as config;
 use meshproxy_telemetry::events;
 
 use crate::cluster::Cluster;
 use crate::endpoint::Endpoint;
-use crate::health::{ClusterHealth, HostHealth};
+use crate::health::host::HostHealth;
+use crate::health::ClusterHealth;
 use crate::pool::PoolError;
-
-/// A cluster's outlier settings, as durations.
-#[derive(Debug)]
-pub struct Outlier {
-    pub consecutive_5xx: u32,
-    pub consecutive_gateway_errors: Option<u32>,
-    pub interval: Duration,
-    pub base_ejection_time: Duration,
-    pub max_ejection_time: Duration,
-    pub max_ejection_percent: u32,
-    pub success_rate: Option<config::SuccessRate>,
-}
-
-/// One endpoint's outcomes in one cluster.
-#[derive(Debug, Default)]
-pub struct HostOutlier {
-    consecutive_5xx: AtomicU32,
-    consecutive_gateway_errors: AtomicU32,
-    /// Attempts and successes since the last sweep, for the success rate.
-    attempts: AtomicU64,
-    successes: AtomicU64,
-    ejected: AtomicBool,
-    ejection: Mutex<Ejection>,
-}
-
-#[derive(Debug, Default)]
-struct Ejection {
-    until: Option<Instant>,
-    /// Times ejected, less one per sweep it spent not ejected: what the ejection time grows by.
-    times: u32,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -68,34 +37,6 @@ struct Pending<'a> {
     health: &'a ClusterHealth,
     host: &'a HostHealth,
     settled: bool,
-}
-
-// === impl Outlier ===
-
-impl Outlier {
-    pub fn new(settings: &config::OutlierDetection) -> Outlier {
-        Outlier {
-            consecutive_5xx: settings.consecutive_5xx.max(1),
-            consecutive_gateway_errors: settings.consecutive_gateway_errors.map(|n| n.max(1)),
-            interval: settings.interval.duration(),
-            base_ejection_time: settings.base_ejection_time.duration(),
-            max_ejection_time: settings.max_ejection_time.duration().max(settings.base_ejection_time.duration()),
-            max_ejection_percent: settings.max_ejection_percent.min(100),
-            success_rate: settings.success_rate.clone(),
-        }
-    }
-}
-
-// === impl HostOutlier ===
-
-impl HostOutlier {
-    pub fn is_ejected(&self) -> bool {
-        self.ejected.load(Relaxed)
-    }
-
-    fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
-        self.ejection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// Awaits one attempt (`send`) on `endpoint` and, when the cluster ejects outliers, counts its

@@ -16,7 +16,8 @@ use meshproxy_telemetry::events;
 use meshproxy_tls::outbound::UpstreamTls;
 use rand::Rng;
 
-use super::{grpc, ClusterHealth, HostHealth};
+use super::host::HostHealth;
+use super::{grpc, ClusterHealth};
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::pool::{self, Dial};

@@ -2,11 +2,11 @@
 //! passive outlier ejection (`crate::outlier`), both per cluster, as Envoy keeps them.
 //!
 //! An endpoint that fails its checks or is ejected leaves the balancer's choice: the cluster's
-//! members are built again with weight 0 for it when its health changes (by the check task, or
-//! by the request whose outcome ejected it: once per change, never per pick). A pick reads no
-//! health at all. Should fewer
-//! than half the endpoints be available, the balancer picks among all of them (Envoy's panic
-//! threshold, 50 % by default): a cluster whose checks all fail still gets traffic.
+//! members are built again with weight 0 for it when its health changes (`Cluster::rebalance`,
+//! called by the check task, or by the request whose outcome ejected it: once per change, never
+//! per pick). A pick reads no health at all. Should fewer than half the endpoints be available,
+//! the balancer picks among all of them (Envoy's panic threshold, 50 % by default): a cluster
+//! whose checks all fail still gets traffic.
 //!
 //! An endpoint starts as not yet checked, which counts as unhealthy, and its first check runs at
 //! once; one pass makes it healthy (Envoy does the same). Its health is kept for as long as its
@@ -15,39 +15,26 @@
 
 mod check;
 mod grpc;
+pub mod host;
 mod supervise;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use meshproxy_balance::Policy;
 use meshproxy_config as config;
 use meshproxy_telemetry::stats::ClusterStats;
 use tokio::sync::Notify;
 
-use crate::cluster::Members;
-use crate::endpoint::Endpoint;
-use crate::outlier::{HostOutlier, Outlier};
+use crate::health::host::HostHealth;
 
+pub use host::Status;
 pub use supervise::start;
 
 /// Below this share of available endpoints (percent), health is ignored: Envoy's default panic
 /// threshold.
-const PANIC_THRESHOLD_PERCENT: usize = 50;
-
-/// What the admin API shows of an endpoint's health.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// The cluster has neither checks nor outlier ejection.
-    Unchecked,
-    Healthy,
-    /// Failing its active checks, or not yet checked.
-    Unhealthy,
-    /// Ejected by outlier detection, for now.
-    Ejected,
-}
+pub const PANIC_THRESHOLD_PERCENT: usize = 50;
 
 /// One cluster's health settings and the health of each address it lists.
 #[derive(Debug)]
@@ -58,35 +45,22 @@ pub struct ClusterHealth {
     pub stats: Arc<ClusterStats>,
     /// By address. Its lock also orders member changes and ejection decisions.
     hosts: Mutex<HashMap<Arc<str>, Arc<HostHealth>>>,
-    /// Wakes the supervisor: health or members changed, or the cluster is gone.
+    /// Wakes the supervisor: members changed, an ejection, or the cluster is gone.
     changed: Notify,
     /// Whether the supervisor has been started (once per cluster).
     started: AtomicBool,
 }
 
-/// One address's health in one cluster.
+/// A cluster's outlier settings, as durations.
 #[derive(Debug)]
-pub struct HostHealth {
-    pub address: Arc<str>,
-    /// Failing active checks, or not checked yet.
-    check_failed: AtomicBool,
-    /// Check results in a row that went against `check_failed` (passes while failed, failures
-    /// while healthy); a threshold of them flips it.
-    streak: AtomicU32,
-    pub(crate) outlier: HostOutlier,
-}
-
-// === impl Status ===
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Unchecked => "unchecked",
-            Status::Healthy => "healthy",
-            Status::Unhealthy => "unhealthy",
-            Status::Ejected => "ejected",
-        }
-    }
+pub struct Outlier {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_errors: Option<u32>,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+    pub success_rate: Option<config::SuccessRate>,
 }
 
 // === impl ClusterHealth ===
@@ -113,59 +87,21 @@ impl ClusterHealth {
         }))
     }
 
-    /// Members for `endpoints`, each carrying its address's health (new addresses start
-    /// unchecked), balanced by health.
-    pub fn attach(&self, endpoints: Vec<Endpoint>, policy: Policy) -> Members {
+    /// The health of `address` in this cluster, made (unchecked) if it has none yet. Called with
+    /// the hosts locked (`hosts`).
+    pub fn host(&self, hosts: &mut HashMap<Arc<str>, Arc<HostHealth>>, address: &Arc<str>) -> Arc<HostHealth> {
+        hosts.entry(address.clone()).or_insert_with(|| Arc::new(HostHealth::new(address, self.check.is_some()))).clone()
+    }
+
+    /// Forgets the health of addresses `listed` (read under the lock) does not give.
+    fn prune(&self, listed: impl FnOnce() -> HashSet<Arc<str>>) {
         let mut hosts = self.hosts();
-        self.attach_locked(&mut hosts, endpoints, policy)
+        let listed = listed();
+        hosts.retain(|address, _| listed.contains(address));
     }
 
-    fn attach_locked(&self, hosts: &mut HashMap<Arc<str>, Arc<HostHealth>>, endpoints: Vec<Endpoint>, policy: Policy) -> Members {
-        let endpoints = endpoints
-            .into_iter()
-            .map(|endpoint| {
-                let host = hosts.entry(endpoint.address.clone()).or_insert_with(|| Arc::new(HostHealth::new(&endpoint.address, self.check.is_some())));
-                Endpoint { health: Some(host.clone()), ..endpoint }
-            })
-            .collect();
-        weigh(policy, endpoints)
-    }
-
-    /// Stores `members` (from discovery) into `cell`, with health attached, and wakes the
-    /// supervisor to start checking new addresses.
-    pub fn replace_members(&self, cell: &ArcSwap<Members>, members: Members) {
-        let mut hosts = self.hosts();
-        let policy = members.balancer.policy();
-        cell.store(Arc::new(self.attach_locked(&mut hosts, members.endpoints, policy)));
-        drop(hosts);
-        self.wake();
-    }
-
-    /// Builds the balancer of the members in `cell` again for their health now.
-    pub fn rebalance(&self, cell: &ArcSwap<Members>) {
-        let _ordered = self.hosts();
-        let members = cell.load_full();
-        cell.store(Arc::new(weigh(members.balancer.policy(), members.endpoints.clone())));
-    }
-
-    /// Forgets the health of addresses the cluster no longer lists.
-    fn prune(&self, cluster: &crate::cluster::Cluster) {
-        let mut hosts = self.hosts();
-        let members = cluster.members();
-        let listed: std::collections::HashSet<&str> = members.endpoints.iter().map(|e| &*e.address).collect();
-        hosts.retain(|address, _| listed.contains(&**address));
-    }
-
-    /// The endpoints of `members` by health: (available, failing checks, ejected).
-    pub fn counts(members: &Members) -> (usize, usize, usize) {
-        members.endpoints.iter().fold((0, 0, 0), |(up, failed, ejected), e| match status(e) {
-            Status::Unchecked | Status::Healthy => (up + 1, failed, ejected),
-            Status::Unhealthy => (up, failed + 1, ejected),
-            Status::Ejected => (up, failed, ejected + 1),
-        })
-    }
-
-    pub(crate) fn hosts(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<HostHealth>>> {
+    /// The health of each address, locked: member changes and ejection decisions hold it.
+    pub fn hosts(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<HostHealth>>> {
         self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -175,62 +111,19 @@ impl ClusterHealth {
     }
 }
 
-/// The members of `endpoints` with the balancer leaving out unavailable ones, unless too few
-/// are available (the panic threshold).
-fn weigh(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
-    let available: Vec<bool> = endpoints.iter().map(|e| e.health.as_ref().is_none_or(|h| h.available())).collect();
-    let count = available.iter().filter(|a| **a).count();
-    if count * 100 < endpoints.len() * PANIC_THRESHOLD_PERCENT || count == endpoints.len() {
-        return Members::new(policy, endpoints);
-    }
-    let weights: Vec<u32> = endpoints.iter().zip(&available).map(|(e, up)| if *up { e.weight } else { 0 }).collect();
-    Members::weighted(policy, endpoints, &weights)
-}
+// === impl Outlier ===
 
-/// An endpoint's health as the admin API shows it.
-pub fn status(endpoint: &Endpoint) -> Status {
-    match &endpoint.health {
-        None => Status::Unchecked,
-        Some(host) if host.outlier.is_ejected() => Status::Ejected,
-        Some(host) if host.check_failed.load(Relaxed) => Status::Unhealthy,
-        Some(_) => Status::Healthy,
-    }
-}
-
-// === impl HostHealth ===
-
-impl HostHealth {
-    fn new(address: &Arc<str>, checked: bool) -> HostHealth {
-        HostHealth {
-            address: address.clone(),
-            check_failed: AtomicBool::new(checked),
-            streak: AtomicU32::new(0),
-            outlier: HostOutlier::default(),
+impl Outlier {
+    pub fn new(settings: &config::OutlierDetection) -> Outlier {
+        Outlier {
+            consecutive_5xx: settings.consecutive_5xx.max(1),
+            consecutive_gateway_errors: settings.consecutive_gateway_errors.map(|n| n.max(1)),
+            interval: settings.interval.duration(),
+            base_ejection_time: settings.base_ejection_time.duration(),
+            max_ejection_time: settings.max_ejection_time.duration().max(settings.base_ejection_time.duration()),
+            max_ejection_percent: settings.max_ejection_percent.min(100),
+            success_rate: settings.success_rate.clone(),
         }
-    }
-
-    /// Whether the balancer may pick it.
-    pub fn available(&self) -> bool {
-        !self.check_failed.load(Relaxed) && !self.outlier.is_ejected()
-    }
-
-    /// Records one check's result; true when it changed the endpoint's health. A failed endpoint
-    /// that was never healthy passes at its first pass (`first`), as in Envoy.
-    fn record_check(&self, passed: bool, first: bool, check: &config::HealthCheck) -> bool {
-        let failed = self.check_failed.load(Relaxed);
-        if passed != failed {
-            // The result agrees with the state: the streak against it ends.
-            self.streak.store(0, Relaxed);
-            return false;
-        }
-        let streak = self.streak.fetch_add(1, Relaxed) + 1;
-        let threshold = if failed { check.healthy_threshold } else { check.unhealthy_threshold };
-        if streak >= threshold.max(1) || (failed && first) {
-            self.check_failed.store(!failed, Relaxed);
-            self.streak.store(0, Relaxed);
-            return true;
-        }
-        false
     }
 }
 

@@ -40,7 +40,7 @@ async fn supervise(cluster: Weak<Cluster>, health: Arc<ClusterHealth>) {
     loop {
         {
             let Some(cluster) = cluster.upgrade() else { break };
-            health.prune(&cluster);
+            health.prune(|| cluster.members().endpoints.iter().map(|e| e.address.clone()).collect());
             if health.check.is_some() {
                 reconcile(&cluster, &health, &mut checks);
             }

@@ -1,11 +1,17 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use http::uri::Authority;
+use meshproxy_balance::Policy;
 
+use super::host::Status;
 use super::*;
-use crate::endpoint::EndpointRegistry;
+use crate::cluster::Members;
+use crate::endpoint::{Endpoint, EndpointRegistry};
 
-pub(crate) fn endpoints(registry: &EndpointRegistry, count: u16) -> Vec<Endpoint> {
+/// `count` endpoints on 127.0.0.1, each given its health in `health`.
+pub(crate) fn endpoints(health: &ClusterHealth, count: u16) -> Vec<Endpoint> {
+    let registry = EndpointRegistry::default();
+    let mut hosts = health.hosts();
     (1..=count)
         .filter_map(|port| {
             let parse = |address: &str| {
@@ -14,6 +20,7 @@ pub(crate) fn endpoints(registry: &EndpointRegistry, count: u16) -> Vec<Endpoint
             };
             registry.endpoint(&format!("127.0.0.1:{port}"), None, 1, parse).ok()
         })
+        .map(|e| Endpoint { health: Some(health.host(&mut hosts, &e.address)), ..e })
         .collect()
 }
 
@@ -47,44 +54,38 @@ fn an_endpoint_starts_unhealthy_and_its_first_pass_makes_it_healthy() {
 
 #[test]
 fn unhealthy_endpoints_leave_the_choice_until_fewer_than_half_are_left() {
-    let registry = EndpointRegistry::default();
     let health = cluster_health(Some(&check(1, 1)), None);
-    let members = health.attach(endpoints(&registry, 4), Policy::RoundRobin);
-    let hosts: Vec<_> = members.endpoints.iter().filter_map(|e| e.health.clone()).collect();
-    let picked = |members: &Members| {
-        let mut seen: Vec<&str> = (0..40).filter_map(|_| members.pick().map(|e| &*e.address)).collect();
+    let endpoints = endpoints(&health, 4);
+    let hosts: Vec<_> = endpoints.iter().filter_map(|e| e.health.clone()).collect();
+    let picked = |endpoints: &[Endpoint]| {
+        let members = Members::by_health(Policy::RoundRobin, endpoints.to_vec());
+        let mut seen: Vec<String> = (0..40).filter_map(|_| members.pick().map(|e| e.address.to_string())).collect();
         seen.sort_unstable();
         seen.dedup();
         seen.len()
     };
     // None checked yet: every one is unhealthy, so the balancer panics and picks among all.
-    assert_eq!(picked(&members), 4);
+    assert_eq!(picked(&endpoints), 4);
     for host in &hosts {
         host.check_failed.store(false, Relaxed);
     }
     hosts[0].check_failed.store(true, Relaxed);
-    let cell = ArcSwap::from_pointee(members);
-    health.rebalance(&cell);
-    assert_eq!(picked(&cell.load()), 3);
-    assert_eq!(ClusterHealth::counts(&cell.load()), (3, 1, 0));
+    assert_eq!(picked(&endpoints), 3);
     hosts[1].check_failed.store(true, Relaxed);
-    health.rebalance(&cell);
-    assert_eq!(picked(&cell.load()), 2, "half available: not below the panic threshold");
+    assert_eq!(picked(&endpoints), 2, "half available: not below the panic threshold");
     hosts[2].check_failed.store(true, Relaxed);
-    health.rebalance(&cell);
-    assert_eq!(picked(&cell.load()), 4, "one of four: panic, all are picked");
-    assert_eq!(status(&cell.load().endpoints[0]), Status::Unhealthy);
-    assert_eq!(status(&cell.load().endpoints[3]), Status::Healthy);
+    assert_eq!(picked(&endpoints), 4, "one of four: panic, all are picked");
+    assert_eq!(Status::of(endpoints[0].health.as_deref()), Status::Unhealthy);
+    assert_eq!(Status::of(endpoints[3].health.as_deref()), Status::Healthy);
+    assert_eq!(Status::of(None), Status::Unchecked);
 }
 
 #[test]
-fn an_address_keeps_its_health_across_new_member_lists() {
-    let registry = EndpointRegistry::default();
+fn an_address_keeps_its_health_while_listed() {
     let health = cluster_health(Some(&check(1, 1)), None);
-    let cell = ArcSwap::from_pointee(health.attach(endpoints(&registry, 2), Policy::RoundRobin));
-    let first = cell.load().endpoints[0].health.clone();
-    health.replace_members(&cell, Members::new(Policy::RoundRobin, endpoints(&registry, 3)));
-    let again = cell.load().endpoints[0].health.clone();
-    assert!(matches!((first, again), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b)));
-    assert_eq!(health.hosts().len(), 3);
+    let first = endpoints(&health, 2);
+    let again = endpoints(&health, 3);
+    assert!(matches!((&first[0].health, &again[0].health), (Some(a), Some(b)) if Arc::ptr_eq(a, b)));
+    health.prune(|| [again[2].address.clone()].into_iter().collect());
+    assert_eq!(health.hosts().len(), 1);
 }

@@ -1,9 +1,8 @@
 use std::time::{Duration, Instant};
 
-use meshproxy_balance::Policy;
+use meshproxy_config as config;
 
 use super::*;
-use crate::endpoint::EndpointRegistry;
 use crate::health::tests::{cluster_health, endpoints};
 
 fn settings(doc: &str) -> config::OutlierDetection {
@@ -11,8 +10,7 @@ fn settings(doc: &str) -> config::OutlierDetection {
 }
 
 fn hosts(health: &ClusterHealth, count: u16) -> Vec<Arc<HostHealth>> {
-    let members = health.attach(endpoints(&EndpointRegistry::default(), count), Policy::RoundRobin);
-    members.endpoints.iter().filter_map(|e| e.health.clone()).collect()
+    endpoints(health, count).iter().filter_map(|e| e.health.clone()).collect()
 }
 
 #[test]
