@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import meshproxy
 import pytest
-from conftest import metric_value, wait_until
+from conftest import ProxyProcess, Upstream, metric_value, wait_until
 from controlled_upstream import ControlledUpstream
 
 # Short so the tests are short; bounds below allow for a slow machine, not a speed claim.
@@ -195,3 +195,33 @@ def test_a_reload_without_health_check_stops_the_checks(pair: tuple[ControlledUp
         proxy.reload(config(plain, checked("other", b.address, check={"http": {"path": "/healthz"}})))
         wait_until(lambda: b.requests("/healthz") >= 3, timeout=HEALTH_BOUND, what="b's checks to run")
         assert a.requests("/healthz") <= checks + 1
+
+
+def test_checks_of_a_mesh_cluster_go_over_mutual_tls_with_the_clusters_identity_check(
+    tmp_path: Path, meshproxy_run: Callable[..., ProxyProcess], upstreams: Callable[[str], Upstream],
+) -> None:
+    from test_mtls import FRONTEND, ORDERS, PAYMENTS, Sidecars, listener, mesh_cluster
+
+    sidecars = Sidecars(tmp_path, meshproxy_run)
+    b = sidecars.inbound("b", ORDERS, upstreams("app"))
+    inbound = b.address("inbound")
+    checks = {"interval": INTERVAL, "timeout": "1s"}
+    right = {**mesh_cluster("orders", inbound, [ORDERS]), "health_check": {"http": {"path": "/healthz"}, **checks}}
+    # The same peer, required to be another service: its handshakes are refused, so are its checks.
+    wrong = {**mesh_cluster("payments", inbound, [PAYMENTS]), "health_check": {"tcp": {}, **checks}}
+    a = sidecars.start("a", FRONTEND, listeners=[listener("outbound", "orders")], clusters=[right, wrong])
+
+    def shown(cluster: str) -> str:
+        endpoints = httpx.get(f"http://{a.admin}/clusters", timeout=10).json()[cluster]["endpoints"]
+        return str(endpoints[0]["health"])
+
+    def stats(proxy: ProxyProcess) -> dict[str, Any]:
+        document: dict[str, Any] = httpx.get(f"http://{proxy.admin}/stats", timeout=10).json()
+        return document
+
+    wait_until(lambda: shown("orders") == "healthy", timeout=HEALTH_BOUND, what="the mesh endpoint to pass its checks")
+    assert stats(b)["tls"]["inbound"]["handshakes_total"] >= 1, "checked over mutual TLS"
+    wait_until(lambda: stats(a)["clusters"]["payments"]["health_check_failures_total"] >= 2, timeout=HEALTH_BOUND,
+               what="the checks of the wrong identity to fail")
+    assert stats(a)["tls"]["outbound"]["refused"]["wrong_identity"] >= 2
+    assert shown("payments") == "unhealthy"

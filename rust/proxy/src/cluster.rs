@@ -265,7 +265,7 @@ impl Members {
         }
         (0..DRAWS_AROUND_A_FAILURE)
             .find_map(|_| self.pick().filter(|e| *e.address != *avoid))
-            .or_else(|| self.endpoints.iter().find(|e| e.weight > 0 && *e.address != *avoid))
+            .or_else(|| self.endpoints.iter().find(|e| e.weight > 0 && *e.address != *avoid && e.health.as_ref().is_none_or(|h| h.available())))
             .or(Some(first))
     }
 }
