@@ -69,7 +69,7 @@ class HealthCheck(_Section):
     """Failed checks in a row that take a healthy endpoint out of the balancer's choice."""
     healthy_threshold: Threshold = default("health_check.healthy_threshold")
     """Passed checks in a row that bring an unhealthy endpoint back."""
-    jitter: Duration = timedelta(0)
+    jitter: Duration = default_duration("health_check.jitter")
     """Up to this much, at random, is added to each wait, so that many sidecars' checks spread out."""
 
     @field_validator("interval", "timeout")

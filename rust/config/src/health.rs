@@ -97,7 +97,7 @@ pub struct SuccessRate {
 }
 
 /// The health defaults, by `section.field`, for `documents::defaults`.
-pub(crate) fn defaults() -> [(&'static str, serde_json::Value); 13] {
+pub(crate) fn defaults() -> [(&'static str, serde_json::Value); 14] {
     use serde_json::json;
     let success = SuccessRate::default();
     [
@@ -105,6 +105,7 @@ pub(crate) fn defaults() -> [(&'static str, serde_json::Value); 13] {
         ("health_check.timeout_ms", json!(HealthCheck::default_timeout().0)),
         ("health_check.unhealthy_threshold", json!(HealthCheck::default_unhealthy_threshold())),
         ("health_check.healthy_threshold", json!(HealthCheck::default_healthy_threshold())),
+        ("health_check.jitter_ms", json!(HealthCheck::default_jitter().0)),
         ("health_check.http.expected_statuses", json!(HttpCheck::default_expected_statuses())),
         ("outlier_detection.consecutive_5xx", json!(OutlierDetection::default_consecutive_5xx())),
         ("outlier_detection.interval_ms", json!(OutlierDetection::default_interval().0)),

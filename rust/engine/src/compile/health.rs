@@ -55,3 +55,36 @@ pub(super) fn check_health(cluster: &config::Cluster, at: &str, problems: &mut V
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems(cluster: serde_json::Value) -> Vec<String> {
+        let cluster: config::Cluster = serde_json::from_value(cluster).unwrap_or_else(|e| panic!("{e}"));
+        let mut problems = Vec::new();
+        check_health(&cluster, "clusters[0]", &mut problems);
+        problems.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+    }
+
+    #[test]
+    fn the_engine_refuses_what_the_schema_refuses_at_the_same_paths() {
+        assert_eq!(problems(json!({"name": "c", "health_check": {"http": {"path": "/healthz"}}, "outlier_detection": {}})), Vec::<String>::new());
+        assert_eq!(
+            problems(json!({"name": "c", "health_check": {"http": {"path": "healthz"}, "tcp": {}}})),
+            [
+                "clusters[0].health_check: a health check needs exactly one of http, grpc, tcp; found http and tcp",
+                "clusters[0].health_check.http.path: 'healthz' is not a valid path; it must start with '/'",
+            ]
+        );
+        assert_eq!(
+            problems(json!({"name": "c", "health_check": {"grpc": {}, "timeout": "0s"}})),
+            ["clusters[0].health_check.grpc: a grpc health check needs protocol http2", "clusters[0].health_check.timeout: timeout must be greater than 0, e.g. 1s"]
+        );
+        assert_eq!(
+            problems(json!({"name": "c", "outlier_detection": {"max_ejection_percent": 101}})),
+            ["clusters[0].outlier_detection.max_ejection_percent: 101 is out of range; expected an integer from 0 to 100"]
+        );
+    }
+}

@@ -51,7 +51,9 @@ pub(super) async fn run(target: Target, host: Arc<HostHealth>, health: Arc<Clust
         }
         if host.record_check(result.is_ok(), first, &settings) {
             match &result {
-                Ok(()) => events::log(format!("cluster {}: endpoint {} is healthy", health.name, target.address)),
+                // A new endpoint passing its first check is the usual start, not news.
+                Ok(()) if first => {}
+                Ok(()) => events::log(format!("cluster {}: endpoint {} is healthy again", health.name, target.address)),
                 Err(why) => events::log(format!("cluster {}: endpoint {} is unhealthy: {why}", health.name, target.address)),
             }
             // Takes effect before the next pick; the supervisor only prunes.
