@@ -80,6 +80,7 @@ mod tests {
         assert_eq!((&endpoints[0]["weight"], &endpoints[0]["in_flight"]), (&json!(3), &json!(1)));
         assert_eq!(endpoints[0]["latency_ewma_ms"], 40.0);
         assert_eq!(endpoints[0]["pool"], json!({"idle_http1": 0, "http2_connections": 0}));
+        assert_eq!(endpoints[0]["health"], "unchecked", "no health settings");
         assert_eq!((&endpoints[1]["address"], &endpoints[1]["in_flight"]), (&json!("127.0.0.1:9001"), &json!(0)));
         drop(in_flight);
         assert_eq!(clusters_json(&compiled)["b"]["endpoints"][0]["in_flight"], 0);
