@@ -132,6 +132,13 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                                     "status class.", labels=["cluster", "class"])
     updates = per_cluster("meshproxy_cluster_endpoint_updates", "Endpoint lists discovery set for the cluster "
                           "between configs (each one replaces the cluster's endpoints; the config version stays).")
+    check_failures = per_cluster("meshproxy_cluster_health_check_failures", "Active health checks of the "
+                                 "cluster's endpoints that failed (refused, timed out, unexpected answer).")
+    ejections = per_cluster("meshproxy_cluster_ejections", "Endpoints of the cluster ejected by outlier detection.")
+    healthy = GaugeMetricFamily("meshproxy_cluster_healthy_endpoints", "Endpoints the balancer may pick on "
+                                "health grounds (all of them without health settings).", labels=["cluster"])
+    ejected = GaugeMetricFamily("meshproxy_cluster_ejected_endpoints", "Endpoints ejected by outlier detection "
+                                "now.", labels=["cluster"])
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -140,11 +147,16 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         timeouts.add_metric([name], cluster["timeouts_total"])
         failures.add_metric([name], cluster["upstream_failures_total"])
         updates.add_metric([name], cluster["endpoint_updates_total"])
+        check_failures.add_metric([name], cluster["health_check_failures_total"])
+        ejections.add_metric([name], cluster["ejections_total"])
+        healthy.add_metric([name], cluster["endpoints"]["healthy"])
+        ejected.add_metric([name], cluster["endpoints"]["ejected"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
-    yield from (sent, connect_failures, timeouts, failures, responses, updates, connections)
+    yield from (sent, connect_failures, timeouts, failures, responses, updates, check_failures, ejections, healthy,
+                ejected, connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

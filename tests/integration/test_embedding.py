@@ -382,8 +382,10 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(stats["clusters"]) == {"app"}
     app = stats["clusters"]["app"]
     assert set(app) == {"connect_failures_total", "responses", "timeouts_total", "upstream_failures_total",
-                        "upstream_requests_total", "endpoint_updates_total", "pool"}
+                        "upstream_requests_total", "endpoint_updates_total", "health_check_failures_total",
+                        "ejections_total", "pool", "endpoints"}
     assert set(app["pool"]) == {"idle_http1", "http2_connections"}
+    assert app["endpoints"] == {"healthy": 1, "unhealthy": 0, "ejected": 0}
     assert set(app["responses"]) == responses
     assert app["upstream_requests_total"] == 1
 

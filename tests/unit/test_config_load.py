@@ -87,6 +87,8 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "tls": {"mode": "disable", "identities": [], "sni": None, "ca": None},
         "endpoints": [{"address": "127.0.0.1:8083", "weight": 1}],
         "discovery": None,
+        "health_check": None,
+        "outlier_detection": None,
     }
 
 

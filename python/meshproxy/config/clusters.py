@@ -22,6 +22,7 @@ from .. import _native
 from ..addresses import parse_endpoint_address
 from .duration import Duration, to_micros
 from .endpoints import Endpoints, dump_endpoints, endpoints_reader
+from .health import HealthCheck, OutlierDetection
 from .fields import DnsName, EndpointAddress, FilePath, Host, Name, ResolverAddress
 from .messages import invalid, show
 from .section import Weight, _empty, _Section, _with_key
@@ -144,11 +145,21 @@ class Cluster(_Section):
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
     discovery: Discovery | None = None
     """Where the endpoints come from when not listed in `endpoints`."""
+    health_check: HealthCheck | None = None
+    """Active checks of the endpoints; unhealthy ones leave the balancer's choice (docs/resilience-health.md)."""
+    outlier_detection: OutlierDetection | None = None
+    """Passive ejection of endpoints whose answers fail (docs/resilience-health.md)."""
 
     @field_validator("connect_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         return _positive("connect_timeout", value)
+
+    @model_validator(mode="after")
+    def _grpc_checks_over_http2(self) -> Cluster:
+        if self.health_check is not None and self.health_check.grpc is not None and self.protocol != "http2":
+            raise invalid("a grpc health check needs protocol http2", at=("health_check", "grpc"))
+        return self
 
     @model_validator(mode="after")
     def _endpoints_from_one_place_each_once(self) -> Cluster:

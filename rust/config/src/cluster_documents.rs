@@ -22,6 +22,10 @@ pub struct Cluster {
     pub endpoints: Vec<EndpointConfig>,
     #[serde(default)]
     pub discovery: Option<Discovery>,
+    #[serde(default)]
+    pub health_check: Option<crate::HealthCheck>,
+    #[serde(default)]
+    pub outlier_detection: Option<crate::OutlierDetection>,
 }
 
 /// Where a cluster's endpoints come from when its config does not list them. The Python layer

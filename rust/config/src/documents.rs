@@ -287,7 +287,7 @@ pub struct HeaderEdits {
 /// milliseconds): the Python schema takes its defaults from here (`_native.CONFIG_DEFAULTS`),
 /// so each is written once.
 pub fn defaults() -> serde_json::Value {
-    serde_json::json!({
+    let mut defaults = serde_json::json!({
         "admin.address": Admin::default_address(),
         "access_log.path": AccessLog::default_path(),
         "access_log.sample": default_sample(),
@@ -303,7 +303,11 @@ pub fn defaults() -> serde_json::Value {
         "discovery.min_ttl_ms": Discovery::default_min_ttl().0,
         "discovery.max_ttl_ms": Discovery::default_max_ttl().0,
         "endpoint.weight": EndpointConfig::default_weight(),
-    })
+    });
+    if let Some(map) = defaults.as_object_mut() {
+        map.extend(crate::health::defaults().into_iter().map(|(key, value)| (key.to_string(), value)));
+    }
+    defaults
 }
 
 // === impl Config ===

@@ -10,6 +10,7 @@ mod documents;
 mod duration;
 mod hash_policy;
 pub mod endpoint_list;
+mod health;
 mod log_fields;
 mod problem;
 pub mod spiffe;
@@ -17,6 +18,7 @@ pub mod values;
 
 pub use documents::*;
 pub use hash_policy::HashPolicy;
+pub use health::{GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, SuccessRate, TcpCheck};
 pub use log_fields::{Field, Fields, STDOUT};
 pub use problem::Problem;
 pub use spiffe::SpiffeId;

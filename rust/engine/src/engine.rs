@@ -210,6 +210,8 @@ impl Engine {
         // The workers read the window from an atomic when they wake, not from the snapshot.
         self.busy_poll.set(snapshot.busy_poll);
         self.running.store(snapshot.clone());
+        // Health checks and outlier sweeps of clusters new in this snapshot.
+        meshproxy_proxy::health::start(&snapshot.clusters, workers.first());
         for listener in &next {
             listener.shared.entered();
         }
@@ -318,14 +320,15 @@ impl Engine {
         stats
     }
 
-    /// Adds `direction` to the entry of each running listener and `pool` (`idle_http1`,
-    /// `http2_connections`, as `/clusters` names them per endpoint) to the entry of every
-    /// cluster: zeros for clusters the running config no longer has.
+    /// Adds `direction` to the entry of each running listener, and `pool` (`idle_http1`,
+    /// `http2_connections`, as `/clusters` names them per endpoint) and `endpoints` by health
+    /// (`healthy`, `unhealthy`, `ejected`) to the entry of every cluster: zeros for clusters
+    /// the running config no longer has.
     fn add_running_state(&self, stats: &mut serde_json::Value) {
         let (directions, pools): (HashMap<_, _>, HashMap<_, _>) = {
             let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
             let directions = control.listeners.iter().filter_map(|l| l.shared.current()).map(|s| (s.name.clone(), s.direction));
-            let pools = self.running.load().clusters.iter().map(|c| (c.name.clone(), c.connections())).collect();
+            let pools = self.running.load().clusters.iter().map(|c| (c.name.clone(), (c.connections(), c.health_counts()))).collect();
             (directions.collect(), pools)
         };
         if let Some(listeners) = stats.get_mut("listeners").and_then(serde_json::Value::as_object_mut) {
@@ -337,10 +340,12 @@ impl Engine {
         }
         if let Some(clusters) = stats.get_mut("clusters").and_then(serde_json::Value::as_object_mut) {
             for (name, entry) in clusters.iter_mut() {
-                let (idle_http1, http2_connections) = pools.get(name.as_str()).copied().unwrap_or_default();
+                let ((idle_http1, http2_connections), (available, failing, ejected)) = pools.get(name.as_str()).copied().unwrap_or_default();
                 if let Some(entry) = entry.as_object_mut() {
                     let pool = serde_json::json!({ "idle_http1": idle_http1, "http2_connections": http2_connections });
                     entry.insert("pool".into(), pool);
+                    let health = serde_json::json!({ "healthy": available, "unhealthy": failing, "ejected": ejected });
+                    entry.insert("endpoints".into(), health);
                 }
             }
         }

@@ -1,5 +1,6 @@
-//! What the admin API shows of the running clusters: each endpoint with its weight and the
-//! live state the balancer reads (requests in flight, peak-EWMA latency) and its connections.
+//! What the admin API shows of the running clusters: each endpoint with its weight, its health
+//! (`healthy`, `unhealthy`, `ejected`, or `unchecked` without health settings), the live state
+//! the balancer reads (requests in flight, peak-EWMA latency) and its connections.
 //! Read on request from a control thread, with relaxed atomics and short pool locks.
 
 use std::sync::Arc;
@@ -8,10 +9,7 @@ use serde_json::{json, Map, Value};
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_proxy::endpoint::Endpoint;
-
-/// No active health checks or outlier ejection exist yet: every endpoint with a positive
-/// weight is picked. Reported as such, so the key is there when checks arrive.
-const HEALTH_UNCHECKED: &str = "unchecked";
+use meshproxy_proxy::health::Status;
 
 /// The clusters by name, each with its policy, upstream protocol and endpoints in config order.
 pub fn clusters_json(clusters: &[Arc<Cluster>]) -> Value {
@@ -36,7 +34,7 @@ fn endpoint_json(endpoint: &Endpoint) -> Value {
     json!({
         "address": &*endpoint.address,
         "weight": endpoint.weight,
-        "health": HEALTH_UNCHECKED,
+        "health": Status::of(endpoint.health.as_deref()).name(),
         "in_flight": endpoint.state.in_flight.get(),
         "latency_ewma_ms": endpoint.state.latency.estimate_ns() / 1e6,
         "pool": {
@@ -82,6 +80,7 @@ mod tests {
         assert_eq!((&endpoints[0]["weight"], &endpoints[0]["in_flight"]), (&json!(3), &json!(1)));
         assert_eq!(endpoints[0]["latency_ewma_ms"], 40.0);
         assert_eq!(endpoints[0]["pool"], json!({"idle_http1": 0, "http2_connections": 0}));
+        assert_eq!(endpoints[0]["health"], "unchecked", "no health settings");
         assert_eq!((&endpoints[1]["address"], &endpoints[1]["in_flight"]), (&json!("127.0.0.1:9001"), &json!(0)));
         drop(in_flight);
         assert_eq!(clusters_json(&compiled)["b"]["endpoints"][0]["in_flight"], 0);

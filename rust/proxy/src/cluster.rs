@@ -5,6 +5,7 @@
 //! discovery replaces a cluster's members without recompiling anything else, a request picks
 //! from one consistent value, and an attempt in flight finishes on the members it picked from.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,6 +13,8 @@ use meshproxy_balance::{Balancer, Policy};
 
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
 use crate::endpoint::Endpoint;
+use crate::health::host::{HostHealth, Status};
+use crate::health::{ClusterHealth, PANIC_THRESHOLD_PERCENT};
 use meshproxy_telemetry::stats::ClusterStats;
 use meshproxy_tls::outbound::UpstreamTls;
 
@@ -29,6 +32,8 @@ pub struct Cluster {
     /// registry (`None`: plain text): a new member list finds its addresses' state under it.
     pub transport: Option<Arc<str>>,
     pub stats: Arc<ClusterStats>,
+    /// Active checks and outlier ejection, when the config asks for either (see `health`).
+    pub health: Option<Arc<ClusterHealth>>,
     members: ArcSwap<Members>,
     /// What the cluster was compiled from, but its endpoints (its members say those).
     source: ClusterSource,
@@ -52,6 +57,15 @@ pub struct Members {
 
 // === impl Cluster ===
 
+impl Drop for Cluster {
+    /// Wakes the health supervisor, which stops once the cluster is gone.
+    fn drop(&mut self) {
+        if let Some(health) = &self.health {
+            health.wake();
+        }
+    }
+}
+
 impl Cluster {
     /// The cluster `source` describes, securing its connections with `tls`.
     pub fn new(
@@ -62,13 +76,25 @@ impl Cluster {
         members: Arc<Members>,
     ) -> Cluster {
         let settings = &source.settings;
+        let name: Arc<str> = settings.name.as_str().into();
+        let health = ClusterHealth::new(&name, settings.health_check.as_ref(), settings.outlier_detection.as_ref(), &stats);
+        // Members kept from a running cluster carry that cluster's health handles, or none.
+        let members = match &health {
+            Some(health) => Arc::new(with_health(health, &mut health.hosts(), members.endpoints.clone(), members.balancer.policy())),
+            None if members.endpoints.iter().any(|e| e.health.is_some()) => {
+                let plain = members.endpoints.iter().map(Endpoint::without_health).collect();
+                Arc::new(Members::new(members.balancer.policy(), plain))
+            }
+            None => members,
+        };
         Cluster {
-            name: settings.name.as_str().into(),
+            name,
             protocol: settings.protocol,
             connect_timeout: settings.connect_timeout.duration(),
             tls,
             transport,
             stats,
+            health,
             members: ArcSwap::new(members),
             source,
         }
@@ -88,9 +114,31 @@ impl Cluster {
         self.members.load_full()
     }
 
-    /// Replaces the members; requests that picked from the old ones finish on them.
+    /// Replaces the members; requests that picked from the old ones finish on them. With
+    /// health checks or outlier ejection, the new members carry each address's health (kept
+    /// for addresses that stay) and the balancer leaves out the unhealthy ones.
     pub fn set_members(&self, members: Members) {
-        self.members.store(Arc::new(members));
+        match &self.health {
+            None => self.members.store(Arc::new(members)),
+            Some(health) => {
+                let mut hosts = health.hosts();
+                let policy = members.balancer.policy();
+                self.members.store(Arc::new(with_health(health, &mut hosts, members.endpoints, policy)));
+                drop(hosts);
+                // To start checking new addresses.
+                health.wake();
+            }
+        }
+    }
+
+    /// Builds the balancer again for the members' health now (see `health`).
+    pub fn rebalance(&self) {
+        if let Some(health) = &self.health {
+            // Under the lock `set_members` holds: a new list is never replaced by an old one.
+            let _ordered = health.hosts();
+            let members = self.members.load_full();
+            self.members.store(Arc::new(Members::by_health(members.balancer.policy(), members.endpoints.clone())));
+        }
     }
 
     /// The members now, if they are what `endpoints` (in that order, with those weights) would
@@ -120,11 +168,31 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Its endpoints by health now: (available, failing checks, ejected). Without health
+    /// settings every endpoint counts as available.
+    pub fn health_counts(&self) -> (usize, usize, usize) {
+        let members = self.members.load();
+        members.endpoints.iter().fold((0, 0, 0), |(up, failed, ejected), e| match Status::of(e.health.as_deref()) {
+            Status::Unchecked | Status::Healthy => (up + 1, failed, ejected),
+            Status::Unhealthy => (up, failed + 1, ejected),
+            Status::Ejected => (up, failed, ejected + 1),
+        })
+    }
+}
+
+/// `endpoints`, each given its address's health in the cluster (new addresses start
+/// unchecked), and balanced by it. Called with the cluster's hosts locked.
+fn with_health(health: &ClusterHealth, hosts: &mut HashMap<Arc<str>, Arc<HostHealth>>, endpoints: Vec<Endpoint>, policy: Policy) -> Members {
+    let endpoints = endpoints.into_iter().map(|e| Endpoint { health: Some(health.host(hosts, &e.address)), ..e }).collect();
+    Members::by_health(policy, endpoints)
+}
+
 // === impl ClusterSource ===
 
 impl ClusterSource {
     pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = cluster;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection } = cluster;
         let settings = config::Cluster {
             name: name.clone(),
             lb: lb.clone(),
@@ -133,18 +201,22 @@ impl ClusterSource {
             tls: tls.clone(),
             endpoints: Vec::new(),
             discovery: discovery.clone(),
+            health_check: health_check.clone(),
+            outlier_detection: outlier_detection.clone(),
         };
         ClusterSource { settings, trust_domain: trust_domain.map(str::to_string) }
     }
 
     fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = &self.settings;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection } = &self.settings;
         *name == cluster.name
             && *lb == cluster.lb
             && *protocol == cluster.protocol
             && *connect_timeout == cluster.connect_timeout
             && *tls == cluster.tls
             && *discovery == cluster.discovery
+            && *health_check == cluster.health_check
+            && *outlier_detection == cluster.outlier_detection
             && (tls.mode != config::ClusterTlsMode::Mesh || self.trust_domain.as_deref() == trust_domain)
     }
 }
@@ -154,11 +226,30 @@ impl ClusterSource {
 impl Members {
     pub fn new(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        Members::weighted(policy, endpoints, &weights)
+    }
+
+    /// Members whose balancer leaves out the endpoints that are unhealthy or ejected, unless
+    /// fewer than the panic threshold's share are available: then it picks among all of them.
+    pub fn by_health(policy: Policy, endpoints: Vec<Endpoint>) -> Members {
+        let available: Vec<bool> = endpoints.iter().map(|e| e.health.as_ref().is_none_or(|h| h.available())).collect();
+        let count = available.iter().filter(|up| **up).count();
+        if count == endpoints.len() || count * 100 < endpoints.len() * PANIC_THRESHOLD_PERCENT {
+            return Members::new(policy, endpoints);
+        }
+        let weights: Vec<u32> = endpoints.iter().zip(&available).map(|(e, up)| if *up { e.weight } else { 0 }).collect();
+        Members::weighted(policy, endpoints, &weights)
+    }
+
+    /// Members whose balancer picks by `weights` (one per endpoint) rather than the configured
+    /// ones: health checks give an unhealthy endpoint weight 0 (a hashing policy's table then
+    /// leaves it out, and only its keys move).
+    pub fn weighted(policy: Policy, endpoints: Vec<Endpoint>, weights: &[u32]) -> Members {
         let balancer = if policy.is_hashing() {
             let names: Vec<&str> = endpoints.iter().map(|e| &*e.address).collect();
-            Balancer::with_names(policy, &weights, &names)
+            Balancer::with_names(policy, weights, &names)
         } else {
-            Balancer::new(policy, &weights)
+            Balancer::new(policy, weights)
         };
         Members { balancer, endpoints }
     }
@@ -193,7 +284,7 @@ impl Members {
         }
         (0..DRAWS_AROUND_A_FAILURE)
             .find_map(|_| self.pick().filter(|e| *e.address != *avoid))
-            .or_else(|| self.endpoints.iter().find(|e| e.weight > 0 && *e.address != *avoid))
+            .or_else(|| self.endpoints.iter().find(|e| e.weight > 0 && *e.address != *avoid && e.health.as_ref().is_none_or(|h| h.available())))
             .or(Some(first))
     }
 }

@@ -8,16 +8,19 @@ use http::uri::Authority;
 use meshproxy_balance::{InFlight, Load, PeakEwma};
 use meshproxy_config::address::EndpointAddress;
 
+use crate::health::host::HostHealth;
 use crate::pool::Pool;
 use crate::workers;
 
 /// One upstream address of a cluster, as compiled from the config.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     pub address: Arc<str>,
     pub authority: Authority,
     pub weight: u32,
     pub state: Arc<EndpointState>,
+    /// Its health in this cluster, when the cluster checks or ejects (see `health`).
+    pub health: Option<Arc<HostHealth>>,
 }
 
 /// What the balancer learns about an address, and its connections. Shared by every cluster that
@@ -66,6 +69,11 @@ impl Endpoint {
 
     pub fn observe_latency(&self, rtt: Duration) {
         self.state.latency.observe(rtt);
+    }
+
+    /// The same endpoint, without a cluster's health handle.
+    pub fn without_health(&self) -> Endpoint {
+        Endpoint { health: None, ..self.clone() }
     }
 }
 
@@ -143,7 +151,7 @@ impl EndpointRegistry {
                 state
             }
         };
-        Ok(Endpoint { address: state.address.clone(), authority: state.authority.clone(), weight, state })
+        Ok(Endpoint { address: state.address.clone(), authority: state.authority.clone(), weight, state, health: None })
     }
 
     /// Forgets addresses no cluster lists any more.

@@ -319,7 +319,7 @@ impl std::fmt::Display for ConnectError {
 }
 
 /// A connected socket, secured as the cluster asks; within the connect timeout.
-async fn dial(dial: Dial<'_>) -> Result<Connection, ConnectError> {
+pub(crate) async fn dial(dial: Dial<'_>) -> Result<Connection, ConnectError> {
     let connect = async {
         let stream = dial_tcp(dial).await?;
         match dial.tls {
@@ -334,7 +334,7 @@ async fn dial(dial: Dial<'_>) -> Result<Connection, ConnectError> {
 }
 
 /// An upstream connection's byte stream.
-enum Connection {
+pub(crate) enum Connection {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -353,7 +353,7 @@ async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, ConnectError> {
     Ok(stream)
 }
 
-async fn connect_http1(target: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
+pub(crate) async fn connect_http1(target: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
     match dial(target).await? {
         Connection::Plain(stream) => handshake_http1(stream).await,
         Connection::Tls(stream) => handshake_http1(stream).await,
@@ -375,7 +375,7 @@ where
     Ok(sender)
 }
 
-async fn connect_http2(target: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
+pub(crate) async fn connect_http2(target: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
     match dial(target).await? {
         Connection::Plain(stream) => handshake_http2(stream).await,
         Connection::Tls(stream) => handshake_http2(stream).await,

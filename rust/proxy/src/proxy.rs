@@ -230,7 +230,7 @@ async fn forward(cluster: &Cluster, request: Request<Body>, hash: Option<u64>, o
             connect_timeout: cluster.connect_timeout,
             tls: cluster.tls.as_ref(),
         };
-        match endpoint.state.pool().send(dial, sending).await {
+        match crate::outlier::observed(cluster, endpoint, endpoint.state.pool().send(dial, sending)).await {
             Ok((response, lease)) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());

@@ -32,6 +32,10 @@ pub struct ClusterStats {
     pub upstream_failures_total: Counter,
     /// Endpoint lists discovery set for the cluster (`Engine::set_endpoints`), between configs.
     pub endpoint_updates_total: Counter,
+    /// Active health checks that failed (refused, timed out, unexpected answer).
+    pub health_check_failures_total: Counter,
+    /// Endpoints ejected by outlier detection.
+    pub ejections_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -147,6 +151,8 @@ impl Stats {
                     "timeouts_total": s.timeouts_total.get(),
                     "upstream_failures_total": s.upstream_failures_total.get(),
                     "endpoint_updates_total": s.endpoint_updates_total.get(),
+                    "health_check_failures_total": s.health_check_failures_total.get(),
+                    "ejections_total": s.ejections_total.get(),
                 }))
             })
             .collect();

@@ -172,6 +172,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
 
 mod clusters;
 mod hashing;
+mod health;
 mod routes;
 #[cfg(test)]
 mod tests;
