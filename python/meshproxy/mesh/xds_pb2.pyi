@@ -754,6 +754,44 @@ class RouteAction(_message.Message):
         HANDLE_INTERNAL_REDIRECT: _ClassVar[RouteAction.InternalRedirectAction]
     PASS_THROUGH_INTERNAL_REDIRECT: RouteAction.InternalRedirectAction
     HANDLE_INTERNAL_REDIRECT: RouteAction.InternalRedirectAction
+    class HashPolicy(_message.Message):
+        __slots__ = ("terminal", "header", "cookie", "connection_properties", "query_parameter", "filter_state")
+        class Header(_message.Message):
+            __slots__ = ("header_name", "regex_rewrite")
+            HEADER_NAME_FIELD_NUMBER: _ClassVar[int]
+            REGEX_REWRITE_FIELD_NUMBER: _ClassVar[int]
+            header_name: str
+            regex_rewrite: bytes
+            def __init__(self, header_name: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ...) -> None: ...
+        class Cookie(_message.Message):
+            __slots__ = ("name", "ttl", "path", "attributes")
+            NAME_FIELD_NUMBER: _ClassVar[int]
+            TTL_FIELD_NUMBER: _ClassVar[int]
+            PATH_FIELD_NUMBER: _ClassVar[int]
+            ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+            name: str
+            ttl: _duration_pb2.Duration
+            path: str
+            attributes: _containers.RepeatedScalarFieldContainer[bytes]
+            def __init__(self, name: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., path: _Optional[str] = ..., attributes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+        class ConnectionProperties(_message.Message):
+            __slots__ = ("source_ip",)
+            SOURCE_IP_FIELD_NUMBER: _ClassVar[int]
+            source_ip: bool
+            def __init__(self, source_ip: _Optional[bool] = ...) -> None: ...
+        TERMINAL_FIELD_NUMBER: _ClassVar[int]
+        HEADER_FIELD_NUMBER: _ClassVar[int]
+        COOKIE_FIELD_NUMBER: _ClassVar[int]
+        CONNECTION_PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+        QUERY_PARAMETER_FIELD_NUMBER: _ClassVar[int]
+        FILTER_STATE_FIELD_NUMBER: _ClassVar[int]
+        terminal: bool
+        header: RouteAction.HashPolicy.Header
+        cookie: RouteAction.HashPolicy.Cookie
+        connection_properties: RouteAction.HashPolicy.ConnectionProperties
+        query_parameter: bytes
+        filter_state: bytes
+        def __init__(self, terminal: _Optional[bool] = ..., header: _Optional[_Union[RouteAction.HashPolicy.Header, _Mapping]] = ..., cookie: _Optional[_Union[RouteAction.HashPolicy.Cookie, _Mapping]] = ..., connection_properties: _Optional[_Union[RouteAction.HashPolicy.ConnectionProperties, _Mapping]] = ..., query_parameter: _Optional[bytes] = ..., filter_state: _Optional[bytes] = ...) -> None: ...
     CLUSTER_NOT_FOUND_RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
     METADATA_MATCH_FIELD_NUMBER: _ClassVar[int]
     PREFIX_REWRITE_FIELD_NUMBER: _ClassVar[int]
@@ -808,7 +846,7 @@ class RouteAction(_message.Message):
     priority: RoutingPriority
     rate_limits: _containers.RepeatedScalarFieldContainer[bytes]
     include_vh_rate_limits: _wrappers_pb2.BoolValue
-    hash_policy: _containers.RepeatedScalarFieldContainer[bytes]
+    hash_policy: _containers.RepeatedCompositeFieldContainer[RouteAction.HashPolicy]
     cors: bytes
     max_grpc_timeout: _duration_pb2.Duration
     grpc_timeout_offset: _duration_pb2.Duration
@@ -828,7 +866,7 @@ class RouteAction(_message.Message):
     host_rewrite_header: str
     host_rewrite_path_regex: bytes
     host_rewrite: str
-    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[bytes] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[bytes]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[bytes] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
 
 class WeightedCluster(_message.Message):
     __slots__ = ("clusters", "total_weight", "runtime_key_prefix", "header_name", "use_hash_policy")
@@ -1333,12 +1371,12 @@ class HttpProtocolOptions(_message.Message):
     header_validation_config: bytes
     outlier_detection: bytes
     request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
-    hash_policy: _containers.RepeatedScalarFieldContainer[bytes]
+    hash_policy: _containers.RepeatedCompositeFieldContainer[RouteAction.HashPolicy]
     retry_policy: bytes
     explicit_http_config: HttpProtocolOptions.ExplicitHttpConfig
     use_downstream_protocol_config: bytes
     auto_config: bytes
-    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., hash_policy: _Optional[_Iterable[bytes]] = ..., retry_policy: _Optional[bytes] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[bytes] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
 
 class Http2ProtocolOptions(_message.Message):
     __slots__ = ("hpack_table_size", "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames", "max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent", "stream_error_on_invalid_http_messaging", "override_stream_error_on_invalid_http_message", "custom_settings_parameters", "connection_keepalive", "use_oghttp2_codec", "max_metadata_size")
