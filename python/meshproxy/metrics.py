@@ -132,6 +132,14 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                                     "status class.", labels=["cluster", "class"])
     updates = per_cluster("meshproxy_cluster_endpoint_updates", "Endpoint lists discovery set for the cluster "
                           "between configs (each one replaces the cluster's endpoints; the config version stays).")
+    retries = per_cluster("meshproxy_upstream_retries", "Tries made again by a retry policy (the built-in one "
+                          "included).")
+    budget_exhausted = per_cluster("meshproxy_upstream_retry_budget_exhausted", "Retries a route's retry policy "
+                                   "would have made, refused by its retry budget.")
+    retry_overflow = per_cluster("meshproxy_upstream_retry_overflow", "Retries not made because the cluster's "
+                                 "circuit breakers' max_retries were in progress.")
+    overflow = per_cluster("meshproxy_upstream_overflow", "Requests answered 503 overflow: over a limit of the "
+                           "cluster's circuit breakers.")
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -140,11 +148,16 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         timeouts.add_metric([name], cluster["timeouts_total"])
         failures.add_metric([name], cluster["upstream_failures_total"])
         updates.add_metric([name], cluster["endpoint_updates_total"])
+        retries.add_metric([name], cluster["retries_total"])
+        budget_exhausted.add_metric([name], cluster["retry_budget_exhausted_total"])
+        retry_overflow.add_metric([name], cluster["retry_overflow_total"])
+        overflow.add_metric([name], cluster["overflow_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
-    yield from (sent, connect_failures, timeouts, failures, responses, updates, connections)
+    yield from (sent, connect_failures, timeouts, failures, responses, updates, retries, budget_exhausted,
+                retry_overflow, overflow, connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

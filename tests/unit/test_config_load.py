@@ -77,6 +77,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "request_headers": {"add": {}, "remove": []},
         "response_headers": {"add": {}, "remove": []},
         "timeout": "15000ms",
+        "retry": None,
     }
     assert doc["clusters"][1] == {
         "name": "orders-v2",
@@ -86,6 +87,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "tls": {"mode": "disable", "identities": [], "sni": None, "ca": None},
         "endpoints": [{"address": "127.0.0.1:8083", "weight": 1}],
         "discovery": None,
+        "circuit_breakers": None,
     }
 
 

@@ -26,6 +26,7 @@ from .fields import DnsName, EndpointAddress, FilePath, Host, Name, ResolverAddr
 from .messages import invalid, show
 from .section import Weight, _empty, _Section, _with_key
 from .defaults import default, default_duration
+from .retry import CircuitBreakers
 
 
 def _positive(field: str, value: timedelta, at: tuple[str, ...] = ()) -> timedelta:
@@ -142,6 +143,8 @@ class Cluster(_Section):
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
     discovery: Discovery | None = None
     """Where the endpoints come from when not listed in `endpoints`."""
+    circuit_breakers: CircuitBreakers | None = None
+    """Limits on connections, pending requests, requests and retries; default: none."""
 
     @field_validator("connect_timeout")
     @classmethod

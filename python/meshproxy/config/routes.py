@@ -15,6 +15,7 @@ from .kept import KeptModels
 from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
 from .defaults import default_duration
+from .retry import RetryPolicy
 
 
 class RouteMatch(_Section):
@@ -68,6 +69,8 @@ class Route(_Section):
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = default_duration("route.timeout")
     """From sending the request upstream to the response's headers (retries included); 0 means no timeout."""
+    retry: RetryPolicy | None = None
+    """When failed tries are tried again; default: the built-in policy (see RetryPolicy)."""
 
     # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 
 pub use crate::duration::{Micros, Millis};
+pub use crate::retry::{Backoff, CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -214,6 +215,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     #[serde(default = "Route::default_timeout")]
     pub timeout: Millis,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -292,6 +295,8 @@ pub struct Cluster {
     pub endpoints: Vec<EndpointConfig>,
     #[serde(default)]
     pub discovery: Option<Discovery>,
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakers>,
 }
 
 /// Where a cluster's endpoints come from when its config does not list them. The Python layer
@@ -378,7 +383,7 @@ pub struct EndpointConfig {
 /// milliseconds): the Python schema takes its defaults from here (`_native.CONFIG_DEFAULTS`),
 /// so each is written once.
 pub fn defaults() -> serde_json::Value {
-    serde_json::json!({
+    let mut defaults = serde_json::json!({
         "admin.address": Admin::default_address(),
         "access_log.path": AccessLog::default_path(),
         "access_log.sample": default_sample(),
@@ -393,7 +398,11 @@ pub fn defaults() -> serde_json::Value {
         "discovery.min_ttl_ms": Discovery::default_min_ttl().0,
         "discovery.max_ttl_ms": Discovery::default_max_ttl().0,
         "endpoint.weight": EndpointConfig::default_weight(),
-    })
+    });
+    if let Some(map) = defaults.as_object_mut() {
+        map.extend(crate::retry::defaults().map(|(key, value)| (key.to_string(), value)));
+    }
+    defaults
 }
 
 // === impl Config ===

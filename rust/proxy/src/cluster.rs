@@ -11,7 +11,9 @@ use arc_swap::ArcSwap;
 use meshproxy_balance::{Balancer, Policy};
 
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
+use crate::breakers::{Breakers, Overflow};
 use crate::endpoint::Endpoint;
+use crate::error::ProxyError;
 use meshproxy_telemetry::stats::ClusterStats;
 use meshproxy_tls::outbound::UpstreamTls;
 
@@ -29,6 +31,8 @@ pub struct Cluster {
     /// registry (`None`: plain text): a new member list finds its addresses' state under it.
     pub transport: Option<Arc<str>>,
     pub stats: Arc<ClusterStats>,
+    /// `None`: the cluster has no `circuit_breakers`, and nothing is counted.
+    pub breakers: Option<Arc<Breakers>>,
     members: ArcSwap<Members>,
     /// What the cluster was compiled from, but its endpoints (its members say those).
     source: ClusterSource,
@@ -69,6 +73,7 @@ impl Cluster {
             tls,
             transport,
             stats,
+            breakers: settings.circuit_breakers.map(|limits| Arc::new(Breakers::new(limits))),
             members: ArcSwap::new(members),
             source,
         }
@@ -81,6 +86,21 @@ impl Cluster {
         cluster.tls.mode != config::ClusterTlsMode::Tls
             && self.source.is(cluster, trust_domain)
             && self.members_if_same(self.policy(), self.transport.as_deref(), &cluster.endpoints).is_some()
+    }
+
+    /// The scheme a request to the cluster carries: `https` once its connections are TLS.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+
+    /// A circuit breaker refused a request: counted, and answered 503 `overflow`.
+    pub fn overflow(&self, overflow: Overflow) -> ProxyError {
+        self.stats.overflow_total.inc();
+        ProxyError::Overflow { cluster: self.name.to_string(), limit: overflow.limit.name(), max: overflow.max }
     }
 
     /// The members now: an owned handle, so a request keeps what it picked from across awaits.
@@ -124,7 +144,7 @@ impl Cluster {
 
 impl ClusterSource {
     pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = cluster;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, circuit_breakers } = cluster;
         let settings = config::Cluster {
             name: name.clone(),
             lb: lb.clone(),
@@ -133,18 +153,20 @@ impl ClusterSource {
             tls: tls.clone(),
             endpoints: Vec::new(),
             discovery: discovery.clone(),
+            circuit_breakers: *circuit_breakers,
         };
         ClusterSource { settings, trust_domain: trust_domain.map(str::to_string) }
     }
 
     fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery } = &self.settings;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, circuit_breakers } = &self.settings;
         *name == cluster.name
             && *lb == cluster.lb
             && *protocol == cluster.protocol
             && *connect_timeout == cluster.connect_timeout
             && *tls == cluster.tls
             && *discovery == cluster.discovery
+            && *circuit_breakers == cluster.circuit_breakers
             && (tls.mode != config::ClusterTlsMode::Mesh || self.trust_domain.as_deref() == trust_domain)
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod authz;
 mod body;
+pub mod breakers;
+mod budget;
 pub mod busy_poll;
 pub mod cluster;
 pub mod endpoint;
@@ -20,6 +22,7 @@ mod observe;
 mod observed;
 mod pool;
 mod proxy;
+pub mod retry;
 pub mod route;
 mod snapshot;
 pub mod workers;

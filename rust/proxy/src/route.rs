@@ -10,6 +10,7 @@ use meshproxy_balance::WeightedSampler;
 use regex::Regex;
 
 use crate::cluster::Cluster;
+use crate::retry::{Retry, BUILT_IN};
 use meshproxy_config as config;
 use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
@@ -36,6 +37,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// Time allowed from sending upstream to response headers; `None` waits forever.
     pub timeout: Option<std::time::Duration>,
+    /// The route's `retry` policy; `None`: the built-in one (`retry::BUILT_IN`).
+    pub retry: Option<Box<Retry>>,
     /// What the route was compiled from: a reload giving it again, over the same clusters,
     /// keeps this route instead of compiling it again.
     pub compiled_from: config::Route,
@@ -161,6 +164,11 @@ impl RouteTable {
 // === impl Route ===
 
 impl Route {
+    /// The retry policy requests of this route go by.
+    pub fn retry(&self) -> &Retry {
+        self.retry.as_deref().unwrap_or(&BUILT_IN)
+    }
+
     /// The target of this request: the one cluster, or one drawn by weight from a split.
     /// `None` only for a split without targets, which compilation refuses.
     pub fn pick(&self) -> Option<&Target> {
@@ -306,6 +314,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            retry: None,
             compiled_from: any_config(),
         })
     }
@@ -359,6 +368,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            retry: None,
             compiled_from: any_config(),
         };
         assert_eq!(route.rewrite("/api/users?id=1"), "/v2/users?id=1");

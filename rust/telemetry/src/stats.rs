@@ -32,6 +32,14 @@ pub struct ClusterStats {
     pub upstream_failures_total: Counter,
     /// Endpoint lists discovery set for the cluster (`Engine::set_endpoints`), between configs.
     pub endpoint_updates_total: Counter,
+    /// Tries made again by a retry policy (the built-in one included).
+    pub retries_total: Counter,
+    /// Retries a policy would have made, refused by its retry budget.
+    pub retry_budget_exhausted_total: Counter,
+    /// Retries not made because the circuit breakers' `max_retries` were in progress.
+    pub retry_overflow_total: Counter,
+    /// Requests answered 503 `overflow`: over a circuit breaker's limit.
+    pub overflow_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -147,6 +155,10 @@ impl Stats {
                     "timeouts_total": s.timeouts_total.get(),
                     "upstream_failures_total": s.upstream_failures_total.get(),
                     "endpoint_updates_total": s.endpoint_updates_total.get(),
+                    "retries_total": s.retries_total.get(),
+                    "retry_budget_exhausted_total": s.retry_budget_exhausted_total.get(),
+                    "retry_overflow_total": s.retry_overflow_total.get(),
+                    "overflow_total": s.overflow_total.get(),
                 }))
             })
             .collect();

@@ -9,6 +9,7 @@ use meshproxy_balance::WeightedSampler;
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_config::{self as config, Problem};
+use meshproxy_proxy::retry::Retry;
 use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
 use meshproxy_proxy::route::{Action, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 
@@ -71,6 +72,7 @@ pub(super) fn compile_routes(
             request_headers,
             response_headers,
             timeout: (route.timeout.0 > 0).then(|| route.timeout.duration()),
+            retry: route.retry.as_ref().map(|policy| Box::new(Retry::new(policy))),
             compiled_from: route.clone(),
         }));
     }
