@@ -38,7 +38,8 @@ impl Body {
             Body::Empty => Some(Body::Empty),
             Body::Full(data) => Some(Body::Full(data.clone())),
             Body::Replayed { data, trailers } => Some(Body::Replayed { data: data.clone(), trailers: trailers.clone() }),
-            Body::Streamed { .. } => None,
+            // A request without a body arrives as an ended stream.
+            Body::Streamed { body, .. } => http_body::Body::is_end_stream(body).then_some(Body::Empty),
         }
     }
 }
