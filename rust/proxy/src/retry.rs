@@ -221,26 +221,26 @@ pub async fn forward(cluster: &Cluster, policy: &Retry, request: Request<Body>, 
     };
     let copies = replayable && policy.retries_after_reading(cluster.protocol);
     let mut tries = Tries::default();
-    let mut request = Some(request);
+    let mut sending = request;
     // The endpoint the last try failed on: a retry goes to another one.
     let mut failed_on: Option<Arc<str>> = None;
     // Held while a retry is in progress.
     let mut retrying: Option<Held> = None;
     loop {
-        let Some(mut sending) = request.take() else { unreachable!("each try leaves a request or returns") };
         // Held until the try ends: discovery may replace the members meanwhile.
         let members = cluster.members();
         let endpoint = members
             .pick_avoiding(failed_on.as_deref())
             .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         observation.note_upstream(&endpoint.address);
+        // A try that reaches the upstream consumes the request: one that may be sent again is
+        // copied first (before it takes this endpoint's authority). Requests that never left
+        // (no connection) come back from the pool.
+        let spare = (copies && policy.may_follow(&tries)).then(|| copy(&sending)).flatten();
         if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
             let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
             *sending.uri_mut() = absolute_uri(cluster.scheme(), endpoint.authority.clone(), path_and_query)?;
         }
-        // A try that reaches the upstream consumes the request: one that may be sent again is
-        // copied first. Requests that never left (no connection) come back from the pool.
-        let spare = (copies && policy.may_follow(&tries)).then(|| copy(&sending)).flatten();
         tries.all += 1;
 
         cluster.stats.upstream_requests_total.inc();
@@ -261,7 +261,7 @@ pub async fn forward(cluster: &Cluster, policy: &Retry, request: Request<Body>, 
                 Err(_) => Err(PoolError::TimedOut(limit)),
             },
         };
-        let (failure, outcome) = match sent {
+        let (failure, outcome, unsent) = match sent {
             Ok((response, lease)) => {
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
@@ -270,7 +270,7 @@ pub async fn forward(cluster: &Cluster, policy: &Retry, request: Request<Body>, 
                 if !(copies && policy.retries(failure, &tries)) {
                     return Ok((response, Upstream { in_flight: Some(in_flight), lease, admitted }));
                 }
-                (failure, Outcome::Response(response, Upstream { in_flight: Some(in_flight), lease, admitted: None }))
+                (failure, Outcome::Response(response, Upstream { in_flight: Some(in_flight), lease, admitted: None }), None)
             }
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();
@@ -279,13 +279,12 @@ pub async fn forward(cluster: &Cluster, policy: &Retry, request: Request<Body>, 
                 // (a refused connection fails fast, and would otherwise look like the best one)
                 // until discovery removes it or its answers bring the estimate down again.
                 endpoint.observe_latency(cluster.connect_timeout);
-                request = replayable.then_some(*unsent);
                 let error = ProxyError::ConnectFailure {
                     cluster: cluster.name.to_string(),
                     endpoint: endpoint.address.to_string(),
                     cause: cause.to_string(),
                 };
-                (Failure::Connect, Outcome::Error(error))
+                (Failure::Connect, Outcome::Error(error), replayable.then_some(*unsent))
             }
             Err(PoolError::Overflow(overflow)) => return Err(cluster.overflow(overflow)),
             // The client's body broke mid-way (bad chunk framing, reset, hang-up): not the
@@ -296,26 +295,24 @@ pub async fn forward(cluster: &Cluster, policy: &Retry, request: Request<Body>, 
             Err(PoolError::TimedOut(after)) => {
                 cluster.stats.timeouts_total.inc();
                 endpoint.observe_latency(after);
-                (Failure::Reset, Outcome::Error(ProxyError::Timeout { cluster: cluster.name.to_string(), after }))
+                (Failure::Reset, Outcome::Error(ProxyError::Timeout { cluster: cluster.name.to_string(), after }), None)
             }
             Err(PoolError::Refused(error)) => {
                 cluster.stats.upstream_failures_total.inc();
                 tries.refusals += 1;
-                (Failure::Refused, Outcome::Error(upstream_failure(cluster, &endpoint.address, &error)))
+                (Failure::Refused, Outcome::Error(upstream_failure(cluster, &endpoint.address, &error)), None)
             }
             Err(PoolError::Exchange(error)) => {
                 cluster.stats.upstream_failures_total.inc();
-                (Failure::Reset, Outcome::Error(upstream_failure(cluster, &endpoint.address, &error)))
+                (Failure::Reset, Outcome::Error(upstream_failure(cluster, &endpoint.address, &error)), None)
             }
         };
         failed_on = Some(endpoint.address.clone());
-        if request.is_none() {
-            request = spare;
-        }
         // Another try, if the policy, the budget and the cluster's breakers allow one.
-        if request.is_none() || !policy.retries(failure, &tries) || !within_budget(cluster, policy) {
-            return outcome.finish(admitted);
-        }
+        let next = match unsent.or(spare) {
+            Some(next) if policy.retries(failure, &tries) && within_budget(cluster, policy) => next,
+            _ => return outcome.finish(admitted),
+        };
         if retrying.is_none() {
             retrying = match &cluster.breakers {
                 Some(breakers) => match breakers.take(Limit::Retries) {
@@ -334,6 +331,7 @@ pub async fn forward(cluster: &Cluster, policy: &Retry, request: Request<Body>, 
         if let Some(wait) = policy.backoff(tries.all) {
             tokio::time::sleep(wait).await;
         }
+        sending = next;
     }
 }
 
