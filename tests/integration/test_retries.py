@@ -4,10 +4,11 @@ answering 500, one killed, one too slow; every try counted at the upstreams."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import pytest
+from conftest import Upstream
 from scripted_upstream import ScriptedUpstream
 
 from meshproxy import Proxy
@@ -24,7 +25,7 @@ def config(*endpoints: str, retry: dict[str, Any] | None = None, lb: str = "roun
 
 
 @pytest.fixture
-def upstreams() -> Iterator[list[ScriptedUpstream]]:
+def started() -> Iterator[list[ScriptedUpstream]]:
     started: list[ScriptedUpstream] = []
     yield started
     for upstream in started:
@@ -41,8 +42,8 @@ def scripted(started: list[ScriptedUpstream], *args: Any, **kwargs: Any) -> Scri
 QUICK = {"base_interval": "1ms", "max_interval": "1ms"}
 
 
-def test_a_5xx_is_retried_and_the_next_try_answers(upstreams: list[ScriptedUpstream]) -> None:
-    upstream = scripted(upstreams, [500])
+def test_a_5xx_is_retried_and_the_next_try_answers(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, [500])
     with Proxy(config(upstream.address, retry={"retry_on": ["5xx"], "backoff": QUICK})) as proxy:
         response = httpx.get(f"http://{proxy.address('outbound')}/orders", timeout=10)
         stats = proxy.stats()["clusters"]["app"]
@@ -52,8 +53,8 @@ def test_a_5xx_is_retried_and_the_next_try_answers(upstreams: list[ScriptedUpstr
     assert stats["upstream_requests_total"] == 2
 
 
-def test_without_a_policy_a_5xx_is_returned_as_it_came(upstreams: list[ScriptedUpstream]) -> None:
-    upstream = scripted(upstreams, [500])
+def test_without_a_policy_a_5xx_is_returned_as_it_came(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, [500])
     with Proxy(config(upstream.address)) as proxy:
         response = httpx.get(f"http://{proxy.address('outbound')}/orders", timeout=10)
         retries = proxy.stats()["clusters"]["app"]["retries_total"]
@@ -62,8 +63,8 @@ def test_without_a_policy_a_5xx_is_returned_as_it_came(upstreams: list[ScriptedU
     assert retries == 0
 
 
-def test_attempts_bound_the_tries_and_the_last_answer_is_returned(upstreams: list[ScriptedUpstream]) -> None:
-    upstream = scripted(upstreams, then=503)
+def test_attempts_bound_the_tries_and_the_last_answer_is_returned(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, then=503)
     retry = {"retry_on": ["gateway-error"], "attempts": 3, "backoff": QUICK}
     with Proxy(config(upstream.address, retry=retry)) as proxy:
         response = httpx.get(f"http://{proxy.address('outbound')}/", timeout=10)
@@ -72,9 +73,9 @@ def test_attempts_bound_the_tries_and_the_last_answer_is_returned(upstreams: lis
     assert upstream.count() == 3
 
 
-def test_a_connect_failure_is_retried_on_the_other_endpoint(upstreams: list[ScriptedUpstream]) -> None:
-    live = scripted(upstreams)
-    killed = scripted(upstreams)
+def test_a_connect_failure_is_retried_on_the_other_endpoint(started: list[ScriptedUpstream]) -> None:
+    live = scripted(started)
+    killed = scripted(started)
     killed.stop()
     retry = {"retry_on": ["connect-failure"], "attempts": 2, "backoff": QUICK}
     with Proxy(config(killed.address, live.address, retry=retry)) as proxy:
@@ -89,8 +90,8 @@ def test_a_connect_failure_is_retried_on_the_other_endpoint(upstreams: list[Scri
     assert stats["retries_total"] == stats["connect_failures_total"]
 
 
-def test_the_budget_bounds_retries_when_every_try_fails(upstreams: list[ScriptedUpstream]) -> None:
-    upstream = scripted(upstreams, then=500)
+def test_the_budget_bounds_retries_when_every_try_fails(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, then=500)
     retry = {"retry_on": ["5xx"], "attempts": 5, "backoff": QUICK, "budget": {"percent": 20, "min_per_second": 0}}
     requests = 50
     with Proxy(config(upstream.address, retry=retry)) as proxy:
@@ -105,8 +106,8 @@ def test_the_budget_bounds_retries_when_every_try_fails(upstreams: list[Scripted
     assert stats["retry_budget_exhausted_total"] >= requests - retries
 
 
-def test_a_post_body_is_sent_again_on_a_retry(upstreams: list[ScriptedUpstream]) -> None:
-    upstream = scripted(upstreams, [502])
+def test_a_post_body_is_sent_again_on_a_retry(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, [502])
     body = b"".join(b"line %d\n" % i for i in range(2000))
     with Proxy(config(upstream.address, retry={"retry_on": ["5xx"], "backoff": QUICK})) as proxy:
         response = httpx.post(f"http://{proxy.address('outbound')}/orders", content=body, timeout=10)
@@ -114,8 +115,8 @@ def test_a_post_body_is_sent_again_on_a_retry(upstreams: list[ScriptedUpstream])
     assert [(r.method, r.body) for r in upstream.received] == [("POST", body), ("POST", body)]
 
 
-def test_a_body_over_max_replay_bytes_is_sent_once(upstreams: list[ScriptedUpstream]) -> None:
-    upstream = scripted(upstreams, [500])
+def test_a_body_over_max_replay_bytes_is_sent_once(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, [500])
     body = b"x" * 4096
     retry = {"retry_on": ["5xx"], "backoff": QUICK, "max_replay_bytes": 1024}
     with Proxy(config(upstream.address, retry=retry)) as proxy:
@@ -124,10 +125,10 @@ def test_a_body_over_max_replay_bytes_is_sent_once(upstreams: list[ScriptedUpstr
     assert [r.body for r in upstream.received] == [body]
 
 
-def test_a_try_over_the_per_try_timeout_is_retried(upstreams: list[ScriptedUpstream]) -> None:
-    # The first request is answered after 5 s; the policy gives each try 200 ms.
-    upstream = scripted(upstreams, [(200, 5.0)])
-    retry = {"retry_on": ["reset"], "per_try_timeout": "200ms", "backoff": QUICK}
+def test_a_try_over_the_per_try_timeout_is_retried(started: list[ScriptedUpstream]) -> None:
+    # The first request is answered after 10 s; the policy gives each try 1 s.
+    upstream = scripted(started, [(200, 10.0)])
+    retry = {"retry_on": ["reset"], "per_try_timeout": "1s", "backoff": QUICK}
     with Proxy(config(upstream.address, retry=retry)) as proxy:
         response = httpx.get(f"http://{proxy.address('outbound')}/slow", timeout=10)
         stats = proxy.stats()["clusters"]["app"]
@@ -135,3 +136,16 @@ def test_a_try_over_the_per_try_timeout_is_retried(upstreams: list[ScriptedUpstr
     assert upstream.count() == 2
     assert stats["timeouts_total"] == 1
     assert stats["retries_total"] == 1
+
+
+def test_an_http2_cluster_retries_on_its_own_connections(upstreams: Callable[[str], Upstream]) -> None:
+    upstream = upstreams("h2-retried")
+    cfg = config(upstream.address, retry={"retry_on": ["gateway-error"], "attempts": 3, "backoff": QUICK})
+    cfg["clusters"][0]["protocol"] = "http2"
+    with Proxy(cfg) as proxy:
+        response = httpx.get(f"http://{proxy.address('outbound')}/status/503", timeout=10)
+        stats = proxy.stats()["clusters"]["app"]
+    assert response.status_code == 503
+    assert response.headers["x-upstream"] == "h2-retried"
+    assert (stats["upstream_requests_total"], stats["retries_total"]) == (3, 2)
+    assert stats["responses"]["5xx"] == 3

@@ -79,7 +79,8 @@ class RetryPolicy(_Section):
     budget: RetryBudget = Field(default_factory=lambda: _BUDGET)
     max_replay_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = default("retry.max_replay_bytes")
     """A request body up to this size, with its length announced (content-length), is kept to
-    be sent again; larger and streamed bodies are sent once and never retried."""
+    be sent again; larger and streamed bodies are sent once and never retried. 0: only requests
+    without a body are retried."""
 
     @model_validator(mode="after")
     def _codes_with_their_condition(self) -> RetryPolicy:

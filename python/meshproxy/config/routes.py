@@ -70,7 +70,8 @@ class Route(_Section):
     timeout: Duration = default_duration("route.timeout")
     """From sending the request upstream to the response's headers (retries included); 0 means no timeout."""
     retry: RetryPolicy | None = None
-    """When failed tries are tried again; default: the built-in policy (see RetryPolicy)."""
+    """When failed tries are tried again. Without it: requests without a body are tried again
+    after a connect failure (3 tries) or a refused HTTP/2 stream (8 tries), at once."""
 
     # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")
