@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scripted_upstream import ScriptedUpstream
+from conftest import occupied_address
 from upstreams import wait_until
 
 from meshproxy import Proxy
@@ -106,3 +107,23 @@ def test_without_breakers_nothing_overflows(slow: ScriptedUpstream) -> None:
         overflow = proxy.stats()["clusters"]["app"]["overflow_total"]
     assert statuses == [200] * 10
     assert overflow == 0
+
+
+def test_requests_over_max_pending_requests_get_503_overflow() -> None:
+    # An upstream that takes connections and never answers: a TLS handshake with it waits out
+    # the connect timeout, and every request waits for its connection meanwhile.
+    with occupied_address() as silent:
+        cfg: dict[str, Any] = {
+            "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "routes": [{"cluster": "app"}]}],
+            "clusters": [{"name": "app", "connect_timeout": "2s", "tls": {"mode": "tls"},
+                          "circuit_breakers": {"max_pending_requests": 1},
+                          "endpoints": [{"address": silent}]}],
+        }
+        with Proxy(cfg) as proxy:
+            url = f"http://{proxy.address('outbound')}/"
+            with ThreadPoolExecutor(3) as pool:
+                answers = list(pool.map(lambda _: httpx.get(url, timeout=20), range(3)))
+            overflow = proxy.stats()["clusters"]["app"]["overflow_total"]
+    errors = sorted(a.headers["x-meshproxy-error"] for a in answers)
+    assert errors == ["connect_failure", "overflow", "overflow"]
+    assert overflow == 2
