@@ -83,3 +83,27 @@ impl http_body::Body for Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_replayed_body_gives_its_data_and_trailers_each_time() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body = Body::Replayed { data: Some(Bytes::from_static(b"order 42")), trailers: Some(trailers) };
+        for _ in 0..2 {
+            let again = body.replay().map(|b| b.collect());
+            let collected = match again {
+                Some(collecting) => collecting.await.ok(),
+                None => None,
+            };
+            let collected = collected.unwrap_or_else(|| panic!("a replayed body replays"));
+            assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.as_bytes()), Some(&b"0"[..]));
+            assert_eq!(collected.to_bytes(), Bytes::from_static(b"order 42"));
+        }
+        assert!(matches!(Body::Empty.replay(), Some(Body::Empty)));
+    }
+}

@@ -32,6 +32,8 @@ const MAX_REFUSALS: u32 = 8;
 /// A route's retry policy, compiled.
 #[derive(Debug)]
 pub struct Retry {
+    /// The policy of routes without `retry`, which counts connect failures and refusals apart.
+    built_in: bool,
     on: Conditions,
     attempts: u32,
     per_try_timeout: Option<Duration>,
@@ -78,7 +80,9 @@ enum Outcome {
     Response(Response<Body>, Upstream),
 }
 
+/// The policy of routes without `retry`: today's retries, which cost nothing when no try fails.
 pub static BUILT_IN: Retry = Retry {
+    built_in: true,
     on: Conditions {
         connect_failure: true,
         refused_stream: true,
@@ -119,6 +123,7 @@ impl Retry {
             on.refused_stream = true;
         }
         Retry {
+            built_in: false,
             on,
             attempts: policy.attempts.max(1),
             per_try_timeout: policy.per_try_timeout.filter(|t| t.0 > 0).map(|t| t.duration()),
@@ -143,7 +148,7 @@ impl Retry {
             }
         };
         // The built-in policy counts refusals apart: see `MAX_REFUSALS`.
-        let tries_left = match (self.budget.is_none(), failure) {
+        let tries_left = match (self.built_in, failure) {
             (true, Failure::Connect) => tries.connect_failures < self.attempts,
             (true, Failure::Refused) => tries.refusals < MAX_REFUSALS,
             _ => tries.all < self.attempts,
@@ -154,9 +159,10 @@ impl Retry {
     /// Whether the try about to be made (after `tries`) may be followed by another should the
     /// upstream consume the request: then it is sent as a copy.
     fn may_follow(&self, tries: &Tries) -> bool {
-        match self.budget {
-            None => tries.refusals + 1 < MAX_REFUSALS,
-            Some(_) => tries.all + 1 < self.attempts,
+        if self.built_in {
+            tries.refusals + 1 < MAX_REFUSALS
+        } else {
+            tries.all + 1 < self.attempts
         }
     }
 
