@@ -127,3 +127,20 @@ def test_requests_over_max_pending_requests_get_503_overflow() -> None:
     errors = sorted(a.headers["x-meshproxy-error"] for a in answers)
     assert errors == ["connect_failure", "overflow", "overflow"]
     assert overflow == 2
+
+
+def test_a_request_waiting_for_its_response_is_not_pending(slow: ScriptedUpstream) -> None:
+    # Each of the three needs its own connection; once made, a request no longer waits for one.
+    # One after the other: two connections made at the same moment would both be pending.
+    with Proxy(config(slow, {"max_pending_requests": 1})) as proxy:
+        url = f"http://{proxy.address('outbound')}/"
+        with ThreadPoolExecutor(3) as pool:
+            futures = []
+            for n in range(1, 4):
+                futures.append(pool.submit(httpx.get, url, timeout=20))
+                wait_until(lambda: slow.count() == n, timeout=15, what=f"request {n} at the upstream")
+            slow.release()
+            statuses = [f.result().status_code for f in futures]
+        overflow = proxy.stats()["clusters"]["app"]["overflow_total"]
+    assert statuses == [200, 200, 200]
+    assert overflow == 0

@@ -132,11 +132,14 @@ impl Pool {
             }
             None => request,
         };
-        let _waiting = hold(dial, Limit::PendingRequests).map_err(PoolError::Overflow)?;
-        let connection = hold(dial, Limit::Connections).map_err(PoolError::Overflow)?;
-        let mut sender = match Box::pin(connect_http1(dial, connection)).await {
-            Ok(sender) => sender,
-            Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+        let mut sender = {
+            // Waiting for the connection, not for the response: given back once connected.
+            let _waiting = hold(dial, Limit::PendingRequests).map_err(PoolError::Overflow)?;
+            let connection = hold(dial, Limit::Connections).map_err(PoolError::Overflow)?;
+            match Box::pin(connect_http1(dial, connection)).await {
+                Ok(sender) => sender,
+                Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+            }
         };
         let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
         Ok((response, self.lease(sender)))
