@@ -20,9 +20,14 @@ class Received:
     body: bytes
 
 
+# A status in a script that means: close the connection without answering.
+HANG_UP = 0
+
+
 class ScriptedUpstream:
     """Answers the nth request with ``script[n]`` (a status, or a (status, delay in seconds)
-    pair), then with ``then``. With ``hold``, every request waits for ``release()``."""
+    pair; ``HANG_UP`` closes the connection instead), then with ``then``. With ``hold``, every
+    request waits for ``release()``."""
 
     def __init__(self, script: list[int | tuple[int, float]] | None = None, then: int = 200,
                  hold: bool = False) -> None:
@@ -83,6 +88,9 @@ def _handler(upstream: ScriptedUpstream) -> Any:
                 upstream._released.wait(HOLD_LIMIT)
                 if delay:
                     threading.Event().wait(delay)
+                if status == HANG_UP:
+                    self.close_connection = True
+                    return
                 answer = b"status %d\n" % status
                 self.send_response(status)
                 self.send_header("content-length", str(len(answer)))

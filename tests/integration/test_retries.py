@@ -9,7 +9,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 from conftest import Upstream
-from scripted_upstream import ScriptedUpstream
+from scripted_upstream import HANG_UP, ScriptedUpstream
 
 from meshproxy import Proxy
 
@@ -123,6 +123,24 @@ def test_a_body_over_max_replay_bytes_is_sent_once(started: list[ScriptedUpstrea
         response = httpx.post(f"http://{proxy.address('outbound')}/orders", content=body, timeout=10)
     assert response.status_code == 500
     assert [r.body for r in upstream.received] == [body]
+
+
+def test_an_upstream_that_hangs_up_is_retried_on_reset(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, [HANG_UP])
+    with Proxy(config(upstream.address, retry={"retry_on": ["reset"], "backoff": QUICK})) as proxy:
+        response = httpx.get(f"http://{proxy.address('outbound')}/", timeout=10)
+        stats = proxy.stats()["clusters"]["app"]
+    assert response.status_code == 200
+    assert upstream.count() == 2
+    assert (stats["upstream_failures_total"], stats["retries_total"]) == (1, 1)
+
+
+def test_without_a_policy_a_hang_up_is_a_502(started: list[ScriptedUpstream]) -> None:
+    upstream = scripted(started, [HANG_UP])
+    with Proxy(config(upstream.address)) as proxy:
+        response = httpx.get(f"http://{proxy.address('outbound')}/", timeout=10)
+    assert (response.status_code, response.headers["x-meshproxy-error"]) == (502, "upstream_failure")
+    assert upstream.count() == 1
 
 
 def test_a_try_over_the_per_try_timeout_is_retried(started: list[ScriptedUpstream]) -> None:
