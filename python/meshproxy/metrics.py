@@ -139,6 +139,14 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                                 "health grounds (all of them without health settings).", labels=["cluster"])
     ejected = GaugeMetricFamily("meshproxy_cluster_ejected_endpoints", "Endpoints ejected by outlier detection "
                                 "now.", labels=["cluster"])
+    retries = per_cluster("meshproxy_upstream_retries", "Tries made again by a retry policy (the built-in one "
+                          "included).")
+    budget_exhausted = per_cluster("meshproxy_upstream_retry_budget_exhausted", "Retries a route's retry policy "
+                                   "would have made, refused by its retry budget.")
+    retry_overflow = per_cluster("meshproxy_upstream_retry_overflow", "Retries not made because the cluster's "
+                                 "circuit breakers' max_retries were in progress.")
+    overflow = per_cluster("meshproxy_upstream_overflow", "Requests answered 503 overflow: over a limit of the "
+                           "cluster's circuit breakers.")
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -151,12 +159,16 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         ejections.add_metric([name], cluster["ejections_total"])
         healthy.add_metric([name], cluster["endpoints"]["healthy"])
         ejected.add_metric([name], cluster["endpoints"]["ejected"])
+        retries.add_metric([name], cluster["retries_total"])
+        budget_exhausted.add_metric([name], cluster["retry_budget_exhausted_total"])
+        retry_overflow.add_metric([name], cluster["retry_overflow_total"])
+        overflow.add_metric([name], cluster["overflow_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
     yield from (sent, connect_failures, timeouts, failures, responses, updates, check_failures, ejections, healthy,
-                ejected, connections)
+                ejected, retries, budget_exhausted, retry_overflow, overflow, connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

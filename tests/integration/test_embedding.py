@@ -383,14 +383,15 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     app = stats["clusters"]["app"]
     assert set(app) == {"connect_failures_total", "responses", "timeouts_total", "upstream_failures_total",
                         "upstream_requests_total", "endpoint_updates_total", "health_check_failures_total",
-                        "ejections_total", "pool", "endpoints"}
+                        "ejections_total", "pool", "endpoints", "retries_total",
+                        "retry_budget_exhausted_total", "retry_overflow_total", "overflow_total"}
     assert set(app["pool"]) == {"idle_http1", "http2_connections"}
     assert app["endpoints"] == {"healthy": 1, "unhealthy": 0, "ejected": 0}
     assert set(app["responses"]) == responses
     assert app["upstream_requests_total"] == 1
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
-                                    "upstream_failure", "denied"}
+                                    "upstream_failure", "denied", "overflow"}
     assert set(stats["tls"]) == {"inbound", "outbound"}
     assert set(stats["tls"]["inbound"]) == {"handshakes_total", "resumed_total", "refused"}
     assert stats["authorization"] == {}

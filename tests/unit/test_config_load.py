@@ -78,6 +78,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "response_headers": {"add": {}, "remove": []},
         "timeout": "15000ms",
         "hash_policy": [],
+        "retry": None,
     }
     assert doc["clusters"][1] == {
         "name": "orders-v2",
@@ -89,6 +90,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "discovery": None,
         "health_check": None,
         "outlier_detection": None,
+        "circuit_breakers": None,
     }
 
 

@@ -27,6 +27,7 @@ from .fields import DnsName, EndpointAddress, FilePath, Host, Name, ResolverAddr
 from .messages import invalid, show
 from .section import Weight, _empty, _Section, _with_key
 from .defaults import default, default_duration
+from .retry import CircuitBreakers
 
 
 def _positive(field: str, value: timedelta, at: tuple[str, ...] = ()) -> timedelta:
@@ -149,6 +150,8 @@ class Cluster(_Section):
     """Active checks of the endpoints; unhealthy ones leave the balancer's choice (docs/resilience-health.md)."""
     outlier_detection: OutlierDetection | None = None
     """Passive ejection of endpoints whose answers fail (docs/resilience-health.md)."""
+    circuit_breakers: CircuitBreakers | None = None
+    """Limits on connections, pending requests, requests and retries; default: none."""
 
     @field_validator("connect_timeout")
     @classmethod

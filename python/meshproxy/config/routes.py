@@ -16,6 +16,7 @@ from .kept import KeptModels
 from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
 from .defaults import default_duration
+from .retry import RetryPolicy
 
 
 class RouteMatch(_Section):
@@ -72,6 +73,9 @@ class Route(_Section):
     hash_policy: list[HashPolicy] = _empty(list)
     """What a cluster with lb ring_hash or maglev keys this route's requests by (affinity):
     requests with one key land on one endpoint. Needed by those clusters, read by no other."""
+    retry: RetryPolicy | None = None
+    """When failed tries are tried again. Without it: requests without a body are tried again
+    after a connect failure (3 tries) or a refused HTTP/2 stream (8 tries), at once."""
 
     # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")

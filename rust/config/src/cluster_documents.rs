@@ -26,6 +26,8 @@ pub struct Cluster {
     pub health_check: Option<crate::HealthCheck>,
     #[serde(default)]
     pub outlier_detection: Option<crate::OutlierDetection>,
+    #[serde(default)]
+    pub circuit_breakers: Option<crate::CircuitBreakers>,
 }
 
 /// Where a cluster's endpoints come from when its config does not list them. The Python layer

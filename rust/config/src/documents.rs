@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 pub use crate::cluster_documents::*;
 pub use crate::duration::{Micros, Millis};
+pub use crate::retry::{Backoff, CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -221,6 +222,8 @@ pub struct Route {
     /// What a hashing cluster keys this route's requests by.
     #[serde(default)]
     pub hash_policy: Vec<crate::HashPolicy>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -306,6 +309,7 @@ pub fn defaults() -> serde_json::Value {
     });
     if let Some(map) = defaults.as_object_mut() {
         map.extend(crate::health::defaults().into_iter().map(|(key, value)| (key.to_string(), value)));
+        map.extend(crate::retry::defaults().map(|(key, value)| (key.to_string(), value)));
     }
     defaults
 }

@@ -13,6 +13,7 @@ pub mod endpoint_list;
 mod health;
 mod log_fields;
 mod problem;
+mod retry;
 pub mod spiffe;
 pub mod values;
 

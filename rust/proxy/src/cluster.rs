@@ -12,9 +12,11 @@ use arc_swap::ArcSwap;
 use meshproxy_balance::{Balancer, Policy};
 
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
+use crate::breakers::{Breakers, Overflow};
 use crate::endpoint::Endpoint;
 use crate::health::host::{HostHealth, Status};
 use crate::health::{ClusterHealth, PANIC_THRESHOLD_PERCENT};
+use crate::error::ProxyError;
 use meshproxy_telemetry::stats::ClusterStats;
 use meshproxy_tls::outbound::UpstreamTls;
 
@@ -34,6 +36,8 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     /// Active checks and outlier ejection, when the config asks for either (see `health`).
     pub health: Option<Arc<ClusterHealth>>,
+    /// `None`: the cluster has no `circuit_breakers`, and nothing is counted.
+    pub breakers: Option<Arc<Breakers>>,
     members: ArcSwap<Members>,
     /// What the cluster was compiled from, but its endpoints (its members say those).
     source: ClusterSource,
@@ -95,6 +99,7 @@ impl Cluster {
             transport,
             stats,
             health,
+            breakers: settings.circuit_breakers.map(|limits| Arc::new(Breakers::new(limits))),
             members: ArcSwap::new(members),
             source,
         }
@@ -107,6 +112,21 @@ impl Cluster {
         cluster.tls.mode != config::ClusterTlsMode::Tls
             && self.source.is(cluster, trust_domain)
             && self.members_if_same(self.policy(), self.transport.as_deref(), &cluster.endpoints).is_some()
+    }
+
+    /// The scheme a request to the cluster carries: `https` once its connections are TLS.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+
+    /// A circuit breaker refused a request: counted, and answered 503 `overflow`.
+    pub fn overflow(&self, overflow: Overflow) -> ProxyError {
+        self.stats.overflow_total.inc();
+        ProxyError::Overflow { cluster: self.name.to_string(), limit: overflow.limit.name(), max: overflow.max }
     }
 
     /// The members now: an owned handle, so a request keeps what it picked from across awaits.
@@ -192,7 +212,7 @@ fn with_health(health: &ClusterHealth, hosts: &mut HashMap<Arc<str>, Arc<HostHea
 
 impl ClusterSource {
     pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection } = cluster;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = cluster;
         let settings = config::Cluster {
             name: name.clone(),
             lb: lb.clone(),
@@ -203,12 +223,13 @@ impl ClusterSource {
             discovery: discovery.clone(),
             health_check: health_check.clone(),
             outlier_detection: outlier_detection.clone(),
+            circuit_breakers: *circuit_breakers,
         };
         ClusterSource { settings, trust_domain: trust_domain.map(str::to_string) }
     }
 
     fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection } = &self.settings;
+        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = &self.settings;
         *name == cluster.name
             && *lb == cluster.lb
             && *protocol == cluster.protocol
@@ -217,6 +238,7 @@ impl ClusterSource {
             && *discovery == cluster.discovery
             && *health_check == cluster.health_check
             && *outlier_detection == cluster.outlier_detection
+            && *circuit_breakers == cluster.circuit_breakers
             && (tls.mode != config::ClusterTlsMode::Mesh || self.trust_domain.as_deref() == trust_domain)
     }
 }

@@ -26,6 +26,8 @@ pub enum ProxyError {
     /// An authorization policy denied the request: a deny rule matched (`rule`), or no allow
     /// rule did.
     Denied { policy: Arc<str>, rule: Option<Arc<str>> },
+    /// A circuit breaker of the cluster (`limit`, at `max`) refused the request.
+    Overflow { cluster: String, limit: &'static str, max: u32 },
 }
 
 // === impl ProxyError ===
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => Reason::Timeout,
             ProxyError::UpstreamFailure { .. } => Reason::UpstreamFailure,
             ProxyError::Denied { .. } => Reason::Denied,
+            ProxyError::Overflow { .. } => Reason::Overflow,
         }
     }
 
@@ -75,6 +78,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::Denied { policy, rule: Some(rule) } => write!(f, "denied by rule '{rule}' of policy '{policy}'"),
             ProxyError::Denied { policy, rule: None } => write!(f, "denied: no allow rule of policy '{policy}' matches"),
+            ProxyError::Overflow { cluster, limit, max } => {
+                write!(f, "cluster '{cluster}' is at its circuit breakers' {limit} ({max})")
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ use http::header::{
 
 use meshproxy_config::spiffe::SpiffeId;
 
+use crate::error::ProxyError;
+
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -217,6 +219,15 @@ fn joined_forwarded_for(existing: &str, client: &HeaderValue) -> Option<HeaderVa
     joined.extend_from_slice(b", ");
     joined.extend_from_slice(client.as_bytes());
     HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+}
+
+/// The `http://authority/path` form an HTTP/2 request carries in its pseudo-headers.
+pub fn absolute_uri(scheme: http::uri::Scheme, authority: http::uri::Authority, path_and_query: http::uri::PathAndQuery) -> Result<http::uri::Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    http::uri::Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
 }
 
 #[cfg(test)]

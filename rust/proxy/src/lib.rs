@@ -8,6 +8,8 @@
 
 pub mod authz;
 mod body;
+pub mod breakers;
+mod budget;
 pub mod busy_poll;
 pub mod cluster;
 pub mod endpoint;
@@ -24,6 +26,7 @@ mod observed;
 pub mod outlier;
 mod pool;
 mod proxy;
+pub mod retry;
 pub mod route;
 mod snapshot;
 pub mod workers;

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use crate::body::Body;
+use crate::breakers::Held;
 use crate::endpoint::InFlightRequest;
 use crate::observe::Observation;
 use crate::pool::Lease;
@@ -28,6 +29,8 @@ pub struct Observed {
 pub struct Upstream {
     pub in_flight: Option<InFlightRequest>,
     pub lease: Option<Box<Lease>>,
+    /// The request's place under the cluster's circuit breakers' `max_requests`, if it has them.
+    pub admitted: Option<Held>,
 }
 
 // === impl Observed ===
@@ -53,6 +56,7 @@ impl http_body::Body for Observed {
         if let Some(upstream) = this.upstream.as_mut() {
             if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
                 upstream.in_flight.take();
+                upstream.admitted.take();
             }
             // The end, or the last frame (whose consumer may not poll for the end when a
             // known length says it): the connection is done with this response.

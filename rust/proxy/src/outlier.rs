@@ -56,7 +56,11 @@ where
         Ok((response, _)) => Some(Outcome::of(response.status())),
         // The client's request body broke: not the endpoint's doing.
         Err(PoolError::Exchange(error)) if error.is_user() => None,
-        Err(PoolError::Connect { .. } | PoolError::Refused(_) | PoolError::Exchange(_)) => Some(Outcome::Failure { gateway: true }),
+        Err(PoolError::Connect { .. } | PoolError::Refused(_) | PoolError::Exchange(_) | PoolError::TimedOut(_)) => {
+            Some(Outcome::Failure { gateway: true })
+        }
+        // The cluster's own limit, not the endpoint's doing.
+        Err(PoolError::Overflow(_)) => None,
     };
     // An ejection takes effect before the next pick: built here, once per ejection.
     if outcome.is_some_and(|outcome| report(health, host, outcome)) {

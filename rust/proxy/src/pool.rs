@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::body::Body;
+use crate::breakers::{Breakers, Held, Limit, Overflow};
 use meshproxy_config::UpstreamProtocol;
 use crate::executor::{spawn_boxed, BoxingExecutor};
 use meshproxy_tls::outbound::UpstreamTls;
@@ -73,6 +74,9 @@ pub struct Dial<'a> {
     /// Covers the TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
     pub tls: Option<&'a UpstreamTls>,
+    /// The cluster's circuit breakers: a connection to make, and a request waiting for it,
+    /// count against them.
+    pub breakers: Option<&'a Arc<Breakers>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,11 @@ pub enum PoolError {
     Refused(hyper::Error),
     /// The exchange failed on an established connection.
     Exchange(hyper::Error),
+    /// No response headers within the retry policy's per-try timeout (never from the pool).
+    TimedOut(Duration),
+    /// A new connection was needed, and the cluster's circuit breakers allow no more
+    /// connections, or no more requests waiting for one.
+    Overflow(Overflow),
 }
 
 // === impl Pool ===
@@ -123,9 +132,14 @@ impl Pool {
             }
             None => request,
         };
-        let mut sender = match Box::pin(connect_http1(dial)).await {
-            Ok(sender) => sender,
-            Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+        let mut sender = {
+            // Waiting for the connection, not for the response: given back once connected.
+            let _waiting = hold(dial, Limit::PendingRequests).map_err(PoolError::Overflow)?;
+            let connection = hold(dial, Limit::Connections).map_err(PoolError::Overflow)?;
+            match Box::pin(connect_http1(dial, connection)).await {
+                Ok(sender) => sender,
+                Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
+            }
         };
         let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
         Ok((response, self.lease(sender)))
@@ -140,6 +154,7 @@ impl Pool {
                 Some(shared) => shared,
                 None => match Box::pin(self.connect_shared_http2(dial)).await {
                     Ok(shared) => shared,
+                    Err(ConnectError::Overflow(overflow)) => return Err(PoolError::Overflow(overflow)),
                     Err(cause) => return Err(PoolError::Connect { cause, unsent: Box::new(request) }),
                 },
             };
@@ -209,12 +224,14 @@ impl Pool {
     }
 
     async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<SharedHttp2, ConnectError> {
+        let _waiting = hold(dial, Limit::PendingRequests).map_err(ConnectError::Overflow)?;
         let _one_at_a_time = self.connecting.lock().await;
         // Someone else may have connected while this request waited for the lock.
         if let Some(shared) = self.current_http2() {
             return Ok(shared);
         }
-        let sender = connect_http2(dial).await?;
+        let connection = hold(dial, Limit::Connections).map_err(ConnectError::Overflow)?;
+        let sender = connect_http2(dial, connection).await?;
         let shared = SharedHttp2 { id: self.connections_made.fetch_add(1, Relaxed), sender };
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         Ok(shared)
@@ -299,6 +316,22 @@ pub fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
     copy
 }
 
+/// Runs a connection's task; a circuit breaker's place it holds is given back when it ends.
+fn spawn_connection<F>(connection: F, held: Option<Held>)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match held {
+        None => spawn_boxed(connection),
+        Some(held) => spawn_boxed(async move {
+            let ended = connection.await;
+            drop(held);
+            ended
+        }),
+    }
+}
+
 /// Why no connection could be made: the socket failed, the TLS handshake was refused, or the
 /// HTTP handshake failed.
 #[derive(Debug)]
@@ -306,6 +339,8 @@ pub enum ConnectError {
     Socket(std::io::Error),
     Tls(Refused),
     Handshake(hyper::Error),
+    /// The cluster's circuit breakers allow no new connection now (reported as an overflow).
+    Overflow(Overflow),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -314,6 +349,7 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Socket(cause) => cause.fmt(f),
             ConnectError::Tls(refused) => write!(f, "TLS handshake refused: {refused}"),
             ConnectError::Handshake(cause) => cause.fmt(f),
+            ConnectError::Overflow(overflow) => write!(f, "over the circuit breakers' {}", overflow.limit.name()),
         }
     }
 }
@@ -353,14 +389,21 @@ async fn dial_tcp(dial: Dial<'_>) -> Result<TcpStream, ConnectError> {
     Ok(stream)
 }
 
-pub(crate) async fn connect_http1(target: Dial<'_>) -> Result<http1::SendRequest<Body>, ConnectError> {
+/// One place of `limit` among the cluster's circuit breakers, if it has breakers. A request that
+/// needs a new connection waits for it as a pending request; the connection holds its place
+/// as long as it lives.
+fn hold(dial: Dial<'_>, limit: Limit) -> Result<Option<Held>, Overflow> {
+    dial.breakers.map(|breakers| breakers.take(limit)).transpose()
+}
+
+pub(crate) async fn connect_http1(target: Dial<'_>, held: Option<Held>) -> Result<http1::SendRequest<Body>, ConnectError> {
     match dial(target).await? {
-        Connection::Plain(stream) => handshake_http1(stream).await,
-        Connection::Tls(stream) => handshake_http1(stream).await,
+        Connection::Plain(stream) => handshake_http1(stream, held).await,
+        Connection::Tls(stream) => handshake_http1(stream, held).await,
     }
 }
 
-async fn handshake_http1<S>(stream: S) -> Result<http1::SendRequest<Body>, ConnectError>
+async fn handshake_http1<S>(stream: S, held: Option<Held>) -> Result<http1::SendRequest<Body>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -371,18 +414,18 @@ where
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    spawn_boxed(connection);
+    spawn_connection(connection, held);
     Ok(sender)
 }
 
-pub(crate) async fn connect_http2(target: Dial<'_>) -> Result<http2::SendRequest<Body>, ConnectError> {
+pub(crate) async fn connect_http2(target: Dial<'_>, held: Option<Held>) -> Result<http2::SendRequest<Body>, ConnectError> {
     match dial(target).await? {
-        Connection::Plain(stream) => handshake_http2(stream).await,
-        Connection::Tls(stream) => handshake_http2(stream).await,
+        Connection::Plain(stream) => handshake_http2(stream, held).await,
+        Connection::Tls(stream) => handshake_http2(stream, held).await,
     }
 }
 
-async fn handshake_http2<S>(stream: S) -> Result<http2::SendRequest<Body>, ConnectError>
+async fn handshake_http2<S>(stream: S, held: Option<Held>) -> Result<http2::SendRequest<Body>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -394,6 +437,6 @@ where
         .handshake(io)
         .await
         .map_err(ConnectError::Handshake)?;
-    spawn_boxed(connection);
+    spawn_connection(connection, held);
     Ok(sender)
 }

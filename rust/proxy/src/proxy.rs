@@ -3,35 +3,24 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderValue, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::authz::{AuthzRequest, Decision};
 use crate::body::Body;
 use crate::observed::{Observed, Upstream};
-use crate::cluster::Cluster;
 use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
+use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::observe::Observation;
-use crate::pool::{copy_bodyless, Dial, PoolError};
+use crate::retry;
 use crate::route::{host_without_port, RequestTarget};
 use meshproxy_telemetry::stats::Stats;
 use meshproxy_telemetry::traffic::TrafficKey;
-
-/// Requests without a body are sent again after a failure that proves the upstream did not
-/// process them (no connection could be made, or it refused the stream); with a body there is
-/// nothing to replay. This bounds the attempts after connect failures.
-const MAX_ATTEMPTS: usize = 3;
-/// Refusals get a larger budget. An upstream that closes HTTP/2 connections after so many
-/// requests (nginx: 1,000) refuses, at each close, every stream in flight beyond its last one;
-/// with hundreds in flight, a retried stream may land on the next connection as it closes too.
-const MAX_REFUSALS: usize = 8;
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses. The
 /// response body carries the request's observation, finished when the body ends; should the
@@ -147,14 +136,14 @@ async fn proxy(
             *upstream.version_mut() = Version::HTTP_2;
             upstream.headers_mut().remove(HOST);
             *upstream.uri_mut() = match parsed {
-                Some(authority) if !authority_str.is_empty() => absolute_uri(scheme(&cluster), authority, path_and_query)?,
+                Some(authority) if !authority_str.is_empty() => absolute_uri(cluster.scheme(), authority, path_and_query)?,
                 _ => Uri::from(path_and_query),
             };
         }
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
-    let forwarded = Box::pin(forward(&cluster, upstream, hash, observation));
+    let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
     let (mut response, upstream) = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
@@ -192,101 +181,6 @@ fn valid_host(host: &[u8]) -> Option<Authority> {
         return None;
     }
     Authority::try_from(host).ok()
-}
-
-/// Sends the request to an endpoint of the cluster (the one its `hash` key lands on, for a
-/// hashing cluster) and returns its response, whose body keeps the endpoint's request in flight
-/// until it ends.
-async fn forward(cluster: &Cluster, request: Request<Body>, hash: Option<u64>, observation: &mut Observation) -> Result<(Response<Body>, Upstream), ProxyError> {
-    let bodyless = http_body::Body::is_end_stream(request.body());
-    let (mut connect_failures, mut refusals) = (0, 0);
-    let mut request = Some(request);
-    let mut last_error = None;
-    // The endpoint the last connection attempt failed on: a retry goes to another one.
-    let mut unreachable: Option<Arc<str>> = None;
-    while let Some(mut sending) = request.take() {
-        // Held until the attempt ends: discovery may replace the members meanwhile.
-        let members = cluster.members();
-        let endpoint = members
-            .pick_for(hash, unreachable.as_deref())
-            .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
-        observation.note_upstream(&endpoint.address);
-        if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
-            let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *sending.uri_mut() = absolute_uri(scheme(cluster), endpoint.authority.clone(), path_and_query)?;
-        }
-        // An HTTP/2 upstream may refuse a stream it has read; that request is gone, so a
-        // bodyless request that may be sent again is copied first. Requests that never left
-        // (no connection) come back from the pool as they were.
-        let spare = (cluster.protocol == UpstreamProtocol::Http2 && bodyless && refusals + 1 < MAX_REFUSALS)
-            .then(|| copy_bodyless(&sending));
-
-        cluster.stats.upstream_requests_total.inc();
-        let in_flight = endpoint.start();
-        let started = Instant::now();
-        let dial = Dial {
-            address: &endpoint.address,
-            protocol: cluster.protocol,
-            connect_timeout: cluster.connect_timeout,
-            tls: cluster.tls.as_ref(),
-        };
-        match crate::outlier::observed(cluster, endpoint, endpoint.state.pool().send(dial, sending)).await {
-            Ok((response, lease)) => {
-                endpoint.observe_latency(started.elapsed());
-                cluster.stats.responses.count(response.status());
-                let upstream = Upstream { in_flight: Some(in_flight), lease };
-                return Ok((response.map(|body| Body::Streamed { body, received: None }), upstream));
-            }
-            Err(PoolError::Connect { cause, unsent }) => {
-                cluster.stats.connect_failures_total.inc();
-                connect_failures += 1;
-                // Counted as slow as the connect timeout: latency-aware picks shun the endpoint
-                // (a refused connection fails fast, and would otherwise look like the best one)
-                // until discovery removes it or its answers bring the estimate down again.
-                endpoint.observe_latency(cluster.connect_timeout);
-                unreachable = Some(endpoint.address.clone());
-                request = (bodyless && connect_failures < MAX_ATTEMPTS).then_some(*unsent);
-                last_error = Some(ProxyError::ConnectFailure {
-                    cluster: cluster.name.to_string(),
-                    endpoint: endpoint.address.to_string(),
-                    cause: cause.to_string(),
-                });
-            }
-            // The client's body broke mid-way (bad chunk framing, reset, hang-up): not the
-            // upstream's fault, and the client's framing can no longer be trusted.
-            Err(PoolError::Exchange(error)) if is_request_body_error(&error) => {
-                return Err(ProxyError::BadRequest("the request body could not be read from the client"));
-            }
-            Err(PoolError::Refused(error)) => {
-                cluster.stats.upstream_failures_total.inc();
-                refusals += 1;
-                request = spare;
-                last_error = Some(ProxyError::UpstreamFailure {
-                    cluster: cluster.name.to_string(),
-                    endpoint: endpoint.address.to_string(),
-                    cause: root_cause(&error),
-                });
-            }
-            Err(PoolError::Exchange(error)) => {
-                cluster.stats.upstream_failures_total.inc();
-                return Err(ProxyError::UpstreamFailure {
-                    cluster: cluster.name.to_string(),
-                    endpoint: endpoint.address.to_string(),
-                    cause: root_cause(&error),
-                });
-            }
-        }
-    }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() }))
-}
-
-/// The scheme a request to the cluster carries: `https` once its connections are TLS.
-fn scheme(cluster: &Cluster) -> Scheme {
-    if cluster.tls.is_some() {
-        Scheme::HTTPS
-    } else {
-        Scheme::HTTP
-    }
 }
 
 /// Applies the listener's authorization policies, if it has any.
@@ -331,30 +225,6 @@ fn is_normalized(path: &str) -> bool {
         }
     }
     true
-}
-
-/// The `http://authority/path` form an HTTP/2 request carries in its pseudo-headers.
-fn absolute_uri(scheme: Scheme, authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("the request target cannot be forwarded"))
-}
-
-/// Whether the exchange failed because the request body, streamed from the client, yielded an
-/// error: hyper reports that as a user-body error caused by the body's own `hyper::Error`.
-fn is_request_body_error(error: &hyper::Error) -> bool {
-    error.is_user() && std::error::Error::source(error).is_some_and(|source| source.is::<hyper::Error>())
-}
-
-/// The innermost cause of an error chain: the part a user can act on ("connection refused").
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use regex::Regex;
 
 use crate::cluster::Cluster;
 use crate::hash_key::HashKey;
+use crate::retry::{Retry, BUILT_IN};
 use meshproxy_config as config;
 use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
@@ -39,6 +40,8 @@ pub struct Route {
     pub timeout: Option<std::time::Duration>,
     /// What a hashing cluster keys the route's requests by; `None`: nothing (the others).
     pub hash_key: Option<HashKey>,
+    /// The route's `retry` policy; `None`: the built-in one (`retry::BUILT_IN`).
+    pub retry: Option<Box<Retry>>,
     /// What the route was compiled from: a reload giving it again, over the same clusters,
     /// keeps this route instead of compiling it again.
     pub compiled_from: config::Route,
@@ -164,6 +167,11 @@ impl RouteTable {
 // === impl Route ===
 
 impl Route {
+    /// The retry policy requests of this route go by.
+    pub fn retry(&self) -> &Retry {
+        self.retry.as_deref().unwrap_or(&BUILT_IN)
+    }
+
     /// The target of this request: the one cluster, or one drawn by weight from a split.
     /// `None` only for a split without targets, which compilation refuses.
     pub fn pick(&self) -> Option<&Target> {
@@ -310,6 +318,7 @@ mod tests {
             response_headers: HeaderEdits::default(),
             timeout: None,
             hash_key: None,
+            retry: None,
             compiled_from: any_config(),
         })
     }
@@ -364,6 +373,7 @@ mod tests {
             response_headers: HeaderEdits::default(),
             timeout: None,
             hash_key: None,
+            retry: None,
             compiled_from: any_config(),
         };
         assert_eq!(route.rewrite("/api/users?id=1"), "/v2/users?id=1");

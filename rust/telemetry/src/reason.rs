@@ -13,12 +13,14 @@ pub enum Reason {
     Timeout,
     UpstreamFailure,
     Denied,
+    /// A cluster's circuit breaker refused the request.
+    Overflow,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -26,6 +28,7 @@ impl Reason {
         Reason::Timeout,
         Reason::UpstreamFailure,
         Reason::Denied,
+        Reason::Overflow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::UpstreamFailure => "upstream_failure",
             Reason::Denied => "denied",
+            Reason::Overflow => "overflow",
         }
     }
 
@@ -44,7 +48,7 @@ impl Reason {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::NoRoute => StatusCode::NOT_FOUND,
-            Reason::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NoHealthyEndpoint | Reason::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Denied => StatusCode::FORBIDDEN,

@@ -36,6 +36,14 @@ pub struct ClusterStats {
     pub health_check_failures_total: Counter,
     /// Endpoints ejected by outlier detection.
     pub ejections_total: Counter,
+    /// Tries made again by a retry policy (the built-in one included).
+    pub retries_total: Counter,
+    /// Retries a policy would have made, refused by its retry budget.
+    pub retry_budget_exhausted_total: Counter,
+    /// Retries not made because the circuit breakers' `max_retries` were in progress.
+    pub retry_overflow_total: Counter,
+    /// Requests answered 503 `overflow`: over a circuit breaker's limit.
+    pub overflow_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -153,6 +161,10 @@ impl Stats {
                     "endpoint_updates_total": s.endpoint_updates_total.get(),
                     "health_check_failures_total": s.health_check_failures_total.get(),
                     "ejections_total": s.ejections_total.get(),
+                    "retries_total": s.retries_total.get(),
+                    "retry_budget_exhausted_total": s.retry_budget_exhausted_total.get(),
+                    "retry_overflow_total": s.retry_overflow_total.get(),
+                    "overflow_total": s.overflow_total.get(),
                 }))
             })
             .collect();

@@ -9,6 +9,7 @@ use meshproxy_balance::WeightedSampler;
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_config::{self as config, Problem};
+use meshproxy_proxy::retry::Retry;
 use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
 use meshproxy_proxy::route::{Action, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 
@@ -74,6 +75,7 @@ pub(super) fn compile_routes(
             response_headers,
             timeout: route.timeout.nonzero(),
             hash_key,
+            retry: route.retry.as_ref().map(|policy| Box::new(Retry::new(policy))),
             compiled_from: route.clone(),
         }));
     }

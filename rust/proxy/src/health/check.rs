@@ -77,6 +77,8 @@ async fn probe(settings: &config::HealthCheck, target: &Target, cluster: &str) -
         protocol: target.protocol,
         connect_timeout: target.connect_timeout,
         tls: target.tls.as_ref(),
+        // A health check is not a request: circuit breakers do not count it.
+        breakers: None,
     };
     if let Some(http) = &settings.http {
         let host = http.host.as_deref().unwrap_or(cluster);
@@ -122,11 +124,11 @@ async fn send(dial: Dial<'_>, request: Request<Body>) -> Result<http::Response<h
     let failed = |e: &dyn std::fmt::Display| format!("request failed: {e}");
     match dial.protocol {
         UpstreamProtocol::Http1 => {
-            let mut sender = pool::connect_http1(dial).await.map_err(|e| format!("cannot connect: {e}"))?;
+            let mut sender = pool::connect_http1(dial, None).await.map_err(|e| format!("cannot connect: {e}"))?;
             sender.send_request(request).await.map_err(|e| failed(&e))
         }
         UpstreamProtocol::Http2 => {
-            let mut sender = pool::connect_http2(dial).await.map_err(|e| format!("cannot connect: {e}"))?;
+            let mut sender = pool::connect_http2(dial, None).await.map_err(|e| format!("cannot connect: {e}"))?;
             sender.send_request(request).await.map_err(|e| failed(&e))
         }
     }
