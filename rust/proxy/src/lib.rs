@@ -1,14 +1,16 @@
 //! The data path, top-down: `listener` accepts connections and serves them with hyper;
-//! `proxy` takes each request through authorization (`authz`), picks a route (`route`), a
-//! cluster (`cluster`) and an endpoint (`endpoint`), and forwards it over a pooled connection
-//! (`pool`). Each request is an `observe::Observation`, recorded into the telemetry when its
-//! response body ends (`body`). `workers` are the threads it all runs on.
+//! `proxy` takes each request through authorization (`authz`), picks a route (`route`) and a
+//! cluster (`cluster`), and `retry` sends it to an endpoint (`endpoint`) over a pooled
+//! connection (`pool`), again when its policy allows, within the cluster's `breakers`.
+//! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
+//! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
+//! `workers` are the threads it all runs on.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod authz;
 mod body;
-pub mod breakers;
+mod breakers;
 mod budget;
 pub mod busy_poll;
 pub mod cluster;
@@ -18,12 +20,12 @@ mod executor;
 pub mod hash_key;
 pub mod header_match;
 mod headers;
-mod idle;
 pub mod health;
+mod idle;
 pub mod listener;
 mod observe;
 mod observed;
-pub mod outlier;
+mod outlier;
 mod pool;
 mod proxy;
 pub mod retry;
