@@ -11,6 +11,7 @@ from pydantic import Field, WrapValidator, model_validator
 
 from .fields import ListenAddress, Name
 from .messages import duplicate_names, invalid
+from .route_rules import RateLimit
 from .routes import _KEPT_ROUTES, Route, _kept_routes
 from .section import HeaderMatches, Methods, _empty, _Section, _with_key
 
@@ -76,6 +77,8 @@ class Listener(_Section):
     the first bytes; disable: plain text only. strict and permissive need `identity`."""
     authorization: list[AuthzPolicy] = _empty(list)
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
+    rate_limit: RateLimit | None = None
+    """Taken by every request of the listener, before routing (a route's own comes after)."""
     routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
     """Tried in order; the first match wins."""
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 
 pub use crate::duration::{Micros, Millis};
+pub use crate::route_rules::{DirectResponse, Fault, FaultAbort, FaultDelay, RateLimit, Redirect, RegexRewrite};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -93,6 +94,8 @@ pub struct Listener {
     pub tls: ListenerTls,
     #[serde(default)]
     pub authorization: Vec<AuthzPolicy>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub routes: Vec<Route>,
 }
@@ -207,7 +210,19 @@ pub struct Route {
     #[serde(default)]
     pub split: Option<Vec<WeightedCluster>>,
     #[serde(default)]
+    pub redirect: Option<Redirect>,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    #[serde(default)]
     pub prefix_rewrite: Option<String>,
+    #[serde(default)]
+    pub regex_rewrite: Option<RegexRewrite>,
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub fault: Option<Fault>,
     #[serde(default)]
     pub request_headers: HeaderEdits,
     #[serde(default)]
@@ -388,6 +403,8 @@ pub fn defaults() -> serde_json::Value {
         "limits.max_header_bytes": Limits::default_max_header_bytes(),
         "limits.max_concurrent_streams": Limits::default_max_concurrent_streams(),
         "route.timeout_ms": Route::default_timeout().0,
+        "fault.percent": crate::route_rules::all_percent(),
+        "redirect.status": Redirect::default_status(),
         "cluster.lb": Cluster::default_lb(),
         "cluster.connect_timeout_ms": Cluster::default_connect_timeout().0,
         "discovery.min_ttl_ms": Discovery::default_min_ttl().0,

@@ -10,6 +10,7 @@ mod duration;
 pub mod endpoint_list;
 mod log_fields;
 mod problem;
+mod route_rules;
 pub mod spiffe;
 pub mod values;
 

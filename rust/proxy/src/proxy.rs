@@ -20,7 +20,7 @@ use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, Clie
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::observe::Observation;
 use crate::pool::{copy_bodyless, Dial, PoolError};
-use crate::route::{host_without_port, RequestTarget};
+use crate::route::{host_without_port, Action, RequestTarget};
 use meshproxy_telemetry::stats::Stats;
 use meshproxy_telemetry::traffic::TrafficKey;
 
@@ -77,6 +77,9 @@ async fn proxy(
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
+    if let Some(limit) = &listener.rate_limit {
+        limit.admit()?;
+    }
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
     // Parsed once: the Host header's was while checking it.
@@ -101,6 +104,18 @@ async fn proxy(
         host: target.host.to_string(),
         path: target.path.to_string(),
     })?;
+    if let Action::Answer(answered) = &route.action {
+        observation.routed(answered.traffic(&stats.traffic, || TrafficKey {
+            direction: listener.direction,
+            listener: listener.name.clone(),
+            route: route.name.clone(),
+            cluster: "".into(),
+        }));
+        route.rules.admit(&parts.headers).await?;
+        let mut response = answered.response(&parts.uri, authority_str)?;
+        route.response_headers.apply(response.headers_mut());
+        return Ok((response, None));
+    }
     // A split without targets: compilation refuses those.
     let target = route.pick().ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: String::new() })?;
     let cluster = target.cluster.clone();
@@ -110,6 +125,8 @@ async fn proxy(
         route: route.name.clone(),
         cluster: cluster.name.clone(),
     }));
+    // Rate limit and faults: after routing, so that what they answer counts for the route.
+    route.rules.admit(&parts.headers).await?;
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Without a rewrite the target is reused as parsed (a reference-counted clone).
@@ -119,6 +136,13 @@ async fn proxy(
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
     prepare_request(&mut parts.headers, present, client, (!authority_str.is_empty()).then_some(authority_str));
+    let (parsed, authority_str) = match &route.rules.host_rewrite {
+        Some(rewrite) => {
+            parts.headers.insert(HOST, rewrite.value.clone());
+            (Some(rewrite.authority.clone()), rewrite.authority.as_str())
+        }
+        None => (parsed, authority_str),
+    };
     // The upstream continues the trace from the proxy's span (before the route's header edits,
     // which may still remove the trace headers).
     if let Some(trace) = observation.trace() {

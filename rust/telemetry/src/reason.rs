@@ -13,12 +13,14 @@ pub enum Reason {
     Timeout,
     UpstreamFailure,
     Denied,
+    RateLimited,
+    FaultInjected,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 9] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -26,6 +28,8 @@ impl Reason {
         Reason::Timeout,
         Reason::UpstreamFailure,
         Reason::Denied,
+        Reason::RateLimited,
+        Reason::FaultInjected,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +41,8 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::UpstreamFailure => "upstream_failure",
             Reason::Denied => "denied",
+            Reason::RateLimited => "rate_limited",
+            Reason::FaultInjected => "fault_injected",
         }
     }
 
@@ -48,6 +54,9 @@ impl Reason {
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Denied => StatusCode::FORBIDDEN,
+            Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            // The usual one; an abort answers the status its route sets (`ProxyError::into_response`).
+            Reason::FaultInjected => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::authz::AuthzCounters;
 use crate::Reason;
 use crate::live::Live;
 use crate::traffic::TrafficRegistry;
+use crate::rules::RuleRegistry;
 use crate::refusal::Reason as RefusalReason;
 
 #[derive(Debug, Default)]
@@ -75,6 +76,8 @@ pub struct Stats {
     errors: [Counter; Reason::ALL.len()],
     pub authz: AuthzCounters,
     pub traffic: TrafficRegistry,
+    /// What routes' and listeners' request rules did (rate limits, faults).
+    pub rules: RuleRegistry,
 }
 
 // === impl HandshakeStats ===
@@ -113,6 +116,7 @@ impl Stats {
         retain_held(&self.clusters, |name| live.clusters.contains(name));
         self.traffic.prune(&live.traffic);
         self.authz.prune();
+        self.rules.prune();
     }
 
     pub fn count_error(&self, reason: Reason) {
@@ -162,6 +166,7 @@ impl Stats {
             "tls": tls,
             "authorization": self.authz.json(),
             "traffic": self.traffic.json(),
+            "route_rules": self.rules.json(),
             "log_lines_dropped": crate::events::dropped(),
             "access_log": access_log,
             "tracing": tracing,
