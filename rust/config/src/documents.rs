@@ -94,7 +94,6 @@ pub struct Listener {
     pub tls: ListenerTls,
     #[serde(default)]
     pub authorization: Vec<AuthzPolicy>,
-    #[serde(default)]
     pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -209,19 +208,14 @@ pub struct Route {
     pub cluster: Option<String>,
     #[serde(default)]
     pub split: Option<Vec<WeightedCluster>>,
-    #[serde(default)]
+    // serde reads a missing `Option` as `None`: the route rules below need no `default`.
     pub redirect: Option<Redirect>,
-    #[serde(default)]
     pub direct_response: Option<DirectResponse>,
     #[serde(default)]
     pub prefix_rewrite: Option<String>,
-    #[serde(default)]
     pub regex_rewrite: Option<RegexRewrite>,
-    #[serde(default)]
     pub host_rewrite: Option<String>,
-    #[serde(default)]
     pub rate_limit: Option<RateLimit>,
-    #[serde(default)]
     pub fault: Option<Fault>,
     #[serde(default)]
     pub request_headers: HeaderEdits,

@@ -6,9 +6,8 @@ use std::borrow::Cow;
 use http::header::HeaderValue;
 use http::uri::Authority;
 use regex::Regex;
+use meshproxy_config::values::regex_problem;
 use meshproxy_config::{self as config, Problem};
-
-use crate::header_match::regex_problem;
 
 /// Every match of `pattern` in the path (the query is kept as it is) replaced by
 /// `replacement`, which names groups as the regex crate does (`${1}`): translated from the
