@@ -111,3 +111,11 @@ def test_a_host_rewrite_is_the_host_the_upstream_sees(upstreams: Upstreams, prot
         host = seen["headers"].get("host") or seen["headers"].get(":authority")
         assert host == "orders.internal"
         assert seen["http_version"] == ("2" if protocol == "http2" else "1.1")
+
+
+def test_the_routes_view_shows_what_answered_routes_answer(recorder: RecordingUpstream) -> None:
+    with Proxy(answering(recorder.address)) as proxy:
+        routes = {r["name"]: r for r in proxy.routes()["outbound"]["routes"]}
+    assert routes["old"]["redirect"]["path"] == "/new" and "cluster" not in routes["old"]
+    assert routes["ping"]["direct_response"] == {"status": 200, "body": "pong"}
+    assert routes["app"]["cluster"] == "app"
