@@ -80,6 +80,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "host_rewrite": None,
         "rate_limit": None,
         "fault": None,
+        "mirror": None,
         "request_headers": {"add": {}, "remove": []},
         "response_headers": {"add": {}, "remove": []},
         "timeout": "15000ms",

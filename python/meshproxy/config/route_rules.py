@@ -100,6 +100,18 @@ class DirectResponse(_Section):
     body: str = ""
 
 
+class Mirror(_Section):
+    """Copies a share of the route's requests to a shadow cluster, fire and forget: its answer
+    is dropped, its slowness or failure never reaches the caller. The copy's Host (or
+    :authority) is suffixed -shadow (orders:8080 becomes orders-shadow:8080), as Envoy does.
+    Requests with a body are not copied. At most 128 copies per route are in flight (more are
+    dropped and counted); each is bounded by the route's timeout (15s without one)."""
+
+    cluster: str
+    percent: Percent = default("mirror.percent")
+    """The share of requests copied."""
+
+
 class RegexRewrite(_Section):
     """Rewrites the path sent upstream (not the query): every match of `pattern` (Rust regex
     syntax, checked by the engine) is replaced by `substitution`, where `\\1` is the first

@@ -15,7 +15,7 @@ from .kept import KeptModels
 from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
 from .defaults import default_duration
-from .route_rules import Authority, DirectResponse, Fault, RateLimit, Redirect, RegexRewrite
+from .route_rules import Authority, DirectResponse, Fault, Mirror, RateLimit, Redirect, RegexRewrite
 
 # Where a route's requests go: exactly one of these.
 _DESTINATIONS = ("cluster", "split", "redirect", "direct_response")
@@ -78,6 +78,7 @@ class Route(_Section):
     rate_limit: RateLimit | None = None
     """Applies after the listener's, if both are set."""
     fault: Fault | None = None
+    mirror: Mirror | None = None
     request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = default_duration("route.timeout")

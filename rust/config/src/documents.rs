@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 
 pub use crate::duration::{Micros, Millis};
-pub use crate::route_rules::{DirectResponse, Fault, FaultAbort, FaultDelay, RateLimit, Redirect, RegexRewrite};
+pub use crate::route_rules::{DirectResponse, Fault, FaultAbort, FaultDelay, Mirror, RateLimit, Redirect, RegexRewrite};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -208,7 +208,6 @@ pub struct Route {
     pub cluster: Option<String>,
     #[serde(default)]
     pub split: Option<Vec<WeightedCluster>>,
-    // serde reads a missing `Option` as `None`: the route rules below need no `default`.
     pub redirect: Option<Redirect>,
     pub direct_response: Option<DirectResponse>,
     #[serde(default)]
@@ -217,6 +216,7 @@ pub struct Route {
     pub host_rewrite: Option<String>,
     pub rate_limit: Option<RateLimit>,
     pub fault: Option<Fault>,
+    pub mirror: Option<Mirror>,
     #[serde(default)]
     pub request_headers: HeaderEdits,
     #[serde(default)]
@@ -398,6 +398,7 @@ pub fn defaults() -> serde_json::Value {
         "limits.max_concurrent_streams": Limits::default_max_concurrent_streams(),
         "route.timeout_ms": Route::default_timeout().0,
         "fault.percent": crate::route_rules::all_percent(),
+        "mirror.percent": crate::route_rules::all_percent(),
         "redirect.status": Redirect::default_status(),
         "cluster.lb": Cluster::default_lb(),
         "cluster.connect_timeout_ms": Cluster::default_connect_timeout().0,

@@ -89,6 +89,15 @@ pub struct RegexRewrite {
     pub substitution: String,
 }
 
+/// A share of a route's requests copied to a shadow cluster, fire and forget.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub cluster: String,
+    #[serde(default = "all_percent")]
+    pub percent: f64,
+}
+
 pub(crate) fn all_percent() -> f64 {
     100.0
 }

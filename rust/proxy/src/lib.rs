@@ -20,6 +20,7 @@ pub mod fault;
 pub mod header_match;
 mod headers;
 pub mod listener;
+pub mod mirror;
 mod observe;
 mod observed;
 mod pool;

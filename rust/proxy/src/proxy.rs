@@ -32,6 +32,9 @@ const MAX_ATTEMPTS: usize = 3;
 /// requests (nginx: 1,000) refuses, at each close, every stream in flight beyond its last one;
 /// with hundreds in flight, a retried stream may land on the next connection as it closes too.
 const MAX_REFUSALS: usize = 8;
+/// How long a mirrored copy may take when its route has no timeout: a shadow cluster that
+/// hangs must not hold tasks and connections for ever.
+const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses. The
 /// response body carries the request's observation, finished when the body ends; should the
@@ -173,6 +176,9 @@ async fn proxy(
                 _ => Uri::from(path_and_query),
             };
         }
+    }
+    if let Some(mirror) = &route.rules.mirror {
+        mirror.send_copy(&upstream, route.timeout.unwrap_or(MIRROR_TIMEOUT));
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).

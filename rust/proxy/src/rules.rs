@@ -1,15 +1,18 @@
 //! The request rules of one route besides where it sends (`route_rules` in the config): a
-//! rate limit and faults, applied before the request is forwarded, and the rewrites of what
-//! goes upstream. A route without rules holds four empty options and checks them once.
+//! rate limit and faults, applied before the request is forwarded, the rewrites of what goes
+//! upstream, and a mirror. A route without rules holds empty options and checks them once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::HeaderMap;
 use meshproxy_config::{self as config, Problem};
 use meshproxy_telemetry::rules::{RuleKey, RuleRegistry, RuleStats};
 
+use crate::cluster::Cluster;
 use crate::error::ProxyError;
 use crate::fault::Fault;
+use crate::mirror::Mirror;
 use crate::rate_limit::RateLimiter;
 use crate::rewrite::{HostRewrite, RegexRewrite};
 
@@ -19,14 +22,23 @@ pub struct RouteRules {
     pub fault: Option<Fault>,
     pub regex_rewrite: Option<RegexRewrite>,
     pub host_rewrite: Option<HostRewrite>,
+    pub mirror: Option<Mirror>,
 }
 
 // === impl RouteRules ===
 
 impl RouteRules {
     /// The rules of `route`, whose path is `at`; counted under `key` when it has counted rules.
-    pub fn compile(route: &config::Route, key: impl FnOnce() -> RuleKey, registry: &RuleRegistry, at: &str, problems: &mut Vec<Problem>) -> RouteRules {
-        let stats: Option<Arc<RuleStats>> = (route.rate_limit.is_some() || route.fault.is_some()).then(|| registry.stats(key()));
+    pub fn compile(
+        route: &config::Route,
+        clusters: &HashMap<String, Arc<Cluster>>,
+        key: impl FnOnce() -> RuleKey,
+        registry: &RuleRegistry,
+        at: &str,
+        problems: &mut Vec<Problem>,
+    ) -> RouteRules {
+        let counted = route.rate_limit.is_some() || route.fault.is_some() || route.mirror.is_some();
+        let stats: Option<Arc<RuleStats>> = counted.then(|| registry.stats(key()));
         let stats = || stats.clone().unwrap_or_default();
         let rate_limit = route.rate_limit.as_ref().and_then(|limit| rate_limiter(limit, stats(), &format!("{at}.rate_limit"), problems));
         let fault = route.fault.as_ref().and_then(|fault| Fault::compile(fault, stats(), at, problems));
@@ -35,7 +47,8 @@ impl RouteRules {
             problems.push(Problem::new(at.to_string(), "give at most one of prefix_rewrite and regex_rewrite"));
         }
         let host_rewrite = route.host_rewrite.as_deref().and_then(|host| HostRewrite::compile(host, &format!("{at}.host_rewrite"), problems));
-        RouteRules { rate_limit, fault, regex_rewrite, host_rewrite }
+        let mirror = route.mirror.as_ref().and_then(|mirror| Mirror::compile(mirror, clusters, stats(), at, problems));
+        RouteRules { rate_limit, fault, regex_rewrite, host_rewrite, mirror }
     }
 
     /// What may stop or hold a request before it is forwarded: the rate limit, then faults.

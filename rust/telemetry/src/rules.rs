@@ -25,6 +25,12 @@ pub struct RuleStats {
     pub fault_aborts_total: Counter,
     /// Requests held by an injected delay.
     pub fault_delays_total: Counter,
+    /// Copies sent to the mirror's shadow cluster.
+    pub mirrors_total: Counter,
+    /// Copies whose exchange failed or outlasted the route's timeout (the caller never sees it).
+    pub mirror_failures_total: Counter,
+    /// Copies not sent: too many in flight already.
+    pub mirrors_dropped_total: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +54,8 @@ impl RuleRegistry {
         stats.retain(|_, held| Arc::strong_count(held) > 1);
     }
 
-    /// `[{listener, route, rate_limited_total, fault_aborts_total, fault_delays_total}]`, in key order.
+    /// `[{listener, route, rate_limited_total, fault_aborts_total, fault_delays_total, mirrors_total,
+    /// mirror_failures_total, mirrors_dropped_total}]`, in key order.
     pub fn json(&self) -> Value {
         let all: Vec<(RuleKey, Arc<RuleStats>)> =
             self.stats.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -61,6 +68,9 @@ impl RuleRegistry {
                         "rate_limited_total": s.rate_limited_total.get(),
                         "fault_aborts_total": s.fault_aborts_total.get(),
                         "fault_delays_total": s.fault_delays_total.get(),
+                        "mirrors_total": s.mirrors_total.get(),
+                        "mirror_failures_total": s.mirror_failures_total.get(),
+                        "mirrors_dropped_total": s.mirrors_dropped_total.get(),
                     })
                 })
                 .collect(),

@@ -66,7 +66,7 @@ pub(super) fn compile_routes(
             }
         };
         let rule_key = || RuleKey { listener: listener.into(), route: name.clone() };
-        let rules = RouteRules::compile(route, rule_key, rule_stats, &at, problems);
+        let rules = RouteRules::compile(route, clusters, rule_key, rule_stats, &at, problems);
         let request_headers = compile_edits(&route.request_headers, &at, "request_headers", problems);
         let response_headers = compile_edits(&route.response_headers, &at, "response_headers", problems);
         let (Some(action), Some(matcher)) = (action, matcher) else { continue };
@@ -114,7 +114,8 @@ impl KeptRoutes<'_> {
                 by_name.get(name.as_str())?
             }
         };
-        let same_clusters = found.targets().iter().all(|t| clusters.get(&*t.cluster.name).is_some_and(|c| Arc::ptr_eq(c, &t.cluster)));
+        let same = |cluster: &Arc<Cluster>| clusters.get(&*cluster.name).is_some_and(|c| Arc::ptr_eq(c, cluster));
+        let same_clusters = found.targets().iter().all(|t| same(&t.cluster)) && found.rules.mirror.as_ref().is_none_or(|m| same(&m.cluster));
         (same_clusters && found.compiled_from == *route).then(|| Arc::clone(found))
     }
 }
