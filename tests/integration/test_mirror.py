@@ -51,9 +51,29 @@ def test_a_copy_reaches_the_shadow_with_its_host_suffixed(upstreams: Upstreams) 
             wait_until(lambda: len(shadow.requests) == 1, what="the copy at the shadow")
             [copy] = shadow.requests
             assert (copy.method, copy.target, copy.headers["host"]) == ("GET", "/orders/7?x=1", "orders-shadow:8080")
-            # A request with a body is forwarded, and not copied.
-            assert client.post(f"{url}/orders", content=b"{}", headers={"host": "orders"}).status_code == 200
             assert counts(proxy)["mirrors_total"] == 1
+    finally:
+        shadow.stop()
+    assert len(shadow.requests) == 1
+
+
+def test_a_small_body_is_copied_and_a_large_one_is_forwarded_alone(upstreams: Upstreams) -> None:
+    shadow = RecordingUpstream()
+    small, large = b'{"id": 7}', b"x" * (64 * 1024 + 1)
+    try:
+        with Proxy(mirrored(upstreams("app"), shadow.address)) as proxy, httpx.Client(timeout=10) as client:
+            url = f"http://{proxy.address('outbound')}/orders"
+            for body in (small, large):
+                seen = body_json(client.post(url, content=body, headers={"host": "orders"}))
+                # The caller's request reaches the route's cluster whole either way.
+                assert (seen["upstream"], seen["received"]) == ("app", len(body))
+            wait_until(lambda: len(shadow.requests) == 1 and shadow.requests[0].complete, what="the copy at the shadow")
+            [copy] = shadow.requests
+            assert (copy.method, copy.body) == ("POST", small)
+            assert counts(proxy)["mirrors_total"] == 1
+            # The buffered body is counted as a streamed one is.
+            [traffic] = [s for s in proxy.stats()["traffic"]["stats"] if s["route"] == "orders"]
+            assert traffic["request_bytes"] == len(small) + len(large)
     finally:
         shadow.stop()
     assert len(shadow.requests) == 1

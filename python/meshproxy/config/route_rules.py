@@ -104,8 +104,10 @@ class Mirror(_Section):
     """Copies a share of the route's requests to a shadow cluster, fire and forget: its answer
     is dropped, its slowness or failure never reaches the caller. The copy's Host (or
     :authority) is suffixed -shadow (orders:8080 becomes orders-shadow:8080), as Envoy does.
-    Requests with a body are not copied. At most 128 copies per route are in flight (more are
-    dropped and counted); each is bounded by the route's timeout (15s without one)."""
+    A request body is copied when its Content-Length is at most 64 KiB (it is then read whole
+    before forwarding); a request with a longer body, or one of unknown length, is not copied.
+    At most 128 copies per route are in flight (more are dropped and counted); each is bounded
+    by the route's timeout (15s without one)."""
 
     cluster: str
     percent: Percent = default("mirror.percent")

@@ -1,28 +1,37 @@
 //! Traffic mirroring: a share of a route's requests copied to a shadow cluster, fire and
 //! forget. The copy runs as a task of its own: its answer is read and dropped, and its
 //! slowness or failure never reaches the caller. Its `Host` (or `:authority`) is suffixed
-//! `-shadow`, as Envoy does, so the shadow service can tell copies apart. Requests with a body
-//! are not copied (the caller's body streams upstream once, and is not buffered here).
+//! `-shadow`, as Envoy does, so the shadow service can tell copies apart. A request body is
+//! copied when its length is known and at most `MAX_MIRRORED_BODY`: it is then read whole
+//! before forwarding (`buffered`); a longer one, or one of unknown length, streams upstream
+//! once and the request is not copied.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use meshproxy_config::{self as config, Problem, UpstreamProtocol};
 use meshproxy_telemetry::rules::RuleStats;
 
 use crate::body::Body;
 use crate::cluster::Cluster;
+use crate::error::ProxyError;
 use crate::pool::{copy_bodyless, Dial, PoolError};
 
 /// Copies in flight per route at most: beyond, a copy is dropped (and counted) rather than
 /// queued, so that a shadow cluster that hangs holds a bounded number of tasks and connections.
 pub const MAX_MIRRORS_IN_FLIGHT: usize = 128;
+/// The longest request body copied (64 KiB), read whole before the request is forwarded.
+pub const MAX_MIRRORED_BODY: u64 = 64 * 1024;
+/// How long a copy may take when its route has no timeout: a shadow cluster that hangs must not
+/// hold tasks and connections for ever.
+const TIMEOUT_WITHOUT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug)]
 pub struct Mirror {
@@ -51,12 +60,18 @@ impl Mirror {
         Some(Mirror { cluster: cluster.clone(), percent: mirror.percent, in_flight: Arc::default(), stats })
     }
 
-    /// Sends a copy of `request` (as shaped for the route's cluster) to the shadow cluster, if
-    /// it draws one and has no body; returns at once. `timeout` bounds the copy's exchange.
-    pub fn send_copy(&self, request: &Request<Body>, timeout: Duration) {
-        if !http_body::Body::is_end_stream(request.body()) || !(self.percent >= 100.0 || rand::random::<f64>() * 100.0 < self.percent) {
-            return;
-        }
+    /// Whether this request is copied: it draws a copy, and has no body or one of a known
+    /// length of at most `MAX_MIRRORED_BODY`.
+    pub fn draws(&self, headers: &HeaderMap, bodyless: bool) -> bool {
+        let small = || headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n <= MAX_MIRRORED_BODY);
+        (self.percent >= 100.0 || (self.percent > 0.0 && rand::random::<f64>() * 100.0 < self.percent)) && (bodyless || small())
+    }
+
+    /// Sends a copy of `request` (as shaped for the route's cluster; its body, if any, read
+    /// whole) to the shadow cluster; returns at once. The route's `timeout` bounds the copy's
+    /// exchange too.
+    pub fn send_copy(&self, request: &Request<Body>, timeout: Option<Duration>) {
+        let timeout = timeout.unwrap_or(TIMEOUT_WITHOUT_ROUTE_TIMEOUT);
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_MIRRORS_IN_FLIGHT {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             self.stats.mirrors_dropped_total.inc();
@@ -78,9 +93,24 @@ impl Mirror {
     }
 }
 
+/// The request body read whole (what `draws` let through: at most `MAX_MIRRORED_BODY`), its
+/// bytes counted as a streamed body's are.
+pub async fn buffered(body: Incoming, received: Option<Arc<AtomicU64>>) -> Result<Body, ProxyError> {
+    let unreadable = || ProxyError::BadRequest("the request body could not be read from the client");
+    let limited = Limited::new(body, usize::try_from(MAX_MIRRORED_BODY).unwrap_or(usize::MAX));
+    let bytes = limited.collect().await.map_err(|_| unreadable())?.to_bytes();
+    if let Some(received) = received {
+        received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+    Ok(Body::Full(Some(bytes)))
+}
+
 /// The copy, shaped for the shadow cluster's protocol, its authority suffixed `-shadow`.
 fn shadow_copy(request: &Request<Body>, cluster: &Cluster) -> Option<Request<Body>> {
     let mut copy = copy_bodyless(request);
+    if let Body::Full(Some(bytes)) = request.body() {
+        *copy.body_mut() = Body::Full(Some(bytes.clone()));
+    }
     let authority = request.uri().authority().cloned().or_else(|| request.headers().get(HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
     let authority = authority.and_then(|a| Authority::try_from(shadow_host(a.as_str())).ok());
     let path_and_query = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));

@@ -18,6 +18,7 @@ use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
+use crate::mirror;
 use crate::observe::Observation;
 use crate::pool::{copy_bodyless, Dial, PoolError};
 use crate::route::{host_without_port, Action, RequestTarget};
@@ -32,9 +33,6 @@ const MAX_ATTEMPTS: usize = 3;
 /// requests (nginx: 1,000) refuses, at each close, every stream in flight beyond its last one;
 /// with hundreds in flight, a retried stream may land on the next connection as it closes too.
 const MAX_REFUSALS: usize = 8;
-/// How long a mirrored copy may take when its route has no timeout: a shadow cluster that
-/// hangs must not hold tasks and connections for ever.
-const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Serves one request received by a listener. Never fails: proxy errors become responses. The
 /// response body carries the request's observation, finished when the body ends; should the
@@ -107,6 +105,7 @@ async fn proxy(
         host: target.host.to_string(),
         path: target.path.to_string(),
     })?;
+    // Redirects and direct responses: answered here, counted under the route without a cluster.
     if let Action::Answer(answered) = &route.action {
         observation.routed(answered.traffic(&stats.traffic, || TrafficKey {
             direction: listener.direction,
@@ -139,6 +138,7 @@ async fn proxy(
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
     prepare_request(&mut parts.headers, present, client, (!authority_str.is_empty()).then_some(authority_str));
+    // A host rewrite replaces the authority sent upstream: `Host` here, `:authority` below.
     let (parsed, authority_str) = match &route.rules.host_rewrite {
         Some(rewrite) => {
             parts.headers.insert(HOST, rewrite.value.clone());
@@ -155,8 +155,16 @@ async fn proxy(
     observation.note_request_id(&parts.headers);
 
     // Bodyless requests (most) need no counter, and get none: one allocation saved.
-    let received = (!http_body::Body::is_end_stream(&body)).then(|| observation.count_request_bytes());
-    let mut upstream = Request::new(Body::Streamed { body, received });
+    let bodyless = http_body::Body::is_end_stream(&body);
+    let received = (!bodyless).then(|| observation.count_request_bytes());
+    // A request the route's mirror copies: a body (small, its length known) is read whole first,
+    // for the copy to have it too.
+    let mirrored = route.rules.mirror.as_ref().filter(|mirror| mirror.draws(&parts.headers, bodyless));
+    let body = match mirrored {
+        Some(_) if !bodyless => mirror::buffered(body, received).await?,
+        _ => Body::Streamed { body, received },
+    };
+    let mut upstream = Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.headers_mut() = parts.headers;
     match cluster.protocol {
@@ -177,8 +185,9 @@ async fn proxy(
             };
         }
     }
-    if let Some(mirror) = &route.rules.mirror {
-        mirror.send_copy(&upstream, route.timeout.unwrap_or(MIRROR_TIMEOUT));
+    // Fire and forget: the copy runs as a task of its own.
+    if let Some(mirror) = mirrored {
+        mirror.send_copy(&upstream, route.timeout);
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
