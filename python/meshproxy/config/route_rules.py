@@ -39,6 +39,8 @@ class RateLimit(_Section):
     that gives it again."""
 
     requests_per_second: Annotated[int, Field(ge=1, le=1_000_000_000)]
+    """Tokens that come back each second; a request takes one, and with none left is answered 429
+    (x-meshproxy-error: rate_limited) with retry-after, the seconds until one is back."""
     burst: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
     """Tokens held when full; default: requests_per_second (one second's worth)."""
 
