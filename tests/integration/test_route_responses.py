@@ -119,3 +119,17 @@ def test_the_routes_view_shows_what_answered_routes_answer(recorder: RecordingUp
     assert routes["old"]["redirect"]["path"] == "/new" and "cluster" not in routes["old"]
     assert routes["ping"]["direct_response"] == {"status": 200, "body": "pong"}
     assert routes["app"]["cluster"] == "app"
+
+
+def test_an_answered_routes_counts_carry_on_across_a_reload_that_changes_it(recorder: RecordingUpstream) -> None:
+    with Proxy(answering(recorder.address)) as proxy, httpx.Client(timeout=10) as client:
+        base = f"http://{proxy.address('outbound')}"
+        assert client.get(f"{base}/ping").text == "pong"
+        changed = answering(recorder.address)
+        changed["listeners"][0]["routes"][2]["direct_response"]["body"] = "PONG"
+        proxy.reload(changed)
+        # Reloads prune the stats nothing holds: another one, before the route answers again.
+        proxy.reload(changed)
+        assert client.get(f"{base}/ping").text == "PONG"
+        [ping] = [s for s in proxy.stats()["traffic"]["stats"] if s["route"] == "ping"]
+        assert ping["responses"] == {"200": 2}
