@@ -8,7 +8,7 @@ it never touches the engine's threads.
     GET  /metrics   the same counters in the Prometheus text format (prometheus_client, imported
                     on the first scrape)
     GET  /clusters  each cluster's endpoints: weight, health, in flight, latency, pool (JSON)
-    GET  /routes    each listener's routes in order: name, match, cluster or split (JSON)
+    GET  /routes    each listener's routes in order: name, match, cluster, split, redirect or direct_response (JSON)
     POST /drain     inbound listeners stop accepting; open requests finish; /ready turns 503
     POST /reload    reads the config again and swaps it in: 200 with the version, or 422 with
                     what is wrong (as ``meshproxy validate`` says it); 409 when it cannot reload

@@ -56,6 +56,7 @@ def families(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield from _clusters(stats["clusters"])
     yield from _tls(stats["tls"])
     yield from _authorization(stats["authorization"])
+    yield from _route_rules(stats["route_rules"])
     yield from _telemetry(stats["access_log"], stats["tracing"])
 
     errors = CounterMetricFamily("meshproxy_proxy_errors", "Requests the proxy answered itself, by reason "
@@ -199,6 +200,30 @@ def _authorization(authorization: Mapping[str, Any]) -> Iterator[Metric]:
             for rule, rule_counts in counts["rules"].items():
                 matches.add_metric([listener, policy, rule], rule_counts["matches"])
     yield from (decisions, matches)
+
+
+def _route_rules(rules: list[Mapping[str, Any]]) -> Iterator[Metric]:
+    def per_route(name: str, documentation: str) -> CounterMetricFamily:
+        return CounterMetricFamily(name, documentation, labels=["listener", "route"])
+
+    limited = per_route("meshproxy_rate_limited", "Requests answered 429 by a rate limit: a route's, or (route "
+                        "\"\") the listener's.")
+    aborts = per_route("meshproxy_fault_aborts", "Requests a route's fault injection answered with its abort status.")
+    delays = per_route("meshproxy_fault_delays", "Requests a route's fault injection held for its delay.")
+    mirrors = per_route("meshproxy_mirrors", "Copies a route's mirror sent to its shadow cluster.")
+    mirror_failures = per_route("meshproxy_mirror_failures", "Mirrored copies that failed or outlasted the "
+                                "route's timeout (the caller never sees them).")
+    mirrors_dropped = per_route("meshproxy_mirrors_dropped", "Copies a route's mirror did not send: too many in "
+                                "flight already.")
+    for entry in rules:
+        labels = [entry["listener"], entry["route"]]
+        limited.add_metric(labels, entry["rate_limited_total"])
+        aborts.add_metric(labels, entry["fault_aborts_total"])
+        delays.add_metric(labels, entry["fault_delays_total"])
+        mirrors.add_metric(labels, entry["mirrors_total"])
+        mirror_failures.add_metric(labels, entry["mirror_failures_total"])
+        mirrors_dropped.add_metric(labels, entry["mirrors_dropped_total"])
+    yield from (limited, aborts, delays, mirrors, mirror_failures, mirrors_dropped)
 
 
 def _telemetry(access_log: Mapping[str, Any], tracing: Mapping[str, Any]) -> Iterator[Metric]:

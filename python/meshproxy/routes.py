@@ -15,7 +15,7 @@ from .engine_document import EngineDocument
 
 
 def routes_by_listener(document: EngineDocument) -> dict[str, Any]:
-    """``{listener: {"direction": ..., "routes": [{"name", "match", "cluster" | "split"}]}}``."""
+    """``{listener: {"direction": ..., "routes": [{"name", "match", "cluster" | "split" | "redirect" | "direct_response"}]}}``."""
     config = json.loads(document.engine_json)
     return {
         listener["name"]: {
@@ -29,7 +29,11 @@ def routes_by_listener(document: EngineDocument) -> dict[str, Any]:
 def _route(listener: str, index: int, route: dict[str, Any]) -> dict[str, Any]:
     # The engine's name for an unnamed route, the label its stats carry.
     shown: dict[str, Any] = {"name": route.get("name") or f"{listener}/{index}", "match": _given(route.get("match"))}
-    if route.get("split") is not None:
+    answer = next((key for key in ("redirect", "direct_response") if route.get(key) is not None), None)
+    if answer is not None:
+        # Answered by the proxy itself: no cluster.
+        shown[answer] = route[answer]
+    elif route.get("split") is not None:
         shown["split"] = [{"cluster": entry["cluster"], "weight": entry["weight"]} for entry in route["split"]]
     else:
         shown["cluster"] = route.get("cluster")

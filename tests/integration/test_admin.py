@@ -131,7 +131,8 @@ def test_stats_count_the_requests_sent(
     assert response.headers["content-type"] == "application/json"
     stats = response.json()
     assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "traffic", "log_lines_dropped",
-                          "access_log", "tracing", "config_version", "workers", "busy_poll", "reload_outcomes"}
+                          "access_log", "tracing", "config_version", "workers", "busy_poll", "reload_outcomes",
+                          "route_rules"}
     assert stats["config_version"] == 1
     assert stats["reload_outcomes"] == {"succeeded": 0, "failed": 0}
     assert stats["workers"] == 2

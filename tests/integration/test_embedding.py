@@ -365,7 +365,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
         assert served_by(proxy.address("outbound")) == "v1"
         stats = proxy.stats()
     assert set(stats) == {"listeners", "clusters", "errors", "tls", "authorization", "traffic", "log_lines_dropped",
-                          "access_log", "tracing", "config_version", "workers", "busy_poll", "reload_outcomes"}
+                          "access_log", "tracing", "config_version", "workers", "busy_poll", "reload_outcomes",
+                          "route_rules"}
     assert (stats["access_log"], stats["tracing"]) == ({"lines": 0, "dropped": 0}, {"spans": 0, "dropped": 0})
     assert stats["config_version"] == 1
     assert stats["reload_outcomes"] == {"succeeded": 0, "failed": 0}
@@ -391,7 +392,9 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert app["upstream_requests_total"] == 1
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
-                                    "upstream_failure", "denied", "overflow"}
+                                    "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected"}
+    # Only routes and listeners with rules count there.
+    assert stats["route_rules"] == []
     assert set(stats["tls"]) == {"inbound", "outbound"}
     assert set(stats["tls"]["inbound"]) == {"handshakes_total", "resumed_total", "refused"}
     assert stats["authorization"] == {}

@@ -85,7 +85,8 @@ def test_unknown_key_in_nested_section_lists_that_sections_keys() -> None:
     ]
     assert _errors(HEAD + "    routes: [{cluster: c, match_: {}}]\nclusters: [{name: c}]\n") == [
         "c.yaml:4: listeners[0].routes[0].match_: unknown key 'match_'; valid keys: "
-        "name, match, cluster, split, prefix_rewrite, request_headers, response_headers, timeout, hash_policy, retry"
+        "name, match, cluster, split, redirect, direct_response, prefix_rewrite, regex_rewrite, host_rewrite, "
+        "rate_limit, fault, mirror, request_headers, response_headers, timeout, hash_policy, retry"
     ]
 
 

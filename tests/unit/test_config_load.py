@@ -73,7 +73,14 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         },
         "cluster": "orders-v2",
         "split": None,
+        "redirect": None,
+        "direct_response": None,
         "prefix_rewrite": None,
+        "regex_rewrite": None,
+        "host_rewrite": None,
+        "rate_limit": None,
+        "fault": None,
+        "mirror": None,
         "request_headers": {"add": {}, "remove": []},
         "response_headers": {"add": {}, "remove": []},
         "timeout": "15000ms",
@@ -216,7 +223,7 @@ def test_json_schema_describes_fields_with_their_docstrings() -> None:
     assert tracing["sample"]["description"] == (
         "The share of new traces recorded; a sampling decision that comes with the request wins.")
     described = [name for name, field in schema["$defs"]["Listener"]["properties"].items() if "description" in field]
-    assert described == ["direction", "tls", "idle_timeout", "authorization", "routes"]
+    assert described == ["direction", "tls", "idle_timeout", "authorization", "rate_limit", "routes"]
     # A docstring that spans lines is cleaned of its indentation.
     direction = schema["$defs"]["Listener"]["properties"]["direction"]["description"].splitlines()
     assert len(direction) > 1 and not any(line.startswith(" ") for line in direction)

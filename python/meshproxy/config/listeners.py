@@ -13,6 +13,7 @@ from .defaults import default_duration
 from .duration import Duration
 from .fields import ListenAddress, Name
 from .messages import duplicate_names, invalid
+from .route_rules import RateLimit
 from .routes import _KEPT_ROUTES, Route, _kept_routes
 from .section import HeaderMatches, Methods, _empty, _Section, _with_key
 
@@ -82,6 +83,8 @@ class Listener(_Section):
     a stream that waits that long without a byte is closed too."""
     authorization: list[AuthzPolicy] = _empty(list)
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
+    rate_limit: RateLimit | None = None
+    """Taken by every request of the listener, before routing (a route's own comes after)."""
     routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
     """Tried in order; the first match wins."""
 

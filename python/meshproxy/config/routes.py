@@ -17,6 +17,10 @@ from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
 from .defaults import default_duration
 from .retry import RetryPolicy
+from .route_rules import Authority, DirectResponse, Fault, Mirror, RateLimit, Redirect, RegexRewrite
+
+# Where a route's requests go: exactly one of these.
+_DESTINATIONS = ("cluster", "split", "redirect", "direct_response")
 
 
 class RouteMatch(_Section):
@@ -59,13 +63,24 @@ _NO_EDITS = HeaderEdits()
 
 
 class Route(_Section):
-    """Sends matching requests to one cluster, or splits them by weight across several."""
+    """Sends matching requests to one cluster, or splits them by weight across several; or
+    answers them itself, with a redirect or a direct response."""
 
     name: Annotated[str, Field(min_length=1)] | None = None
     match_: RouteMatch = Field(default_factory=lambda: _ANY_REQUEST, alias="match")
     cluster: str | None = None
     split: list[WeightedCluster] | None = None
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
     prefix_rewrite: UrlPath | None = None
+    regex_rewrite: RegexRewrite | None = None
+    """At most one of prefix_rewrite and regex_rewrite."""
+    host_rewrite: Authority | None = None
+    """The Host (:authority) sent upstream instead of the request's."""
+    rate_limit: RateLimit | None = None
+    """Applies after the listener's, if both are set."""
+    fault: Fault | None = None
+    mirror: Mirror | None = None
     request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = default_duration("route.timeout")
@@ -80,10 +95,12 @@ class Route(_Section):
     # One validator for the route's rules rather than one each: it runs for every route.
     @model_validator(mode="after")
     def _one_destination_and_a_prefix_to_rewrite(self) -> Route:
-        if self.cluster is not None and self.split is not None:
-            raise invalid("a route needs exactly one of cluster or split, not both")
-        if self.cluster is None and self.split is None:
-            raise invalid("a route needs exactly one of cluster or split; neither is set")
+        given = [k for k in _DESTINATIONS if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = f"found {', '.join(given)}" if given else "none is set"
+            raise invalid(f"a route needs exactly one of cluster, split, redirect, direct_response; {found}")
+        if self.regex_rewrite is not None and self.prefix_rewrite is not None:
+            raise invalid("give at most one of prefix_rewrite and regex_rewrite", at=("regex_rewrite",))
         if self.split is not None and sum(w.weight for w in self.split) == 0:
             raise invalid("split weights sum to 0; at least one weight must be greater than 0", at=("split",))
         if self.prefix_rewrite is not None and self.match_.path_prefix is None:

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 pub use crate::cluster_documents::*;
 pub use crate::duration::{Micros, Millis};
 pub use crate::retry::{Backoff, CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
+pub use crate::route_rules::{DirectResponse, Fault, FaultAbort, FaultDelay, Mirror, RateLimit, Redirect, RegexRewrite};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -98,6 +99,7 @@ pub struct Listener {
     pub idle_timeout: Millis,
     #[serde(default)]
     pub authorization: Vec<AuthzPolicy>,
+    pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub routes: Vec<Route>,
 }
@@ -211,8 +213,15 @@ pub struct Route {
     pub cluster: Option<String>,
     #[serde(default)]
     pub split: Option<Vec<WeightedCluster>>,
+    pub redirect: Option<Redirect>,
+    pub direct_response: Option<DirectResponse>,
     #[serde(default)]
     pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<RegexRewrite>,
+    pub host_rewrite: Option<String>,
+    pub rate_limit: Option<RateLimit>,
+    pub fault: Option<Fault>,
+    pub mirror: Option<Mirror>,
     #[serde(default)]
     pub request_headers: HeaderEdits,
     #[serde(default)]
@@ -301,6 +310,9 @@ pub fn defaults() -> serde_json::Value {
         "limits.max_concurrent_streams": Limits::default_max_concurrent_streams(),
         "listener.idle_timeout_ms": Listener::default_idle_timeout().0,
         "route.timeout_ms": Route::default_timeout().0,
+        "fault.percent": crate::route_rules::all_percent(),
+        "mirror.percent": crate::route_rules::all_percent(),
+        "redirect.status": Redirect::default_status(),
         "cluster.lb": Cluster::default_lb(),
         "cluster.connect_timeout_ms": Cluster::default_connect_timeout().0,
         "discovery.min_ttl_ms": Discovery::default_min_ttl().0,

@@ -14,6 +14,7 @@ mod health;
 mod log_fields;
 mod problem;
 mod retry;
+mod route_rules;
 pub mod spiffe;
 pub mod values;
 

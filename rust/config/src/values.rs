@@ -121,6 +121,13 @@ pub fn trust_domain(name: &str) -> Result<&str, String> {
     }
 }
 
+/// The message for a pattern the regex crate refuses: its reason without the caret diagram.
+pub fn regex_problem(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let reason = text.lines().find_map(|line| line.trim().strip_prefix("error: ")).unwrap_or(text.trim());
+    format!("not a valid regular expression: {reason}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use meshproxy_proxy::cluster::Cluster;
 use meshproxy_proxy::listener::ListenerSnapshot;
+use meshproxy_proxy::route::Action;
 use meshproxy_telemetry::live::Live;
 use meshproxy_telemetry::traffic::TrafficKey;
 
@@ -17,6 +18,15 @@ pub fn live_of<'a>(listeners: impl IntoIterator<Item = &'a ListenerSnapshot>, cl
         live.listeners.insert(listener.name.clone());
         live.traffic.insert(listener.unrouted.key.clone());
         for route in &listener.routes.routes {
+            // A route the proxy answers counts without a cluster.
+            if let Action::Answer(_) = route.action {
+                live.traffic.insert(TrafficKey {
+                    direction: listener.direction,
+                    listener: listener.name.clone(),
+                    route: route.name.clone(),
+                    cluster: "".into(),
+                });
+            }
             for target in route.targets() {
                 live.traffic.insert(TrafficKey {
                     direction: listener.direction,

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
-use http::Response;
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
 
 use crate::body::Body;
 pub use meshproxy_telemetry::Reason;
@@ -28,6 +28,10 @@ pub enum ProxyError {
     Denied { policy: Arc<str>, rule: Option<Arc<str>> },
     /// A circuit breaker of the cluster (`limit`, at `max`) refused the request.
     Overflow { cluster: String, limit: &'static str, max: u32 },
+    /// A rate limit had no token left; one comes within `retry_after` seconds.
+    RateLimited { retry_after: u64 },
+    /// The route's fault injection aborted the request with this status.
+    FaultInjected { status: StatusCode },
 }
 
 // === impl ProxyError ===
@@ -43,14 +47,22 @@ impl ProxyError {
             ProxyError::UpstreamFailure { .. } => Reason::UpstreamFailure,
             ProxyError::Denied { .. } => Reason::Denied,
             ProxyError::Overflow { .. } => Reason::Overflow,
+            ProxyError::RateLimited { .. } => Reason::RateLimited,
+            ProxyError::FaultInjected { .. } => Reason::FaultInjected,
         }
     }
 
     pub fn into_response(self) -> Response<Body> {
         let reason = self.reason();
         let mut response = Response::new(Body::text(format!("{self}\n")));
-        *response.status_mut() = reason.status();
+        *response.status_mut() = match &self {
+            ProxyError::FaultInjected { status } => *status,
+            _ => reason.status(),
+        };
         let headers = response.headers_mut();
+        if let ProxyError::RateLimited { retry_after } = self {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         headers.insert(ERROR_HEADER, HeaderValue::from_static(reason.name()));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         if reason == Reason::BadRequest {
@@ -81,6 +93,8 @@ impl fmt::Display for ProxyError {
             ProxyError::Overflow { cluster, limit, max } => {
                 write!(f, "cluster '{cluster}' is at its circuit breakers' {limit} ({max})")
             }
+            ProxyError::RateLimited { retry_after } => write!(f, "rate limited; retry after {retry_after}s"),
+            ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
         }
     }
 }

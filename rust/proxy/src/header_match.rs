@@ -50,12 +50,9 @@ pub fn compile_headers(
     compiled
 }
 
-/// One line; the regex crate's own message draws a diagram under the anchored pattern.
-pub fn regex_problem(error: &regex::Error) -> String {
-    let text = error.to_string();
-    let reason = text.lines().find_map(|line| line.trim().strip_prefix("error: ")).unwrap_or(text.trim());
-    format!("not a valid regular expression: {reason}")
-}
+/// One line; the regex crate's own message draws a diagram under the anchored pattern (shared
+/// with the rules that are not header matches: `config::values`).
+pub use meshproxy_config::values::regex_problem;
 
 /// The whole subject must match, as a path or header value rule means.
 pub fn anchored(pattern: &str) -> Result<Regex, regex::Error> {

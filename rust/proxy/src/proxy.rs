@@ -16,9 +16,10 @@ use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
+use crate::mirror;
 use crate::observe::Observation;
 use crate::retry;
-use crate::route::{host_without_port, RequestTarget};
+use crate::route::{host_without_port, Action, RequestTarget};
 use meshproxy_telemetry::stats::Stats;
 use meshproxy_telemetry::traffic::TrafficKey;
 
@@ -66,6 +67,9 @@ async fn proxy(
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
+    if let Some(limit) = &listener.rate_limit {
+        limit.admit()?;
+    }
 
     // Absolute-form and HTTP/2 requests carry the authority in the URI, which wins over `Host`.
     // Parsed once: the Host header's was while checking it.
@@ -90,6 +94,19 @@ async fn proxy(
         host: target.host.to_string(),
         path: target.path.to_string(),
     })?;
+    // Redirects and direct responses: answered here, counted under the route without a cluster.
+    if let Action::Answer(answered) = &route.action {
+        observation.routed(answered.traffic(&stats.traffic, || TrafficKey {
+            direction: listener.direction,
+            listener: listener.name.clone(),
+            route: route.name.clone(),
+            cluster: "".into(),
+        }));
+        route.rules.admit(&parts.headers).await?;
+        let mut response = answered.response(&parts.uri, authority_str)?;
+        route.response_headers.apply(response.headers_mut());
+        return Ok((response, None));
+    }
     // Read before the request's headers are edited for the upstream.
     let hash = route.hash_key.as_ref().and_then(|key| key.hash(&parts.headers, client.ip));
     // A split without targets: compilation refuses those.
@@ -101,6 +118,8 @@ async fn proxy(
         route: route.name.clone(),
         cluster: cluster.name.clone(),
     }));
+    // Rate limit and faults: after routing, so that what they answer counts for the route.
+    route.rules.admit(&parts.headers).await?;
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Without a rewrite the target is reused as parsed (a reference-counted clone).
@@ -110,6 +129,14 @@ async fn proxy(
             .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid request target"))?,
     };
     prepare_request(&mut parts.headers, present, client, (!authority_str.is_empty()).then_some(authority_str));
+    // A host rewrite replaces the authority sent upstream: `Host` here, `:authority` below.
+    let (parsed, authority_str) = match &route.rules.host_rewrite {
+        Some(rewrite) => {
+            parts.headers.insert(HOST, rewrite.value.clone());
+            (Some(rewrite.authority.clone()), rewrite.authority.as_str())
+        }
+        None => (parsed, authority_str),
+    };
     // The upstream continues the trace from the proxy's span (before the route's header edits,
     // which may still remove the trace headers).
     if let Some(trace) = observation.trace() {
@@ -119,8 +146,16 @@ async fn proxy(
     observation.note_request_id(&parts.headers);
 
     // Bodyless requests (most) need no counter, and get none: one allocation saved.
-    let received = (!http_body::Body::is_end_stream(&body)).then(|| observation.count_request_bytes());
-    let mut upstream = Request::new(Body::Streamed { body, received });
+    let bodyless = http_body::Body::is_end_stream(&body);
+    let received = (!bodyless).then(|| observation.count_request_bytes());
+    // A request the route's mirror copies: a body (small, its length known) is read whole first,
+    // for the copy to have it too.
+    let mirrored = route.rules.mirror.as_ref().filter(|mirror| mirror.draws(&parts.headers, bodyless));
+    let body = match mirrored {
+        Some(_) if !bodyless => mirror::buffered(body, received).await?,
+        _ => Body::Streamed { body, received },
+    };
+    let mut upstream = Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.headers_mut() = parts.headers;
     match cluster.protocol {
@@ -140,6 +175,10 @@ async fn proxy(
                 _ => Uri::from(path_and_query),
             };
         }
+    }
+    // Fire and forget: the copy runs as a task of its own.
+    if let Some(mirror) = mirrored {
+        mirror.send_copy(&upstream, route.timeout);
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).

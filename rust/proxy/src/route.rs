@@ -12,6 +12,8 @@ use regex::Regex;
 use crate::cluster::Cluster;
 use crate::hash_key::HashKey;
 use crate::retry::{Retry, BUILT_IN};
+use crate::direct::Answered;
+use crate::rules::RouteRules;
 use meshproxy_config as config;
 use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
@@ -34,6 +36,8 @@ pub struct Route {
     pub matcher: RouteMatch,
     pub action: Action,
     pub prefix_rewrite: Option<PrefixRewrite>,
+    /// Rate limit, faults, regex and host rewrites (`rules`).
+    pub rules: RouteRules,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     /// Time allowed from sending upstream to response headers; `None` waits forever.
@@ -47,11 +51,13 @@ pub struct Route {
     pub compiled_from: config::Route,
 }
 
-/// Where a matched request goes: one cluster, or a weighted split across several (canaries).
+/// Where a matched request goes: one cluster, or a weighted split across several (canaries);
+/// or nowhere, the proxy answering it (a redirect, a direct response: `direct`).
 #[derive(Debug)]
 pub enum Action {
     Cluster(Target),
     Split { targets: Vec<Target>, sampler: WeightedSampler },
+    Answer(Answered),
 }
 
 /// A cluster a route sends to, with the stats of the route's traffic to it.
@@ -173,9 +179,11 @@ impl Route {
     }
 
     /// The target of this request: the one cluster, or one drawn by weight from a split.
-    /// `None` only for a split without targets, which compilation refuses.
+    /// `None` for a route the proxy answers, and for a split without targets, which
+    /// compilation refuses.
     pub fn pick(&self) -> Option<&Target> {
         match &self.action {
+            Action::Answer(_) => None,
             Action::Cluster(target) => Some(target),
             Action::Split { targets, sampler } => {
                 // Compilation guarantees a positive total weight; fall back to the first anyway.
@@ -190,11 +198,15 @@ impl Route {
         match &self.action {
             Action::Cluster(target) => std::slice::from_ref(target),
             Action::Split { targets, .. } => targets,
+            Action::Answer(_) => &[],
         }
     }
 
-    /// The upstream path and query after the prefix rewrite.
+    /// The upstream path and query after the prefix or regex rewrite.
     pub fn rewrite<'p>(&self, path_and_query: &'p str) -> std::borrow::Cow<'p, str> {
+        if let Some(regex) = &self.rules.regex_rewrite {
+            return regex.apply(path_and_query);
+        }
         match &self.prefix_rewrite {
             Some(rw) if path_and_query.starts_with(rw.prefix.as_str()) => {
                 let rest = &path_and_query[rw.prefix.len()..];
@@ -314,6 +326,7 @@ mod tests {
             matcher,
             action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
             prefix_rewrite: None,
+            rules: RouteRules::default(),
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
@@ -369,6 +382,7 @@ mod tests {
             matcher: RouteMatch::default(),
             action: Action::Split { targets: vec![], sampler: WeightedSampler::new(&[]) },
             prefix_rewrite: Some(PrefixRewrite { prefix: "/api".into(), replacement: "/v2".into() }),
+            rules: RouteRules::default(),
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,

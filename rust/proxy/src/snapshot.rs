@@ -19,6 +19,7 @@ use meshproxy_tls::inbound::InboundTls;
 use crate::authz::Authorization;
 use crate::cluster::Cluster;
 use crate::executor::BoxingExecutor;
+use crate::rate_limit::RateLimiter;
 use crate::route::RouteTable;
 
 /// The running config; see the module's documentation.
@@ -51,6 +52,8 @@ pub struct ListenerSnapshot {
     /// A connection that moves no byte for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
     pub authz: Authorization,
+    /// Taken from before routing; kept, tokens and all, by a reload that gives it again.
+    pub rate_limit: Option<Arc<RateLimiter>>,
     pub stats: Arc<ListenerStats>,
     /// Where requests answered without a route (no route, denied, malformed) are counted.
     pub unrouted: Arc<TrafficStats>,

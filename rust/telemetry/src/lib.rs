@@ -13,6 +13,7 @@ mod outlets;
 mod reason;
 mod record;
 pub mod refusal;
+pub mod rules;
 mod sample;
 pub mod stats;
 pub mod trace;

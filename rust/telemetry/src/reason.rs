@@ -15,12 +15,14 @@ pub enum Reason {
     Denied,
     /// A cluster's circuit breaker refused the request.
     Overflow,
+    RateLimited,
+    FaultInjected,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -29,6 +31,8 @@ impl Reason {
         Reason::UpstreamFailure,
         Reason::Denied,
         Reason::Overflow,
+        Reason::RateLimited,
+        Reason::FaultInjected,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,8 @@ impl Reason {
             Reason::UpstreamFailure => "upstream_failure",
             Reason::Denied => "denied",
             Reason::Overflow => "overflow",
+            Reason::RateLimited => "rate_limited",
+            Reason::FaultInjected => "fault_injected",
         }
     }
 
@@ -52,6 +58,9 @@ impl Reason {
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Denied => StatusCode::FORBIDDEN,
+            Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            // The usual one; an abort answers the status its route sets (`ProxyError::into_response`).
+            Reason::FaultInjected => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

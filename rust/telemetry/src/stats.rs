@@ -12,6 +12,7 @@ use crate::authz::AuthzCounters;
 use crate::Reason;
 use crate::live::Live;
 use crate::traffic::TrafficRegistry;
+use crate::rules::RuleRegistry;
 use crate::refusal::Reason as RefusalReason;
 
 #[derive(Debug, Default)]
@@ -87,6 +88,8 @@ pub struct Stats {
     errors: [Counter; Reason::ALL.len()],
     pub authz: AuthzCounters,
     pub traffic: TrafficRegistry,
+    /// What routes' and listeners' request rules did (rate limits, faults).
+    pub rules: RuleRegistry,
 }
 
 // === impl HandshakeStats ===
@@ -125,6 +128,7 @@ impl Stats {
         retain_held(&self.clusters, |name| live.clusters.contains(name));
         self.traffic.prune(&live.traffic);
         self.authz.prune();
+        self.rules.prune();
     }
 
     pub fn count_error(&self, reason: Reason) {
@@ -180,6 +184,7 @@ impl Stats {
             "tls": tls,
             "authorization": self.authz.json(),
             "traffic": self.traffic.json(),
+            "route_rules": self.rules.json(),
             "log_lines_dropped": crate::events::dropped(),
             "access_log": access_log,
             "tracing": tracing,

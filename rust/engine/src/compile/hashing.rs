@@ -12,6 +12,7 @@ pub(super) fn compile_hash_key(route: &config::Route, action: Option<&Action>, a
     let targets = action.map_or(&[][..], |action| match action {
         Action::Cluster(target) => std::slice::from_ref(target),
         Action::Split { targets, .. } => targets,
+        Action::Answer(_) => &[],
     });
     let hashing = targets.iter().find(|t| t.cluster.policy().is_hashing());
     if route.hash_policy.is_empty() {
@@ -25,6 +26,10 @@ pub(super) fn compile_hash_key(route: &config::Route, action: Option<&Action>, a
                 ),
             ));
         }
+        return None;
+    }
+    if matches!(action, Some(Action::Answer(_))) {
+        problems.push(Problem::new(format!("{at}.hash_policy"), "applies to routes that send to a cluster; this one answers itself"));
         return None;
     }
     if let (None, Some(target)) = (hashing, targets.first()) {

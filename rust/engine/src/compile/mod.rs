@@ -19,6 +19,8 @@ use meshproxy_tls::credentials::Credentials;
 use meshproxy_tls::inbound::InboundTls;
 use meshproxy_tls::store::IdentityStore;
 use meshproxy_telemetry::traffic::TrafficKey;
+use meshproxy_telemetry::rules::RuleKey;
+use meshproxy_proxy::rules::rate_limiter;
 
 
 /// The path of a field below another (`listeners[0].routes[3]` and `match`), formatted only
@@ -128,7 +130,15 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
             }
         }
         let running = cx.listeners.iter().find(|l| *l.name == *listener.name && l.direction == listener.direction);
-        let routes = compile_routes(&listener.name, &listener.routes, &clusters, running.map(|l| &l.routes), &at, &mut problems);
+        let routes = compile_routes(&listener.name, &listener.routes, &clusters, running.map(|l| &l.routes), &cx.stats.rules, &at, &mut problems);
+        let rate_limit = listener.rate_limit.as_ref().and_then(|limit| {
+            // Given again, it is kept with the tokens it has: a reload does not refill it.
+            let kept = running.and_then(|l| l.rate_limit.as_ref()).filter(|running| running.compiled_from == *limit);
+            kept.cloned().or_else(|| {
+                let stats = cx.stats.rules.stats(RuleKey { listener: listener.name.as_str().into(), route: "".into() });
+                rate_limiter(limit, stats, &format!("{at}.rate_limit"), &mut problems).map(Arc::new)
+            })
+        });
         if listener.tls != config::ListenerTls::Disable && config.identity.is_none() {
             problems.push(Problem::new(
                 format!("{at}.tls"),
@@ -156,6 +166,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 tls,
                 idle_timeout: listener.idle_timeout.nonzero(),
                 authz,
+                rate_limit,
                 stats: cx.stats.listener(&listener.name),
                 unrouted: cx.stats.traffic.stats(unrouted),
                 telemetry: cx.telemetry.clone(),

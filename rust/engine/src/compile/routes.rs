@@ -1,4 +1,5 @@
-//! Route tables compiled: matches, actions, header edits; routes that did not change are kept as they run.
+//! Route tables compiled: matches, actions (clusters, or answers: redirects and direct responses),
+//! request rules, header edits; routes that did not change are kept as they run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use meshproxy_proxy::cluster::Cluster;
 use meshproxy_config::{self as config, Problem};
 use meshproxy_proxy::retry::Retry;
 use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
+use meshproxy_proxy::direct::{Answer, Answered, DirectResponse, Redirect};
+use meshproxy_proxy::rules::RouteRules;
+use meshproxy_telemetry::rules::{RuleKey, RuleRegistry};
 use meshproxy_proxy::route::{Action, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 
 use super::hashing::compile_hash_key;
@@ -24,6 +28,7 @@ pub(super) fn compile_routes(
     configs: &[config::Route],
     clusters: &HashMap<String, Arc<Cluster>>,
     running: Option<&RouteTable>,
+    rule_stats: &RuleRegistry,
     listener_at: &str,
     problems: &mut Vec<Problem>,
 ) -> RouteTable {
@@ -62,6 +67,8 @@ pub(super) fn compile_routes(
                 None
             }
         };
+        let rule_key = || RuleKey { listener: listener.into(), route: name.clone() };
+        let rules = RouteRules::compile(route, clusters, rule_key, rule_stats, &at, problems);
         let request_headers = compile_edits(&route.request_headers, &at, "request_headers", problems);
         let response_headers = compile_edits(&route.response_headers, &at, "response_headers", problems);
         let hash_key = compile_hash_key(route, action.as_ref(), &at, problems);
@@ -71,6 +78,7 @@ pub(super) fn compile_routes(
             matcher,
             action,
             prefix_rewrite,
+            rules,
             request_headers,
             response_headers,
             timeout: route.timeout.nonzero(),
@@ -111,7 +119,8 @@ impl KeptRoutes<'_> {
                 by_name.get(name.as_str())?
             }
         };
-        let same_clusters = found.targets().iter().all(|t| clusters.get(&*t.cluster.name).is_some_and(|c| Arc::ptr_eq(c, &t.cluster)));
+        let same = |cluster: &Arc<Cluster>| clusters.get(&*cluster.name).is_some_and(|c| Arc::ptr_eq(c, cluster));
+        let same_clusters = found.targets().iter().all(|t| same(&t.cluster)) && found.rules.mirror.as_ref().is_none_or(|m| same(&m.cluster));
         (same_clusters && found.compiled_from == *route).then(|| Arc::clone(found))
     }
 }
@@ -127,8 +136,28 @@ fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>
             None
         }
     };
+    let given: Vec<&str> = [
+        ("cluster", route.cluster.is_some()),
+        ("split", route.split.is_some()),
+        ("redirect", route.redirect.is_some()),
+        ("direct_response", route.direct_response.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    if given.len() != 1 {
+        let found = if given.is_empty() { "none is set".to_string() } else { format!("found {}", given.join(", ")) };
+        problems.push(Problem::new(at.to_string(), format!("a route needs exactly one of cluster, split, redirect, direct_response; {found}")));
+        return None;
+    }
+    if let Some(redirect) = &route.redirect {
+        return Redirect::compile(redirect, &format!("{at}.redirect"), problems).map(|r| Action::Answer(Answered::new(Answer::Redirect(r))));
+    }
+    if let Some(direct) = &route.direct_response {
+        return DirectResponse::compile(direct, &format!("{at}.direct_response"), problems).map(|d| Action::Answer(Answered::new(Answer::Direct(d))));
+    }
     match (&route.cluster, &route.split) {
-        (Some(name), None) => known(name, &|| format!("{at}.cluster"), problems).map(Action::Cluster),
+        (Some(name), _) => known(name, &|| format!("{at}.cluster"), problems).map(Action::Cluster),
         (None, Some(split)) => {
             let mut targets = Vec::new();
             let mut weights = Vec::new();
@@ -143,14 +172,7 @@ fn compile_action(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>
             let targets: Option<Vec<_>> = targets.into_iter().collect();
             targets.map(|targets| Action::Split { targets, sampler: WeightedSampler::new(&weights) })
         }
-        (Some(_), Some(_)) => {
-            problems.push(Problem::new(at.to_string(), "give either 'cluster' or 'split', not both"));
-            None
-        }
-        (None, None) => {
-            problems.push(Problem::new(at.to_string(), "needs a 'cluster' or a 'split'"));
-            None
-        }
+        (None, None) => None,
     }
 }
 

@@ -232,3 +232,34 @@ fn each_mistake_is_reported_at_its_path() {
         assert!(got.starts_with(want), "{got} / {want}");
     }
 }
+
+/// `routed()` with a rate limit on the listener and a mirror to b on the first route.
+fn with_rules(burst: u32) -> serde_json::Value {
+    let mut doc = routed();
+    doc["listeners"][0]["rate_limit"] = serde_json::json!({"requests_per_second": 10, "burst": burst});
+    doc["listeners"][0]["routes"][0]["mirror"] = serde_json::json!({"cluster": "b"});
+    doc
+}
+
+#[test]
+fn a_listener_rate_limit_given_again_is_kept_with_its_tokens() {
+    let registry = EndpointRegistry::default();
+    let first = reload(&with_rules(5), &registry, &Running { clusters: vec![], listeners: vec![] });
+    let limit = |running: &Running| running.listeners[0].rate_limit.clone().unwrap_or_else(|| panic!("a rate limit"));
+    assert!(Arc::ptr_eq(&limit(&first), &limit(&reload(&with_rules(5), &registry, &first))));
+    assert!(!Arc::ptr_eq(&limit(&first), &limit(&reload(&with_rules(6), &registry, &first))));
+}
+
+#[test]
+fn a_route_mirroring_to_a_cluster_compiled_again_is_compiled_again() {
+    let registry = EndpointRegistry::default();
+    let first = reload(&with_rules(5), &registry, &Running { clusters: vec![], listeners: vec![] });
+    assert_eq!(kept(&first, &reload(&with_rules(5), &registry, &first)), [true; 4]);
+    let mut doc = with_rules(5);
+    doc["clusters"][1]["endpoints"][0]["address"] = serde_json::json!("127.0.0.1:9090");
+    let moved = reload(&doc, &registry, &first);
+    // The first route sends to a, which stays, but mirrors to b, which does not.
+    assert!(!kept(&first, &moved)[0]);
+    let mirror = routes(&moved)[0].rules.mirror.as_ref().map(|m| m.cluster.clone());
+    assert!(mirror.is_some_and(|b| Arc::ptr_eq(&b, &moved.clusters[1])));
+}
