@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """User-space instructions per request of meshproxy under callgrind: the plain HTTP/1.1 hop, the
-h2c -> HTTP/1.1 hop (scenario 2), the h2c -> h2c hop (scenario 3) and the mesh hop (sidecar A ->
-mTLS, HTTP/2 -> sidecar B), each sidecar counted on its own.
+h2c -> HTTP/1.1 hop (scenario 2), the h2c -> h2c hop (scenario 3), the mesh hop (sidecar A ->
+mTLS, HTTP/2 -> sidecar B), each sidecar counted on its own, and the HTTP/1.1 hop with a retry
+policy, outlier detection and circuit breakers on (what they cost).
 
-    .venv/bin/python bench/profile.py                      # all four, 20,000 requests each
+    .venv/bin/python bench/profile.py                      # all five, 20,000 requests each
     .venv/bin/python bench/profile.py mesh -n 10000 --keep # the mesh hop; keep the dumps
 
 Builds nothing: it runs the meshproxy of the current virtualenv (`make build` first, a release
@@ -150,14 +151,14 @@ def upstream(workdir: Path) -> tuple[Server, dict[str, object]]:
 
 
 def single(
-    name: str, listener: str, load: list[str]
+    name: str, listener: str, load: list[str], template: str = "meshproxy.yaml"
 ) -> Callable[[Path, dict[str, object], int], dict[str, float]]:
-    """One meshproxy with the side-by-side config; `load` goes to its `listener`."""
+    """One meshproxy with the side-by-side config (or `template`); `load` goes to its `listener`."""
 
     def profile(workdir: Path, values: dict[str, object], requests: int) -> dict[str, float]:
         listeners = ("listen_h1_h1", "listen_h2c_h1", "listen_h2c_h2c")
         ports = dict(zip(listeners, free_ports(3), strict=True))
-        config = render("meshproxy.yaml", {**values, **ports}, workdir)
+        config = render(template, {**values, **ports}, workdir)
         sidecar = start_sidecar(name, config, workdir)
         try:
             wait_listening(ports[listener], sidecar.alive, timeout=120)
@@ -197,6 +198,8 @@ SCENARIOS = {
     "h2c": single("h2c", "listen_h2c_h1", H2C_LOAD),
     "h2c2": single("h2c2", "listen_h2c_h2c", H2C_LOAD),
     "mesh": mesh,
+    # The hop with a retry policy and budget, outlier detection and circuit breakers on.
+    "resilient": single("resilient", "listen_h1_h1", H1_LOAD, "meshproxy-resilient.yaml"),
 }
 
 

@@ -107,7 +107,7 @@ clusters:
     pytest.param(BAD_ROUTE, "{file}:5: listeners[0].routes[0].cluster: unknown cluster 'nope'; defined clusters: app",
                  id="unknown-cluster"),
     pytest.param(BAD_LB, "{file}:8: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, "
-                 "least_request, p2c_ewma", id="bad-lb"),
+                 "least_request, p2c_ewma, ring_hash, maglev", id="bad-lb"),
 ])
 def test_validate_rejects_an_invalid_file_naming_file_line_path_and_message(
     tmp_path: Path, text: str, expected: str
@@ -302,7 +302,7 @@ def test_run_with_an_invalid_config_exits_1_with_the_message(tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stderr == (
         f"{path}:8: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, "
-        "least_request, p2c_ewma\n"
+        "least_request, p2c_ewma, ring_hash, maglev\n"
     )
 
 
