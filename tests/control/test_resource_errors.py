@@ -32,7 +32,7 @@ def _current() -> list[dict[str, Any]]:
 def test_there_is_a_fixture_for_each_kind_and_error_class() -> None:
     names = {p.stem for p in INVALID}
     assert len(names) >= 40
-    for prefix in ("service-", "route-", "policy-", "mesh-"):
+    for prefix in ("service-", "route-", "policy-", "traffic-", "mesh-"):
         assert sum(n.startswith(prefix) for n in names) >= 5, prefix
 
 
@@ -65,6 +65,7 @@ def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
                   "headers": {"x-channel": {"exact": "beta"}}, "method": None},
         "to": [{"version": "v2", "weight": 1}],
         "timeout_ms": 15000,
+        "hash_policy": [],
     }
     assert route["rules"][1]["to"] == [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]
     assert route["rules"][1]["timeout_ms"] == 5000
@@ -142,7 +143,7 @@ def test_stored_resources_written_back_as_documents_load_to_the_same() -> None:
     assert load_documents(text, "again.yaml") == current
 
 
-def test_the_json_schema_covers_the_four_kinds() -> None:
+def test_the_json_schema_covers_every_kind() -> None:
     schema = json_schema()
-    assert set(schema["discriminator"]["mapping"]) == {"Service", "Route", "AccessPolicy", "Mesh"}
+    assert set(schema["discriminator"]["mapping"]) == {"Service", "Route", "AccessPolicy", "TrafficPolicy", "Mesh"}
     assert schema["$defs"]["RouteRule"]["properties"]["timeout"]["default"] == "15000ms"
