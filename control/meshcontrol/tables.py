@@ -100,7 +100,8 @@ def _outlier_detection(detection: dict[str, Any] | None) -> str | None:
         said.append(f"gateway x{detection['consecutive_gateway_errors']}")
     if detection.get("success_rate") is not None:
         said.append("success rate")
-    return f"{', '.join(said)}; ejected {_ms(detection['base_ejection_time_ms'])}+, at most {detection['max_ejection_percent']}%"
+    ejected = f"ejected {_ms(detection['base_ejection_time_ms'])}+, at most {detection['max_ejection_percent']}%"
+    return f"{', '.join(said)}; {ejected}"
 
 
 def _ms(ms: int) -> str:

@@ -82,7 +82,8 @@ def _route_problems(route: Resource, policy: Resource | None) -> Iterator[tuple[
     for i, rule in enumerate(route["rules"]):
         if rule.get("hash_policy") and not hashing:
             has = f"{named} has lb {lb}" if policy is not None else f"there is no {named}"
-            yield ("rules", i, "hash_policy"), f"applies to a service whose TrafficPolicy has lb ring_hash or maglev; {has}"
+            yield (("rules", i, "hash_policy"),
+                   f"applies to a service whose TrafficPolicy has lb ring_hash or maglev; {has}")
         elif hashing and not rule.get("hash_policy"):
             yield ("rules", i), f"needs a hash_policy: {named} balances by {lb}, which needs a hash key ({_EXAMPLE})"
 

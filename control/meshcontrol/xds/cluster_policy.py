@@ -2,8 +2,9 @@
 balancer (``lb_policy``), ``health_checks`` and ``outlier_detection``, each with Envoy's meaning
 made to match the sidecar's where Envoy's defaults differ (a sidecar check opens a connection of
 its own, checks a cluster at its interval whether or not it has had traffic, an ejection ends
-only when its time has passed, and one endpoint may always be ejected), so an Envoy client of the control plane behaves as a
-meshproxy sidecar does. The sidecar reads them back in ``meshproxy.mesh.translate_health``.
+only when its time has passed, and one endpoint may always be ejected), so an Envoy client of
+the control plane behaves as a meshproxy sidecar does. The sidecar reads them back in
+``meshproxy.mesh.translate_health``.
 """
 
 from __future__ import annotations
