@@ -2,7 +2,7 @@
 (TLS to the control plane with its CA bundle, the join token as gRPC initial metadata), it
 receives the resources of its service, ACKs every type, and carries a call through its outbound
 listener over mTLS to another Envoy's inbound listener, past that service's AccessPolicy; and it
-ejects an instance answering 500 as the service's TrafficPolicy says."""
+ejects an instance answering 500, and checks instances, as the service's TrafficPolicy says."""
 
 from __future__ import annotations
 
@@ -313,8 +313,49 @@ def test_an_envoy_client_ejects_an_instance_answering_500_as_the_traffic_policy_
             assert [client.get("/").status_code for _ in range(20)] == [200] * 20
         assert apps[0].requests() == reached == 3
         assert apps[1].requests() == 3 + 20
-        ejections = orders.get("/stats?filter=outbound_payments.shop.outlier_detection.ejections_enforced_consecutive")
-        assert ejections.text.strip().endswith(": 1"), ejections.text
+        counted = "cluster.outbound_payments.shop.outlier_detection.ejections_enforced_consecutive_5xx"
+        assert orders.get(f"/stats?filter={counted}$").text.split() == [f"{counted}:", "1"]
+    finally:
+        for app in apps:
+            app.stop()
+
+
+CHECKING = documents(
+    service("orders", "shop", calls=["payments"]),
+    service("payments", "shop", calls=[]),
+    """\
+kind: TrafficPolicy
+service: payments
+namespace: shop
+health_check: {http: {path: /healthz}, interval: 200ms, timeout: 1s, unhealthy_threshold: 2}
+""")
+
+
+def test_an_envoy_client_checks_instances_through_their_sidecars_as_the_traffic_policy_says(
+        control: ControlPlane, envoys: list[Envoy], tmp_path: Path) -> None:
+    control.apply(CHECKING)
+    apps = [ControlledUpstream("payments-a"), ControlledUpstream("payments-b")]
+    apps[0].mode = "error"  # its /healthz answers 500
+    try:
+        instances = [start_envoy(control, control.token("payments", "shop"), "payments", "shop", "v1", app.address,
+                                 tmp_path / app.name) for app in apps]
+        envoys.extend(instances)
+        orders = start_envoy(control, control.token("orders", "shop"), "orders", "shop", "v1", closed_port_address(),
+                             tmp_path / "orders")
+        envoys.append(orders)
+        # HTTP/2 checks over mTLS reach each instance's app through its sidecar: the failing one
+        # is taken out, the other passes.
+        good, bad = instances[1].inbound, instances[0].inbound
+
+        def checked() -> bool:
+            hosts = _hosts(orders, "outbound_payments.shop")
+            return "failed_active_hc" in hosts.get(bad, "") and hosts.get(good) == "healthy"
+
+        wait_until(checked, 20, "orders' checks to fail payments-a and pass payments-b")
+        assert apps[0].requests("/healthz") >= 1 and apps[1].requests("/healthz") >= 1
+        with httpx.Client(base_url=f"http://{orders.outbound}", timeout=10, headers={"host": "payments"}) as client:
+            assert [client.get("/").status_code for _ in range(10)] == [200] * 10
+        assert (apps[0].requests("/"), apps[1].requests("/")) == (0, 10)
     finally:
         for app in apps:
             app.stop()

@@ -10,6 +10,7 @@ from meshproxy.config.schema import SchemaGenerator
 from pydantic import Field, TypeAdapter
 
 from .models import AccessPolicy, Mesh, Resource, Route, Service, TrafficPolicy
+from .traffic_policy import SECTIONS
 
 
 def as_document(resource: Resource) -> Resource:
@@ -19,7 +20,7 @@ def as_document(resource: Resource) -> Resource:
     if out["kind"] == "AccessPolicy":
         out["rules"] = [_without_empty(rule) for rule in out["rules"]]
     if out["kind"] == "TrafficPolicy":
-        for section in ("health_check", "outlier_detection"):
+        for section in SECTIONS:
             if section in out:
                 out[section] = _section_document(out[section])
     if "cert_lifetime_s" in out:

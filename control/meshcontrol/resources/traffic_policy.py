@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from .base import Document, Resource
 from .names import Label
 
-__all__ = ["HASHING_LBS", "TrafficPolicy", "in_millis"]
+__all__ = ["HASHING_LBS", "SECTIONS", "TrafficPolicy", "in_millis"]
 
 
 class TrafficPolicy(Document):
@@ -43,8 +43,15 @@ class TrafficPolicy(Document):
     to it fail."""
 
     def stored(self) -> Resource:
-        return {"kind": self.kind, "service": self.service, "namespace": self.namespace, "lb": self.lb,
-                "health_check": in_millis(self.health_check), "outlier_detection": in_millis(self.outlier_detection)}
+        stored: Resource = {"kind": self.kind, "service": self.service, "namespace": self.namespace, "lb": self.lb}
+        for section in SECTIONS:
+            stored[section] = in_millis(getattr(self, section))
+        return stored
+
+
+SECTIONS = ("health_check", "outlier_detection")
+"""The sidecar cluster sections a TrafficPolicy carries: a new one is a field above and a name
+here, then its xDS fields in ``xds.cluster_policy`` (and the sidecar's reading of them)."""
 
 
 def in_millis(section: BaseModel | None) -> dict[str, Any] | None:
