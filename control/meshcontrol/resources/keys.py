@@ -1,6 +1,6 @@
 """How a stored resource is addressed: its key ``(kind, namespace, name)`` (a Route's, an
-AccessPolicy's and a TrafficPolicy's name is the service they are about; the Mesh is ``("Mesh", "", "mesh")``), and
-how a message names it (``Route shop/orders``)."""
+AccessPolicy's and a TrafficPolicy's name is the service they are about; the Mesh is
+``("Mesh", "", "mesh")``), and how a message names it (``Route shop/orders``)."""
 
 from __future__ import annotations
 
