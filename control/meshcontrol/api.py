@@ -32,7 +32,16 @@ from meshproxy.addresses import AddressError, parse_listen_address
 from meshproxy.config.duration import parse_duration
 
 from . import sidecar_views, tokens
-from .resources import KINDS, ConfigError, in_use_message, key_of, label, load_documents, referrers
+from .resources import (
+    KINDS,
+    ConfigError,
+    hashing_dependents,
+    in_use_message,
+    key_of,
+    label,
+    load_documents,
+    referrers,
+)
 from .store.base import Store
 
 log = logging.getLogger(__name__)
@@ -157,7 +166,7 @@ class ApiServer:
             current = self.store.resources()
             if key not in {key_of(r) for r in current}:
                 raise ApiError(HTTPStatus.NOT_FOUND, f"{label(key)} does not exist")
-            names = referrers(key, current)
+            names = referrers(key, current) + hashing_dependents(key, current)
             if names:
                 raise ApiError(HTTPStatus.CONFLICT, in_use_message(key, names))
             return {"revision": self.store.delete(key, f"delete {label(key)}")}

@@ -27,10 +27,12 @@ from .client import Client, ClientError
 
 DEFAULT_SERVER = "http://127.0.0.1:15080"
 # `meshctl get WHAT` and `meshctl delete WHAT`: the kind each word means.
-GET_KINDS = {"services": "Service", "routes": "Route", "policies": "AccessPolicy", "mesh": "Mesh"}
-DELETE_KINDS = {"service": "Service", "route": "Route", "policy": "AccessPolicy"}
+GET_KINDS = {"services": "Service", "routes": "Route", "policies": "AccessPolicy",
+             "trafficpolicies": "TrafficPolicy", "mesh": "Mesh"}
+DELETE_KINDS = {"service": "Service", "route": "Route", "policy": "AccessPolicy", "trafficpolicy": "TrafficPolicy"}
 _TABLES: dict[str, Callable[[list[dict[str, Any]]], str]] = {
-    "services": tables.services, "routes": tables.routes, "policies": tables.policies, "mesh": tables.mesh,
+    "services": tables.services, "routes": tables.routes, "policies": tables.policies,
+    "trafficpolicies": tables.traffic_policies, "mesh": tables.mesh,
     "instances": tables.instances,
 }
 

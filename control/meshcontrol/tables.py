@@ -55,7 +55,9 @@ def _route_rule(rule: dict[str, Any]) -> str:
         conditions.append("method=" + ",".join(match["method"]))
     to = ", ".join(f"{d['version']} {d['weight']}" if len(rule["to"]) > 1 else d["version"] for d in rule["to"])
     timeout = f" ({rule['timeout_ms']}ms)" if rule["timeout_ms"] != 15000 else ""
-    return f"{' '.join(conditions) or '*'} -> {to}{timeout}"
+    keys = ",".join(f"{k}={v}" if k != "source_ip" else "source_ip" for h in rule.get("hash_policy") or ()
+                    for k, v in h.items())
+    return f"{' '.join(conditions) or '*'} -> {to}{timeout}" + (f" by {keys}" if keys else "")
 
 
 def _header(match: dict[str, Any]) -> str:
@@ -70,6 +72,40 @@ def policies(resources: list[dict[str, Any]]) -> str:
     rows = [(r["namespace"], r["service"], r["dry_run"], " | ".join(_policy_rule(rule) for rule in r["rules"]))
             for r in resources]
     return table(("NAMESPACE", "SERVICE", "DRY-RUN", "RULES"), rows)
+
+
+def traffic_policies(resources: list[dict[str, Any]]) -> str:
+    rows = [(r["namespace"], r["service"], r["lb"], _health_check(r["health_check"]),
+             _outlier_detection(r["outlier_detection"])) for r in resources]
+    return table(("NAMESPACE", "SERVICE", "LB", "HEALTH CHECK", "OUTLIER DETECTION"), rows)
+
+
+def _health_check(check: dict[str, Any] | None) -> str | None:
+    if check is None:
+        return None
+    if check.get("http") is not None:
+        what = f"http {check['http']['path']}"
+    elif check.get("grpc") is not None:
+        what = f"grpc {check['grpc']['service'] or '(server)'}"
+    else:
+        what = "tcp"
+    return f"{what} every {_ms(check['interval_ms'])}"
+
+
+def _outlier_detection(detection: dict[str, Any] | None) -> str | None:
+    if detection is None:
+        return None
+    said = [f"5xx x{detection['consecutive_5xx']}"]
+    if detection.get("consecutive_gateway_errors") is not None:
+        said.append(f"gateway x{detection['consecutive_gateway_errors']}")
+    if detection.get("success_rate") is not None:
+        said.append("success rate")
+    ejected = f"ejected {_ms(detection['base_ejection_time_ms'])}+, at most {detection['max_ejection_percent']}%"
+    return f"{', '.join(said)}; {ejected}"
+
+
+def _ms(ms: int) -> str:
+    return f"{ms // 1000}s" if ms and ms % 1000 == 0 else f"{ms}ms"
 
 
 def _policy_rule(rule: dict[str, Any]) -> str:

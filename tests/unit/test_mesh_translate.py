@@ -419,11 +419,16 @@ def test_route_features_without_a_sidecar_equivalent_are_refused(local: Local) -
         translate(given._replace(routes={**given.routes, names.OUTBOUND: routes}), local)
 
 
-def test_a_ring_hash_cluster_is_refused(local: Local) -> None:
+def test_a_ring_with_a_size_of_its_own_and_a_policy_the_sidecar_lacks_are_refused(local: Local) -> None:
     given = resources()
     app = app_cluster()
     app.lb_policy = cluster_pb2.Cluster.RING_HASH
-    with pytest.raises(Refused, match="cluster 'inbound_app': lb_policy RING_HASH has no sidecar equivalent"):
+    app.ring_hash_lb_config.minimum_ring_size.value = 64
+    with pytest.raises(Refused, match="cluster 'inbound_app': ring_hash_lb_config has no sidecar equivalent"):
+        translate(given._replace(clusters={**given.clusters, names.APP_CLUSTER: app}), local)
+    app = app_cluster()
+    app.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    with pytest.raises(Refused, match="cluster 'inbound_app': lb_policy CLUSTER_PROVIDED has no sidecar equivalent"):
         translate(given._replace(clusters={**given.clusters, names.APP_CLUSTER: app}), local)
 
 

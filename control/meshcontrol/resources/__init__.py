@@ -1,21 +1,23 @@
-"""The resources of the mesh: the four documents ``meshctl apply`` takes (Service, Route,
-AccessPolicy, Mesh), validated with the sidecar's own rules and error style.
+"""The resources of the mesh: the documents ``meshctl apply`` takes (Service, Route,
+AccessPolicy, TrafficPolicy, Mesh), validated with the sidecar's own rules and error style.
 
     resources = load_documents(text, "mesh.yaml", store.resources())   # ConfigError on any problem
     store.apply(resources, "apply mesh.yaml: ...")
 
 Modules in the order a file flows through them: ``yaml_documents`` (text to documents with
-lines), ``models`` (each kind; ``names`` holds their name types), ``load`` (validation and
-messages), ``references`` (across documents and the store), ``keys`` (how a stored resource is
-addressed), ``documents`` (stored form back to file form; JSON Schema).
+lines), ``models`` (each kind; ``base`` their base, ``names`` their name types,
+``traffic_policy`` the TrafficPolicy), ``load`` (validation and messages), ``references`` and
+``affinity`` (across documents and the store), ``keys`` (how a stored resource is addressed),
+``documents`` (stored form back to file form; JSON Schema).
 """
 
 from meshproxy.config.errors import ConfigError, ConfigIssue
 
+from .affinity import hashing_dependents
 from .documents import as_document, json_schema
 from .keys import MESH_KEY, NAME_FIELD, Key, key_of, label
 from .load import load_documents
-from .models import KINDS, MESH_DEFAULTS, AccessPolicy, Mesh, Resource, Route, Service
+from .models import KINDS, MESH_DEFAULTS, AccessPolicy, Mesh, Resource, Route, Service, TrafficPolicy
 from .names import is_label, split_ref
 from .references import in_use_message, referrers
 
@@ -32,7 +34,9 @@ __all__ = [
     "Resource",
     "Route",
     "Service",
+    "TrafficPolicy",
     "as_document",
+    "hashing_dependents",
     "in_use_message",
     "is_label",
     "json_schema",

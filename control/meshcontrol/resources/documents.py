@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from meshproxy.config.schema import SchemaGenerator
 from pydantic import Field, TypeAdapter
 
-from .models import AccessPolicy, Mesh, Resource, Route, Service
+from .models import AccessPolicy, Mesh, Resource, Route, Service, TrafficPolicy
+from .traffic_policy import SECTIONS
 
 
 def as_document(resource: Resource) -> Resource:
@@ -18,6 +19,10 @@ def as_document(resource: Resource) -> Resource:
         out["rules"] = [_rule_document(rule) for rule in out["rules"]]
     if out["kind"] == "AccessPolicy":
         out["rules"] = [_without_empty(rule) for rule in out["rules"]]
+    if out["kind"] == "TrafficPolicy":
+        for section in SECTIONS:
+            if section in out:
+                out[section] = _section_document(out[section])
     if "cert_lifetime_s" in out:
         out["cert_lifetime"] = _duration(out.pop("cert_lifetime_s") * 1000)
     return out
@@ -30,6 +35,21 @@ def _rule_document(rule: Resource) -> Resource:
         if not out["match"]:
             del out["match"]
     out["timeout"] = _duration(out.pop("timeout_ms"))
+    if not out.get("hash_policy"):
+        out.pop("hash_policy", None)
+    return out
+
+
+def _section_document(section: Resource) -> Resource:
+    """A sidecar section stored with ``<key>_ms`` durations (``traffic_policy.in_millis``)."""
+    out: Resource = {}
+    for key, value in section.items():
+        if key.endswith("_ms") and isinstance(value, int):
+            out[key.removesuffix("_ms")] = _duration(value)
+        elif isinstance(value, dict):
+            out[key] = _section_document(value)
+        elif value is not None or key == "success_rate":
+            out[key] = value  # success_rate: null turns on-by-default success-rate ejection off
     return out
 
 
@@ -45,8 +65,8 @@ def _duration(ms: int) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """The schema of one document (any of the four kinds, told apart by `kind`)."""
+    """The schema of one document (any of the kinds, told apart by `kind`)."""
     adapter: TypeAdapter[Any] = TypeAdapter(
-        Annotated[Service | Route | AccessPolicy | Mesh, Field(discriminator="kind")]
+        Annotated[Service | Route | AccessPolicy | TrafficPolicy | Mesh, Field(discriminator="kind")]
     )
     return adapter.json_schema(by_alias=True, schema_generator=SchemaGenerator)

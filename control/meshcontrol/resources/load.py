@@ -19,6 +19,7 @@ from meshproxy.config.model import Config
 from meshproxy.config.translate import translate
 from pydantic import ValidationError
 
+from .affinity import check_hashing
 from .keys import MESH_KEY, NAME_FIELD, Key, label
 from .models import KINDS, AccessPolicy, Document, Resource, Route
 from .names import is_label
@@ -46,7 +47,7 @@ def load_documents(text: str, source: str, current: Sequence[Resource] = ()) -> 
         issues += _issues(source, document, findings)
     if not reads or not documents and not issues:
         raise ConfigError([ConfigIssue(source, None, "", f"no documents; expected YAML documents of kind {_KIND_CHOICES}, separated by ---")])
-    for located in check_references(documents, current):
+    for located in check_references(documents, current) + check_hashing(documents, current):
         issues += _issues(source, located.document, [located.finding])
     if issues:
         raise ConfigError(issues)
@@ -99,16 +100,24 @@ def _prefixed(index: int, key: Key | None, path: str) -> str:
     return f"{where}: {path}" if path else where
 
 
-# === Regular expressions, judged by the engine ===
+# === Regular expressions and hash policies, judged by the engine ===
 
 
 def _engine_findings(model: Document) -> list[Finding]:
-    """The regexes of a Route or an AccessPolicy, judged by the sidecar's engine: a sidecar
-    must be able to run what the control plane sends it (the engine's syntax is the Rust regex
-    crate's; Envoy's RE2 refuses the same look-around and backreferences)."""
+    """The regexes of a Route or an AccessPolicy, and a Route's hash_policy, judged by the
+    sidecar's engine: a sidecar must be able to run what the control plane sends it (the
+    engine's syntax is the Rust regex crate's; Envoy's RE2 refuses the same look-around and
+    backreferences)."""
     listener: dict[str, Any] = {"name": "check", "address": "127.0.0.1:0"}
-    if isinstance(model, Route) and _any_regex([r.match_.model_dump(mode="json") for r in model.rules]):
-        listener["routes"] = [{"match": rule.match_.model_dump(mode="json"), "cluster": "c"} for rule in model.rules]
+    clusters = [{"name": "c"}, {"name": "hashing", "lb": "ring_hash"}]
+    if isinstance(model, Route) and (_any_regex([r.match_.model_dump(mode="json") for r in model.rules])
+                                     or any(rule.hash_policy for rule in model.rules)):
+        # A rule with a hash_policy goes to a hashing cluster, so that only the policy's own
+        # problems are found here: whether the service hashes is the affinity check's.
+        listener["routes"] = [{"match": rule.match_.model_dump(mode="json"),
+                               "cluster": "hashing" if rule.hash_policy else "c",
+                               "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in rule.hash_policy]}
+                              for rule in model.rules]
         moved: Path = ("listeners", 0, "routes")
         into: Path = ("rules",)
     elif isinstance(model, AccessPolicy) and _any_regex(rules := [r.sidecar_rule() for r in model.rules]):
@@ -116,9 +125,9 @@ def _engine_findings(model: Document) -> list[Finding]:
         moved, into = ("listeners", 0, "authorization", 0, "rules"), ("rules",)
     else:
         return []
-    findings = check_engine(Config.model_validate({"listeners": [listener], "clusters": [{"name": "c"}]}))
-    # A route's findings are under match (listeners[0].routes[i].match...), a rule's directly
-    # under it: both move to rules[i] of the document.
+    findings = check_engine(Config.model_validate({"listeners": [listener], "clusters": clusters}))
+    # A route's findings are under match or hash_policy (listeners[0].routes[i].match...), a
+    # rule's directly under it: both move to rules[i] of the document.
     return [Finding(into + f.path[len(moved):], f.message) for f in findings if f.path[: len(moved)] == moved]
 
 

@@ -1,4 +1,4 @@
-"""The four resource documents as pydantic models, built from the sidecar's own field types and
+"""The resource documents as pydantic models, built from the sidecar's own field types and
 rules (route matches, authorization rules, durations), so a match or a rule means and is
 checked the same in a sidecar file and in ``mesh.yaml``.
 
@@ -16,21 +16,16 @@ from typing import Annotated, Any, Literal
 from meshproxy.config.duration import Duration, to_millis
 from meshproxy.config.fields import Name, UrlPath
 from meshproxy.config.messages import invalid, show
+from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
+from .base import Document as _Document
+from .base import Resource as Resource
 from .names import Label, ServiceRef, TrustDomain, split_ref
+from .traffic_policy import TrafficPolicy as TrafficPolicy
 
-Resource = dict[str, Any]
 _Refs = Annotated[list[ServiceRef], Field(min_length=1)] | None
-
-
-class _Document(BaseModel):
-    # As the sidecar's config sections: unknown keys are errors, YAML's typed scalars are not
-    # coerced ("5" is not a number), validated values never change.
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, validate_by_alias=True, validate_by_name=False, serialize_by_alias=True
-    )
 
 
 def _each_once(values: list[str] | None, field: str) -> list[str] | None:
@@ -109,6 +104,9 @@ class RouteRule(_Document):
     to: Annotated[list[Destination], Field(min_length=1)]
     timeout: Duration = timedelta(seconds=15)
     """Whole request; 0 means none."""
+    hash_policy: list[HashPolicy] = Field(default_factory=list)
+    """As a sidecar route's hash_policy: what the service's TrafficPolicy (lb ring_hash or
+    maglev) keys this rule's calls by."""
 
     @model_validator(mode="after")
     def _weights(self) -> RouteRule:
@@ -130,6 +128,7 @@ class RouteRule(_Document):
             "match": self.match_.model_dump(mode="json"),
             "to": [d.model_dump(mode="json") for d in self.to],
             "timeout_ms": to_millis(self.timeout),
+            "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
         }
 
 
@@ -221,9 +220,9 @@ class Mesh(_Document):
                 "cert_lifetime_s": round(self.cert_lifetime.total_seconds())}
 
 
-Document = Service | Route | AccessPolicy | Mesh
-KINDS: dict[str, type[Service] | type[Route] | type[AccessPolicy] | type[Mesh]] = {
-    "Service": Service, "Route": Route, "AccessPolicy": AccessPolicy, "Mesh": Mesh,
+Document = Service | Route | AccessPolicy | TrafficPolicy | Mesh
+KINDS: dict[str, type[Service] | type[Route] | type[AccessPolicy] | type[TrafficPolicy] | type[Mesh]] = {
+    "Service": Service, "Route": Route, "AccessPolicy": AccessPolicy, "TrafficPolicy": TrafficPolicy, "Mesh": Mesh,
 }
 MESH_DEFAULTS: Resource = Mesh(kind="Mesh").stored()
 """The Mesh in force when none was applied."""

@@ -1,5 +1,5 @@
-"""What documents say about each other: a Route, an AccessPolicy or a Service's `calls` names
-a Service that exists (in the store or in the same file), one file defines each resource once,
+"""What documents say about each other: a Route, an AccessPolicy, a TrafficPolicy or a
+Service's `calls` names a Service that exists (in the store or in the same file), one file defines each resource once,
 and a Service still named by others is not deleted.
 
 A Route may name a version no instance runs yet: versions come and go with instances, and
@@ -17,6 +17,10 @@ from meshproxy.config.messages import Finding, show
 from .keys import Key, key_of, label
 from .models import AccessPolicy, Document, Resource, Service
 from .names import is_label, split_ref
+
+
+# The kinds whose name is the service they are about.
+_ABOUT_A_SERVICE = ("Route", "AccessPolicy", "TrafficPolicy")
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def _named_services(document: ParsedDocument) -> Iterator[tuple[Path, tuple[str,
     AccessPolicy is about is read from its key, so it is checked even when the rest of the
     document is invalid."""
     model, key = document.model, document.key
-    if key is not None and key[0] in ("Route", "AccessPolicy") and is_label(key[1]) and is_label(key[2]):
+    if key is not None and key[0] in _ABOUT_A_SERVICE and is_label(key[1]) and is_label(key[2]):
         yield ("service",), (key[2], key[1])
     if isinstance(model, AccessPolicy):
         for i, rule in enumerate(model.rules):
@@ -107,7 +111,7 @@ def referrers(key: Key, resources: Sequence[Resource]) -> list[str]:
     found: list[str] = []
     for resource in sorted(resources, key=key_of):
         other = key_of(resource)
-        if other[0] in ("Route", "AccessPolicy") and other[1:] == (namespace, name):
+        if other[0] in _ABOUT_A_SERVICE and other[1:] == (namespace, name):
             found.append(label(other))
         for where, ref in _refs(resource):
             if split_ref(ref, other[1]) == (name, namespace):

@@ -2,8 +2,8 @@
 backend; a distributed one (etcd) is another class with these methods.
 
 Resources are the validated documents (``kind``, their keys, defaults filled in) as plain
-dicts; each is keyed by ``(kind, namespace, name)``, where a Route's and an AccessPolicy's name
-is their ``service`` and the Mesh's is ``("Mesh", "", "mesh")``. Every change makes a revision
+dicts; each is keyed by ``(kind, namespace, name)``, where a Route's, an AccessPolicy's and a
+TrafficPolicy's name is their ``service`` and the Mesh's is ``("Mesh", "", "mesh")``. Every change makes a revision
 that holds the whole set, so a rollback is a revision.
 """
 

@@ -19,9 +19,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from meshproxy.mesh import names
 
+from .cluster_policy import apply_traffic_policy
 from .rbac import header_matcher, rbac_filters
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -184,8 +185,19 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
                 name=names.version_cluster(service, namespace, t["version"]),
                 weight=wrappers_pb2.UInt32Value(value=int(t.get("weight", 1))))
             for t in targets)
+    action.hash_policy.extend(_hash_policy(h) for h in rule.get("hash_policy") or ())
     return route_components_pb2.Route(name=rule.get("name") or f"rule-{index}",
                                       match=_route_match(rule.get("match") or {}), route=action)
+
+
+def _hash_policy(source: Mapping[str, Any]) -> route_components_pb2.RouteAction.HashPolicy:
+    """One source of a rule's hash key; Envoy, as the sidecar, hashes what the request carries."""
+    policy = route_components_pb2.RouteAction.HashPolicy
+    if source.get("header") is not None:
+        return policy(header=policy.Header(header_name=source["header"]))
+    if source.get("cookie") is not None:
+        return policy(cookie=policy.Cookie(name=source["cookie"]))
+    return policy(connection_properties=policy.ConnectionProperties(source_ip=True))
 
 
 def _route_match(match: Mapping[str, Any]) -> route_components_pb2.RouteMatch:
@@ -223,20 +235,19 @@ def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
     return cluster
 
 
-def peer_cluster(name: str, service: str, namespace: str, trust_domain: str) -> cluster_pb2.Cluster:
+def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,
+                 policy: Mapping[str, Any] | None = None) -> cluster_pb2.Cluster:
     """Instances of a called service (or of one version of it): endpoints by EDS, mTLS HTTP/2
-    to their sidecars, whose certificate must name exactly that service."""
+    to their sidecars, whose certificate must name exactly that service; balanced and watched
+    as the service's TrafficPolicy (``policy``) says."""
     tls = tls_pb2.UpstreamTlsContext(common_tls_context=_common_tls(
         string_pb2.StringMatcher(exact=names.spiffe_id(trust_domain, namespace, service)), ["h2"]))
     cluster = cluster_pb2.Cluster(
         name=name, type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ADS),
-        connect_timeout=CONNECT_TIMEOUT, lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+        connect_timeout=CONNECT_TIMEOUT,
         transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
-    # Envoy has no peak-EWMA balancer; the sidecar reads the policy it should use from here.
-    lb = struct_pb2.Struct()
-    lb.update({"lb": "p2c_ewma"})
-    cluster.metadata.filter_metadata[names.METADATA_KEY].CopyFrom(lb)
+    apply_traffic_policy(cluster, policy)
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
     return cluster
 

@@ -67,6 +67,7 @@ class World:
         self.services: dict[ServiceKey, Mapping[str, Any]] = {}
         self.routes: dict[ServiceKey, Mapping[str, Any]] = {}
         self.policies: dict[ServiceKey, Mapping[str, Any]] = {}
+        self.traffic_policies: dict[ServiceKey, Mapping[str, Any]] = {}
         for resource in resources:
             kind, namespace = resource.get("kind"), resource.get("namespace", "default")
             if kind == "Service":
@@ -75,6 +76,8 @@ class World:
                 self.routes[(resource["service"], namespace)] = resource
             elif kind == "AccessPolicy":
                 self.policies[(resource["service"], namespace)] = resource
+            elif kind == "TrafficPolicy":
+                self.traffic_policies[(resource["service"], namespace)] = resource
             elif kind == "Mesh":
                 mesh = resource
         self.trust_domain: str = mesh.get("trust_domain") or default_trust_domain
@@ -109,7 +112,8 @@ class World:
         return found
 
     def peer_clusters(self, key: ServiceKey) -> tuple[Entry, ...]:
-        """The clusters of one called service: all versions, then one per version its Route names."""
+        """The clusters of one called service: all versions, then one per version its Route
+        names; each as its TrafficPolicy says."""
         found = self._clusters.get(key)
         if found is None:
             service, namespace = key
@@ -118,7 +122,8 @@ class World:
             cluster_names += [names.version_cluster(service, namespace, v)
                               for v in (build.route_versions(route) if route is not None else ())]
             found = self._clusters[key] = tuple(
-                entry(n, build.peer_cluster(n, service, namespace, self.trust_domain)) for n in cluster_names)
+                entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key)))
+                for n in cluster_names)
         return found
 
 

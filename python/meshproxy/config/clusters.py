@@ -135,9 +135,14 @@ class Discovery(_Section):
 _DISCOVERY_KEYS = {"file": ("path",), "dns": ("name", "record", "port", "resolver", "min_ttl", "max_ttl")}
 
 
+Lb = Literal["round_robin", "random", "least_request", "p2c_ewma", "ring_hash", "maglev"]
+"""The balancers; the control plane's TrafficPolicy takes the same."""
+HASHING_LBS = ("ring_hash", "maglev")
+
+
 class Cluster(_Section):
     name: Name
-    lb: Literal["round_robin", "random", "least_request", "p2c_ewma", "ring_hash", "maglev"] = default("cluster.lb")
+    lb: Lb = default("cluster.lb")
     """p2c_ewma prefers endpoints that answer fast and are not busy; ring_hash and maglev keep
     requests with one key (a route's hash_policy) on one endpoint."""
     protocol: Literal["http1", "http2"] = "http1"

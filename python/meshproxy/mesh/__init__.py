@@ -7,7 +7,8 @@ the config it runs.
       keygen.py     the key and CSR, made by a short-lived child; pins.py: CA pins without X.509
     ads.py          the ADS stream: subscribe, batch, apply, ACK/NACK, reconnect with back-off
       xds_state.py  what the stream delivered per type, and the requests that answer it
-    translate.py    Envoy resources -> a sidecar config (translate_routes.py, translate_rbac.py)
+    translate.py    Envoy resources -> a sidecar config (translate_routes.py, translate_rbac.py,
+                    translate_health.py)
     apply.py        that config through the reload path (validator child, Proxy.reload)
     state.py        the state folder: credentials, last good config, the inbound address
     channel.py      TLS contexts and unary calls (grpclib)

@@ -3,7 +3,7 @@
 of the config the sidecar runs.
 
     Listener (+ its RouteConfiguration over RDS)  -> listeners[]   (translate_routes, translate_rbac)
-    Cluster  (+ its ClusterLoadAssignment over EDS) -> clusters[]
+    Cluster  (+ its ClusterLoadAssignment over EDS) -> clusters[]   (translate_health)
     what the sidecar knows itself (its addresses, credential files) -> the rest
 
 The listeners' addresses are the sidecar's own (the ones it was started with): the control plane
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from google.protobuf import any_pb2
 
 from . import names
+from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
 from .translate_routes import Refused, duration, route_clusters, route_config_routes, string_of
 from .xds_messages import ENVOY_NAMES, ROUTER, is_set, type_name, unpack
@@ -51,7 +52,8 @@ _HCM = "envoy.filters.network.http_connection_manager"
 _PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _CODECS = {HttpConnectionManager.AUTO: "auto", HttpConnectionManager.HTTP1: "http1",
            HttpConnectionManager.HTTP2: "http2"}
-_POLICIES = {Cluster.LEAST_REQUEST: "least_request", Cluster.ROUND_ROBIN: "round_robin", Cluster.RANDOM: "random"}
+_POLICIES = {Cluster.LEAST_REQUEST: "least_request", Cluster.ROUND_ROBIN: "round_robin", Cluster.RANDOM: "random",
+             Cluster.RING_HASH: "ring_hash", Cluster.MAGLEV: "maglev"}
 # Endpoints Envoy would send requests to; UNHEALTHY, DRAINING, TIMEOUT ones it would not.
 _SERVING = {UNKNOWN, HEALTHY, DEGRADED}
 
@@ -296,13 +298,20 @@ def _policies(manager: HttpConnectionManager, trust_domain: str, where: str) -> 
 def _cluster(cluster: Cluster, resources: Resources) -> dict[str, Any]:
     where = f"cluster '{cluster.name}'"
     for unsupported in ("cluster_type", "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config",
-                        "original_dst_lb_config", "load_balancing_policy", "upstream_config", "health_checks",
+                        "original_dst_lb_config", "load_balancing_policy", "upstream_config",
                         "transport_socket_matches", "transport_socket_matcher", "filters"):
         if is_set(cluster, unsupported):
             raise Refused(f"{where}: {unsupported} has no sidecar equivalent")
     translated: dict[str, Any] = {"name": cluster.name, "lb": _lb(cluster, where)}
-    if _http2(cluster, where):
+    http2 = _http2(cluster, where)
+    if http2:
         translated["protocol"] = "http2"
+    check = health_check(cluster, http2, where)
+    if check is not None:
+        translated["health_check"] = check
+    detection = outlier_detection(cluster, where)
+    if detection is not None:
+        translated["outlier_detection"] = detection
     if cluster.HasField("connect_timeout"):
         translated["connect_timeout"] = duration(cluster.connect_timeout)
     if cluster.HasField("transport_socket"):
@@ -326,7 +335,7 @@ def _lb(cluster: Cluster, where: str) -> str:
     policy = _POLICIES.get(cluster.lb_policy)
     if policy is None:
         raise Refused(f"{where}: lb_policy {Cluster.LbPolicy.Name(cluster.lb_policy)} has no sidecar "
-                      "equivalent; expected LEAST_REQUEST, ROUND_ROBIN or RANDOM")
+                      "equivalent; expected LEAST_REQUEST, ROUND_ROBIN, RANDOM, RING_HASH or MAGLEV")
     return policy
 
 

@@ -139,8 +139,8 @@ def _match(match: RouteMatch, where: str) -> dict[str, Any]:
 
 
 def _action(action: RouteAction, where: str) -> dict[str, Any]:
-    _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code"},
-          where)
+    _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code",
+                   "hash_policy"}, where)
     translated: dict[str, Any] = {}
     kind = action.WhichOneof("cluster_specifier")
     if kind == "cluster":
@@ -158,7 +158,28 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
         translated["timeout"] = duration(action.timeout)
     if action.prefix_rewrite:
         translated["prefix_rewrite"] = action.prefix_rewrite
+    if action.hash_policy:
+        translated["hash_policy"] = [_hash_source(policy, f"{where}: hash_policy[{i}]")
+                                     for i, policy in enumerate(action.hash_policy)]
     return translated
+
+
+def _hash_source(policy: RouteAction.HashPolicy, where: str) -> dict[str, Any]:
+    """One source of the route's hash key: a header, a cookie (only read: Envoy's ttl would have
+    it set one) or the client's IP."""
+    if policy.terminal:
+        raise Refused(f"{where}: terminal has no sidecar equivalent; every source the request carries is hashed")
+    kind = policy.WhichOneof("policy_specifier")
+    if kind == "header":
+        _only(policy.header, {"header_name"}, f"{where}: header")
+        return {"header": policy.header.header_name}
+    if kind == "cookie":
+        _only(policy.cookie, {"name"}, f"{where}: cookie")
+        return {"cookie": policy.cookie.name}
+    if kind == "connection_properties" and policy.connection_properties.source_ip:
+        return {"source_ip": True}
+    raise Refused(f"{where}: {kind or 'no source'} has no sidecar equivalent; expected header, cookie or "
+                  "connection_properties.source_ip")
 
 
 # === Shared with the RBAC translation ===

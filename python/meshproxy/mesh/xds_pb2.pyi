@@ -13,6 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CodecClientType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HTTP1: _ClassVar[CodecClientType]
+    HTTP2: _ClassVar[CodecClientType]
+    HTTP3: _ClassVar[CodecClientType]
+
 class HealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     UNKNOWN: _ClassVar[HealthStatus]
@@ -21,6 +27,19 @@ class HealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DRAINING: _ClassVar[HealthStatus]
     TIMEOUT: _ClassVar[HealthStatus]
     DEGRADED: _ClassVar[HealthStatus]
+
+class RequestMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METHOD_UNSPECIFIED: _ClassVar[RequestMethod]
+    GET: _ClassVar[RequestMethod]
+    HEAD: _ClassVar[RequestMethod]
+    POST: _ClassVar[RequestMethod]
+    PUT: _ClassVar[RequestMethod]
+    DELETE: _ClassVar[RequestMethod]
+    CONNECT: _ClassVar[RequestMethod]
+    OPTIONS: _ClassVar[RequestMethod]
+    TRACE: _ClassVar[RequestMethod]
+    PATCH: _ClassVar[RequestMethod]
 
 class RoutingPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,12 +51,25 @@ class TrafficDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNSPECIFIED: _ClassVar[TrafficDirection]
     INBOUND: _ClassVar[TrafficDirection]
     OUTBOUND: _ClassVar[TrafficDirection]
+HTTP1: CodecClientType
+HTTP2: CodecClientType
+HTTP3: CodecClientType
 UNKNOWN: HealthStatus
 HEALTHY: HealthStatus
 UNHEALTHY: HealthStatus
 DRAINING: HealthStatus
 TIMEOUT: HealthStatus
 DEGRADED: HealthStatus
+METHOD_UNSPECIFIED: RequestMethod
+GET: RequestMethod
+HEAD: RequestMethod
+POST: RequestMethod
+PUT: RequestMethod
+DELETE: RequestMethod
+CONNECT: RequestMethod
+OPTIONS: RequestMethod
+TRACE: RequestMethod
+PATCH: RequestMethod
 DEFAULT: RoutingPriority
 HIGH: RoutingPriority
 UNSPECIFIED: TrafficDirection
@@ -930,13 +962,13 @@ class HeaderMatcher(_message.Message):
     treat_missing_header_as_empty: bool
     exact_match: str
     safe_regex_match: RegexMatcher
-    range_match: bytes
+    range_match: Int64Range
     present_match: bool
     prefix_match: str
     suffix_match: str
     contains_match: str
     string_match: StringMatcher
-    def __init__(self, name: _Optional[str] = ..., invert_match: _Optional[bool] = ..., treat_missing_header_as_empty: _Optional[bool] = ..., exact_match: _Optional[str] = ..., safe_regex_match: _Optional[_Union[RegexMatcher, _Mapping]] = ..., range_match: _Optional[bytes] = ..., present_match: _Optional[bool] = ..., prefix_match: _Optional[str] = ..., suffix_match: _Optional[str] = ..., contains_match: _Optional[str] = ..., string_match: _Optional[_Union[StringMatcher, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., invert_match: _Optional[bool] = ..., treat_missing_header_as_empty: _Optional[bool] = ..., exact_match: _Optional[str] = ..., safe_regex_match: _Optional[_Union[RegexMatcher, _Mapping]] = ..., range_match: _Optional[_Union[Int64Range, _Mapping]] = ..., present_match: _Optional[bool] = ..., prefix_match: _Optional[str] = ..., suffix_match: _Optional[str] = ..., contains_match: _Optional[str] = ..., string_match: _Optional[_Union[StringMatcher, _Mapping]] = ...) -> None: ...
 
 class StringMatcher(_message.Message):
     __slots__ = ("ignore_case", "exact", "prefix", "suffix", "safe_regex", "contains", "custom")
@@ -1231,7 +1263,7 @@ class Cluster(_message.Message):
     per_connection_buffer_limit_bytes: _wrappers_pb2.UInt32Value
     lb_policy: Cluster.LbPolicy
     load_assignment: ClusterLoadAssignment
-    health_checks: _containers.RepeatedScalarFieldContainer[bytes]
+    health_checks: _containers.RepeatedCompositeFieldContainer[HealthCheck]
     max_requests_per_connection: _wrappers_pb2.UInt32Value
     circuit_breakers: bytes
     upstream_http_protocol_options: bytes
@@ -1249,7 +1281,7 @@ class Cluster(_message.Message):
     dns_resolution_config: bytes
     typed_dns_resolver_config: bytes
     wait_for_warm_on_init: _wrappers_pb2.BoolValue
-    outlier_detection: bytes
+    outlier_detection: OutlierDetection
     cleanup_interval: _duration_pb2.Duration
     upstream_bind_config: bytes
     lb_subset_config: bytes
@@ -1276,7 +1308,168 @@ class Cluster(_message.Message):
     original_dst_lb_config: bytes
     least_request_lb_config: bytes
     round_robin_lb_config: bytes
-    def __init__(self, transport_socket_matches: _Optional[_Iterable[bytes]] = ..., transport_socket_matcher: _Optional[bytes] = ..., name: _Optional[str] = ..., alt_stat_name: _Optional[str] = ..., eds_cluster_config: _Optional[_Union[Cluster.EdsClusterConfig, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_connection_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., lb_policy: _Optional[_Union[Cluster.LbPolicy, str]] = ..., load_assignment: _Optional[_Union[ClusterLoadAssignment, _Mapping]] = ..., health_checks: _Optional[_Iterable[bytes]] = ..., max_requests_per_connection: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., circuit_breakers: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., common_http_protocol_options: _Optional[bytes] = ..., http_protocol_options: _Optional[bytes] = ..., http2_protocol_options: _Optional[_Union[Http2ProtocolOptions, _Mapping]] = ..., typed_extension_protocol_options: _Optional[_Mapping[str, _any_pb2.Any]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_failure_refresh_rate: _Optional[bytes] = ..., respect_dns_ttl: _Optional[bool] = ..., dns_lookup_family: _Optional[_Union[Cluster.DnsLookupFamily, str]] = ..., dns_resolvers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., use_tcp_for_dns_lookups: _Optional[bool] = ..., dns_resolution_config: _Optional[bytes] = ..., typed_dns_resolver_config: _Optional[bytes] = ..., wait_for_warm_on_init: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., outlier_detection: _Optional[bytes] = ..., cleanup_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_bind_config: _Optional[bytes] = ..., lb_subset_config: _Optional[bytes] = ..., common_lb_config: _Optional[bytes] = ..., transport_socket: _Optional[_Union[TransportSocket, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., protocol_selection: _Optional[_Union[Cluster.ClusterProtocolSelection, str]] = ..., upstream_connection_options: _Optional[bytes] = ..., close_connections_on_host_health_failure: _Optional[bool] = ..., ignore_health_on_host_removal: _Optional[bool] = ..., filters: _Optional[_Iterable[bytes]] = ..., load_balancing_policy: _Optional[bytes] = ..., lrs_server: _Optional[bytes] = ..., lrs_report_endpoint_metrics: _Optional[_Iterable[str]] = ..., track_timeout_budgets: _Optional[bool] = ..., upstream_config: _Optional[bytes] = ..., track_cluster_stats: _Optional[bytes] = ..., preconnect_policy: _Optional[bytes] = ..., connection_pool_per_downstream_connection: _Optional[bool] = ..., type: _Optional[_Union[Cluster.DiscoveryType, str]] = ..., cluster_type: _Optional[bytes] = ..., ring_hash_lb_config: _Optional[bytes] = ..., maglev_lb_config: _Optional[bytes] = ..., original_dst_lb_config: _Optional[bytes] = ..., least_request_lb_config: _Optional[bytes] = ..., round_robin_lb_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, transport_socket_matches: _Optional[_Iterable[bytes]] = ..., transport_socket_matcher: _Optional[bytes] = ..., name: _Optional[str] = ..., alt_stat_name: _Optional[str] = ..., eds_cluster_config: _Optional[_Union[Cluster.EdsClusterConfig, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_connection_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., lb_policy: _Optional[_Union[Cluster.LbPolicy, str]] = ..., load_assignment: _Optional[_Union[ClusterLoadAssignment, _Mapping]] = ..., health_checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ..., max_requests_per_connection: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., circuit_breakers: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., common_http_protocol_options: _Optional[bytes] = ..., http_protocol_options: _Optional[bytes] = ..., http2_protocol_options: _Optional[_Union[Http2ProtocolOptions, _Mapping]] = ..., typed_extension_protocol_options: _Optional[_Mapping[str, _any_pb2.Any]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_failure_refresh_rate: _Optional[bytes] = ..., respect_dns_ttl: _Optional[bool] = ..., dns_lookup_family: _Optional[_Union[Cluster.DnsLookupFamily, str]] = ..., dns_resolvers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., use_tcp_for_dns_lookups: _Optional[bool] = ..., dns_resolution_config: _Optional[bytes] = ..., typed_dns_resolver_config: _Optional[bytes] = ..., wait_for_warm_on_init: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., cleanup_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_bind_config: _Optional[bytes] = ..., lb_subset_config: _Optional[bytes] = ..., common_lb_config: _Optional[bytes] = ..., transport_socket: _Optional[_Union[TransportSocket, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., protocol_selection: _Optional[_Union[Cluster.ClusterProtocolSelection, str]] = ..., upstream_connection_options: _Optional[bytes] = ..., close_connections_on_host_health_failure: _Optional[bool] = ..., ignore_health_on_host_removal: _Optional[bool] = ..., filters: _Optional[_Iterable[bytes]] = ..., load_balancing_policy: _Optional[bytes] = ..., lrs_server: _Optional[bytes] = ..., lrs_report_endpoint_metrics: _Optional[_Iterable[str]] = ..., track_timeout_budgets: _Optional[bool] = ..., upstream_config: _Optional[bytes] = ..., track_cluster_stats: _Optional[bytes] = ..., preconnect_policy: _Optional[bytes] = ..., connection_pool_per_downstream_connection: _Optional[bool] = ..., type: _Optional[_Union[Cluster.DiscoveryType, str]] = ..., cluster_type: _Optional[bytes] = ..., ring_hash_lb_config: _Optional[bytes] = ..., maglev_lb_config: _Optional[bytes] = ..., original_dst_lb_config: _Optional[bytes] = ..., least_request_lb_config: _Optional[bytes] = ..., round_robin_lb_config: _Optional[bytes] = ...) -> None: ...
+
+class OutlierDetection(_message.Message):
+    __slots__ = ("consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_success_rate", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure", "split_external_local_origin_errors", "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure", "enforcing_local_origin_success_rate", "failure_percentage_threshold", "enforcing_failure_percentage", "enforcing_failure_percentage_local_origin", "failure_percentage_minimum_hosts", "failure_percentage_request_volume", "max_ejection_time", "max_ejection_time_jitter", "successful_active_health_check_uneject_host", "monitors", "always_eject_one_host")
+    CONSECUTIVE_5XX_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    BASE_EJECTION_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_CONSECUTIVE_5XX_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_MINIMUM_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_REQUEST_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_STDEV_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_GATEWAY_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_CONSECUTIVE_GATEWAY_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_EXTERNAL_LOCAL_ORIGIN_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_LOCAL_ORIGIN_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_CONSECUTIVE_LOCAL_ORIGIN_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_LOCAL_ORIGIN_SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_PERCENTAGE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_FAILURE_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    ENFORCING_FAILURE_PERCENTAGE_LOCAL_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_PERCENTAGE_MINIMUM_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_PERCENTAGE_REQUEST_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_EJECTION_TIME_JITTER_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSFUL_ACTIVE_HEALTH_CHECK_UNEJECT_HOST_FIELD_NUMBER: _ClassVar[int]
+    MONITORS_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_EJECT_ONE_HOST_FIELD_NUMBER: _ClassVar[int]
+    consecutive_5xx: _wrappers_pb2.UInt32Value
+    interval: _duration_pb2.Duration
+    base_ejection_time: _duration_pb2.Duration
+    max_ejection_percent: _wrappers_pb2.UInt32Value
+    enforcing_consecutive_5xx: _wrappers_pb2.UInt32Value
+    enforcing_success_rate: _wrappers_pb2.UInt32Value
+    success_rate_minimum_hosts: _wrappers_pb2.UInt32Value
+    success_rate_request_volume: _wrappers_pb2.UInt32Value
+    success_rate_stdev_factor: _wrappers_pb2.UInt32Value
+    consecutive_gateway_failure: _wrappers_pb2.UInt32Value
+    enforcing_consecutive_gateway_failure: _wrappers_pb2.UInt32Value
+    split_external_local_origin_errors: bool
+    consecutive_local_origin_failure: _wrappers_pb2.UInt32Value
+    enforcing_consecutive_local_origin_failure: _wrappers_pb2.UInt32Value
+    enforcing_local_origin_success_rate: _wrappers_pb2.UInt32Value
+    failure_percentage_threshold: _wrappers_pb2.UInt32Value
+    enforcing_failure_percentage: _wrappers_pb2.UInt32Value
+    enforcing_failure_percentage_local_origin: _wrappers_pb2.UInt32Value
+    failure_percentage_minimum_hosts: _wrappers_pb2.UInt32Value
+    failure_percentage_request_volume: _wrappers_pb2.UInt32Value
+    max_ejection_time: _duration_pb2.Duration
+    max_ejection_time_jitter: _duration_pb2.Duration
+    successful_active_health_check_uneject_host: _wrappers_pb2.BoolValue
+    monitors: _containers.RepeatedScalarFieldContainer[bytes]
+    always_eject_one_host: _wrappers_pb2.BoolValue
+    def __init__(self, consecutive_5xx: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_5xx: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_success_rate: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_minimum_hosts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_request_volume: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_stdev_factor: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_gateway_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_local_origin_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_local_origin_success_rate: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_threshold: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_failure_percentage: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_failure_percentage_local_origin: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_minimum_hosts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_request_volume: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_time_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., successful_active_health_check_uneject_host: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., monitors: _Optional[_Iterable[bytes]] = ..., always_eject_one_host: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ...) -> None: ...
+
+class HealthCheck(_message.Message):
+    __slots__ = ("timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent", "unhealthy_threshold", "healthy_threshold", "alt_port", "reuse_connection", "no_traffic_interval", "no_traffic_healthy_interval", "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval", "event_log_path", "event_logger", "event_service", "always_log_health_check_failures", "always_log_health_check_success", "tls_options", "transport_socket_match_criteria", "http_health_check", "tcp_health_check", "grpc_health_check", "custom_health_check")
+    class HttpHealthCheck(_message.Message):
+        __slots__ = ("host", "path", "send", "receive", "response_buffer_size", "request_headers_to_add", "request_headers_to_remove", "expected_statuses", "retriable_statuses", "codec_client_type", "service_name_matcher", "method")
+        HOST_FIELD_NUMBER: _ClassVar[int]
+        PATH_FIELD_NUMBER: _ClassVar[int]
+        SEND_FIELD_NUMBER: _ClassVar[int]
+        RECEIVE_FIELD_NUMBER: _ClassVar[int]
+        RESPONSE_BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+        REQUEST_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
+        REQUEST_HEADERS_TO_REMOVE_FIELD_NUMBER: _ClassVar[int]
+        EXPECTED_STATUSES_FIELD_NUMBER: _ClassVar[int]
+        RETRIABLE_STATUSES_FIELD_NUMBER: _ClassVar[int]
+        CODEC_CLIENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+        SERVICE_NAME_MATCHER_FIELD_NUMBER: _ClassVar[int]
+        METHOD_FIELD_NUMBER: _ClassVar[int]
+        host: str
+        path: str
+        send: bytes
+        receive: _containers.RepeatedScalarFieldContainer[bytes]
+        response_buffer_size: bytes
+        request_headers_to_add: _containers.RepeatedScalarFieldContainer[bytes]
+        request_headers_to_remove: _containers.RepeatedScalarFieldContainer[str]
+        expected_statuses: _containers.RepeatedCompositeFieldContainer[Int64Range]
+        retriable_statuses: _containers.RepeatedCompositeFieldContainer[Int64Range]
+        codec_client_type: CodecClientType
+        service_name_matcher: StringMatcher
+        method: RequestMethod
+        def __init__(self, host: _Optional[str] = ..., path: _Optional[str] = ..., send: _Optional[bytes] = ..., receive: _Optional[_Iterable[bytes]] = ..., response_buffer_size: _Optional[bytes] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., expected_statuses: _Optional[_Iterable[_Union[Int64Range, _Mapping]]] = ..., retriable_statuses: _Optional[_Iterable[_Union[Int64Range, _Mapping]]] = ..., codec_client_type: _Optional[_Union[CodecClientType, str]] = ..., service_name_matcher: _Optional[_Union[StringMatcher, _Mapping]] = ..., method: _Optional[_Union[RequestMethod, str]] = ...) -> None: ...
+    class TcpHealthCheck(_message.Message):
+        __slots__ = ("send", "receive", "proxy_protocol_config")
+        SEND_FIELD_NUMBER: _ClassVar[int]
+        RECEIVE_FIELD_NUMBER: _ClassVar[int]
+        PROXY_PROTOCOL_CONFIG_FIELD_NUMBER: _ClassVar[int]
+        send: bytes
+        receive: _containers.RepeatedScalarFieldContainer[bytes]
+        proxy_protocol_config: bytes
+        def __init__(self, send: _Optional[bytes] = ..., receive: _Optional[_Iterable[bytes]] = ..., proxy_protocol_config: _Optional[bytes] = ...) -> None: ...
+    class GrpcHealthCheck(_message.Message):
+        __slots__ = ("service_name", "authority", "initial_metadata")
+        SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+        AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+        INITIAL_METADATA_FIELD_NUMBER: _ClassVar[int]
+        service_name: str
+        authority: str
+        initial_metadata: _containers.RepeatedScalarFieldContainer[bytes]
+        def __init__(self, service_name: _Optional[str] = ..., authority: _Optional[str] = ..., initial_metadata: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_JITTER_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_JITTER_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_JITTER_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ALT_PORT_FIELD_NUMBER: _ClassVar[int]
+    REUSE_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    NO_TRAFFIC_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    NO_TRAFFIC_HEALTHY_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    UNHEALTHY_EDGE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_EDGE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LOGGER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_LOG_HEALTH_CHECK_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_LOG_HEALTH_CHECK_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    TLS_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_SOCKET_MATCH_CRITERIA_FIELD_NUMBER: _ClassVar[int]
+    HTTP_HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    TCP_HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    GRPC_HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    timeout: _duration_pb2.Duration
+    interval: _duration_pb2.Duration
+    initial_jitter: _duration_pb2.Duration
+    interval_jitter: _duration_pb2.Duration
+    interval_jitter_percent: int
+    unhealthy_threshold: _wrappers_pb2.UInt32Value
+    healthy_threshold: _wrappers_pb2.UInt32Value
+    alt_port: _wrappers_pb2.UInt32Value
+    reuse_connection: _wrappers_pb2.BoolValue
+    no_traffic_interval: _duration_pb2.Duration
+    no_traffic_healthy_interval: _duration_pb2.Duration
+    unhealthy_interval: _duration_pb2.Duration
+    unhealthy_edge_interval: _duration_pb2.Duration
+    healthy_edge_interval: _duration_pb2.Duration
+    event_log_path: str
+    event_logger: _containers.RepeatedScalarFieldContainer[bytes]
+    event_service: bytes
+    always_log_health_check_failures: bool
+    always_log_health_check_success: bool
+    tls_options: bytes
+    transport_socket_match_criteria: _struct_pb2.Struct
+    http_health_check: HealthCheck.HttpHealthCheck
+    tcp_health_check: HealthCheck.TcpHealthCheck
+    grpc_health_check: HealthCheck.GrpcHealthCheck
+    custom_health_check: bytes
+    def __init__(self, timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., interval_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., interval_jitter_percent: _Optional[int] = ..., unhealthy_threshold: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., healthy_threshold: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., alt_port: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., reuse_connection: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., no_traffic_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., no_traffic_healthy_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., unhealthy_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., unhealthy_edge_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., healthy_edge_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., event_log_path: _Optional[str] = ..., event_logger: _Optional[_Iterable[bytes]] = ..., event_service: _Optional[bytes] = ..., always_log_health_check_failures: _Optional[bool] = ..., always_log_health_check_success: _Optional[bool] = ..., tls_options: _Optional[bytes] = ..., transport_socket_match_criteria: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., http_health_check: _Optional[_Union[HealthCheck.HttpHealthCheck, _Mapping]] = ..., tcp_health_check: _Optional[_Union[HealthCheck.TcpHealthCheck, _Mapping]] = ..., grpc_health_check: _Optional[_Union[HealthCheck.GrpcHealthCheck, _Mapping]] = ..., custom_health_check: _Optional[bytes] = ...) -> None: ...
+
+class Int64Range(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class ClusterLoadAssignment(_message.Message):
     __slots__ = ("cluster_name", "endpoints", "named_endpoints", "policy")
