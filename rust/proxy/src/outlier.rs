@@ -1,4 +1,4 @@
-//! Passive outlier ejection: each attempt's outcome, reported by `proxy::forward` for clusters
+//! Passive outlier ejection: each attempt's outcome, reported by `retry::forward` for clusters
 //! with `outlier_detection`, counts toward ejecting its endpoint (consecutive 5xx, consecutive
 //! gateway errors, or a success rate far below the cluster's), as Envoy's outlier detection
 //! does. An ejected endpoint leaves the balancer's choice for `base_ejection_time` × the
@@ -10,7 +10,6 @@
 //! answer came, by the route's timeout or because the caller left) and 502, 503, 504 answers;
 //! every gateway error is also a 5xx.
 
-use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,45 +30,49 @@ enum Outcome {
     Failure { gateway: bool },
 }
 
-/// Reports an attempt that was given up before its outcome came (a timeout).
-struct Pending<'a> {
+/// One attempt on an endpoint of a cluster that ejects outliers, from its start until its
+/// outcome is settled; dropped unsettled (the attempt was given up before its answer came: a
+/// timeout, or the caller left), it counts as a gateway error.
+pub struct Attempt<'a> {
     cluster: &'a Cluster,
     health: &'a ClusterHealth,
     host: &'a HostHealth,
     settled: bool,
 }
 
-/// Awaits one attempt (`send`) on `endpoint` and, when the cluster ejects outliers, counts its
-/// outcome. Clusters without outlier detection only await it.
-pub async fn observed<F, L>(cluster: &Cluster, endpoint: &Endpoint, send: F) -> Result<(Response<Incoming>, L), PoolError>
-where
-    F: Future<Output = Result<(Response<Incoming>, L), PoolError>>,
-{
-    let (Some(health), Some(host)) = (cluster.health.as_deref(), endpoint.health.as_deref()) else { return send.await };
-    if health.outlier.is_none() {
-        return send.await;
+// === impl Attempt ===
+
+impl<'a> Attempt<'a> {
+    /// The attempt to watch, when the cluster ejects outliers; `None` (nothing to do) otherwise.
+    /// A guard rather than a wrapper future: the attempt's own future is awaited in place and
+    /// never moved.
+    pub fn begin(cluster: &'a Cluster, endpoint: &'a Endpoint) -> Option<Attempt<'a>> {
+        let (Some(health), Some(host)) = (cluster.health.as_deref(), endpoint.health.as_deref()) else { return None };
+        health.outlier.as_ref()?;
+        Some(Attempt { cluster, health, host, settled: false })
     }
-    let mut pending = Pending { cluster, health, host, settled: false };
-    let sent = send.await;
-    pending.settled = true;
-    let outcome = match &sent {
-        Ok((response, _)) => Some(Outcome::of(response.status())),
-        // The client's request body broke: not the endpoint's doing.
-        Err(PoolError::Exchange(error)) if error.is_user() => None,
-        Err(PoolError::Connect { .. } | PoolError::Refused(_) | PoolError::Exchange(_) | PoolError::TimedOut(_)) => {
-            Some(Outcome::Failure { gateway: true })
+
+    /// Counts what the attempt came to.
+    pub fn settle<L>(mut self, sent: &Result<(Response<Incoming>, L), PoolError>) {
+        self.settled = true;
+        let outcome = match sent {
+            Ok((response, _)) => Some(Outcome::of(response.status())),
+            // The client's request body broke: not the endpoint's doing.
+            Err(PoolError::Exchange(error)) if error.is_user() => None,
+            Err(PoolError::Connect { .. } | PoolError::Refused(_) | PoolError::Exchange(_) | PoolError::TimedOut(_)) => {
+                Some(Outcome::Failure { gateway: true })
+            }
+            // The cluster's own limit, not the endpoint's doing.
+            Err(PoolError::Overflow(_)) => None,
+        };
+        // An ejection takes effect before the next pick: built here, once per ejection.
+        if outcome.is_some_and(|outcome| report(self.health, self.host, outcome)) {
+            self.cluster.rebalance();
         }
-        // The cluster's own limit, not the endpoint's doing.
-        Err(PoolError::Overflow(_)) => None,
-    };
-    // An ejection takes effect before the next pick: built here, once per ejection.
-    if outcome.is_some_and(|outcome| report(health, host, outcome)) {
-        cluster.rebalance();
     }
-    sent
 }
 
-impl Drop for Pending<'_> {
+impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.settled && report(self.health, self.host, Outcome::Failure { gateway: true }) {
             self.cluster.rebalance();

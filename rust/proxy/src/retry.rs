@@ -20,6 +20,7 @@ use crate::error::ProxyError;
 use crate::headers::absolute_uri;
 use crate::observe::Observation;
 use crate::observed::Upstream;
+use crate::outlier::Attempt;
 use crate::pool::{Dial, PoolError};
 use meshproxy_config::{self as config, RetryOn, UpstreamProtocol};
 
@@ -266,15 +267,19 @@ pub async fn forward(
             tls: cluster.tls.as_ref(),
             breakers: cluster.breakers.as_ref(),
         };
-        let sent = endpoint.state.pool().send(dial, sending);
-        let sent = async {
-            match policy.per_try_timeout {
-                None => sent.await,
-                Some(limit) => tokio::time::timeout(limit, sent).await.unwrap_or(Err(PoolError::TimedOut(limit))),
-            }
+        // Outlier detection, when the cluster has it, counts the try's outcome. The try's
+        // future is awaited where it is made: passed on by value, its kilobytes would be
+        // copied at each hand-over, and into the box the request's future lives in.
+        let attempt = Attempt::begin(cluster, endpoint);
+        let sent = match policy.per_try_timeout {
+            None => endpoint.state.pool().send(dial, sending).await,
+            Some(limit) => tokio::time::timeout(limit, endpoint.state.pool().send(dial, sending))
+                .await
+                .unwrap_or(Err(PoolError::TimedOut(limit))),
         };
-        // Outlier detection, when the cluster has it, counts the try's outcome.
-        let sent = crate::outlier::observed(cluster, endpoint, sent).await;
+        if let Some(attempt) = attempt {
+            attempt.settle(&sent);
+        }
         let (failure, outcome, unsent) = match sent {
             Ok((response, lease)) => {
                 endpoint.observe_latency(started.elapsed());
