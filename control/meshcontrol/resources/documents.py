@@ -37,6 +37,8 @@ def _rule_document(rule: Resource) -> Resource:
     out["timeout"] = _duration(out.pop("timeout_ms"))
     if not out.get("hash_policy"):
         out.pop("hash_policy", None)
+    if "retry" in out:
+        out["retry"] = _section_document(out["retry"])
     return out
 
 

@@ -18,12 +18,14 @@ from meshproxy.config.fields import Name, UrlPath
 from meshproxy.config.messages import invalid, show
 from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
+from meshproxy.config.retry import RetryPolicy
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
 from .base import Resource as Resource
 from .names import Label, ServiceRef, TrustDomain, split_ref
 from .traffic_policy import TrafficPolicy as TrafficPolicy
+from .traffic_policy import in_millis
 
 _Refs = Annotated[list[ServiceRef], Field(min_length=1)] | None
 
@@ -107,6 +109,9 @@ class RouteRule(_Document):
     hash_policy: list[HashPolicy] = Field(default_factory=list)
     """As a sidecar route's hash_policy: what the service's TrafficPolicy (lb ring_hash or
     maglev) keys this rule's calls by."""
+    retry: RetryPolicy | None = None
+    """As a sidecar route's retry: which failed tries the caller's sidecar tries again, within
+    the retry budget (one per Route: Envoy keeps it on the clusters the rules send to)."""
 
     @model_validator(mode="after")
     def _weights(self) -> RouteRule:
@@ -129,6 +134,7 @@ class RouteRule(_Document):
             "to": [d.model_dump(mode="json") for d in self.to],
             "timeout_ms": to_millis(self.timeout),
             "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
+            "retry": in_millis(self.retry),
         }
 
 
@@ -142,6 +148,18 @@ class Route(_Document):
 
     # The sidecar's rule for a policy's rule names: one rule for every list of named rules.
     _rule_names_unique = model_validator(mode="after")(_sidecar_rule(AuthzPolicy, "_rule_names_unique"))
+
+    @model_validator(mode="after")
+    def _one_retry_budget(self) -> Route:
+        # Envoy keeps a retry budget per cluster, not per route, and the rules' clusters are the
+        # service's versions, which rules share: so a Route has one budget, whichever rules retry.
+        budgets = [(i, rule.retry.budget) for i, rule in enumerate(self.rules) if rule.retry is not None]
+        for i, budget in budgets[1:]:
+            if budget != budgets[0][1]:
+                raise invalid(f"differs from rules[{budgets[0][0]}].retry.budget; a Route's rules share one retry "
+                              "budget (an Envoy client keeps it on the service's clusters)",
+                              at=("rules", i, "retry", "budget"))
+        return self
 
     def stored(self) -> Resource:
         return {"kind": self.kind, "service": self.service, "namespace": self.namespace,

@@ -122,7 +122,8 @@ class World:
             cluster_names += [names.version_cluster(service, namespace, v)
                               for v in (build.route_versions(route) if route is not None else ())]
             found = self._clusters[key] = tuple(
-                entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key)))
+                entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key),
+                                             build.route_retry_budget(route)))
                 for n in cluster_names)
         return found
 

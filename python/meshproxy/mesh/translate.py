@@ -3,7 +3,7 @@
 of the config the sidecar runs.
 
     Listener (+ its RouteConfiguration over RDS)  -> listeners[]   (translate_routes, translate_rbac)
-    Cluster  (+ its ClusterLoadAssignment over EDS) -> clusters[]   (translate_health)
+    Cluster  (+ its ClusterLoadAssignment over EDS) -> clusters[]   (translate_health, translate_breakers)
     what the sidecar knows itself (its addresses, credential files) -> the rest
 
 The listeners' addresses are the sidecar's own (the ones it was started with): the control plane
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from google.protobuf import any_pb2
 
 from . import names
+from .translate_breakers import circuit_breakers, with_budgets
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
 from .translate_routes import Refused, duration, route_clusters, route_config_routes, string_of
@@ -222,6 +223,7 @@ def _listener(listener: Listener, resources: Resources, local: Local) -> dict[st
         routes = route_config_routes(manager.route_config)
     else:
         raise Refused(f"{where}: the http_connection_manager has neither rds nor route_config")
+    routes = with_budgets(routes, resources.clusters, where)
     return {"name": listener.name, "address": address, "protocol": protocol, "direction": direction, "tls": tls,
             "authorization": _policies(manager, local.trust_domain, where), "routes": routes}
 
@@ -312,6 +314,9 @@ def _cluster(cluster: Cluster, resources: Resources) -> dict[str, Any]:
     detection = outlier_detection(cluster, where)
     if detection is not None:
         translated["outlier_detection"] = detection
+    breakers = circuit_breakers(cluster, where)
+    if breakers is not None:
+        translated["circuit_breakers"] = breakers
     if cluster.HasField("connect_timeout"):
         translated["connect_timeout"] = duration(cluster.connect_timeout)
     if cluster.HasField("transport_socket"):

@@ -6,7 +6,9 @@ sidecar ignores the port, so ``orders:*`` adds nothing to ``orders``). Envoy pic
 host first (exact domains, then ``*.suffix`` ones, longest first, then ``*``) and a route within
 it; the sidecar tries one flat list in order, so the runs are laid out in that order.
 
-What has no sidecar equivalent (redirects, retries, query matches, ...) is refused with a message
+A route's ``retry_policy`` is the sidecar's ``retry`` (its budget, which Envoy keeps on the
+cluster, is added by ``translate_breakers.with_budgets``). What has no sidecar equivalent
+(redirects, query matches, ...) is refused with a message
 naming where it is: a NACK, never a route that quietly means something else.
 """
 
@@ -16,7 +18,14 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from .xds_pb2 import HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch
+from .xds_pb2 import HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch
+
+# The retry conditions the sidecar has: Envoy's names, which it took.
+_RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes")
+_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+# Envoy's buffer for a body to send again, without per_request_buffer_limit_bytes: the
+# listener's connection buffer limit, 1 MiB by default.
+_ENVOY_BUFFER_LIMIT = 1024 * 1024
 
 
 class Refused(ValueError):
@@ -94,7 +103,7 @@ def _host_rank(host: str | None) -> tuple[int, int]:
 
 
 def _route(route: Route, where: str) -> dict[str, Any]:
-    _only(route, {"name", "match", "route", "metadata", "decorator"}, where)
+    _only(route, {"name", "match", "route", "metadata", "decorator", "per_request_buffer_limit_bytes"}, where)
     if not route.HasField("route"):
         raise Refused(f"{where}: only routes to clusters translate; found no route action")
     translated: dict[str, Any] = {}
@@ -104,6 +113,12 @@ def _route(route: Route, where: str) -> dict[str, Any]:
     if match:
         translated["match"] = match
     translated.update(_action(route.route, f"{where}: route"))
+    if "retry" in translated:
+        limit = route.per_request_buffer_limit_bytes
+        translated["retry"]["max_replay_bytes"] = limit.value if route.HasField("per_request_buffer_limit_bytes") \
+            else _ENVOY_BUFFER_LIMIT
+    elif route.HasField("per_request_buffer_limit_bytes"):
+        raise Refused(f"{where}: per_request_buffer_limit_bytes applies with a retry_policy only in the sidecar")
     return translated
 
 
@@ -140,7 +155,7 @@ def _match(match: RouteMatch, where: str) -> dict[str, Any]:
 
 def _action(action: RouteAction, where: str) -> dict[str, Any]:
     _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code",
-                   "hash_policy"}, where)
+                   "hash_policy", "retry_policy"}, where)
     translated: dict[str, Any] = {}
     kind = action.WhichOneof("cluster_specifier")
     if kind == "cluster":
@@ -161,6 +176,44 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
     if action.hash_policy:
         translated["hash_policy"] = [_hash_source(policy, f"{where}: hash_policy[{i}]")
                                      for i, policy in enumerate(action.hash_policy)]
+    if action.HasField("retry_policy"):
+        translated["retry"] = _retry(action.retry_policy, f"{where}: retry_policy")
+    return translated
+
+
+def _retry(policy: RetryPolicy, where: str) -> dict[str, Any]:
+    """The sidecar's retry (without its budget and body bound, which Envoy keeps elsewhere)."""
+    # host_selection_retry_max_attempts is how hard Envoy looks for another endpoint; the
+    # sidecar's balancer always avoids the ones tried when there is another.
+    _only(policy, {"retry_on", "num_retries", "per_try_timeout", "retry_back_off", "retriable_status_codes",
+                   "retry_host_predicate", "host_selection_retry_max_attempts"}, where)
+    conditions = [condition.strip() for condition in policy.retry_on.split(",") if condition.strip()]
+    for condition in conditions:
+        if condition not in _RETRY_ON:
+            raise Refused(f"{where}: retry_on '{condition}' has no sidecar equivalent; expected some of "
+                          f"{', '.join(_RETRY_ON)}")
+    if not conditions:
+        raise Refused(f"{where}: retry_on is empty; expected some of {', '.join(_RETRY_ON)}")
+    hosts = policy.retry_host_predicate
+    if [p.name for p in hosts] != [_PREVIOUS_HOSTS] or not hosts[0].typed_config.type_url.endswith(
+            ".PreviousHostsPredicate"):
+        raise Refused(f"{where}: retry_host_predicate must be [{_PREVIOUS_HOSTS}]: the sidecar retries on another "
+                      "endpoint when there is one")
+    # Envoy's defaults: 1 retry; a back-off from 25ms, at most 10 times the base.
+    retries = policy.num_retries.value if policy.HasField("num_retries") else 1
+    translated: dict[str, Any] = {"retry_on": conditions, "attempts": retries + 1}
+    if policy.HasField("per_try_timeout") and duration(policy.per_try_timeout) != "0ms":
+        translated["per_try_timeout"] = duration(policy.per_try_timeout)
+    if policy.retriable_status_codes:
+        translated["retriable_status_codes"] = list(policy.retriable_status_codes)
+    back_off = policy.retry_back_off
+    if policy.HasField("retry_back_off"):
+        base = back_off.base_interval.seconds * 1000 + back_off.base_interval.nanos // 1_000_000
+        translated["backoff"] = {"base_interval": duration(back_off.base_interval),
+                                 "max_interval": duration(back_off.max_interval) if back_off.HasField("max_interval")
+                                 else f"{10 * base}ms"}
+    else:
+        translated["backoff"] = {"base_interval": "25ms", "max_interval": "250ms"}
     return translated
 
 

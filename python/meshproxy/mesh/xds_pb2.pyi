@@ -681,7 +681,7 @@ class VirtualHost(_message.Message):
     typed_per_filter_config: _containers.MessageMap[str, _any_pb2.Any]
     include_request_attempt_count: bool
     include_attempt_count_in_response: bool
-    retry_policy: bytes
+    retry_policy: RetryPolicy
     retry_policy_typed_config: _any_pb2.Any
     hedge_policy: bytes
     include_is_timeout_retry_header: bool
@@ -689,7 +689,7 @@ class VirtualHost(_message.Message):
     request_body_buffer_limit: bytes
     request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
     metadata: Metadata
-    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., matcher: _Optional[bytes] = ..., require_tls: _Optional[_Union[VirtualHost.TlsRequirementType, str]] = ..., virtual_clusters: _Optional[_Iterable[bytes]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., cors: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., include_request_attempt_count: _Optional[bool] = ..., include_attempt_count_in_response: _Optional[bool] = ..., retry_policy: _Optional[bytes] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., include_is_timeout_retry_header: _Optional[bool] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., request_body_buffer_limit: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., matcher: _Optional[bytes] = ..., require_tls: _Optional[_Union[VirtualHost.TlsRequirementType, str]] = ..., virtual_clusters: _Optional[_Iterable[bytes]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., cors: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., include_request_attempt_count: _Optional[bool] = ..., include_attempt_count_in_response: _Optional[bool] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., include_is_timeout_retry_header: _Optional[bool] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., request_body_buffer_limit: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("name", "match", "metadata", "decorator", "typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "tracing", "per_request_buffer_limit_bytes", "stat_prefix", "request_body_buffer_limit", "route", "redirect", "direct_response", "filter_action", "non_forwarding_action")
@@ -872,7 +872,7 @@ class RouteAction(_message.Message):
     idle_timeout: _duration_pb2.Duration
     flush_timeout: _duration_pb2.Duration
     early_data_policy: bytes
-    retry_policy: bytes
+    retry_policy: RetryPolicy
     retry_policy_typed_config: _any_pb2.Any
     request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
     priority: RoutingPriority
@@ -898,7 +898,57 @@ class RouteAction(_message.Message):
     host_rewrite_header: str
     host_rewrite_path_regex: bytes
     host_rewrite: str
-    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[bytes] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_priority", "retry_host_predicate", "retry_options_predicates", "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers")
+    class ResetHeaderFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SECONDS: _ClassVar[RetryPolicy.ResetHeaderFormat]
+        UNIX_TIMESTAMP: _ClassVar[RetryPolicy.ResetHeaderFormat]
+    SECONDS: RetryPolicy.ResetHeaderFormat
+    UNIX_TIMESTAMP: RetryPolicy.ResetHeaderFormat
+    class RetryHostPredicate(_message.Message):
+        __slots__ = ("name", "typed_config")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        TYPED_CONFIG_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        typed_config: _any_pb2.Any
+        def __init__(self, name: _Optional[str] = ..., typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    class RetryBackOff(_message.Message):
+        __slots__ = ("base_interval", "max_interval")
+        BASE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+        MAX_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+        base_interval: _duration_pb2.Duration
+        max_interval: _duration_pb2.Duration
+        def __init__(self, base_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    RETRY_ON_FIELD_NUMBER: _ClassVar[int]
+    NUM_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    PER_TRY_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    PER_TRY_IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_HOST_PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_OPTIONS_PREDICATES_FIELD_NUMBER: _ClassVar[int]
+    HOST_SELECTION_RETRY_MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RETRIABLE_STATUS_CODES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACK_OFF_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_RETRY_BACK_OFF_FIELD_NUMBER: _ClassVar[int]
+    RETRIABLE_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    RETRIABLE_REQUEST_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    retry_on: str
+    num_retries: _wrappers_pb2.UInt32Value
+    per_try_timeout: _duration_pb2.Duration
+    per_try_idle_timeout: _duration_pb2.Duration
+    retry_priority: bytes
+    retry_host_predicate: _containers.RepeatedCompositeFieldContainer[RetryPolicy.RetryHostPredicate]
+    retry_options_predicates: _containers.RepeatedScalarFieldContainer[bytes]
+    host_selection_retry_max_attempts: int
+    retriable_status_codes: _containers.RepeatedScalarFieldContainer[int]
+    retry_back_off: RetryPolicy.RetryBackOff
+    rate_limited_retry_back_off: bytes
+    retriable_headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
+    retriable_request_headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
+    def __init__(self, retry_on: _Optional[str] = ..., num_retries: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., per_try_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_try_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_priority: _Optional[bytes] = ..., retry_host_predicate: _Optional[_Iterable[_Union[RetryPolicy.RetryHostPredicate, _Mapping]]] = ..., retry_options_predicates: _Optional[_Iterable[bytes]] = ..., host_selection_retry_max_attempts: _Optional[int] = ..., retriable_status_codes: _Optional[_Iterable[int]] = ..., retry_back_off: _Optional[_Union[RetryPolicy.RetryBackOff, _Mapping]] = ..., rate_limited_retry_back_off: _Optional[bytes] = ..., retriable_headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., retriable_request_headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ...) -> None: ...
 
 class WeightedCluster(_message.Message):
     __slots__ = ("clusters", "total_weight", "runtime_key_prefix", "header_name", "use_hash_policy")
@@ -1265,7 +1315,7 @@ class Cluster(_message.Message):
     load_assignment: ClusterLoadAssignment
     health_checks: _containers.RepeatedCompositeFieldContainer[HealthCheck]
     max_requests_per_connection: _wrappers_pb2.UInt32Value
-    circuit_breakers: bytes
+    circuit_breakers: CircuitBreakers
     upstream_http_protocol_options: bytes
     common_http_protocol_options: bytes
     http_protocol_options: bytes
@@ -1308,7 +1358,7 @@ class Cluster(_message.Message):
     original_dst_lb_config: bytes
     least_request_lb_config: bytes
     round_robin_lb_config: bytes
-    def __init__(self, transport_socket_matches: _Optional[_Iterable[bytes]] = ..., transport_socket_matcher: _Optional[bytes] = ..., name: _Optional[str] = ..., alt_stat_name: _Optional[str] = ..., eds_cluster_config: _Optional[_Union[Cluster.EdsClusterConfig, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_connection_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., lb_policy: _Optional[_Union[Cluster.LbPolicy, str]] = ..., load_assignment: _Optional[_Union[ClusterLoadAssignment, _Mapping]] = ..., health_checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ..., max_requests_per_connection: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., circuit_breakers: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., common_http_protocol_options: _Optional[bytes] = ..., http_protocol_options: _Optional[bytes] = ..., http2_protocol_options: _Optional[_Union[Http2ProtocolOptions, _Mapping]] = ..., typed_extension_protocol_options: _Optional[_Mapping[str, _any_pb2.Any]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_failure_refresh_rate: _Optional[bytes] = ..., respect_dns_ttl: _Optional[bool] = ..., dns_lookup_family: _Optional[_Union[Cluster.DnsLookupFamily, str]] = ..., dns_resolvers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., use_tcp_for_dns_lookups: _Optional[bool] = ..., dns_resolution_config: _Optional[bytes] = ..., typed_dns_resolver_config: _Optional[bytes] = ..., wait_for_warm_on_init: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., cleanup_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_bind_config: _Optional[bytes] = ..., lb_subset_config: _Optional[bytes] = ..., common_lb_config: _Optional[bytes] = ..., transport_socket: _Optional[_Union[TransportSocket, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., protocol_selection: _Optional[_Union[Cluster.ClusterProtocolSelection, str]] = ..., upstream_connection_options: _Optional[bytes] = ..., close_connections_on_host_health_failure: _Optional[bool] = ..., ignore_health_on_host_removal: _Optional[bool] = ..., filters: _Optional[_Iterable[bytes]] = ..., load_balancing_policy: _Optional[bytes] = ..., lrs_server: _Optional[bytes] = ..., lrs_report_endpoint_metrics: _Optional[_Iterable[str]] = ..., track_timeout_budgets: _Optional[bool] = ..., upstream_config: _Optional[bytes] = ..., track_cluster_stats: _Optional[bytes] = ..., preconnect_policy: _Optional[bytes] = ..., connection_pool_per_downstream_connection: _Optional[bool] = ..., type: _Optional[_Union[Cluster.DiscoveryType, str]] = ..., cluster_type: _Optional[bytes] = ..., ring_hash_lb_config: _Optional[bytes] = ..., maglev_lb_config: _Optional[bytes] = ..., original_dst_lb_config: _Optional[bytes] = ..., least_request_lb_config: _Optional[bytes] = ..., round_robin_lb_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, transport_socket_matches: _Optional[_Iterable[bytes]] = ..., transport_socket_matcher: _Optional[bytes] = ..., name: _Optional[str] = ..., alt_stat_name: _Optional[str] = ..., eds_cluster_config: _Optional[_Union[Cluster.EdsClusterConfig, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_connection_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., lb_policy: _Optional[_Union[Cluster.LbPolicy, str]] = ..., load_assignment: _Optional[_Union[ClusterLoadAssignment, _Mapping]] = ..., health_checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ..., max_requests_per_connection: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., circuit_breakers: _Optional[_Union[CircuitBreakers, _Mapping]] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., common_http_protocol_options: _Optional[bytes] = ..., http_protocol_options: _Optional[bytes] = ..., http2_protocol_options: _Optional[_Union[Http2ProtocolOptions, _Mapping]] = ..., typed_extension_protocol_options: _Optional[_Mapping[str, _any_pb2.Any]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_failure_refresh_rate: _Optional[bytes] = ..., respect_dns_ttl: _Optional[bool] = ..., dns_lookup_family: _Optional[_Union[Cluster.DnsLookupFamily, str]] = ..., dns_resolvers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., use_tcp_for_dns_lookups: _Optional[bool] = ..., dns_resolution_config: _Optional[bytes] = ..., typed_dns_resolver_config: _Optional[bytes] = ..., wait_for_warm_on_init: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., cleanup_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_bind_config: _Optional[bytes] = ..., lb_subset_config: _Optional[bytes] = ..., common_lb_config: _Optional[bytes] = ..., transport_socket: _Optional[_Union[TransportSocket, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., protocol_selection: _Optional[_Union[Cluster.ClusterProtocolSelection, str]] = ..., upstream_connection_options: _Optional[bytes] = ..., close_connections_on_host_health_failure: _Optional[bool] = ..., ignore_health_on_host_removal: _Optional[bool] = ..., filters: _Optional[_Iterable[bytes]] = ..., load_balancing_policy: _Optional[bytes] = ..., lrs_server: _Optional[bytes] = ..., lrs_report_endpoint_metrics: _Optional[_Iterable[str]] = ..., track_timeout_budgets: _Optional[bool] = ..., upstream_config: _Optional[bytes] = ..., track_cluster_stats: _Optional[bytes] = ..., preconnect_policy: _Optional[bytes] = ..., connection_pool_per_downstream_connection: _Optional[bool] = ..., type: _Optional[_Union[Cluster.DiscoveryType, str]] = ..., cluster_type: _Optional[bytes] = ..., ring_hash_lb_config: _Optional[bytes] = ..., maglev_lb_config: _Optional[bytes] = ..., original_dst_lb_config: _Optional[bytes] = ..., least_request_lb_config: _Optional[bytes] = ..., round_robin_lb_config: _Optional[bytes] = ...) -> None: ...
 
 class OutlierDetection(_message.Message):
     __slots__ = ("consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_success_rate", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure", "split_external_local_origin_errors", "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure", "enforcing_local_origin_success_rate", "failure_percentage_threshold", "enforcing_failure_percentage", "enforcing_failure_percentage_local_origin", "failure_percentage_minimum_hosts", "failure_percentage_request_volume", "max_ejection_time", "max_ejection_time_jitter", "successful_active_health_check_uneject_host", "monitors", "always_eject_one_host")
@@ -1363,6 +1413,46 @@ class OutlierDetection(_message.Message):
     monitors: _containers.RepeatedScalarFieldContainer[bytes]
     always_eject_one_host: _wrappers_pb2.BoolValue
     def __init__(self, consecutive_5xx: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_5xx: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_success_rate: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_minimum_hosts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_request_volume: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_stdev_factor: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_gateway_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_local_origin_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_local_origin_success_rate: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_threshold: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_failure_percentage: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_failure_percentage_local_origin: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_minimum_hosts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_request_volume: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_time_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., successful_active_health_check_uneject_host: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., monitors: _Optional[_Iterable[bytes]] = ..., always_eject_one_host: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ...) -> None: ...
+
+class CircuitBreakers(_message.Message):
+    __slots__ = ("thresholds", "per_host_thresholds")
+    class Thresholds(_message.Message):
+        __slots__ = ("priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "retry_budget", "track_remaining", "max_connection_pools")
+        class RetryBudget(_message.Message):
+            __slots__ = ("budget_percent", "min_retry_concurrency")
+            BUDGET_PERCENT_FIELD_NUMBER: _ClassVar[int]
+            MIN_RETRY_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+            budget_percent: Percent
+            min_retry_concurrency: _wrappers_pb2.UInt32Value
+            def __init__(self, budget_percent: _Optional[_Union[Percent, _Mapping]] = ..., min_retry_concurrency: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+        PRIORITY_FIELD_NUMBER: _ClassVar[int]
+        MAX_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+        MAX_PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+        MAX_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+        MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+        RETRY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+        TRACK_REMAINING_FIELD_NUMBER: _ClassVar[int]
+        MAX_CONNECTION_POOLS_FIELD_NUMBER: _ClassVar[int]
+        priority: RoutingPriority
+        max_connections: _wrappers_pb2.UInt32Value
+        max_pending_requests: _wrappers_pb2.UInt32Value
+        max_requests: _wrappers_pb2.UInt32Value
+        max_retries: _wrappers_pb2.UInt32Value
+        retry_budget: CircuitBreakers.Thresholds.RetryBudget
+        track_remaining: bool
+        max_connection_pools: _wrappers_pb2.UInt32Value
+        def __init__(self, priority: _Optional[_Union[RoutingPriority, str]] = ..., max_connections: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_pending_requests: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_requests: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_retries: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., retry_budget: _Optional[_Union[CircuitBreakers.Thresholds.RetryBudget, _Mapping]] = ..., track_remaining: _Optional[bool] = ..., max_connection_pools: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    PER_HOST_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    thresholds: _containers.RepeatedCompositeFieldContainer[CircuitBreakers.Thresholds]
+    per_host_thresholds: _containers.RepeatedCompositeFieldContainer[CircuitBreakers.Thresholds]
+    def __init__(self, thresholds: _Optional[_Iterable[_Union[CircuitBreakers.Thresholds, _Mapping]]] = ..., per_host_thresholds: _Optional[_Iterable[_Union[CircuitBreakers.Thresholds, _Mapping]]] = ...) -> None: ...
+
+class Percent(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    def __init__(self, value: _Optional[float] = ...) -> None: ...
 
 class HealthCheck(_message.Message):
     __slots__ = ("timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent", "unhealthy_threshold", "healthy_threshold", "alt_port", "reuse_connection", "no_traffic_interval", "no_traffic_healthy_interval", "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval", "event_log_path", "event_logger", "event_service", "always_log_health_check_failures", "always_log_health_check_success", "tls_options", "transport_socket_match_criteria", "http_health_check", "tcp_health_check", "grpc_health_check", "custom_health_check")
@@ -1565,11 +1655,11 @@ class HttpProtocolOptions(_message.Message):
     outlier_detection: bytes
     request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
     hash_policy: _containers.RepeatedCompositeFieldContainer[RouteAction.HashPolicy]
-    retry_policy: bytes
+    retry_policy: RetryPolicy
     explicit_http_config: HttpProtocolOptions.ExplicitHttpConfig
     use_downstream_protocol_config: bytes
     auto_config: bytes
-    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[bytes] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
 
 class Http2ProtocolOptions(_message.Message):
     __slots__ = ("hpack_table_size", "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames", "max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent", "stream_error_on_invalid_http_messaging", "override_stream_error_on_invalid_http_message", "custom_settings_parameters", "connection_keepalive", "use_oghttp2_codec", "max_metadata_size")
