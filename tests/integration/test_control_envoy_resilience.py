@@ -1,7 +1,8 @@
 """A stock Envoy client of the control plane limits and retries as a TrafficPolicy's
 circuit_breakers and a Route rule's retry say: calls to a held payments instance over
 max_requests get Envoy's 503 overflow and never reach it; a stock instance answering 500 once is
-tried again, so the caller sees 200, the app counts two tries and Envoy one retry."""
+tried again, so the caller sees 200, the app counts two tries and Envoy one retry; and a rule's
+redirect and direct response are answered by Envoy, as a sidecar answers them."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ kind: Route
 service: stock
 namespace: shop
 rules:
+  - match: {path: /old}
+    redirect: {path: /new, status: 308}
+  - match: {path: /ping}
+    direct_response: {status: 200, body: pong}
   - to: [{version: v1}]
     retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
 """)
@@ -115,3 +120,14 @@ def test_an_envoy_client_retries_as_the_routes_retry_says(orders: Envoy, apps: d
                   if c["cluster"]["name"] == "outbound_stock.shop_v1"]
     [threshold] = stock_v1["circuit_breakers"]["thresholds"]
     assert threshold["retry_budget"] == {"budget_percent": {"value": 20}, "min_retry_concurrency": 10}
+
+
+def test_a_rule_with_a_redirect_or_a_direct_response_is_answered_by_envoy(
+        orders: Envoy, apps: dict[str, ScriptedUpstream]) -> None:
+    reached = apps["stock"].count()
+    with httpx.Client(base_url=f"http://{orders.outbound}", headers={"host": "stock"}, timeout=10) as client:
+        moved = client.get("/old?x=1")
+        assert (moved.status_code, moved.headers["location"]) == (308, "http://stock/new?x=1")
+        ping = client.get("/ping")
+        assert (ping.status_code, ping.text) == (200, "pong")
+    assert apps["stock"].count() == reached  # Envoy answered both

@@ -1,7 +1,8 @@
 """A TrafficPolicy's circuit_breakers and a Route rule's retry, applied to the control plane,
 reach the callers' meshproxy sidecars and act on real upstreams on loopback: calls to a slow
 orders instance over max_requests get 503 ``overflow`` at once and never reach it; a payments
-instance answering 500 once is tried again, so the caller sees 200 and the app counts two tries."""
+instance answering 500 once is tried again, so the caller sees 200 and the app counts two tries;
+a rule's redirect and direct response are answered by the caller's sidecar."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ kind: Route
 service: payments
 namespace: shop
 rules:
+  - match: {path: /old}
+    redirect: {path: /new, status: 308}
+  - match: {path: /ping}
+    direct_response: {status: 200, body: pong}
   - to: [{version: v1}]
     retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
 """)
@@ -85,3 +90,14 @@ def test_a_call_answered_500_is_tried_again_as_the_routes_retry_says(
     assert response.status_code == 200
     assert [r.path for r in payments.received] == ["/pay", "/pay"]  # the 500, then the retry
     assert cluster_stats(mesh, "outbound_payments.shop_v1")["retries_total"] == 1
+
+
+def test_a_rule_with_a_redirect_or_a_direct_response_is_answered_by_the_callers_sidecar(
+        mesh: LocalMesh, apps: dict[str, ScriptedUpstream]) -> None:
+    reached = apps["payments"].count()
+    with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", headers={"host": "payments"}, timeout=10) as client:
+        moved = client.get("/old?x=1")
+        assert (moved.status_code, moved.headers["location"]) == (308, "http://payments/new?x=1")
+        ping = client.get("/ping")
+        assert (ping.status_code, ping.text) == (200, "pong")
+    assert apps["payments"].count() == reached  # the caller's sidecar answered both

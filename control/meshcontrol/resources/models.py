@@ -19,6 +19,7 @@ from meshproxy.config.messages import invalid, show
 from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
 from meshproxy.config.retry import RetryPolicy
+from meshproxy.config.route_rules import DirectResponse, Redirect
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
@@ -103,7 +104,12 @@ class RouteRule(_Document):
     name: Name | None = None
     match_: Match = Field(default_factory=Match, alias="match")
     """Every condition given must hold; absent: every request."""
-    to: Annotated[list[Destination], Field(min_length=1)]
+    to: Annotated[list[Destination], Field(min_length=1)] | None = None
+    """The versions the rule's calls go to; or, instead, `redirect` or `direct_response`."""
+    redirect: Redirect | None = None
+    """As a sidecar route's redirect: the caller's sidecar answers with it."""
+    direct_response: DirectResponse | None = None
+    """As a sidecar route's direct_response: the caller's sidecar answers with it."""
     timeout: Duration = timedelta(seconds=15)
     """Whole request; 0 means none."""
     hash_policy: list[HashPolicy] = Field(default_factory=list)
@@ -115,6 +121,16 @@ class RouteRule(_Document):
 
     @model_validator(mode="after")
     def _weights(self) -> RouteRule:
+        answers = [key for key in ("to", "redirect", "direct_response") if getattr(self, key) is not None]
+        if len(answers) != 1:
+            raise invalid(f"a rule needs exactly one of to, redirect, direct_response; found "
+                          f"{' and '.join(answers) or 'none'}")
+        if self.to is None:
+            # The caller's sidecar answers itself: no call is made for these to apply to.
+            for key in ("timeout", "hash_policy", "retry"):
+                if key in self.model_fields_set:
+                    raise invalid(f"applies to a rule with to only; this one answers with {answers[0]}", at=(key,))
+            return self
         first: dict[str, int] = {}
         for i, destination in enumerate(self.to):
             if destination.version in first:
@@ -131,8 +147,10 @@ class RouteRule(_Document):
         return {
             "name": self.name,
             "match": self.match_.model_dump(mode="json"),
-            "to": [d.model_dump(mode="json") for d in self.to],
-            "timeout_ms": to_millis(self.timeout),
+            "to": [d.model_dump(mode="json") for d in self.to or ()],
+            "redirect": self.redirect.model_dump(mode="json") if self.redirect else None,
+            "direct_response": self.direct_response.model_dump(mode="json") if self.direct_response else None,
+            "timeout_ms": to_millis(self.timeout) if self.to else None,
             "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
             "retry": in_millis(self.retry),
         }

@@ -24,7 +24,7 @@ from meshproxy.mesh import names
 
 from .cluster_policy import apply_traffic_policy
 from .rbac import header_matcher, rbac_filters
-from .route_policy import retry_policy
+from .route_policy import direct_response_action, redirect_action, retry_policy
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -184,6 +184,12 @@ def route_versions(route: Mapping[str, Any]) -> list[str]:
 
 
 def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) -> route_components_pb2.Route:
+    name, match = rule.get("name") or f"rule-{index}", _route_match(rule.get("match") or {})
+    if rule.get("redirect") is not None:
+        return route_components_pb2.Route(name=name, match=match, redirect=redirect_action(rule["redirect"]))
+    if rule.get("direct_response") is not None:
+        return route_components_pb2.Route(name=name, match=match,
+                                          direct_response=direct_response_action(rule["direct_response"]))
     timeout_ms = rule.get("timeout_ms", DEFAULT_TIMEOUT_MS)
     action = route_components_pb2.RouteAction(timeout=_ms(int(timeout_ms)))
     targets = rule["to"]
@@ -198,8 +204,7 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
     action.hash_policy.extend(_hash_policy(h) for h in rule.get("hash_policy") or ())
     if rule.get("retry") is not None:
         action.retry_policy.CopyFrom(retry_policy(rule["retry"]))
-    route = route_components_pb2.Route(name=rule.get("name") or f"rule-{index}",
-                                       match=_route_match(rule.get("match") or {}), route=action)
+    route = route_components_pb2.Route(name=name, match=match, route=action)
     if rule.get("retry") is not None:
         # Envoy's bound on the body it keeps to send again (the sidecar's max_replay_bytes).
         route.per_request_buffer_limit_bytes.value = rule["retry"]["max_replay_bytes"]

@@ -1,4 +1,6 @@
-"""A Route rule's retry policy as Envoy's ``RouteAction.retry_policy``, set so that Envoy retries
+"""A Route rule's answers of its own (``redirect``, ``direct_response``) as Envoy's
+``Route.redirect`` and ``Route.direct_response``, and its retry policy as Envoy's
+``RouteAction.retry_policy``, set so that Envoy retries
 as a meshproxy sidecar does: the same ``retry_on`` names (the sidecar took Envoy's), tries on
 another endpoint when there is one (Envoy's ``previous_hosts`` predicate), the same back-off.
 The budget is not here: Envoy keeps it on the cluster (``cluster_policy.circuit_breakers``), and
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
@@ -18,6 +21,34 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 HOST_SELECTION_ATTEMPTS = 3
 """How many draws Envoy makes for a host other than the ones tried (then takes the last drawn)."""
+
+
+_REDIRECT_CODES = {301: route_components_pb2.RedirectAction.MOVED_PERMANENTLY,
+                   302: route_components_pb2.RedirectAction.FOUND,
+                   303: route_components_pb2.RedirectAction.SEE_OTHER,
+                   307: route_components_pb2.RedirectAction.TEMPORARY_REDIRECT,
+                   308: route_components_pb2.RedirectAction.PERMANENT_REDIRECT}
+
+
+def redirect_action(redirect: Mapping[str, Any]) -> route_components_pb2.RedirectAction:
+    """Envoy, as the sidecar, replaces the whole authority with ``host`` (a port with it, or none)
+    and keeps the request's otherwise."""
+    action = route_components_pb2.RedirectAction(response_code=_REDIRECT_CODES[redirect["status"]],
+                                                 strip_query=redirect["strip_query"])
+    if redirect.get("path") is not None:
+        action.path_redirect = redirect["path"]
+    if redirect.get("host") is not None:
+        action.host_redirect = redirect["host"]
+    if redirect.get("scheme") is not None:
+        action.scheme_redirect = redirect["scheme"]
+    return action
+
+
+def direct_response_action(direct: Mapping[str, Any]) -> route_components_pb2.DirectResponseAction:
+    action = route_components_pb2.DirectResponseAction(status=direct["status"])
+    if direct["body"]:
+        action.body.CopyFrom(base_pb2.DataSource(inline_string=direct["body"]))
+    return action
 
 
 def retry_policy(retry: Mapping[str, Any]) -> route_components_pb2.RetryPolicy:

@@ -7,8 +7,9 @@ host first (exact domains, then ``*.suffix`` ones, longest first, then ``*``) an
 it; the sidecar tries one flat list in order, so the runs are laid out in that order.
 
 A route's ``retry_policy`` is the sidecar's ``retry`` (its budget, which Envoy keeps on the
-cluster, is added by ``translate_breakers.with_budgets``). What has no sidecar equivalent
-(redirects, query matches, ...) is refused with a message
+cluster, is added by ``translate_breakers.with_budgets``); its ``redirect`` and
+``direct_response`` are the sidecar's. What has no sidecar equivalent (query matches, prefix
+redirects, ...) is refused with a message
 naming where it is: a NACK, never a route that quietly means something else.
 """
 
@@ -18,11 +19,22 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from .xds_pb2 import HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch
+from .xds_pb2 import (
+    DirectResponseAction,
+    HeaderMatcher,
+    RedirectAction,
+    RetryPolicy,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+)
 
 # The retry conditions the sidecar has: Envoy's names, which it took.
 _RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes")
 _PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_REDIRECT_STATUSES = {RedirectAction.MOVED_PERMANENTLY: 301, RedirectAction.FOUND: 302, RedirectAction.SEE_OTHER: 303,
+                      RedirectAction.TEMPORARY_REDIRECT: 307, RedirectAction.PERMANENT_REDIRECT: 308}
 # Envoy's buffer for a body to send again, without per_request_buffer_limit_bytes: the
 # listener's connection buffer limit, 1 MiB by default.
 _ENVOY_BUFFER_LIMIT = 1024 * 1024
@@ -103,16 +115,23 @@ def _host_rank(host: str | None) -> tuple[int, int]:
 
 
 def _route(route: Route, where: str) -> dict[str, Any]:
-    _only(route, {"name", "match", "route", "metadata", "decorator", "per_request_buffer_limit_bytes"}, where)
-    if not route.HasField("route"):
-        raise Refused(f"{where}: only routes to clusters translate; found no route action")
+    _only(route, {"name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
+                  "per_request_buffer_limit_bytes"}, where)
     translated: dict[str, Any] = {}
     if route.name:
         translated["name"] = route.name
     match = _match(route.match, f"{where}: match")
     if match:
         translated["match"] = match
-    translated.update(_action(route.route, f"{where}: route"))
+    kind = route.WhichOneof("action")
+    if kind == "route":
+        translated.update(_action(route.route, f"{where}: route"))
+    elif kind == "redirect":
+        translated["redirect"] = _redirect(route.redirect, f"{where}: redirect")
+    elif kind == "direct_response":
+        translated["direct_response"] = _direct_response(route.direct_response, f"{where}: direct_response")
+    else:
+        raise Refused(f"{where}: expected a route, redirect or direct_response action; found {kind or 'none'}")
     if "retry" in translated:
         limit = route.per_request_buffer_limit_bytes
         translated["retry"]["max_replay_bytes"] = limit.value if route.HasField("per_request_buffer_limit_bytes") \
@@ -120,6 +139,32 @@ def _route(route: Route, where: str) -> dict[str, Any]:
     elif route.HasField("per_request_buffer_limit_bytes"):
         raise Refused(f"{where}: per_request_buffer_limit_bytes applies with a retry_policy only in the sidecar")
     return translated
+
+
+def _redirect(redirect: RedirectAction, where: str) -> dict[str, Any]:
+    # Envoy's host_redirect replaces the authority whole, as the sidecar's host does.
+    _only(redirect, {"host_redirect", "response_code", "strip_query", "scheme_redirect", "https_redirect",
+                     "path_redirect"}, where)
+    translated: dict[str, Any] = {"status": _REDIRECT_STATUSES[redirect.response_code],
+                                  "strip_query": redirect.strip_query}
+    if redirect.path_redirect:
+        translated["path"] = redirect.path_redirect
+    if redirect.host_redirect:
+        translated["host"] = redirect.host_redirect
+    if redirect.https_redirect:
+        translated["scheme"] = "https"
+    elif redirect.scheme_redirect:
+        translated["scheme"] = redirect.scheme_redirect
+    return translated
+
+
+def _direct_response(direct: DirectResponseAction, where: str) -> dict[str, Any]:
+    _only(direct, {"status", "body"}, where)
+    kind = direct.body.WhichOneof("specifier")
+    if kind not in (None, "inline_string", "inline_bytes"):
+        raise Refused(f"{where}: body: {kind} has no sidecar equivalent; expected inline_string or inline_bytes")
+    body = direct.body.inline_string if kind == "inline_string" else direct.body.inline_bytes.decode("utf-8", "replace")
+    return {"status": direct.status, "body": body}
 
 
 def _match(match: RouteMatch, where: str) -> dict[str, Any]:

@@ -732,11 +732,11 @@ class Route(_message.Message):
     stat_prefix: str
     request_body_buffer_limit: bytes
     route: RouteAction
-    redirect: bytes
-    direct_response: bytes
+    redirect: RedirectAction
+    direct_response: DirectResponseAction
     filter_action: bytes
     non_forwarding_action: bytes
-    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Union[RouteMatch, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., decorator: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., tracing: _Optional[bytes] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., stat_prefix: _Optional[str] = ..., request_body_buffer_limit: _Optional[bytes] = ..., route: _Optional[_Union[RouteAction, _Mapping]] = ..., redirect: _Optional[bytes] = ..., direct_response: _Optional[bytes] = ..., filter_action: _Optional[bytes] = ..., non_forwarding_action: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Union[RouteMatch, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., decorator: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., tracing: _Optional[bytes] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., stat_prefix: _Optional[str] = ..., request_body_buffer_limit: _Optional[bytes] = ..., route: _Optional[_Union[RouteAction, _Mapping]] = ..., redirect: _Optional[_Union[RedirectAction, _Mapping]] = ..., direct_response: _Optional[_Union[DirectResponseAction, _Mapping]] = ..., filter_action: _Optional[bytes] = ..., non_forwarding_action: _Optional[bytes] = ...) -> None: ...
 
 class RouteMatch(_message.Message):
     __slots__ = ("case_sensitive", "runtime_fraction", "headers", "query_parameters", "grpc", "tls_context", "dynamic_metadata", "filter_state", "prefix", "path", "safe_regex", "connect_matcher", "path_separated_prefix", "path_match_policy")
@@ -899,6 +899,50 @@ class RouteAction(_message.Message):
     host_rewrite_path_regex: bytes
     host_rewrite: str
     def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+
+class RedirectAction(_message.Message):
+    __slots__ = ("host_redirect", "port_redirect", "response_code", "strip_query", "https_redirect", "scheme_redirect", "path_redirect", "prefix_rewrite", "regex_rewrite")
+    class RedirectResponseCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MOVED_PERMANENTLY: _ClassVar[RedirectAction.RedirectResponseCode]
+        FOUND: _ClassVar[RedirectAction.RedirectResponseCode]
+        SEE_OTHER: _ClassVar[RedirectAction.RedirectResponseCode]
+        TEMPORARY_REDIRECT: _ClassVar[RedirectAction.RedirectResponseCode]
+        PERMANENT_REDIRECT: _ClassVar[RedirectAction.RedirectResponseCode]
+    MOVED_PERMANENTLY: RedirectAction.RedirectResponseCode
+    FOUND: RedirectAction.RedirectResponseCode
+    SEE_OTHER: RedirectAction.RedirectResponseCode
+    TEMPORARY_REDIRECT: RedirectAction.RedirectResponseCode
+    PERMANENT_REDIRECT: RedirectAction.RedirectResponseCode
+    HOST_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    PORT_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    STRIP_QUERY_FIELD_NUMBER: _ClassVar[int]
+    HTTPS_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    PATH_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_REWRITE_FIELD_NUMBER: _ClassVar[int]
+    REGEX_REWRITE_FIELD_NUMBER: _ClassVar[int]
+    host_redirect: str
+    port_redirect: int
+    response_code: RedirectAction.RedirectResponseCode
+    strip_query: bool
+    https_redirect: bool
+    scheme_redirect: str
+    path_redirect: str
+    prefix_rewrite: str
+    regex_rewrite: bytes
+    def __init__(self, host_redirect: _Optional[str] = ..., port_redirect: _Optional[int] = ..., response_code: _Optional[_Union[RedirectAction.RedirectResponseCode, str]] = ..., strip_query: _Optional[bool] = ..., https_redirect: _Optional[bool] = ..., scheme_redirect: _Optional[str] = ..., path_redirect: _Optional[str] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ...) -> None: ...
+
+class DirectResponseAction(_message.Message):
+    __slots__ = ("status", "body", "body_format")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    BODY_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    body: DataSource
+    body_format: bytes
+    def __init__(self, status: _Optional[int] = ..., body: _Optional[_Union[DataSource, _Mapping]] = ..., body_format: _Optional[bytes] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_priority", "retry_host_predicate", "retry_options_predicates", "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers")

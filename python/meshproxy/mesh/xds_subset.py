@@ -69,6 +69,8 @@ MESSAGES = {
     "envoy.config.route.v3.RouteAction.HashPolicy.Header": "RouteAction.HashPolicy.Header",
     "envoy.config.route.v3.RouteAction.HashPolicy.Cookie": "RouteAction.HashPolicy.Cookie",
     "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties": "RouteAction.HashPolicy.ConnectionProperties",
+    "envoy.config.route.v3.RedirectAction": "RedirectAction",
+    "envoy.config.route.v3.DirectResponseAction": "DirectResponseAction",
     "envoy.config.route.v3.RetryPolicy": "RetryPolicy",
     "envoy.config.route.v3.RetryPolicy.RetryBackOff": "RetryPolicy.RetryBackOff",
     "envoy.config.route.v3.RetryPolicy.RetryHostPredicate": "RetryPolicy.RetryHostPredicate",

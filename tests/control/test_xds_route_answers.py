@@ -1,0 +1,81 @@
+"""A Route rule that answers itself (``redirect``, ``direct_response``) as the control plane
+sends it: Envoy's ``Route.redirect`` and ``Route.direct_response`` (read with Envoy's classes),
+and, through the wire and the sidecar's translation, the same sidecar route the document wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from meshcontrol.resources import as_document, load_documents
+from meshcontrol.xds.build import ROUTE
+from meshcontrol.xds.snapshot import Client
+from meshproxy.config.errors import ConfigError
+from test_xds_traffic_policy import ORDERS, built, envoy_clusters, sidecar_config
+
+from mesh_documents import documents, service
+
+CALLED = (service("orders", "shop", calls=["payments"]), service("payments", "shop"))
+ROUTE_DOC = """\
+kind: Route
+service: payments
+namespace: shop
+rules:
+  - match: {path: /old}
+    redirect: {path: /new, status: 308, strip_query: true}
+  - match: {path: /elsewhere}
+    redirect: {host: "pay.example:8443", scheme: https}
+  - match: {path: /ping}
+    direct_response: {status: 200, body: pong}
+  - to: [{version: v1}]
+"""
+
+
+def test_redirects_and_direct_responses_are_envoys_route_actions(tmp_path: Path) -> None:
+    snapshots = built(tmp_path, *CALLED, ROUTE_DOC)
+    [outbound] = [e for e in snapshots.resources(Client(ORDERS), ROUTE) if e.name == "outbound"]
+    config = route_pb2.RouteConfiguration()
+    outbound.resource.Unpack(config)
+    [host] = config.virtual_hosts
+    old, elsewhere, ping, rest = host.routes
+    assert (old.redirect.path_redirect, old.redirect.response_code, old.redirect.strip_query) == (
+        "/new", route_components_pb2.RedirectAction.PERMANENT_REDIRECT, True)
+    assert (elsewhere.redirect.host_redirect, elsewhere.redirect.scheme_redirect, elsewhere.redirect.response_code) \
+        == ("pay.example:8443", "https", route_components_pb2.RedirectAction.MOVED_PERMANENTLY)
+    assert (ping.direct_response.status, ping.direct_response.body.inline_string) == (200, "pong")
+    assert rest.route.cluster == "outbound_payments.shop_v1"
+    # A rule that answers itself has no cluster of its own.
+    assert set(envoy_clusters(snapshots)) == {"inbound_app", "outbound_payments.shop", "outbound_payments.shop_v1"}
+
+
+def test_the_sidecar_reads_back_the_redirects_and_direct_responses(tmp_path: Path) -> None:
+    config = sidecar_config(built(tmp_path, *CALLED, ROUTE_DOC), tmp_path)
+    routes = [r for r in config["listeners"][1]["routes"] if r["match"]["host"] == "payments"]
+    assert [r["redirect"] for r in routes[:2]] == [
+        {"path": "/new", "host": None, "scheme": None, "status": 308, "strip_query": True},
+        {"path": None, "host": "pay.example:8443", "scheme": "https", "status": 301, "strip_query": False}]
+    assert routes[2]["direct_response"] == {"status": 200, "body": "pong"}
+    assert (routes[3]["cluster"], routes[3]["redirect"], routes[3]["direct_response"]) == (
+        "outbound_payments.shop_v1", None, None)
+
+
+def test_meshctl_get_prints_them_so_apply_takes_them_again() -> None:
+    stored = load_documents(documents(*CALLED, ROUTE_DOC), "mesh.yaml", [])
+    printed = yaml.safe_dump_all([as_document(resource) for resource in stored])
+    assert load_documents(printed, "again.yaml", []) == stored
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("{to: [{version: v1}], direct_response: {status: 200}}",
+     "rules[0]: a rule needs exactly one of to, redirect, direct_response; found to and direct_response"),
+    ("{match: {path: /a}}", "rules[0]: a rule needs exactly one of to, redirect, direct_response; found none"),
+    ("{redirect: {path: /b}, timeout: 1s}",
+     "rules[0].timeout: applies to a rule with to only; this one answers with redirect"),
+])
+def test_a_rule_answers_one_way(rule: str, message: str) -> None:
+    text = documents(service("payments", "shop"), f"kind: Route\nservice: payments\nnamespace: shop\nrules:\n  - {rule}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_documents(text, "mesh.yaml", [])
+    assert [str(issue).split(": ", 2)[2] for issue in raised.value.issues] == [message]
