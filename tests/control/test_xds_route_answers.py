@@ -79,3 +79,28 @@ def test_a_rule_answers_one_way(rule: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_documents(text, "mesh.yaml", [])
     assert [str(issue).split(": ", 2)[2] for issue in raised.value.issues] == [message]
+
+
+MIRRORING = """\
+kind: Route
+service: payments
+namespace: shop
+rules:
+  - to: [{version: v1}]
+    mirror: {version: v2, percent: 12.5}
+"""
+
+
+def test_a_rules_mirror_is_envoys_request_mirror_policy_to_the_versions_cluster(tmp_path: Path) -> None:
+    snapshots = built(tmp_path, *CALLED, MIRRORING)
+    assert "outbound_payments.shop_v2" in envoy_clusters(snapshots)  # the shadow has its cluster
+    [outbound] = [e for e in snapshots.resources(Client(ORDERS), ROUTE) if e.name == "outbound"]
+    config = route_pb2.RouteConfiguration()
+    outbound.resource.Unpack(config)
+    [[route]] = [host.routes for host in config.virtual_hosts]
+    [mirror] = route.route.request_mirror_policies
+    assert (mirror.cluster, mirror.runtime_fraction.default_value.numerator,
+            mirror.runtime_fraction.default_value.denominator) == ("outbound_payments.shop_v2", 125_000, 2)
+    sidecar = sidecar_config(snapshots, tmp_path)
+    [payments] = [r for r in sidecar["listeners"][1]["routes"] if r["match"]["host"] == "payments"]
+    assert payments["mirror"] == {"cluster": "outbound_payments.shop_v2", "percent": 12.5}

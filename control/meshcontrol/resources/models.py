@@ -19,7 +19,8 @@ from meshproxy.config.messages import invalid, show
 from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
 from meshproxy.config.retry import RetryPolicy
-from meshproxy.config.route_rules import DirectResponse, Redirect
+from meshproxy.config.defaults import default
+from meshproxy.config.route_rules import DirectResponse, Percent, Redirect
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
@@ -100,12 +101,24 @@ class Destination(_Document):
     """Relative share of the rule's requests."""
 
 
+class Mirror(_Document):
+    """A sidecar route's mirror, to a version of the service: a share of the rule's calls is
+    copied to it, fire and forget."""
+
+    version: Label
+    percent: Percent = default("mirror.percent")
+    """The share of the rule's calls copied (0 to 100)."""
+
+
 class RouteRule(_Document):
     name: Name | None = None
     match_: Match = Field(default_factory=Match, alias="match")
     """Every condition given must hold; absent: every request."""
     to: Annotated[list[Destination], Field(min_length=1)] | None = None
     """The versions the rule's calls go to; or, instead, `redirect` or `direct_response`."""
+    mirror: Mirror | None = None
+    """As a sidecar route's mirror, to a version of this service (a dark launch): its answers are
+    dropped, its slowness or failure never reaches the caller; Host is suffixed -shadow."""
     redirect: Redirect | None = None
     """As a sidecar route's redirect: the caller's sidecar answers with it."""
     direct_response: DirectResponse | None = None
@@ -127,7 +140,7 @@ class RouteRule(_Document):
                           f"{' and '.join(answers) or 'none'}")
         if self.to is None:
             # The caller's sidecar answers itself: no call is made for these to apply to.
-            for key in ("timeout", "hash_policy", "retry"):
+            for key in ("timeout", "hash_policy", "retry", "mirror"):
                 if key in self.model_fields_set:
                     raise invalid(f"applies to a rule with to only; this one answers with {answers[0]}", at=(key,))
             return self
@@ -153,6 +166,7 @@ class RouteRule(_Document):
             "timeout_ms": to_millis(self.timeout) if self.to else None,
             "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
             "retry": in_millis(self.retry),
+            "mirror": self.mirror.model_dump(mode="json") if self.mirror else None,
         }
 
 

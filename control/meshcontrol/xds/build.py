@@ -24,7 +24,7 @@ from meshproxy.mesh import names
 
 from .cluster_policy import apply_traffic_policy
 from .rbac import header_matcher, rbac_filters
-from .route_policy import direct_response_action, redirect_action, retry_policy
+from .route_policy import direct_response_action, mirror_policy, redirect_action, retry_policy
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -179,8 +179,11 @@ def route_retry_budget(route: Mapping[str, Any] | None) -> Mapping[str, Any] | N
 
 
 def route_versions(route: Mapping[str, Any]) -> list[str]:
-    """The versions a Route sends to, in first-mention order (each gets a cluster)."""
-    return list(dict.fromkeys(target["version"] for rule in route.get("rules", ()) for target in rule["to"]))
+    """The versions a Route sends to, and mirrors to, in first-mention order (each gets a
+    cluster)."""
+    versions = [target["version"] for rule in route.get("rules", ()) for target in rule["to"]]
+    versions += [rule["mirror"]["version"] for rule in route.get("rules", ()) if rule.get("mirror")]
+    return list(dict.fromkeys(versions))
 
 
 def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) -> route_components_pb2.Route:
@@ -204,6 +207,9 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
     action.hash_policy.extend(_hash_policy(h) for h in rule.get("hash_policy") or ())
     if rule.get("retry") is not None:
         action.retry_policy.CopyFrom(retry_policy(rule["retry"]))
+    if rule.get("mirror") is not None:
+        action.request_mirror_policies.append(mirror_policy(
+            names.version_cluster(service, namespace, rule["mirror"]["version"]), rule["mirror"]["percent"]))
     route = route_components_pb2.Route(name=name, match=match, route=action)
     if rule.get("retry") is not None:
         # Envoy's bound on the body it keeps to send again (the sidecar's max_replay_bytes).

@@ -1,5 +1,6 @@
 """A Route rule's answers of its own (``redirect``, ``direct_response``) as Envoy's
-``Route.redirect`` and ``Route.direct_response``, and its retry policy as Envoy's
+``Route.redirect`` and ``Route.direct_response``, its ``mirror`` as a
+``RouteAction.request_mirror_policies`` entry, and its retry policy as Envoy's
 ``RouteAction.retry_policy``, set so that Envoy retries
 as a meshproxy sidecar does: the same ``retry_on`` names (the sidecar took Envoy's), tries on
 another endpoint when there is one (Envoy's ``previous_hosts`` predicate), the same back-off.
@@ -16,6 +17,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
@@ -49,6 +51,17 @@ def direct_response_action(direct: Mapping[str, Any]) -> route_components_pb2.Di
     if direct["body"]:
         action.body.CopyFrom(base_pb2.DataSource(inline_string=direct["body"]))
     return action
+
+
+def mirror_policy(cluster: str, percent: float) -> route_components_pb2.RouteAction.RequestMirrorPolicy:
+    """The share in millionths: the sidecar's percent has fractions (0.5)."""
+    return route_components_pb2.RouteAction.RequestMirrorPolicy(
+        cluster=cluster, runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=fraction(percent)))
+
+
+def fraction(percent: float) -> percent_pb2.FractionalPercent:
+    return percent_pb2.FractionalPercent(numerator=round(percent * 10_000),
+                                         denominator=percent_pb2.FractionalPercent.MILLION)
 
 
 def retry_policy(retry: Mapping[str, Any]) -> route_components_pb2.RetryPolicy:

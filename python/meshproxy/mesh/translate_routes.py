@@ -21,6 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from .xds_pb2 import (
     DirectResponseAction,
+    FractionalPercent,
     HeaderMatcher,
     RedirectAction,
     RetryPolicy,
@@ -83,6 +84,7 @@ def route_clusters(config: RouteConfiguration) -> set[str]:
             if action.cluster:
                 names.add(action.cluster)
             names.update(weighted.name for weighted in action.weighted_clusters.clusters)
+            names.update(mirror.cluster for mirror in action.request_mirror_policies if mirror.cluster)
     return names
 
 
@@ -200,7 +202,7 @@ def _match(match: RouteMatch, where: str) -> dict[str, Any]:
 
 def _action(action: RouteAction, where: str) -> dict[str, Any]:
     _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code",
-                   "hash_policy", "retry_policy"}, where)
+                   "hash_policy", "retry_policy", "request_mirror_policies"}, where)
     translated: dict[str, Any] = {}
     kind = action.WhichOneof("cluster_specifier")
     if kind == "cluster":
@@ -223,7 +225,30 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
                                      for i, policy in enumerate(action.hash_policy)]
     if action.HasField("retry_policy"):
         translated["retry"] = _retry(action.retry_policy, f"{where}: retry_policy")
+    if action.request_mirror_policies:
+        translated["mirror"] = _mirror(action.request_mirror_policies, f"{where}: request_mirror_policies")
     return translated
+
+
+def _mirror(policies: Any, where: str) -> dict[str, Any]:
+    if len(policies) > 1:
+        raise Refused(f"{where}: the sidecar mirrors a route to one cluster; found {len(policies)}")
+    policy = policies[0]
+    _only(policy, {"cluster", "runtime_fraction"}, f"{where}[0]")
+    if not policy.cluster:
+        raise Refused(f"{where}[0]: expected a cluster")
+    percent = 100.0  # Envoy's, without runtime_fraction
+    if policy.HasField("runtime_fraction"):
+        _only(policy.runtime_fraction, {"default_value"}, f"{where}[0]: runtime_fraction")
+        percent = percent_of(policy.runtime_fraction.default_value)
+    return {"cluster": policy.cluster, "percent": percent}
+
+
+def percent_of(fraction: FractionalPercent) -> float:
+    """An Envoy FractionalPercent as the sidecar's percent (0 to 100, fractions allowed)."""
+    size = {FractionalPercent.HUNDRED: 100, FractionalPercent.TEN_THOUSAND: 10_000,
+            FractionalPercent.MILLION: 1_000_000}[fraction.denominator]
+    return min(fraction.numerator, size) * 100 / size
 
 
 def _retry(policy: RetryPolicy, where: str) -> dict[str, Any]:

@@ -618,13 +618,13 @@ class RouteConfiguration(_message.Message):
     validate_clusters: _wrappers_pb2.BoolValue
     max_direct_response_body_size_bytes: _wrappers_pb2.UInt32Value
     cluster_specifier_plugins: _containers.RepeatedScalarFieldContainer[bytes]
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     ignore_port_in_host_matching: bool
     vhost_header: str
     ignore_path_parameters_in_path_matching: bool
     typed_per_filter_config: _containers.MessageMap[str, _any_pb2.Any]
     metadata: Metadata
-    def __init__(self, name: _Optional[str] = ..., virtual_hosts: _Optional[_Iterable[_Union[VirtualHost, _Mapping]]] = ..., vhds: _Optional[bytes] = ..., internal_only_headers: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., most_specific_header_mutations_wins: _Optional[bool] = ..., validate_clusters: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., max_direct_response_body_size_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., cluster_specifier_plugins: _Optional[_Iterable[bytes]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., ignore_port_in_host_matching: _Optional[bool] = ..., vhost_header: _Optional[str] = ..., ignore_path_parameters_in_path_matching: _Optional[bool] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., virtual_hosts: _Optional[_Iterable[_Union[VirtualHost, _Mapping]]] = ..., vhds: _Optional[bytes] = ..., internal_only_headers: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., most_specific_header_mutations_wins: _Optional[bool] = ..., validate_clusters: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., max_direct_response_body_size_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., cluster_specifier_plugins: _Optional[_Iterable[bytes]] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., ignore_port_in_host_matching: _Optional[bool] = ..., vhost_header: _Optional[str] = ..., ignore_path_parameters_in_path_matching: _Optional[bool] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class VirtualHost(_message.Message):
     __slots__ = ("name", "domains", "routes", "matcher", "require_tls", "virtual_clusters", "rate_limits", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "cors", "typed_per_filter_config", "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy", "retry_policy_typed_config", "hedge_policy", "include_is_timeout_retry_header", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "request_mirror_policies", "metadata")
@@ -687,9 +687,9 @@ class VirtualHost(_message.Message):
     include_is_timeout_retry_header: bool
     per_request_buffer_limit_bytes: _wrappers_pb2.UInt32Value
     request_body_buffer_limit: bytes
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     metadata: Metadata
-    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., matcher: _Optional[bytes] = ..., require_tls: _Optional[_Union[VirtualHost.TlsRequirementType, str]] = ..., virtual_clusters: _Optional[_Iterable[bytes]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., cors: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., include_request_attempt_count: _Optional[bool] = ..., include_attempt_count_in_response: _Optional[bool] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., include_is_timeout_retry_header: _Optional[bool] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., request_body_buffer_limit: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., matcher: _Optional[bytes] = ..., require_tls: _Optional[_Union[VirtualHost.TlsRequirementType, str]] = ..., virtual_clusters: _Optional[_Iterable[bytes]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., cors: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., include_request_attempt_count: _Optional[bool] = ..., include_attempt_count_in_response: _Optional[bool] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., include_is_timeout_retry_header: _Optional[bool] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., request_body_buffer_limit: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("name", "match", "metadata", "decorator", "typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "tracing", "per_request_buffer_limit_bytes", "stat_prefix", "request_body_buffer_limit", "route", "redirect", "direct_response", "filter_action", "non_forwarding_action")
@@ -755,7 +755,7 @@ class RouteMatch(_message.Message):
     PATH_SEPARATED_PREFIX_FIELD_NUMBER: _ClassVar[int]
     PATH_MATCH_POLICY_FIELD_NUMBER: _ClassVar[int]
     case_sensitive: _wrappers_pb2.BoolValue
-    runtime_fraction: bytes
+    runtime_fraction: RuntimeFractionalPercent
     headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
     query_parameters: _containers.RepeatedScalarFieldContainer[bytes]
     grpc: bytes
@@ -768,7 +768,7 @@ class RouteMatch(_message.Message):
     connect_matcher: bytes
     path_separated_prefix: str
     path_match_policy: bytes
-    def __init__(self, case_sensitive: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., runtime_fraction: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., query_parameters: _Optional[_Iterable[bytes]] = ..., grpc: _Optional[bytes] = ..., tls_context: _Optional[bytes] = ..., dynamic_metadata: _Optional[_Iterable[bytes]] = ..., filter_state: _Optional[_Iterable[bytes]] = ..., prefix: _Optional[str] = ..., path: _Optional[str] = ..., safe_regex: _Optional[_Union[RegexMatcher, _Mapping]] = ..., connect_matcher: _Optional[bytes] = ..., path_separated_prefix: _Optional[str] = ..., path_match_policy: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, case_sensitive: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., runtime_fraction: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., query_parameters: _Optional[_Iterable[bytes]] = ..., grpc: _Optional[bytes] = ..., tls_context: _Optional[bytes] = ..., dynamic_metadata: _Optional[_Iterable[bytes]] = ..., filter_state: _Optional[_Iterable[bytes]] = ..., prefix: _Optional[str] = ..., path: _Optional[str] = ..., safe_regex: _Optional[_Union[RegexMatcher, _Mapping]] = ..., connect_matcher: _Optional[bytes] = ..., path_separated_prefix: _Optional[str] = ..., path_match_policy: _Optional[bytes] = ...) -> None: ...
 
 class RouteAction(_message.Message):
     __slots__ = ("cluster_not_found_response_code", "metadata_match", "prefix_rewrite", "regex_rewrite", "path_rewrite_policy", "path_rewrite", "append_x_forwarded_host", "timeout", "idle_timeout", "flush_timeout", "early_data_policy", "retry_policy", "retry_policy_typed_config", "request_mirror_policies", "priority", "rate_limits", "include_vh_rate_limits", "hash_policy", "cors", "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "internal_redirect_policy", "internal_redirect_action", "max_internal_redirects", "hedge_policy", "max_stream_duration", "cluster", "cluster_header", "weighted_clusters", "cluster_specifier_plugin", "inline_cluster_specifier_plugin", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header", "host_rewrite_path_regex", "host_rewrite")
@@ -786,6 +786,23 @@ class RouteAction(_message.Message):
         HANDLE_INTERNAL_REDIRECT: _ClassVar[RouteAction.InternalRedirectAction]
     PASS_THROUGH_INTERNAL_REDIRECT: RouteAction.InternalRedirectAction
     HANDLE_INTERNAL_REDIRECT: RouteAction.InternalRedirectAction
+    class RequestMirrorPolicy(_message.Message):
+        __slots__ = ("cluster", "cluster_header", "runtime_fraction", "trace_sampled", "disable_shadow_host_suffix_append", "request_headers_mutations", "host_rewrite_literal")
+        CLUSTER_FIELD_NUMBER: _ClassVar[int]
+        CLUSTER_HEADER_FIELD_NUMBER: _ClassVar[int]
+        RUNTIME_FRACTION_FIELD_NUMBER: _ClassVar[int]
+        TRACE_SAMPLED_FIELD_NUMBER: _ClassVar[int]
+        DISABLE_SHADOW_HOST_SUFFIX_APPEND_FIELD_NUMBER: _ClassVar[int]
+        REQUEST_HEADERS_MUTATIONS_FIELD_NUMBER: _ClassVar[int]
+        HOST_REWRITE_LITERAL_FIELD_NUMBER: _ClassVar[int]
+        cluster: str
+        cluster_header: str
+        runtime_fraction: RuntimeFractionalPercent
+        trace_sampled: _wrappers_pb2.BoolValue
+        disable_shadow_host_suffix_append: bool
+        request_headers_mutations: _containers.RepeatedScalarFieldContainer[bytes]
+        host_rewrite_literal: str
+        def __init__(self, cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., runtime_fraction: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., trace_sampled: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., disable_shadow_host_suffix_append: _Optional[bool] = ..., request_headers_mutations: _Optional[_Iterable[bytes]] = ..., host_rewrite_literal: _Optional[str] = ...) -> None: ...
     class HashPolicy(_message.Message):
         __slots__ = ("terminal", "header", "cookie", "connection_properties", "query_parameter", "filter_state")
         class Header(_message.Message):
@@ -874,7 +891,7 @@ class RouteAction(_message.Message):
     early_data_policy: bytes
     retry_policy: RetryPolicy
     retry_policy_typed_config: _any_pb2.Any
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     priority: RoutingPriority
     rate_limits: _containers.RepeatedScalarFieldContainer[bytes]
     include_vh_rate_limits: _wrappers_pb2.BoolValue
@@ -898,7 +915,7 @@ class RouteAction(_message.Message):
     host_rewrite_header: str
     host_rewrite_path_regex: bytes
     host_rewrite: str
-    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
 
 class RedirectAction(_message.Message):
     __slots__ = ("host_redirect", "port_redirect", "response_code", "strip_query", "https_redirect", "scheme_redirect", "path_redirect", "prefix_rewrite", "regex_rewrite")
@@ -943,6 +960,30 @@ class DirectResponseAction(_message.Message):
     body: DataSource
     body_format: bytes
     def __init__(self, status: _Optional[int] = ..., body: _Optional[_Union[DataSource, _Mapping]] = ..., body_format: _Optional[bytes] = ...) -> None: ...
+
+class RuntimeFractionalPercent(_message.Message):
+    __slots__ = ("default_value", "runtime_key")
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_KEY_FIELD_NUMBER: _ClassVar[int]
+    default_value: FractionalPercent
+    runtime_key: str
+    def __init__(self, default_value: _Optional[_Union[FractionalPercent, _Mapping]] = ..., runtime_key: _Optional[str] = ...) -> None: ...
+
+class FractionalPercent(_message.Message):
+    __slots__ = ("numerator", "denominator")
+    class DenominatorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        HUNDRED: _ClassVar[FractionalPercent.DenominatorType]
+        TEN_THOUSAND: _ClassVar[FractionalPercent.DenominatorType]
+        MILLION: _ClassVar[FractionalPercent.DenominatorType]
+    HUNDRED: FractionalPercent.DenominatorType
+    TEN_THOUSAND: FractionalPercent.DenominatorType
+    MILLION: FractionalPercent.DenominatorType
+    NUMERATOR_FIELD_NUMBER: _ClassVar[int]
+    DENOMINATOR_FIELD_NUMBER: _ClassVar[int]
+    numerator: int
+    denominator: FractionalPercent.DenominatorType
+    def __init__(self, numerator: _Optional[int] = ..., denominator: _Optional[_Union[FractionalPercent.DenominatorType, str]] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_priority", "retry_host_predicate", "retry_options_predicates", "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers")
@@ -1697,13 +1738,13 @@ class HttpProtocolOptions(_message.Message):
     http_filters: _containers.RepeatedCompositeFieldContainer[HttpFilter]
     header_validation_config: bytes
     outlier_detection: bytes
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     hash_policy: _containers.RepeatedCompositeFieldContainer[RouteAction.HashPolicy]
     retry_policy: RetryPolicy
     explicit_http_config: HttpProtocolOptions.ExplicitHttpConfig
     use_downstream_protocol_config: bytes
     auto_config: bytes
-    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
 
 class Http2ProtocolOptions(_message.Message):
     __slots__ = ("hpack_table_size", "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames", "max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent", "stream_error_on_invalid_http_messaging", "override_stream_error_on_invalid_http_message", "custom_settings_parameters", "connection_keepalive", "use_oghttp2_codec", "max_metadata_size")
