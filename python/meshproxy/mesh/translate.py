@@ -26,7 +26,8 @@ from . import names
 from .translate_breakers import circuit_breakers, with_budgets
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
-from .translate_routes import Refused, duration, route_clusters, route_config_routes, string_of
+from .translate_base import Refused, duration
+from .translate_routes import route_clusters, route_config_routes, string_of
 from .xds_messages import ENVOY_NAMES, ROUTER, is_set, type_name, unpack
 from .xds_pb2 import (
     DEGRADED,

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .translate_routes import Refused
+from .translate_base import Refused
+from .translate_base import only as _only
 from .xds_pb2 import DEFAULT, Cluster, CircuitBreakers
 
 UNLIMITED = 2**32 - 1
@@ -88,9 +89,3 @@ def _threshold(cluster: Cluster, where: str) -> CircuitBreakers.Thresholds | Non
     threshold = breakers.thresholds[0]
     _only(threshold, {"priority", "retry_budget", *_ENVOY_DEFAULTS}, f"{at}.thresholds[0]")
     return threshold
-
-
-def _only(message: Any, allowed: set[str], where: str) -> None:
-    extra = sorted(field.name for field, _ in message.ListFields() if field.name not in allowed)
-    if extra:
-        raise Refused(f"{where}: {', '.join(extra)} {'has' if len(extra) == 1 else 'have'} no sidecar equivalent")

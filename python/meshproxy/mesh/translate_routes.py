@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.duration_pb2 import Duration
-
+from .translate_base import Refused, duration, percent_of
+from .translate_base import only as _only
 from .xds_pb2 import (
     DirectResponseAction,
-    FractionalPercent,
     HeaderMatcher,
     RedirectAction,
     RetryPolicy,
@@ -39,11 +38,6 @@ _REDIRECT_STATUSES = {RedirectAction.MOVED_PERMANENTLY: 301, RedirectAction.FOUN
 # Envoy's buffer for a body to send again, without per_request_buffer_limit_bytes: the
 # listener's connection buffer limit, 1 MiB by default.
 _ENVOY_BUFFER_LIMIT = 1024 * 1024
-
-
-class Refused(ValueError):
-    """Resources with no sidecar equivalent; the message says which part and why. It becomes the
-    NACK's error_detail."""
 
 
 def route_config_routes(config: RouteConfiguration) -> list[dict[str, Any]]:
@@ -244,13 +238,6 @@ def _mirror(policies: Any, where: str) -> dict[str, Any]:
     return {"cluster": policy.cluster, "percent": percent}
 
 
-def percent_of(fraction: FractionalPercent) -> float:
-    """An Envoy FractionalPercent as the sidecar's percent (0 to 100, fractions allowed)."""
-    size = {FractionalPercent.HUNDRED: 100, FractionalPercent.TEN_THOUSAND: 10_000,
-            FractionalPercent.MILLION: 1_000_000}[fraction.denominator]
-    return min(fraction.numerator, size) * 100 / size
-
-
 def _retry(policy: RetryPolicy, where: str) -> dict[str, Any]:
     """The sidecar's retry (without its budget and body bound, which Envoy keeps elsewhere)."""
     # host_selection_retry_max_attempts is how hard Envoy looks for another endpoint; the
@@ -351,19 +338,3 @@ def string_of(matcher: Any, where: str) -> tuple[str, object]:
     if kind in ("exact", "prefix", "suffix", "contains"):
         return kind, getattr(matcher, kind)
     raise Refused(f"{where}: a {kind or 'missing'} string match has no sidecar equivalent")
-
-
-def duration(value: Duration) -> str:
-    """A protobuf Duration in the sidecar's form (milliseconds; ``0`` for none)."""
-    millis = value.seconds * 1000 + value.nanos // 1_000_000
-    if millis == 0 and value.nanos > 0:
-        millis = 1  # shorter than the sidecar's resolution, but not "no timeout"
-    return f"{millis}ms"
-
-
-def _only(message: Any, allowed: set[str], where: str) -> None:
-    """Refuses a message with any field set beyond ``allowed``: each has a meaning the sidecar
-    would otherwise drop without a word."""
-    extra = sorted(field.name for field, _ in message.ListFields() if field.name not in allowed)
-    if extra:
-        raise Refused(f"{where}: {', '.join(extra)} {'has' if len(extra) == 1 else 'have'} no sidecar equivalent")

@@ -51,6 +51,17 @@ class TrafficDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNSPECIFIED: _ClassVar[TrafficDirection]
     INBOUND: _ClassVar[TrafficDirection]
     OUTBOUND: _ClassVar[TrafficDirection]
+
+class VhRateLimitsOptions(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERRIDE: _ClassVar[VhRateLimitsOptions]
+    INCLUDE: _ClassVar[VhRateLimitsOptions]
+    IGNORE: _ClassVar[VhRateLimitsOptions]
+
+class XRateLimitHeadersRFCVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFF: _ClassVar[XRateLimitHeadersRFCVersion]
+    DRAFT_VERSION_03: _ClassVar[XRateLimitHeadersRFCVersion]
 HTTP1: CodecClientType
 HTTP2: CodecClientType
 HTTP3: CodecClientType
@@ -75,6 +86,11 @@ HIGH: RoutingPriority
 UNSPECIFIED: TrafficDirection
 INBOUND: TrafficDirection
 OUTBOUND: TrafficDirection
+OVERRIDE: VhRateLimitsOptions
+INCLUDE: VhRateLimitsOptions
+IGNORE: VhRateLimitsOptions
+OFF: XRateLimitHeadersRFCVersion
+DRAFT_VERSION_03: XRateLimitHeadersRFCVersion
 
 class DiscoveryRequest(_message.Message):
     __slots__ = ("version_info", "node", "resource_names", "resource_locators", "type_url", "response_nonce", "error_detail")
@@ -1154,6 +1170,116 @@ class RbacFilter(_message.Message):
     shadow_rules_stat_prefix: str
     track_per_rule_stats: bool
     def __init__(self, rules: _Optional[_Union[RBAC, _Mapping]] = ..., rules_stat_prefix: _Optional[str] = ..., matcher: _Optional[bytes] = ..., shadow_rules: _Optional[_Union[RBAC, _Mapping]] = ..., shadow_matcher: _Optional[bytes] = ..., shadow_rules_stat_prefix: _Optional[str] = ..., track_per_rule_stats: _Optional[bool] = ...) -> None: ...
+
+class HttpFault(_message.Message):
+    __slots__ = ("delay", "abort", "upstream_cluster", "headers", "downstream_nodes", "max_active_faults", "response_rate_limit", "delay_percent_runtime", "abort_percent_runtime", "delay_duration_runtime", "abort_http_status_runtime", "max_active_faults_runtime", "response_rate_limit_percent_runtime", "abort_grpc_status_runtime", "disable_downstream_cluster_stats", "filter_metadata")
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_NODES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DELAY_PERCENT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ABORT_PERCENT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DELAY_DURATION_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ABORT_HTTP_STATUS_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_FAULTS_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_RATE_LIMIT_PERCENT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ABORT_GRPC_STATUS_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_DOWNSTREAM_CLUSTER_STATS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_METADATA_FIELD_NUMBER: _ClassVar[int]
+    delay: FaultDelay
+    abort: FaultAbort
+    upstream_cluster: str
+    headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
+    downstream_nodes: _containers.RepeatedScalarFieldContainer[str]
+    max_active_faults: _wrappers_pb2.UInt32Value
+    response_rate_limit: bytes
+    delay_percent_runtime: str
+    abort_percent_runtime: str
+    delay_duration_runtime: str
+    abort_http_status_runtime: str
+    max_active_faults_runtime: str
+    response_rate_limit_percent_runtime: str
+    abort_grpc_status_runtime: str
+    disable_downstream_cluster_stats: bool
+    filter_metadata: _struct_pb2.Struct
+    def __init__(self, delay: _Optional[_Union[FaultDelay, _Mapping]] = ..., abort: _Optional[_Union[FaultAbort, _Mapping]] = ..., upstream_cluster: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., downstream_nodes: _Optional[_Iterable[str]] = ..., max_active_faults: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., response_rate_limit: _Optional[bytes] = ..., delay_percent_runtime: _Optional[str] = ..., abort_percent_runtime: _Optional[str] = ..., delay_duration_runtime: _Optional[str] = ..., abort_http_status_runtime: _Optional[str] = ..., max_active_faults_runtime: _Optional[str] = ..., response_rate_limit_percent_runtime: _Optional[str] = ..., abort_grpc_status_runtime: _Optional[str] = ..., disable_downstream_cluster_stats: _Optional[bool] = ..., filter_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class FaultAbort(_message.Message):
+    __slots__ = ("percentage", "http_status", "grpc_status", "header_abort")
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_ABORT_FIELD_NUMBER: _ClassVar[int]
+    percentage: FractionalPercent
+    http_status: int
+    grpc_status: int
+    header_abort: bytes
+    def __init__(self, percentage: _Optional[_Union[FractionalPercent, _Mapping]] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., header_abort: _Optional[bytes] = ...) -> None: ...
+
+class FaultDelay(_message.Message):
+    __slots__ = ("percentage", "fixed_delay", "header_delay")
+    class FaultDelayType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FIXED: _ClassVar[FaultDelay.FaultDelayType]
+    FIXED: FaultDelay.FaultDelayType
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    FIXED_DELAY_FIELD_NUMBER: _ClassVar[int]
+    HEADER_DELAY_FIELD_NUMBER: _ClassVar[int]
+    percentage: FractionalPercent
+    fixed_delay: _duration_pb2.Duration
+    header_delay: bytes
+    def __init__(self, percentage: _Optional[_Union[FractionalPercent, _Mapping]] = ..., fixed_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., header_delay: _Optional[bytes] = ...) -> None: ...
+
+class LocalRateLimit(_message.Message):
+    __slots__ = ("stat_prefix", "status", "token_bucket", "filter_enabled", "filter_enforced", "request_headers_to_add_when_not_enforced", "response_headers_to_add", "descriptors", "stage", "local_rate_limit_per_downstream_connection", "local_cluster_rate_limit", "enable_x_ratelimit_headers", "vh_rate_limits", "always_consume_default_token_bucket", "rate_limited_as_resource_exhausted", "rate_limits", "max_dynamic_descriptors")
+    STAT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    FILTER_ENFORCED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_HEADERS_TO_ADD_WHEN_NOT_ENFORCED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_RATE_LIMIT_PER_DOWNSTREAM_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_CLUSTER_RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_X_RATELIMIT_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    VH_RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_CONSUME_DEFAULT_TOKEN_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_AS_RESOURCE_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DYNAMIC_DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    stat_prefix: str
+    status: bytes
+    token_bucket: TokenBucket
+    filter_enabled: RuntimeFractionalPercent
+    filter_enforced: RuntimeFractionalPercent
+    request_headers_to_add_when_not_enforced: _containers.RepeatedScalarFieldContainer[bytes]
+    response_headers_to_add: _containers.RepeatedScalarFieldContainer[bytes]
+    descriptors: _containers.RepeatedScalarFieldContainer[bytes]
+    stage: int
+    local_rate_limit_per_downstream_connection: bool
+    local_cluster_rate_limit: bytes
+    enable_x_ratelimit_headers: XRateLimitHeadersRFCVersion
+    vh_rate_limits: VhRateLimitsOptions
+    always_consume_default_token_bucket: _wrappers_pb2.BoolValue
+    rate_limited_as_resource_exhausted: bool
+    rate_limits: _containers.RepeatedScalarFieldContainer[bytes]
+    max_dynamic_descriptors: _wrappers_pb2.UInt32Value
+    def __init__(self, stat_prefix: _Optional[str] = ..., status: _Optional[bytes] = ..., token_bucket: _Optional[_Union[TokenBucket, _Mapping]] = ..., filter_enabled: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., filter_enforced: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., request_headers_to_add_when_not_enforced: _Optional[_Iterable[bytes]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., descriptors: _Optional[_Iterable[bytes]] = ..., stage: _Optional[int] = ..., local_rate_limit_per_downstream_connection: _Optional[bool] = ..., local_cluster_rate_limit: _Optional[bytes] = ..., enable_x_ratelimit_headers: _Optional[_Union[XRateLimitHeadersRFCVersion, str]] = ..., vh_rate_limits: _Optional[_Union[VhRateLimitsOptions, str]] = ..., always_consume_default_token_bucket: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., rate_limited_as_resource_exhausted: _Optional[bool] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., max_dynamic_descriptors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+
+class TokenBucket(_message.Message):
+    __slots__ = ("max_tokens", "tokens_per_fill", "fill_interval")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_FILL_FIELD_NUMBER: _ClassVar[int]
+    FILL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    tokens_per_fill: _wrappers_pb2.UInt32Value
+    fill_interval: _duration_pb2.Duration
+    def __init__(self, max_tokens: _Optional[int] = ..., tokens_per_fill: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., fill_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RBAC(_message.Message):
     __slots__ = ("action", "policies", "audit_logging_options")
