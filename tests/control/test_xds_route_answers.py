@@ -61,10 +61,6 @@ def test_the_sidecar_reads_back_the_redirects_and_direct_responses(tmp_path: Pat
         "outbound_payments.shop_v1", None, None)
 
 
-def test_meshctl_get_prints_them_so_apply_takes_them_again() -> None:
-    stored = load_documents(documents(*CALLED, ROUTE_DOC), "mesh.yaml", [])
-    printed = yaml.safe_dump_all([as_document(resource) for resource in stored])
-    assert load_documents(printed, "again.yaml", []) == stored
 
 
 @pytest.mark.parametrize(("rule", "message"), [
@@ -104,3 +100,82 @@ def test_a_rules_mirror_is_envoys_request_mirror_policy_to_the_versions_cluster(
     sidecar = sidecar_config(snapshots, tmp_path)
     [payments] = [r for r in sidecar["listeners"][1]["routes"] if r["match"]["host"] == "payments"]
     assert payments["mirror"] == {"cluster": "outbound_payments.shop_v2", "percent": 12.5}
+
+
+CHAOS = """\
+kind: Route
+service: payments
+namespace: shop
+rules:
+  - match: {path_prefix: /slow}
+    to: [{version: v1}]
+    fault: {delay: {fixed: 1500ms, percent: 10, header: x-fault}, abort: {status: 503, percent: 5, header: x-fault}}
+  - to: [{version: v1}]
+    rate_limit: {requests_per_second: 100, burst: 200}
+"""
+
+
+def test_a_rules_fault_and_rate_limit_are_envoys_per_route_filter_configs(tmp_path: Path) -> None:
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.http.fault.v3 import fault_pb2
+    from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+    from meshcontrol.xds.build import LISTENER
+
+    snapshots = built(tmp_path, *CALLED, CHAOS)
+    [outbound] = [e for e in snapshots.resources(Client(ORDERS), LISTENER) if e.name == "outbound"]
+    listener = listener_pb2.Listener()
+    outbound.resource.Unpack(listener)
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert [f.name for f in manager.http_filters] == [
+        "envoy.filters.http.local_ratelimit", "envoy.filters.http.fault", "envoy.filters.http.router"]
+    [routes] = [e for e in snapshots.resources(Client(ORDERS), ROUTE) if e.name == "outbound"]
+    config = route_pb2.RouteConfiguration()
+    routes.resource.Unpack(config)
+    [[slow, rest]] = [host.routes for host in config.virtual_hosts]
+    fault = fault_pb2.HTTPFault()
+    slow.typed_per_filter_config["envoy.filters.http.fault"].Unpack(fault)
+    assert (fault.delay.fixed_delay.ToMilliseconds(), fault.delay.percentage.numerator) == (1500, 100_000)
+    assert (fault.abort.http_status, fault.abort.percentage.numerator) == (503, 50_000)
+    assert [(h.name, h.present_match) for h in fault.headers] == [("x-fault", True)]
+    limit = local_rate_limit_pb2.LocalRateLimit()
+    rest.typed_per_filter_config["envoy.filters.http.local_ratelimit"].Unpack(limit)
+    assert (limit.token_bucket.max_tokens, limit.token_bucket.tokens_per_fill.value,
+            limit.token_bucket.fill_interval.seconds) == (200, 100, 1)
+    assert limit.filter_enabled.default_value.numerator == limit.filter_enforced.default_value.numerator == 1_000_000
+
+    sidecar = sidecar_config(snapshots, tmp_path)
+    [slow_route, rest_route] = [r for r in sidecar["listeners"][1]["routes"] if r["match"]["host"] == "payments"]
+    assert slow_route["fault"] == {"delay": {"fixed": "1500ms", "percent": 10.0, "header": "x-fault"},
+                                   "abort": {"status": 503, "percent": 5.0, "header": "x-fault"}}
+    assert rest_route["rate_limit"] == {"requests_per_second": 100, "burst": 200}
+    # Without fault or rate_limit rules, the listener has only the router.
+    plain = built(tmp_path / "plain", *CALLED)
+    [outbound] = [e for e in plain.resources(Client(ORDERS), LISTENER) if e.name == "outbound"]
+    outbound.resource.Unpack(listener)
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+
+
+def test_a_faults_delay_and_abort_name_one_header() -> None:
+    text = documents(service("payments", "shop"), """\
+kind: Route
+service: payments
+namespace: shop
+rules:
+  - to: [{version: v1}]
+    fault: {delay: {fixed: 1s, header: x-a}, abort: {status: 503}}
+""")
+    with pytest.raises(ConfigError) as raised:
+        load_documents(text, "mesh.yaml", [])
+    assert [str(issue).split(": ", 2)[2] for issue in raised.value.issues] == [
+        "rules[0].fault.abort.header: the delay and the abort must name the same header, or neither: an Envoy client "
+        "conditions a rule's whole fault on its header"]
+
+
+@pytest.mark.parametrize("route", [ROUTE_DOC, MIRRORING, CHAOS], ids=["answers", "mirror", "fault-rate-limit"])
+def test_meshctl_get_prints_them_so_apply_takes_them_again(route: str) -> None:
+    stored = load_documents(documents(*CALLED, route), "mesh.yaml", [])
+    printed = yaml.safe_dump_all([as_document(resource) for resource in stored])
+    assert load_documents(printed, "again.yaml", []) == stored

@@ -2,7 +2,8 @@
 reach the callers' meshproxy sidecars and act on real upstreams on loopback: calls to a slow
 orders instance over max_requests get 503 ``overflow`` at once and never reach it; a payments
 instance answering 500 once is tried again, so the caller sees 200 and the app counts two tries;
-a rule's redirect and direct response are answered by the caller's sidecar."""
+a rule's redirect and direct response are answered by the caller's sidecar, and its fault and
+rate limit applied there."""
 
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ rules:
     redirect: {path: /new, status: 308}
   - match: {path: /ping}
     direct_response: {status: 200, body: pong}
+  - match: {path: /chaos}
+    to: [{version: v1}]
+    fault: {abort: {status: 503, percent: 100, header: x-fault}}
+  - match: {path: /limited}
+    to: [{version: v1}]
+    rate_limit: {requests_per_second: 1, burst: 1}
   - to: [{version: v1}]
     retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
 """)
@@ -101,3 +108,18 @@ def test_a_rule_with_a_redirect_or_a_direct_response_is_answered_by_the_callers_
         ping = client.get("/ping")
         assert (ping.status_code, ping.text) == (200, "pong")
     assert apps["payments"].count() == reached  # the caller's sidecar answered both
+
+
+def test_a_rules_fault_and_rate_limit_are_applied_by_the_callers_sidecar(
+        mesh: LocalMesh, apps: dict[str, ScriptedUpstream]) -> None:
+    upstream = apps["payments"]
+    with httpx.Client(base_url=f"http://{mesh.sidecars[0].outbound}", headers={"host": "payments"}, timeout=10) as client:
+        aborted = client.get("/chaos", headers={"x-fault": "1"})
+        assert aborted.status_code == 503
+        assert aborted.headers["x-meshproxy-error"] == "fault_injected"
+        assert [r.path for r in upstream.received].count("/chaos") == 0
+        assert client.get("/chaos").status_code == 200  # without the header: no fault
+        # One token, one a second: of calls made at once, the first passes and later ones get 429.
+        statuses = [client.get("/limited").status_code for _ in range(5)]
+    assert statuses[0] == 200 and 429 in statuses, statuses
+    assert [r.path for r in upstream.received].count("/limited") == statuses.count(200)

@@ -20,7 +20,7 @@ from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
 from meshproxy.config.retry import RetryPolicy
 from meshproxy.config.defaults import default
-from meshproxy.config.route_rules import DirectResponse, Percent, Redirect
+from meshproxy.config.route_rules import DirectResponse, Fault, Percent, RateLimit, Redirect
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
@@ -116,6 +116,11 @@ class RouteRule(_Document):
     """Every condition given must hold; absent: every request."""
     to: Annotated[list[Destination], Field(min_length=1)] | None = None
     """The versions the rule's calls go to; or, instead, `redirect` or `direct_response`."""
+    fault: Fault | None = None
+    """As a sidecar route's fault: the caller's sidecar delays or aborts a share of the rule's
+    calls (chaos tests, test channels). A delay and an abort name the same header, or none."""
+    rate_limit: RateLimit | None = None
+    """As a sidecar route's rate_limit: each caller's sidecar limits its own calls of the rule."""
     mirror: Mirror | None = None
     """As a sidecar route's mirror, to a version of this service (a dark launch): its answers are
     dropped, its slowness or failure never reaches the caller; Host is suffixed -shadow."""
@@ -140,10 +145,14 @@ class RouteRule(_Document):
                           f"{' and '.join(answers) or 'none'}")
         if self.to is None:
             # The caller's sidecar answers itself: no call is made for these to apply to.
-            for key in ("timeout", "hash_policy", "retry", "mirror"):
+            for key in ("timeout", "hash_policy", "retry", "mirror", "fault", "rate_limit"):
                 if key in self.model_fields_set:
                     raise invalid(f"applies to a rule with to only; this one answers with {answers[0]}", at=(key,))
             return self
+        if self.fault is not None and self.fault.delay is not None and self.fault.abort is not None \
+                and self.fault.delay.header != self.fault.abort.header:
+            raise invalid("the delay and the abort must name the same header, or neither: an Envoy client "
+                          "conditions a rule's whole fault on its header", at=("fault", "abort", "header"))
         first: dict[str, int] = {}
         for i, destination in enumerate(self.to):
             if destination.version in first:
@@ -167,6 +176,8 @@ class RouteRule(_Document):
             "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
             "retry": in_millis(self.retry),
             "mirror": self.mirror.model_dump(mode="json") if self.mirror else None,
+            "fault": in_millis(self.fault),
+            "rate_limit": self.rate_limit.model_dump(mode="json") if self.rate_limit else None,
         }
 
 

@@ -5,7 +5,7 @@ a client gets, and what is shared between clients, is decided in :mod:`.snapshot
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -24,6 +24,7 @@ from meshproxy.mesh import names
 
 from .cluster_policy import apply_traffic_policy
 from .rbac import header_matcher, rbac_filters
+from .route_filters import apply_route_filters, listener_filters
 from .route_policy import direct_response_action, mirror_policy, redirect_action, retry_policy
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -105,11 +106,13 @@ def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
     return listener
 
 
-def outbound_listener(address: str) -> listener_pb2.Listener:
-    """The listener the app sends its calls to."""
+def outbound_listener(address: str, route_filters: Collection[str] = ()) -> listener_pb2.Listener:
+    """The listener the app sends its calls to; with the HTTP filters its routes configure
+    (``route_filters``: ``fault``, ``rate_limit``)."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=names.OUTBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.OUTBOUND), http_filters=[_router()])
+        rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.OUTBOUND),
+        http_filters=[*listener_filters(set(route_filters)), _router()])
     return listener_pb2.Listener(
         name=names.OUTBOUND, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
         filter_chains=[listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
@@ -211,6 +214,7 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
         action.request_mirror_policies.append(mirror_policy(
             names.version_cluster(service, namespace, rule["mirror"]["version"]), rule["mirror"]["percent"]))
     route = route_components_pb2.Route(name=name, match=match, route=action)
+    apply_route_filters(route, rule)
     if rule.get("retry") is not None:
         # Envoy's bound on the body it keeps to send again (the sidecar's max_replay_bytes).
         route.per_request_buffer_limit_bytes.value = rule["retry"]["max_replay_bytes"]

@@ -24,6 +24,7 @@ from google.protobuf import any_pb2
 
 from . import names
 from .translate_breakers import circuit_breakers, with_budgets
+from .translate_filters import ROUTE_FILTERS, listener_filter
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
 from .translate_base import Refused, duration
@@ -225,6 +226,11 @@ def _listener(listener: Listener, resources: Resources, local: Local) -> dict[st
     else:
         raise Refused(f"{where}: the http_connection_manager has neither rds nor route_config")
     routes = with_budgets(routes, resources.clusters, where)
+    present = {ROUTE_FILTERS[kind] for f in manager.http_filters if (kind := type_name(f.typed_config)) in ROUTE_FILTERS}
+    for i, route in enumerate(routes):
+        for key in set(ROUTE_FILTERS.values()) - present:
+            if key in route:
+                raise Refused(f"{where}: routes[{i}] configures {key}, but the listener has no such http filter")
     return {"name": listener.name, "address": address, "protocol": protocol, "direction": direction, "tls": tls,
             "authorization": _policies(manager, local.trust_domain, where), "routes": routes}
 
@@ -289,6 +295,8 @@ def _policies(manager: HttpConnectionManager, trust_domain: str, where: str) -> 
             policy = authorization_policy(rbac, name, trust_domain, at)
             if policy is not None:
                 policies.append(policy)
+        elif kind in ROUTE_FILTERS:
+            listener_filter(http_filter.typed_config, at)  # what it does comes per route
         elif not (http_filter.is_optional or http_filter.disabled):
             raise Refused(f"{at}: {kind or 'a filter without typed_config'} has no sidecar "
                           "equivalent; the sidecar runs envoy.filters.http.rbac and envoy.filters.http.router")

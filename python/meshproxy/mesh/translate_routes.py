@@ -8,7 +8,8 @@ it; the sidecar tries one flat list in order, so the runs are laid out in that o
 
 A route's ``retry_policy`` is the sidecar's ``retry`` (its budget, which Envoy keeps on the
 cluster, is added by ``translate_breakers.with_budgets``); its ``redirect`` and
-``direct_response`` are the sidecar's. What has no sidecar equivalent (query matches, prefix
+``direct_response`` are the sidecar's, and so are its ``fault`` and ``rate_limit`` filter configs
+(``translate_filters``). What has no sidecar equivalent (query matches, prefix
 redirects, ...) is refused with a message
 naming where it is: a NACK, never a route that quietly means something else.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .translate_base import Refused, duration, percent_of
+from .translate_filters import route_filters
 from .translate_base import only as _only
 from .xds_pb2 import (
     DirectResponseAction,
@@ -112,7 +114,7 @@ def _host_rank(host: str | None) -> tuple[int, int]:
 
 def _route(route: Route, where: str) -> dict[str, Any]:
     _only(route, {"name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
-                  "per_request_buffer_limit_bytes"}, where)
+                  "per_request_buffer_limit_bytes", "typed_per_filter_config"}, where)
     translated: dict[str, Any] = {}
     if route.name:
         translated["name"] = route.name
@@ -128,6 +130,7 @@ def _route(route: Route, where: str) -> dict[str, Any]:
         translated["direct_response"] = _direct_response(route.direct_response, f"{where}: direct_response")
     else:
         raise Refused(f"{where}: expected a route, redirect or direct_response action; found {kind or 'none'}")
+    translated.update(route_filters(route.typed_per_filter_config, where))
     if "retry" in translated:
         limit = route.per_request_buffer_limit_bytes
         translated["retry"]["max_replay_bytes"] = limit.value if route.HasField("per_request_buffer_limit_bytes") \
