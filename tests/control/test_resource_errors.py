@@ -73,6 +73,8 @@ def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
         "mirror": None,
         "fault": None,
         "rate_limit": None,
+        "regex_rewrite": None,
+        "host_rewrite": None,
     }
     assert route["rules"][1]["to"] == [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]
     assert route["rules"][1]["timeout_ms"] == 5000

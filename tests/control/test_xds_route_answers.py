@@ -179,3 +179,47 @@ def test_meshctl_get_prints_them_so_apply_takes_them_again(route: str) -> None:
     stored = load_documents(documents(*CALLED, route), "mesh.yaml", [])
     printed = yaml.safe_dump_all([as_document(resource) for resource in stored])
     assert load_documents(printed, "again.yaml", []) == stored
+
+
+REWRITING = """\
+kind: Route
+service: payments
+namespace: shop
+rules:
+  - match: {path_prefix: /v1/}
+    to: [{version: v1}]
+    regex_rewrite: {pattern: '^/v1/(.*)$', substitution: '/\\1'}
+    host_rewrite: payments.internal
+"""
+
+
+def test_a_rules_rewrites_are_envoys_regex_rewrite_and_host_rewrite_literal(tmp_path: Path) -> None:
+    snapshots = built(tmp_path, *CALLED, REWRITING)
+    [outbound] = [e for e in snapshots.resources(Client(ORDERS), ROUTE) if e.name == "outbound"]
+    config = route_pb2.RouteConfiguration()
+    outbound.resource.Unpack(config)
+    [[route]] = [host.routes for host in config.virtual_hosts]
+    assert (route.route.regex_rewrite.pattern.regex, route.route.regex_rewrite.substitution) == ("^/v1/(.*)$", "/\\1")
+    assert route.route.host_rewrite_literal == "payments.internal"
+    sidecar = sidecar_config(snapshots, tmp_path)
+    [payments] = [r for r in sidecar["listeners"][1]["routes"] if r["match"]["host"] == "payments"]
+    assert (payments["regex_rewrite"], payments["host_rewrite"]) == (
+        {"pattern": "^/v1/(.*)$", "substitution": "/\\1"}, "payments.internal")
+    stored = load_documents(documents(*CALLED, REWRITING), "mesh.yaml", [])
+    printed = yaml.safe_dump_all([as_document(resource) for resource in stored])
+    assert load_documents(printed, "again.yaml", []) == stored
+
+
+def test_a_regex_rewrite_is_judged_by_the_engine() -> None:
+    text = documents(service("payments", "shop"), """\
+kind: Route
+service: payments
+namespace: shop
+rules:
+  - to: [{version: v1}]
+    regex_rewrite: {pattern: '(unclosed', substitution: /}
+""")
+    with pytest.raises(ConfigError) as raised:
+        load_documents(text, "mesh.yaml", [])
+    [issue] = raised.value.issues
+    assert str(issue).split(": ", 2)[2].startswith("rules[0].regex_rewrite.pattern: "), str(issue)

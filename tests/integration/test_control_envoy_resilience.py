@@ -48,6 +48,9 @@ rules:
   - match: {path: /limited}
     to: [{version: v1}]
     rate_limit: {requests_per_second: 1, burst: 1}
+  - match: {path_prefix: /v1/}
+    to: [{version: v1}]
+    regex_rewrite: {pattern: '^/v1/(.*)$', substitution: '/\\1'}
   - to: [{version: v1}]
     retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
 """)
@@ -153,3 +156,9 @@ def test_a_rules_fault_and_rate_limit_are_applied_by_envoy(
         statuses = [client.get("/limited").status_code for _ in range(5)]
     assert statuses[0] == 200 and 429 in statuses, statuses
     assert [r.path for r in upstream.received].count("/limited") == statuses.count(200)
+
+
+def test_a_rules_regex_rewrite_is_applied_by_envoy(orders: Envoy, apps: dict[str, ScriptedUpstream]) -> None:
+    response = httpx.get(f"http://{orders.outbound}/v1/items", headers={"host": "stock"}, timeout=10)
+    assert response.status_code == 200
+    assert apps["stock"].received[-1].path == "/items"

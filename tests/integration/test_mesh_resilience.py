@@ -41,6 +41,9 @@ rules:
   - match: {path: /limited}
     to: [{version: v1}]
     rate_limit: {requests_per_second: 1, burst: 1}
+  - match: {path_prefix: /v1/}
+    to: [{version: v1}]
+    regex_rewrite: {pattern: '^/v1/(.*)$', substitution: '/\\1'}
   - to: [{version: v1}]
     retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
 """)
@@ -123,3 +126,9 @@ def test_a_rules_fault_and_rate_limit_are_applied_by_the_callers_sidecar(
         statuses = [client.get("/limited").status_code for _ in range(5)]
     assert statuses[0] == 200 and 429 in statuses, statuses
     assert [r.path for r in upstream.received].count("/limited") == statuses.count(200)
+
+
+def test_a_rules_regex_rewrite_is_applied_by_the_callers_sidecar(mesh: LocalMesh, apps: dict[str, ScriptedUpstream]) -> None:
+    response = httpx.get(f"http://{mesh.sidecars[0].outbound}/v1/items", headers={"host": "payments"}, timeout=10)
+    assert response.status_code == 200
+    assert apps["payments"].received[-1].path == "/items"

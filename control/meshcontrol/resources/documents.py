@@ -39,7 +39,7 @@ def _rule_document(rule: Resource) -> Resource:
     for empty in ("hash_policy", "to"):
         if not out.get(empty):
             out.pop(empty, None)
-    for section in ("retry", "redirect", "direct_response", "mirror", "fault", "rate_limit"):
+    for section in ("retry", "redirect", "direct_response", "mirror", "fault", "rate_limit", "regex_rewrite"):
         if section in out:
             out[section] = _section_document(out[section])
     return out

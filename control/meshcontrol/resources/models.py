@@ -20,7 +20,7 @@ from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
 from meshproxy.config.retry import RetryPolicy
 from meshproxy.config.defaults import default
-from meshproxy.config.route_rules import DirectResponse, Fault, Percent, RateLimit, Redirect
+from meshproxy.config.route_rules import Authority, DirectResponse, Fault, Percent, RateLimit, Redirect, RegexRewrite
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
@@ -121,6 +121,10 @@ class RouteRule(_Document):
     calls (chaos tests, test channels). A delay and an abort name the same header, or none."""
     rate_limit: RateLimit | None = None
     """As a sidecar route's rate_limit: each caller's sidecar limits its own calls of the rule."""
+    regex_rewrite: RegexRewrite | None = None
+    """As a sidecar route's regex_rewrite: the path the called instance gets."""
+    host_rewrite: Authority | None = None
+    """As a sidecar route's host_rewrite: the Host (:authority) the called instance gets."""
     mirror: Mirror | None = None
     """As a sidecar route's mirror, to a version of this service (a dark launch): its answers are
     dropped, its slowness or failure never reaches the caller; Host is suffixed -shadow."""
@@ -145,7 +149,8 @@ class RouteRule(_Document):
                           f"{' and '.join(answers) or 'none'}")
         if self.to is None:
             # The caller's sidecar answers itself: no call is made for these to apply to.
-            for key in ("timeout", "hash_policy", "retry", "mirror", "fault", "rate_limit"):
+            for key in ("timeout", "hash_policy", "retry", "mirror", "fault", "rate_limit", "regex_rewrite",
+                        "host_rewrite"):
                 if key in self.model_fields_set:
                     raise invalid(f"applies to a rule with to only; this one answers with {answers[0]}", at=(key,))
             return self
@@ -178,6 +183,8 @@ class RouteRule(_Document):
             "mirror": self.mirror.model_dump(mode="json") if self.mirror else None,
             "fault": in_millis(self.fault),
             "rate_limit": self.rate_limit.model_dump(mode="json") if self.rate_limit else None,
+            "regex_rewrite": self.regex_rewrite.model_dump(mode="json") if self.regex_rewrite else None,
+            "host_rewrite": self.host_rewrite,
         }
 
 

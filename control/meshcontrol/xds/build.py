@@ -210,6 +210,12 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
     action.hash_policy.extend(_hash_policy(h) for h in rule.get("hash_policy") or ())
     if rule.get("retry") is not None:
         action.retry_policy.CopyFrom(retry_policy(rule["retry"]))
+    if rule.get("regex_rewrite") is not None:
+        action.regex_rewrite.CopyFrom(regex_pb2.RegexMatchAndSubstitute(
+            pattern=regex_pb2.RegexMatcher(regex=rule["regex_rewrite"]["pattern"]),
+            substitution=rule["regex_rewrite"]["substitution"]))
+    if rule.get("host_rewrite") is not None:
+        action.host_rewrite_literal = rule["host_rewrite"]
     if rule.get("mirror") is not None:
         action.request_mirror_policies.append(mirror_policy(
             names.version_cluster(service, namespace, rule["mirror"]["version"]), rule["mirror"]["percent"]))

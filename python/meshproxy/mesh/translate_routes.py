@@ -199,7 +199,8 @@ def _match(match: RouteMatch, where: str) -> dict[str, Any]:
 
 def _action(action: RouteAction, where: str) -> dict[str, Any]:
     _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code",
-                   "hash_policy", "retry_policy", "request_mirror_policies"}, where)
+                   "hash_policy", "retry_policy", "request_mirror_policies", "regex_rewrite",
+                   "host_rewrite_literal"}, where)
     translated: dict[str, Any] = {}
     kind = action.WhichOneof("cluster_specifier")
     if kind == "cluster":
@@ -217,6 +218,13 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
         translated["timeout"] = duration(action.timeout)
     if action.prefix_rewrite:
         translated["prefix_rewrite"] = action.prefix_rewrite
+    if action.HasField("regex_rewrite"):
+        rewrite = action.regex_rewrite
+        _only(rewrite, {"pattern", "substitution"}, f"{where}: regex_rewrite")
+        _only(rewrite.pattern, {"regex"}, f"{where}: regex_rewrite.pattern")
+        translated["regex_rewrite"] = {"pattern": rewrite.pattern.regex, "substitution": rewrite.substitution}
+    if action.host_rewrite_literal:
+        translated["host_rewrite"] = action.host_rewrite_literal
     if action.hash_policy:
         translated["hash_policy"] = [_hash_source(policy, f"{where}: hash_policy[{i}]")
                                      for i, policy in enumerate(action.hash_policy)]

@@ -826,8 +826,8 @@ class RouteAction(_message.Message):
             HEADER_NAME_FIELD_NUMBER: _ClassVar[int]
             REGEX_REWRITE_FIELD_NUMBER: _ClassVar[int]
             header_name: str
-            regex_rewrite: bytes
-            def __init__(self, header_name: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ...) -> None: ...
+            regex_rewrite: RegexMatchAndSubstitute
+            def __init__(self, header_name: _Optional[str] = ..., regex_rewrite: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ...) -> None: ...
         class Cookie(_message.Message):
             __slots__ = ("name", "ttl", "path", "attributes")
             NAME_FIELD_NUMBER: _ClassVar[int]
@@ -897,7 +897,7 @@ class RouteAction(_message.Message):
     cluster_not_found_response_code: RouteAction.ClusterNotFoundResponseCode
     metadata_match: Metadata
     prefix_rewrite: str
-    regex_rewrite: bytes
+    regex_rewrite: RegexMatchAndSubstitute
     path_rewrite_policy: bytes
     path_rewrite: str
     append_x_forwarded_host: bool
@@ -929,9 +929,9 @@ class RouteAction(_message.Message):
     host_rewrite_literal: str
     auto_host_rewrite: _wrappers_pb2.BoolValue
     host_rewrite_header: str
-    host_rewrite_path_regex: bytes
+    host_rewrite_path_regex: RegexMatchAndSubstitute
     host_rewrite: str
-    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
 
 class RedirectAction(_message.Message):
     __slots__ = ("host_redirect", "port_redirect", "response_code", "strip_query", "https_redirect", "scheme_redirect", "path_redirect", "prefix_rewrite", "regex_rewrite")
@@ -964,8 +964,8 @@ class RedirectAction(_message.Message):
     scheme_redirect: str
     path_redirect: str
     prefix_rewrite: str
-    regex_rewrite: bytes
-    def __init__(self, host_redirect: _Optional[str] = ..., port_redirect: _Optional[int] = ..., response_code: _Optional[_Union[RedirectAction.RedirectResponseCode, str]] = ..., strip_query: _Optional[bool] = ..., https_redirect: _Optional[bool] = ..., scheme_redirect: _Optional[str] = ..., path_redirect: _Optional[str] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ...) -> None: ...
+    regex_rewrite: RegexMatchAndSubstitute
+    def __init__(self, host_redirect: _Optional[str] = ..., port_redirect: _Optional[int] = ..., response_code: _Optional[_Union[RedirectAction.RedirectResponseCode, str]] = ..., strip_query: _Optional[bool] = ..., https_redirect: _Optional[bool] = ..., scheme_redirect: _Optional[str] = ..., path_redirect: _Optional[str] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ...) -> None: ...
 
 class DirectResponseAction(_message.Message):
     __slots__ = ("status", "body", "body_format")
@@ -1146,6 +1146,14 @@ class RegexMatcher(_message.Message):
     regex: str
     google_re2: bytes
     def __init__(self, regex: _Optional[str] = ..., google_re2: _Optional[bytes] = ...) -> None: ...
+
+class RegexMatchAndSubstitute(_message.Message):
+    __slots__ = ("pattern", "substitution")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    SUBSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    pattern: RegexMatcher
+    substitution: str
+    def __init__(self, pattern: _Optional[_Union[RegexMatcher, _Mapping]] = ..., substitution: _Optional[str] = ...) -> None: ...
 
 class PathMatcher(_message.Message):
     __slots__ = ("path",)

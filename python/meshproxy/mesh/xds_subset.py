@@ -84,6 +84,7 @@ MESSAGES = {
     "envoy.config.route.v3.HeaderMatcher": "HeaderMatcher",
     "envoy.type.matcher.v3.StringMatcher": "StringMatcher",
     "envoy.type.matcher.v3.RegexMatcher": "RegexMatcher",
+    "envoy.type.matcher.v3.RegexMatchAndSubstitute": "RegexMatchAndSubstitute",
     "envoy.type.matcher.v3.PathMatcher": "PathMatcher",
     "envoy.extensions.filters.http.rbac.v3.RBAC": "RbacFilter",
     "envoy.extensions.filters.http.fault.v3.HTTPFault": "HttpFault",
