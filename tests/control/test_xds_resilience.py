@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_pb2
-from meshcontrol.resources import load_documents
+from meshcontrol.resources import as_document, load_documents
 from meshproxy.config.errors import ConfigError
 from meshcontrol.xds.build import ROUTE
 from meshcontrol.xds.cluster_policy import UNLIMITED
@@ -145,10 +146,6 @@ def test_envoys_unset_limits_are_its_defaults_and_what_the_sidecar_lacks_is_refu
 
 
 def test_meshctl_get_prints_the_retry_and_breakers_a_file_wrote_so_apply_takes_them_again() -> None:
-    from meshcontrol.resources import as_document
-
-    import yaml
-
     stored = load_documents(documents(*CALLED, PAYMENTS), "mesh.yaml", [])
     printed = yaml.safe_dump_all([as_document(resource) for resource in stored])
     assert "per_try_timeout: 1s" in printed and "max_requests: 20" in printed

@@ -1,6 +1,9 @@
-"""A Route rule that answers itself (``redirect``, ``direct_response``) as the control plane
-sends it: Envoy's ``Route.redirect`` and ``Route.direct_response`` (read with Envoy's classes),
-and, through the wire and the sidecar's translation, the same sidecar route the document wrote."""
+"""A Route rule's other settings as the control plane sends them: answers of its own
+(``redirect``, ``direct_response``: Envoy's ``Route.redirect`` and ``Route.direct_response``), a
+``mirror`` (``request_mirror_policies``), ``fault`` and ``rate_limit`` (per-route configs of
+Envoy's HTTP filters) and rewrites (``regex_rewrite``, ``host_rewrite_literal``), read with
+Envoy's classes; and, through the wire and the sidecar's translation, the same sidecar route the
+document wrote."""
 
 from __future__ import annotations
 
@@ -8,9 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from meshcontrol.resources import as_document, load_documents
-from meshcontrol.xds.build import ROUTE
+from meshcontrol.xds.build import LISTENER, ROUTE
 from meshcontrol.xds.snapshot import Client
 from meshproxy.config.errors import ConfigError
 from test_xds_traffic_policy import ORDERS, built, envoy_clusters, sidecar_config
@@ -116,12 +123,6 @@ rules:
 
 
 def test_a_rules_fault_and_rate_limit_are_envoys_per_route_filter_configs(tmp_path: Path) -> None:
-    from envoy.config.listener.v3 import listener_pb2
-    from envoy.extensions.filters.http.fault.v3 import fault_pb2
-    from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
-    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-    from meshcontrol.xds.build import LISTENER
-
     snapshots = built(tmp_path, *CALLED, CHAOS)
     [outbound] = [e for e in snapshots.resources(Client(ORDERS), LISTENER) if e.name == "outbound"]
     listener = listener_pb2.Listener()
