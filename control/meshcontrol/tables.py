@@ -54,7 +54,11 @@ def _route_rule(rule: dict[str, Any]) -> str:
     if match.get("method"):
         conditions.append("method=" + ",".join(match["method"]))
     to = ", ".join(f"{d['version']} {d['weight']}" if len(rule["to"]) > 1 else d["version"] for d in rule["to"])
-    timeout = f" ({rule['timeout_ms']}ms)" if rule["timeout_ms"] != 15000 else ""
+    if rule.get("redirect"):
+        to = f"redirect {rule['redirect']['status']}"
+    elif rule.get("direct_response"):
+        to = f"answer {rule['direct_response']['status']}"
+    timeout = f" ({rule['timeout_ms']}ms)" if rule.get("timeout_ms", 15000) not in (15000, None) else ""
     keys = ",".join(f"{k}={v}" if k != "source_ip" else "source_ip" for h in rule.get("hash_policy") or ()
                     for k, v in h.items())
     return f"{' '.join(conditions) or '*'} -> {to}{timeout}" + (f" by {keys}" if keys else "")

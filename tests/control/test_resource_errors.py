@@ -65,8 +65,16 @@ def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
         "match": {"path": None, "path_prefix": None, "path_regex": None,
                   "headers": {"x-channel": {"exact": "beta"}}, "method": None},
         "to": [{"version": "v2", "weight": 1}],
+        "redirect": None,
+        "direct_response": None,
         "timeout_ms": 15000,
         "hash_policy": [],
+        "retry": None,
+        "mirror": None,
+        "fault": None,
+        "rate_limit": None,
+        "regex_rewrite": None,
+        "host_rewrite": None,
     }
     assert route["rules"][1]["to"] == [{"version": "v1", "weight": 90}, {"version": "v2", "weight": 10}]
     assert route["rules"][1]["timeout_ms"] == 5000

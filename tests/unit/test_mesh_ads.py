@@ -26,7 +26,7 @@ from meshproxy.mesh import ads, xds_pb2
 from meshproxy.mesh.channel import Target
 from meshproxy.mesh.names import NodeMetadata
 from meshproxy.mesh.translate import Resources
-from meshproxy.mesh.translate_routes import Refused
+from meshproxy.mesh.translate_base import Refused
 from meshproxy.mesh.xds_state import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())

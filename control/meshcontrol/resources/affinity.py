@@ -68,7 +68,8 @@ def _unkeyed(policy: Resource, route: Resource | None) -> str | None:
     if route is None:
         return (f"{lb} needs a hash key for every call: a Route for {where} whose every rule has a "
                 f"hash_policy ({_EXAMPLE}); there is no Route for it")
-    bare = [f"rules[{i}]" for i, rule in enumerate(route["rules"]) if not rule.get("hash_policy")]
+    # A rule that answers itself (redirect, direct_response) makes no call to key.
+    bare = [f"rules[{i}]" for i, rule in enumerate(route["rules"]) if rule["to"] and not rule.get("hash_policy")]
     if bare:
         return (f"{lb} needs a hash key for every call; {', '.join(bare)} of Route "
                 f"{route['namespace']}/{route['service']} {'has' if len(bare) == 1 else 'have'} no hash_policy")
@@ -84,7 +85,7 @@ def _route_problems(route: Resource, policy: Resource | None) -> Iterator[tuple[
             has = f"{named} has lb {lb}" if policy is not None else f"there is no {named}"
             yield (("rules", i, "hash_policy"),
                    f"applies to a service whose TrafficPolicy has lb ring_hash or maglev; {has}")
-        elif hashing and not rule.get("hash_policy"):
+        elif hashing and rule["to"] and not rule.get("hash_policy"):
             yield ("rules", i), f"needs a hash_policy: {named} balances by {lb}, which needs a hash key ({_EXAMPLE})"
 
 

@@ -34,9 +34,14 @@ def _rule_document(rule: Resource) -> Resource:
         out["match"] = _without_empty(out["match"])
         if not out["match"]:
             del out["match"]
-    out["timeout"] = _duration(out.pop("timeout_ms"))
-    if not out.get("hash_policy"):
-        out.pop("hash_policy", None)
+    if "timeout_ms" in out:
+        out["timeout"] = _duration(out.pop("timeout_ms"))
+    for empty in ("hash_policy", "to"):
+        if not out.get(empty):
+            out.pop(empty, None)
+    for section in ("retry", "redirect", "direct_response", "mirror", "fault", "rate_limit", "regex_rewrite"):
+        if section in out:
+            out[section] = _section_document(out[section])
     return out
 
 

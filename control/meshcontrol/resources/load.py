@@ -104,19 +104,20 @@ def _prefixed(index: int, key: Key | None, path: str) -> str:
 
 
 def _engine_findings(model: Document) -> list[Finding]:
-    """The regexes of a Route or an AccessPolicy, and a Route's hash_policy, judged by the
+    """The regexes of a Route (matches, regex_rewrite) or an AccessPolicy, and a Route's hash_policy, judged by the
     sidecar's engine: a sidecar must be able to run what the control plane sends it (the
     engine's syntax is the Rust regex crate's; Envoy's RE2 refuses the same look-around and
     backreferences)."""
     listener: dict[str, Any] = {"name": "check", "address": "127.0.0.1:0"}
     clusters = [{"name": "c"}, {"name": "hashing", "lb": "ring_hash"}]
     if isinstance(model, Route) and (_any_regex([r.match_.model_dump(mode="json") for r in model.rules])
-                                     or any(rule.hash_policy for rule in model.rules)):
+                                     or any(rule.hash_policy or rule.regex_rewrite for rule in model.rules)):
         # A rule with a hash_policy goes to a hashing cluster, so that only the policy's own
         # problems are found here: whether the service hashes is the affinity check's.
         listener["routes"] = [{"match": rule.match_.model_dump(mode="json"),
                                "cluster": "hashing" if rule.hash_policy else "c",
-                               "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in rule.hash_policy]}
+                               "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in rule.hash_policy],
+                               "regex_rewrite": rule.regex_rewrite.model_dump(mode="json") if rule.regex_rewrite else None}
                               for rule in model.rules]
         moved: Path = ("listeners", 0, "routes")
         into: Path = ("rules",)

@@ -18,12 +18,16 @@ from meshproxy.config.fields import Name, UrlPath
 from meshproxy.config.messages import invalid, show
 from meshproxy.config.hash_policy import HashPolicy
 from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Methods, RouteMatch, Weight
+from meshproxy.config.retry import RetryPolicy
+from meshproxy.config.defaults import default
+from meshproxy.config.route_rules import Authority, DirectResponse, Fault, Percent, RateLimit, Redirect, RegexRewrite
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
 from .base import Resource as Resource
 from .names import Label, ServiceRef, TrustDomain, split_ref
 from .traffic_policy import TrafficPolicy as TrafficPolicy
+from .traffic_policy import in_millis
 
 _Refs = Annotated[list[ServiceRef], Field(min_length=1)] | None
 
@@ -97,19 +101,63 @@ class Destination(_Document):
     """Relative share of the rule's requests."""
 
 
+class Mirror(_Document):
+    """A sidecar route's mirror, to a version of the service: a share of the rule's calls is
+    copied to it, fire and forget."""
+
+    version: Label
+    percent: Percent = default("mirror.percent")
+    """The share of the rule's calls copied (0 to 100)."""
+
+
 class RouteRule(_Document):
     name: Name | None = None
     match_: Match = Field(default_factory=Match, alias="match")
     """Every condition given must hold; absent: every request."""
-    to: Annotated[list[Destination], Field(min_length=1)]
+    to: Annotated[list[Destination], Field(min_length=1)] | None = None
+    """The versions the rule's calls go to; or, instead, `redirect` or `direct_response`."""
+    fault: Fault | None = None
+    """As a sidecar route's fault: the caller's sidecar delays or aborts a share of the rule's
+    calls (chaos tests, test channels). A delay and an abort name the same header, or none."""
+    rate_limit: RateLimit | None = None
+    """As a sidecar route's rate_limit: each caller's sidecar limits its own calls of the rule."""
+    regex_rewrite: RegexRewrite | None = None
+    """As a sidecar route's regex_rewrite: the path the called instance gets."""
+    host_rewrite: Authority | None = None
+    """As a sidecar route's host_rewrite: the Host (:authority) the called instance gets."""
+    mirror: Mirror | None = None
+    """As a sidecar route's mirror, to a version of this service (a dark launch): its answers are
+    dropped, its slowness or failure never reaches the caller; Host is suffixed -shadow."""
+    redirect: Redirect | None = None
+    """As a sidecar route's redirect: the caller's sidecar answers with it."""
+    direct_response: DirectResponse | None = None
+    """As a sidecar route's direct_response: the caller's sidecar answers with it."""
     timeout: Duration = timedelta(seconds=15)
     """Whole request; 0 means none."""
     hash_policy: list[HashPolicy] = Field(default_factory=list)
     """As a sidecar route's hash_policy: what the service's TrafficPolicy (lb ring_hash or
     maglev) keys this rule's calls by."""
+    retry: RetryPolicy | None = None
+    """As a sidecar route's retry: which failed tries the caller's sidecar tries again, within
+    the retry budget (one per Route: Envoy keeps it on the clusters the rules send to)."""
 
     @model_validator(mode="after")
     def _weights(self) -> RouteRule:
+        answers = [key for key in ("to", "redirect", "direct_response") if getattr(self, key) is not None]
+        if len(answers) != 1:
+            raise invalid(f"a rule needs exactly one of to, redirect, direct_response; found "
+                          f"{' and '.join(answers) or 'none'}")
+        if self.to is None:
+            # The caller's sidecar answers itself: no call is made for these to apply to.
+            for key in ("timeout", "hash_policy", "retry", "mirror", "fault", "rate_limit", "regex_rewrite",
+                        "host_rewrite"):
+                if key in self.model_fields_set:
+                    raise invalid(f"applies to a rule with to only; this one answers with {answers[0]}", at=(key,))
+            return self
+        if self.fault is not None and self.fault.delay is not None and self.fault.abort is not None \
+                and self.fault.delay.header != self.fault.abort.header:
+            raise invalid("the delay and the abort must name the same header, or neither: an Envoy client "
+                          "conditions a rule's whole fault on its header", at=("fault", "abort", "header"))
         first: dict[str, int] = {}
         for i, destination in enumerate(self.to):
             if destination.version in first:
@@ -126,9 +174,17 @@ class RouteRule(_Document):
         return {
             "name": self.name,
             "match": self.match_.model_dump(mode="json"),
-            "to": [d.model_dump(mode="json") for d in self.to],
-            "timeout_ms": to_millis(self.timeout),
+            "to": [d.model_dump(mode="json") for d in self.to or ()],
+            "redirect": self.redirect.model_dump(mode="json") if self.redirect else None,
+            "direct_response": self.direct_response.model_dump(mode="json") if self.direct_response else None,
+            "timeout_ms": to_millis(self.timeout) if self.to else None,
             "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
+            "retry": in_millis(self.retry),
+            "mirror": self.mirror.model_dump(mode="json") if self.mirror else None,
+            "fault": in_millis(self.fault),
+            "rate_limit": self.rate_limit.model_dump(mode="json") if self.rate_limit else None,
+            "regex_rewrite": self.regex_rewrite.model_dump(mode="json") if self.regex_rewrite else None,
+            "host_rewrite": self.host_rewrite,
         }
 
 
@@ -142,6 +198,18 @@ class Route(_Document):
 
     # The sidecar's rule for a policy's rule names: one rule for every list of named rules.
     _rule_names_unique = model_validator(mode="after")(_sidecar_rule(AuthzPolicy, "_rule_names_unique"))
+
+    @model_validator(mode="after")
+    def _one_retry_budget(self) -> Route:
+        # Envoy keeps a retry budget per cluster, not per route, and the rules' clusters are the
+        # service's versions, which rules share: so a Route has one budget, whichever rules retry.
+        budgets = [(i, rule.retry.budget) for i, rule in enumerate(self.rules) if rule.retry is not None]
+        for i, budget in budgets[1:]:
+            if budget != budgets[0][1]:
+                raise invalid(f"differs from rules[{budgets[0][0]}].retry.budget; a Route's rules share one retry "
+                              "budget (an Envoy client keeps it on the service's clusters)",
+                              at=("rules", i, "retry", "budget"))
+        return self
 
     def stored(self) -> Resource:
         return {"kind": self.kind, "service": self.service, "namespace": self.namespace,

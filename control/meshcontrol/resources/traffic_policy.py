@@ -1,6 +1,7 @@
 """``kind: TrafficPolicy``: how callers balance and watch the instances of one service — the
 settings of the clusters every caller's sidecar has for it. Each setting is the sidecar's own
-section (``lb``, ``health_check``, ``outlier_detection`` of a sidecar cluster), so it means and
+section (``lb``, ``health_check``, ``outlier_detection``, ``circuit_breakers`` of a sidecar
+cluster), so it means and
 is checked the same in a sidecar file and in ``mesh.yaml``.
 
 Stored, durations are whole milliseconds under ``<key>_ms`` (``interval_ms: 5000``), as a
@@ -17,6 +18,7 @@ from meshproxy.config.clusters import HASHING_LBS, Lb
 from meshproxy.config.defaults import default
 from meshproxy.config.duration import to_millis
 from meshproxy.config.health import HealthCheck, OutlierDetection
+from meshproxy.config.retry import CircuitBreakers
 from pydantic import BaseModel
 
 from .base import Document, Resource
@@ -27,7 +29,7 @@ __all__ = ["HASHING_LBS", "SECTIONS", "TrafficPolicy", "in_millis"]
 
 class TrafficPolicy(Document):
     """How callers balance calls to one service and find its failing instances; one per service.
-    Absent: p2c_ewma, no health checks, no outlier ejection."""
+    Absent: p2c_ewma, no health checks, no outlier ejection, no circuit breakers."""
 
     kind: Literal["TrafficPolicy"]
     service: Label
@@ -41,6 +43,9 @@ class TrafficPolicy(Document):
     outlier_detection: OutlierDetection | None = None
     """As a sidecar cluster's outlier_detection: each caller ejects the instances whose answers
     to it fail."""
+    circuit_breakers: CircuitBreakers | None = None
+    """As a sidecar cluster's circuit_breakers: limits on what each caller sends the service at
+    once; over them, the caller's sidecar answers 503 overflow."""
 
     def stored(self) -> Resource:
         stored: Resource = {"kind": self.kind, "service": self.service, "namespace": self.namespace, "lb": self.lb}
@@ -49,7 +54,7 @@ class TrafficPolicy(Document):
         return stored
 
 
-SECTIONS = ("health_check", "outlier_detection")
+SECTIONS = ("health_check", "outlier_detection", "circuit_breakers")
 """The sidecar cluster sections a TrafficPolicy carries: a new one is a field above and a name
 here, then its xDS fields in ``xds.cluster_policy`` (and the sidecar's reading of them)."""
 

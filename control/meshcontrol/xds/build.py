@@ -5,7 +5,7 @@ a client gets, and what is shared between clients, is decided in :mod:`.snapshot
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -24,6 +24,8 @@ from meshproxy.mesh import names
 
 from .cluster_policy import apply_traffic_policy
 from .rbac import header_matcher, rbac_filters
+from .route_filters import apply_route_filters, listener_filters
+from .route_policy import direct_response_action, mirror_policy, redirect_action, retry_policy
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -104,11 +106,13 @@ def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
     return listener
 
 
-def outbound_listener(address: str) -> listener_pb2.Listener:
-    """The listener the app sends its calls to."""
+def outbound_listener(address: str, route_filters: Collection[str] = ()) -> listener_pb2.Listener:
+    """The listener the app sends its calls to; with the HTTP filters its routes configure
+    (``route_filters``: ``fault``, ``rate_limit``)."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=names.OUTBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.OUTBOUND), http_filters=[_router()])
+        rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.OUTBOUND),
+        http_filters=[*listener_filters(set(route_filters)), _router()])
     return listener_pb2.Listener(
         name=names.OUTBOUND, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
         filter_chains=[listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
@@ -168,12 +172,30 @@ def outbound_routes(called: Sequence[tuple[str, str]], routes: Mapping[tuple[str
     return config
 
 
+def route_retry_budget(route: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The retry budget a Route's rules with ``retry`` share (one per Route), or None."""
+    for rule in route.get("rules", ()) if route is not None else ():
+        if rule.get("retry") is not None:
+            budget: Mapping[str, Any] = rule["retry"]["budget"]
+            return budget
+    return None
+
+
 def route_versions(route: Mapping[str, Any]) -> list[str]:
-    """The versions a Route sends to, in first-mention order (each gets a cluster)."""
-    return list(dict.fromkeys(target["version"] for rule in route.get("rules", ()) for target in rule["to"]))
+    """The versions a Route sends to, and mirrors to, in first-mention order (each gets a
+    cluster)."""
+    versions = [target["version"] for rule in route.get("rules", ()) for target in rule["to"]]
+    versions += [rule["mirror"]["version"] for rule in route.get("rules", ()) if rule.get("mirror")]
+    return list(dict.fromkeys(versions))
 
 
 def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) -> route_components_pb2.Route:
+    name, match = rule.get("name") or f"rule-{index}", _route_match(rule.get("match") or {})
+    if rule.get("redirect") is not None:
+        return route_components_pb2.Route(name=name, match=match, redirect=redirect_action(rule["redirect"]))
+    if rule.get("direct_response") is not None:
+        return route_components_pb2.Route(name=name, match=match,
+                                          direct_response=direct_response_action(rule["direct_response"]))
     timeout_ms = rule.get("timeout_ms", DEFAULT_TIMEOUT_MS)
     action = route_components_pb2.RouteAction(timeout=_ms(int(timeout_ms)))
     targets = rule["to"]
@@ -186,8 +208,23 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
                 weight=wrappers_pb2.UInt32Value(value=int(t.get("weight", 1))))
             for t in targets)
     action.hash_policy.extend(_hash_policy(h) for h in rule.get("hash_policy") or ())
-    return route_components_pb2.Route(name=rule.get("name") or f"rule-{index}",
-                                      match=_route_match(rule.get("match") or {}), route=action)
+    if rule.get("retry") is not None:
+        action.retry_policy.CopyFrom(retry_policy(rule["retry"]))
+    if rule.get("regex_rewrite") is not None:
+        action.regex_rewrite.CopyFrom(regex_pb2.RegexMatchAndSubstitute(
+            pattern=regex_pb2.RegexMatcher(regex=rule["regex_rewrite"]["pattern"]),
+            substitution=rule["regex_rewrite"]["substitution"]))
+    if rule.get("host_rewrite") is not None:
+        action.host_rewrite_literal = rule["host_rewrite"]
+    if rule.get("mirror") is not None:
+        action.request_mirror_policies.append(mirror_policy(
+            names.version_cluster(service, namespace, rule["mirror"]["version"]), rule["mirror"]["percent"]))
+    route = route_components_pb2.Route(name=name, match=match, route=action)
+    apply_route_filters(route, rule)
+    if rule.get("retry") is not None:
+        # Envoy's bound on the body it keeps to send again (the sidecar's max_replay_bytes).
+        route.per_request_buffer_limit_bytes.value = rule["retry"]["max_replay_bytes"]
+    return route
 
 
 def _hash_policy(source: Mapping[str, Any]) -> route_components_pb2.RouteAction.HashPolicy:
@@ -236,10 +273,11 @@ def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
 
 
 def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,
-                 policy: Mapping[str, Any] | None = None) -> cluster_pb2.Cluster:
+                 policy: Mapping[str, Any] | None = None,
+                 retry_budget: Mapping[str, Any] | None = None) -> cluster_pb2.Cluster:
     """Instances of a called service (or of one version of it): endpoints by EDS, mTLS HTTP/2
-    to their sidecars, whose certificate must name exactly that service; balanced and watched
-    as the service's TrafficPolicy (``policy``) says."""
+    to their sidecars, whose certificate must name exactly that service; balanced, watched and
+    limited as the service's TrafficPolicy (``policy``) says, with its Route's retry budget."""
     tls = tls_pb2.UpstreamTlsContext(common_tls_context=_common_tls(
         string_pb2.StringMatcher(exact=names.spiffe_id(trust_domain, namespace, service)), ["h2"]))
     cluster = cluster_pb2.Cluster(
@@ -247,7 +285,7 @@ def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ADS),
         connect_timeout=CONNECT_TIMEOUT,
         transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
-    apply_traffic_policy(cluster, policy)
+    apply_traffic_policy(cluster, policy, retry_budget)
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
     return cluster
 

@@ -1,5 +1,6 @@
 """A service's TrafficPolicy as the Envoy fields of the clusters callers have for it: its
-balancer (``lb_policy``), ``health_checks`` and ``outlier_detection``, each with Envoy's meaning
+balancer (``lb_policy``), ``health_checks``, ``outlier_detection`` and ``circuit_breakers`` (with
+the retry budget of the service's Route, which Envoy keeps there), each with Envoy's meaning
 made to match the sidecar's where Envoy's defaults differ (a sidecar check opens a connection of
 its own, checks a cluster at its interval whether or not it has had traffic, an ejection ends
 only when its time has passed, and one endpoint may always be ejected), so an Envoy client of
@@ -12,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import health_check_pb2
-from envoy.type.v3 import http_pb2, range_pb2
+from envoy.type.v3 import http_pb2, percent_pb2, range_pb2
 from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 from meshproxy.mesh import names
 
@@ -26,11 +28,19 @@ _LB_POLICIES = {
     "maglev": cluster_pb2.Cluster.MAGLEV,
 }
 DEFAULT_LB = "p2c_ewma"
+UNLIMITED = 2**32 - 1
+"""A circuit breaker's "no limit": Envoy has limits by default (1024, and 3 retries); a sidecar
+without circuit_breakers has none, so an Envoy gets these (as Istio does)."""
+BREAKERS = ("max_connections", "max_pending_requests", "max_requests", "max_retries")
 
 
-def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: Mapping[str, Any] | None) -> None:
-    """Sets ``cluster``'s balancer, health checks and outlier detection from a stored
-    TrafficPolicy (None: the defaults, p2c_ewma and neither)."""
+def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: Mapping[str, Any] | None,
+                         retry_budget: Mapping[str, Any] | None = None) -> None:
+    """Sets ``cluster``'s balancer, health checks, outlier detection and circuit breakers from a
+    stored TrafficPolicy (None: the defaults, p2c_ewma and none of the others), and the retry
+    budget of the service's Route (``retry_budget``)."""
+    cluster.circuit_breakers.CopyFrom(circuit_breakers(policy.get("circuit_breakers") if policy else None,
+                                                       retry_budget))
     lb = str(policy["lb"]) if policy is not None else DEFAULT_LB
     if lb in _LB_POLICIES:
         cluster.lb_policy = _LB_POLICIES[lb]
@@ -47,6 +57,23 @@ def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: Mapping[str, Any]
         cluster.health_checks.append(health_check(policy["health_check"]))
     if policy.get("outlier_detection") is not None:
         cluster.outlier_detection.CopyFrom(outlier_detection(policy["outlier_detection"]))
+
+
+def circuit_breakers(breakers: Mapping[str, Any] | None,
+                     retry_budget: Mapping[str, Any] | None) -> circuit_breaker_pb2.CircuitBreakers:
+    """One DEFAULT-priority threshold: the sidecar's limits (each UNLIMITED without them), and
+    the Route's retry budget. Envoy's budget counts retries in flight against requests in flight,
+    the sidecar's counts retries against requests over 10 s: ``percent`` is the share in both, and
+    ``min_per_second`` becomes ``min_retry_concurrency`` (the same when a try takes about 1 s).
+    Envoy ignores ``max_retries`` where a budget is set; a sidecar applies both."""
+    threshold = circuit_breaker_pb2.CircuitBreakers.Thresholds(priority=base_pb2.DEFAULT)
+    for name in BREAKERS:
+        getattr(threshold, name).value = breakers[name] if breakers is not None else UNLIMITED
+    if retry_budget is not None:
+        threshold.retry_budget.CopyFrom(circuit_breaker_pb2.CircuitBreakers.Thresholds.RetryBudget(
+            budget_percent=percent_pb2.Percent(value=retry_budget["percent"]),
+            min_retry_concurrency=wrappers_pb2.UInt32Value(value=retry_budget["min_per_second"])))
+    return circuit_breaker_pb2.CircuitBreakers(thresholds=[threshold])
 
 
 def health_check(check: Mapping[str, Any]) -> health_check_pb2.HealthCheck:

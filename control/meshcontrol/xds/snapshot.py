@@ -21,6 +21,7 @@ from meshproxy.mesh.names import NodeMetadata
 from ..registry import Registry, ServiceKey
 from . import build
 from .build import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from .route_filters import needed
 
 DEFAULT_MTLS = "strict"
 DEFAULT_CERT_LIFETIME_S = 24 * 3600
@@ -111,6 +112,10 @@ class World:
             found = self._shared[key] = make()
         return found
 
+    def route_filters(self, key: ServiceKey) -> set[str]:
+        """The HTTP filters the rules of the services ``key`` calls need (``fault``, ``rate_limit``)."""
+        return needed(rule for called in self.called(key) for rule in (self.routes.get(called) or {}).get("rules", ()))
+
     def peer_clusters(self, key: ServiceKey) -> tuple[Entry, ...]:
         """The clusters of one called service: all versions, then one per version its Route
         names; each as its TrafficPolicy says."""
@@ -122,7 +127,8 @@ class World:
             cluster_names += [names.version_cluster(service, namespace, v)
                               for v in (build.route_versions(route) if route is not None else ())]
             found = self._clusters[key] = tuple(
-                entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key)))
+                entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key),
+                                             build.route_retry_budget(route)))
                 for n in cluster_names)
         return found
 
@@ -153,7 +159,7 @@ class Snapshots:
         if type_url == LISTENER:
             return [entry(names.INBOUND, build.inbound_listener(client.meta.inbound, world.policies.get(client.key),
                                                                 world.mtls, world.trust_domain)),
-                    entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound))]
+                    entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound, world.route_filters(client.key)))]
         if type_url == ROUTE:
             key = client.key
             return [world.shared((names.INBOUND,), lambda: entry(names.INBOUND, build.inbound_routes())),

@@ -30,7 +30,7 @@ from .channel import Target
 from .identity import Backoff, describe
 from .names import BUNDLE_SECRET, RECONNECT_CAP_S, USER_AGENT, NodeMetadata
 from .translate import missing, trust_domain_of
-from .translate_routes import Refused
+from .translate_base import Refused
 from .xds_pb2 import DiscoveryRequest, DiscoveryResponse, Node
 from .xds_state import CLUSTER, CONFIG_TYPES, LISTENER, SECRET, SHORT, XdsState, bundle_of
 

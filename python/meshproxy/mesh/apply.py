@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .state import StateDir
 from .translate import Local, Resources, translate
-from .translate_routes import Refused
+from .translate_base import Refused
 
 if TYPE_CHECKING:
     from ..engine_document import EngineDocument

@@ -3,7 +3,7 @@
 of the config the sidecar runs.
 
     Listener (+ its RouteConfiguration over RDS)  -> listeners[]   (translate_routes, translate_rbac)
-    Cluster  (+ its ClusterLoadAssignment over EDS) -> clusters[]   (translate_health)
+    Cluster  (+ its ClusterLoadAssignment over EDS) -> clusters[]   (translate_health, translate_breakers)
     what the sidecar knows itself (its addresses, credential files) -> the rest
 
 The listeners' addresses are the sidecar's own (the ones it was started with): the control plane
@@ -23,9 +23,12 @@ from typing import Any, NamedTuple
 from google.protobuf import any_pb2
 
 from . import names
+from .translate_breakers import circuit_breakers, with_budgets
+from .translate_filters import ROUTE_FILTERS, listener_filter
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
-from .translate_routes import Refused, duration, route_clusters, route_config_routes, string_of
+from .translate_base import Refused, duration
+from .translate_routes import route_clusters, route_config_routes, string_of
 from .xds_messages import ENVOY_NAMES, ROUTER, is_set, type_name, unpack
 from .xds_pb2 import (
     DEGRADED,
@@ -222,6 +225,12 @@ def _listener(listener: Listener, resources: Resources, local: Local) -> dict[st
         routes = route_config_routes(manager.route_config)
     else:
         raise Refused(f"{where}: the http_connection_manager has neither rds nor route_config")
+    routes = with_budgets(routes, resources.clusters, where)
+    present = {ROUTE_FILTERS[kind] for f in manager.http_filters if (kind := type_name(f.typed_config)) in ROUTE_FILTERS}
+    for i, route in enumerate(routes):
+        for key in set(ROUTE_FILTERS.values()) - present:
+            if key in route:
+                raise Refused(f"{where}: routes[{i}] configures {key}, but the listener has no such http filter")
     return {"name": listener.name, "address": address, "protocol": protocol, "direction": direction, "tls": tls,
             "authorization": _policies(manager, local.trust_domain, where), "routes": routes}
 
@@ -286,6 +295,8 @@ def _policies(manager: HttpConnectionManager, trust_domain: str, where: str) -> 
             policy = authorization_policy(rbac, name, trust_domain, at)
             if policy is not None:
                 policies.append(policy)
+        elif kind in ROUTE_FILTERS:
+            listener_filter(http_filter.typed_config, at)  # what it does comes per route
         elif not (http_filter.is_optional or http_filter.disabled):
             raise Refused(f"{at}: {kind or 'a filter without typed_config'} has no sidecar "
                           "equivalent; the sidecar runs envoy.filters.http.rbac and envoy.filters.http.router")
@@ -312,6 +323,9 @@ def _cluster(cluster: Cluster, resources: Resources) -> dict[str, Any]:
     detection = outlier_detection(cluster, where)
     if detection is not None:
         translated["outlier_detection"] = detection
+    breakers = circuit_breakers(cluster, where)
+    if breakers is not None:
+        translated["circuit_breakers"] = breakers
     if cluster.HasField("connect_timeout"):
         translated["connect_timeout"] = duration(cluster.connect_timeout)
     if cluster.HasField("transport_socket"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .translate_routes import Refused, duration
+from .translate_base import Refused, duration
 from .xds_pb2 import HTTP1, HTTP2, Cluster, HealthCheck
 
 # Envoy's defaults for the OutlierDetection fields the sidecar has.

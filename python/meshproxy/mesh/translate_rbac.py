@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .translate_routes import Refused, header_match, methods_of, string_of
+from .translate_base import Refused
+from .translate_routes import header_match, methods_of, string_of
 from .xds_messages import is_set
 from .xds_pb2 import RBAC, Permission, Policy, Principal, RbacFilter
 

@@ -6,7 +6,11 @@ sidecar ignores the port, so ``orders:*`` adds nothing to ``orders``). Envoy pic
 host first (exact domains, then ``*.suffix`` ones, longest first, then ``*``) and a route within
 it; the sidecar tries one flat list in order, so the runs are laid out in that order.
 
-What has no sidecar equivalent (redirects, retries, query matches, ...) is refused with a message
+A route's ``retry_policy`` is the sidecar's ``retry`` (its budget, which Envoy keeps on the
+cluster, is added by ``translate_breakers.with_budgets``); its ``redirect`` and
+``direct_response`` are the sidecar's, and so are its ``fault`` and ``rate_limit`` filter configs
+(``translate_filters``). What has no sidecar equivalent (query matches, prefix
+redirects, ...) is refused with a message
 naming where it is: a NACK, never a route that quietly means something else.
 """
 
@@ -14,14 +18,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.duration_pb2 import Duration
+from .translate_base import Refused, duration, percent_of
+from .translate_filters import route_filters
+from .translate_base import only as _only
+from .xds_pb2 import (
+    DirectResponseAction,
+    HeaderMatcher,
+    RedirectAction,
+    RetryPolicy,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+)
 
-from .xds_pb2 import HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch
-
-
-class Refused(ValueError):
-    """Resources with no sidecar equivalent; the message says which part and why. It becomes the
-    NACK's error_detail."""
+# The retry conditions the sidecar has: Envoy's names, which it took.
+_RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes")
+_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_REDIRECT_STATUSES = {RedirectAction.MOVED_PERMANENTLY: 301, RedirectAction.FOUND: 302, RedirectAction.SEE_OTHER: 303,
+                      RedirectAction.TEMPORARY_REDIRECT: 307, RedirectAction.PERMANENT_REDIRECT: 308}
+# Envoy's buffer for a body to send again, without per_request_buffer_limit_bytes: the
+# listener's connection buffer limit, 1 MiB by default.
+_ENVOY_BUFFER_LIMIT = 1024 * 1024
 
 
 def route_config_routes(config: RouteConfiguration) -> list[dict[str, Any]]:
@@ -62,6 +80,7 @@ def route_clusters(config: RouteConfiguration) -> set[str]:
             if action.cluster:
                 names.add(action.cluster)
             names.update(weighted.name for weighted in action.weighted_clusters.clusters)
+            names.update(mirror.cluster for mirror in action.request_mirror_policies if mirror.cluster)
     return names
 
 
@@ -94,17 +113,57 @@ def _host_rank(host: str | None) -> tuple[int, int]:
 
 
 def _route(route: Route, where: str) -> dict[str, Any]:
-    _only(route, {"name", "match", "route", "metadata", "decorator"}, where)
-    if not route.HasField("route"):
-        raise Refused(f"{where}: only routes to clusters translate; found no route action")
+    _only(route, {"name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
+                  "per_request_buffer_limit_bytes", "typed_per_filter_config"}, where)
     translated: dict[str, Any] = {}
     if route.name:
         translated["name"] = route.name
     match = _match(route.match, f"{where}: match")
     if match:
         translated["match"] = match
-    translated.update(_action(route.route, f"{where}: route"))
+    kind = route.WhichOneof("action")
+    if kind == "route":
+        translated.update(_action(route.route, f"{where}: route"))
+    elif kind == "redirect":
+        translated["redirect"] = _redirect(route.redirect, f"{where}: redirect")
+    elif kind == "direct_response":
+        translated["direct_response"] = _direct_response(route.direct_response, f"{where}: direct_response")
+    else:
+        raise Refused(f"{where}: expected a route, redirect or direct_response action; found {kind or 'none'}")
+    translated.update(route_filters(route.typed_per_filter_config, where))
+    if "retry" in translated:
+        limit = route.per_request_buffer_limit_bytes
+        translated["retry"]["max_replay_bytes"] = limit.value if route.HasField("per_request_buffer_limit_bytes") \
+            else _ENVOY_BUFFER_LIMIT
+    elif route.HasField("per_request_buffer_limit_bytes"):
+        raise Refused(f"{where}: per_request_buffer_limit_bytes applies with a retry_policy only in the sidecar")
     return translated
+
+
+def _redirect(redirect: RedirectAction, where: str) -> dict[str, Any]:
+    # Envoy's host_redirect replaces the authority whole, as the sidecar's host does.
+    _only(redirect, {"host_redirect", "response_code", "strip_query", "scheme_redirect", "https_redirect",
+                     "path_redirect"}, where)
+    translated: dict[str, Any] = {"status": _REDIRECT_STATUSES[redirect.response_code],
+                                  "strip_query": redirect.strip_query}
+    if redirect.path_redirect:
+        translated["path"] = redirect.path_redirect
+    if redirect.host_redirect:
+        translated["host"] = redirect.host_redirect
+    if redirect.https_redirect:
+        translated["scheme"] = "https"
+    elif redirect.scheme_redirect:
+        translated["scheme"] = redirect.scheme_redirect
+    return translated
+
+
+def _direct_response(direct: DirectResponseAction, where: str) -> dict[str, Any]:
+    _only(direct, {"status", "body"}, where)
+    kind = direct.body.WhichOneof("specifier")
+    if kind not in (None, "inline_string", "inline_bytes"):
+        raise Refused(f"{where}: body: {kind} has no sidecar equivalent; expected inline_string or inline_bytes")
+    body = direct.body.inline_string if kind == "inline_string" else direct.body.inline_bytes.decode("utf-8", "replace")
+    return {"status": direct.status, "body": body}
 
 
 def _match(match: RouteMatch, where: str) -> dict[str, Any]:
@@ -140,7 +199,8 @@ def _match(match: RouteMatch, where: str) -> dict[str, Any]:
 
 def _action(action: RouteAction, where: str) -> dict[str, Any]:
     _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code",
-                   "hash_policy"}, where)
+                   "hash_policy", "retry_policy", "request_mirror_policies", "regex_rewrite",
+                   "host_rewrite_literal"}, where)
     translated: dict[str, Any] = {}
     kind = action.WhichOneof("cluster_specifier")
     if kind == "cluster":
@@ -158,9 +218,70 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
         translated["timeout"] = duration(action.timeout)
     if action.prefix_rewrite:
         translated["prefix_rewrite"] = action.prefix_rewrite
+    if action.HasField("regex_rewrite"):
+        rewrite = action.regex_rewrite
+        _only(rewrite, {"pattern", "substitution"}, f"{where}: regex_rewrite")
+        _only(rewrite.pattern, {"regex"}, f"{where}: regex_rewrite.pattern")
+        translated["regex_rewrite"] = {"pattern": rewrite.pattern.regex, "substitution": rewrite.substitution}
+    if action.host_rewrite_literal:
+        translated["host_rewrite"] = action.host_rewrite_literal
     if action.hash_policy:
         translated["hash_policy"] = [_hash_source(policy, f"{where}: hash_policy[{i}]")
                                      for i, policy in enumerate(action.hash_policy)]
+    if action.HasField("retry_policy"):
+        translated["retry"] = _retry(action.retry_policy, f"{where}: retry_policy")
+    if action.request_mirror_policies:
+        translated["mirror"] = _mirror(action.request_mirror_policies, f"{where}: request_mirror_policies")
+    return translated
+
+
+def _mirror(policies: Any, where: str) -> dict[str, Any]:
+    if len(policies) > 1:
+        raise Refused(f"{where}: the sidecar mirrors a route to one cluster; found {len(policies)}")
+    policy = policies[0]
+    _only(policy, {"cluster", "runtime_fraction"}, f"{where}[0]")
+    if not policy.cluster:
+        raise Refused(f"{where}[0]: expected a cluster")
+    percent = 100.0  # Envoy's, without runtime_fraction
+    if policy.HasField("runtime_fraction"):
+        _only(policy.runtime_fraction, {"default_value"}, f"{where}[0]: runtime_fraction")
+        percent = percent_of(policy.runtime_fraction.default_value)
+    return {"cluster": policy.cluster, "percent": percent}
+
+
+def _retry(policy: RetryPolicy, where: str) -> dict[str, Any]:
+    """The sidecar's retry (without its budget and body bound, which Envoy keeps elsewhere)."""
+    # host_selection_retry_max_attempts is how hard Envoy looks for another endpoint; the
+    # sidecar's balancer always avoids the ones tried when there is another.
+    _only(policy, {"retry_on", "num_retries", "per_try_timeout", "retry_back_off", "retriable_status_codes",
+                   "retry_host_predicate", "host_selection_retry_max_attempts"}, where)
+    conditions = [condition.strip() for condition in policy.retry_on.split(",") if condition.strip()]
+    for condition in conditions:
+        if condition not in _RETRY_ON:
+            raise Refused(f"{where}: retry_on '{condition}' has no sidecar equivalent; expected some of "
+                          f"{', '.join(_RETRY_ON)}")
+    if not conditions:
+        raise Refused(f"{where}: retry_on is empty; expected some of {', '.join(_RETRY_ON)}")
+    hosts = policy.retry_host_predicate
+    if [p.name for p in hosts] != [_PREVIOUS_HOSTS] or not hosts[0].typed_config.type_url.endswith(
+            ".PreviousHostsPredicate"):
+        raise Refused(f"{where}: retry_host_predicate must be [{_PREVIOUS_HOSTS}]: the sidecar retries on another "
+                      "endpoint when there is one")
+    # Envoy's defaults: 1 retry; a back-off from 25ms, at most 10 times the base.
+    retries = policy.num_retries.value if policy.HasField("num_retries") else 1
+    translated: dict[str, Any] = {"retry_on": conditions, "attempts": retries + 1}
+    if policy.HasField("per_try_timeout") and duration(policy.per_try_timeout) != "0ms":
+        translated["per_try_timeout"] = duration(policy.per_try_timeout)
+    if policy.retriable_status_codes:
+        translated["retriable_status_codes"] = list(policy.retriable_status_codes)
+    back_off = policy.retry_back_off
+    if policy.HasField("retry_back_off"):
+        base = back_off.base_interval.seconds * 1000 + back_off.base_interval.nanos // 1_000_000
+        translated["backoff"] = {"base_interval": duration(back_off.base_interval),
+                                 "max_interval": duration(back_off.max_interval) if back_off.HasField("max_interval")
+                                 else f"{10 * base}ms"}
+    else:
+        translated["backoff"] = {"base_interval": "25ms", "max_interval": "250ms"}
     return translated
 
 
@@ -228,19 +349,3 @@ def string_of(matcher: Any, where: str) -> tuple[str, object]:
     if kind in ("exact", "prefix", "suffix", "contains"):
         return kind, getattr(matcher, kind)
     raise Refused(f"{where}: a {kind or 'missing'} string match has no sidecar equivalent")
-
-
-def duration(value: Duration) -> str:
-    """A protobuf Duration in the sidecar's form (milliseconds; ``0`` for none)."""
-    millis = value.seconds * 1000 + value.nanos // 1_000_000
-    if millis == 0 and value.nanos > 0:
-        millis = 1  # shorter than the sidecar's resolution, but not "no timeout"
-    return f"{millis}ms"
-
-
-def _only(message: Any, allowed: set[str], where: str) -> None:
-    """Refuses a message with any field set beyond ``allowed``: each has a meaning the sidecar
-    would otherwise drop without a word."""
-    extra = sorted(field.name for field, _ in message.ListFields() if field.name not in allowed)
-    if extra:
-        raise Refused(f"{where}: {', '.join(extra)} {'has' if len(extra) == 1 else 'have'} no sidecar equivalent")

@@ -51,6 +51,17 @@ class TrafficDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNSPECIFIED: _ClassVar[TrafficDirection]
     INBOUND: _ClassVar[TrafficDirection]
     OUTBOUND: _ClassVar[TrafficDirection]
+
+class VhRateLimitsOptions(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERRIDE: _ClassVar[VhRateLimitsOptions]
+    INCLUDE: _ClassVar[VhRateLimitsOptions]
+    IGNORE: _ClassVar[VhRateLimitsOptions]
+
+class XRateLimitHeadersRFCVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFF: _ClassVar[XRateLimitHeadersRFCVersion]
+    DRAFT_VERSION_03: _ClassVar[XRateLimitHeadersRFCVersion]
 HTTP1: CodecClientType
 HTTP2: CodecClientType
 HTTP3: CodecClientType
@@ -75,6 +86,11 @@ HIGH: RoutingPriority
 UNSPECIFIED: TrafficDirection
 INBOUND: TrafficDirection
 OUTBOUND: TrafficDirection
+OVERRIDE: VhRateLimitsOptions
+INCLUDE: VhRateLimitsOptions
+IGNORE: VhRateLimitsOptions
+OFF: XRateLimitHeadersRFCVersion
+DRAFT_VERSION_03: XRateLimitHeadersRFCVersion
 
 class DiscoveryRequest(_message.Message):
     __slots__ = ("version_info", "node", "resource_names", "resource_locators", "type_url", "response_nonce", "error_detail")
@@ -618,13 +634,13 @@ class RouteConfiguration(_message.Message):
     validate_clusters: _wrappers_pb2.BoolValue
     max_direct_response_body_size_bytes: _wrappers_pb2.UInt32Value
     cluster_specifier_plugins: _containers.RepeatedScalarFieldContainer[bytes]
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     ignore_port_in_host_matching: bool
     vhost_header: str
     ignore_path_parameters_in_path_matching: bool
     typed_per_filter_config: _containers.MessageMap[str, _any_pb2.Any]
     metadata: Metadata
-    def __init__(self, name: _Optional[str] = ..., virtual_hosts: _Optional[_Iterable[_Union[VirtualHost, _Mapping]]] = ..., vhds: _Optional[bytes] = ..., internal_only_headers: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., most_specific_header_mutations_wins: _Optional[bool] = ..., validate_clusters: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., max_direct_response_body_size_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., cluster_specifier_plugins: _Optional[_Iterable[bytes]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., ignore_port_in_host_matching: _Optional[bool] = ..., vhost_header: _Optional[str] = ..., ignore_path_parameters_in_path_matching: _Optional[bool] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., virtual_hosts: _Optional[_Iterable[_Union[VirtualHost, _Mapping]]] = ..., vhds: _Optional[bytes] = ..., internal_only_headers: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., most_specific_header_mutations_wins: _Optional[bool] = ..., validate_clusters: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., max_direct_response_body_size_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., cluster_specifier_plugins: _Optional[_Iterable[bytes]] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., ignore_port_in_host_matching: _Optional[bool] = ..., vhost_header: _Optional[str] = ..., ignore_path_parameters_in_path_matching: _Optional[bool] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class VirtualHost(_message.Message):
     __slots__ = ("name", "domains", "routes", "matcher", "require_tls", "virtual_clusters", "rate_limits", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "cors", "typed_per_filter_config", "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy", "retry_policy_typed_config", "hedge_policy", "include_is_timeout_retry_header", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "request_mirror_policies", "metadata")
@@ -681,15 +697,15 @@ class VirtualHost(_message.Message):
     typed_per_filter_config: _containers.MessageMap[str, _any_pb2.Any]
     include_request_attempt_count: bool
     include_attempt_count_in_response: bool
-    retry_policy: bytes
+    retry_policy: RetryPolicy
     retry_policy_typed_config: _any_pb2.Any
     hedge_policy: bytes
     include_is_timeout_retry_header: bool
     per_request_buffer_limit_bytes: _wrappers_pb2.UInt32Value
     request_body_buffer_limit: bytes
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     metadata: Metadata
-    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., matcher: _Optional[bytes] = ..., require_tls: _Optional[_Union[VirtualHost.TlsRequirementType, str]] = ..., virtual_clusters: _Optional[_Iterable[bytes]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., cors: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., include_request_attempt_count: _Optional[bool] = ..., include_attempt_count_in_response: _Optional[bool] = ..., retry_policy: _Optional[bytes] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., include_is_timeout_retry_header: _Optional[bool] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., request_body_buffer_limit: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., matcher: _Optional[bytes] = ..., require_tls: _Optional[_Union[VirtualHost.TlsRequirementType, str]] = ..., virtual_clusters: _Optional[_Iterable[bytes]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., cors: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., include_request_attempt_count: _Optional[bool] = ..., include_attempt_count_in_response: _Optional[bool] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., include_is_timeout_retry_header: _Optional[bool] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., request_body_buffer_limit: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("name", "match", "metadata", "decorator", "typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "tracing", "per_request_buffer_limit_bytes", "stat_prefix", "request_body_buffer_limit", "route", "redirect", "direct_response", "filter_action", "non_forwarding_action")
@@ -732,11 +748,11 @@ class Route(_message.Message):
     stat_prefix: str
     request_body_buffer_limit: bytes
     route: RouteAction
-    redirect: bytes
-    direct_response: bytes
+    redirect: RedirectAction
+    direct_response: DirectResponseAction
     filter_action: bytes
     non_forwarding_action: bytes
-    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Union[RouteMatch, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., decorator: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., tracing: _Optional[bytes] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., stat_prefix: _Optional[str] = ..., request_body_buffer_limit: _Optional[bytes] = ..., route: _Optional[_Union[RouteAction, _Mapping]] = ..., redirect: _Optional[bytes] = ..., direct_response: _Optional[bytes] = ..., filter_action: _Optional[bytes] = ..., non_forwarding_action: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., match: _Optional[_Union[RouteMatch, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., decorator: _Optional[bytes] = ..., typed_per_filter_config: _Optional[_Mapping[str, _any_pb2.Any]] = ..., request_headers_to_add: _Optional[_Iterable[bytes]] = ..., request_headers_to_remove: _Optional[_Iterable[str]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., response_headers_to_remove: _Optional[_Iterable[str]] = ..., tracing: _Optional[bytes] = ..., per_request_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., stat_prefix: _Optional[str] = ..., request_body_buffer_limit: _Optional[bytes] = ..., route: _Optional[_Union[RouteAction, _Mapping]] = ..., redirect: _Optional[_Union[RedirectAction, _Mapping]] = ..., direct_response: _Optional[_Union[DirectResponseAction, _Mapping]] = ..., filter_action: _Optional[bytes] = ..., non_forwarding_action: _Optional[bytes] = ...) -> None: ...
 
 class RouteMatch(_message.Message):
     __slots__ = ("case_sensitive", "runtime_fraction", "headers", "query_parameters", "grpc", "tls_context", "dynamic_metadata", "filter_state", "prefix", "path", "safe_regex", "connect_matcher", "path_separated_prefix", "path_match_policy")
@@ -755,7 +771,7 @@ class RouteMatch(_message.Message):
     PATH_SEPARATED_PREFIX_FIELD_NUMBER: _ClassVar[int]
     PATH_MATCH_POLICY_FIELD_NUMBER: _ClassVar[int]
     case_sensitive: _wrappers_pb2.BoolValue
-    runtime_fraction: bytes
+    runtime_fraction: RuntimeFractionalPercent
     headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
     query_parameters: _containers.RepeatedScalarFieldContainer[bytes]
     grpc: bytes
@@ -768,7 +784,7 @@ class RouteMatch(_message.Message):
     connect_matcher: bytes
     path_separated_prefix: str
     path_match_policy: bytes
-    def __init__(self, case_sensitive: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., runtime_fraction: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., query_parameters: _Optional[_Iterable[bytes]] = ..., grpc: _Optional[bytes] = ..., tls_context: _Optional[bytes] = ..., dynamic_metadata: _Optional[_Iterable[bytes]] = ..., filter_state: _Optional[_Iterable[bytes]] = ..., prefix: _Optional[str] = ..., path: _Optional[str] = ..., safe_regex: _Optional[_Union[RegexMatcher, _Mapping]] = ..., connect_matcher: _Optional[bytes] = ..., path_separated_prefix: _Optional[str] = ..., path_match_policy: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, case_sensitive: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., runtime_fraction: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., query_parameters: _Optional[_Iterable[bytes]] = ..., grpc: _Optional[bytes] = ..., tls_context: _Optional[bytes] = ..., dynamic_metadata: _Optional[_Iterable[bytes]] = ..., filter_state: _Optional[_Iterable[bytes]] = ..., prefix: _Optional[str] = ..., path: _Optional[str] = ..., safe_regex: _Optional[_Union[RegexMatcher, _Mapping]] = ..., connect_matcher: _Optional[bytes] = ..., path_separated_prefix: _Optional[str] = ..., path_match_policy: _Optional[bytes] = ...) -> None: ...
 
 class RouteAction(_message.Message):
     __slots__ = ("cluster_not_found_response_code", "metadata_match", "prefix_rewrite", "regex_rewrite", "path_rewrite_policy", "path_rewrite", "append_x_forwarded_host", "timeout", "idle_timeout", "flush_timeout", "early_data_policy", "retry_policy", "retry_policy_typed_config", "request_mirror_policies", "priority", "rate_limits", "include_vh_rate_limits", "hash_policy", "cors", "max_grpc_timeout", "grpc_timeout_offset", "upgrade_configs", "internal_redirect_policy", "internal_redirect_action", "max_internal_redirects", "hedge_policy", "max_stream_duration", "cluster", "cluster_header", "weighted_clusters", "cluster_specifier_plugin", "inline_cluster_specifier_plugin", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header", "host_rewrite_path_regex", "host_rewrite")
@@ -786,6 +802,23 @@ class RouteAction(_message.Message):
         HANDLE_INTERNAL_REDIRECT: _ClassVar[RouteAction.InternalRedirectAction]
     PASS_THROUGH_INTERNAL_REDIRECT: RouteAction.InternalRedirectAction
     HANDLE_INTERNAL_REDIRECT: RouteAction.InternalRedirectAction
+    class RequestMirrorPolicy(_message.Message):
+        __slots__ = ("cluster", "cluster_header", "runtime_fraction", "trace_sampled", "disable_shadow_host_suffix_append", "request_headers_mutations", "host_rewrite_literal")
+        CLUSTER_FIELD_NUMBER: _ClassVar[int]
+        CLUSTER_HEADER_FIELD_NUMBER: _ClassVar[int]
+        RUNTIME_FRACTION_FIELD_NUMBER: _ClassVar[int]
+        TRACE_SAMPLED_FIELD_NUMBER: _ClassVar[int]
+        DISABLE_SHADOW_HOST_SUFFIX_APPEND_FIELD_NUMBER: _ClassVar[int]
+        REQUEST_HEADERS_MUTATIONS_FIELD_NUMBER: _ClassVar[int]
+        HOST_REWRITE_LITERAL_FIELD_NUMBER: _ClassVar[int]
+        cluster: str
+        cluster_header: str
+        runtime_fraction: RuntimeFractionalPercent
+        trace_sampled: _wrappers_pb2.BoolValue
+        disable_shadow_host_suffix_append: bool
+        request_headers_mutations: _containers.RepeatedScalarFieldContainer[bytes]
+        host_rewrite_literal: str
+        def __init__(self, cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., runtime_fraction: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., trace_sampled: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., disable_shadow_host_suffix_append: _Optional[bool] = ..., request_headers_mutations: _Optional[_Iterable[bytes]] = ..., host_rewrite_literal: _Optional[str] = ...) -> None: ...
     class HashPolicy(_message.Message):
         __slots__ = ("terminal", "header", "cookie", "connection_properties", "query_parameter", "filter_state")
         class Header(_message.Message):
@@ -793,8 +826,8 @@ class RouteAction(_message.Message):
             HEADER_NAME_FIELD_NUMBER: _ClassVar[int]
             REGEX_REWRITE_FIELD_NUMBER: _ClassVar[int]
             header_name: str
-            regex_rewrite: bytes
-            def __init__(self, header_name: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ...) -> None: ...
+            regex_rewrite: RegexMatchAndSubstitute
+            def __init__(self, header_name: _Optional[str] = ..., regex_rewrite: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ...) -> None: ...
         class Cookie(_message.Message):
             __slots__ = ("name", "ttl", "path", "attributes")
             NAME_FIELD_NUMBER: _ClassVar[int]
@@ -864,7 +897,7 @@ class RouteAction(_message.Message):
     cluster_not_found_response_code: RouteAction.ClusterNotFoundResponseCode
     metadata_match: Metadata
     prefix_rewrite: str
-    regex_rewrite: bytes
+    regex_rewrite: RegexMatchAndSubstitute
     path_rewrite_policy: bytes
     path_rewrite: str
     append_x_forwarded_host: bool
@@ -872,9 +905,9 @@ class RouteAction(_message.Message):
     idle_timeout: _duration_pb2.Duration
     flush_timeout: _duration_pb2.Duration
     early_data_policy: bytes
-    retry_policy: bytes
+    retry_policy: RetryPolicy
     retry_policy_typed_config: _any_pb2.Any
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     priority: RoutingPriority
     rate_limits: _containers.RepeatedScalarFieldContainer[bytes]
     include_vh_rate_limits: _wrappers_pb2.BoolValue
@@ -896,9 +929,127 @@ class RouteAction(_message.Message):
     host_rewrite_literal: str
     auto_host_rewrite: _wrappers_pb2.BoolValue
     host_rewrite_header: str
-    host_rewrite_path_regex: bytes
+    host_rewrite_path_regex: RegexMatchAndSubstitute
     host_rewrite: str
-    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[bytes] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[bytes] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[bytes] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_not_found_response_code: _Optional[_Union[RouteAction.ClusterNotFoundResponseCode, str]] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ..., path_rewrite_policy: _Optional[bytes] = ..., path_rewrite: _Optional[str] = ..., append_x_forwarded_host: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., early_data_policy: _Optional[bytes] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., retry_policy_typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., priority: _Optional[_Union[RoutingPriority, str]] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., include_vh_rate_limits: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., cors: _Optional[bytes] = ..., max_grpc_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., grpc_timeout_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upgrade_configs: _Optional[_Iterable[bytes]] = ..., internal_redirect_policy: _Optional[bytes] = ..., internal_redirect_action: _Optional[_Union[RouteAction.InternalRedirectAction, str]] = ..., max_internal_redirects: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., hedge_policy: _Optional[bytes] = ..., max_stream_duration: _Optional[bytes] = ..., cluster: _Optional[str] = ..., cluster_header: _Optional[str] = ..., weighted_clusters: _Optional[_Union[WeightedCluster, _Mapping]] = ..., cluster_specifier_plugin: _Optional[str] = ..., inline_cluster_specifier_plugin: _Optional[bytes] = ..., host_rewrite_literal: _Optional[str] = ..., auto_host_rewrite: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., host_rewrite_header: _Optional[str] = ..., host_rewrite_path_regex: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ..., host_rewrite: _Optional[str] = ...) -> None: ...
+
+class RedirectAction(_message.Message):
+    __slots__ = ("host_redirect", "port_redirect", "response_code", "strip_query", "https_redirect", "scheme_redirect", "path_redirect", "prefix_rewrite", "regex_rewrite")
+    class RedirectResponseCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MOVED_PERMANENTLY: _ClassVar[RedirectAction.RedirectResponseCode]
+        FOUND: _ClassVar[RedirectAction.RedirectResponseCode]
+        SEE_OTHER: _ClassVar[RedirectAction.RedirectResponseCode]
+        TEMPORARY_REDIRECT: _ClassVar[RedirectAction.RedirectResponseCode]
+        PERMANENT_REDIRECT: _ClassVar[RedirectAction.RedirectResponseCode]
+    MOVED_PERMANENTLY: RedirectAction.RedirectResponseCode
+    FOUND: RedirectAction.RedirectResponseCode
+    SEE_OTHER: RedirectAction.RedirectResponseCode
+    TEMPORARY_REDIRECT: RedirectAction.RedirectResponseCode
+    PERMANENT_REDIRECT: RedirectAction.RedirectResponseCode
+    HOST_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    PORT_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    STRIP_QUERY_FIELD_NUMBER: _ClassVar[int]
+    HTTPS_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    PATH_REDIRECT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_REWRITE_FIELD_NUMBER: _ClassVar[int]
+    REGEX_REWRITE_FIELD_NUMBER: _ClassVar[int]
+    host_redirect: str
+    port_redirect: int
+    response_code: RedirectAction.RedirectResponseCode
+    strip_query: bool
+    https_redirect: bool
+    scheme_redirect: str
+    path_redirect: str
+    prefix_rewrite: str
+    regex_rewrite: RegexMatchAndSubstitute
+    def __init__(self, host_redirect: _Optional[str] = ..., port_redirect: _Optional[int] = ..., response_code: _Optional[_Union[RedirectAction.RedirectResponseCode, str]] = ..., strip_query: _Optional[bool] = ..., https_redirect: _Optional[bool] = ..., scheme_redirect: _Optional[str] = ..., path_redirect: _Optional[str] = ..., prefix_rewrite: _Optional[str] = ..., regex_rewrite: _Optional[_Union[RegexMatchAndSubstitute, _Mapping]] = ...) -> None: ...
+
+class DirectResponseAction(_message.Message):
+    __slots__ = ("status", "body", "body_format")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    BODY_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    body: DataSource
+    body_format: bytes
+    def __init__(self, status: _Optional[int] = ..., body: _Optional[_Union[DataSource, _Mapping]] = ..., body_format: _Optional[bytes] = ...) -> None: ...
+
+class RuntimeFractionalPercent(_message.Message):
+    __slots__ = ("default_value", "runtime_key")
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_KEY_FIELD_NUMBER: _ClassVar[int]
+    default_value: FractionalPercent
+    runtime_key: str
+    def __init__(self, default_value: _Optional[_Union[FractionalPercent, _Mapping]] = ..., runtime_key: _Optional[str] = ...) -> None: ...
+
+class FractionalPercent(_message.Message):
+    __slots__ = ("numerator", "denominator")
+    class DenominatorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        HUNDRED: _ClassVar[FractionalPercent.DenominatorType]
+        TEN_THOUSAND: _ClassVar[FractionalPercent.DenominatorType]
+        MILLION: _ClassVar[FractionalPercent.DenominatorType]
+    HUNDRED: FractionalPercent.DenominatorType
+    TEN_THOUSAND: FractionalPercent.DenominatorType
+    MILLION: FractionalPercent.DenominatorType
+    NUMERATOR_FIELD_NUMBER: _ClassVar[int]
+    DENOMINATOR_FIELD_NUMBER: _ClassVar[int]
+    numerator: int
+    denominator: FractionalPercent.DenominatorType
+    def __init__(self, numerator: _Optional[int] = ..., denominator: _Optional[_Union[FractionalPercent.DenominatorType, str]] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout", "retry_priority", "retry_host_predicate", "retry_options_predicates", "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off", "rate_limited_retry_back_off", "retriable_headers", "retriable_request_headers")
+    class ResetHeaderFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SECONDS: _ClassVar[RetryPolicy.ResetHeaderFormat]
+        UNIX_TIMESTAMP: _ClassVar[RetryPolicy.ResetHeaderFormat]
+    SECONDS: RetryPolicy.ResetHeaderFormat
+    UNIX_TIMESTAMP: RetryPolicy.ResetHeaderFormat
+    class RetryHostPredicate(_message.Message):
+        __slots__ = ("name", "typed_config")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        TYPED_CONFIG_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        typed_config: _any_pb2.Any
+        def __init__(self, name: _Optional[str] = ..., typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    class RetryBackOff(_message.Message):
+        __slots__ = ("base_interval", "max_interval")
+        BASE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+        MAX_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+        base_interval: _duration_pb2.Duration
+        max_interval: _duration_pb2.Duration
+        def __init__(self, base_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    RETRY_ON_FIELD_NUMBER: _ClassVar[int]
+    NUM_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    PER_TRY_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    PER_TRY_IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_HOST_PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_OPTIONS_PREDICATES_FIELD_NUMBER: _ClassVar[int]
+    HOST_SELECTION_RETRY_MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RETRIABLE_STATUS_CODES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACK_OFF_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_RETRY_BACK_OFF_FIELD_NUMBER: _ClassVar[int]
+    RETRIABLE_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    RETRIABLE_REQUEST_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    retry_on: str
+    num_retries: _wrappers_pb2.UInt32Value
+    per_try_timeout: _duration_pb2.Duration
+    per_try_idle_timeout: _duration_pb2.Duration
+    retry_priority: bytes
+    retry_host_predicate: _containers.RepeatedCompositeFieldContainer[RetryPolicy.RetryHostPredicate]
+    retry_options_predicates: _containers.RepeatedScalarFieldContainer[bytes]
+    host_selection_retry_max_attempts: int
+    retriable_status_codes: _containers.RepeatedScalarFieldContainer[int]
+    retry_back_off: RetryPolicy.RetryBackOff
+    rate_limited_retry_back_off: bytes
+    retriable_headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
+    retriable_request_headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
+    def __init__(self, retry_on: _Optional[str] = ..., num_retries: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., per_try_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_try_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_priority: _Optional[bytes] = ..., retry_host_predicate: _Optional[_Iterable[_Union[RetryPolicy.RetryHostPredicate, _Mapping]]] = ..., retry_options_predicates: _Optional[_Iterable[bytes]] = ..., host_selection_retry_max_attempts: _Optional[int] = ..., retriable_status_codes: _Optional[_Iterable[int]] = ..., retry_back_off: _Optional[_Union[RetryPolicy.RetryBackOff, _Mapping]] = ..., rate_limited_retry_back_off: _Optional[bytes] = ..., retriable_headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., retriable_request_headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ...) -> None: ...
 
 class WeightedCluster(_message.Message):
     __slots__ = ("clusters", "total_weight", "runtime_key_prefix", "header_name", "use_hash_policy")
@@ -996,6 +1147,14 @@ class RegexMatcher(_message.Message):
     google_re2: bytes
     def __init__(self, regex: _Optional[str] = ..., google_re2: _Optional[bytes] = ...) -> None: ...
 
+class RegexMatchAndSubstitute(_message.Message):
+    __slots__ = ("pattern", "substitution")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    SUBSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    pattern: RegexMatcher
+    substitution: str
+    def __init__(self, pattern: _Optional[_Union[RegexMatcher, _Mapping]] = ..., substitution: _Optional[str] = ...) -> None: ...
+
 class PathMatcher(_message.Message):
     __slots__ = ("path",)
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -1019,6 +1178,116 @@ class RbacFilter(_message.Message):
     shadow_rules_stat_prefix: str
     track_per_rule_stats: bool
     def __init__(self, rules: _Optional[_Union[RBAC, _Mapping]] = ..., rules_stat_prefix: _Optional[str] = ..., matcher: _Optional[bytes] = ..., shadow_rules: _Optional[_Union[RBAC, _Mapping]] = ..., shadow_matcher: _Optional[bytes] = ..., shadow_rules_stat_prefix: _Optional[str] = ..., track_per_rule_stats: _Optional[bool] = ...) -> None: ...
+
+class HttpFault(_message.Message):
+    __slots__ = ("delay", "abort", "upstream_cluster", "headers", "downstream_nodes", "max_active_faults", "response_rate_limit", "delay_percent_runtime", "abort_percent_runtime", "delay_duration_runtime", "abort_http_status_runtime", "max_active_faults_runtime", "response_rate_limit_percent_runtime", "abort_grpc_status_runtime", "disable_downstream_cluster_stats", "filter_metadata")
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_NODES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DELAY_PERCENT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ABORT_PERCENT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DELAY_DURATION_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ABORT_HTTP_STATUS_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_FAULTS_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_RATE_LIMIT_PERCENT_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ABORT_GRPC_STATUS_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_DOWNSTREAM_CLUSTER_STATS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_METADATA_FIELD_NUMBER: _ClassVar[int]
+    delay: FaultDelay
+    abort: FaultAbort
+    upstream_cluster: str
+    headers: _containers.RepeatedCompositeFieldContainer[HeaderMatcher]
+    downstream_nodes: _containers.RepeatedScalarFieldContainer[str]
+    max_active_faults: _wrappers_pb2.UInt32Value
+    response_rate_limit: bytes
+    delay_percent_runtime: str
+    abort_percent_runtime: str
+    delay_duration_runtime: str
+    abort_http_status_runtime: str
+    max_active_faults_runtime: str
+    response_rate_limit_percent_runtime: str
+    abort_grpc_status_runtime: str
+    disable_downstream_cluster_stats: bool
+    filter_metadata: _struct_pb2.Struct
+    def __init__(self, delay: _Optional[_Union[FaultDelay, _Mapping]] = ..., abort: _Optional[_Union[FaultAbort, _Mapping]] = ..., upstream_cluster: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[HeaderMatcher, _Mapping]]] = ..., downstream_nodes: _Optional[_Iterable[str]] = ..., max_active_faults: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., response_rate_limit: _Optional[bytes] = ..., delay_percent_runtime: _Optional[str] = ..., abort_percent_runtime: _Optional[str] = ..., delay_duration_runtime: _Optional[str] = ..., abort_http_status_runtime: _Optional[str] = ..., max_active_faults_runtime: _Optional[str] = ..., response_rate_limit_percent_runtime: _Optional[str] = ..., abort_grpc_status_runtime: _Optional[str] = ..., disable_downstream_cluster_stats: _Optional[bool] = ..., filter_metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class FaultAbort(_message.Message):
+    __slots__ = ("percentage", "http_status", "grpc_status", "header_abort")
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRPC_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_ABORT_FIELD_NUMBER: _ClassVar[int]
+    percentage: FractionalPercent
+    http_status: int
+    grpc_status: int
+    header_abort: bytes
+    def __init__(self, percentage: _Optional[_Union[FractionalPercent, _Mapping]] = ..., http_status: _Optional[int] = ..., grpc_status: _Optional[int] = ..., header_abort: _Optional[bytes] = ...) -> None: ...
+
+class FaultDelay(_message.Message):
+    __slots__ = ("percentage", "fixed_delay", "header_delay")
+    class FaultDelayType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FIXED: _ClassVar[FaultDelay.FaultDelayType]
+    FIXED: FaultDelay.FaultDelayType
+    PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    FIXED_DELAY_FIELD_NUMBER: _ClassVar[int]
+    HEADER_DELAY_FIELD_NUMBER: _ClassVar[int]
+    percentage: FractionalPercent
+    fixed_delay: _duration_pb2.Duration
+    header_delay: bytes
+    def __init__(self, percentage: _Optional[_Union[FractionalPercent, _Mapping]] = ..., fixed_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., header_delay: _Optional[bytes] = ...) -> None: ...
+
+class LocalRateLimit(_message.Message):
+    __slots__ = ("stat_prefix", "status", "token_bucket", "filter_enabled", "filter_enforced", "request_headers_to_add_when_not_enforced", "response_headers_to_add", "descriptors", "stage", "local_rate_limit_per_downstream_connection", "local_cluster_rate_limit", "enable_x_ratelimit_headers", "vh_rate_limits", "always_consume_default_token_bucket", "rate_limited_as_resource_exhausted", "rate_limits", "max_dynamic_descriptors")
+    STAT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    FILTER_ENFORCED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_HEADERS_TO_ADD_WHEN_NOT_ENFORCED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_HEADERS_TO_ADD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_RATE_LIMIT_PER_DOWNSTREAM_CONNECTION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_CLUSTER_RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_X_RATELIMIT_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    VH_RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    ALWAYS_CONSUME_DEFAULT_TOKEN_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITED_AS_RESOURCE_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DYNAMIC_DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    stat_prefix: str
+    status: bytes
+    token_bucket: TokenBucket
+    filter_enabled: RuntimeFractionalPercent
+    filter_enforced: RuntimeFractionalPercent
+    request_headers_to_add_when_not_enforced: _containers.RepeatedScalarFieldContainer[bytes]
+    response_headers_to_add: _containers.RepeatedScalarFieldContainer[bytes]
+    descriptors: _containers.RepeatedScalarFieldContainer[bytes]
+    stage: int
+    local_rate_limit_per_downstream_connection: bool
+    local_cluster_rate_limit: bytes
+    enable_x_ratelimit_headers: XRateLimitHeadersRFCVersion
+    vh_rate_limits: VhRateLimitsOptions
+    always_consume_default_token_bucket: _wrappers_pb2.BoolValue
+    rate_limited_as_resource_exhausted: bool
+    rate_limits: _containers.RepeatedScalarFieldContainer[bytes]
+    max_dynamic_descriptors: _wrappers_pb2.UInt32Value
+    def __init__(self, stat_prefix: _Optional[str] = ..., status: _Optional[bytes] = ..., token_bucket: _Optional[_Union[TokenBucket, _Mapping]] = ..., filter_enabled: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., filter_enforced: _Optional[_Union[RuntimeFractionalPercent, _Mapping]] = ..., request_headers_to_add_when_not_enforced: _Optional[_Iterable[bytes]] = ..., response_headers_to_add: _Optional[_Iterable[bytes]] = ..., descriptors: _Optional[_Iterable[bytes]] = ..., stage: _Optional[int] = ..., local_rate_limit_per_downstream_connection: _Optional[bool] = ..., local_cluster_rate_limit: _Optional[bytes] = ..., enable_x_ratelimit_headers: _Optional[_Union[XRateLimitHeadersRFCVersion, str]] = ..., vh_rate_limits: _Optional[_Union[VhRateLimitsOptions, str]] = ..., always_consume_default_token_bucket: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., rate_limited_as_resource_exhausted: _Optional[bool] = ..., rate_limits: _Optional[_Iterable[bytes]] = ..., max_dynamic_descriptors: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+
+class TokenBucket(_message.Message):
+    __slots__ = ("max_tokens", "tokens_per_fill", "fill_interval")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_FILL_FIELD_NUMBER: _ClassVar[int]
+    FILL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    tokens_per_fill: _wrappers_pb2.UInt32Value
+    fill_interval: _duration_pb2.Duration
+    def __init__(self, max_tokens: _Optional[int] = ..., tokens_per_fill: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., fill_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RBAC(_message.Message):
     __slots__ = ("action", "policies", "audit_logging_options")
@@ -1265,7 +1534,7 @@ class Cluster(_message.Message):
     load_assignment: ClusterLoadAssignment
     health_checks: _containers.RepeatedCompositeFieldContainer[HealthCheck]
     max_requests_per_connection: _wrappers_pb2.UInt32Value
-    circuit_breakers: bytes
+    circuit_breakers: CircuitBreakers
     upstream_http_protocol_options: bytes
     common_http_protocol_options: bytes
     http_protocol_options: bytes
@@ -1308,7 +1577,7 @@ class Cluster(_message.Message):
     original_dst_lb_config: bytes
     least_request_lb_config: bytes
     round_robin_lb_config: bytes
-    def __init__(self, transport_socket_matches: _Optional[_Iterable[bytes]] = ..., transport_socket_matcher: _Optional[bytes] = ..., name: _Optional[str] = ..., alt_stat_name: _Optional[str] = ..., eds_cluster_config: _Optional[_Union[Cluster.EdsClusterConfig, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_connection_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., lb_policy: _Optional[_Union[Cluster.LbPolicy, str]] = ..., load_assignment: _Optional[_Union[ClusterLoadAssignment, _Mapping]] = ..., health_checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ..., max_requests_per_connection: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., circuit_breakers: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., common_http_protocol_options: _Optional[bytes] = ..., http_protocol_options: _Optional[bytes] = ..., http2_protocol_options: _Optional[_Union[Http2ProtocolOptions, _Mapping]] = ..., typed_extension_protocol_options: _Optional[_Mapping[str, _any_pb2.Any]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_failure_refresh_rate: _Optional[bytes] = ..., respect_dns_ttl: _Optional[bool] = ..., dns_lookup_family: _Optional[_Union[Cluster.DnsLookupFamily, str]] = ..., dns_resolvers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., use_tcp_for_dns_lookups: _Optional[bool] = ..., dns_resolution_config: _Optional[bytes] = ..., typed_dns_resolver_config: _Optional[bytes] = ..., wait_for_warm_on_init: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., cleanup_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_bind_config: _Optional[bytes] = ..., lb_subset_config: _Optional[bytes] = ..., common_lb_config: _Optional[bytes] = ..., transport_socket: _Optional[_Union[TransportSocket, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., protocol_selection: _Optional[_Union[Cluster.ClusterProtocolSelection, str]] = ..., upstream_connection_options: _Optional[bytes] = ..., close_connections_on_host_health_failure: _Optional[bool] = ..., ignore_health_on_host_removal: _Optional[bool] = ..., filters: _Optional[_Iterable[bytes]] = ..., load_balancing_policy: _Optional[bytes] = ..., lrs_server: _Optional[bytes] = ..., lrs_report_endpoint_metrics: _Optional[_Iterable[str]] = ..., track_timeout_budgets: _Optional[bool] = ..., upstream_config: _Optional[bytes] = ..., track_cluster_stats: _Optional[bytes] = ..., preconnect_policy: _Optional[bytes] = ..., connection_pool_per_downstream_connection: _Optional[bool] = ..., type: _Optional[_Union[Cluster.DiscoveryType, str]] = ..., cluster_type: _Optional[bytes] = ..., ring_hash_lb_config: _Optional[bytes] = ..., maglev_lb_config: _Optional[bytes] = ..., original_dst_lb_config: _Optional[bytes] = ..., least_request_lb_config: _Optional[bytes] = ..., round_robin_lb_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, transport_socket_matches: _Optional[_Iterable[bytes]] = ..., transport_socket_matcher: _Optional[bytes] = ..., name: _Optional[str] = ..., alt_stat_name: _Optional[str] = ..., eds_cluster_config: _Optional[_Union[Cluster.EdsClusterConfig, _Mapping]] = ..., connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., per_connection_buffer_limit_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., lb_policy: _Optional[_Union[Cluster.LbPolicy, str]] = ..., load_assignment: _Optional[_Union[ClusterLoadAssignment, _Mapping]] = ..., health_checks: _Optional[_Iterable[_Union[HealthCheck, _Mapping]]] = ..., max_requests_per_connection: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., circuit_breakers: _Optional[_Union[CircuitBreakers, _Mapping]] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., common_http_protocol_options: _Optional[bytes] = ..., http_protocol_options: _Optional[bytes] = ..., http2_protocol_options: _Optional[_Union[Http2ProtocolOptions, _Mapping]] = ..., typed_extension_protocol_options: _Optional[_Mapping[str, _any_pb2.Any]] = ..., dns_refresh_rate: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dns_failure_refresh_rate: _Optional[bytes] = ..., respect_dns_ttl: _Optional[bool] = ..., dns_lookup_family: _Optional[_Union[Cluster.DnsLookupFamily, str]] = ..., dns_resolvers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., use_tcp_for_dns_lookups: _Optional[bool] = ..., dns_resolution_config: _Optional[bytes] = ..., typed_dns_resolver_config: _Optional[bytes] = ..., wait_for_warm_on_init: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., outlier_detection: _Optional[_Union[OutlierDetection, _Mapping]] = ..., cleanup_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_bind_config: _Optional[bytes] = ..., lb_subset_config: _Optional[bytes] = ..., common_lb_config: _Optional[bytes] = ..., transport_socket: _Optional[_Union[TransportSocket, _Mapping]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ..., protocol_selection: _Optional[_Union[Cluster.ClusterProtocolSelection, str]] = ..., upstream_connection_options: _Optional[bytes] = ..., close_connections_on_host_health_failure: _Optional[bool] = ..., ignore_health_on_host_removal: _Optional[bool] = ..., filters: _Optional[_Iterable[bytes]] = ..., load_balancing_policy: _Optional[bytes] = ..., lrs_server: _Optional[bytes] = ..., lrs_report_endpoint_metrics: _Optional[_Iterable[str]] = ..., track_timeout_budgets: _Optional[bool] = ..., upstream_config: _Optional[bytes] = ..., track_cluster_stats: _Optional[bytes] = ..., preconnect_policy: _Optional[bytes] = ..., connection_pool_per_downstream_connection: _Optional[bool] = ..., type: _Optional[_Union[Cluster.DiscoveryType, str]] = ..., cluster_type: _Optional[bytes] = ..., ring_hash_lb_config: _Optional[bytes] = ..., maglev_lb_config: _Optional[bytes] = ..., original_dst_lb_config: _Optional[bytes] = ..., least_request_lb_config: _Optional[bytes] = ..., round_robin_lb_config: _Optional[bytes] = ...) -> None: ...
 
 class OutlierDetection(_message.Message):
     __slots__ = ("consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_success_rate", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure", "split_external_local_origin_errors", "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure", "enforcing_local_origin_success_rate", "failure_percentage_threshold", "enforcing_failure_percentage", "enforcing_failure_percentage_local_origin", "failure_percentage_minimum_hosts", "failure_percentage_request_volume", "max_ejection_time", "max_ejection_time_jitter", "successful_active_health_check_uneject_host", "monitors", "always_eject_one_host")
@@ -1363,6 +1632,46 @@ class OutlierDetection(_message.Message):
     monitors: _containers.RepeatedScalarFieldContainer[bytes]
     always_eject_one_host: _wrappers_pb2.BoolValue
     def __init__(self, consecutive_5xx: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., base_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_percent: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_5xx: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_success_rate: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_minimum_hosts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_request_volume: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., success_rate_stdev_factor: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., consecutive_gateway_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_gateway_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., split_external_local_origin_errors: _Optional[bool] = ..., consecutive_local_origin_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_consecutive_local_origin_failure: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_local_origin_success_rate: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_threshold: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_failure_percentage: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., enforcing_failure_percentage_local_origin: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_minimum_hosts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., failure_percentage_request_volume: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_ejection_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_ejection_time_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., successful_active_health_check_uneject_host: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ..., monitors: _Optional[_Iterable[bytes]] = ..., always_eject_one_host: _Optional[_Union[_wrappers_pb2.BoolValue, _Mapping]] = ...) -> None: ...
+
+class CircuitBreakers(_message.Message):
+    __slots__ = ("thresholds", "per_host_thresholds")
+    class Thresholds(_message.Message):
+        __slots__ = ("priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "retry_budget", "track_remaining", "max_connection_pools")
+        class RetryBudget(_message.Message):
+            __slots__ = ("budget_percent", "min_retry_concurrency")
+            BUDGET_PERCENT_FIELD_NUMBER: _ClassVar[int]
+            MIN_RETRY_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+            budget_percent: Percent
+            min_retry_concurrency: _wrappers_pb2.UInt32Value
+            def __init__(self, budget_percent: _Optional[_Union[Percent, _Mapping]] = ..., min_retry_concurrency: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+        PRIORITY_FIELD_NUMBER: _ClassVar[int]
+        MAX_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+        MAX_PENDING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+        MAX_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+        MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+        RETRY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+        TRACK_REMAINING_FIELD_NUMBER: _ClassVar[int]
+        MAX_CONNECTION_POOLS_FIELD_NUMBER: _ClassVar[int]
+        priority: RoutingPriority
+        max_connections: _wrappers_pb2.UInt32Value
+        max_pending_requests: _wrappers_pb2.UInt32Value
+        max_requests: _wrappers_pb2.UInt32Value
+        max_retries: _wrappers_pb2.UInt32Value
+        retry_budget: CircuitBreakers.Thresholds.RetryBudget
+        track_remaining: bool
+        max_connection_pools: _wrappers_pb2.UInt32Value
+        def __init__(self, priority: _Optional[_Union[RoutingPriority, str]] = ..., max_connections: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_pending_requests: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_requests: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., max_retries: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., retry_budget: _Optional[_Union[CircuitBreakers.Thresholds.RetryBudget, _Mapping]] = ..., track_remaining: _Optional[bool] = ..., max_connection_pools: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    PER_HOST_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    thresholds: _containers.RepeatedCompositeFieldContainer[CircuitBreakers.Thresholds]
+    per_host_thresholds: _containers.RepeatedCompositeFieldContainer[CircuitBreakers.Thresholds]
+    def __init__(self, thresholds: _Optional[_Iterable[_Union[CircuitBreakers.Thresholds, _Mapping]]] = ..., per_host_thresholds: _Optional[_Iterable[_Union[CircuitBreakers.Thresholds, _Mapping]]] = ...) -> None: ...
+
+class Percent(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    def __init__(self, value: _Optional[float] = ...) -> None: ...
 
 class HealthCheck(_message.Message):
     __slots__ = ("timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent", "unhealthy_threshold", "healthy_threshold", "alt_port", "reuse_connection", "no_traffic_interval", "no_traffic_healthy_interval", "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval", "event_log_path", "event_logger", "event_service", "always_log_health_check_failures", "always_log_health_check_success", "tls_options", "transport_socket_match_criteria", "http_health_check", "tcp_health_check", "grpc_health_check", "custom_health_check")
@@ -1563,13 +1872,13 @@ class HttpProtocolOptions(_message.Message):
     http_filters: _containers.RepeatedCompositeFieldContainer[HttpFilter]
     header_validation_config: bytes
     outlier_detection: bytes
-    request_mirror_policies: _containers.RepeatedScalarFieldContainer[bytes]
+    request_mirror_policies: _containers.RepeatedCompositeFieldContainer[RouteAction.RequestMirrorPolicy]
     hash_policy: _containers.RepeatedCompositeFieldContainer[RouteAction.HashPolicy]
-    retry_policy: bytes
+    retry_policy: RetryPolicy
     explicit_http_config: HttpProtocolOptions.ExplicitHttpConfig
     use_downstream_protocol_config: bytes
     auto_config: bytes
-    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[bytes]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[bytes] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, common_http_protocol_options: _Optional[bytes] = ..., upstream_http_protocol_options: _Optional[bytes] = ..., http_filters: _Optional[_Iterable[_Union[HttpFilter, _Mapping]]] = ..., header_validation_config: _Optional[bytes] = ..., outlier_detection: _Optional[bytes] = ..., request_mirror_policies: _Optional[_Iterable[_Union[RouteAction.RequestMirrorPolicy, _Mapping]]] = ..., hash_policy: _Optional[_Iterable[_Union[RouteAction.HashPolicy, _Mapping]]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., explicit_http_config: _Optional[_Union[HttpProtocolOptions.ExplicitHttpConfig, _Mapping]] = ..., use_downstream_protocol_config: _Optional[bytes] = ..., auto_config: _Optional[bytes] = ...) -> None: ...
 
 class Http2ProtocolOptions(_message.Message):
     __slots__ = ("hpack_table_size", "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames", "max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent", "stream_error_on_invalid_http_messaging", "override_stream_error_on_invalid_http_message", "custom_settings_parameters", "connection_keepalive", "use_oghttp2_codec", "max_metadata_size")

@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import any_pb2
 
 from .translate import Resources, references
-from .translate_routes import Refused
+from .translate_base import Refused
 from .xds_messages import unpack
 from .xds_pb2 import (
     Cluster,
