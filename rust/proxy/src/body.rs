@@ -21,8 +21,9 @@ pub enum Body {
     /// A body from a peer: a client's request, whose bytes are added to `received` as they go
     /// upstream, or an upstream's response.
     Streamed { body: Incoming, received: Option<Arc<AtomicU64>> },
-    /// A request body read whole to be sent again by a retry (see `retry`), with its trailers.
-    Replayed { data: Option<Bytes>, trailers: Option<HeaderMap> },
+    /// A request body read whole to be sent again by a retry (see `retry`), with its trailers
+    /// (boxed: rare, and every request and response moves a `Body` several times).
+    Replayed { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
 }
 
 // === impl Body ===
@@ -54,7 +55,7 @@ impl http_body::Body for Body {
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Body::Replayed { data, trailers } => Poll::Ready(match data.take() {
                 Some(data) => Some(Ok(Frame::data(data))),
-                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(*t))),
             }),
             Body::Streamed { body, received } => {
                 let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
@@ -93,7 +94,7 @@ mod tests {
     async fn a_replayed_body_gives_its_data_and_trailers_each_time() {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let body = Body::Replayed { data: Some(Bytes::from_static(b"order 42")), trailers: Some(trailers) };
+        let body = Body::Replayed { data: Some(Bytes::from_static(b"order 42")), trailers: Some(Box::new(trailers)) };
         for _ in 0..2 {
             let again = body.replay().map(|b| b.collect());
             let collected = match again {

@@ -27,6 +27,8 @@ pub struct IdleTimeout<I> {
     timer: Pin<Box<Sleep>>,
     moved: bool,
     quiet_ticks: u32,
+    /// Whether the timer has been polled since it was last set.
+    registered: bool,
 }
 
 // === impl IdleTimeout ===
@@ -34,12 +36,18 @@ pub struct IdleTimeout<I> {
 impl<I> IdleTimeout<I> {
     pub fn new(io: I, timeout: Duration) -> IdleTimeout<I> {
         let tick = timeout / TICKS;
-        IdleTimeout { io, tick, timer: Box::pin(tokio::time::sleep(tick)), moved: false, quiet_ticks: 0 }
+        IdleTimeout { io, tick, timer: Box::pin(tokio::time::sleep(tick)), moved: false, quiet_ticks: 0, registered: false }
     }
 
     /// Called when `io` has nothing to do: pending until the connection has been quiet for
-    /// the timeout, then the error that ends it.
+    /// the timeout, then the error that ends it. The timer is polled (which registers the
+    /// task's waker with it) once per tick; in between, a look at whether it has fired costs
+    /// a load. The connection is driven by one task, whose waker the timer keeps.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self.registered && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        self.registered = true;
         while self.timer.as_mut().poll(cx).is_ready() {
             if std::mem::take(&mut self.moved) {
                 self.quiet_ticks = 0;

@@ -102,7 +102,10 @@ async fn proxy(
             route: route.name.clone(),
             cluster: "".into(),
         }));
-        route.rules.admit(&parts.headers).await?;
+        route.rules.admit()?;
+        if let Some(fault) = &route.rules.fault {
+            fault.apply(&parts.headers).await?;
+        }
         let mut response = answered.response(&parts.uri, authority_str)?;
         route.response_headers.apply(response.headers_mut());
         return Ok((response, None));
@@ -119,7 +122,10 @@ async fn proxy(
         cluster: cluster.name.clone(),
     }));
     // Rate limit and faults: after routing, so that what they answer counts for the route.
-    route.rules.admit(&parts.headers).await?;
+    route.rules.admit()?;
+    if let Some(fault) = &route.rules.fault {
+        fault.apply(&parts.headers).await?;
+    }
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Without a rewrite the target is reused as parsed (a reference-counted clone).

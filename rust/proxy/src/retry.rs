@@ -188,7 +188,7 @@ impl Retry {
         }
         let (parts, body) = request.into_parts();
         let collected = body.collect().await.map_err(|_| ProxyError::BadRequest("the request body could not be read from the client"))?;
-        let trailers = collected.trailers().cloned();
+        let trailers = collected.trailers().cloned().map(Box::new);
         let data = collected.to_bytes();
         Ok((Request::from_parts(parts, Body::Replayed { data: (!data.is_empty()).then_some(data), trailers }), true))
     }

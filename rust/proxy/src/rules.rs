@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::header::HeaderMap;
 use meshproxy_config::{self as config, Problem};
 use meshproxy_telemetry::rules::{RuleKey, RuleRegistry, RuleStats};
 
@@ -51,13 +50,12 @@ impl RouteRules {
         RouteRules { rate_limit, fault, regex_rewrite, host_rewrite, mirror }
     }
 
-    /// What may stop or hold a request before it is forwarded: the rate limit, then faults.
-    pub async fn admit(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+    /// What may stop a request before it is forwarded: the rate limit. (Faults, which may
+    /// hold it, are awaited by the caller, only on routes that have them: a request's future
+    /// without them carries no sleep.)
+    pub fn admit(&self) -> Result<(), ProxyError> {
         if let Some(limit) = &self.rate_limit {
             limit.admit()?;
-        }
-        if let Some(fault) = &self.fault {
-            fault.apply(headers).await?;
         }
         Ok(())
     }
