@@ -51,3 +51,36 @@ def canary_route(service: str, namespace: str) -> str:
     """The canary Route: requests with ``x-channel: beta`` go to v2; the rest 90% to v1 and 10%
     to v2, with a 5 s timeout."""
     return f"kind: Route\nservice: {service}\nnamespace: {namespace}\n{_CANARY_RULES}"
+
+
+def resilience(limited: str, ruled: str, namespace: str) -> str:
+    """A TrafficPolicy giving ``limited`` circuit breakers of two requests, and a Route of
+    ``ruled`` with one rule of each kind: a redirect (/old), a direct response (/ping), a fault
+    for requests with ``x-fault`` (/chaos), a rate limit of one a second (/limited), a regex
+    rewrite (/v1/...), and a retry on 5xx for the rest."""
+    return f"""\
+kind: TrafficPolicy
+service: {limited}
+namespace: {namespace}
+circuit_breakers: {{max_requests: 2}}
+---
+kind: Route
+service: {ruled}
+namespace: {namespace}
+rules:
+  - match: {{path: /old}}
+    redirect: {{path: /new, status: 308}}
+  - match: {{path: /ping}}
+    direct_response: {{status: 200, body: pong}}
+  - match: {{path: /chaos}}
+    to: [{{version: v1}}]
+    fault: {{abort: {{status: 503, percent: 100, header: x-fault}}}}
+  - match: {{path: /limited}}
+    to: [{{version: v1}}]
+    rate_limit: {{requests_per_second: 1, burst: 1}}
+  - match: {{path_prefix: /v1/}}
+    to: [{{version: v1}}]
+    regex_rewrite: {{pattern: '^/v1/(.*)$', substitution: '/\\1'}}
+  - to: [{{version: v1}}]
+    retry: {{retry_on: [5xx], attempts: 2, budget: {{percent: 20, min_per_second: 10}}}}
+"""

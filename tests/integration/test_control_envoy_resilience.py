@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import closed_port_address, wait_until
-from mesh_documents import documents, service
+from mesh_documents import documents, resilience, service
 from scripted_upstream import ScriptedUpstream
 from test_control_envoy import ENVOY, Envoy, all_acked, start_envoy
 
@@ -28,32 +28,8 @@ MESH = documents(
     service("orders", "shop", calls=["payments", "stock"]),
     service("payments", "shop", calls=[]),
     service("stock", "shop", calls=[]),
-    """\
-kind: TrafficPolicy
-service: payments
-namespace: shop
-circuit_breakers: {max_requests: 2}
----
-kind: Route
-service: stock
-namespace: shop
-rules:
-  - match: {path: /old}
-    redirect: {path: /new, status: 308}
-  - match: {path: /ping}
-    direct_response: {status: 200, body: pong}
-  - match: {path: /chaos}
-    to: [{version: v1}]
-    fault: {abort: {status: 503, percent: 100, header: x-fault}}
-  - match: {path: /limited}
-    to: [{version: v1}]
-    rate_limit: {requests_per_second: 1, burst: 1}
-  - match: {path_prefix: /v1/}
-    to: [{version: v1}]
-    regex_rewrite: {pattern: '^/v1/(.*)$', substitution: '/\\1'}
-  - to: [{version: v1}]
-    retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
-""")
+    resilience("payments", "stock", "shop"),
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,39 +14,15 @@ import httpx
 import pytest
 from scripted_upstream import ScriptedUpstream
 
-from mesh_documents import documents, service
+from mesh_documents import documents, resilience, service
 from mesh_harness import LocalMesh, until
 
 MESH = documents(
     service("frontend", "shop", calls=["orders", "payments"]),
     service("orders", "shop", calls=[]),
     service("payments", "shop", calls=[]),
-    """\
-kind: TrafficPolicy
-service: orders
-namespace: shop
-circuit_breakers: {max_requests: 2}
----
-kind: Route
-service: payments
-namespace: shop
-rules:
-  - match: {path: /old}
-    redirect: {path: /new, status: 308}
-  - match: {path: /ping}
-    direct_response: {status: 200, body: pong}
-  - match: {path: /chaos}
-    to: [{version: v1}]
-    fault: {abort: {status: 503, percent: 100, header: x-fault}}
-  - match: {path: /limited}
-    to: [{version: v1}]
-    rate_limit: {requests_per_second: 1, burst: 1}
-  - match: {path_prefix: /v1/}
-    to: [{version: v1}]
-    regex_rewrite: {pattern: '^/v1/(.*)$', substitution: '/\\1'}
-  - to: [{version: v1}]
-    retry: {retry_on: [5xx], attempts: 2, budget: {percent: 20, min_per_second: 10}}
-""")
+    resilience("orders", "payments", "shop"),
+)
 
 
 @pytest.fixture(scope="module")
