@@ -17,6 +17,11 @@ use crate::endpoint::Endpoint;
 use crate::health::host::{HostHealth, Status};
 use crate::health::{ClusterHealth, PANIC_THRESHOLD_PERCENT};
 use crate::error::ProxyError;
+use crate::headers::absolute_uri;
+use crate::pool::Dial;
+use crate::body::Body;
+use http::uri::PathAndQuery;
+use http::Request;
 use meshproxy_telemetry::stats::ClusterStats;
 use meshproxy_tls::outbound::UpstreamTls;
 
@@ -121,6 +126,26 @@ impl Cluster {
         } else {
             http::uri::Scheme::HTTP
         }
+    }
+
+    /// How to reach `endpoint` as this cluster does (its protocol, timeouts, TLS, breakers).
+    pub fn dial<'a>(&'a self, endpoint: &'a Endpoint) -> Dial<'a> {
+        Dial {
+            address: &endpoint.address,
+            protocol: self.protocol,
+            connect_timeout: self.connect_timeout,
+            tls: self.tls.as_ref(),
+            breakers: self.breakers.as_ref(),
+        }
+    }
+
+    /// An HTTP/2 request without an authority gets `endpoint`'s (`:authority` is required).
+    pub fn address_to(&self, request: &mut Request<Body>, endpoint: &Endpoint) -> Result<(), ProxyError> {
+        if self.protocol == UpstreamProtocol::Http2 && request.uri().authority().is_none() {
+            let path_and_query = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = absolute_uri(self.scheme(), endpoint.authority.clone(), path_and_query)?;
+        }
+        Ok(())
     }
 
     /// A circuit breaker refused a request: counted, and answered 503 `overflow`.

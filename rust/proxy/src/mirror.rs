@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -22,7 +22,8 @@ use meshproxy_telemetry::rules::RuleStats;
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
-use crate::pool::{copy_bodyless, Dial, PoolError};
+use crate::headers::absolute_uri;
+use crate::pool::{copy_with, PoolError};
 
 /// Copies in flight per route at most: beyond, a copy is dropped (and counted) rather than
 /// queued, so that a shadow cluster that hangs holds a bounded number of tasks and connections.
@@ -107,10 +108,8 @@ pub async fn buffered(body: Incoming, received: Option<Arc<AtomicU64>>) -> Resul
 
 /// The copy, shaped for the shadow cluster's protocol, its authority suffixed `-shadow`.
 fn shadow_copy(request: &Request<Body>, cluster: &Cluster) -> Option<Request<Body>> {
-    let mut copy = copy_bodyless(request);
-    if let Body::Full(Some(bytes)) = request.body() {
-        *copy.body_mut() = Body::Full(Some(bytes.clone()));
-    }
+    // A body read whole for the mirror is copied; a streamed one is not (`draws` let none through).
+    let mut copy = copy_with(request, request.body().replay().unwrap_or(Body::Empty));
     let authority = request.uri().authority().cloned().or_else(|| request.headers().get(HOST).and_then(|h| Authority::try_from(h.as_bytes()).ok()));
     let authority = authority.and_then(|a| Authority::try_from(shadow_host(a.as_str())).ok());
     let path_and_query = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -126,22 +125,12 @@ fn shadow_copy(request: &Request<Body>, cluster: &Cluster) -> Option<Request<Bod
         (UpstreamProtocol::Http2, authority) => {
             *copy.version_mut() = Version::HTTP_2;
             *copy.uri_mut() = match authority {
-                Some(authority) => absolute_uri(cluster, authority, path_and_query)?,
+                Some(authority) => absolute_uri(cluster.scheme(), authority, path_and_query).ok()?,
                 None => Uri::from(path_and_query),
             };
         }
     }
     Some(copy)
-}
-
-/// The `http(s)://authority/path` form an HTTP/2 request to `cluster` carries (as `proxy` writes
-/// it for the route's cluster).
-fn absolute_uri(cluster: &Cluster, authority: Authority, path_and_query: PathAndQuery) -> Option<Uri> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(if cluster.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).ok()
 }
 
 /// `orders:8080` is `orders-shadow:8080`; an IP literal stays as it is.
@@ -161,14 +150,10 @@ fn shadow_host(authority: &str) -> String {
 async fn exchange(cluster: &Cluster, mut copy: Request<Body>) -> Option<()> {
     let members = cluster.members();
     let endpoint = members.pick_avoiding(None)?;
-    if cluster.protocol == UpstreamProtocol::Http2 && copy.uri().authority().is_none() {
-        let path_and_query = copy.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *copy.uri_mut() = absolute_uri(cluster, endpoint.authority.clone(), path_and_query)?;
-    }
+    cluster.address_to(&mut copy, endpoint).ok()?;
     cluster.stats.upstream_requests_total.inc();
     let _in_flight = endpoint.start();
-    let dial = Dial { address: &endpoint.address, protocol: cluster.protocol, connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_ref(), breakers: cluster.breakers.as_ref() };
-    let (response, lease) = match endpoint.state.pool().send(dial, copy).await {
+    let (response, lease) = match endpoint.state.pool().send(cluster.dial(endpoint), copy).await {
         Ok(answered) => answered,
         Err(PoolError::Connect { .. }) => {
             cluster.stats.connect_failures_total.inc();

@@ -308,7 +308,12 @@ pub fn is_replayable(request: &Request<Body>) -> bool {
 
 /// A copy of a request without a body, to send again.
 pub fn copy_bodyless(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::new(Body::Empty);
+    copy_with(request, Body::Empty)
+}
+
+/// A copy of a request's head with `body`.
+pub fn copy_with(request: &Request<Body>, body: Body) -> Request<Body> {
+    let mut copy = Request::new(body);
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();

@@ -17,11 +17,10 @@ use crate::breakers::{Held, Limit};
 use crate::budget::Budget;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
-use crate::headers::absolute_uri;
 use crate::observe::Observation;
 use crate::observed::Upstream;
 use crate::outlier::Attempt;
-use crate::pool::{Dial, PoolError};
+use crate::pool::{copy_with, PoolError};
 use meshproxy_config::{self as config, RetryOn, UpstreamProtocol};
 
 /// The built-in policy's tries after refused streams. An upstream that closes HTTP/2
@@ -251,22 +250,13 @@ pub async fn forward(
         // copied first (before it takes this endpoint's authority). Requests that never left
         // (no connection) come back from the pool.
         let spare = (copies && policy.may_follow(&tries)).then(|| copy(&sending)).flatten();
-        if cluster.protocol == UpstreamProtocol::Http2 && sending.uri().authority().is_none() {
-            let path_and_query = sending.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            *sending.uri_mut() = absolute_uri(cluster.scheme(), endpoint.authority.clone(), path_and_query)?;
-        }
+        cluster.address_to(&mut sending, endpoint)?;
         tries.all += 1;
 
         cluster.stats.upstream_requests_total.inc();
         let in_flight = endpoint.start();
         let started = Instant::now();
-        let dial = Dial {
-            address: &endpoint.address,
-            protocol: cluster.protocol,
-            connect_timeout: cluster.connect_timeout,
-            tls: cluster.tls.as_ref(),
-            breakers: cluster.breakers.as_ref(),
-        };
+        let dial = cluster.dial(endpoint);
         // Outlier detection, when the cluster has it, counts the try's outcome. The try's
         // future is awaited where it is made: passed on by value, its kilobytes would be
         // copied at each hand-over, and into the box the request's future lives in.
@@ -378,12 +368,7 @@ impl Outcome {
 
 /// A copy of a request whose body is in hand (or absent), to send again.
 fn copy(request: &Request<Body>) -> Option<Request<Body>> {
-    let mut copy = Request::new(request.body().replay()?);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(copy)
+    Some(copy_with(request, request.body().replay()?))
 }
 
 fn upstream_failure(cluster: &Cluster, endpoint: &str, error: &hyper::Error) -> ProxyError {

@@ -195,11 +195,7 @@ impl Route {
 
     /// Every target, each once per mention.
     pub fn targets(&self) -> &[Target] {
-        match &self.action {
-            Action::Cluster(target) => std::slice::from_ref(target),
-            Action::Split { targets, .. } => targets,
-            Action::Answer(_) => &[],
-        }
+        self.action.targets()
     }
 
     /// The upstream path and query after the prefix or regex rewrite.
@@ -213,6 +209,19 @@ impl Route {
                 std::borrow::Cow::Owned(format!("{}{}", rw.replacement, rest))
             }
             _ => std::borrow::Cow::Borrowed(path_and_query),
+        }
+    }
+}
+
+// === impl Action ===
+
+impl Action {
+    /// Every target, each once per mention; none for a route that answers itself.
+    pub fn targets(&self) -> &[Target] {
+        match self {
+            Action::Cluster(target) => std::slice::from_ref(target),
+            Action::Split { targets, .. } => targets,
+            Action::Answer(_) => &[],
         }
     }
 }

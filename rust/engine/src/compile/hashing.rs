@@ -9,11 +9,7 @@ use meshproxy_proxy::route::Action;
 
 /// The route's hash key, or `None` when it has no `hash_policy` (or one with problems).
 pub(super) fn compile_hash_key(route: &config::Route, action: Option<&Action>, at: &str, problems: &mut Vec<Problem>) -> Option<HashKey> {
-    let targets = action.map_or(&[][..], |action| match action {
-        Action::Cluster(target) => std::slice::from_ref(target),
-        Action::Split { targets, .. } => targets,
-        Action::Answer(_) => &[],
-    });
+    let targets = action.map_or(&[][..], Action::targets);
     let hashing = targets.iter().find(|t| t.cluster.policy().is_hashing());
     if route.hash_policy.is_empty() {
         if let Some(target) = hashing {
