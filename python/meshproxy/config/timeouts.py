@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
+from .. import _native
+from .duration import to_micros
 from .messages import invalid
 
 TimeoutCovers = Literal["headers", "response"]
@@ -20,3 +22,12 @@ def check_timeout_covers(covers: TimeoutCovers, timeout: timedelta) -> None:
     nothing, which is surely not what was meant."""
     if covers == "response" and timeout == timedelta(0):
         raise invalid("timeout_covers: response needs a timeout greater than 0 (0 means none)", at=("timeout_covers",))
+
+
+def positive(field: str, value: timedelta) -> timedelta:
+    """A duration that must not be zero (a cluster's ``idle_timeout``): the engine's rule."""
+    try:
+        _native.check_positive_duration(field, to_micros(value))
+    except ValueError as problem:
+        raise invalid(str(problem)) from None
+    return value
