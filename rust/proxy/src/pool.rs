@@ -19,7 +19,7 @@ use crate::body::Body;
 use crate::breakers::{Breakers, Held, Limit, Overflow};
 use meshproxy_config::UpstreamProtocol;
 use crate::executor::{spawn_boxed, BoxingExecutor};
-use crate::sweep;
+use crate::sweep::{self, Looks, Sweep};
 use meshproxy_tls::outbound::UpstreamTls;
 use meshproxy_tls::refusal::Refused;
 
@@ -37,10 +37,10 @@ const MAX_UNSENT_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct Pool {
-    pub(crate) idle: Mutex<Vec<Idle>>,
-    pub(crate) shared: Mutex<Option<SharedHttp2>>,
+    idle: Mutex<Vec<Idle>>,
+    shared: Mutex<Option<SharedHttp2>>,
     /// Whether a task closes this pool's connections once unused for their idle timeout.
-    pub(crate) swept: std::sync::atomic::AtomicBool,
+    swept: std::sync::atomic::AtomicBool,
     /// Held while an HTTP/2 connection is being made, so concurrent requests share one.
     connecting: tokio::sync::Mutex<()>,
     /// Numbers HTTP/2 connections, so a failure retires the connection it happened on only.
@@ -49,13 +49,13 @@ pub struct Pool {
 
 /// The HTTP/2 connection requests share, and its number.
 #[derive(Debug, Clone)]
-pub(crate) struct SharedHttp2 {
+struct SharedHttp2 {
     id: u64,
-    pub(crate) sender: http2::SendRequest<Body>,
+    sender: http2::SendRequest<Body>,
     /// Its cluster's `idle_timeout`.
-    pub(crate) idle_timeout: Duration,
+    idle_timeout: Duration,
     /// Whether a request took it since the sweep last looked (see `sweep`).
-    pub(crate) used: bool,
+    used: bool,
 }
 
 /// The HTTP/1.1 connection a response is being read from, until the response body ends.
@@ -67,11 +67,11 @@ pub struct Lease {
 }
 
 #[derive(Debug)]
-pub(crate) struct Idle {
-    pub(crate) sender: http1::SendRequest<Body>,
-    pub(crate) since: Instant,
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
     /// Its cluster's `idle_timeout`: unused for this long, it is closed.
-    pub(crate) timeout: Duration,
+    timeout: Duration,
 }
 
 /// How to reach an endpoint: from its cluster, which may differ between clusters listing it.
@@ -253,6 +253,37 @@ impl Pool {
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
         sweep::start(self);
         Ok(shared)
+    }
+}
+
+impl Sweep for Pool {
+    fn swept(&self) -> &std::sync::atomic::AtomicBool {
+        &self.swept
+    }
+
+    fn look(&self, http2: &mut Looks) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        // Locked in this order only here; elsewhere one at a time.
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        // Dropping an idle HTTP/1.1 connection's sender closes it.
+        idle.retain(|entry| entry.since.elapsed() < entry.timeout && !entry.sender.is_closed());
+        let mut next = idle.iter().map(|entry| now + entry.timeout.saturating_sub(entry.since.elapsed())).min();
+        match shared.as_mut().filter(|current| !current.sender.is_closed()) {
+            None => {
+                *shared = None;
+                http2.reset();
+            }
+            Some(current) => match http2.look(now, std::mem::take(&mut current.used), current.idle_timeout) {
+                // New streams go on a new connection; this one closes once its streams end.
+                (true, _) => *shared = None,
+                (false, due) => next = next.into_iter().chain(due).min(),
+            },
+        }
+        if next.is_none() {
+            self.swept.store(false, Relaxed);
+        }
+        next
     }
 }
 

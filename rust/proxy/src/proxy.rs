@@ -192,7 +192,10 @@ async fn proxy(
     // moves the small future around it (into a task per stream, for HTTP/2).
     let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
     let (mut response, upstream) = match (route.stream_timeouts, route.timeout) {
-        (Some(timeouts), head) => timeouts.forward(forwarded, head, &cluster, counted).await?,
+        (Some(timeouts), head) => {
+            let (response, upstream, timer) = timeouts.forward(forwarded, head, &cluster, counted).await?;
+            (response, Upstream { timer: Some(timer), ..upstream })
+        }
         (None, Some(limit)) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
             ProxyError::Timeout { cluster: cluster.name.to_string(), after: limit }

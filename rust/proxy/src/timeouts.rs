@@ -23,7 +23,6 @@ use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
 use crate::idle::Quiet;
-use crate::observed::Upstream;
 use meshproxy_config::{self as config, TimeoutCovers};
 use meshproxy_telemetry::stats::ClusterStats;
 
@@ -76,17 +75,17 @@ impl StreamTimeouts {
 
     /// Awaits `forwarded` (the exchange with the cluster) within the route's `timeout` (`head`,
     /// when it covers the head only) or its whole-response deadline, and its idle timeout; the
-    /// response's upstream carries the timer of what is left. `received` counts the request
-    /// body's bytes, if it has one.
-    pub async fn forward<F>(
+    /// response comes with the timer of what is left, for its body. `received` counts the
+    /// request body's bytes, if it has one.
+    pub async fn forward<F, U>(
         self,
         forwarded: F,
         head: Option<Duration>,
         cluster: &Cluster,
         received: Option<Arc<AtomicU64>>,
-    ) -> Result<(Response<Body>, Upstream), ProxyError>
+    ) -> Result<(Response<Body>, U, Box<ResponseTimer>), ProxyError>
     where
-        F: Future<Output = Result<(Response<Body>, Upstream), ProxyError>> + Unpin,
+        F: Future<Output = Result<(Response<Body>, U), ProxyError>> + Unpin,
     {
         let limit = self.response.or(head);
         let deadline = limit.map(|limit| (Instant::now() + limit, limit));
@@ -97,7 +96,7 @@ impl StreamTimeouts {
             Some((at, _)) => tokio::time::timeout_at(at, waiting).await.ok(),
             None => Some(waiting.await),
         };
-        let (response, mut upstream) = match answered {
+        let (response, upstream) = match answered {
             Some(Some(answered)) => answered?,
             Some(None) => {
                 cluster.stats.timeouts_total.inc();
@@ -114,8 +113,8 @@ impl StreamTimeouts {
             (Some(_), Some((at, limit))) => Some((Box::pin(tokio::time::sleep_until(at)), limit)),
             _ => None,
         };
-        upstream.timer = Some(Box::new(ResponseTimer { deadline, idle, received, stats: Arc::clone(&cluster.stats) }));
-        Ok((response, upstream))
+        let timer = Box::new(ResponseTimer { deadline, idle, received, stats: Arc::clone(&cluster.stats) });
+        Ok((response, upstream, timer))
     }
 }
 
