@@ -89,3 +89,34 @@ impl Looks {
         *self = Looks::default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_let_go_of_after_four_looks_without_a_request() {
+        let timeout = Duration::from_secs(60);
+        let mut looks = Looks::default();
+        let start = Instant::now();
+        // Used at the first look, then not: let go of at the fourth quiet look, a timeout on.
+        let mut used = true;
+        let mut at = start;
+        loop {
+            match looks.look(at, std::mem::take(&mut used), timeout) {
+                (true, _) => break,
+                (false, Some(due)) => at = due,
+                (false, None) => panic!("a look is always due while the connection is kept"),
+            }
+        }
+        assert_eq!(at - start, timeout);
+        // A request between looks starts the count again.
+        let mut looks = Looks::default();
+        assert!(!looks.look(start, false, timeout).0);
+        assert!(!looks.look(start + timeout / 4, true, timeout).0);
+        for n in 2..=4 {
+            assert!(!looks.look(start + timeout / 4 * n, false, timeout).0);
+        }
+        assert!(looks.look(start + timeout / 4 * 5, false, timeout).0);
+    }
+}

@@ -184,3 +184,61 @@ impl std::fmt::Display for StreamTimedOut {
 }
 
 impl std::error::Error for StreamTimedOut {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(json: &str) -> config::Route {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_route_without_either_setting_has_no_stream_timeouts() {
+        assert_eq!(StreamTimeouts::new(&route("{}")), None);
+        // Its timeout covers the head only: the plain path has it.
+        assert_eq!(StreamTimeouts::new(&route(r#"{"timeout": "5s"}"#)), None);
+        assert_eq!(
+            StreamTimeouts::new(&route(r#"{"timeout": "5s", "timeout_covers": "response"}"#)),
+            Some(StreamTimeouts { response: Some(Duration::from_secs(5)), idle: None })
+        );
+        assert_eq!(
+            StreamTimeouts::new(&route(r#"{"idle_timeout": "300ms"}"#)),
+            Some(StreamTimeouts { response: None, idle: Some(Duration::from_millis(300)) })
+        );
+    }
+
+    fn timer(idle: Duration, received: Option<Arc<AtomicU64>>) -> ResponseTimer {
+        let received = received.map(|bytes| Counted { seen: 0, bytes });
+        ResponseTimer { deadline: None, idle: Some((Quiet::new(idle), idle)), received, stats: Arc::default() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_fires_after_quiet_and_request_bytes_count_as_movement() {
+        let idle = Duration::from_secs(4);
+        let mut quiet = timer(idle, None);
+        let started = Instant::now();
+        let expired = std::future::poll_fn(|cx| quiet.poll_expired(cx)).await;
+        assert!(expired.idle);
+        let took = started.elapsed();
+        assert!(took >= idle && took <= idle + idle / 4, "{took:?}");
+        assert_eq!(quiet.stats.timeouts_total.get(), 1);
+
+        // A request body still streaming keeps the stream alive, the response silent.
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut uploading = timer(idle, Some(Arc::clone(&bytes)));
+        let feeding = {
+            let bytes = Arc::clone(&bytes);
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    bytes.fetch_add(100, Relaxed);
+                }
+            })
+        };
+        let started = Instant::now();
+        std::future::poll_fn(|cx| uploading.poll_expired(cx)).await;
+        assert!(started.elapsed() >= Duration::from_secs(10) + idle, "{:?}", started.elapsed());
+        feeding.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
