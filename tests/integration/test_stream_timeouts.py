@@ -105,9 +105,11 @@ def start(meshproxy_run: Callable[..., ProxyProcess], upstream: ScriptedUpstream
     return meshproxy_run(config)
 
 
-def read_body(address: str, path: str) -> tuple[int, bytes, str | None]:
-    """Status, body read as far as it goes, and the error that cut it (None if it ended)."""
-    with httpx.Client(timeout=20) as client, client.stream("GET", f"http://{address}{path}") as response:
+def read_body(address: str, path: str, http2: bool = False) -> tuple[int, bytes, str | None]:
+    """Status, body read as far as it goes, and the error that cut it (None if it ended); over
+    h2c with prior knowledge with ``http2``."""
+    client = httpx.Client(timeout=20, http1=not http2, http2=http2)
+    with client, client.stream("GET", f"http://{address}{path}") as response:
         body = b""
         try:
             for chunk in response.iter_raw():
@@ -138,6 +140,15 @@ def test_idle_timeout_cuts_a_body_that_stalls_after_the_head(
     status, body, cut = read_body(proxy.address("outbound"), "/stall")
     assert status == 200
     assert body == b"hello"
+    assert cut is not None, "the stalled body ended as if complete"
+    assert timeouts(proxy) == 1
+
+
+def test_idle_timeout_resets_an_http2_clients_stream_that_stalls_after_the_head(
+        meshproxy_run: Callable[..., ProxyProcess], scripted: ScriptedUpstream) -> None:
+    proxy = start(meshproxy_run, scripted, {"idle_timeout": IDLE})
+    status, body, cut = read_body(proxy.address("outbound"), "/stall", http2=True)
+    assert (status, body) == (200, b"hello")
     assert cut is not None, "the stalled body ended as if complete"
     assert timeouts(proxy) == 1
 
@@ -189,3 +200,70 @@ def test_the_default_cluster_idle_timeout_keeps_a_pooled_connection(
         assert httpx.get(f"http://{proxy.address('outbound')}/", timeout=10).text == "ok"
         time.sleep(0.5)
     assert (scripted.accepted, scripted.closed_by_proxy) == (1, 0)
+
+
+class Http2Upstream:
+    """h2c on a raw socket: answers every request `ok`, and counts the connections it accepted
+    and those the proxy ended (GOAWAY or close)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
+        self.accepted = 0
+        self.ended_by_proxy = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        server.initiate_connection()
+        with conn:
+            conn.sendall(server.data_to_send())
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = b""
+                events = server.receive_data(data) if data else []
+                for event in events:
+                    if isinstance(event, h2.events.RequestReceived):
+                        server.send_headers(event.stream_id, [(":status", "200"), ("content-length", "2")])
+                        server.send_data(event.stream_id, b"ok", end_stream=True)
+                try:
+                    conn.sendall(server.data_to_send())
+                except OSError:
+                    data = b""
+                if not data or any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+                    self.ended_by_proxy += 1
+                    return
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_an_unused_http2_connection_is_let_go_of_after_the_clusters_idle_timeout(
+        meshproxy_run: Callable[..., ProxyProcess]) -> None:
+    upstream = Http2Upstream()
+    try:
+        config = one_route_config({"name": "app", "protocol": "http2", "idle_timeout": IDLE,
+                                   "endpoints": [{"address": upstream.address}]}, workers=1)
+        proxy = meshproxy_run(config)
+        assert httpx.get(f"http://{proxy.address('outbound')}/", timeout=10).text == "ok"
+        assert upstream.accepted == 1
+        wait_until(lambda: upstream.ended_by_proxy == 1, timeout=10)
+        assert httpx.get(f"http://{proxy.address('outbound')}/", timeout=10).text == "ok"
+        assert upstream.accepted == 2
+    finally:
+        upstream.close()
