@@ -80,8 +80,15 @@ def policies(resources: list[dict[str, Any]]) -> str:
 
 def traffic_policies(resources: list[dict[str, Any]]) -> str:
     rows = [(r["namespace"], r["service"], r["lb"], _health_check(r["health_check"]),
-             _outlier_detection(r["outlier_detection"])) for r in resources]
-    return table(("NAMESPACE", "SERVICE", "LB", "HEALTH CHECK", "OUTLIER DETECTION"), rows)
+             _outlier_detection(r["outlier_detection"]), _rate_limit(r.get("rate_limit"))) for r in resources]
+    return table(("NAMESPACE", "SERVICE", "LB", "HEALTH CHECK", "OUTLIER DETECTION", "RATE LIMIT"), rows)
+
+
+def _rate_limit(limit: dict[str, Any] | None) -> str | None:
+    if limit is None:
+        return None
+    per_second = limit["requests_per_second"]
+    return f"{per_second}/s, burst {limit.get('burst') or per_second}"
 
 
 def _health_check(check: dict[str, Any] | None) -> str | None:

@@ -158,8 +158,10 @@ def test_get_prints_tables_json_and_yaml(api: ApiServer, store: SqliteStore) -> 
     assert "x-channel=beta -> v2 | * -> v1 90, v2 10 (5000ms)" in routes
     assert "* -> v1 by header=x-user" in routes
     assert ok(meshctl(api, "get", "trafficpolicies")).splitlines() == [
-        "NAMESPACE  SERVICE   LB      HEALTH CHECK            OUTLIER DETECTION",
-        "shop       payments  maglev  grpc (server) every 2s  5xx x3, gateway x2, success rate; ejected 30s+, at most 10%",
+        "NAMESPACE  SERVICE   LB      HEALTH CHECK            OUTLIER DETECTION"
+        "                                            RATE LIMIT",
+        "shop       payments  maglev  grpc (server) every 2s  5xx x3, gateway x2, success rate; ejected 30s+, at most 10%"
+        "  -",
     ]
     # A TrafficPolicy's YAML, durations and a turned-off success rate included, applies unchanged.
     policy_yaml = ok(meshctl(api, "get", "trafficpolicies", "-o", "yaml"))

@@ -68,6 +68,8 @@ def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
         "redirect": None,
         "direct_response": None,
         "timeout_ms": 15000,
+        "timeout_covers": "headers",
+        "idle_timeout_ms": 0,
         "hash_policy": [],
         "retry": None,
         "mirror": None,

@@ -84,6 +84,8 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "request_headers": {"add": {}, "remove": []},
         "response_headers": {"add": {}, "remove": []},
         "timeout": "15000ms",
+        "timeout_covers": "headers",
+        "idle_timeout": "0ms",
         "hash_policy": [],
         "retry": None,
     }
@@ -92,6 +94,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "lb": "p2c_ewma",
         "protocol": "http1",
         "connect_timeout": "1000ms",
+        "idle_timeout": "60000ms",
         "tls": {"mode": "disable", "identities": [], "sni": None, "ca": None},
         "endpoints": [{"address": "127.0.0.1:8083", "weight": 1}],
         "discovery": None,
@@ -217,8 +220,10 @@ def test_json_schema_describes_fields_with_their_docstrings() -> None:
     schema = json_schema()
     route = schema["$defs"]["Route"]["properties"]
     # The field's docstring wins over the description of its type (a Duration's).
-    assert route["timeout"]["description"] == (
-        "From sending the request upstream to the response's headers (retries included); 0 means no timeout.")
+    assert " ".join(route["timeout"]["description"].split()) == (
+        "From sending the request upstream to the response's headers (retries included), or to its last "
+        "byte with timeout_covers: response; 0 means no timeout. Past it before the headers: 504 "
+        "(x-meshproxy-error: timeout); after them: the response is cut (reset).")
     tracing = schema["$defs"]["Tracing"]["properties"]
     assert tracing["sample"]["description"] == (
         "The share of new traces recorded; a sampling decision that comes with the request wins.")

@@ -412,10 +412,10 @@ def test_an_unknown_http_filter_is_refused_unless_optional(local: Local) -> None
 
 def test_route_features_without_a_sidecar_equivalent_are_refused(local: Local) -> None:
     routes = outbound_routes()
-    routes.virtual_hosts[1].routes[1].route.idle_timeout.seconds = 3
+    routes.virtual_hosts[1].routes[1].route.priority = 1
     given = resources()
     with pytest.raises(Refused, match=r"route configuration 'outbound': virtual host 'orders.shop': routes\[1\]: "
-                                      "route: idle_timeout has no sidecar equivalent"):
+                                      "route: priority has no sidecar equivalent"):
         translate(given._replace(routes={**given.routes, names.OUTBOUND: routes}), local)
     routes = outbound_routes()
     routes.virtual_hosts[1].routes[1].route.retry_policy.retry_on = "5xx,retriable-4xx"

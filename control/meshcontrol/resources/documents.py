@@ -23,6 +23,8 @@ def as_document(resource: Resource) -> Resource:
         for section in SECTIONS:
             if section in out:
                 out[section] = _section_document(out[section])
+        if "idle_timeout_ms" in out:
+            out["idle_timeout"] = _duration(out.pop("idle_timeout_ms"))
     if "cert_lifetime_s" in out:
         out["cert_lifetime"] = _duration(out.pop("cert_lifetime_s") * 1000)
     return out
@@ -34,8 +36,11 @@ def _rule_document(rule: Resource) -> Resource:
         out["match"] = _without_empty(out["match"])
         if not out["match"]:
             del out["match"]
-    if "timeout_ms" in out:
-        out["timeout"] = _duration(out.pop("timeout_ms"))
+    if out.get("idle_timeout_ms") == 0:
+        del out["idle_timeout_ms"]  # none, the default: a file leaves it out
+    for key in ("timeout", "idle_timeout"):
+        if f"{key}_ms" in out:
+            out[key] = _duration(out.pop(f"{key}_ms"))
     for empty in ("hash_policy", "to"):
         if not out.get(empty):
             out.pop(empty, None)

@@ -21,6 +21,7 @@ from meshproxy.config.model import AuthzPolicy, AuthzRule, HeaderMatches, Method
 from meshproxy.config.retry import RetryPolicy
 from meshproxy.config.defaults import default
 from meshproxy.config.route_rules import Authority, DirectResponse, Fault, Percent, RateLimit, Redirect, RegexRewrite
+from meshproxy.config.timeouts import TimeoutCovers, check_timeout_covers
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
@@ -133,7 +134,13 @@ class RouteRule(_Document):
     direct_response: DirectResponse | None = None
     """As a sidecar route's direct_response: the caller's sidecar answers with it."""
     timeout: Duration = timedelta(seconds=15)
-    """Whole request; 0 means none."""
+    """As a sidecar route's timeout: until the response's headers, or its last byte with
+    timeout_covers: response; 0 means none. An Envoy client's covers the whole response."""
+    timeout_covers: TimeoutCovers = default("route.timeout_covers")
+    """As a sidecar route's timeout_covers (docs/resilience-timeouts.md)."""
+    idle_timeout: Duration = timedelta(0)
+    """As a sidecar route's idle_timeout (Envoy's route idle_timeout): a call that moves no byte
+    either way for this long ends; 0 means never."""
     hash_policy: list[HashPolicy] = Field(default_factory=list)
     """As a sidecar route's hash_policy: what the service's TrafficPolicy (lb ring_hash or
     maglev) keys this rule's calls by."""
@@ -149,11 +156,12 @@ class RouteRule(_Document):
                           f"{' and '.join(answers) or 'none'}")
         if self.to is None:
             # The caller's sidecar answers itself: no call is made for these to apply to.
-            for key in ("timeout", "hash_policy", "retry", "mirror", "fault", "rate_limit", "regex_rewrite",
-                        "host_rewrite"):
+            for key in ("timeout", "timeout_covers", "idle_timeout", "hash_policy", "retry", "mirror", "fault",
+                        "rate_limit", "regex_rewrite", "host_rewrite"):
                 if key in self.model_fields_set:
                     raise invalid(f"applies to a rule with to only; this one answers with {answers[0]}", at=(key,))
             return self
+        check_timeout_covers(self.timeout_covers, self.timeout)
         if self.fault is not None and self.fault.delay is not None and self.fault.abort is not None \
                 and self.fault.delay.header != self.fault.abort.header:
             raise invalid("the delay and the abort must name the same header, or neither: an Envoy client "
@@ -178,6 +186,8 @@ class RouteRule(_Document):
             "redirect": self.redirect.model_dump(mode="json") if self.redirect else None,
             "direct_response": self.direct_response.model_dump(mode="json") if self.direct_response else None,
             "timeout_ms": to_millis(self.timeout) if self.to else None,
+            "timeout_covers": self.timeout_covers if self.to else None,
+            "idle_timeout_ms": to_millis(self.idle_timeout) if self.to else None,
             "hash_policy": [h.model_dump(mode="json", exclude_none=True) for h in self.hash_policy],
             "retry": in_millis(self.retry),
             "mirror": self.mirror.model_dump(mode="json") if self.mirror else None,

@@ -15,11 +15,13 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from meshproxy.config.clusters import HASHING_LBS, Lb
-from meshproxy.config.defaults import default
-from meshproxy.config.duration import to_millis
+from meshproxy.config.defaults import default, default_duration
+from meshproxy.config.duration import Duration, to_millis
 from meshproxy.config.health import HealthCheck, OutlierDetection
 from meshproxy.config.retry import CircuitBreakers
-from pydantic import BaseModel
+from meshproxy.config.route_rules import RateLimit
+from meshproxy.config.timeouts import positive
+from pydantic import BaseModel, field_validator
 
 from .base import Document, Resource
 from .names import Label
@@ -46,11 +48,25 @@ class TrafficPolicy(Document):
     circuit_breakers: CircuitBreakers | None = None
     """As a sidecar cluster's circuit_breakers: limits on what each caller sends the service at
     once; over them, the caller's sidecar answers 503 overflow."""
+    idle_timeout: Duration = default_duration("cluster.idle_timeout")
+    """As a sidecar cluster's idle_timeout: each caller closes a connection to an instance once
+    unused for this long (Envoy's common_http_protocol_options.idle_timeout)."""
+    rate_limit: RateLimit | None = None
+    """The service's own inbound listener's rate_limit: one token bucket per instance for the
+    calls of every caller (Envoy's local_ratelimit filter on the inbound listener); over it,
+    the called instance's sidecar answers 429 rate_limited. Default: none."""
+
+    @field_validator("idle_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        return positive("idle_timeout", value)
 
     def stored(self) -> Resource:
         stored: Resource = {"kind": self.kind, "service": self.service, "namespace": self.namespace, "lb": self.lb}
         for section in SECTIONS:
             stored[section] = in_millis(getattr(self, section))
+        stored["idle_timeout_ms"] = to_millis(self.idle_timeout)
+        stored["rate_limit"] = self.rate_limit.model_dump(mode="json") if self.rate_limit else None
         return stored
 
 

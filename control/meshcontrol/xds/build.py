@@ -19,12 +19,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from meshproxy.mesh import names
 
-from .cluster_policy import apply_traffic_policy
+from .cluster_policy import apply_traffic_policy, connection_idle_timeout_ms
 from .rbac import header_matcher, rbac_filters
-from .route_filters import apply_route_filters, listener_filters
+from .route_filters import apply_route_filters, inbound_rate_limit, listener_filters
 from .route_policy import direct_response_action, mirror_policy, redirect_action, retry_policy
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -74,13 +74,14 @@ def _ms(milliseconds: int) -> duration_pb2.Duration:
 
 
 def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
-                     trust_domain: str) -> listener_pb2.Listener:
+                     trust_domain: str, rate_limit: Mapping[str, Any] | None = None) -> listener_pb2.Listener:
     """The listener peers call this instance on: mTLS (or, permissive, mTLS and plain text),
-    then the AccessPolicy's RBAC filters, then the router to the local app."""
+    then the AccessPolicy's RBAC filters, the TrafficPolicy's rate limit (``rate_limit``), then
+    the router to the local app."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=names.INBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.INBOUND),
-        http_filters=[*rbac_filters(policy, trust_domain), _router()])
+        http_filters=[*rbac_filters(policy, trust_domain), *inbound_rate_limit(rate_limit), _router()])
     http = listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                           typed_config=packed(manager))
     tls = tls_pb2.DownstreamTlsContext(
@@ -198,6 +199,8 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
                                           direct_response=direct_response_action(rule["direct_response"]))
     timeout_ms = rule.get("timeout_ms", DEFAULT_TIMEOUT_MS)
     action = route_components_pb2.RouteAction(timeout=_ms(int(timeout_ms)))
+    if rule.get("idle_timeout_ms"):
+        action.idle_timeout.CopyFrom(_ms(int(rule["idle_timeout_ms"])))
     targets = rule["to"]
     if len(targets) == 1:
         action.cluster = names.version_cluster(service, namespace, targets[0]["version"])
@@ -220,6 +223,12 @@ def _route(rule: Mapping[str, Any], index: int, service: str, namespace: str) ->
         action.request_mirror_policies.append(mirror_policy(
             names.version_cluster(service, namespace, rule["mirror"]["version"]), rule["mirror"]["percent"]))
     route = route_components_pb2.Route(name=name, match=match, route=action)
+    if rule.get("timeout_covers") == "response":
+        # Envoy's route timeout always covers the whole response; a sidecar's covers the
+        # headers unless the route says otherwise, which Envoy's fields cannot: the metadata does.
+        metadata = struct_pb2.Struct()
+        metadata.update({"timeout_covers": "response"})
+        route.metadata.filter_metadata[names.METADATA_KEY].CopyFrom(metadata)
     apply_route_filters(route, rule)
     if rule.get("retry") is not None:
         # Envoy's bound on the body it keeps to send again (the sidecar's max_replay_bytes).
@@ -286,7 +295,9 @@ def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,
         connect_timeout=CONNECT_TIMEOUT,
         transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
     apply_traffic_policy(cluster, policy, retry_budget)
-    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
+    options = _explicit_http2()
+    options.common_http_protocol_options.idle_timeout.CopyFrom(_ms(connection_idle_timeout_ms(policy)))
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
     return cluster
 
 

@@ -18,6 +18,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import health_check_pb2
 from envoy.type.v3 import http_pb2, percent_pb2, range_pb2
 from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
+from meshproxy.config.defaults import default
 from meshproxy.mesh import names
 
 _LB_POLICIES = {
@@ -57,6 +58,15 @@ def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: Mapping[str, Any]
         cluster.health_checks.append(health_check(policy["health_check"]))
     if policy.get("outlier_detection") is not None:
         cluster.outlier_detection.CopyFrom(outlier_detection(policy["outlier_detection"]))
+
+
+def connection_idle_timeout_ms(policy: Mapping[str, Any] | None) -> int:
+    """The TrafficPolicy's ``idle_timeout`` (a policy stored before it had one, or none: the
+    sidecar's default), for ``common_http_protocol_options.idle_timeout``: Envoy's own default
+    (1 h) would keep connections a sidecar closes after a minute."""
+    if policy is not None and policy.get("idle_timeout_ms") is not None:
+        return int(policy["idle_timeout_ms"])
+    return int(default("cluster.idle_timeout_ms"))
 
 
 def circuit_breakers(breakers: Mapping[str, Any] | None,

@@ -65,15 +65,24 @@ def fault(settings: Mapping[str, Any]) -> fault_pb2.HTTPFault:
     return config
 
 
-def rate_limit(settings: Mapping[str, Any]) -> local_rate_limit_pb2.LocalRateLimit:
-    """A token bucket for the route, on every request (Envoy's default enables it for none)."""
+def rate_limit(settings: Mapping[str, Any], stat_prefix: str = names.OUTBOUND) -> local_rate_limit_pb2.LocalRateLimit:
+    """A token bucket for the route (or, on the inbound listener, for the service's instance),
+    on every request (Envoy's default enables it for none)."""
     every = base_pb2.RuntimeFractionalPercent(default_value=fraction(100))
     per_second = settings["requests_per_second"]
     return local_rate_limit_pb2.LocalRateLimit(
-        stat_prefix=names.OUTBOUND, filter_enabled=every, filter_enforced=every,
+        stat_prefix=stat_prefix, filter_enabled=every, filter_enforced=every,
         token_bucket=token_bucket_pb2.TokenBucket(
             max_tokens=settings.get("burst") or per_second, tokens_per_fill=wrappers_pb2.UInt32Value(value=per_second),
             fill_interval=duration_pb2.Duration(seconds=1)))
+
+
+def inbound_rate_limit(settings: Mapping[str, Any] | None) -> list[hcm_pb2.HttpFilter]:
+    """A TrafficPolicy's ``rate_limit`` as the inbound listener's filter, after authorization and
+    before the router, as a sidecar listener takes its own: every caller's calls take a token."""
+    if settings is None:
+        return []
+    return [hcm_pb2.HttpFilter(name=RATE_LIMIT, typed_config=_packed(rate_limit(settings, names.INBOUND)))]
 
 
 def _packed(message: Any) -> any_pb2.Any:

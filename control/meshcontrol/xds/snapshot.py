@@ -157,8 +157,10 @@ class Snapshots:
         """Everything of ``type_url`` the client may have (before its subscription filters it)."""
         world = self.world
         if type_url == LISTENER:
+            traffic = world.traffic_policies.get(client.key) or {}
             return [entry(names.INBOUND, build.inbound_listener(client.meta.inbound, world.policies.get(client.key),
-                                                                world.mtls, world.trust_domain)),
+                                                                world.mtls, world.trust_domain,
+                                                                traffic.get("rate_limit"))),
                     entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound, world.route_filters(client.key)))]
         if type_url == ROUTE:
             key = client.key

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    ValidationInfo,
     Field,
     PlainSerializer,
     PlainValidator,
@@ -147,6 +148,9 @@ class Cluster(_Section):
     requests with one key (a route's hash_policy) on one endpoint."""
     protocol: Literal["http1", "http2"] = "http1"
     connect_timeout: Duration = default_duration("cluster.connect_timeout")
+    idle_timeout: Duration = default_duration("cluster.idle_timeout")
+    """An upstream connection unused for this long is closed; an HTTP/2 one takes no new
+    request and closes once its streams end (Envoy's common_http_protocol_options.idle_timeout)."""
     tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
     discovery: Discovery | None = None
@@ -158,10 +162,10 @@ class Cluster(_Section):
     circuit_breakers: CircuitBreakers | None = None
     """Limits on connections, pending requests, requests and retries; default: none."""
 
-    @field_validator("connect_timeout")
+    @field_validator("connect_timeout", "idle_timeout")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        return _positive("connect_timeout", value)
+    def _positive(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        return _positive(info.field_name or "", value)
 
     @model_validator(mode="after")
     def _grpc_checks_over_http2(self) -> Cluster:

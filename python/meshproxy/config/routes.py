@@ -15,9 +15,10 @@ from .hash_policy import HashPolicy
 from .kept import KeptModels
 from .messages import invalid
 from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_duplicates, _Section
-from .defaults import default_duration
+from .defaults import default, default_duration
 from .retry import RetryPolicy
 from .route_rules import Authority, DirectResponse, Fault, Mirror, RateLimit, Redirect, RegexRewrite
+from .timeouts import TimeoutCovers, check_timeout_covers
 
 # Where a route's requests go: exactly one of these.
 _DESTINATIONS = ("cluster", "split", "redirect", "direct_response")
@@ -84,7 +85,16 @@ class Route(_Section):
     request_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     response_headers: HeaderEdits = Field(default_factory=lambda: _NO_EDITS)
     timeout: Duration = default_duration("route.timeout")
-    """From sending the request upstream to the response's headers (retries included); 0 means no timeout."""
+    """From sending the request upstream to the response's headers (retries included), or to
+    its last byte with timeout_covers: response; 0 means no timeout. Past it before the headers:
+    504 (x-meshproxy-error: timeout); after them: the response is cut (reset)."""
+    timeout_covers: TimeoutCovers = default("route.timeout_covers")
+    """headers: timeout ends at the response's headers (a long download or stream is not cut);
+    response: at its last byte, as Envoy's route timeout (docs/resilience-timeouts.md)."""
+    idle_timeout: Duration = default_duration("route.idle_timeout")
+    """A stream that moves no byte either way for this long ends (checked four times per
+    timeout, so within a quarter more): before the response's headers, 504 timeout; after, the
+    response is cut (reset) and counted as the cluster's timeout. 0 means never (the default)."""
     hash_policy: list[HashPolicy] = _empty(list)
     """What a cluster with lb ring_hash or maglev keys this route's requests by (affinity):
     requests with one key land on one endpoint. Needed by those clusters, read by no other."""
@@ -103,6 +113,7 @@ class Route(_Section):
             raise invalid("give at most one of prefix_rewrite and regex_rewrite", at=("regex_rewrite",))
         if self.split is not None and sum(w.weight for w in self.split) == 0:
             raise invalid("split weights sum to 0; at least one weight must be greater than 0", at=("split",))
+        check_timeout_covers(self.timeout_covers, self.timeout)
         if self.prefix_rewrite is not None and self.match_.path_prefix is None:
             raise invalid(
                 "prefix_rewrite replaces the matched match.path_prefix, so it needs match.path_prefix",

@@ -27,7 +27,7 @@ from .translate_breakers import circuit_breakers, with_budgets
 from .translate_filters import ROUTE_FILTERS, listener_filter
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
-from .translate_base import Refused, duration
+from .translate_base import Refused, duration, only
 from .translate_routes import route_clusters, route_config_routes, string_of
 from .xds_messages import ENVOY_NAMES, ROUTER, is_set, type_name, unpack
 from .xds_pb2 import (
@@ -227,12 +227,19 @@ def _listener(listener: Listener, resources: Resources, local: Local) -> dict[st
         raise Refused(f"{where}: the http_connection_manager has neither rds nor route_config")
     routes = with_budgets(routes, resources.clusters, where)
     present = {ROUTE_FILTERS[kind] for f in manager.http_filters if (kind := type_name(f.typed_config)) in ROUTE_FILTERS}
+    authorization, rate_limit = _policies(manager, local.trust_domain, where)
     for i, route in enumerate(routes):
         for key in set(ROUTE_FILTERS.values()) - present:
             if key in route:
                 raise Refused(f"{where}: routes[{i}] configures {key}, but the listener has no such http filter")
-    return {"name": listener.name, "address": address, "protocol": protocol, "direction": direction, "tls": tls,
-            "authorization": _policies(manager, local.trust_domain, where), "routes": routes}
+        if rate_limit is not None and "rate_limit" in route:
+            raise Refused(f"{where}: routes[{i}] has a rate limit of its own, which in Envoy replaces the listener's "
+                          "token bucket; a sidecar applies both: give one or the other")
+    translated: dict[str, Any] = {"name": listener.name, "address": address, "protocol": protocol, "direction": direction, "tls": tls,
+                                  "authorization": authorization, "routes": routes}
+    if rate_limit is not None:
+        translated["rate_limit"] = rate_limit
+    return translated
 
 
 def _chains(listener: Listener, where: str) -> tuple[str, HttpConnectionManager]:
@@ -278,9 +285,14 @@ def _manager(chain: FilterChain, where: str) -> HttpConnectionManager:
     return manager
 
 
-def _policies(manager: HttpConnectionManager, trust_domain: str, where: str) -> list[dict[str, Any]]:
-    """The RBAC filters, in order, as sidecar policies; the router must come last."""
+def _policies(manager: HttpConnectionManager, trust_domain: str,
+              where: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The RBAC filters, in order, as sidecar policies, and the listener's rate limit (a
+    local_ratelimit filter with a token bucket of its own); the router must come last. The
+    sidecar takes the listener's token after authorization, so the rate limit must follow every
+    RBAC filter."""
     policies: list[dict[str, Any]] = []
+    rate_limit: dict[str, Any] | None = None
     filters = list(manager.http_filters)
     for i, http_filter in enumerate(filters):
         at = f"{where}: http_filters[{i}] '{http_filter.name}'"
@@ -288,15 +300,23 @@ def _policies(manager: HttpConnectionManager, trust_domain: str, where: str) -> 
         if kind == ROUTER:
             if i != len(filters) - 1:
                 raise Refused(f"{at}: the router must be the last http filter")
-            return policies
+            return policies, rate_limit
         if kind == ENVOY_NAMES[RbacFilter]:
+            if rate_limit is not None:
+                raise Refused(f"{at}: the sidecar authorizes a request before its listener's rate limit takes a "
+                              "token; expected the rate limit after every RBAC filter")
             rbac = _unpack(http_filter.typed_config, RbacFilter, at)
             name = http_filter.name if http_filter.name not in {p["name"] for p in policies} else f"rbac-{i}"
             policy = authorization_policy(rbac, name, trust_domain, at)
             if policy is not None:
                 policies.append(policy)
         elif kind in ROUTE_FILTERS:
-            listener_filter(http_filter.typed_config, at)  # what it does comes per route
+            # Doing nothing but per route, or the listener's own token bucket.
+            bucket = listener_filter(http_filter.typed_config, at)
+            if bucket is not None:
+                if rate_limit is not None:
+                    raise Refused(f"{at}: a sidecar listener has one rate limit; found a second")
+                rate_limit = bucket
         elif not (http_filter.is_optional or http_filter.disabled):
             raise Refused(f"{at}: {kind or 'a filter without typed_config'} has no sidecar "
                           "equivalent; the sidecar runs envoy.filters.http.rbac and envoy.filters.http.router")
@@ -328,6 +348,9 @@ def _cluster(cluster: Cluster, resources: Resources) -> dict[str, Any]:
         translated["circuit_breakers"] = breakers
     if cluster.HasField("connect_timeout"):
         translated["connect_timeout"] = duration(cluster.connect_timeout)
+    idle_timeout = _connection_idle_timeout(cluster, where)
+    if idle_timeout is not None:
+        translated["idle_timeout"] = idle_timeout
     if cluster.HasField("transport_socket"):
         translated["tls"] = _cluster_tls(cluster.transport_socket, where)
     if cluster.type == Cluster.EDS:
@@ -351,6 +374,27 @@ def _lb(cluster: Cluster, where: str) -> str:
         raise Refused(f"{where}: lb_policy {Cluster.LbPolicy.Name(cluster.lb_policy)} has no sidecar "
                       "equivalent; expected LEAST_REQUEST, ROUND_ROBIN, RANDOM, RING_HASH or MAGLEV")
     return policy
+
+
+def _connection_idle_timeout(cluster: Cluster, where: str) -> str | None:
+    """``common_http_protocol_options.idle_timeout`` of the cluster's HttpProtocolOptions: the
+    sidecar cluster's ``idle_timeout``; none: the sidecar's default."""
+    options = cluster.typed_extension_protocol_options.get(_PROTOCOL_OPTIONS)
+    if options is None:
+        return None
+    at = f"{where}: {_PROTOCOL_OPTIONS}: common_http_protocol_options"
+    protocol = _unpack(options, HttpProtocolOptions, at)
+    if not protocol.HasField("common_http_protocol_options"):
+        return None
+    common = protocol.common_http_protocol_options
+    only(common, {"idle_timeout"}, at)
+    if not common.HasField("idle_timeout"):
+        return None
+    idle = duration(common.idle_timeout)
+    if idle == "0ms":
+        raise Refused(f"{at}: idle_timeout 0 (never) has no sidecar equivalent; a sidecar closes unused connections "
+                      "after a timeout greater than 0")
+    return idle
 
 
 def _http2(cluster: Cluster, where: str) -> bool:

@@ -27,14 +27,16 @@ ROUTE_FILTERS = {FAULT: "fault", RATE_LIMIT: "rate_limit"}
 """The filters a route may configure, by their config's type, and the route key each sets."""
 
 
-def listener_filter(config: any_pb2.Any, where: str) -> None:
-    """Refuses a fault or rate limit filter of a listener that would act beyond its routes'."""
+def listener_filter(config: any_pb2.Any, where: str) -> dict[str, Any] | None:
+    """A listener's fault or rate limit filter: doing nothing but per route (``None``), or, for a
+    rate limit with a token bucket, the listener's own ``rate_limit`` (a TrafficPolicy's, on the
+    inbound listener). A listener-wide fault is refused."""
     fault, limit = unpack(config, HttpFault), unpack(config, LocalRateLimit)
     if fault is not None and fault.ListFields():
         raise Refused(f"{where}: a listener-wide fault has no sidecar equivalent; expected it per route only")
     if limit is not None and any(field.name != "stat_prefix" for field, _ in limit.ListFields()):
-        raise Refused(f"{where}: this listener-wide rate limit has no sidecar equivalent; expected it per route only "
-                      "(a sidecar listener's rate_limit is a bucket of its own)")
+        return _rate_limit(limit, where)
+    return None
 
 
 def route_filters(configs: Mapping[str, any_pb2.Any], where: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import names
 from .translate_base import Refused, duration, percent_of
 from .translate_filters import route_filters
 from .translate_base import only as _only
@@ -124,6 +125,11 @@ def _route(route: Route, where: str) -> dict[str, Any]:
     kind = route.WhichOneof("action")
     if kind == "route":
         translated.update(_action(route.route, f"{where}: route"))
+        # What Envoy's fields cannot say (its route timeout always covers the whole response)
+        # comes in the metadata, as the control plane writes it.
+        ours = route.metadata.filter_metadata.get(names.METADATA_KEY)
+        if ours is not None and "timeout_covers" in ours.fields:
+            translated["timeout_covers"] = ours.fields["timeout_covers"].string_value
     elif kind == "redirect":
         translated["redirect"] = _redirect(route.redirect, f"{where}: redirect")
     elif kind == "direct_response":
@@ -198,7 +204,8 @@ def _match(match: RouteMatch, where: str) -> dict[str, Any]:
 
 
 def _action(action: RouteAction, where: str) -> dict[str, Any]:
-    _only(action, {"cluster", "weighted_clusters", "timeout", "prefix_rewrite", "cluster_not_found_response_code",
+    _only(action, {"cluster", "weighted_clusters", "timeout", "idle_timeout", "prefix_rewrite",
+                   "cluster_not_found_response_code",
                    "hash_policy", "retry_policy", "request_mirror_policies", "regex_rewrite",
                    "host_rewrite_literal"}, where)
     translated: dict[str, Any] = {}
@@ -216,6 +223,8 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
         raise Refused(f"{where}: expected cluster or weighted_clusters, found {kind or 'neither'}")
     if action.HasField("timeout"):
         translated["timeout"] = duration(action.timeout)
+    if action.HasField("idle_timeout"):
+        translated["idle_timeout"] = duration(action.idle_timeout)  # Envoy's 0 disables it, as the sidecar's
     if action.prefix_rewrite:
         translated["prefix_rewrite"] = action.prefix_rewrite
     if action.HasField("regex_rewrite"):

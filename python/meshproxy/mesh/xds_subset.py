@@ -118,6 +118,8 @@ MESSAGES = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": "HttpProtocolOptions",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig":
         "HttpProtocolOptions.ExplicitHttpConfig",
+    # Read for its idle_timeout (a cluster's idle_timeout).
+    "envoy.config.core.v3.HttpProtocolOptions": "CommonHttpProtocolOptions",
     # Read for its presence: `http2_protocol_options {}` alone says "HTTP/2".
     "envoy.config.core.v3.Http2ProtocolOptions": "Http2ProtocolOptions",
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": "DownstreamTlsContext",

@@ -16,6 +16,9 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     #[serde(default = "Cluster::default_connect_timeout")]
     pub connect_timeout: Millis,
+    /// An upstream connection unused for this long is closed.
+    #[serde(default = "crate::timeouts::default_cluster_idle_timeout")]
+    pub idle_timeout: Millis,
     #[serde(default)]
     pub tls: ClusterTls,
     #[serde(default)]

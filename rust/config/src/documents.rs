@@ -228,6 +228,11 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     #[serde(default = "Route::default_timeout")]
     pub timeout: Millis,
+    #[serde(default)]
+    pub timeout_covers: crate::TimeoutCovers,
+    /// A stream that moves no byte either way for this long ends; 0: never.
+    #[serde(default = "crate::timeouts::never")]
+    pub idle_timeout: Millis,
     /// What a hashing cluster keys this route's requests by.
     #[serde(default)]
     pub hash_policy: Vec<crate::HashPolicy>,
@@ -322,6 +327,7 @@ pub fn defaults() -> serde_json::Value {
     if let Some(map) = defaults.as_object_mut() {
         map.extend(crate::health::defaults().into_iter().map(|(key, value)| (key.to_string(), value)));
         map.extend(crate::retry::defaults().map(|(key, value)| (key.to_string(), value)));
+        map.extend(crate::timeouts::defaults().map(|(key, value)| (key.to_string(), value)));
     }
     defaults
 }

@@ -15,6 +15,7 @@ mod log_fields;
 mod problem;
 mod retry;
 mod route_rules;
+mod timeouts;
 pub mod spiffe;
 pub mod values;
 
@@ -24,3 +25,4 @@ pub use health::{GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, SuccessRat
 pub use log_fields::{Field, Fields, STDOUT};
 pub use problem::Problem;
 pub use spiffe::SpiffeId;
+pub use timeouts::TimeoutCovers;

@@ -33,6 +33,8 @@ pub struct Cluster {
     pub name: Arc<str>,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: std::time::Duration,
+    /// An upstream connection unused for this long is closed (see `pool`).
+    pub idle_timeout: std::time::Duration,
     /// How connections to the endpoints are secured; `None`: plain text.
     pub tls: Option<UpstreamTls>,
     /// What tells this cluster's way of securing its connections from others' in the endpoint
@@ -100,6 +102,7 @@ impl Cluster {
             name,
             protocol: settings.protocol,
             connect_timeout: settings.connect_timeout.duration(),
+            idle_timeout: settings.idle_timeout.duration(),
             tls,
             transport,
             stats,
@@ -134,6 +137,7 @@ impl Cluster {
             address: &endpoint.address,
             protocol: self.protocol,
             connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
             tls: self.tls.as_ref(),
             breakers: self.breakers.as_ref(),
         }
@@ -237,12 +241,13 @@ fn with_health(health: &ClusterHealth, hosts: &mut HashMap<Arc<str>, Arc<HostHea
 
 impl ClusterSource {
     pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = cluster;
+        let config::Cluster { name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = cluster;
         let settings = config::Cluster {
             name: name.clone(),
             lb: lb.clone(),
             protocol: *protocol,
             connect_timeout: *connect_timeout,
+            idle_timeout: *idle_timeout,
             tls: tls.clone(),
             endpoints: Vec::new(),
             discovery: discovery.clone(),
@@ -254,11 +259,12 @@ impl ClusterSource {
     }
 
     fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
-        let config::Cluster { name, lb, protocol, connect_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = &self.settings;
+        let config::Cluster { name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = &self.settings;
         *name == cluster.name
             && *lb == cluster.lb
             && *protocol == cluster.protocol
             && *connect_timeout == cluster.connect_timeout
+            && *idle_timeout == cluster.idle_timeout
             && *tls == cluster.tls
             && *discovery == cluster.discovery
             && *health_check == cluster.health_check

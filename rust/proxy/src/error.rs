@@ -21,6 +21,8 @@ pub enum ProxyError {
     NoHealthyEndpoint { cluster: String },
     ConnectFailure { cluster: String, endpoint: String, cause: String },
     Timeout { cluster: String, after: std::time::Duration },
+    /// No byte moved either way for the route's `idle_timeout` before the response head.
+    IdleTimeout { cluster: String, after: std::time::Duration },
     /// The upstream broke the exchange after the connection was made (reset, protocol error).
     UpstreamFailure { cluster: String, endpoint: String, cause: String },
     /// An authorization policy denied the request: a deny rule matched (`rule`), or no allow
@@ -43,7 +45,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => Reason::NoRoute,
             ProxyError::NoHealthyEndpoint { .. } => Reason::NoHealthyEndpoint,
             ProxyError::ConnectFailure { .. } => Reason::ConnectFailure,
-            ProxyError::Timeout { .. } => Reason::Timeout,
+            ProxyError::Timeout { .. } | ProxyError::IdleTimeout { .. } => Reason::Timeout,
             ProxyError::UpstreamFailure { .. } => Reason::UpstreamFailure,
             ProxyError::Denied { .. } => Reason::Denied,
             ProxyError::Overflow { .. } => Reason::Overflow,
@@ -84,6 +86,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::Timeout { cluster, after } => {
                 write!(f, "cluster '{cluster}' did not answer within {}ms", after.as_millis())
+            }
+            ProxyError::IdleTimeout { cluster, after } => {
+                write!(f, "no byte moved to or from cluster '{cluster}' for {}ms (the route's idle_timeout)", after.as_millis())
             }
             ProxyError::UpstreamFailure { cluster, endpoint, cause } => {
                 write!(f, "{endpoint} of cluster '{cluster}' failed: {cause}")

@@ -23,6 +23,14 @@ const TICKS: u32 = 4;
 #[derive(Debug)]
 pub struct IdleTimeout<I> {
     io: I,
+    quiet: Quiet,
+}
+
+/// The clock of something that ends once quiet for a timeout: told *that* it moved (a flag),
+/// polled when it has nothing to do. Shared by connections (`IdleTimeout`) and a route's
+/// streams (`timeouts`).
+#[derive(Debug)]
+pub struct Quiet {
     tick: Duration,
     timer: Pin<Box<Sleep>>,
     moved: bool,
@@ -35,43 +43,58 @@ pub struct IdleTimeout<I> {
 
 impl<I> IdleTimeout<I> {
     pub fn new(io: I, timeout: Duration) -> IdleTimeout<I> {
-        let tick = timeout / TICKS;
-        IdleTimeout { io, tick, timer: Box::pin(tokio::time::sleep(tick)), moved: false, quiet_ticks: 0, registered: false }
-    }
-
-    /// Called when `io` has nothing to do: pending until the connection has been quiet for
-    /// the timeout, then the error that ends it. The timer is polled (which registers the
-    /// task's waker with it) once per tick; in between, a look at whether it has fired costs
-    /// a load. The connection is driven by one task, whose waker the timer keeps.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        if self.registered && !self.timer.is_elapsed() {
-            return Poll::Pending;
-        }
-        self.registered = true;
-        while self.timer.as_mut().poll(cx).is_ready() {
-            if std::mem::take(&mut self.moved) {
-                self.quiet_ticks = 0;
-            } else {
-                self.quiet_ticks += 1;
-                if self.quiet_ticks >= TICKS {
-                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "the connection was idle for its listener's idle_timeout"));
-                }
-            }
-            let next = Instant::now() + self.tick;
-            self.timer.as_mut().reset(next);
-        }
-        Poll::Pending
+        IdleTimeout { io, quiet: Quiet::new(timeout) }
     }
 
     /// What `io` answered, noting that it moved; when it has nothing, the idle check.
     fn observe<T>(&mut self, cx: &mut Context<'_>, answer: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match answer {
             Poll::Ready(done) => {
-                self.moved = true;
+                self.quiet.moved();
                 Poll::Ready(done)
             }
-            Poll::Pending => self.poll_idle(cx).map(Err),
+            Poll::Pending => self
+                .quiet
+                .poll_quiet(cx, || false)
+                .map(|()| Err(io::Error::new(io::ErrorKind::TimedOut, "the connection was idle for its listener's idle_timeout"))),
         }
+    }
+}
+
+// === impl Quiet ===
+
+impl Quiet {
+    pub fn new(timeout: Duration) -> Quiet {
+        let tick = timeout / TICKS;
+        Quiet { tick, timer: Box::pin(tokio::time::sleep(tick)), moved: false, quiet_ticks: 0, registered: false }
+    }
+
+    pub fn moved(&mut self) {
+        self.moved = true;
+    }
+
+    /// Called when there is nothing to do: pending until quiet for the timeout, then ready.
+    /// The timer is polled (which registers the task's waker with it) once per tick; in
+    /// between, a look at whether it has fired costs a load. At each tick, `also_moved` is
+    /// asked whether something the flag does not see moved (a counter kept elsewhere).
+    pub fn poll_quiet(&mut self, cx: &mut Context<'_>, mut also_moved: impl FnMut() -> bool) -> Poll<()> {
+        if self.registered && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        self.registered = true;
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if std::mem::take(&mut self.moved) | also_moved() {
+                self.quiet_ticks = 0;
+            } else {
+                self.quiet_ticks += 1;
+                if self.quiet_ticks >= TICKS {
+                    return Poll::Ready(());
+                }
+            }
+            let next = Instant::now() + self.tick;
+            self.timer.as_mut().reset(next);
+        }
+        Poll::Pending
     }
 }
 

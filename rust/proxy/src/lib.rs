@@ -1,12 +1,13 @@
 //! The data path, top-down: `listener` accepts connections and serves them with hyper;
 //! `proxy` takes each request through authorization (`authz`), picks a route (`route`) and a
 //! cluster (`cluster`), and `retry` sends it to an endpoint (`endpoint`) over a pooled
-//! connection (`pool`), again when its policy allows, within the cluster's `breakers`. Before
-//! forwarding, a route's `rules` may stop or hold a request (`rate_limit`, `fault`), a route may
-//! answer it itself (`direct`), `rewrite` changes what goes upstream and `mirror` copies it.
-//! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
-//! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
-//! `workers` are the threads it all runs on.
+//! connection (`pool`; `sweep` closes the unused ones), again when its policy allows, within
+//! the cluster's `breakers`. Before forwarding, a route's `rules` may stop or hold a request
+//! (`rate_limit`, `fault`), a route may answer it itself (`direct`), `rewrite` changes what goes
+//! upstream and `mirror` copies it. `health` checks endpoints and `outlier` ejects the failing
+//! ones. Each request is an `observe::Observation`, recorded into the telemetry when its
+//! response body ends (`body`); a route's `timeouts` may stop a response that stalls or runs
+//! long. `workers` are the threads it all runs on.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -39,4 +40,6 @@ pub mod rewrite;
 pub mod route;
 pub mod rules;
 mod snapshot;
+mod sweep;
+pub mod timeouts;
 pub mod workers;

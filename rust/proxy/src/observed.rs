@@ -12,6 +12,8 @@ use crate::breakers::Held;
 use crate::endpoint::InFlightRequest;
 use crate::observe::Observation;
 use crate::pool::Lease;
+use crate::timeouts::ResponseTimer;
+use meshproxy_telemetry::Reason;
 
 /// A response body on its way to the client, with the observation of its request: finished
 /// when the body ends, fails, or is dropped unsent (the observation records itself on drop).
@@ -31,7 +33,13 @@ pub struct Upstream {
     pub lease: Option<Box<Lease>>,
     /// The request's place under the cluster's circuit breakers' `max_requests`, if it has them.
     pub admitted: Option<Held>,
+    /// What stops the body early, on routes with an `idle_timeout` or a `timeout` covering the
+    /// whole response (`timeouts`); `None` on others, which pay nothing more.
+    pub timer: Option<Box<ResponseTimer>>,
 }
+
+/// What a response body fails with: the upstream's error, or the route's timer's.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 // === impl Observed ===
 
@@ -48,12 +56,28 @@ impl Observed {
 
 impl http_body::Body for Observed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => frame.map(|frame| frame.map_err(BodyError::from)),
+            // Nothing yet: the route's timer, if it has one, may stop the body.
+            Poll::Pending => {
+                let Some(timer) = this.upstream.as_mut().and_then(|upstream| upstream.timer.as_mut()) else {
+                    return Poll::Pending;
+                };
+                let expired = std::task::ready!(timer.poll_expired(cx));
+                if let Some(observation) = this.observation.as_mut() {
+                    observation.error = Some(Reason::Timeout);
+                }
+                Some(Err(BodyError::from(expired)))
+            }
+        };
         if let Some(upstream) = this.upstream.as_mut() {
+            if let Some(timer) = upstream.timer.as_mut() {
+                timer.moved();
+            }
             if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
                 upstream.in_flight.take();
                 upstream.admitted.take();

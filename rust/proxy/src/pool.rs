@@ -1,6 +1,7 @@
 //! The connections of one endpoint: idle HTTP/1.1 keep-alive connections, one at a time per
 //! request, and one multiplexed HTTP/2 connection shared by all requests. A pool belongs to the
-//! endpoint's state, so it survives config swaps with the endpoint.
+//! endpoint's state, so it survives config swaps with the endpoint. Connections unused for their
+//! cluster's `idle_timeout` are closed (`sweep`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -18,12 +19,10 @@ use crate::body::Body;
 use crate::breakers::{Breakers, Held, Limit, Overflow};
 use meshproxy_config::UpstreamProtocol;
 use crate::executor::{spawn_boxed, BoxingExecutor};
+use crate::sweep::{self, Looks, Sweep};
 use meshproxy_tls::outbound::UpstreamTls;
 use meshproxy_tls::refusal::Refused;
 
-/// A connection idle longer than this is closed rather than reused: upstreams commonly drop
-/// keep-alive connections after a minute or so, and a request sent on one they dropped fails.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle HTTP/1.1 connections kept per endpoint and worker; more are closed when they finish.
 /// Above the concurrency a worker sees (h2c clients multiplex hundreds of requests onto a few
 /// connections, each needing its own upstream HTTP/1.1 connection): a lower cap closed and
@@ -40,6 +39,8 @@ const MAX_UNSENT_ATTEMPTS: usize = 4;
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     shared: Mutex<Option<SharedHttp2>>,
+    /// Whether a task closes this pool's connections once unused for their idle timeout.
+    swept: std::sync::atomic::AtomicBool,
     /// Held while an HTTP/2 connection is being made, so concurrent requests share one.
     connecting: tokio::sync::Mutex<()>,
     /// Numbers HTTP/2 connections, so a failure retires the connection it happened on only.
@@ -51,6 +52,10 @@ pub struct Pool {
 struct SharedHttp2 {
     id: u64,
     sender: http2::SendRequest<Body>,
+    /// Its cluster's `idle_timeout`.
+    idle_timeout: Duration,
+    /// Whether a request took it since the sweep last looked (see `sweep`).
+    used: bool,
 }
 
 /// The HTTP/1.1 connection a response is being read from, until the response body ends.
@@ -58,12 +63,15 @@ struct SharedHttp2 {
 pub struct Lease {
     sender: Option<http1::SendRequest<Body>>,
     pool: Weak<Pool>,
+    idle_timeout: Duration,
 }
 
 #[derive(Debug)]
 struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
+    /// Its cluster's `idle_timeout`: unused for this long, it is closed.
+    timeout: Duration,
 }
 
 /// How to reach an endpoint: from its cluster, which may differ between clusters listing it.
@@ -73,6 +81,8 @@ pub struct Dial<'a> {
     pub protocol: UpstreamProtocol,
     /// Covers the TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
+    /// A pooled connection unused for this long is closed.
+    pub idle_timeout: Duration,
     pub tls: Option<&'a UpstreamTls>,
     /// The cluster's circuit breakers: a connection to make, and a request waiting for it,
     /// count against them.
@@ -121,7 +131,7 @@ impl Pool {
                 // idle for microseconds, skip the copy.
                 let spare = (idle_for > STALE_RISK && is_replayable(&request)).then(|| copy_bodyless(&request));
                 match sender.try_send_request(request).await {
-                    Ok(response) => return Ok((response, self.lease(sender))),
+                    Ok(response) => return Ok((response, self.lease(sender, dial.idle_timeout))),
                     Err(mut unsent) => match (unsent.take_message(), spare) {
                         // Closed before it took the request: the request comes back unsent.
                         (Some(request), _) => request,
@@ -142,10 +152,10 @@ impl Pool {
             }
         };
         let response = sender.send_request(request).await.map_err(PoolError::Exchange)?;
-        Ok((response, self.lease(sender)))
+        Ok((response, self.lease(sender, dial.idle_timeout)))
     }
 
-    async fn send_http2(&self, dial: Dial<'_>, mut request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+    async fn send_http2(self: &Arc<Self>, dial: Dial<'_>, mut request: Request<Body>) -> Result<Response<Incoming>, PoolError> {
         // A connection that is going away (GOAWAY, reset) hands back the requests it never
         // sent; those are safe to send again on a new connection.
         let mut attempt = 1;
@@ -183,7 +193,8 @@ impl Pool {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let ready = idle.iter().filter(|entry| entry.sender.is_ready()).count();
         drop(idle);
-        (ready, usize::from(self.current_http2().is_some()))
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        (ready, usize::from(shared.as_ref().is_some_and(|shared| !shared.sender.is_closed())))
     }
 
     /// Stops handing out the shared connection if it is still the one that failed.
@@ -199,7 +210,7 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(entry) = idle.pop() {
             let idle_for = entry.since.elapsed();
-            if idle_for < IDLE_TIMEOUT && entry.sender.is_ready() {
+            if idle_for < entry.timeout && entry.sender.is_ready() {
                 return Some((entry.sender, idle_for));
             }
         }
@@ -207,23 +218,28 @@ impl Pool {
     }
 
     /// The lease holds the pool weakly: a pool whose endpoint left the config keeps nothing.
-    fn lease(self: &Arc<Self>, sender: http1::SendRequest<Body>) -> Box<Lease> {
-        Box::new(Lease { sender: Some(sender), pool: Arc::downgrade(self) })
+    fn lease(self: &Arc<Self>, sender: http1::SendRequest<Body>, idle_timeout: Duration) -> Box<Lease> {
+        Box::new(Lease { sender: Some(sender), pool: Arc::downgrade(self), idle_timeout })
     }
 
-    fn put_idle(&self, sender: http1::SendRequest<Body>) {
+    fn put_idle(self: &Arc<Self>, sender: http1::SendRequest<Body>, timeout: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push(Idle { sender, since: Instant::now(), timeout });
+            // Under the lock: a sweep that finds the pool empty stops under it too.
+            sweep::start(self);
         }
     }
 
+    /// The shared HTTP/2 connection, noted as used.
     fn current_http2(&self) -> Option<SharedHttp2> {
-        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        shared.as_ref().filter(|shared| !shared.sender.is_closed()).cloned()
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let current = shared.as_mut().filter(|shared| !shared.sender.is_closed())?;
+        current.used = true;
+        Some(current.clone())
     }
 
-    async fn connect_shared_http2(&self, dial: Dial<'_>) -> Result<SharedHttp2, ConnectError> {
+    async fn connect_shared_http2(self: &Arc<Self>, dial: Dial<'_>) -> Result<SharedHttp2, ConnectError> {
         let _waiting = hold(dial, Limit::PendingRequests).map_err(ConnectError::Overflow)?;
         let _one_at_a_time = self.connecting.lock().await;
         // Someone else may have connected while this request waited for the lock.
@@ -232,9 +248,42 @@ impl Pool {
         }
         let connection = hold(dial, Limit::Connections).map_err(ConnectError::Overflow)?;
         let sender = connect_http2(dial, connection).await?;
-        let shared = SharedHttp2 { id: self.connections_made.fetch_add(1, Relaxed), sender };
+        let id = self.connections_made.fetch_add(1, Relaxed);
+        let shared = SharedHttp2 { id, sender, idle_timeout: dial.idle_timeout, used: true };
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
+        sweep::start(self);
         Ok(shared)
+    }
+}
+
+impl Sweep for Pool {
+    fn swept(&self) -> &std::sync::atomic::AtomicBool {
+        &self.swept
+    }
+
+    fn look(&self, http2: &mut Looks) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        // Locked in this order only here; elsewhere one at a time.
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        // Dropping an idle HTTP/1.1 connection's sender closes it.
+        idle.retain(|entry| entry.since.elapsed() < entry.timeout && !entry.sender.is_closed());
+        let mut next = idle.iter().map(|entry| now + entry.timeout.saturating_sub(entry.since.elapsed())).min();
+        match shared.as_mut().filter(|current| !current.sender.is_closed()) {
+            None => {
+                *shared = None;
+                http2.reset();
+            }
+            Some(current) => match http2.look(now, std::mem::take(&mut current.used), current.idle_timeout) {
+                // New streams go on a new connection; this one closes once its streams end.
+                (true, _) => *shared = None,
+                (false, due) => next = next.into_iter().chain(due).min(),
+            },
+        }
+        if next.is_none() {
+            self.swept.store(false, Relaxed);
+        }
+        next
     }
 }
 
@@ -248,9 +297,9 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
             if !sender.is_ready() {
-                reuse_when_ready(sender, std::mem::take(&mut self.pool));
+                reuse_when_ready(sender, std::mem::take(&mut self.pool), self.idle_timeout);
             } else if let Some(pool) = self.pool.upgrade() {
-                pool.put_idle(sender);
+                pool.put_idle(sender, self.idle_timeout);
             }
         }
     }
@@ -259,14 +308,14 @@ impl Drop for Lease {
 /// An HTTP/1.1 connection takes its next request once the current response has been read to
 /// the end; it goes back to the pool then, or is dropped (closing it) if it broke. A body may
 /// be dropped outside the runtime (as the engine stops): then the connection just closes.
-fn reuse_when_ready(mut sender: http1::SendRequest<Body>, pool: Weak<Pool>) {
+fn reuse_when_ready(mut sender: http1::SendRequest<Body>, pool: Weak<Pool>, idle_timeout: Duration) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
         if sender.ready().await.is_ok() {
             if let Some(pool) = pool.upgrade() {
-                pool.put_idle(sender);
+                pool.put_idle(sender, idle_timeout);
             }
         }
     });

@@ -154,6 +154,8 @@ async fn proxy(
     // Bodyless requests (most) need no counter, and get none: one allocation saved.
     let bodyless = http_body::Body::is_end_stream(&body);
     let received = (!bodyless).then(|| observation.count_request_bytes());
+    // The request body's bytes count as a stream's movement for its idle timeout.
+    let counted = route.stream_timeouts.and_then(|_| received.clone());
     // A request the route's mirror copies: a body (small, its length known) is read whole first,
     // for the copy to have it too.
     let mirrored = route.rules.mirror.as_ref().filter(|mirror| mirror.draws(&parts.headers, bodyless));
@@ -189,12 +191,16 @@ async fn proxy(
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
     let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
-    let (mut response, upstream) = match route.timeout {
-        Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
+    let (mut response, upstream) = match (route.stream_timeouts, route.timeout) {
+        (Some(timeouts), head) => {
+            let (response, upstream, timer) = timeouts.forward(forwarded, head, &cluster, counted).await?;
+            (response, Upstream { timer: Some(timer), ..upstream })
+        }
+        (None, Some(limit)) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
             ProxyError::Timeout { cluster: cluster.name.to_string(), after: limit }
         })??,
-        None => forwarded.await?,
+        (None, None) => forwarded.await?,
     };
     remove_hop_by_hop(response.headers_mut());
     // hyper would repeat the upstream's reason phrase, empty or odd as it may be; the proxy

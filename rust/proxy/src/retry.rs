@@ -277,9 +277,9 @@ pub async fn forward(
                 let response = response.map(|body| Body::Streamed { body, received: None });
                 let failure = Failure::Status(response.status());
                 if !(copies && policy.retries(failure, &tries)) {
-                    return Ok((response, Upstream { in_flight: Some(in_flight), lease, admitted }));
+                    return Ok((response, Upstream { in_flight: Some(in_flight), lease, admitted, timer: None }));
                 }
-                (failure, Outcome::Response(response, Upstream { in_flight: Some(in_flight), lease, admitted: None }), None)
+                (failure, Outcome::Response(response, Upstream { in_flight: Some(in_flight), lease, admitted: None, timer: None }), None)
             }
             Err(PoolError::Connect { cause, unsent }) => {
                 cluster.stats.connect_failures_total.inc();

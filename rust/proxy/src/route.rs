@@ -42,6 +42,9 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     /// Time allowed from sending upstream to response headers; `None` waits forever.
     pub timeout: Option<std::time::Duration>,
+    /// The route's `idle_timeout` and a `timeout` covering the whole response; `None` when it
+    /// has neither, and its requests take the plain path.
+    pub stream_timeouts: Option<crate::timeouts::StreamTimeouts>,
     /// What a hashing cluster keys the route's requests by; `None`: nothing (the others).
     pub hash_key: Option<HashKey>,
     /// The route's `retry` policy; `None`: the built-in one (`retry::BUILT_IN`).
@@ -339,6 +342,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            stream_timeouts: None,
             hash_key: None,
             retry: None,
             compiled_from: any_config(),
@@ -395,6 +399,7 @@ mod tests {
             request_headers: HeaderEdits::default(),
             response_headers: HeaderEdits::default(),
             timeout: None,
+            stream_timeouts: None,
             hash_key: None,
             retry: None,
             compiled_from: any_config(),

@@ -41,8 +41,10 @@ pub(super) fn compile_clusters(
                 Policy::default()
             }
         };
-        if let Err(message) = values::positive_duration("connect_timeout", cluster.connect_timeout.0.saturating_mul(1000)) {
-            problems.push(Problem::new(format!("{at}.connect_timeout"), message));
+        for (key, duration) in [("connect_timeout", cluster.connect_timeout), ("idle_timeout", cluster.idle_timeout)] {
+            if let Err(message) = values::positive_duration(key, duration.0.saturating_mul(1000)) {
+                problems.push(Problem::new(format!("{at}.{key}"), message));
+            }
         }
         super::health::check_health(cluster, &at, problems);
         let tls = compile_cluster_tls(cluster, trust_domain, &at, cx, problems);

@@ -14,6 +14,7 @@ use meshproxy_proxy::retry::Retry;
 use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
 use meshproxy_proxy::direct::{Answer, Answered, DirectResponse, Redirect};
 use meshproxy_proxy::rules::RouteRules;
+use meshproxy_proxy::timeouts::StreamTimeouts;
 use meshproxy_telemetry::rules::{RuleKey, RuleRegistry};
 use meshproxy_proxy::route::{Action, HeaderEdits, HostMatch, PathMatch, PrefixRewrite, Route, RouteMatch, RouteTable, Target};
 
@@ -72,6 +73,9 @@ pub(super) fn compile_routes(
         let request_headers = compile_edits(&route.request_headers, &at, "request_headers", problems);
         let response_headers = compile_edits(&route.response_headers, &at, "response_headers", problems);
         let hash_key = compile_hash_key(route, action.as_ref(), &at, problems);
+        if route.timeout_covers == config::TimeoutCovers::Response && route.timeout.0 == 0 {
+            problems.push(Problem::new(format!("{at}.timeout_covers"), "timeout_covers: response needs a timeout greater than 0 (0 means none)"));
+        }
         let (Some(action), Some(matcher)) = (action, matcher) else { continue };
         routes.push(Arc::new(Route {
             name,
@@ -82,6 +86,7 @@ pub(super) fn compile_routes(
             request_headers,
             response_headers,
             timeout: route.timeout.nonzero(),
+            stream_timeouts: StreamTimeouts::new(route),
             hash_key,
             retry: route.retry.as_ref().map(|policy| Box::new(Retry::new(policy))),
             compiled_from: route.clone(),

@@ -263,3 +263,18 @@ fn a_route_mirroring_to_a_cluster_compiled_again_is_compiled_again() {
     let mirror = routes(&moved)[0].rules.mirror.as_ref().map(|m| m.cluster.clone());
     assert!(mirror.is_some_and(|b| Arc::ptr_eq(&b, &moved.clusters[1])));
 }
+
+#[test]
+fn timeouts_the_schema_refuses_are_refused_at_their_paths() {
+    let doc = serde_json::json!({
+        "listeners": listener(serde_json::json!([
+            {"cluster": "a", "timeout": "0s", "timeout_covers": "response"},
+            {"cluster": "a", "timeout": "2s", "timeout_covers": "response", "idle_timeout": "300ms"},
+        ])),
+        "clusters": [{"name": "a", "idle_timeout": "0s"}],
+    });
+    let got = problems(doc);
+    assert!(got.iter().any(|p| p.starts_with("listeners[0].routes[0].timeout_covers: timeout_covers: response needs a timeout")), "{got:?}");
+    assert!(got.iter().any(|p| p.starts_with("clusters[0].idle_timeout: idle_timeout must be greater than 0")), "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
+}

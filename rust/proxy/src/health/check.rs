@@ -76,6 +76,8 @@ async fn probe(settings: &config::HealthCheck, target: &Target, cluster: &str) -
         address: &target.address,
         protocol: target.protocol,
         connect_timeout: target.connect_timeout,
+        // A check's connection is its own, never pooled.
+        idle_timeout: Duration::ZERO,
         tls: target.tls.as_ref(),
         // A health check is not a request: circuit breakers do not count it.
         breakers: None,
