@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _native, ca_cli
+from .capture import cli as capture_cli
 from .engine_document import EngineDocument
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     version.set_defaults(handler=_version)
 
     ca_cli.add_to(commands)
+    capture_cli.add_to(commands)
     return parser
 
 

@@ -6,7 +6,8 @@
 //! answer it itself (`direct`), `rewrite` changes what goes upstream and `mirror` copies it.
 //! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
 //! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
-//! `workers` are the threads it all runs on.
+//! `workers` are the threads it all runs on. A capture listener reads where each connection was
+//! going before the kernel redirected it (`original_dst`), and its routes match on that.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod listener;
 pub mod mirror;
 mod observe;
 mod observed;
+pub mod original_dst;
 mod outlier;
 mod pool;
 mod proxy;

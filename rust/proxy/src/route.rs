@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -15,6 +16,7 @@ use crate::retry::{Retry, BUILT_IN};
 use crate::direct::Answered;
 use crate::rules::RouteRules;
 use meshproxy_config as config;
+use meshproxy_config::capture::DestinationMatch;
 use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
 #[derive(Debug)]
@@ -76,6 +78,9 @@ pub struct RouteMatch {
     pub headers: Vec<(HeaderName, HeaderCheck)>,
     /// `None` matches every method.
     pub methods: Option<Vec<Method>>,
+    /// `None` matches every connection; a list, the connections whose original destination
+    /// (`original_dst`) one entry matches.
+    pub destination: Option<Vec<DestinationMatch>>,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +133,9 @@ pub struct RequestTarget<'a> {
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// Where the connection was going before a capture redirected it; read only on listeners
+    /// with `original_destination: true`.
+    pub destination: Option<SocketAddr>,
 }
 
 // === impl RouteTable ===
@@ -248,6 +256,9 @@ impl RouteMatch {
             && self.path.matches(target.path)
             && self.methods.as_ref().is_none_or(|ms| ms.contains(target.method))
             && self.headers.iter().all(|(name, check)| check.matches(target.headers, name))
+            && self.destination.as_ref().is_none_or(|entries| {
+                target.destination.is_some_and(|destination| entries.iter().any(|entry| entry.matches(destination)))
+            })
     }
 }
 
@@ -346,7 +357,7 @@ mod tests {
     }
 
     fn target<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestTarget<'a> {
-        RequestTarget { host, path, method, headers }
+        RequestTarget { host, path, method, headers, destination: None }
     }
 
     #[test]
