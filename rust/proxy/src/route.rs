@@ -396,6 +396,23 @@ mod tests {
     }
 
     #[test]
+    fn an_original_destination_match_needs_a_connection_going_there() {
+        let entries = ["10.0.2.2:8080", "10.0.3.0/24"].map(|e| config::capture::destination(e).unwrap_or_else(|p| panic!("{p}")));
+        let matcher = RouteMatch { destination: Some(entries.to_vec()), ..RouteMatch::default() };
+        let headers = HeaderMap::new();
+        let going = |to: Option<&str>| RequestTarget {
+            destination: to.map(|to| to.parse().unwrap_or_else(|e| panic!("{e}"))),
+            ..target("h", "/", &Method::GET, &headers)
+        };
+        assert!(matcher.matches(&going(Some("10.0.2.2:8080"))));
+        assert!(matcher.matches(&going(Some("10.0.3.9:443"))));
+        assert!(!matcher.matches(&going(Some("10.0.2.2:8081"))));
+        // Not captured (or not read): a route asking for a destination does not match.
+        assert!(!matcher.matches(&going(None)));
+        assert!(RouteMatch::default().matches(&going(None)));
+    }
+
+    #[test]
     fn prefix_rewrite_keeps_the_rest_of_the_path_and_query() {
         let route = Route {
             name: "r".into(),
