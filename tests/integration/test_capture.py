@@ -34,7 +34,7 @@ pytestmark = [
 ]
 
 A_IP, B_IP = "10.77.0.1", "10.77.0.2"
-APP_PORT, INBOUND_PORT, OUTBOUND_PORT = 8080, 15006, 15001
+APP_PORT, INBOUND_PORT, OUTBOUND_PORT = 8080, 15006, 15002
 ADMIN = "127.0.0.1:15000"
 NOBODY = 65534
 A_ID = "spiffe://mesh.local/ns/default/sa/client"

@@ -29,7 +29,7 @@ def test_nftables_rules_replace_meshproxys_table_and_only_it() -> None:
         "ip daddr 10.9.0.0/16 return",
         "ip6 daddr fd00::/8 return",
         "tcp dport 22 return",
-        "meta l4proto tcp redirect to :15001",
+        "meta l4proto tcp redirect to :15002",
     ]
     assert "tcp dport { 8080, 9090 } redirect to :15006" in script
     assert nftables_remove() == "table inet meshproxy\ndelete table inet meshproxy\n"
@@ -49,7 +49,7 @@ def test_iptables_rules_live_in_meshproxys_chains_with_one_jump_each() -> None:
         "-t nat -A MESHPROXY_OUTPUT -d 127.0.0.0/8 -j RETURN",
         "-t nat -A MESHPROXY_OUTPUT -d 10.9.0.0/16 -j RETURN",
         "-t nat -A MESHPROXY_OUTPUT -p tcp --dport 22 -j RETURN",
-        "-t nat -A MESHPROXY_OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+        "-t nat -A MESHPROXY_OUTPUT -p tcp -j REDIRECT --to-ports 15002",
         "-t nat -A OUTPUT -p tcp -j MESHPROXY_OUTPUT",
         "-t nat -N MESHPROXY_PREROUTING",
         "-t nat -A MESHPROXY_PREROUTING -p tcp --dport 8080 -j REDIRECT --to-ports 15006",

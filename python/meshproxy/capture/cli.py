@@ -29,8 +29,9 @@ def add_to(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Needs root (CAP_NET_ADMIN).",
     )
     capture.add_argument("--uid", type=_uid, metavar="UID|USER", help="the user the sidecar runs as (required to install)")
-    capture.add_argument("--outbound-port", type=_port, default=15001, metavar="PORT",
-                         help="the sidecar's outbound capture listener, on loopback (default: 15001)")
+    capture.add_argument("--outbound-port", type=_port, default=15002, metavar="PORT",
+                         help="the sidecar's capture listener (original_destination: true), on loopback "
+                         "(default: 15002; 15001 is the outbound listener apps call explicitly)")
     capture.add_argument("--inbound-port", type=_port, default=15006, metavar="PORT",
                          help="the sidecar's inbound listener (default: 15006)")
     capture.add_argument("--app-port", type=_port, action="append", default=[], metavar="PORT",

@@ -28,7 +28,7 @@ class Capture:
 
     uid: int
     """The sidecar's: its own connections are never redirected."""
-    outbound_port: int = 15001
+    outbound_port: int = 15002
     inbound_port: int = 15006
     app_ports: tuple[int, ...] = ()
     """Connections arriving for these go to ``inbound_port``; none: nothing inbound is captured."""

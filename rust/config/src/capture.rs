@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 /// What one `match.original_destination` entry accepts: an address, a network, a port.
-pub const DESTINATION_FORMS: &str = "expected IP:PORT (10.0.2.2:8080, [fd00::2]:8080), an IP (any port), a network (10.0.2.0/24, fd00::/64) or *:PORT (any address)";
+pub const DESTINATION_FORMS: &str = "expected IP:PORT (10.0.2.2:8080, [fd00::2]:8080), an IP (any port), a network (10.0.2.0/24, fd00::/64), a network and a port (10.0.2.0/24:8080) or *:PORT (any address)";
 
 /// One entry of `match.original_destination`: the connection's original destination matches
 /// when its IP lies in the network (a single address is a network of one) and, if a port is
@@ -49,11 +49,19 @@ pub fn destination(text: &str) -> Result<DestinationMatch, String> {
         let prefix = if ip.is_ipv4() { 32 } else { 128 };
         return Ok(DestinationMatch { network: Some((ip, prefix)), port: None });
     }
-    if let Some((ip, prefix)) = text.split_once('/') {
+    if let Some((ip, rest)) = text.split_once('/') {
         let ip = ip.parse::<IpAddr>().map_err(|_| format!("is not a valid network; {DESTINATION_FORMS}"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
+        // The prefix length is digits: a colon after it can only start a port.
+        let (prefix, port) = match rest.split_once(':') {
+            Some((prefix, port)) => match port.parse::<u16>() {
+                Ok(port) if port != 0 => (prefix, Some(port)),
+                _ => return Err(format!("has no valid port; {DESTINATION_FORMS}")),
+            },
+            None => (rest, None),
+        };
         return match prefix.parse::<u8>() {
-            Ok(prefix) if prefix <= max => Ok(DestinationMatch { network: Some((ip, prefix)), port: None }),
+            Ok(prefix) if prefix <= max => Ok(DestinationMatch { network: Some((ip, prefix)), port }),
             _ => Err(format!("has a prefix length that is not 0 to {max}; {DESTINATION_FORMS}")),
         };
     }
@@ -107,11 +115,14 @@ mod tests {
         assert!(entry("fd00::/64").matches(at("[fd00::9]:1")));
         assert!(!entry("fd00::/64").matches(at("10.0.0.1:1")));
         assert!(entry("10.0.2.0/24").matches(at("[::ffff:10.0.2.7]:80")));
+        assert!(entry("10.0.2.0/24:8080").matches(at("10.0.2.7:8080")));
+        assert!(!entry("10.0.2.0/24:8080").matches(at("10.0.2.7:8081")));
+        assert!(entry("fd00::/64:8080").matches(at("[fd00::7]:8080")));
     }
 
     #[test]
     fn malformed_entries_are_refused() {
-        for bad in ["", "orders:80", "10.0.2.2:0", "10.0.2.0/33", "fd00::/129", "*:x", "*:0", "10.0.2/24"] {
+        for bad in ["", "orders:80", "10.0.2.2:0", "10.0.2.0/33", "fd00::/129", "*:x", "*:0", "10.0.2/24", "10.0.2.0/24:0", "10.0.2.0/24:x"] {
             assert!(destination(bad).is_err(), "{bad}");
         }
     }
