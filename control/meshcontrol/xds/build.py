@@ -153,8 +153,8 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
     for (service, namespace), destinations in called:
         by_port: dict[int, list[str]] = {}
         for destination in destinations:
-            host, _, port = destination.rpartition(":")
-            by_port.setdefault(int(port), []).append(host.strip("[]"))
+            host, _, port_text = destination.rpartition(":")
+            by_port.setdefault(int(port_text), []).append(host.strip("[]"))
         for port, hosts in sorted(by_port.items()):
             config = route_pb2.RouteConfiguration(
                 name=f"{names.CAPTURE}_{service}.{namespace}_{port}",

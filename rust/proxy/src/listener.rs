@@ -124,10 +124,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
     let _ = stream.set_nodelay(true);
     let Some(snapshot) = shared.current() else { return };
     let (server, tls, stats, idle_timeout) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone(), snapshot.idle_timeout);
-    let destination = if snapshot.original_destination { original_dst::of(&stream) } else { None };
+    let mut client = ClientAddress::new(peer.ip());
+    if snapshot.original_destination {
+        client.original_destination = original_dst::of(&stream);
+    }
     drop(snapshot);
-    let client = ClientAddress::new(peer.ip());
-    let serving = Serving { server: &server, idle_timeout, client, destination, shared, stopped };
+    let serving = Serving { server: &server, idle_timeout, client, shared, stopped };
     stats.connections_total.inc();
     stats.connections_active.inc();
     match tls.accept(stream).await {
@@ -154,8 +156,6 @@ struct Serving<'a> {
     server: &'a auto::Builder<BoxingExecutor>,
     idle_timeout: Option<Duration>,
     client: ClientAddress,
-    /// Where the connection was going before a capture redirected it (`original_dst`).
-    destination: Option<SocketAddr>,
     shared: Arc<ListenerShared>,
     stopped: watch::Receiver<bool>,
 }
@@ -167,11 +167,10 @@ impl Serving<'_> {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Serving { server, idle_timeout, client, destination, shared, stopped } = self;
-        let connection = Connection { client, peer, destination };
+        let Serving { server, idle_timeout, client, shared, stopped } = self;
         match idle_timeout {
-            Some(timeout) => serve_http(server, IdleTimeout::new(io, timeout), connection, shared, stopped).await,
-            None => serve_http(server, io, connection, shared, stopped).await,
+            Some(timeout) => serve_http(server, IdleTimeout::new(io, timeout), client, peer, shared, stopped).await,
+            None => serve_http(server, io, client, peer, shared, stopped).await,
         }
     }
 }
@@ -179,14 +178,14 @@ impl Serving<'_> {
 async fn serve_http<I>(
     server: &auto::Builder<BoxingExecutor>,
     io: I,
-    connection: Connection,
+    client: ClientAddress,
+    peer: Option<PeerIdentity>,
     shared: Arc<ListenerShared>,
     mut stopped: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Connection { client, peer, destination } = connection;
-    let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), destination, request));
+    let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), request));
     let connection = server.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
@@ -196,13 +195,6 @@ async fn serve_http<I>(
             let _ = connection.await;
         }
     }
-}
-
-/// Who a connection's requests come from, and where it was going.
-struct Connection {
-    client: ClientAddress,
-    peer: Option<PeerIdentity>,
-    destination: Option<SocketAddr>,
 }
 
 /// Resolves once the listener is told to stop (or its engine is gone).

@@ -2,7 +2,6 @@
 //! Each request is observed from arrival to the end of its response body (`observe`).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderValue, HOST};
@@ -31,7 +30,6 @@ pub async fn handle(
     listener: Arc<ListenerShared>,
     client: ClientAddress,
     peer: Option<PeerIdentity>,
-    destination: Option<SocketAddr>,
     request: Request<Incoming>,
 ) -> Result<Response<Observed>, Infallible> {
     let Some(snapshot) = listener.current() else {
@@ -41,7 +39,7 @@ pub async fn handle(
     snapshot.stats.requests_total.inc();
     let mut observation = Observation::start(&snapshot.unrouted);
     observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
-    let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, (&client, destination), peer.as_ref(), request, &mut observation).await {
+    let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(answered) => answered,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
@@ -57,7 +55,7 @@ pub async fn handle(
 async fn proxy(
     listener: &ListenerSnapshot,
     stats: &Stats,
-    (client, destination): (&ClientAddress, Option<SocketAddr>),
+    client: &ClientAddress,
     peer: Option<&PeerIdentity>,
     request: Request<Incoming>,
     observation: &mut Observation,
@@ -91,7 +89,7 @@ async fn proxy(
         path: parts.uri.path(),
         method: &parts.method,
         headers: &parts.headers,
-        destination,
+        destination: client.original_destination,
     };
     let route = listener.routes.find(&target).ok_or_else(|| ProxyError::NoRoute {
         host: target.host.to_string(),
