@@ -24,6 +24,8 @@ from pki import issue, make_ca
 pytestmark = needs_root
 
 APP_PORT, INBOUND_PORT, OUTBOUND_PORT = 8080, 15006, 15002
+# Another port of the app, not in the mesh: reached through sidecar A's passthrough cluster.
+OTHER_PORT = 9090
 ADMIN = "127.0.0.1:15000"
 A_ID = "spiffe://mesh.local/ns/default/sa/client"
 B_ID = "spiffe://mesh.local/ns/default/sa/app"
@@ -53,7 +55,10 @@ def _sidecar_configs(identities: dict[str, dict[str, str]]) -> dict[str, dict[st
         "name": "capture-out",
         "address": f"127.0.0.1:{OUTBOUND_PORT}",
         "original_destination": True,
-        "routes": [{"name": "to-app", "match": {"original_destination": [f"{B_IP}:{APP_PORT}"]}, "cluster": "app-b"}],
+        "routes": [
+            {"name": "to-app", "match": {"original_destination": [f"{B_IP}:{APP_PORT}"]}, "cluster": "app-b"},
+            {"name": "elsewhere", "match": {"original_destination": [f"{B_IP}:{OTHER_PORT}"]}, "cluster": "passthrough"},
+        ],
     }
     to_b = {
         "name": "app-b",
@@ -61,7 +66,9 @@ def _sidecar_configs(identities: dict[str, dict[str, str]]) -> dict[str, dict[st
         "tls": {"mode": "mesh", "identities": [B_ID]},
         "endpoints": [{"address": f"{B_IP}:{INBOUND_PORT}"}],
     }
-    a = {"admin": {"address": ADMIN}, "identity": identities["a"], "listeners": [capture_out], "clusters": [to_b]}
+    passthrough = {"name": "passthrough", "original_destination": True}
+    a = {"admin": {"address": ADMIN}, "identity": identities["a"], "listeners": [capture_out],
+         "clusters": [to_b, passthrough]}
     # Permissive: the mesh's mTLS, and plain connections to the app's port the capture redirects.
     inbound = {
         "name": "inbound",
@@ -85,6 +92,7 @@ def mesh_pair(namespaces: Namespaces) -> Iterator[Namespaces]:
     started: list[Started] = []
     try:
         started.append(start_app(namespaces, APP_PORT))
+        started.append(start_app(namespaces, OTHER_PORT))
         python = as_nobody()
         configs = _sidecar_configs(_credentials(namespaces.files))
         for name, ns in (("a", namespaces.a), ("b", namespaces.b)):
@@ -158,12 +166,15 @@ def test_an_unconfigured_client_reaches_the_app_through_both_sidecars_once_captu
         assert "MESHPROXY" not in ns.run(namespace, "iptables", "-t", "nat", "-S").stdout
 
 
-def test_a_captured_connection_no_route_claims_is_answered_by_the_sidecar(mesh_pair: Namespaces) -> None:
-    """A destination the capture listener has no route for: refused by sidecar A (404, no
-    route), not sent anywhere — passthrough needs the original-destination cluster (see
-    docs/protocols-capture.md)."""
+def test_a_captured_connection_is_passed_through_to_its_original_destination_or_refused(mesh_pair: Namespaces) -> None:
+    """A route to a cluster with original_destination: true sends the request where the client
+    was connecting (out of the mesh: no mTLS, no peer identity); a destination no route claims
+    is answered by sidecar A (404, no route)."""
     ns = mesh_pair
-    ns.capture(ns.a, "--uid", str(NOBODY))
+    ns.capture(ns.a, "--uid", str(NOBODY), "--outbound-port", str(OUTBOUND_PORT))
+    received = ns.json(ns.a, f"http://{B_IP}:{OTHER_PORT}/elsewhere")
+    assert received["x-forwarded-for"] == A_IP and "x-meshproxy-peer-identity" not in received
+    assert stats(ns, ns.a)["clusters"]["passthrough"]["upstream_requests_total"] == 1
     done = ns.run(ns.a, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
                   f"http://{B_IP}:9999/", check=False)
     assert done.stdout == "404"

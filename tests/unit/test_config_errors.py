@@ -60,7 +60,7 @@ clusters:
         "c.yaml:11: admin: expected a mapping, got string '127.0.0.1:15000'",
         "c.yaml:13: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, least_request, p2c_ewma, ring_hash, maglev",
         "c.yaml:13: clusters[0].endpoints[0].weight: -1 is out of range; expected an integer from 0 to 1000000",
-        "c.yaml:13: clusters[0].extra: unknown key 'extra'; valid keys: name, lb, protocol, connect_timeout, tls, endpoints, discovery, health_check, outlier_detection, circuit_breakers",
+        "c.yaml:13: clusters[0].extra: unknown key 'extra'; valid keys: name, lb, protocol, connect_timeout, tls, endpoints, discovery, health_check, outlier_detection, circuit_breakers, original_destination",
     ]
 
 

@@ -99,6 +99,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "health_check": None,
         "outlier_detection": None,
         "circuit_breakers": None,
+        "original_destination": False,
     }
 
 

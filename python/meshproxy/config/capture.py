@@ -15,6 +15,7 @@ from .. import _native
 from .messages import invalid, show
 
 if TYPE_CHECKING:
+    from .clusters import Cluster
     from .routes import Route
 
 
@@ -45,3 +46,15 @@ def check_capture_routes(original_destination: bool, routes: list[Route]) -> Non
                 "where its connections were going)",
                 at=("routes", i, "match", "original_destination"),
             )
+
+
+def check_passthrough(cluster: Cluster) -> None:
+    """A cluster sending to original destinations has no endpoints of its own, nor anything to
+    check or secure them with."""
+    if not cluster.original_destination:
+        return
+    given = {"endpoints": len(cluster.endpoints) > 0, "discovery": cluster.discovery is not None,
+             "health_check": cluster.health_check is not None, "tls": cluster.tls.mode != "disable"}
+    for key in (key for key, present in given.items() if present):
+        raise invalid("a cluster with original_destination: true sends each request where its connection was "
+                      "going; remove this", at=(key,))

@@ -1,15 +1,24 @@
 //! Transparent capture, the connection's side: where a connection redirected to a capture
 //! listener (`original_destination: true`) was going, read once when it is accepted
 //! (`SO_ORIGINAL_DST`, from the kernel's connection tracking). Routes match on it
-//! (`route::RouteMatch::destination`). Listeners without the option never read it.
+//! (`route::RouteMatch::destination`), and a cluster with `original_destination: true` sends
+//! to it ([`Passthrough`], Envoy's `ORIGINAL_DST` cluster). Listeners and clusters without the
+//! option never read it.
 //!
-//! Left for the opaque TCP listeners: a cluster that sends to the original destination itself
-//! (Envoy's `ORIGINAL_DST` cluster, for passthrough of traffic no route claims) takes the same
-//! address from here.
+//! Opaque TCP listeners take the same address from [`of`] for their own passthrough.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 
+use http::uri::Authority;
 use tokio::net::TcpStream;
+
+use crate::endpoint::{Endpoint, EndpointRegistry};
+
+/// How many original destinations a passthrough cluster keeps endpoints (and pooled
+/// connections) for; past that it starts again from none.
+const KEPT_DESTINATIONS: usize = 1024;
 
 /// The destination the client dialled, if a NAT rule (`REDIRECT`) sent the connection here;
 /// `None` for a connection made to the listener itself (the kernel then reports the listener's
@@ -20,4 +29,46 @@ pub fn of(stream: &TcpStream) -> Option<SocketAddr> {
     let found = if local.is_ipv4() { socket.original_dst_v4() } else { socket.original_dst_v6() };
     let found = found.ok()?.as_socket()?;
     (found != local).then_some(found)
+}
+
+/// The request's original destination, put in its extensions for a passthrough cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct OriginalDestination(pub SocketAddr);
+
+/// The endpoints of a cluster that sends each request to its original destination: made on
+/// first use, one per destination, so that requests to one destination share its pools.
+#[derive(Debug)]
+pub struct Passthrough {
+    endpoints: Mutex<HashMap<SocketAddr, Endpoint>>,
+    registry: EndpointRegistry,
+}
+
+// === impl Passthrough ===
+
+impl Passthrough {
+    pub fn new(workers: usize) -> Passthrough {
+        Passthrough { endpoints: Mutex::default(), registry: EndpointRegistry::new(workers) }
+    }
+
+    /// The endpoint for `destination`; `None` when the request has none (its connection was
+    /// not captured).
+    pub fn endpoint(&self, destination: Option<&OriginalDestination>) -> Option<Endpoint> {
+        let OriginalDestination(destination) = *destination?;
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = endpoints.get(&destination) {
+            return Some(found.clone());
+        }
+        if endpoints.len() >= KEPT_DESTINATIONS {
+            endpoints.clear();
+            self.registry.prune();
+        }
+        let address = destination.to_string();
+        let parse = |text: &str| {
+            let key = meshproxy_config::address::endpoint(text)?;
+            Ok((key, text.parse::<Authority>().map_err(|e| e.to_string())?))
+        };
+        let endpoint = self.registry.endpoint(&address, None, 1, parse).ok()?;
+        endpoints.insert(destination, endpoint.clone());
+        Some(endpoint)
+    }
 }

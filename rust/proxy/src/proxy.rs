@@ -18,6 +18,7 @@ use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::mirror;
 use crate::observe::Observation;
+use crate::original_dst::OriginalDestination;
 use crate::retry;
 use crate::route::{host_without_port, Action, RequestTarget};
 use meshproxy_telemetry::stats::Stats;
@@ -165,6 +166,9 @@ async fn proxy(
     let mut upstream = Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.headers_mut() = parts.headers;
+    if let (Some(_), Some(destination)) = (&cluster.passthrough, client.original_destination) {
+        upstream.extensions_mut().insert(OriginalDestination(destination));
+    }
     match cluster.protocol {
         // Origin-form target; the authority travels in `Host`.
         UpstreamProtocol::Http1 => {

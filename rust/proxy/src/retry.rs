@@ -233,6 +233,8 @@ pub async fn forward(
         (request, bodyless)
     };
     let copies = replayable && policy.retries_after_reading(cluster.protocol);
+    // A passthrough cluster sends every try where the request's connection was going.
+    let passthrough = cluster.passthrough.as_ref().map(|passthrough| passthrough.endpoint(request.extensions().get()));
     let mut tries = Tries::default();
     let mut sending = request;
     // The endpoint the last try failed on: a retry goes to another one.
@@ -242,9 +244,11 @@ pub async fn forward(
     loop {
         // Held until the try ends: discovery may replace the members meanwhile.
         let members = cluster.members();
-        let endpoint = members
-            .pick_for(hash, failed_on.as_deref())
-            .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
+        let endpoint = match &passthrough {
+            None => members.pick_for(hash, failed_on.as_deref()),
+            Some(destination) => destination.as_ref(),
+        };
+        let endpoint = endpoint.ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
         observation.note_upstream(&endpoint.address);
         // A try that reaches the upstream consumes the request: one that may be sent again is
         // copied first (before it takes this endpoint's authority). Requests that never left
