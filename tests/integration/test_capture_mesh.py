@@ -4,7 +4,8 @@ in A told nothing about proxies. The control plane learns B's app port at regist
 --app) and sends A a capture listener routing B's IP and app port to B's service; `meshproxy
 capture` in both namespaces then sends curl's request through both sidecars over mTLS. The
 mesh's mTLS is strict, so with A's capture removed B's capture refuses the plain-text request;
-with both removed, traffic is direct again. Needs root; skipped otherwise.
+with both removed, traffic is direct again. A captured call to an address outside the mesh
+passes through to where it was going. Needs root; skipped otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from netns import A_IP, B_IP, NOBODY, Namespaces, Started, as_nobody, needs_root
 pytestmark = needs_root
 
 APP_PORT, INBOUND_PORT, CAPTURE_PORT = 8080, 15006, 15002
+# A port of B outside the mesh: a captured call to it passes through to where it was going.
+OTHER_PORT = 9090
 ADMIN, API = "127.0.0.1:15000", "127.0.0.1:15080"
 GRPC = f"{A_IP}:15010"
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
@@ -69,6 +72,7 @@ def mesh() -> Iterator[Mesh]:
                 "ready:").wait_ready())
             made.meshctl("apply", "-f", "-", stdin=MESH)
             made.started.append(start_app(ns, APP_PORT))
+            made.started.append(start_app(ns, OTHER_PORT))
             # The app listens on every address; its sidecar reaches it on loopback, and
             # registers the app port with it.
             made.sidecar("app", ns.b, B_IP, f"127.0.0.1:{APP_PORT}")
@@ -96,6 +100,10 @@ def test_the_control_plane_routes_a_captured_call_by_the_app_port_it_learnt(mesh
     stats = ns.json(ns.a, f"http://{ADMIN}/stats")
     assert stats["listeners"]["outbound_capture"]["requests_total"] == 1
     assert stats["clusters"]["outbound_app.default"]["upstream_requests_total"] == 1
+    # Not a mesh address: out through the passthrough cluster, plain text.
+    elsewhere = ns.json(ns.a, f"http://{B_IP}:{OTHER_PORT}/elsewhere")
+    assert elsewhere["x-forwarded-for"] == A_IP and "x-meshproxy-peer-identity" not in elsewhere
+    assert ns.json(ns.a, f"http://{ADMIN}/stats")["clusters"]["passthrough"]["upstream_requests_total"] == 1
 
     # Without A's capture the request goes out as plain text; B's capture hands it to B's
     # inbound listener, whose mTLS is strict: refused.

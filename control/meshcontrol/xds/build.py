@@ -170,12 +170,15 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
                 name=f"{service}.{namespace}:{port}", filter_chain_match=match,
                 filters=[listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                                         typed_config=packed(manager))]))
-    # Anything else: no route (404). Where a passthrough to the original destination (Envoy's
-    # ORIGINAL_DST cluster) will go.
+    # Anything else: out of the mesh, to where it was going (the passthrough cluster).
+    elsewhere = route_pb2.RouteConfiguration(name=f"{names.CAPTURE}_{names.PASSTHROUGH}", virtual_hosts=[
+        route_components_pb2.VirtualHost(name=names.PASSTHROUGH, domains=["*"], routes=[route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix="/"),
+            route=route_components_pb2.RouteAction(cluster=names.PASSTHROUGH, timeout=_ms(DEFAULT_TIMEOUT_MS)))])])
     unmatched = hcm_pb2.HttpConnectionManager(
-        stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        route_config=route_pb2.RouteConfiguration(name=f"{names.CAPTURE}_unmatched"), http_filters=[_router()])
-    listener.filter_chains.append(listener_components_pb2.FilterChain(name="unmatched", filters=[
+        stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=elsewhere,
+        http_filters=[_router()])
+    listener.filter_chains.append(listener_components_pb2.FilterChain(name=names.PASSTHROUGH, filters=[
         listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                        typed_config=packed(unmatched))]))
     return listener
@@ -319,6 +322,13 @@ def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
     if protocol == "http2":
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
     return cluster
+
+
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    """Where a captured call no filter chain of the capture listener claims goes: the address it
+    was going to, in plain text (out of the mesh)."""
+    return cluster_pb2.Cluster(name=names.PASSTHROUGH, type=cluster_pb2.Cluster.ORIGINAL_DST,
+                               lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED, connect_timeout=CONNECT_TIMEOUT)
 
 
 def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,

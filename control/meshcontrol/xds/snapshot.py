@@ -170,7 +170,11 @@ class Snapshots:
                         names.OUTBOUND, build.outbound_routes(world.called(key), world.routes, key[1])))]
         if type_url == CLUSTER:
             app = entry(names.APP_CLUSTER, build.app_cluster(client.meta.app, world.protocol(client.key)))
-            return [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
+            clusters = [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
+            if client.meta.capture:
+                clusters.append(world.shared((names.PASSTHROUGH,), lambda: entry(names.PASSTHROUGH,
+                                                                                  build.passthrough_cluster())))
+            return clusters
         if type_url == ENDPOINT:
             return [e for called in world.called(client.key) for e in self._endpoints_of(called).values()]
         if type_url == SECRET:

@@ -18,6 +18,9 @@ OUTBOUND = "outbound"
 # with --capture: it routes by each connection's original destination (no RDS of its own: each
 # filter chain carries the routes of one called service).
 CAPTURE = "outbound_capture"
+# The cluster a captured call to a destination outside the mesh goes to: where it was going
+# (Envoy's ORIGINAL_DST cluster, Istio's PassthroughCluster).
+PASSTHROUGH = "passthrough"
 # The cluster of the local app, behind the inbound listener.
 APP_CLUSTER = "inbound_app"
 # SDS secrets, as Istio names them: the workload's certificate and the CA bundle.

@@ -24,7 +24,14 @@ from google.protobuf import any_pb2
 
 from . import names
 from .translate_breakers import circuit_breakers, with_budgets
-from .translate_capture import chain_destinations, chain_order, check_listener_filters, reads_original_destination, restricted
+from .translate_capture import (
+    chain_destinations,
+    chain_order,
+    check_listener_filters,
+    passthrough_cluster,
+    reads_original_destination,
+    restricted,
+)
 from .translate_filters import ROUTE_FILTERS, listener_filter
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
@@ -349,6 +356,8 @@ def _policies(manager: HttpConnectionManager, trust_domain: str, where: str) -> 
 
 def _cluster(cluster: Cluster, resources: Resources) -> dict[str, Any]:
     where = f"cluster '{cluster.name}'"
+    if cluster.type == Cluster.ORIGINAL_DST:
+        return passthrough_cluster(cluster, where)
     for unsupported in ("cluster_type", "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config",
                         "original_dst_lb_config", "load_balancing_policy", "upstream_config",
                         "transport_socket_matches", "transport_socket_matcher", "filters"):

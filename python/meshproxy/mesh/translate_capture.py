@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .translate_base import Refused
+from .translate_base import Refused, duration
 from .xds_messages import is_set, type_name
-from .xds_pb2 import FilterChain, FilterChainMatch, Listener
+from .xds_pb2 import Cluster, FilterChain, Listener
 
 ORIGINAL_DST = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 _ORIGINAL_DST_NAME = "envoy.filters.listener.original_dst"
@@ -83,6 +83,20 @@ def check_listener_filters(listener: Listener, where: str) -> None:
         kind = type_name(found.typed_config)
         if kind and kind not in _KNOWN_LISTENER_FILTERS:
             raise Refused(f"{where}: listener_filters[{i}] {kind} has no sidecar equivalent")
+
+
+def passthrough_cluster(cluster: Cluster, where: str) -> dict[str, Any]:
+    """Envoy's ORIGINAL_DST cluster: each request goes where its connection was going."""
+    if cluster.lb_policy != Cluster.CLUSTER_PROVIDED:
+        raise Refused(f"{where}: type ORIGINAL_DST needs lb_policy CLUSTER_PROVIDED")
+    for unsupported in ("load_assignment", "transport_socket", "health_checks", "outlier_detection",
+                        "original_dst_lb_config", "typed_extension_protocol_options", "http2_protocol_options"):
+        if is_set(cluster, unsupported):
+            raise Refused(f"{where}: {unsupported} has no sidecar equivalent on an ORIGINAL_DST cluster")
+    translated: dict[str, Any] = {"name": cluster.name, "original_destination": True, "endpoints": []}
+    if cluster.HasField("connect_timeout"):
+        translated["connect_timeout"] = duration(cluster.connect_timeout)
+    return translated
 
 
 def _network(cidr: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
