@@ -9,12 +9,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::uri::Authority;
+use meshproxy_balance::Policy;
 use tokio::net::TcpStream;
 
-use crate::endpoint::{Endpoint, EndpointRegistry};
+use crate::cluster::Members;
+use crate::endpoint::EndpointRegistry;
 
 /// How many original destinations a passthrough cluster keeps endpoints (and pooled
 /// connections) for; past that it starts again from none.
@@ -36,30 +38,33 @@ pub fn of(stream: &TcpStream) -> Option<SocketAddr> {
 pub struct OriginalDestination(pub SocketAddr);
 
 /// The endpoints of a cluster that sends each request to its original destination: made on
-/// first use, one per destination, so that requests to one destination share its pools.
+/// first use, one per destination, so that requests to one destination share its pools. Each
+/// is a member list of one, which a try picks from as from any cluster's members.
 #[derive(Debug)]
 pub struct Passthrough {
-    endpoints: Mutex<HashMap<SocketAddr, Endpoint>>,
+    destinations: Mutex<HashMap<SocketAddr, Arc<Members>>>,
     registry: EndpointRegistry,
+    /// What a request without an original destination (not captured) picks from: nothing.
+    none: Arc<Members>,
 }
 
 // === impl Passthrough ===
 
 impl Passthrough {
     pub fn new(workers: usize) -> Passthrough {
-        Passthrough { endpoints: Mutex::default(), registry: EndpointRegistry::new(workers) }
+        let none = Arc::new(Members::new(Policy::RoundRobin, Vec::new()));
+        Passthrough { destinations: Mutex::default(), registry: EndpointRegistry::new(workers), none }
     }
 
-    /// The endpoint for `destination`; `None` when the request has none (its connection was
-    /// not captured).
-    pub fn endpoint(&self, destination: Option<&OriginalDestination>) -> Option<Endpoint> {
-        let OriginalDestination(destination) = *destination?;
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = endpoints.get(&destination) {
-            return Some(found.clone());
+    /// The members of `destination`: its one endpoint; none without a destination.
+    pub fn members(&self, destination: Option<SocketAddr>) -> Arc<Members> {
+        let Some(destination) = destination else { return self.none.clone() };
+        let mut destinations = self.destinations.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = destinations.get(&destination) {
+            return found.clone();
         }
-        if endpoints.len() >= KEPT_DESTINATIONS {
-            endpoints.clear();
+        if destinations.len() >= KEPT_DESTINATIONS {
+            destinations.clear();
             self.registry.prune();
         }
         let address = destination.to_string();
@@ -67,8 +72,9 @@ impl Passthrough {
             let key = meshproxy_config::address::endpoint(text)?;
             Ok((key, text.parse::<Authority>().map_err(|e| e.to_string())?))
         };
-        let endpoint = self.registry.endpoint(&address, None, 1, parse).ok()?;
-        endpoints.insert(destination, endpoint.clone());
-        Some(endpoint)
+        let Ok(endpoint) = self.registry.endpoint(&address, None, 1, parse) else { return self.none.clone() };
+        let members = Arc::new(Members::new(Policy::RoundRobin, vec![endpoint]));
+        destinations.insert(destination, members.clone());
+        members
     }
 }
