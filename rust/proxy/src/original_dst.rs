@@ -78,3 +78,38 @@ impl Passthrough {
         members
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn each_destination_is_one_endpoint_kept_for_its_next_requests() {
+        let passthrough = Passthrough::new(2);
+        let first = passthrough.members(Some(at("10.0.2.2:9090")));
+        let picked = first.pick().map(|e| e.address.to_string());
+        assert_eq!(picked.as_deref(), Some("10.0.2.2:9090"));
+        // The same destination again: the same endpoint, and with it its pooled connections.
+        assert!(Arc::ptr_eq(&first, &passthrough.members(Some(at("10.0.2.2:9090")))));
+        let other = passthrough.members(Some(at("[fd00::2]:9090")));
+        assert_eq!(other.pick().map(|e| e.address.to_string()).as_deref(), Some("[fd00::2]:9090"));
+        // A request whose connection was not redirected has nowhere to go.
+        assert!(passthrough.members(None).pick().is_none());
+    }
+
+    #[test]
+    fn the_destinations_kept_are_bounded() {
+        let passthrough = Passthrough::new(1);
+        let first = passthrough.members(Some(at("10.0.0.1:1")));
+        for port in 2..=u16::try_from(KEPT_DESTINATIONS).unwrap_or(u16::MAX) + 1 {
+            passthrough.members(Some(SocketAddr::from(([10, 0, 0, 1], port))));
+        }
+        let kept = passthrough.destinations.lock().map(|d| d.len()).unwrap_or_default();
+        assert!(kept <= KEPT_DESTINATIONS, "{kept}");
+        assert!(!Arc::ptr_eq(&first, &passthrough.members(Some(at("10.0.0.1:1")))));
+    }
+}
