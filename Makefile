@@ -10,8 +10,9 @@ PYTEST    := $(VENV)/bin/pytest
 MATURIN   := $(VENV)/bin/maturin
 # Real clients the integration tests drive the proxy with, nginx as an h2c upstream, a
 # Prometheus server that scrapes the sidecar's /metrics, and dnsmasq as the DNS server that
-# endpoint discovery resolves names with.
-APT_PACKAGES := curl nghttp2-client nginx prometheus dnsmasq strace
+# endpoint discovery resolves names with; iptables, nftables and iproute2 (network namespaces)
+# for transparent capture.
+APT_PACKAGES := curl nghttp2-client nginx prometheus dnsmasq strace iptables nftables iproute2
 # locust lives in its own virtualenv: it brings gevent and a pytest plugin the tests must not see.
 LOADTEST_VENV     := .venv-loadtest
 LOADTEST_USERS    ?= 50
@@ -29,7 +30,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: system-deps
-system-deps: ## install the Debian packages the tests use (curl, h2load, nginx, prometheus, dnsmasq)
+system-deps: ## install the Debian packages the tests use (curl, h2load, nginx, prometheus, dnsmasq, iptables, nftables)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing $$missing"; \

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meshproxy.mesh.names import RECONNECT_CAP_S, NodeMetadata, node_id
+from meshproxy.mesh.names import RECONNECT_CAP_S, NodeMetadata, app_port, node_id
 
 from .store.base import InstanceRecord, Store
 
@@ -40,6 +40,9 @@ class Instance:
     version: str
     address: str
     admin: str
+    app_port: int = 0
+    """The app's port, learnt at registration: a captured client reaches the app at this
+    instance's IP and this port (see ``capture_destination``)."""
     streams: int = 0
     """ADS streams of this node now connected; the lease runs only while there are none."""
     expires: float = 0.0
@@ -58,7 +61,16 @@ class Instance:
         return self.streams > 0
 
     def record(self) -> InstanceRecord:
-        return InstanceRecord(self.node_id, self.service, self.namespace, self.version, self.address, self.admin)
+        return InstanceRecord(self.node_id, self.service, self.namespace, self.version, self.address, self.admin,
+                              self.app_port)
+
+    @property
+    def capture_destination(self) -> str | None:
+        """``IP:PORT`` a captured client connects to for this instance (its IP, the app port),
+        or None when its app port is unknown."""
+        if not self.app_port:
+            return None
+        return f"{self.address.rpartition(':')[0]}:{self.app_port}"
 
 
 async def sleep_or_wake(event: asyncio.Event, delay: float) -> None:
@@ -121,7 +133,7 @@ class Registry:
         node = node_id(meta.service, meta.namespace, meta.inbound)
         earlier = self._instances.get(node)
         instance = Instance(node, meta.service, meta.namespace, meta.version, meta.inbound, meta.admin,
-                            streams=(earlier.streams if earlier else 0) + 1, since=time.time(),
+                            app_port(meta.app), streams=(earlier.streams if earlier else 0) + 1, since=time.time(),
                             renewed=time.monotonic())
         changed: set[ServiceKey] = set()
         for other in [i for i in self._instances.values() if i.address == instance.address and i.node_id != node]:

@@ -14,6 +14,7 @@ __all__ = [
     "__version__",
     "check_busy_poll",
     "check_config",
+    "check_original_destination",
     "check_positive_duration",
     "check_trust_domain",
     "normalize_config",
@@ -80,6 +81,10 @@ def check_positive_duration(field: str, micros: int) -> int:
 def parse_spiffe_id(text: str) -> tuple[str, str]:
     """A SPIFFE ID as ``(trust_domain, path)``; raises ValueError with the problem, for the
     caller to prefix with the ID quoted."""
+
+def check_original_destination(text: str) -> None:
+    """Returns when ``text`` is one entry of a route's ``match.original_destination`` (IP:PORT,
+    an IP, a network, or *:PORT); raises ValueError with the problem otherwise."""
 
 def check_trust_domain(name: str) -> None:
     """Returns when ``name`` is a valid trust domain given alone; raises ValueError with the

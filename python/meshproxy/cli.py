@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _native, ca_cli
+from .capture import cli as capture_cli
 from .engine_document import EngineDocument
 
 if TYPE_CHECKING:
@@ -86,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
                       "bound is registered)")
     mesh.add_argument("--outbound", type=_listen_address, default="127.0.0.1:15001", metavar="IP:PORT",
                       help="the listener the app calls out through (default: 127.0.0.1:15001)")
+    mesh.add_argument("--capture", type=_listen_address, metavar="IP:PORT",
+                      help="also run the listener 'meshproxy capture' redirects the app's connections to (e.g. "
+                      "127.0.0.1:15002, the capture's --outbound-port): it routes each by where it was going; the "
+                      "control plane learns the app port from --app")
     mesh.add_argument("--admin", type=_listen_address, default="127.0.0.1:15000", metavar="IP:PORT",
                       help="the admin API (default: 127.0.0.1:15000)")
     mesh.add_argument("--state-dir", type=Path, metavar="DIR",
@@ -120,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     version.set_defaults(handler=_version)
 
     ca_cli.add_to(commands)
+    capture_cli.add_to(commands)
     return parser
 
 
@@ -255,7 +261,8 @@ def _run_flags_problem(args: argparse.Namespace) -> str | None:
     if args.control is not None:
         absent = [flag for key, flag in mesh_flags.items() if getattr(args, key) is None]
         return f"--control needs {', '.join(absent)}" if absent else None
-    given = [flag for key, flag in {**mesh_flags, "namespace": "--namespace", "state_dir": "--state-dir"}.items()
+    only_mesh = {"namespace": "--namespace", "state_dir": "--state-dir", "capture": "--capture"}
+    given = [flag for key, flag in {**mesh_flags, **only_mesh}.items()
              if getattr(args, key) is not None]
     if not given:
         return None

@@ -60,7 +60,7 @@ clusters:
         "c.yaml:11: admin: expected a mapping, got string '127.0.0.1:15000'",
         "c.yaml:13: clusters[0].lb: 'fastest' is not valid; expected one of round_robin, random, least_request, p2c_ewma, ring_hash, maglev",
         "c.yaml:13: clusters[0].endpoints[0].weight: -1 is out of range; expected an integer from 0 to 1000000",
-        "c.yaml:13: clusters[0].extra: unknown key 'extra'; valid keys: name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints, discovery, health_check, outlier_detection, circuit_breakers",
+        "c.yaml:13: clusters[0].extra: unknown key 'extra'; valid keys: name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints, discovery, health_check, outlier_detection, circuit_breakers, original_destination",
     ]
 
 
@@ -81,7 +81,7 @@ def test_missing_key_points_at_the_parent_mapping() -> None:
 def test_unknown_key_in_nested_section_lists_that_sections_keys() -> None:
     assert _errors(HEAD + "    routes:\n      - match: {prefix: /}\n        cluster: c\nclusters: [{name: c}]\n") == [
         "c.yaml:5: listeners[0].routes[0].match.prefix: unknown key 'prefix'; "
-        "valid keys: host, path, path_prefix, path_regex, headers, method"
+        "valid keys: host, path, path_prefix, path_regex, headers, method, original_destination"
     ]
     assert _errors(HEAD + "    routes: [{cluster: c, match_: {}}]\nclusters: [{name: c}]\n") == [
         "c.yaml:4: listeners[0].routes[0].match_: unknown key 'match_'; valid keys: "

@@ -70,6 +70,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
             "path_regex": None,
             "headers": {"x-channel": {"exact": "beta"}},
             "method": None,
+            "original_destination": None,
         },
         "cluster": "orders-v2",
         "split": None,
@@ -101,6 +102,7 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
         "health_check": None,
         "outlier_detection": None,
         "circuit_breakers": None,
+        "original_destination": False,
     }
 
 
@@ -228,7 +230,7 @@ def test_json_schema_describes_fields_with_their_docstrings() -> None:
     assert tracing["sample"]["description"] == (
         "The share of new traces recorded; a sampling decision that comes with the request wins.")
     described = [name for name, field in schema["$defs"]["Listener"]["properties"].items() if "description" in field]
-    assert described == ["direction", "tls", "idle_timeout", "authorization", "rate_limit", "routes"]
+    assert described == ["direction", "tls", "idle_timeout", "authorization", "rate_limit", "original_destination", "routes"]
     # A docstring that spans lines is cleaned of its indentation.
     direction = schema["$defs"]["Listener"]["properties"]["direction"]["description"].splitlines()
     assert len(direction) > 1 and not any(line.startswith(" ") for line in direction)

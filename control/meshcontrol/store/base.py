@@ -47,6 +47,9 @@ class InstanceRecord(NamedTuple):
     version: str
     address: str
     admin: str
+    app_port: int = 0
+    """Where a captured client reaches the app: this instance's IP and this port; 0: unknown
+    (a record kept before the control plane learnt app ports)."""
 
 
 class Store(ABC):

@@ -30,7 +30,7 @@ from .base import InstanceRecord, Key, Resource, Revision, Store, TokenRecord
 log = logging.getLogger(__name__)
 
 FILE_NAME = "mesh.db"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 # next_version() reserves this many versions per write: a version is asked for on every push,
 # and a write (with its sync) per push would make the store the push's bottleneck. A restart
 # skips what was reserved and not used; versions only have to grow.
@@ -50,9 +50,11 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS ca (id INTEGER PRIMARY KEY CHECK (id = 1), cert BLOB NOT NULL, key BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS instances (
     node_id TEXT PRIMARY KEY, service TEXT NOT NULL, namespace TEXT NOT NULL, version TEXT NOT NULL,
-    address TEXT NOT NULL, admin TEXT NOT NULL
+    address TEXT NOT NULL, admin TEXT NOT NULL, app_port INTEGER NOT NULL DEFAULT 0
 );
 """
+# What a store of an older schema needs to read as this one, by the version it has.
+_MIGRATIONS = {1: "ALTER TABLE instances ADD COLUMN app_port INTEGER NOT NULL DEFAULT 0"}
 
 
 class SqliteStore(Store):
@@ -72,6 +74,11 @@ class SqliteStore(Store):
         if found > _SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} was written by a newer meshctl (schema {found}; this one reads {_SCHEMA_VERSION})")
         with self._transaction():
+            # A new file has no tables (version 0): the schema makes them whole.
+            existing = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'instances'").fetchone()
+            for version in range(found, _SCHEMA_VERSION) if existing else ():
+                if version in _MIGRATIONS:
+                    self._db.execute(_MIGRATIONS[version])
             for statement in _statements(_SCHEMA):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -180,7 +187,7 @@ class SqliteStore(Store):
 
     def put_instance(self, record: InstanceRecord) -> None:
         with self._lock, self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?)", tuple(record))
+            self._db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(record))
 
     def remove_instance(self, node_id: str) -> None:
         with self._lock, self._transaction():

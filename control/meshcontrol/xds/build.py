@@ -14,6 +14,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
@@ -138,6 +139,52 @@ def _common_tls(san: string_pb2.StringMatcher,
         alpn_protocols=list(alpn))
 
 
+def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Sequence[str]]],
+                     routes: Mapping[tuple[str, str], Mapping[str, Any]],
+                     route_filters: Collection[str] = ()) -> listener_pb2.Listener:
+    """The listener ``meshproxy capture`` redirects the app's connections to: the original_dst
+    listener filter restores where each was going, and the filter chain matching that address
+    (one per called service and app port, over its instances' IPs) routes it as the outbound
+    listener routes the service (its Route's rules, whatever the Host). ``called``: each called
+    (service, namespace) with its instances' ``IP:PORT`` app addresses."""
+    listener = listener_pb2.Listener(
+        name=names.CAPTURE, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
+        listener_filters=[listener_components_pb2.ListenerFilter(
+            name="envoy.filters.listener.original_dst", typed_config=packed(original_dst_pb2.OriginalDst()))])
+    for (service, namespace), destinations in called:
+        by_port: dict[int, list[str]] = {}
+        for destination in destinations:
+            host, _, port_text = destination.rpartition(":")
+            by_port.setdefault(int(port_text), []).append(host.strip("[]"))
+        for port, hosts in sorted(by_port.items()):
+            config = route_pb2.RouteConfiguration(
+                name=f"{names.CAPTURE}_{service}.{namespace}_{port}",
+                virtual_hosts=[_virtual_host(service, namespace, routes.get((service, namespace)), ["*"])])
+            manager = hcm_pb2.HttpConnectionManager(
+                stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=config,
+                http_filters=[*listener_filters(set(route_filters)), _router()])
+            match = listener_components_pb2.FilterChainMatch(
+                destination_port=wrappers_pb2.UInt32Value(value=port),
+                prefix_ranges=[address_pb2.CidrRange(address_prefix=host, prefix_len=wrappers_pb2.UInt32Value(
+                    value=128 if ":" in host else 32)) for host in sorted(hosts)])
+            listener.filter_chains.append(listener_components_pb2.FilterChain(
+                name=f"{service}.{namespace}:{port}", filter_chain_match=match,
+                filters=[listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
+                                                        typed_config=packed(manager))]))
+    # Anything else: out of the mesh, to where it was going (the passthrough cluster).
+    elsewhere = route_pb2.RouteConfiguration(name=f"{names.CAPTURE}_{names.PASSTHROUGH}", virtual_hosts=[
+        route_components_pb2.VirtualHost(name=names.PASSTHROUGH, domains=["*"], routes=[route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix="/"),
+            route=route_components_pb2.RouteAction(cluster=names.PASSTHROUGH, timeout=_ms(DEFAULT_TIMEOUT_MS)))])])
+    unmatched = hcm_pb2.HttpConnectionManager(
+        stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=elsewhere,
+        http_filters=[_router()])
+    listener.filter_chains.append(listener_components_pb2.FilterChain(name=names.PASSTHROUGH, filters=[
+        listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
+                                       typed_config=packed(unmatched))]))
+    return listener
+
+
 # === RDS ===
 
 
@@ -157,20 +204,25 @@ def outbound_routes(called: Sequence[tuple[str, str]], routes: Mapping[tuple[str
     caller's own namespace, by ``svc``; its Route's rules in order, or all instances."""
     config = route_pb2.RouteConfiguration(name=names.OUTBOUND)
     for service, service_ns in called:
-        host = route_components_pb2.VirtualHost(name=f"{service}.{service_ns}",
-                                                domains=[f"{service}.{service_ns}", f"{service}.{service_ns}:*"])
+        domains = [f"{service}.{service_ns}", f"{service}.{service_ns}:*"]
         if service_ns == namespace:
-            host.domains.extend([service, f"{service}:*"])
-        route = routes.get((service, service_ns))
-        if route is None:
-            host.routes.append(route_components_pb2.Route(
-                match=route_components_pb2.RouteMatch(prefix="/"),
-                route=route_components_pb2.RouteAction(cluster=names.service_cluster(service, service_ns),
-                                                       timeout=_ms(DEFAULT_TIMEOUT_MS))))
-        else:
-            host.routes.extend(_route(rule, index, service, service_ns) for index, rule in enumerate(route["rules"]))
-        config.virtual_hosts.append(host)
+            domains.extend([service, f"{service}:*"])
+        config.virtual_hosts.append(_virtual_host(service, service_ns, routes.get((service, service_ns)), domains))
     return config
+
+
+def _virtual_host(service: str, namespace: str, route: Mapping[str, Any] | None,
+                  domains: Sequence[str]) -> route_components_pb2.VirtualHost:
+    """The routes to one called service: its Route's rules in order, or all its instances."""
+    host = route_components_pb2.VirtualHost(name=f"{service}.{namespace}", domains=list(domains))
+    if route is None:
+        host.routes.append(route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix="/"),
+            route=route_components_pb2.RouteAction(cluster=names.service_cluster(service, namespace),
+                                                   timeout=_ms(DEFAULT_TIMEOUT_MS))))
+    else:
+        host.routes.extend(_route(rule, index, service, namespace) for index, rule in enumerate(route["rules"]))
+    return host
 
 
 def route_retry_budget(route: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -279,6 +331,13 @@ def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
     if protocol == "http2":
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
     return cluster
+
+
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    """Where a captured call no filter chain of the capture listener claims goes: the address it
+    was going to, in plain text (out of the mesh)."""
+    return cluster_pb2.Cluster(name=names.PASSTHROUGH, type=cluster_pb2.Cluster.ORIGINAL_DST,
+                               lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED, connect_timeout=CONNECT_TIMEOUT)
 
 
 def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,

@@ -167,7 +167,7 @@ class AdsServer:
         for ads in self.streams:
             if ads.client.envoy_secret is not None and ads.secret_trust_domain != trust_domain:
                 self._mint(ads)  # the Mesh's trust domain changed: its identity with it
-            types = TYPES if everything else ((ENDPOINT,) if self.snapshots.calls(ads.client, services) else ())
+            types = TYPES if everything else self.snapshots.changed_types(ads.client, services)
             self._schedule(ads, types, changed_at)
         self.telemetry.instances.set(len(self.registry.all()))
 

@@ -158,10 +158,13 @@ class Snapshots:
         world = self.world
         if type_url == LISTENER:
             traffic = world.traffic_policies.get(client.key) or {}
-            return [entry(names.INBOUND, build.inbound_listener(client.meta.inbound, world.policies.get(client.key),
-                                                                world.mtls, world.trust_domain,
-                                                                traffic.get("rate_limit"))),
-                    entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound, world.route_filters(client.key)))]
+            listeners = [entry(names.INBOUND, build.inbound_listener(client.meta.inbound, world.policies.get(client.key),
+                                                                     world.mtls, world.trust_domain,
+                                                                     traffic.get("rate_limit"))),
+                         entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound, world.route_filters(client.key)))]
+            if client.meta.capture:
+                listeners.append(self._capture_listener(client))
+            return listeners
         if type_url == ROUTE:
             key = client.key
             return [world.shared((names.INBOUND,), lambda: entry(names.INBOUND, build.inbound_routes())),
@@ -169,12 +172,33 @@ class Snapshots:
                         names.OUTBOUND, build.outbound_routes(world.called(key), world.routes, key[1])))]
         if type_url == CLUSTER:
             app = entry(names.APP_CLUSTER, build.app_cluster(client.meta.app, world.protocol(client.key)))
-            return [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
+            clusters = [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
+            if client.meta.capture:
+                clusters.append(world.shared((names.PASSTHROUGH,), lambda: entry(names.PASSTHROUGH,
+                                                                                  build.passthrough_cluster())))
+            return clusters
         if type_url == ENDPOINT:
             return [e for called in world.called(client.key) for e in self._endpoints_of(called).values()]
         if type_url == SECRET:
             return [self._bundle] if client.envoy_secret is None else [client.envoy_secret, self._bundle]
         raise KeyError(type_url)
+
+    def _capture_listener(self, client: Client) -> Entry:
+        """The client's capture listener: where each called service's instances are reached
+        (their IPs, their app ports, as the registry learnt them at registration)."""
+        world = self.world
+        called = [(key, [d for i in self.registry.of(*key) if (d := i.capture_destination) is not None])
+                  for key in world.called(client.key)]
+        return entry(names.CAPTURE, build.capture_listener(client.meta.capture, called, world.routes,
+                                                           world.route_filters(client.key)))
+
+    def changed_types(self, client: Client, services: set[ServiceKey]) -> tuple[str, ...]:
+        """What an instance change of ``services`` changes for the client: the endpoints of the
+        services it calls, and, when it is captured, the capture listener that lists their app
+        addresses."""
+        if not self.calls(client, services):
+            return ()
+        return (ENDPOINT, LISTENER) if client.meta.capture else (ENDPOINT,)
 
     def calls(self, client: Client, services: set[ServiceKey]) -> bool:
         """Whether the client has endpoints of any of ``services``."""

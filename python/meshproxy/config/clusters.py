@@ -27,6 +27,7 @@ from .health import HealthCheck, OutlierDetection
 from .fields import DnsName, EndpointAddress, FilePath, Host, Name, ResolverAddress
 from .messages import invalid, show
 from .section import Weight, _empty, _Section, _with_key
+from .capture import check_passthrough
 from .defaults import default, default_duration
 from .retry import CircuitBreakers
 
@@ -161,6 +162,10 @@ class Cluster(_Section):
     """Passive ejection of endpoints whose answers fail (docs/resilience-health.md)."""
     circuit_breakers: CircuitBreakers | None = None
     """Limits on connections, pending requests, requests and retries; default: none."""
+    original_destination: bool = False
+    """Send each request where its connection was going before `meshproxy capture` redirected
+    it (passthrough, from a listener with `original_destination: true`), instead of to
+    endpoints: no endpoints, discovery, health_check or tls."""
 
     @field_validator("connect_timeout", "idle_timeout")
     @classmethod
@@ -171,6 +176,11 @@ class Cluster(_Section):
     def _grpc_checks_over_http2(self) -> Cluster:
         if self.health_check is not None and self.health_check.grpc is not None and self.protocol != "http2":
             raise invalid("a grpc health check needs protocol http2", at=("health_check", "grpc"))
+        return self
+
+    @model_validator(mode="after")
+    def _passthrough_alone(self) -> Cluster:
+        check_passthrough(self)
         return self
 
     @model_validator(mode="after")

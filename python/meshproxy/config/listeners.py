@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, WrapValidator, model_validator
 
 from .defaults import default_duration
+from .capture import check_capture_routes
 from .duration import Duration
 from .fields import ListenAddress, Name
 from .messages import duplicate_names, invalid
@@ -85,6 +86,9 @@ class Listener(_Section):
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
     rate_limit: RateLimit | None = None
     """Taken by every request of the listener, before routing (a route's own comes after)."""
+    original_destination: bool = False
+    """Read where each connection was going before `meshproxy capture`'s rules redirected it
+    here (SO_ORIGINAL_DST), for routes to match on (`match.original_destination`)."""
     routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
     """Tried in order; the first match wins."""
 
@@ -96,6 +100,11 @@ class Listener(_Section):
             return self  # the usual case, checked without a step per route
         for at, message in duplicate_names("routes", "route", (route.name for route in self.routes)):
             raise invalid(message, at=at)
+        return self
+
+    @model_validator(mode="after")
+    def _capture_routes(self) -> Listener:
+        check_capture_routes(self.original_destination, self.routes)
         return self
 
     def engine_json(self) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidatorFunctionWrapHandler, model_validator
 
+from .capture import OriginalDestinations
 from .duration import Duration
 from .fields import HeaderName, HeaderValue, Host, UrlPath
 from .hash_policy import HashPolicy
@@ -34,6 +35,11 @@ class RouteMatch(_Section):
     path_regex: str | None = None
     headers: HeaderMatches = _empty(dict)
     method: Methods = None
+    original_destination: OriginalDestinations = None
+    """Where the connection was going before `meshproxy capture` redirected it: one entry must
+    match, IP:PORT (10.0.2.2:8080, [fd00::2]:8080), an IP (any port), a network (10.0.2.0/24),
+    a network and a port (10.0.2.0/24:8080) or *:PORT (any address). Only on a listener with
+    `original_destination: true`."""
 
     @model_validator(mode="after")
     def _one_path_condition(self) -> RouteMatch:

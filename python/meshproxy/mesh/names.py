@@ -14,6 +14,13 @@ USER_AGENT = "meshproxy"
 # Listeners, each with the route configuration of the same name (RDS).
 INBOUND = "inbound"
 OUTBOUND = "outbound"
+# The listener `meshproxy capture` redirects the app's connections to, when the sidecar runs
+# with --capture: it routes by each connection's original destination (no RDS of its own: each
+# filter chain carries the routes of one called service).
+CAPTURE = "outbound_capture"
+# The cluster a captured call to a destination outside the mesh goes to: where it was going
+# (Envoy's ORIGINAL_DST cluster, Istio's PassthroughCluster).
+PASSTHROUGH = "passthrough"
 # The cluster of the local app, behind the inbound listener.
 APP_CLUSTER = "inbound_app"
 # SDS secrets, as Istio names them: the workload's certificate and the CA bundle.
@@ -41,7 +48,11 @@ class NodeMetadata(NamedTuple):
     outbound: str = "127.0.0.1:15001"
     """``IP:PORT`` of the listener the app sends its calls to."""
     app: str = "127.0.0.1:8080"
-    """``IP:PORT`` of the app, behind the inbound listener."""
+    """``IP:PORT`` of the app, behind the inbound listener. Its port is the app port: where a
+    captured client connects (this instance's IP, that port), which the callers' capture
+    listeners route by."""
+    capture: str = ""
+    """``IP:PORT`` of the outbound capture listener (``--capture``); empty: not captured."""
 
     def as_struct(self) -> dict[str, str]:
         return dict(self._asdict())
@@ -56,6 +67,12 @@ class NodeMetadata(NamedTuple):
                 raise ValueError(f"node metadata: '{name}' must be a non-empty string")
             values[name] = value
         return cls(**values)
+
+
+def app_port(app: str) -> int:
+    """The app port of ``app`` (``IP:PORT``); 0 when it has none."""
+    port = app.rpartition(":")[2]
+    return int(port) if port.isdigit() and 0 < int(port) < 65536 else 0
 
 
 def node_id(service: str, namespace: str, inbound: str) -> str:

@@ -83,7 +83,8 @@ def run_control(args: argparse.Namespace, signals: set[signal.Signals], validate
     state.save_inbound(bound)
     node_id = names.node_id(args.service, namespace, bound)
     metadata = names.NodeMetadata(args.service, namespace, args.version, inbound=bound,
-                                  admin=proxy.admin_address or "", outbound=proxy.address(names.OUTBOUND), app=args.app)
+                                  admin=proxy.admin_address or "", outbound=proxy.address(names.OUTBOUND), app=args.app,
+                                  capture=args.capture or "")
     from .ads import AdsClient
     from .apply import Applier
 

@@ -24,6 +24,14 @@ from google.protobuf import any_pb2
 
 from . import names
 from .translate_breakers import circuit_breakers, with_budgets
+from .translate_capture import (
+    chain_destinations,
+    chain_order,
+    check_listener_filters,
+    passthrough_cluster,
+    reads_original_destination,
+    restricted,
+)
 from .translate_filters import ROUTE_FILTERS, listener_filter
 from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
@@ -155,9 +163,13 @@ def missing(resources: Resources) -> list[str]:
     wanted = references(resources)
     gaps = [f"route configuration '{name}'" for name in sorted(wanted.routes - resources.routes.keys())]
     gaps += [f"endpoints of '{name}'" for name in sorted(wanted.endpoints - resources.endpoints.keys())]
-    for name in sorted(wanted.routes & resources.routes.keys()):
-        absent = route_clusters(resources.routes[name]) - resources.clusters.keys()
-        gaps += [f"cluster '{cluster}' (routed to by '{name}')" for cluster in sorted(absent)]
+    configs = [resources.routes[name] for name in sorted(wanted.routes & resources.routes.keys())]
+    # Route configurations inline in a listener (a capture listener's chains) need their clusters too.
+    configs += [manager.route_config for listener in resources.listeners.values() for chain in listener.filter_chains
+                for f in chain.filters if (manager := _maybe_manager(f)) is not None and manager.HasField("route_config")]
+    for config in configs:
+        absent = route_clusters(config) - resources.clusters.keys()
+        gaps += [f"cluster '{cluster}' (routed to by '{config.name}')" for cluster in sorted(absent)]
     return gaps
 
 
@@ -203,9 +215,14 @@ def _eds_name(cluster: Cluster) -> str:
 
 def _listener(listener: Listener, resources: Resources, local: Local) -> dict[str, Any]:
     where = f"listener '{listener.name}'"
-    for unsupported in ("default_filter_chain", "filter_chain_matcher", "api_listener", "use_original_dst"):
+    for unsupported in ("default_filter_chain", "filter_chain_matcher", "api_listener"):
         if is_set(listener, unsupported):
             raise Refused(f"{where}: {unsupported} has no sidecar equivalent")
+    check_listener_filters(listener, where)
+    if reads_original_destination(listener):
+        return _capture_listener(listener, resources, where)
+    if listener.HasField("use_original_dst"):
+        raise Refused(f"{where}: use_original_dst false has no sidecar equivalent; leave it unset")
     direction = {INBOUND: "inbound", OUTBOUND: "outbound"}.get(
         listener.traffic_direction, "inbound" if listener.name == names.INBOUND else "outbound")
     if listener.name == names.INBOUND:
@@ -219,27 +236,62 @@ def _listener(listener: Listener, resources: Resources, local: Local) -> dict[st
     if protocol is None:
         raise Refused(f"{where}: codec_type {HttpConnectionManager.CodecType.Name(manager.codec_type)} "
                       "has no sidecar equivalent; expected AUTO, HTTP1 or HTTP2")
-    if manager.HasField("rds"):
-        routes = route_config_routes(resources.routes[manager.rds.route_config_name])
-    elif manager.HasField("route_config"):
-        routes = route_config_routes(manager.route_config)
-    else:
-        raise Refused(f"{where}: the http_connection_manager has neither rds nor route_config")
-    routes = with_budgets(routes, resources.clusters, where)
-    present = {ROUTE_FILTERS[kind] for f in manager.http_filters if (kind := type_name(f.typed_config)) in ROUTE_FILTERS}
+    routes = with_budgets(_manager_routes(manager, resources, where), resources.clusters, where)
     authorization, rate_limit = _policies(manager, local.trust_domain, where)
-    for i, route in enumerate(routes):
-        for key in set(ROUTE_FILTERS.values()) - present:
-            if key in route:
-                raise Refused(f"{where}: routes[{i}] configures {key}, but the listener has no such http filter")
-        if rate_limit is not None and "rate_limit" in route:
-            raise Refused(f"{where}: routes[{i}] has a rate limit of its own, which in Envoy replaces the listener's "
-                          "token bucket; a sidecar applies both: give one or the other")
+    _check_route_filters(manager, routes, rate_limit, where)
     translated: dict[str, Any] = {"name": listener.name, "address": address, "protocol": protocol, "direction": direction, "tls": tls,
                                   "authorization": authorization, "routes": routes}
     if rate_limit is not None:
         translated["rate_limit"] = rate_limit
     return translated
+
+
+def _capture_listener(listener: Listener, resources: Resources, where: str) -> dict[str, Any]:
+    """A listener routing by original destination (see translate_capture): plain text, one
+    http_connection_manager per filter chain, no authorization (it carries the app's calls)."""
+    chains: list[tuple[str, list[str] | None, list[dict[str, Any]]]] = []
+    protocols: set[str | None] = set()
+    for i, chain in enumerate(listener.filter_chains):
+        at = f"{where}: filter_chains[{i}]"
+        if chain.HasField("transport_socket"):
+            raise Refused(f"{at}: a capture listener takes the app's plain-text connections; TLS has no sidecar "
+                          "equivalent there")
+        manager = _manager(chain, at)
+        protocols.add(_CODECS.get(manager.codec_type))
+        policies, rate_limit = _policies(manager, "", at)
+        if policies:
+            raise Refused(f"{at}: RBAC on a capture listener has no sidecar equivalent")
+        if rate_limit is not None:
+            raise Refused(f"{at}: a listener rate limit on a capture listener has no sidecar equivalent")
+        routes = with_budgets(_manager_routes(manager, resources, at), resources.clusters, at)
+        _check_route_filters(manager, routes, None, at)
+        name, destinations = chain.name or f"chains[{i}]", chain_destinations(chain, at)
+        chains.append((name, destinations, restricted(routes, destinations, name)))
+    if len(protocols) > 1 or None in protocols:
+        raise Refused(f"{where}: the filter chains of a capture listener must share one codec_type, AUTO, HTTP1 or HTTP2")
+    return {"name": listener.name, "address": _socket_address(listener.address, where),
+            "protocol": protocols.pop() if protocols else "auto", "direction": "outbound", "tls": "disable",
+            "original_destination": True, "routes": chain_order(chains)}
+
+
+def _manager_routes(manager: HttpConnectionManager, resources: Resources, where: str) -> list[dict[str, Any]]:
+    if manager.HasField("rds"):
+        return route_config_routes(resources.routes[manager.rds.route_config_name])
+    if manager.HasField("route_config"):
+        return route_config_routes(manager.route_config)
+    raise Refused(f"{where}: the http_connection_manager has neither rds nor route_config")
+
+
+def _check_route_filters(manager: HttpConnectionManager, routes: list[dict[str, Any]],
+                         listener_rate_limit: dict[str, Any] | None, where: str) -> None:
+    present = {ROUTE_FILTERS[kind] for f in manager.http_filters if (kind := type_name(f.typed_config)) in ROUTE_FILTERS}
+    for i, route in enumerate(routes):
+        for key in set(ROUTE_FILTERS.values()) - present:
+            if key in route:
+                raise Refused(f"{where}: routes[{i}] configures {key}, but the listener has no such http filter")
+        if listener_rate_limit is not None and "rate_limit" in route:
+            raise Refused(f"{where}: routes[{i}] has a rate limit of its own, which in Envoy replaces the listener's "
+                          "token bucket; a sidecar applies both: give one or the other")
 
 
 def _chains(listener: Listener, where: str) -> tuple[str, HttpConnectionManager]:
@@ -328,6 +380,8 @@ def _policies(manager: HttpConnectionManager, trust_domain: str,
 
 def _cluster(cluster: Cluster, resources: Resources) -> dict[str, Any]:
     where = f"cluster '{cluster.name}'"
+    if cluster.type == Cluster.ORIGINAL_DST:
+        return passthrough_cluster(cluster, where)
     for unsupported in ("cluster_type", "lb_subset_config", "ring_hash_lb_config", "maglev_lb_config",
                         "original_dst_lb_config", "load_balancing_policy", "upstream_config",
                         "transport_socket_matches", "transport_socket_matcher", "filters"):

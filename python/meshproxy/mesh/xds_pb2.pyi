@@ -237,6 +237,14 @@ class SocketAddress(_message.Message):
     named_port: str
     def __init__(self, protocol: _Optional[_Union[SocketAddress.Protocol, str]] = ..., address: _Optional[str] = ..., resolver_name: _Optional[str] = ..., ipv4_compat: _Optional[bool] = ..., network_namespace_filepath: _Optional[str] = ..., port_value: _Optional[int] = ..., named_port: _Optional[str] = ...) -> None: ...
 
+class CidrRange(_message.Message):
+    __slots__ = ("address_prefix", "prefix_len")
+    ADDRESS_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    address_prefix: str
+    prefix_len: _wrappers_pb2.UInt32Value
+    def __init__(self, address_prefix: _Optional[str] = ..., prefix_len: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ...) -> None: ...
+
 class TransportSocket(_message.Message):
     __slots__ = ("name", "typed_config")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -377,17 +385,17 @@ class FilterChainMatch(_message.Message):
     TRANSPORT_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_PROTOCOLS_FIELD_NUMBER: _ClassVar[int]
     destination_port: _wrappers_pb2.UInt32Value
-    prefix_ranges: _containers.RepeatedScalarFieldContainer[bytes]
+    prefix_ranges: _containers.RepeatedCompositeFieldContainer[CidrRange]
     address_suffix: str
     suffix_len: _wrappers_pb2.UInt32Value
-    direct_source_prefix_ranges: _containers.RepeatedScalarFieldContainer[bytes]
+    direct_source_prefix_ranges: _containers.RepeatedCompositeFieldContainer[CidrRange]
     source_type: FilterChainMatch.ConnectionSourceType
-    source_prefix_ranges: _containers.RepeatedScalarFieldContainer[bytes]
+    source_prefix_ranges: _containers.RepeatedCompositeFieldContainer[CidrRange]
     source_ports: _containers.RepeatedScalarFieldContainer[int]
     server_names: _containers.RepeatedScalarFieldContainer[str]
     transport_protocol: str
     application_protocols: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, destination_port: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., prefix_ranges: _Optional[_Iterable[bytes]] = ..., address_suffix: _Optional[str] = ..., suffix_len: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., direct_source_prefix_ranges: _Optional[_Iterable[bytes]] = ..., source_type: _Optional[_Union[FilterChainMatch.ConnectionSourceType, str]] = ..., source_prefix_ranges: _Optional[_Iterable[bytes]] = ..., source_ports: _Optional[_Iterable[int]] = ..., server_names: _Optional[_Iterable[str]] = ..., transport_protocol: _Optional[str] = ..., application_protocols: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, destination_port: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., prefix_ranges: _Optional[_Iterable[_Union[CidrRange, _Mapping]]] = ..., address_suffix: _Optional[str] = ..., suffix_len: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., direct_source_prefix_ranges: _Optional[_Iterable[_Union[CidrRange, _Mapping]]] = ..., source_type: _Optional[_Union[FilterChainMatch.ConnectionSourceType, str]] = ..., source_prefix_ranges: _Optional[_Iterable[_Union[CidrRange, _Mapping]]] = ..., source_ports: _Optional[_Iterable[int]] = ..., server_names: _Optional[_Iterable[str]] = ..., transport_protocol: _Optional[str] = ..., application_protocols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("name", "typed_config", "config_discovery")
@@ -1354,7 +1362,7 @@ class Permission(_message.Message):
     any: bool
     header: HeaderMatcher
     url_path: PathMatcher
-    destination_ip: bytes
+    destination_ip: CidrRange
     destination_port: int
     destination_port_range: bytes
     metadata: bytes
@@ -1363,7 +1371,7 @@ class Permission(_message.Message):
     matcher: bytes
     uri_template: bytes
     sourced_metadata: bytes
-    def __init__(self, and_rules: _Optional[_Union[Permission.Set, _Mapping]] = ..., or_rules: _Optional[_Union[Permission.Set, _Mapping]] = ..., any: _Optional[bool] = ..., header: _Optional[_Union[HeaderMatcher, _Mapping]] = ..., url_path: _Optional[_Union[PathMatcher, _Mapping]] = ..., destination_ip: _Optional[bytes] = ..., destination_port: _Optional[int] = ..., destination_port_range: _Optional[bytes] = ..., metadata: _Optional[bytes] = ..., not_rule: _Optional[_Union[Permission, _Mapping]] = ..., requested_server_name: _Optional[_Union[StringMatcher, _Mapping]] = ..., matcher: _Optional[bytes] = ..., uri_template: _Optional[bytes] = ..., sourced_metadata: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, and_rules: _Optional[_Union[Permission.Set, _Mapping]] = ..., or_rules: _Optional[_Union[Permission.Set, _Mapping]] = ..., any: _Optional[bool] = ..., header: _Optional[_Union[HeaderMatcher, _Mapping]] = ..., url_path: _Optional[_Union[PathMatcher, _Mapping]] = ..., destination_ip: _Optional[_Union[CidrRange, _Mapping]] = ..., destination_port: _Optional[int] = ..., destination_port_range: _Optional[bytes] = ..., metadata: _Optional[bytes] = ..., not_rule: _Optional[_Union[Permission, _Mapping]] = ..., requested_server_name: _Optional[_Union[StringMatcher, _Mapping]] = ..., matcher: _Optional[bytes] = ..., uri_template: _Optional[bytes] = ..., sourced_metadata: _Optional[bytes] = ...) -> None: ...
 
 class Principal(_message.Message):
     __slots__ = ("and_ids", "or_ids", "any", "authenticated", "source_ip", "direct_remote_ip", "remote_ip", "header", "url_path", "metadata", "filter_state", "not_id", "sourced_metadata", "custom")
@@ -1395,9 +1403,9 @@ class Principal(_message.Message):
     or_ids: Principal.Set
     any: bool
     authenticated: Principal.Authenticated
-    source_ip: bytes
-    direct_remote_ip: bytes
-    remote_ip: bytes
+    source_ip: CidrRange
+    direct_remote_ip: CidrRange
+    remote_ip: CidrRange
     header: HeaderMatcher
     url_path: PathMatcher
     metadata: bytes
@@ -1405,7 +1413,7 @@ class Principal(_message.Message):
     not_id: Principal
     sourced_metadata: bytes
     custom: bytes
-    def __init__(self, and_ids: _Optional[_Union[Principal.Set, _Mapping]] = ..., or_ids: _Optional[_Union[Principal.Set, _Mapping]] = ..., any: _Optional[bool] = ..., authenticated: _Optional[_Union[Principal.Authenticated, _Mapping]] = ..., source_ip: _Optional[bytes] = ..., direct_remote_ip: _Optional[bytes] = ..., remote_ip: _Optional[bytes] = ..., header: _Optional[_Union[HeaderMatcher, _Mapping]] = ..., url_path: _Optional[_Union[PathMatcher, _Mapping]] = ..., metadata: _Optional[bytes] = ..., filter_state: _Optional[bytes] = ..., not_id: _Optional[_Union[Principal, _Mapping]] = ..., sourced_metadata: _Optional[bytes] = ..., custom: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, and_ids: _Optional[_Union[Principal.Set, _Mapping]] = ..., or_ids: _Optional[_Union[Principal.Set, _Mapping]] = ..., any: _Optional[bool] = ..., authenticated: _Optional[_Union[Principal.Authenticated, _Mapping]] = ..., source_ip: _Optional[_Union[CidrRange, _Mapping]] = ..., direct_remote_ip: _Optional[_Union[CidrRange, _Mapping]] = ..., remote_ip: _Optional[_Union[CidrRange, _Mapping]] = ..., header: _Optional[_Union[HeaderMatcher, _Mapping]] = ..., url_path: _Optional[_Union[PathMatcher, _Mapping]] = ..., metadata: _Optional[bytes] = ..., filter_state: _Optional[bytes] = ..., not_id: _Optional[_Union[Principal, _Mapping]] = ..., sourced_metadata: _Optional[bytes] = ..., custom: _Optional[bytes] = ...) -> None: ...
 
 class Cluster(_message.Message):
     __slots__ = ("transport_socket_matches", "transport_socket_matcher", "name", "alt_stat_name", "eds_cluster_config", "connect_timeout", "per_connection_buffer_limit_bytes", "lb_policy", "load_assignment", "health_checks", "max_requests_per_connection", "circuit_breakers", "upstream_http_protocol_options", "common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "typed_extension_protocol_options", "dns_refresh_rate", "dns_jitter", "dns_failure_refresh_rate", "respect_dns_ttl", "dns_lookup_family", "dns_resolvers", "use_tcp_for_dns_lookups", "dns_resolution_config", "typed_dns_resolver_config", "wait_for_warm_on_init", "outlier_detection", "cleanup_interval", "upstream_bind_config", "lb_subset_config", "common_lb_config", "transport_socket", "metadata", "protocol_selection", "upstream_connection_options", "close_connections_on_host_health_failure", "ignore_health_on_host_removal", "filters", "load_balancing_policy", "lrs_server", "lrs_report_endpoint_metrics", "track_timeout_budgets", "upstream_config", "track_cluster_stats", "preconnect_policy", "connection_pool_per_downstream_connection", "type", "cluster_type", "ring_hash_lb_config", "maglev_lb_config", "original_dst_lb_config", "least_request_lb_config", "round_robin_lb_config")

@@ -52,6 +52,7 @@ MESSAGES = {
     "envoy.config.core.v3.Metadata": "Metadata",
     "envoy.config.core.v3.Address": "Address",
     "envoy.config.core.v3.SocketAddress": "SocketAddress",
+    "envoy.config.core.v3.CidrRange": "CidrRange",
     "envoy.config.core.v3.TransportSocket": "TransportSocket",
     "envoy.config.core.v3.DataSource": "DataSource",
     "envoy.config.listener.v3.Listener": "Listener",

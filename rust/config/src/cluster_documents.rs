@@ -31,6 +31,9 @@ pub struct Cluster {
     pub outlier_detection: Option<crate::OutlierDetection>,
     #[serde(default)]
     pub circuit_breakers: Option<crate::CircuitBreakers>,
+    /// Send each request to its connection's original destination (`capture`), not to endpoints.
+    #[serde(default)]
+    pub original_destination: bool,
 }
 
 /// Where a cluster's endpoints come from when its config does not list them. The Python layer

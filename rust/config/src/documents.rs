@@ -100,6 +100,9 @@ pub struct Listener {
     #[serde(default)]
     pub authorization: Vec<AuthzPolicy>,
     pub rate_limit: Option<RateLimit>,
+    /// Read each connection's destination before a capture redirected it (`capture`).
+    #[serde(default)]
+    pub original_destination: bool,
     #[serde(default)]
     pub routes: Vec<Route>,
 }
@@ -255,6 +258,9 @@ pub struct RouteMatch {
     pub headers: BTreeMap<String, HeaderMatch>,
     #[serde(default)]
     pub method: Option<Methods>,
+    /// Where the connection was going before a capture redirected it (`capture`).
+    #[serde(default)]
+    pub original_destination: Option<Vec<String>>,
 }
 
 /// `x-channel: beta` is shorthand for `x-channel: {exact: beta}`.

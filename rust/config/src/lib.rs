@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod capture;
 mod cluster_documents;
 mod documents;
 mod duration;

@@ -14,6 +14,7 @@ use meshproxy_balance::{Balancer, Policy};
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
 use crate::breakers::{Breakers, Overflow};
 use crate::endpoint::Endpoint;
+use crate::original_dst::Passthrough;
 use crate::health::host::{HostHealth, Status};
 use crate::health::{ClusterHealth, PANIC_THRESHOLD_PERCENT};
 use crate::error::ProxyError;
@@ -45,6 +46,9 @@ pub struct Cluster {
     pub health: Option<Arc<ClusterHealth>>,
     /// `None`: the cluster has no `circuit_breakers`, and nothing is counted.
     pub breakers: Option<Arc<Breakers>>,
+    /// `original_destination: true`: each request goes where its connection was going, not to
+    /// the members (`original_dst`).
+    pub passthrough: Option<Passthrough>,
     members: ArcSwap<Members>,
     /// What the cluster was compiled from, but its endpoints (its members say those).
     source: ClusterSource,
@@ -108,6 +112,7 @@ impl Cluster {
             stats,
             health,
             breakers: settings.circuit_breakers.map(|limits| Arc::new(Breakers::new(limits))),
+            passthrough: None,
             members: ArcSwap::new(members),
             source,
         }
@@ -241,7 +246,9 @@ fn with_health(health: &ClusterHealth, hosts: &mut HashMap<Arc<str>, Arc<HostHea
 
 impl ClusterSource {
     pub fn new(cluster: &config::Cluster, trust_domain: Option<&str>) -> ClusterSource {
-        let config::Cluster { name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = cluster;
+        let config::Cluster {
+            name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers, original_destination,
+        } = cluster;
         let settings = config::Cluster {
             name: name.clone(),
             lb: lb.clone(),
@@ -254,12 +261,15 @@ impl ClusterSource {
             health_check: health_check.clone(),
             outlier_detection: outlier_detection.clone(),
             circuit_breakers: *circuit_breakers,
+            original_destination: *original_destination,
         };
         ClusterSource { settings, trust_domain: trust_domain.map(str::to_string) }
     }
 
     fn is(&self, cluster: &config::Cluster, trust_domain: Option<&str>) -> bool {
-        let config::Cluster { name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers } = &self.settings;
+        let config::Cluster {
+            name, lb, protocol, connect_timeout, idle_timeout, tls, endpoints: _, discovery, health_check, outlier_detection, circuit_breakers, original_destination,
+        } = &self.settings;
         *name == cluster.name
             && *lb == cluster.lb
             && *protocol == cluster.protocol
@@ -270,6 +280,7 @@ impl ClusterSource {
             && *health_check == cluster.health_check
             && *outlier_detection == cluster.outlier_detection
             && *circuit_breakers == cluster.circuit_breakers
+            && *original_destination == cluster.original_destination
             && (tls.mode != config::ClusterTlsMode::Mesh || self.trust_domain.as_deref() == trust_domain)
     }
 }

@@ -126,6 +126,11 @@ impl EndpointRegistry {
         EndpointRegistry { states: Mutex::default(), workers }
     }
 
+    /// The worker threads its states have a pool for.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// The endpoint `address` with `weight`, on the state some compiled cluster already holds
     /// for the address, or on a new one. `parse` reads an address that has no state, or says what
     /// is wrong with it. An address with a state was parsed when the state was made and is not

@@ -2,7 +2,7 @@
 //! the client's address is appended to `x-forwarded-for`, and every request carries an
 //! `x-request-id`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{
     Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -119,17 +119,21 @@ fn is_te_trailers(headers: &HeaderMap) -> bool {
     headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
-/// The client's address as `x-forwarded-for` carries it, formatted once per connection.
+/// The client's address as `x-forwarded-for` carries it, formatted once per connection, and where
+/// it was connecting when a capture redirected it.
 #[derive(Debug, Clone)]
 pub struct ClientAddress {
     pub ip: IpAddr,
     forwarded_for: HeaderValue,
+    /// Where the client was connecting before a capture redirected it here (`original_dst`);
+    /// read only on listeners with `original_destination: true`.
+    pub original_destination: Option<SocketAddr>,
 }
 
 impl ClientAddress {
     pub fn new(ip: IpAddr) -> ClientAddress {
         let forwarded_for = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ClientAddress { ip, forwarded_for }
+        ClientAddress { ip, forwarded_for, original_destination: None }
     }
 }
 

@@ -7,7 +7,8 @@
 //! upstream and `mirror` copies it. `health` checks endpoints and `outlier` ejects the failing
 //! ones. Each request is an `observe::Observation`, recorded into the telemetry when its
 //! response body ends (`body`); a route's `timeouts` may stop a response that stalls or runs
-//! long. `workers` are the threads it all runs on.
+//! long. `workers` are the threads it all runs on. A capture listener reads where each connection
+//! was going before the kernel redirected it (`original_dst`), and its routes match on that.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod listener;
 pub mod mirror;
 mod observe;
 mod observed;
+pub mod original_dst;
 mod outlier;
 mod pool;
 mod proxy;

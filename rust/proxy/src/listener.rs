@@ -17,6 +17,7 @@ use crate::headers::{ClientAddress, PeerIdentity};
 use crate::idle::IdleTimeout;
 use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
+use crate::original_dst;
 use crate::proxy;
 pub use crate::snapshot::{ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
 use crate::workers::{self, WorkerHandles, Workers};
@@ -123,8 +124,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
     let _ = stream.set_nodelay(true);
     let Some(snapshot) = shared.current() else { return };
     let (server, tls, stats, idle_timeout) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone(), snapshot.idle_timeout);
+    let mut client = ClientAddress::new(peer.ip());
+    if snapshot.original_destination {
+        client.original_destination = original_dst::of(&stream);
+    }
     drop(snapshot);
-    let serving = Serving { server: &server, idle_timeout, client: ClientAddress::new(peer.ip()), shared, stopped };
+    let serving = Serving { server: &server, idle_timeout, client, shared, stopped };
     stats.connections_total.inc();
     stats.connections_active.inc();
     match tls.accept(stream).await {

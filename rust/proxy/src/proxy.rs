@@ -18,6 +18,7 @@ use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::mirror;
 use crate::observe::Observation;
+use crate::original_dst::OriginalDestination;
 use crate::retry;
 use crate::route::{host_without_port, Action, RequestTarget};
 use meshproxy_telemetry::stats::Stats;
@@ -89,6 +90,7 @@ async fn proxy(
         path: parts.uri.path(),
         method: &parts.method,
         headers: &parts.headers,
+        destination: client.original_destination,
     };
     let route = listener.routes.find(&target).ok_or_else(|| ProxyError::NoRoute {
         host: target.host.to_string(),
@@ -166,6 +168,9 @@ async fn proxy(
     let mut upstream = Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.headers_mut() = parts.headers;
+    if let (Some(_), Some(destination)) = (&cluster.passthrough, client.original_destination) {
+        upstream.extensions_mut().insert(OriginalDestination(destination));
+    }
     match cluster.protocol {
         // Origin-form target; the authority travels in `Host`.
         UpstreamProtocol::Http1 => {

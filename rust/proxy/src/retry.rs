@@ -19,6 +19,7 @@ use crate::cluster::Cluster;
 use crate::error::ProxyError;
 use crate::observe::Observation;
 use crate::observed::Upstream;
+use crate::original_dst::OriginalDestination;
 use crate::outlier::Attempt;
 use crate::pool::{copy_with, PoolError};
 use meshproxy_config::{self as config, RetryOn, UpstreamProtocol};
@@ -233,6 +234,8 @@ pub async fn forward(
         (request, bodyless)
     };
     let copies = replayable && policy.retries_after_reading(cluster.protocol);
+    // A passthrough cluster sends every try where the request's connection was going.
+    let destination = cluster.passthrough.as_ref().and(request.extensions().get::<OriginalDestination>()).map(|d| d.0);
     let mut tries = Tries::default();
     let mut sending = request;
     // The endpoint the last try failed on: a retry goes to another one.
@@ -241,7 +244,10 @@ pub async fn forward(
     let mut retrying: Option<Held> = None;
     loop {
         // Held until the try ends: discovery may replace the members meanwhile.
-        let members = cluster.members();
+        let members = match &cluster.passthrough {
+            None => cluster.members(),
+            Some(passthrough) => passthrough.members(destination),
+        };
         let endpoint = members
             .pick_for(hash, failed_on.as_deref())
             .ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;

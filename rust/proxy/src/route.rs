@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -15,6 +16,7 @@ use crate::retry::{Retry, BUILT_IN};
 use crate::direct::Answered;
 use crate::rules::RouteRules;
 use meshproxy_config as config;
+use meshproxy_config::capture::DestinationMatch;
 use meshproxy_telemetry::traffic::{TrafficKey, TrafficRegistry, TrafficStats};
 
 #[derive(Debug)]
@@ -79,6 +81,9 @@ pub struct RouteMatch {
     pub headers: Vec<(HeaderName, HeaderCheck)>,
     /// `None` matches every method.
     pub methods: Option<Vec<Method>>,
+    /// `None` matches every connection; a list, the connections whose original destination
+    /// (`original_dst`) one entry matches.
+    pub destination: Option<Vec<DestinationMatch>>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +136,9 @@ pub struct RequestTarget<'a> {
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// Where the connection was going before a capture redirected it; read only on listeners
+    /// with `original_destination: true`.
+    pub destination: Option<SocketAddr>,
 }
 
 // === impl RouteTable ===
@@ -251,6 +259,9 @@ impl RouteMatch {
             && self.path.matches(target.path)
             && self.methods.as_ref().is_none_or(|ms| ms.contains(target.method))
             && self.headers.iter().all(|(name, check)| check.matches(target.headers, name))
+            && self.destination.as_ref().is_none_or(|entries| {
+                target.destination.is_some_and(|destination| entries.iter().any(|entry| entry.matches(destination)))
+            })
     }
 }
 
@@ -350,7 +361,7 @@ mod tests {
     }
 
     fn target<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestTarget<'a> {
-        RequestTarget { host, path, method, headers }
+        RequestTarget { host, path, method, headers, destination: None }
     }
 
     #[test]
@@ -386,6 +397,23 @@ mod tests {
         assert!(!HeaderCheck::Present(true).matches(&headers, &missing));
         let re = Regex::new("^(?:b.*)$").unwrap_or_else(|e| panic!("{e}"));
         assert!(HeaderCheck::Regex(re).matches(&headers, &name));
+    }
+
+    #[test]
+    fn an_original_destination_match_needs_a_connection_going_there() {
+        let entries = ["10.0.2.2:8080", "10.0.3.0/24"].map(|e| config::capture::destination(e).unwrap_or_else(|p| panic!("{p}")));
+        let matcher = RouteMatch { destination: Some(entries.to_vec()), ..RouteMatch::default() };
+        let headers = HeaderMap::new();
+        let going = |to: Option<&str>| RequestTarget {
+            destination: to.map(|to| to.parse().unwrap_or_else(|e| panic!("{e}"))),
+            ..target("h", "/", &Method::GET, &headers)
+        };
+        assert!(matcher.matches(&going(Some("10.0.2.2:8080"))));
+        assert!(matcher.matches(&going(Some("10.0.3.9:443"))));
+        assert!(!matcher.matches(&going(Some("10.0.2.2:8081"))));
+        // Not captured (or not read): a route asking for a destination does not match.
+        assert!(!matcher.matches(&going(None)));
+        assert!(RouteMatch::default().matches(&going(None)));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct ListenerSnapshot {
     pub tls: Arc<InboundTls>,
     /// A connection that moves no byte for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Read each connection's destination before a capture redirected it (`original_dst`).
+    pub original_destination: bool,
     pub authz: Authorization,
     /// Taken from before routing; kept, tokens and all, by a reload that gives it again.
     pub rate_limit: Option<Arc<RateLimiter>>,

@@ -61,8 +61,8 @@ mod _native {
     use super::endpoints::read_endpoints;
     #[pymodule_export]
     use super::values::{
-        check_busy_poll, check_positive_duration, check_trust_domain, parse_duration, parse_endpoint_address, parse_listen_address,
-        parse_spiffe_id,
+        check_busy_poll, check_original_destination, check_positive_duration, check_trust_domain, parse_duration, parse_endpoint_address,
+        parse_listen_address, parse_spiffe_id,
     };
 
     #[pymodule_init]

@@ -71,3 +71,9 @@ pub fn parse_endpoint_address(text: &str) -> PyResult<(String, u16)> {
     let address = address::endpoint(text).map_err(refused)?;
     Ok((address.host, address.port))
 }
+
+/// One entry of a route's `match.original_destination`: an address, a network or `*:PORT`.
+#[pyfunction]
+pub fn check_original_destination(text: &str) -> PyResult<()> {
+    meshproxy_engine::config::capture::destination(text).map(drop).map_err(refused)
+}

@@ -11,6 +11,7 @@ use meshproxy_proxy::cluster::{Cluster, ClusterSource, Members};
 use meshproxy_config::address::EndpointAddress;
 use meshproxy_config::{self as config, values, Problem};
 use meshproxy_proxy::endpoint::EndpointRegistry;
+use meshproxy_proxy::original_dst::Passthrough;
 use meshproxy_config::spiffe::SpiffeId;
 use meshproxy_tls::outbound::{Owner, UpstreamTls};
 
@@ -57,18 +58,39 @@ pub(super) fn compile_clusters(
             Some(members) => members,
             None => Arc::new(compile_members(&at, &cluster.endpoints, policy, transport.as_deref(), cx.endpoints, problems)),
         };
-        let compiled = Cluster::new(
+        let mut compiled = Cluster::new(
             ClusterSource::new(cluster, trust_domain),
             tls,
             transport,
             cx.stats.cluster(&cluster.name),
             members,
         );
+        if cluster.original_destination {
+            check_passthrough(cluster, &at, problems);
+            compiled.passthrough = Some(Passthrough::new(cx.endpoints.workers()));
+        }
         if clusters.insert(cluster.name.clone(), Arc::new(compiled)).is_some() {
             problems.push(Problem::new(format!("{at}.name"), format!("duplicate cluster name '{}'", cluster.name)));
         }
     }
     clusters
+}
+
+/// A cluster sending to each request's original destination has no endpoints of its own, and
+/// nothing to check or secure them with: the destinations are whatever the app dialled.
+fn check_passthrough(cluster: &config::Cluster, at: &str, problems: &mut Vec<Problem>) {
+    let given = [
+        ("endpoints", !cluster.endpoints.is_empty()),
+        ("discovery", cluster.discovery.is_some()),
+        ("health_check", cluster.health_check.is_some()),
+        ("tls", cluster.tls.mode != config::ClusterTlsMode::Disable),
+    ];
+    for (key, _) in given.iter().filter(|(_, given)| *given) {
+        problems.push(Problem::new(
+            format!("{at}.{key}"),
+            "a cluster with original_destination: true sends each request where its connection was going; remove this",
+        ));
+    }
 }
 
 /// A cluster's endpoint list checked and built into members: each address parsed (or found in

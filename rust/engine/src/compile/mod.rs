@@ -129,6 +129,14 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 ));
             }
         }
+        if !listener.original_destination {
+            for (r, _) in listener.routes.iter().enumerate().filter(|(_, route)| route.match_.original_destination.is_some()) {
+                problems.push(Problem::new(
+                    format!("{at}.routes[{r}].match.original_destination"),
+                    "needs the listener's original_destination: true (only a capture listener knows where its connections were going)",
+                ));
+            }
+        }
         let running = cx.listeners.iter().find(|l| *l.name == *listener.name && l.direction == listener.direction);
         let routes = compile_routes(&listener.name, &listener.routes, &clusters, running.map(|l| &l.routes), &cx.stats.rules, &at, &mut problems);
         let rate_limit = listener.rate_limit.as_ref().and_then(|limit| {
@@ -165,6 +173,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 server: Arc::new(server_builder(listener.protocol, &config.limits)),
                 tls,
                 idle_timeout: listener.idle_timeout.nonzero(),
+                original_destination: listener.original_destination,
                 authz,
                 rate_limit,
                 stats: cx.stats.listener(&listener.name),

@@ -9,7 +9,7 @@ use http::Method;
 use meshproxy_balance::WeightedSampler;
 
 use meshproxy_proxy::cluster::Cluster;
-use meshproxy_config::{self as config, Problem};
+use meshproxy_config::{self as config, capture, Problem};
 use meshproxy_proxy::retry::Retry;
 use meshproxy_proxy::header_match::{anchored, compile_headers, regex_problem};
 use meshproxy_proxy::direct::{Answer, Answered, DirectResponse, Redirect};
@@ -222,7 +222,17 @@ fn compile_match(m: &config::RouteMatch, route_at: &str, problems: &mut Vec<Prob
             .collect()
     });
     let host = m.host.as_deref().map_or(HostMatch::Any, HostMatch::parse);
-    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods })
+    let destination = m.original_destination.as_ref().map(|entries| {
+        let parsed = entries.iter().enumerate().filter_map(|(i, entry)| match capture::destination(entry) {
+            Ok(entry) => Some(entry),
+            Err(problem) => {
+                problems.push(Problem::new(format!("{at}.original_destination[{i}]"), format!("'{entry}' {problem}")));
+                None
+            }
+        });
+        parsed.collect()
+    });
+    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods, destination })
 }
 
 fn compile_edits(edits: &config::HeaderEdits, route_at: &str, key: &str, problems: &mut Vec<Problem>) -> HeaderEdits {
