@@ -6,7 +6,8 @@
 //! answer it itself (`direct`), `rewrite` changes what goes upstream and `mirror` copies it.
 //! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
 //! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
-//! `workers` are the threads it all runs on.
+//! `workers` are the threads it all runs on. `h2_preface` watches an HTTP/2 client's first
+//! SETTINGS for the one value h2 answers with the wrong error code.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod endpoint;
 mod error;
 mod executor;
 pub mod fault;
+mod h2_preface;
 pub mod hash_key;
 pub mod header_match;
 mod headers;

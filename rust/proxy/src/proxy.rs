@@ -64,6 +64,7 @@ async fn proxy(
     let (mut parts, body) = request.into_parts();
     // The headers the proxy removes, if any, found in one pass.
     let present = Present::scan(&parts.headers);
+    present.check_transfer_codings(&parts.headers)?;
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
