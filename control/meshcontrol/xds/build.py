@@ -267,7 +267,8 @@ def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
         load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=names.APP_CLUSTER, endpoints=[
             endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
                 endpoint=endpoint_components_pb2.Endpoint(address=socket_address(app)))])]))
-    if protocol == "http2":
+    # gRPC is HTTP/2: h2c to the app.
+    if protocol in ("http2", "grpc"):
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
     return cluster
 

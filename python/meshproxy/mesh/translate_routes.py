@@ -33,7 +33,8 @@ from .xds_pb2 import (
 )
 
 # The retry conditions the sidecar has: Envoy's names, which it took.
-_RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes")
+_RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes",
+             "cancelled", "deadline-exceeded", "resource-exhausted", "unavailable")
 _PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 _REDIRECT_STATUSES = {RedirectAction.MOVED_PERMANENTLY: 301, RedirectAction.FOUND: 302, RedirectAction.SEE_OTHER: 303,
                       RedirectAction.TEMPORARY_REDIRECT: 307, RedirectAction.PERMANENT_REDIRECT: 308}

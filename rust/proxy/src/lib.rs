@@ -7,7 +7,8 @@
 //! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
 //! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
 //! `workers` are the threads it all runs on. `h2_preface` watches an HTTP/2 client's first
-//! SETTINGS for the one value h2 answers with the wrong error code.
+//! SETTINGS for the one value h2 answers with the wrong error code. `grpc` recognises gRPC
+//! calls: their status into the telemetry, their deadline, their errors as gRPC statuses.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,8 @@ pub mod endpoint;
 mod error;
 mod executor;
 pub mod fault;
+pub mod grpc;
+mod grpc_retry;
 mod h2_preface;
 pub mod hash_key;
 pub mod header_match;

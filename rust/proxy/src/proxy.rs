@@ -16,6 +16,7 @@ use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
+use crate::grpc;
 use crate::mirror;
 use crate::observe::Observation;
 use crate::retry;
@@ -39,12 +40,20 @@ pub async fn handle(
     snapshot.stats.requests_total.inc();
     let mut observation = Observation::start(&snapshot.unrouted);
     observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
+    observation.grpc = grpc::is_call(request.method(), request.headers());
     let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(answered) => answered,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
             observation.error = Some(error.reason());
-            (error.into_response(), None)
+            // A gRPC client reads the proxy's errors as gRPC statuses only.
+            if observation.grpc {
+                let (response, code) = grpc::error_response(&error);
+                observation.grpc_status = Some(code);
+                (response, None)
+            } else {
+                (error.into_response(), None)
+            }
         }
     };
     snapshot.stats.responses.count(response.status());
@@ -189,8 +198,10 @@ async fn proxy(
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
+    // A gRPC call's deadline, when shorter, stands for the route's timeout.
+    let timeout = if observation.grpc { grpc::deadline(upstream.headers(), route.timeout) } else { route.timeout };
     let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
-    let (mut response, upstream) = match route.timeout {
+    let (mut response, upstream) = match timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
             cluster.stats.timeouts_total.inc();
             ProxyError::Timeout { cluster: cluster.name.to_string(), after: limit }
@@ -198,6 +209,10 @@ async fn proxy(
         None => forwarded.await?,
     };
     remove_hop_by_hop(response.headers_mut());
+    // A trailers-only response: the call's status is in its headers.
+    if observation.grpc {
+        observation.grpc_status = grpc::status(response.headers());
+    }
     // hyper would repeat the upstream's reason phrase, empty or odd as it may be; the proxy
     // writes the canonical one, as other proxies do.
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();

@@ -67,6 +67,10 @@ pub fn attributes(record: &Record) -> Vec<(&'static str, Value)> {
     if let Some(error) = error_type(record) {
         out.push(("error.type", Value::Str(error)));
     }
+    if let Some(status) = record.grpc_status {
+        out.push(("rpc.system", text("grpc")));
+        out.push(("rpc.grpc.status_code", Value::Int(i64::from(status))));
+    }
     let optional = [
         ("meshproxy.route", record.route.as_deref()),
         ("meshproxy.cluster", record.cluster.as_deref()),
