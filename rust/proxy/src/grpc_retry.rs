@@ -11,11 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Request};
+use http::HeaderMap;
 use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
-
-use crate::body::Body;
 
 /// A streamed request body copied as it goes; see the module's documentation.
 #[derive(Debug)]
@@ -39,31 +37,23 @@ struct Copy {
     spoilt: bool,
 }
 
-/// The request with its streamed body kept as it goes, and the copy; other bodies as they are.
-pub fn keep(request: Request<Body>, limit: u64) -> (Request<Body>, Option<KeptCopy>) {
-    let (parts, body) = request.into_parts();
-    match body {
-        Body::Streamed { body, received } if limit > 0 => {
-            let copy = Arc::new(Mutex::new(Copy::default()));
-            let kept = Kept { body, received, copy: copy.clone(), limit };
-            (Request::from_parts(parts, Body::Kept(Box::new(kept))), Some(KeptCopy(copy)))
-        }
-        body => (Request::from_parts(parts, body), None),
-    }
+/// A streamed body, kept as it goes up to `limit` bytes, and its copy.
+pub fn keep(body: Incoming, received: Option<Arc<AtomicU64>>, limit: u64) -> (Kept, KeptCopy) {
+    let copy = Arc::new(Mutex::new(Copy::default()));
+    (Kept { body, received, copy: copy.clone(), limit }, KeptCopy(copy))
 }
 
 // === impl KeptCopy ===
 
 impl KeptCopy {
-    /// `head` with the body again, if the whole body went by within the limit.
-    pub fn again(&self, head: Request<Body>) -> Option<Request<Body>> {
+    /// The body's data and trailers, if the whole body went by within the limit.
+    pub fn again(&self) -> Option<(Option<Bytes>, Option<Box<HeaderMap>>)> {
         let copy = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !copy.ended || copy.spoilt {
             return None;
         }
         let data = (!copy.data.is_empty()).then(|| Bytes::copy_from_slice(&copy.data));
-        let trailers = copy.trailers.clone().map(Box::new);
-        Some(head.map(|_| Body::Replayed { data, trailers }))
+        Some((data, copy.trailers.clone().map(Box::new)))
     }
 }
 

@@ -184,7 +184,7 @@ impl Watch {
                     }
                     let length = u32::from_be_bytes([0, header[0], header[1], header[2]]);
                     // Not a SETTINGS frame h2 would apply: h2 judges it.
-                    if header[3] != SETTINGS || header[4] & ACK != 0 || length == 0 || length % 6 != 0 || length > MAX_FRAME {
+                    if header[3] != SETTINGS || header[4] & ACK != 0 || length == 0 || !length.is_multiple_of(6) || length > MAX_FRAME {
                         return Seen::Done;
                     }
                     self.state = State::Settings { length, left: length, entry: [0; 6], have: 0 };

@@ -245,7 +245,7 @@ pub async fn forward(
     let copies = replayable && policy.retries_after_reading(cluster.protocol);
     // A gRPC call's body streams with no length announced: under gRPC conditions, it is kept
     // as it goes upstream, and sent again should it have ended within `max_replay_bytes`.
-    let (request, kept) = if !replayable && policy.on.grpc_codes != 0 { grpc_retry::keep(request, policy.max_replay_bytes) } else { (request, None) };
+    let (request, kept) = if !replayable && policy.on.grpc_codes != 0 { keep(request, policy.max_replay_bytes) } else { (request, None) };
     let mut tries = Tries::default();
     let mut sending = request;
     // The endpoint the last try failed on: a retry goes to another one.
@@ -336,7 +336,10 @@ pub async fn forward(
         };
         failed_on = Some(endpoint.address.clone());
         // Another try, if the policy, the budget and the cluster's breakers allow one.
-        let again = || head.and_then(|head| kept.as_ref().and_then(|kept| kept.again(head)));
+        let again = || {
+            let (data, trailers) = kept.as_ref()?.again()?;
+            Some(head?.map(|_| Body::Replayed { data, trailers }))
+        };
         let next = match unsent.or(spare).or_else(again) {
             Some(next) if policy.retries(failure, &tries) && within_budget(cluster, policy) => next,
             _ => return outcome.finish(admitted),
@@ -382,6 +385,18 @@ impl Outcome {
             Outcome::Error(error) => Err(error),
             Outcome::Response(response, upstream) => Ok((response, Upstream { admitted, ..upstream })),
         }
+    }
+}
+
+/// The request with its streamed body kept as it goes upstream (`grpc_retry`), and the copy.
+fn keep(request: Request<Body>, limit: u64) -> (Request<Body>, Option<grpc_retry::KeptCopy>) {
+    let (parts, body) = request.into_parts();
+    match body {
+        Body::Streamed { body, received } if limit > 0 => {
+            let (kept, copy) = grpc_retry::keep(body, received, limit);
+            (Request::from_parts(parts, Body::Kept(Box::new(kept))), Some(copy))
+        }
+        body => (Request::from_parts(parts, body), None),
     }
 }
 

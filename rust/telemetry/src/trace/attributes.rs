@@ -110,6 +110,9 @@ mod tests {
         assert_eq!(get(&attributes, "meshproxy.upstream_address").cloned(), str("127.0.0.1:8081"));
         assert_eq!(get(&attributes, "error.type"), None);
         assert_eq!(get(&attributes, "meshproxy.peer_identity"), None);
+        assert_eq!(get(&attributes, "rpc.grpc.status_code"), None);
+        record.grpc_status = Some(14);
+        assert_eq!(get(&super::attributes(&record), "rpc.grpc.status_code").cloned(), Some(Value::Int(14)));
         assert_eq!(name(&record), "GET orders");
         assert_eq!(times(&record), (1_764_032_462_123_000_000, 1_764_032_462_124_500_000));
     }
