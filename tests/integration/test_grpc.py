@@ -22,6 +22,7 @@ import h2.events
 import httpx
 import pytest
 from grpc_app import EchoApp, EchoClient, error_of
+from raw_http import H2Client, StreamOutcome
 from upstreams import wait_until
 
 from meshproxy import Proxy
@@ -196,3 +197,85 @@ def test_a_message_cut_by_the_upstream_closing_resets_that_call_only(app: EchoAp
             assert client.echo(b"still served", timeout=10) == b"still served"
     finally:
         cut.stop()
+
+
+class BatchUpstream:
+    """An h2c upstream that holds `batch` calls (or what came before a pause), then answers them
+    all in one write, each as a gRPC server does: headers, one message in a DATA frame, trailers
+    with grpc-status 0."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.address = "{}:{}".format(*self.sock.getsockname())
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        h2conn.local_settings.max_concurrent_streams = 2 * self.batch
+        h2conn.initiate_connection()
+        conn.sendall(h2conn.data_to_send())
+        waiting: list[int] = []
+        # Calls are answered together: once `batch` are held, or once none came for a while.
+        conn.settimeout(0.3)
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    data = None
+                if data == b"":
+                    return
+                for event in h2conn.receive_data(data) if data else []:
+                    if isinstance(event, h2.events.StreamEnded):
+                        waiting.append(event.stream_id)
+                if len(waiting) >= self.batch or (data is None and waiting):
+                    for stream_id in waiting:
+                        h2conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        h2conn.send_data(stream_id, struct.pack(">BI", 0, 5) + b"hello")
+                        h2conn.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+                    waiting = []
+                conn.sendall(h2conn.data_to_send())
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def test_hundreds_of_responses_arriving_at_once_keep_the_upstream_connection(tmp_path: Path) -> None:
+    # Each gRPC response is a small DATA frame then trailers. h2 closes a connection holding
+    # too many small DATA frames unread (ENHANCE_YOUR_CALM) relative to its window: with the
+    # 64 KiB one of hyper's adaptive windows, ~140 such responses arriving together did it.
+    calls = 400
+    upstream = BatchUpstream(calls)
+    config = grpc_config(upstream.address, limits={"max_concurrent_streams": 2 * calls})
+    try:
+        with Proxy(config) as proxy:
+            client = H2Client(proxy.address("outbound"))
+            framed = struct.pack(">BI", 0, 5) + b"hello"
+            streams = []
+            for _ in range(calls):
+                stream_id = client.conn.get_next_available_stream_id()
+                client.streams[stream_id] = StreamOutcome()
+                client.conn.send_headers(stream_id, [(":method", "POST"), (":scheme", "http"), (":authority", "echo"),
+                                                     (":path", "/test.Echo/Echo"), ("content-type", "application/grpc"),
+                                                     ("te", "trailers")])
+                client.conn.send_data(stream_id, framed, end_stream=True)
+                streams.append(stream_id)
+                client.flush()
+            client.read_until(lambda: all(client.streams[s].ended or client.streams[s].reset for s in streams))
+            outcomes = [(client.streams[s].status, client.streams[s].body) for s in streams]
+            client.close()
+            assert outcomes == [(200, framed)] * calls
+            assert proxy.stats()["clusters"]["echo"]["upstream_failures_total"] == 0
+    finally:
+        upstream.stop()
