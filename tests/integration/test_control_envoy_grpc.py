@@ -1,15 +1,18 @@
 """A ``protocol: grpc`` Service through stock Envoys configured by the control plane: the
 greeter's Envoy reaches its grpcio app over h2c (the app cluster is HTTP/2), and a grpcio client
 calls it through the frontend's Envoy over mTLS, with every call type, a server status and its
-message, and the Route's ``retry_on: [unavailable]`` (Envoy's own gRPC condition)."""
+message, the Route's ``retry_on: [unavailable]`` (Envoy's own gRPC condition), and the call's
+grpc-timeout as its deadline."""
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from conftest import closed_port_address, wait_until
 from grpc_app import EchoApp, EchoClient, error_of
@@ -77,3 +80,18 @@ def test_grpc_calls_go_through_two_envoys_to_an_h2c_app(frontend: Envoy, app: Ec
         before = app.calls["Echo"]
         assert greeter.echo(b"flaky:envoy", timeout=20) == b"flaky:envoy"
         assert app.calls["Echo"] - before == 2
+
+
+def test_envoy_honours_the_calls_grpc_timeout(frontend: Envoy) -> None:
+    # The route to a grpc Service has max_stream_duration.grpc_timeout_header_max 0s: without it
+    # Envoy would wait out its 15 s route timeout, and the app would answer OK after 3 s.
+    message = b"sleep:3000"
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        response = client.post(f"http://{frontend.outbound}/test.Echo/Echo",
+                               content=struct.pack(">BI", 0, len(message)) + message,
+                               headers={"host": "greeter", "content-type": "application/grpc", "te": "trailers",
+                                        "grpc-timeout": "200m"})
+    assert response.status_code == 200
+    # Envoy's own answer is trailers-only: the status in the headers (the app's OK would come in
+    # trailers, after 3 s).
+    assert response.headers.get("grpc-status") not in (None, "0"), response.headers

@@ -151,9 +151,11 @@ def inbound_routes() -> route_pb2.RouteConfiguration:
 
 
 def outbound_routes(called: Sequence[tuple[str, str]], routes: Mapping[tuple[str, str], Mapping[str, Any]],
-                    namespace: str) -> route_pb2.RouteConfiguration:
+                    namespace: str, grpc: Collection[tuple[str, str]] = ()) -> route_pb2.RouteConfiguration:
     """One virtual host per called (service, namespace), reachable by ``svc.ns`` and, in the
-    caller's own namespace, by ``svc``; its Route's rules in order, or all instances."""
+    caller's own namespace, by ``svc``; its Route's rules in order, or all instances. Routes to
+    the ``grpc`` services honour a call's grpc-timeout (Envoy ignores it otherwise; a meshproxy
+    sidecar honours it for every gRPC call)."""
     config = route_pb2.RouteConfiguration(name=names.OUTBOUND)
     for service, service_ns in called:
         host = route_components_pb2.VirtualHost(name=f"{service}.{service_ns}",
@@ -168,6 +170,11 @@ def outbound_routes(called: Sequence[tuple[str, str]], routes: Mapping[tuple[str
                                                        timeout=_ms(DEFAULT_TIMEOUT_MS))))
         else:
             host.routes.extend(_route(rule, index, service, service_ns) for index, rule in enumerate(route["rules"]))
+        if (service, service_ns) in grpc:
+            for forwarding in host.routes:
+                if forwarding.HasField("route"):
+                    # Zero: the grpc-timeout as the call sent it, as the stream's deadline.
+                    forwarding.route.max_stream_duration.grpc_timeout_header_max.SetInParent()
         config.virtual_hosts.append(host)
     return config
 

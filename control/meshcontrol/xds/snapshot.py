@@ -164,7 +164,9 @@ class Snapshots:
             key = client.key
             return [world.shared((names.INBOUND,), lambda: entry(names.INBOUND, build.inbound_routes())),
                     world.shared((names.OUTBOUND, *key), lambda: entry(
-                        names.OUTBOUND, build.outbound_routes(world.called(key), world.routes, key[1])))]
+                        names.OUTBOUND, build.outbound_routes(
+                            world.called(key), world.routes, key[1],
+                            [called for called in world.called(key) if world.protocol(called) == "grpc"])))]
         if type_url == CLUSTER:
             app = entry(names.APP_CLUSTER, build.app_cluster(client.meta.app, world.protocol(client.key)))
             return [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
