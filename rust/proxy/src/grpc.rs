@@ -1,6 +1,7 @@
 //! gRPC-aware proxying. A gRPC call is an HTTP/2 POST whose `content-type` is
 //! `application/grpc` (or `application/grpc+proto`, `application/grpc;...`): told apart by the
-//! method, then that one header, so other requests pay a method compare.
+//! version and method, then that one header, so other requests pay two compares. gRPC has no
+//! HTTP/1.1 mapping; an HTTP/1.1 request keeps HTTP errors (a broken body closes its connection).
 //!
 //! For a call, the proxy reads `grpc-status` from the response's trailers (or from its headers,
 //! for a trailers-only response) into the stats, the access log and the span; honours
@@ -12,7 +13,7 @@
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response, StatusCode, Version};
 
 use crate::body::Body;
 use crate::error::{ProxyError, ERROR_HEADER};
@@ -35,8 +36,10 @@ pub mod code {
 }
 
 /// Whether a request is a gRPC call.
-pub fn is_call(method: &Method, headers: &HeaderMap) -> bool {
-    *method == Method::POST && headers.get(CONTENT_TYPE).is_some_and(|value| is_grpc_content_type(value.as_bytes()))
+pub fn is_call(version: Version, method: &Method, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_2
+        && *method == Method::POST
+        && headers.get(CONTENT_TYPE).is_some_and(|value| is_grpc_content_type(value.as_bytes()))
 }
 
 fn is_grpc_content_type(value: &[u8]) -> bool {
@@ -150,14 +153,16 @@ mod tests {
 
     #[test]
     fn a_call_is_a_post_with_a_grpc_content_type() {
+        let h2 = Version::HTTP_2;
         for grpc in ["application/grpc", "application/grpc+proto", "Application/GRPC;charset=utf-8"] {
-            assert!(is_call(&Method::POST, &headers(&[("content-type", grpc)])), "{grpc}");
+            assert!(is_call(h2, &Method::POST, &headers(&[("content-type", grpc)])), "{grpc}");
         }
-        assert!(!is_call(&Method::GET, &headers(&[("content-type", "application/grpc")])));
+        assert!(!is_call(h2, &Method::GET, &headers(&[("content-type", "application/grpc")])));
+        assert!(!is_call(Version::HTTP_11, &Method::POST, &headers(&[("content-type", "application/grpc")])));
         for not in ["application/grpc-web", "application/json", "application/grp"] {
-            assert!(!is_call(&Method::POST, &headers(&[("content-type", not)])), "{not}");
+            assert!(!is_call(h2, &Method::POST, &headers(&[("content-type", not)])), "{not}");
         }
-        assert!(!is_call(&Method::POST, &HeaderMap::new()));
+        assert!(!is_call(h2, &Method::POST, &HeaderMap::new()));
     }
 
     #[test]

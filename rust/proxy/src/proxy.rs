@@ -40,7 +40,7 @@ pub async fn handle(
     snapshot.stats.requests_total.inc();
     let mut observation = Observation::start(&snapshot.unrouted);
     observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
-    observation.grpc = grpc::is_call(request.method(), request.headers());
+    observation.grpc = grpc::is_call(request.version(), request.method(), request.headers());
     let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(answered) => answered,
         Err(error) => {
