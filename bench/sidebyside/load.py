@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _TIME_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+# A unary gRPC call as h2load sends it: a POST to a method's path, gRPC's headers, and one
+# length-prefixed message (flag 0: not compressed) of 16 bytes.
+GRPC_PATH = "/bench.Echo/Unary"
+GRPC_MESSAGE = b"\x00" + (16).to_bytes(4, "big") + b"meshproxy bench!"
 
 
 @dataclass(frozen=True)
@@ -19,8 +23,12 @@ class Load:
     h2c: bool
     connections: int
     streams: int = 1
+    # Unary gRPC calls (h2c only) instead of GETs of /.
+    grpc: bool = False
 
     def describe(self) -> str:
+        if self.grpc:
+            return f"h2load -c{self.connections} -m{self.streams} (h2c), unary gRPC calls"
         if self.h2c:
             return f"h2load -c{self.connections} -m{self.streams} (h2c)"
         return f"wrk -c{self.connections} (HTTP/1.1 keep-alive)"
@@ -55,8 +63,13 @@ def run_load(load: Load, port: int, seconds: int, core: int, workdir: Path) -> L
             f"-m{load.streams}",
             f"-D{seconds}",
             f"--log-file={log}",
-            url,
         ]
+        if load.grpc:
+            message = workdir / "grpc-message.bin"
+            message.write_bytes(GRPC_MESSAGE)
+            argv += ["-d", str(message), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+            url = f"http://127.0.0.1:{port}{GRPC_PATH}"
+        argv.append(url)
     else:
         # --timeout well above any latency seen here, so a slow proxy is measured, not failed.
         argv = pin + [

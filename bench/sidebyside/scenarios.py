@@ -115,6 +115,15 @@ SCENARIOS = (
         goals=(Goal("added_p50_us", "envoy", 0.3), Goal("added_p50_us", "haproxy", 1.0)),
     ),
     Scenario(
+        key="grpc",
+        title="3b. Unary gRPC calls, h2c (16 connections x 32 streams) -> h2c upstream answering "
+        "grpc-status in trailers",
+        route=Route.H2C_H2C,
+        load=Load(h2c=True, connections=16, streams=32, grpc=True),
+        figures=_THROUGHPUT,
+        charted=_CHARTED,
+    ),
+    Scenario(
         key="memory",
         title="5. Memory: RSS idle after start-up, and with 1,000 keep-alive connections under load",
         route=Route.H1_H1,

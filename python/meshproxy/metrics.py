@@ -91,17 +91,26 @@ def _traffic(traffic: Mapping[str, Any]) -> Iterator[Metric]:
                                         labels=ROUTE_LABELS)
     response_bytes = CounterMetricFamily("meshproxy_response_bytes", "Response body bytes sent to clients.",
                                          labels=ROUTE_LABELS)
+    # gRPC calls by their grpc-status, in a family of their own: Prometheus wants one label set
+    # per family, and a `grpc_status` label on meshproxy_requests_total would be empty on every
+    # plain HTTP series. A call counts in both families (its HTTP status is 200 when it has a
+    # gRPC status at all); one that ended without a grpc-status (reset) only in the first.
+    grpc = CounterMetricFamily("meshproxy_grpc_requests", "gRPC calls finished, by the grpc-status the client "
+                               "got (from the upstream's trailers, or the proxy's own error).",
+                               labels=[*ROUTE_LABELS, "grpc_status"])
     # As prometheus_client's own histograms write `le`: "0.0005", "1.0", "+Inf".
     bounds = [repr(float(bound)) for bound in traffic["duration_buckets"]] + ["+Inf"]
     for entry in traffic["stats"]:
         labels = [entry[label] for label in ROUTE_LABELS]
         for code, count in entry["responses"].items():
             requests.add_metric([*labels, code], count)
+        for status, count in entry.get("grpc", {}).items():
+            grpc.add_metric([*labels, status], count)
         duration = entry["duration_seconds"]
         durations.add_metric(labels, list(zip(bounds, duration["buckets"], strict=True)), duration["sum"])
         request_bytes.add_metric(labels, entry["request_bytes"])
         response_bytes.add_metric(labels, entry["response_bytes"])
-    yield from (requests, durations, request_bytes, response_bytes)
+    yield from (requests, durations, request_bytes, response_bytes, grpc)
 
 
 def _listeners(listeners: Mapping[str, Any]) -> Iterator[Metric]:

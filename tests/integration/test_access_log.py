@@ -68,13 +68,13 @@ def test_each_request_is_one_line_with_what_happened_to_it(
     first = by_path["/anything/1?x=y"]
     assert {key: first[key] for key in (
         "listener", "direction", "protocol", "method", "authority", "status", "route", "cluster", "upstream_address",
-        "bytes_in", "bytes_out", "request_id", "client_address", "peer_identity", "error",
+        "bytes_in", "bytes_out", "request_id", "client_address", "peer_identity", "error", "grpc_status",
     )} == {
         "listener": "outbound", "direction": "outbound", "protocol": "HTTP/1.1", "method": "GET",
         "authority": "orders", "status": 200, "route": "orders", "cluster": "app",
         "upstream_address": upstream.address, "bytes_in": 0, "bytes_out": len(got.content),
         "request_id": body_json(got)["headers"]["x-request-id"], "client_address": "127.0.0.1",
-        "peer_identity": None, "error": None,
+        "peer_identity": None, "error": None, "grpc_status": None,
     }
     assert before <= datetime.fromisoformat(first["time"]) <= datetime.now(UTC)
     assert first["duration_ms"] >= 0

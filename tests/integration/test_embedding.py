@@ -392,7 +392,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert app["upstream_requests_total"] == 1
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
-                                    "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected"}
+                                    "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected",
+                                    "unsupported_transfer_coding"}
     # Only routes and listeners with rules count there.
     assert stats["route_rules"] == []
     assert set(stats["tls"]) == {"inbound", "outbound"}

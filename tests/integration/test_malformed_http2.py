@@ -4,8 +4,14 @@ frames. Each gets RFC 9113's answer and stays contained (tests/malformed_input.p
 
 from __future__ import annotations
 
+import struct
+
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from malformed_input import (
     HOST,
     MAX_HEADER_BYTES,
@@ -203,3 +209,21 @@ def test_oversized_frame_after_a_valid_preface_gets_goaway_frame_size_error(any_
         client.read_until(lambda: False)
         assert client.goaway is not None
         assert client.goaway.error_code == ErrorCodes.FRAME_SIZE_ERROR
+
+
+def test_initial_window_size_over_the_maximum_gets_goaway_flow_control_error(any_h2_proxy: Proxy) -> None:
+    # RFC 9113 §6.5.2: SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1 is a connection error of type
+    # FLOW_CONTROL_ERROR. The h2 package refuses to send it, so the preface is written by hand
+    # and the answer read with a client-side h2 connection.
+    address = any_h2_proxy.address("outbound")
+    setting = struct.pack(">HI", SettingCodes.INITIAL_WINDOW_SIZE, 2**31)
+    preface = H2_PREFACE + struct.pack(">I", len(setting))[1:] + b"\x04\x00\x00\x00\x00\x00" + setting
+    with still_served(address, http2=True):
+        reply = raw_exchange(address, preface)
+        assert reply.closed
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        events = conn.receive_data(reply.data)
+        goaways = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert [g.error_code for g in goaways] == [ErrorCodes.FLOW_CONTROL_ERROR]
+        assert isinstance(events[0], h2.events.RemoteSettingsChanged), "the server's SETTINGS come first"

@@ -113,3 +113,23 @@ def test_bad_chunk_size_line_gets_400_from_the_proxy_and_close(recorded_proxy: P
     assert "/smuggled" not in recorder.targets()
     assert not any(request.complete for request in recorder.requests if request.target == "/bad-chunk")
     assert recorded_proxy.stats()["clusters"]["app"]["upstream_failures_total"] == 0
+
+
+@pytest.mark.parametrize("codings", [b"gzip, chunked", b"cow, chunked"], ids=["gzip", "unknown"])
+def test_transfer_coding_other_than_chunked_gets_501_and_the_connection_goes_on(recorded_proxy: Proxy,
+                                                                                recorder: RecordingUpstream,
+                                                                                codings: bytes) -> None:
+    # RFC 9112 §6.1: a server that receives a transfer coding it does not understand SHOULD
+    # answer 501. Forwarded as plain `chunked`, the other coding would be silently dropped. The
+    # framing itself (chunked, last) is sound: the next request on the connection is served.
+    address = recorded_proxy.address("outbound")
+    with still_served(address):
+        unsupported = request_bytes(b"POST /coded HTTP/1.1", HOST, b"Transfer-Encoding: " + codings,
+                                    body=b"5\r\nhello\r\n0\r\n\r\n")
+        reply = raw_exchange(address, unsupported + request_bytes(b"GET /next HTTP/1.1", HOST, b"Connection: close"))
+        first, second = reply.responses()
+        assert first.status == 501
+        assert first.headers["x-meshproxy-error"] == "unsupported_transfer_coding"
+        assert second.status == 200
+    assert recorder.targets() == ["/before", "/next", "/after", "/fresh"]
+    assert recorded_proxy.stats()["errors"]["unsupported_transfer_coding"] == 1

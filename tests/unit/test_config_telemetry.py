@@ -16,7 +16,7 @@ LISTENERS = "listeners: [{name: outbound, address: '127.0.0.1:15001'}]\n"
 ALL_FIELDS = [
     "time", "duration_ms", "listener", "direction", "protocol", "method", "authority", "path", "status", "route",
     "cluster", "upstream_address", "bytes_in", "bytes_out", "request_id", "trace_id", "span_id", "client_address",
-    "peer_identity", "error",
+    "peer_identity", "error", "grpc_status",
 ]
 
 

@@ -410,12 +410,26 @@ def test_an_unknown_http_filter_is_refused_unless_optional(local: Local) -> None
     translate(resources(inbound_listener(http_filters=[lua])), local)
 
 
+def test_a_route_honouring_grpc_timeout_is_taken_as_the_sidecar_does_anyway(local: Local) -> None:
+    routes = outbound_routes()
+    routes.virtual_hosts[1].routes[1].route.max_stream_duration.grpc_timeout_header_max.SetInParent()
+    given = resources()
+    plain = valid(translate(given, local))
+    config = valid(translate(given._replace(routes={**given.routes, names.OUTBOUND: routes}), local))
+    assert listener(config, "outbound")["routes"] == listener(plain, "outbound")["routes"]
+
+
 def test_route_features_without_a_sidecar_equivalent_are_refused(local: Local) -> None:
     routes = outbound_routes()
     routes.virtual_hosts[1].routes[1].route.priority = 1
     given = resources()
     with pytest.raises(Refused, match=r"route configuration 'outbound': virtual host 'orders.shop': routes\[1\]: "
                                       "route: priority has no sidecar equivalent"):
+        translate(given._replace(routes={**given.routes, names.OUTBOUND: routes}), local)
+    routes = outbound_routes()
+    routes.virtual_hosts[1].routes[1].route.max_stream_duration.max_stream_duration.seconds = 3
+    with pytest.raises(Refused, match=r"routes\[1\]: route: max_stream_duration is supported only as "
+                                      "grpc_timeout_header_max: 0s"):
         translate(given._replace(routes={**given.routes, names.OUTBOUND: routes}), local)
     routes = outbound_routes()
     routes.virtual_hosts[1].routes[1].route.retry_policy.retry_on = "5xx,retriable-4xx"

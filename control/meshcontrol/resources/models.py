@@ -64,8 +64,9 @@ class Service(_Document):
     kind: Literal["Service"]
     name: Label
     namespace: Label = "default"
-    protocol: Literal["http1", "http2"] = "http1"
-    """What the app speaks behind its sidecar."""
+    protocol: Literal["http1", "http2", "grpc"] = "http1"
+    """What the app speaks behind its sidecar: grpc is HTTP/2 (h2c) to the app, and tells the
+    sidecars and Envoy to honour the calls' grpc-timeout."""
     calls: list[ServiceRef] | None = None
     """The services this one calls (its sidecar gets routes and clusters for these only);
     absent: every service of its namespace."""

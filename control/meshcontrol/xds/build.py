@@ -141,7 +141,8 @@ def _common_tls(san: string_pb2.StringMatcher,
 
 def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Sequence[str]]],
                      routes: Mapping[tuple[str, str], Mapping[str, Any]],
-                     route_filters: Collection[str] = ()) -> listener_pb2.Listener:
+                     route_filters: Collection[str] = (),
+                     grpc: Collection[tuple[str, str]] = ()) -> listener_pb2.Listener:
     """The listener ``meshproxy capture`` redirects the app's connections to: the original_dst
     listener filter restores where each was going, and the filter chain matching that address
     (one per called service and app port, over its instances' IPs) routes it as the outbound
@@ -159,7 +160,8 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
         for port, hosts in sorted(by_port.items()):
             config = route_pb2.RouteConfiguration(
                 name=f"{names.CAPTURE}_{service}.{namespace}_{port}",
-                virtual_hosts=[_virtual_host(service, namespace, routes.get((service, namespace)), ["*"])])
+                virtual_hosts=[_virtual_host(service, namespace, routes.get((service, namespace)), ["*"],
+                                             grpc=(service, namespace) in grpc)])
             manager = hcm_pb2.HttpConnectionManager(
                 stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=config,
                 http_filters=[*listener_filters(set(route_filters)), _router()])
@@ -199,21 +201,25 @@ def inbound_routes() -> route_pb2.RouteConfiguration:
 
 
 def outbound_routes(called: Sequence[tuple[str, str]], routes: Mapping[tuple[str, str], Mapping[str, Any]],
-                    namespace: str) -> route_pb2.RouteConfiguration:
+                    namespace: str, grpc: Collection[tuple[str, str]] = ()) -> route_pb2.RouteConfiguration:
     """One virtual host per called (service, namespace), reachable by ``svc.ns`` and, in the
-    caller's own namespace, by ``svc``; its Route's rules in order, or all instances."""
+    caller's own namespace, by ``svc``; its Route's rules in order, or all instances. Routes to
+    the ``grpc`` services honour a call's grpc-timeout (Envoy ignores it otherwise; a meshproxy
+    sidecar honours it for every gRPC call)."""
     config = route_pb2.RouteConfiguration(name=names.OUTBOUND)
     for service, service_ns in called:
         domains = [f"{service}.{service_ns}", f"{service}.{service_ns}:*"]
         if service_ns == namespace:
             domains.extend([service, f"{service}:*"])
-        config.virtual_hosts.append(_virtual_host(service, service_ns, routes.get((service, service_ns)), domains))
+        config.virtual_hosts.append(_virtual_host(service, service_ns, routes.get((service, service_ns)), domains,
+                                                  grpc=(service, service_ns) in grpc))
     return config
 
 
 def _virtual_host(service: str, namespace: str, route: Mapping[str, Any] | None,
-                  domains: Sequence[str]) -> route_components_pb2.VirtualHost:
-    """The routes to one called service: its Route's rules in order, or all its instances."""
+                  domains: Sequence[str], grpc: bool = False) -> route_components_pb2.VirtualHost:
+    """The routes to one called service: its Route's rules in order, or all its instances. A
+    ``grpc`` service's routes honour a call's grpc-timeout."""
     host = route_components_pb2.VirtualHost(name=f"{service}.{namespace}", domains=list(domains))
     if route is None:
         host.routes.append(route_components_pb2.Route(
@@ -222,6 +228,11 @@ def _virtual_host(service: str, namespace: str, route: Mapping[str, Any] | None,
                                                    timeout=_ms(DEFAULT_TIMEOUT_MS))))
     else:
         host.routes.extend(_route(rule, index, service, namespace) for index, rule in enumerate(route["rules"]))
+    if grpc:
+        for forwarding in host.routes:
+            if forwarding.HasField("route"):
+                # Zero: the grpc-timeout as the call sent it, as the stream's deadline.
+                forwarding.route.max_stream_duration.grpc_timeout_header_max.SetInParent()
     return host
 
 
@@ -328,7 +339,8 @@ def app_cluster(app: str, protocol: str) -> cluster_pb2.Cluster:
         load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=names.APP_CLUSTER, endpoints=[
             endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
                 endpoint=endpoint_components_pb2.Endpoint(address=socket_address(app)))])]))
-    if protocol == "http2":
+    # gRPC is HTTP/2: h2c to the app.
+    if protocol in ("http2", "grpc"):
         cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_explicit_http2()))
     return cluster
 

@@ -169,7 +169,9 @@ class Snapshots:
             key = client.key
             return [world.shared((names.INBOUND,), lambda: entry(names.INBOUND, build.inbound_routes())),
                     world.shared((names.OUTBOUND, *key), lambda: entry(
-                        names.OUTBOUND, build.outbound_routes(world.called(key), world.routes, key[1])))]
+                        names.OUTBOUND, build.outbound_routes(
+                            world.called(key), world.routes, key[1],
+                            [called for called in world.called(key) if world.protocol(called) == "grpc"])))]
         if type_url == CLUSTER:
             app = entry(names.APP_CLUSTER, build.app_cluster(client.meta.app, world.protocol(client.key)))
             clusters = [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
@@ -190,7 +192,8 @@ class Snapshots:
         called = [(key, [d for i in self.registry.of(*key) if (d := i.capture_destination) is not None])
                   for key in world.called(client.key)]
         return entry(names.CAPTURE, build.capture_listener(client.meta.capture, called, world.routes,
-                                                           world.route_filters(client.key)))
+                                                           world.route_filters(client.key),
+                                                           [key for key, _ in called if world.protocol(key) == "grpc"]))
 
     def changed_types(self, client: Client, services: set[ServiceKey]) -> tuple[str, ...]:
         """What an instance change of ``services`` changes for the client: the endpoints of the

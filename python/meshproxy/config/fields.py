@@ -193,6 +193,7 @@ AccessLogField = Literal[
     "client_address",
     "peer_identity",
     "error",
+    "grpc_status",
 ]
 """The fields of an access log line, in the order a line writes them (the engine's
 access_log::Field)."""

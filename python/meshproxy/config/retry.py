@@ -15,7 +15,8 @@ from .duration import Duration, to_micros
 from .messages import invalid
 from .section import _empty, _Section
 
-RetryOn = Literal["connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes"]
+RetryOn = Literal["connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes",
+                  "cancelled", "deadline-exceeded", "resource-exhausted", "unavailable"]
 Limit = Annotated[int, Field(ge=1, le=1_000_000_000)]
 
 
@@ -67,7 +68,9 @@ class RetryPolicy(_Section):
     retry_on: Annotated[list[RetryOn], Field(min_length=1)] = default("retry.retry_on")
     """What a try may fail with to be retried: connect-failure, refused-stream, reset (no
     response: reset, disconnect, per-try timeout), 5xx (any 5xx, and what reset covers),
-    gateway-error (502, 503, 504, and what reset covers), retriable-status-codes."""
+    gateway-error (502, 503, 504, and what reset covers), retriable-status-codes; for gRPC calls,
+    cancelled, deadline-exceeded, resource-exhausted, unavailable (that grpc-status in the
+    response headers, as a trailers-only response has it)."""
     attempts: Annotated[int, Field(ge=1, le=100)] = default("retry.attempts")
     """Tries in all, the first included."""
     per_try_timeout: Duration | None = None

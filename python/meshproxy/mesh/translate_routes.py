@@ -34,8 +34,13 @@ from .xds_pb2 import (
 )
 
 # The retry conditions the sidecar has: Envoy's names, which it took.
-_RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes")
+_RETRY_ON = ("connect-failure", "refused-stream", "reset", "5xx", "gateway-error", "retriable-status-codes",
+             "cancelled", "deadline-exceeded", "resource-exhausted", "unavailable")
 _PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+# RouteAction.max_stream_duration (kept as bytes by the sidecar's xDS subset) holding only
+# grpc_timeout_header_max (field 2) set to an empty Duration (0s): honour grpc-timeout as sent,
+# which the sidecar does for every gRPC call.
+_GRPC_TIMEOUT_AS_SENT = b"\x12\x00"
 _REDIRECT_STATUSES = {RedirectAction.MOVED_PERMANENTLY: 301, RedirectAction.FOUND: 302, RedirectAction.SEE_OTHER: 303,
                       RedirectAction.TEMPORARY_REDIRECT: 307, RedirectAction.PERMANENT_REDIRECT: 308}
 # Envoy's buffer for a body to send again, without per_request_buffer_limit_bytes: the
@@ -207,7 +212,10 @@ def _action(action: RouteAction, where: str) -> dict[str, Any]:
     _only(action, {"cluster", "weighted_clusters", "timeout", "idle_timeout", "prefix_rewrite",
                    "cluster_not_found_response_code",
                    "hash_policy", "retry_policy", "request_mirror_policies", "regex_rewrite",
-                   "host_rewrite_literal"}, where)
+                   "host_rewrite_literal", "max_stream_duration"}, where)
+    if action.max_stream_duration and action.max_stream_duration != _GRPC_TIMEOUT_AS_SENT:
+        raise Refused(f"{where}: max_stream_duration is supported only as grpc_timeout_header_max: 0s (the sidecar "
+                      "honours every gRPC call's grpc-timeout)")
     translated: dict[str, Any] = {}
     kind = action.WhichOneof("cluster_specifier")
     if kind == "cluster":

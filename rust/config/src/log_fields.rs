@@ -24,6 +24,7 @@ pub enum Field {
     ClientAddress,
     PeerIdentity,
     Error,
+    GrpcStatus,
 }
 
 /// A set of fields; a line writes those in the set, in [`Field::ALL`] order.
@@ -33,7 +34,7 @@ pub struct Fields(u32);
 // === impl Field ===
 
 impl Field {
-    pub const ALL: [Field; 20] = [
+    pub const ALL: [Field; 21] = [
         Field::Time,
         Field::DurationMs,
         Field::Listener,
@@ -54,6 +55,7 @@ impl Field {
         Field::ClientAddress,
         Field::PeerIdentity,
         Field::Error,
+        Field::GrpcStatus,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +80,7 @@ impl Field {
             Field::ClientAddress => "client_address",
             Field::PeerIdentity => "peer_identity",
             Field::Error => "error",
+            Field::GrpcStatus => "grpc_status",
         }
     }
 

@@ -54,6 +54,32 @@ pub enum RetryOn {
     /// The statuses of `retriable_status_codes`.
     #[serde(rename = "retriable-status-codes")]
     RetriableStatusCodes,
+    /// A gRPC call answered `grpc-status` 1 CANCELLED in its headers (a trailers-only
+    /// response, as Envoy: a status in trailers comes after the response was passed on).
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// `grpc-status` 4 DEADLINE_EXCEEDED in the headers.
+    #[serde(rename = "deadline-exceeded")]
+    DeadlineExceeded,
+    /// `grpc-status` 8 RESOURCE_EXHAUSTED in the headers.
+    #[serde(rename = "resource-exhausted")]
+    ResourceExhausted,
+    /// `grpc-status` 14 UNAVAILABLE in the headers.
+    #[serde(rename = "unavailable")]
+    Unavailable,
+}
+
+impl RetryOn {
+    /// The gRPC status code a gRPC condition retries.
+    pub fn grpc_code(self) -> Option<u8> {
+        match self {
+            RetryOn::Cancelled => Some(1),
+            RetryOn::DeadlineExceeded => Some(4),
+            RetryOn::ResourceExhausted => Some(8),
+            RetryOn::Unavailable => Some(14),
+            _ => None,
+        }
+    }
 }
 
 /// Fully jittered exponential back-off between tries (Envoy's): before try n+1, a wait drawn

@@ -13,6 +13,8 @@ use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::grpc_retry::Kept;
+
 
 #[derive(Debug)]
 pub enum Body {
@@ -24,6 +26,8 @@ pub enum Body {
     /// A request body read whole to be sent again by a retry (see `retry`), with its trailers
     /// (boxed: rare, and every request and response moves a `Body` several times).
     Replayed { data: Option<Bytes>, trailers: Option<Box<HeaderMap>> },
+    /// A gRPC call's body, copied as it streams for a retry (`grpc_retry`); boxed, as rare.
+    Kept(Box<Kept>),
 }
 
 // === impl Body ===
@@ -41,6 +45,8 @@ impl Body {
             Body::Replayed { data, trailers } => Some(Body::Replayed { data: data.clone(), trailers: trailers.clone() }),
             // A request without a body arrives as an ended stream.
             Body::Streamed { body, .. } => http_body::Body::is_end_stream(body).then_some(Body::Empty),
+            // Sent again from its copy (`grpc_retry::KeptCopy`), once it has ended.
+            Body::Kept(_) => None,
         }
     }
 }
@@ -64,6 +70,7 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(frame)
             }
+            Body::Kept(kept) => kept.poll_frame(cx),
         }
     }
 
@@ -73,6 +80,7 @@ impl http_body::Body for Body {
             Body::Full(data) => data.is_none(),
             Body::Replayed { data, trailers } => data.is_none() && trailers.is_none(),
             Body::Streamed { body, .. } => body.is_end_stream(),
+            Body::Kept(kept) => kept.is_end_stream(),
         }
     }
 
@@ -81,6 +89,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(data) | Body::Replayed { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Streamed { body, .. } => body.size_hint(),
+            Body::Kept(kept) => kept.size_hint(),
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum ProxyError {
     RateLimited { retry_after: u64 },
     /// The route's fault injection aborted the request with this status.
     FaultInjected { status: StatusCode },
+    /// An HTTP/1.1 request's `Transfer-Encoding` names a coding the proxy cannot decode: only
+    /// `chunked` is understood, and forwarding the others as plain `chunked` would drop them.
+    UnsupportedTransferCoding,
 }
 
 // === impl ProxyError ===
@@ -51,6 +54,7 @@ impl ProxyError {
             ProxyError::Overflow { .. } => Reason::Overflow,
             ProxyError::RateLimited { .. } => Reason::RateLimited,
             ProxyError::FaultInjected { .. } => Reason::FaultInjected,
+            ProxyError::UnsupportedTransferCoding => Reason::UnsupportedTransferCoding,
         }
     }
 
@@ -100,6 +104,7 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::RateLimited { retry_after } => write!(f, "rate limited; retry after {retry_after}s"),
             ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
+            ProxyError::UnsupportedTransferCoding => write!(f, "not implemented: a transfer coding other than chunked"),
         }
     }
 }

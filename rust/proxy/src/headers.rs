@@ -34,6 +34,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     TE,
 ];
 const CONNECTION_BIT: u16 = 1;
+const TRANSFER_ENCODING_BIT: u16 = 1 << 6;
 const TE_BIT: u16 = 1 << 8;
 const HOP_BY_HOP_BITS: u16 = (1 << 9) - 1;
 const PEER_IDENTITY_BIT: u16 = 1 << 9;
@@ -51,7 +52,7 @@ fn name_bit(name: &HeaderName) -> u16 {
         "proxy-authenticate" => 1 << 3,
         "proxy-authorization" => 1 << 4,
         "trailer" => 1 << 5,
-        "transfer-encoding" => 1 << 6,
+        "transfer-encoding" => TRANSFER_ENCODING_BIT,
         "upgrade" => 1 << 7,
         "te" => TE_BIT,
         "x-meshproxy-peer-identity" => PEER_IDENTITY_BIT,
@@ -74,6 +75,28 @@ impl Present {
 
     fn has(self, bit: u16) -> bool {
         self.0 & bit != 0
+    }
+
+    /// RFC 9112 §6.1: a server answers 501 to a transfer coding it does not understand. The
+    /// proxy understands `chunked` only (hyper decodes it); `gzip, chunked` forwarded as plain
+    /// `chunked` would silently drop the gzip coding. Looked at only when the request has a
+    /// `Transfer-Encoding` at all (found by the scan).
+    pub fn check_transfer_codings(self, headers: &HeaderMap) -> Result<(), ProxyError> {
+        if !self.has(TRANSFER_ENCODING_BIT) {
+            return Ok(());
+        }
+        let understood = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            // Empty list elements are allowed (RFC 9110 §5.6.1).
+            .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked"));
+        if understood {
+            Ok(())
+        } else {
+            Err(ProxyError::UnsupportedTransferCoding)
+        }
     }
 }
 
@@ -289,6 +312,18 @@ mod tests {
         let present = Present::scan(&map);
         set_peer_identity(&mut map, present, Some(&peer));
         assert_eq!(map.get_all(&PEER_IDENTITY).iter().collect::<Vec<_>>(), vec!["spiffe://mesh.local/ns/a/sa/b"]);
+    }
+
+    #[test]
+    fn only_chunked_is_an_understood_transfer_coding() {
+        for good in [&[][..], &[("transfer-encoding", "chunked")], &[("transfer-encoding", "Chunked"), ("transfer-encoding", " ,chunked")]] {
+            let map = headers(good);
+            assert!(Present::scan(&map).check_transfer_codings(&map).is_ok(), "{good:?}");
+        }
+        for bad in [&[("transfer-encoding", "gzip, chunked")][..], &[("transfer-encoding", "cow, chunked")], &[("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")]] {
+            let map = headers(bad);
+            assert!(matches!(Present::scan(&map).check_transfer_codings(&map), Err(ProxyError::UnsupportedTransferCoding)), "{bad:?}");
+        }
     }
 
     #[test]

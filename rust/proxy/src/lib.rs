@@ -9,6 +9,9 @@
 //! response body ends (`body`); a route's `timeouts` may stop a response that stalls or runs
 //! long. `workers` are the threads it all runs on. A capture listener reads where each connection
 //! was going before the kernel redirected it (`original_dst`), and its routes match on that.
+//! `h2_preface` watches an HTTP/2 client's first SETTINGS for the one value h2 answers with the
+//! wrong error code. `grpc` recognises gRPC calls: their status into the telemetry, their
+//! deadline, their errors as gRPC statuses.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +26,9 @@ pub mod endpoint;
 mod error;
 mod executor;
 pub mod fault;
+pub mod grpc;
+mod grpc_retry;
+mod h2_preface;
 pub mod hash_key;
 pub mod header_match;
 mod headers;

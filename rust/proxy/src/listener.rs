@@ -14,6 +14,7 @@ use meshproxy_config::{Limits, ListenerProtocol};
 use meshproxy_telemetry::events;
 use crate::executor::BoxingExecutor;
 use crate::headers::{ClientAddress, PeerIdentity};
+use crate::h2_preface::PrefaceWatch;
 use crate::idle::IdleTimeout;
 use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
@@ -186,7 +187,7 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), request));
-    let connection = server.serve_connection(TokioIo::new(io), service);
+    let connection = server.serve_connection(TokioIo::new(PrefaceWatch::new(io)), service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}

@@ -36,6 +36,10 @@ pub struct Observation {
     pub status: Option<StatusCode>,
     /// Why the proxy answered itself, when it did.
     pub error: Option<Reason>,
+    /// Whether the request is a gRPC call (`grpc::is_call`).
+    pub grpc: bool,
+    /// A gRPC call's `grpc-status`, from the response's trailers or trailers-only headers.
+    pub grpc_status: Option<u8>,
     /// Counted by the request body as it streams upstream; `None` for a request without a body.
     request_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
@@ -79,6 +83,8 @@ impl Observation {
             traffic: unrouted.clone(),
             status: None,
             error: None,
+            grpc: false,
+            grpc_status: None,
             request_bytes: None,
             response_bytes: 0,
             report: None,
@@ -167,6 +173,9 @@ impl Drop for Observation {
         busy_poll::note_activity();
         let elapsed = self.elapsed();
         self.traffic.record(self.status, elapsed, self.request_bytes(), self.response_bytes);
+        if self.grpc {
+            self.traffic.record_grpc(self.grpc_status);
+        }
         if let Some(mut report) = self.report.take() {
             let wanted = report.telemetry.wants_record(report.trace.as_ref());
             if wanted.any() {
@@ -203,6 +212,7 @@ impl Observation {
             client_address: report.client,
             peer_identity: report.peer.take(),
             error: self.error,
+            grpc_status: self.grpc_status,
         }
     }
 }

@@ -90,8 +90,17 @@ impl http_body::Body for Observed {
         }
         match &frame {
             Some(Ok(frame)) => {
-                if let (Some(observation), Some(data)) = (this.observation.as_mut(), frame.data_ref()) {
-                    observation.sent(data.len());
+                if let Some(observation) = this.observation.as_mut() {
+                    match frame.data_ref() {
+                        Some(data) => observation.sent(data.len()),
+                        // Trailers: a gRPC call's status is there.
+                        None if observation.grpc => {
+                            if let Some(trailers) = frame.trailers_ref() {
+                                observation.grpc_status = crate::grpc::status(trailers);
+                            }
+                        }
+                        None => {}
+                    }
                 }
             }
             // The end, or a failure that ends it: the response is as sent as it will be.

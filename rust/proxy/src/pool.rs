@@ -472,6 +472,10 @@ where
     Ok(sender)
 }
 
+/// The HTTP/2 flow-control windows of upstream connections: see `handshake_http2`.
+const UPSTREAM_STREAM_WINDOW: u32 = 1 << 20;
+const UPSTREAM_CONNECTION_WINDOW: u32 = 4 << 20;
+
 pub(crate) async fn connect_http2(target: Dial<'_>, held: Option<Held>) -> Result<http2::SendRequest<Body>, ConnectError> {
     match dial(target).await? {
         Connection::Plain(stream) => handshake_http2(stream, held).await,
@@ -486,7 +490,15 @@ where
     let io = TokioIo::new(stream);
     let (sender, connection) = http2::Builder::new(BoxingExecutor)
         .timer(TokioTimer::new())
-        .adaptive_window(true)
+        // Fixed windows, not hyper's adaptive ones (which start at 64 KiB): h2 (0.4.20) closes
+        // a connection with GOAWAY(ENHANCE_YOUR_CALM, too_many_data_frames) once the small
+        // DATA frames it holds unread cost more than half the connection window (at 256 bytes
+        // of overhead each). Every gRPC response is one: a message in a DATA frame, then
+        // trailers; with a 64 KiB window, ~140 responses arriving before the proxy reads them
+        // (a few hundred calls in flight) broke the connection. 4 MiB bounds what one upstream
+        // connection may hold unread, 1 MiB one stream (hyper's own fixed defaults: 5 and 2 MiB).
+        .initial_stream_window_size(UPSTREAM_STREAM_WINDOW)
+        .initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
         .keep_alive_interval(Duration::from_secs(30))
         .handshake(io)
         .await

@@ -16,6 +16,7 @@ use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
+use crate::grpc;
 use crate::mirror;
 use crate::observe::Observation;
 use crate::original_dst::OriginalDestination;
@@ -40,12 +41,20 @@ pub async fn handle(
     snapshot.stats.requests_total.inc();
     let mut observation = Observation::start(&snapshot.unrouted);
     observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
+    observation.grpc = grpc::is_call(request.version(), request.method(), request.headers());
     let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(answered) => answered,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
             observation.error = Some(error.reason());
-            (error.into_response(), None)
+            // A gRPC client reads the proxy's errors as gRPC statuses only.
+            if observation.grpc {
+                let (response, code) = grpc::error_response(&error);
+                observation.grpc_status = Some(code);
+                (response, None)
+            } else {
+                (error.into_response(), None)
+            }
         }
     };
     snapshot.stats.responses.count(response.status());
@@ -65,6 +74,7 @@ async fn proxy(
     let (mut parts, body) = request.into_parts();
     // The headers the proxy removes, if any, found in one pass.
     let present = Present::scan(&parts.headers);
+    present.check_transfer_codings(&parts.headers)?;
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
@@ -195,8 +205,10 @@ async fn proxy(
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
     // moves the small future around it (into a task per stream, for HTTP/2).
+    // A gRPC call's deadline, when shorter, stands for the route's timeout.
+    let timeout = if observation.grpc { grpc::deadline(upstream.headers(), route.timeout) } else { route.timeout };
     let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
-    let (mut response, upstream) = match (route.stream_timeouts, route.timeout) {
+    let (mut response, upstream) = match (route.stream_timeouts, timeout) {
         (Some(timeouts), head) => {
             let (response, upstream, timer) = timeouts.forward(forwarded, head, &cluster, counted).await?;
             (response, Upstream { timer: Some(timer), ..upstream })
@@ -208,6 +220,10 @@ async fn proxy(
         (None, None) => forwarded.await?,
     };
     remove_hop_by_hop(response.headers_mut());
+    // A trailers-only response: the call's status is in its headers.
+    if observation.grpc {
+        observation.grpc_status = grpc::status(response.headers());
+    }
     // hyper would repeat the upstream's reason phrase, empty or odd as it may be; the proxy
     // writes the canonical one, as other proxies do.
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();

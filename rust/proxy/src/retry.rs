@@ -17,6 +17,7 @@ use crate::breakers::{Held, Limit};
 use crate::budget::Budget;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
+use crate::grpc_retry;
 use crate::observe::Observation;
 use crate::observed::Upstream;
 use crate::original_dst::OriginalDestination;
@@ -56,6 +57,8 @@ struct Conditions {
     server_error: bool,
     gateway_error: bool,
     status_codes: bool,
+    /// Bit `c`: `grpc-status` c in a response's headers is retried.
+    grpc_codes: u32,
 }
 
 /// How a try failed, for the policy to judge.
@@ -65,6 +68,8 @@ enum Failure {
     Refused,
     Reset,
     Status(StatusCode),
+    /// A gRPC call's status in the response headers (trailers-only).
+    Grpc(u8),
 }
 
 /// The tries made so far.
@@ -91,6 +96,7 @@ pub static BUILT_IN: Retry = Retry {
         server_error: false,
         gateway_error: false,
         status_codes: false,
+        grpc_codes: 0,
     },
     attempts: 3,
     per_try_timeout: None,
@@ -113,6 +119,9 @@ impl Retry {
                 RetryOn::ServerError => on.server_error = true,
                 RetryOn::GatewayError => on.gateway_error = true,
                 RetryOn::RetriableStatusCodes => on.status_codes = true,
+                RetryOn::Cancelled | RetryOn::DeadlineExceeded | RetryOn::ResourceExhausted | RetryOn::Unavailable => {
+                    on.grpc_codes |= condition.grpc_code().map_or(0, |code| 1 << code);
+                }
             }
         }
         // As Envoy: 5xx and gateway-error cover the failures where no response came at all.
@@ -147,6 +156,7 @@ impl Retry {
                     || (on.gateway_error && matches!(status.as_u16(), 502..=504))
                     || (on.status_codes && self.status_codes.contains(&status.as_u16()))
             }
+            Failure::Grpc(code) => code < 32 && on.grpc_codes & (1 << code) != 0,
         };
         // The built-in policy counts refusals apart: see `MAX_REFUSALS`.
         let tries_left = match (self.built_in, failure) {
@@ -170,7 +180,7 @@ impl Retry {
     /// Whether a try could be retried after the upstream read the request: then each try
     /// sends a copy and keeps the request.
     fn retries_after_reading(&self, protocol: UpstreamProtocol) -> bool {
-        self.on.reset || self.on.server_error || self.on.gateway_error || self.on.status_codes
+        self.on.reset || self.on.server_error || self.on.gateway_error || self.on.status_codes || self.on.grpc_codes != 0
             || (self.on.refused_stream && protocol == UpstreamProtocol::Http2)
     }
 
@@ -236,6 +246,9 @@ pub async fn forward(
     let copies = replayable && policy.retries_after_reading(cluster.protocol);
     // A passthrough cluster sends every try where the request's connection was going.
     let destination = cluster.passthrough.as_ref().and(request.extensions().get::<OriginalDestination>()).map(|d| d.0);
+    // A gRPC call's body streams with no length announced: under gRPC conditions, it is kept
+    // as it goes upstream, and sent again should it have ended within `max_replay_bytes`.
+    let (request, kept) = if !replayable && policy.on.grpc_codes != 0 { keep(request, policy.max_replay_bytes) } else { (request, None) };
     let mut tries = Tries::default();
     let mut sending = request;
     // The endpoint the last try failed on: a retry goes to another one.
@@ -256,6 +269,8 @@ pub async fn forward(
         // copied first (before it takes this endpoint's authority). Requests that never left
         // (no connection) come back from the pool.
         let spare = (copies && policy.may_follow(&tries)).then(|| copy(&sending)).flatten();
+        // The request without its body, for the kept body to be sent again with.
+        let head = kept.as_ref().filter(|_| policy.may_follow(&tries)).map(|_| copy_with(&sending, Body::Empty));
         cluster.address_to(&mut sending, endpoint)?;
         tries.all += 1;
 
@@ -281,8 +296,11 @@ pub async fn forward(
                 endpoint.observe_latency(started.elapsed());
                 cluster.stats.responses.count(response.status());
                 let response = response.map(|body| Body::Streamed { body, received: None });
-                let failure = Failure::Status(response.status());
-                if !(copies && policy.retries(failure, &tries)) {
+                let failure = match policy.on.grpc_codes {
+                    0 => Failure::Status(response.status()),
+                    _ => crate::grpc::status(response.headers()).map_or(Failure::Status(response.status()), Failure::Grpc),
+                };
+                if !((copies || head.is_some()) && policy.retries(failure, &tries)) {
                     return Ok((response, Upstream { in_flight: Some(in_flight), lease, admitted, timer: None }));
                 }
                 (failure, Outcome::Response(response, Upstream { in_flight: Some(in_flight), lease, admitted: None, timer: None }), None)
@@ -299,7 +317,7 @@ pub async fn forward(
                     endpoint: endpoint.address.to_string(),
                     cause: cause.to_string(),
                 };
-                (Failure::Connect, Outcome::Error(error), replayable.then_some(*unsent))
+                (Failure::Connect, Outcome::Error(error), (replayable || kept.is_some()).then_some(*unsent))
             }
             Err(PoolError::Overflow(overflow)) => return Err(cluster.overflow(overflow)),
             // The client's body broke mid-way (bad chunk framing, reset, hang-up): not the
@@ -324,7 +342,11 @@ pub async fn forward(
         };
         failed_on = Some(endpoint.address.clone());
         // Another try, if the policy, the budget and the cluster's breakers allow one.
-        let next = match unsent.or(spare) {
+        let again = || {
+            let (data, trailers) = kept.as_ref()?.again()?;
+            Some(head?.map(|_| Body::Replayed { data, trailers }))
+        };
+        let next = match unsent.or(spare).or_else(again) {
             Some(next) if policy.retries(failure, &tries) && within_budget(cluster, policy) => next,
             _ => return outcome.finish(admitted),
         };
@@ -369,6 +391,18 @@ impl Outcome {
             Outcome::Error(error) => Err(error),
             Outcome::Response(response, upstream) => Ok((response, Upstream { admitted, ..upstream })),
         }
+    }
+}
+
+/// The request with its streamed body kept as it goes upstream (`grpc_retry`), and the copy.
+fn keep(request: Request<Body>, limit: u64) -> (Request<Body>, Option<grpc_retry::KeptCopy>) {
+    let (parts, body) = request.into_parts();
+    match body {
+        Body::Streamed { body, received } if limit > 0 => {
+            let (kept, copy) = grpc_retry::keep(body, received, limit);
+            (Request::from_parts(parts, Body::Kept(Box::new(kept))), Some(copy))
+        }
+        body => (Request::from_parts(parts, body), None),
     }
 }
 

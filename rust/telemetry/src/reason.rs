@@ -17,12 +17,14 @@ pub enum Reason {
     Overflow,
     RateLimited,
     FaultInjected,
+    /// An HTTP/1.1 request's `Transfer-Encoding` has a coding other than `chunked`.
+    UnsupportedTransferCoding,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -33,6 +35,7 @@ impl Reason {
         Reason::Overflow,
         Reason::RateLimited,
         Reason::FaultInjected,
+        Reason::UnsupportedTransferCoding,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Reason {
             Reason::Overflow => "overflow",
             Reason::RateLimited => "rate_limited",
             Reason::FaultInjected => "fault_injected",
+            Reason::UnsupportedTransferCoding => "unsupported_transfer_coding",
         }
     }
 
@@ -61,6 +65,8 @@ impl Reason {
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             // The usual one; an abort answers the status its route sets (`ProxyError::into_response`).
             Reason::FaultInjected => StatusCode::SERVICE_UNAVAILABLE,
+            // RFC 9112 §6.1: a coding the server does not understand.
+            Reason::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Record {
     pub peer_identity: Option<SpiffeId>,
     /// The reason of an error the proxy answered itself.
     pub error: Option<Reason>,
+    /// A gRPC call's `grpc-status` (from the upstream's trailers, or the proxy's own error).
+    pub grpc_status: Option<u8>,
 }
 
 // === impl Record ===
@@ -115,6 +117,7 @@ impl Record {
             client_address: IpAddr::from([127, 0, 0, 1]),
             peer_identity: None,
             error: None,
+            grpc_status: None,
         }
     }
 }

@@ -55,7 +55,13 @@ pub struct TrafficStats {
     duration: Histogram,
     request_bytes: Counter,
     response_bytes: Counter,
+    /// gRPC calls by `grpc-status` (0–16; a larger code counts as 2, UNKNOWN), made on the
+    /// first call: plain HTTP routes never have it.
+    grpc: OnceLock<Box<[Counter; GRPC_CODES]>>,
 }
+
+/// gRPC's status codes, OK (0) to UNAUTHENTICATED (16).
+const GRPC_CODES: usize = 17;
 
 /// Counts per bucket (not cumulative: one increment per observation), the last one past the
 /// largest bound, and the sum; the count is the buckets' total, so a snapshot is consistent.
@@ -83,6 +89,7 @@ impl TrafficStats {
             duration: Histogram::default(),
             request_bytes: Counter::default(),
             response_bytes: Counter::default(),
+            grpc: OnceLock::new(),
         }
     }
 
@@ -99,6 +106,16 @@ impl TrafficStats {
         }
         if response_bytes > 0 {
             self.response_bytes.add(response_bytes);
+        }
+    }
+
+    /// One gRPC call, finished, by its `grpc-status`. A call that ended without one (reset,
+    /// or its client gone) is counted in the HTTP statuses only: it has no gRPC status.
+    pub fn record_grpc(&self, status: Option<u8>) {
+        if let Some(status) = status {
+            let codes = self.grpc.get_or_init(|| Box::new(std::array::from_fn(|_| Counter::default())));
+            // UNKNOWN (2) for a code gRPC does not define.
+            codes[if usize::from(status) < GRPC_CODES { usize::from(status) } else { 2 }].inc();
         }
     }
 
@@ -129,6 +146,11 @@ impl TrafficStats {
     fn json(&self) -> Value {
         let codes: serde_json::Map<String, Value> = self.codes().into_iter().map(|(code, n)| (code.to_string(), json!(n))).collect();
         let (buckets, sum) = self.duration.snapshot();
+        let grpc: serde_json::Map<String, Value> = (0..)
+            .zip(self.grpc.get().into_iter().flat_map(|codes| codes.iter()))
+            .filter(|(_, counter)| counter.get() > 0)
+            .map(|(code, counter): (u8, &Counter)| (code.to_string(), json!(counter.get())))
+            .collect();
         json!({
             "direction": self.key.direction.name(),
             "listener": &*self.key.listener,
@@ -138,6 +160,7 @@ impl TrafficStats {
             "duration_seconds": { "buckets": buckets, "sum": sum },
             "request_bytes": self.request_bytes.get(),
             "response_bytes": self.response_bytes.get(),
+            "grpc": grpc,
         })
     }
 }
@@ -228,6 +251,18 @@ mod tests {
         assert_eq!(counted, [(0, 1), (200, 2), (404, 1), (503, 1), (999, 1)]);
         let made: Vec<bool> = stats.codes.iter().map(|block| block.get().is_some()).collect();
         assert_eq!(made, [false, true, false, true, true, false, false, false, true]);
+    }
+
+    #[test]
+    fn grpc_calls_are_counted_by_status_on_their_own() {
+        let stats = TrafficStats::new(key("r"));
+        assert!(stats.grpc.get().is_none());
+        stats.record_grpc(None);
+        assert!(stats.grpc.get().is_none(), "a call without a status makes no block");
+        for status in [0, 0, 14, 99] {
+            stats.record_grpc(Some(status));
+        }
+        assert_eq!(stats.json()["grpc"], json!({"0": 2, "2": 1, "14": 1}));
     }
 
     #[test]

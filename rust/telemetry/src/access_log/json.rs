@@ -50,6 +50,13 @@ fn write_value(out: &mut Vec<u8>, record: &Record, field: Field) {
         Field::ClientAddress => string(out, &record.client_address.to_string()),
         Field::PeerIdentity => optional(out, record.peer_identity.as_ref().map(|id| id.as_str())),
         Field::Error => optional(out, record.error.map(|reason| reason.name())),
+        Field::GrpcStatus => match record.grpc_status {
+            Some(status) => write!(out, "{status}"),
+            None => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+        },
     };
 }
 
@@ -108,6 +115,7 @@ mod tests {
             "client_address": "127.0.0.1",
             "peer_identity": null,
             "error": null,
+            "grpc_status": null,
         }));
     }
 

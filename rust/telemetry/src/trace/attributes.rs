@@ -67,6 +67,10 @@ pub fn attributes(record: &Record) -> Vec<(&'static str, Value)> {
     if let Some(error) = error_type(record) {
         out.push(("error.type", Value::Str(error)));
     }
+    if let Some(status) = record.grpc_status {
+        out.push(("rpc.system", text("grpc")));
+        out.push(("rpc.grpc.status_code", Value::Int(i64::from(status))));
+    }
     let optional = [
         ("meshproxy.route", record.route.as_deref()),
         ("meshproxy.cluster", record.cluster.as_deref()),
@@ -106,6 +110,9 @@ mod tests {
         assert_eq!(get(&attributes, "meshproxy.upstream_address").cloned(), str("127.0.0.1:8081"));
         assert_eq!(get(&attributes, "error.type"), None);
         assert_eq!(get(&attributes, "meshproxy.peer_identity"), None);
+        assert_eq!(get(&attributes, "rpc.grpc.status_code"), None);
+        record.grpc_status = Some(14);
+        assert_eq!(get(&super::attributes(&record), "rpc.grpc.status_code").cloned(), Some(Value::Int(14)));
         assert_eq!(name(&record), "GET orders");
         assert_eq!(times(&record), (1_764_032_462_123_000_000, 1_764_032_462_124_500_000));
     }
