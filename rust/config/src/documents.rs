@@ -102,6 +102,12 @@ pub struct Listener {
     pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// `auto` listeners: how long a client may stay silent before it goes to `tcp_fallback`.
+    #[serde(default = "crate::tcp::default_detect_timeout")]
+    pub detect_timeout: Millis,
+    /// `auto` listeners: the `tcp` cluster that traffic other than HTTP goes to.
+    #[serde(default)]
+    pub tcp_fallback: Option<String>,
 }
 
 /// Whose requests a listener carries: the local app's, to the mesh (outbound), or the mesh's,
@@ -200,6 +206,8 @@ pub enum ListenerProtocol {
     Auto,
     Http1,
     Http2,
+    /// Opaque bytes, both ways, to the cluster of its one route.
+    Tcp,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -322,6 +330,7 @@ pub fn defaults() -> serde_json::Value {
     if let Some(map) = defaults.as_object_mut() {
         map.extend(crate::health::defaults().into_iter().map(|(key, value)| (key.to_string(), value)));
         map.extend(crate::retry::defaults().map(|(key, value)| (key.to_string(), value)));
+        map.extend(crate::tcp::defaults().map(|(key, value)| (key.to_string(), value)));
     }
     defaults
 }

@@ -16,6 +16,7 @@ mod problem;
 mod retry;
 mod route_rules;
 pub mod spiffe;
+mod tcp;
 pub mod values;
 
 pub use documents::*;
@@ -24,3 +25,4 @@ pub use health::{GrpcCheck, HealthCheck, HttpCheck, OutlierDetection, SuccessRat
 pub use log_fields::{Field, Fields, STDOUT};
 pub use problem::Problem;
 pub use spiffe::SpiffeId;
+pub use tcp::default_detect_timeout;

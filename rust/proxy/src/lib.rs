@@ -6,7 +6,9 @@
 //! answer it itself (`direct`), `rewrite` changes what goes upstream and `mirror` copies it.
 //! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
 //! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
-//! `workers` are the threads it all runs on.
+//! `tcp` serves connections that are not HTTP: every one of a `tcp` listener, and those an
+//! `auto` listener's detection (`tcp::detect`) gives to its `tcp_fallback`, copied both ways
+//! (`tcp::relay`). `workers` are the threads it all runs on.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -39,4 +41,5 @@ pub mod rewrite;
 pub mod route;
 pub mod rules;
 mod snapshot;
+pub mod tcp;
 pub mod workers;

@@ -18,6 +18,7 @@ use crate::idle::IdleTimeout;
 use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
 use crate::proxy;
+use crate::tcp;
 pub use crate::snapshot::{ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
 use crate::workers::{self, WorkerHandles, Workers};
 
@@ -123,18 +124,34 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
     let _ = stream.set_nodelay(true);
     let Some(snapshot) = shared.current() else { return };
     let (server, tls, stats, idle_timeout) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone(), snapshot.idle_timeout);
-    drop(snapshot);
+    // Kept only by listeners that may serve opaque TCP, whose connections run on it to the end.
+    let opaque = (!matches!(snapshot.tcp, tcp::Mode::Http)).then_some(snapshot);
     let serving = Serving { server: &server, idle_timeout, client: ClientAddress::new(peer.ip()), shared, stopped };
     stats.connections_total.inc();
     stats.connections_active.inc();
     match tls.accept(stream).await {
-        Ok(Accepted::Plain(stream)) => serving.serve(stream, None).await,
+        Ok(Accepted::Plain(stream)) => match opaque {
+            None => serving.serve(stream, None).await,
+            Some(listener) => {
+                let engine_stats = serving.shared.engine_stats.clone();
+                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, engine_stats: &engine_stats };
+                if let tcp::Dispatch::Http(stream) = tcp::dispatch(stream, downstream).await {
+                    serving.serve(stream, None).await;
+                }
+            }
+        },
         Ok(Accepted::Mutual(stream, identity)) => {
             serving.shared.engine_stats.tls.inbound.handshakes_total.inc();
             if sessions::resumed(stream.get_ref().1) {
                 serving.shared.engine_stats.tls.inbound.resumed_total.inc();
             }
-            serving.serve(stream, Some(PeerIdentity::new(identity))).await;
+            match opaque.as_ref().and_then(|listener| Some((listener, listener.tcp.always()?))) {
+                Some((listener, cluster)) => {
+                    let downstream = tcp::Downstream { listener, client: peer, peer: Some(identity), engine_stats: &serving.shared.engine_stats };
+                    tcp::serve(stream, cluster, downstream).await;
+                }
+                None => serving.serve(stream, Some(PeerIdentity::new(identity))).await,
+            }
         }
         Err(refused) => {
             let shared = serving.shared;
@@ -221,5 +238,7 @@ pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Buil
         ListenerProtocol::Auto => builder,
         ListenerProtocol::Http1 => builder.http1_only(),
         ListenerProtocol::Http2 => builder.http2_only(),
+        // Never serves HTTP (see `tcp`).
+        ListenerProtocol::Tcp => builder,
     }
 }

@@ -203,6 +203,7 @@ impl Observation {
             client_address: report.client,
             peer_identity: report.peer.take(),
             error: self.error,
+            tcp: false,
         }
     }
 }

@@ -165,8 +165,9 @@ async fn proxy(
     *upstream.method_mut() = parts.method;
     *upstream.headers_mut() = parts.headers;
     match cluster.protocol {
-        // Origin-form target; the authority travels in `Host`.
-        UpstreamProtocol::Http1 => {
+        // Origin-form target; the authority travels in `Host`. (No HTTP route sends to a tcp
+        // cluster: the compiler refuses it.)
+        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
             *upstream.version_mut() = Version::HTTP_11;
             *upstream.uri_mut() = Uri::from(path_and_query);
         }

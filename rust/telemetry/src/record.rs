@@ -51,8 +51,11 @@ pub struct Record {
     pub client_address: IpAddr,
     /// The mesh peer's SPIFFE ID, for requests that came over mutual TLS.
     pub peer_identity: Option<SpiffeId>,
-    /// The reason of an error the proxy answered itself.
+    /// The reason of an error the proxy answered itself (for a TCP connection: why it ended,
+    /// when not by either side closing).
     pub error: Option<Reason>,
+    /// An opaque TCP connection rather than a request: no method, target nor status.
+    pub tcp: bool,
 }
 
 // === impl Record ===
@@ -115,6 +118,7 @@ impl Record {
             client_address: IpAddr::from([127, 0, 0, 1]),
             peer_identity: None,
             error: None,
+            tcp: false,
         }
     }
 }
