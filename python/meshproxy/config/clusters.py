@@ -145,7 +145,9 @@ class Cluster(_Section):
     lb: Lb = default("cluster.lb")
     """p2c_ewma prefers endpoints that answer fast and are not busy; ring_hash and maglev keep
     requests with one key (a route's hash_policy) on one endpoint."""
-    protocol: Literal["http1", "http2"] = "http1"
+    protocol: Literal["http1", "http2", "tcp"] = "http1"
+    """tcp: opaque bytes, one upstream connection per downstream one, for tcp listeners and
+    tcp_fallback (docs/protocols-tcp.md)."""
     connect_timeout: Duration = default_duration("cluster.connect_timeout")
     tls: ClusterTls = Field(default_factory=lambda: _PLAIN_TEXT)
     endpoints: Annotated[Sequence[Endpoint], _READ_ENDPOINTS, _DUMP_ENDPOINTS] = _empty(list)
