@@ -88,8 +88,6 @@ class Listener(_Section):
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
     rate_limit: RateLimit | None = None
     """Taken by every request of the listener, before routing (a route's own comes after)."""
-    routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
-    """Tried in order; the first match wins."""
     detect_timeout: Duration = default_duration("listener.detect_timeout")
     """auto listeners with `tcp_fallback`: a client that sends nothing for this long speaks a
     server-first protocol (MySQL, SMTP) and goes to `tcp_fallback`."""
@@ -97,6 +95,8 @@ class Listener(_Section):
     """auto listeners: the tcp cluster that connections other than HTTP go to (a client-first
     protocol at once, a silent client after `detect_timeout`, TLS this listener does not
     terminate); without it, such connections are served as HTTP and fail."""
+    routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
+    """Tried in order; the first match wins."""
 
     @model_validator(mode="after")
     def _route_names_unique(self) -> Listener:
