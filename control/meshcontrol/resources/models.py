@@ -63,8 +63,10 @@ class Service(_Document):
     kind: Literal["Service"]
     name: Label
     namespace: Label = "default"
-    protocol: Literal["http1", "http2"] = "http1"
-    """What the app speaks behind its sidecar."""
+    protocol: Literal["http1", "http2", "tcp"] = "http1"
+    """What the app speaks behind its sidecar. tcp: opaque bytes (a database, Redis): callers reach
+    it on a port of their sidecar the control plane assigns, over mutual TLS, authorized by
+    identity (docs/protocols-tcp.md)."""
     calls: list[ServiceRef] | None = None
     """The services this one calls (its sidecar gets routes and clusters for these only);
     absent: every service of its namespace."""

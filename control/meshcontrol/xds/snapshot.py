@@ -19,7 +19,7 @@ from meshproxy.mesh import names
 from meshproxy.mesh.names import NodeMetadata
 
 from ..registry import Registry, ServiceKey
-from . import build
+from . import build, tcp
 from .build import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from .route_filters import needed
 
@@ -102,6 +102,14 @@ class World:
             self._called[key] = found
         return found
 
+    def called_http(self, key: ServiceKey) -> tuple[ServiceKey, ...]:
+        """The services ``key`` calls by HTTP requests (routes); the rest are ``tcp`` ones."""
+        return tuple(called for called in self.called(key) if self.protocol(called) != "tcp")
+
+    def tcp_services(self) -> list[ServiceKey]:
+        """The mesh's ``tcp`` services: each has a port offset of its own (``tcp.ports``)."""
+        return [key for key, service in self.services.items() if service.get("protocol") == "tcp"]
+
     def protocol(self, key: ServiceKey) -> str:
         service = self.services.get(key)
         return str(service.get("protocol", "http1")) if service is not None else "http1"
@@ -126,9 +134,10 @@ class World:
             cluster_names = [names.service_cluster(service, namespace)]
             cluster_names += [names.version_cluster(service, namespace, v)
                               for v in (build.route_versions(route) if route is not None else ())]
+            tcp = self.protocol(key) == "tcp"
             found = self._clusters[key] = tuple(
                 entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key),
-                                             build.route_retry_budget(route)))
+                                             build.route_retry_budget(route), tcp=tcp))
                 for n in cluster_names)
         return found
 
@@ -157,14 +166,20 @@ class Snapshots:
         """Everything of ``type_url`` the client may have (before its subscription filters it)."""
         world = self.world
         if type_url == LISTENER:
-            return [entry(names.INBOUND, build.inbound_listener(client.meta.inbound, world.policies.get(client.key),
-                                                                world.mtls, world.trust_domain)),
-                    entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound, world.route_filters(client.key)))]
+            inbound = tcp.inbound_listener if world.protocol(client.key) == "tcp" else build.inbound_listener
+            listeners = [entry(names.INBOUND, inbound(client.meta.inbound, world.policies.get(client.key), world.mtls,
+                                                      world.trust_domain)),
+                         entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound,
+                                                                       world.route_filters(client.key)))]
+            addresses = tcp.ports(world.tcp_services(), client.meta.outbound)
+            listeners += [entry(tcp.listener_name(*called), tcp.outbound_listener(*called, addresses[called]))
+                          for called in world.called(client.key) if called in addresses]
+            return listeners
         if type_url == ROUTE:
             key = client.key
             return [world.shared((names.INBOUND,), lambda: entry(names.INBOUND, build.inbound_routes())),
                     world.shared((names.OUTBOUND, *key), lambda: entry(
-                        names.OUTBOUND, build.outbound_routes(world.called(key), world.routes, key[1])))]
+                        names.OUTBOUND, build.outbound_routes(world.called_http(key), world.routes, key[1])))]
         if type_url == CLUSTER:
             app = entry(names.APP_CLUSTER, build.app_cluster(client.meta.app, world.protocol(client.key)))
             return [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
