@@ -4,6 +4,7 @@
 //! both ways until both sides have closed (`relay`). One access log line per connection.
 
 mod detect;
+pub mod mode;
 mod relay;
 
 use std::net::SocketAddr;
@@ -25,24 +26,11 @@ use crate::outlier;
 use crate::pool::{self, Connection};
 use crate::snapshot::ListenerSnapshot;
 pub use detect::{classify, Seen};
+pub use mode::Mode;
 use relay::Relayed;
 
 /// A connect that fails is tried again on another endpoint, this many times in all at most.
 const CONNECT_ATTEMPTS: usize = 3;
-
-/// What a listener does with the plain-text connections it accepts, besides HTTP.
-#[derive(Debug, Clone, Default)]
-pub enum Mode {
-    /// `http1` and `http2` listeners: hyper reads the first bytes.
-    #[default]
-    Http,
-    /// `auto` without `tcp_fallback`: HTTP only; a client silent for `SILENT_CLIENT` is closed.
-    HttpOnly,
-    /// `auto` with `tcp_fallback`: HTTP, or opaque bytes to the cluster, by the first bytes.
-    Detect { fallback: Arc<Cluster>, timeout: Duration },
-    /// `tcp` listeners: every connection to the cluster of its route.
-    Always(Arc<Cluster>),
-}
 
 /// What a connection turned out to be.
 pub enum Dispatch {
@@ -64,18 +52,6 @@ struct Ending {
     upstream: Option<Arc<str>>,
     relayed: Relayed,
     reason: Option<Reason>,
-}
-
-// === impl Mode ===
-
-impl Mode {
-    /// The cluster every connection goes to (`tcp` listeners), if so.
-    pub fn always(&self) -> Option<&Arc<Cluster>> {
-        match self {
-            Mode::Always(cluster) => Some(cluster),
-            _ => None,
-        }
-    }
 }
 
 /// Reads the first bytes of a plain-text connection as its listener's mode asks: HTTP goes on
