@@ -104,3 +104,18 @@ def read_to_end(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         received += chunk
     return received
+
+
+def outbound_address() -> str:
+    """A free loopback ``IP:PORT`` whose next port is free too: a sidecar's outbound address, its
+    first TCP service's listener on the port after it (as the control plane assigns them)."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return f"127.0.0.1:{port}"
+    raise RuntimeError("no two consecutive free ports on loopback")

@@ -15,7 +15,7 @@ import pytest
 import redis
 from mesh_documents import documents, service
 from mesh_harness import LocalMesh, Sidecar, apps_by_name, until
-from tcp_peers import connect, read_to_end, redis_server
+from tcp_peers import connect, outbound_address, read_to_end, redis_server
 from upstreams import Upstream
 
 POLICY = "kind: AccessPolicy\nservice: cache\nrules: [{name: frontend-only, action: allow, services: [frontend]}]\n"
@@ -49,8 +49,8 @@ def test_a_tcp_service_is_reached_over_mtls_and_authorized_by_identity(
         mesh.apply(documents(service("cache", protocol="tcp"), service("frontend", calls=["cache"]),
                              service("payments", calls=["cache"]), POLICY))
         mesh.sidecar("cache", app=cache)
-        frontend = mesh.sidecar("frontend", app=apps["frontend"].address)
-        payments = mesh.sidecar("payments", app=apps["payments"].address)
+        frontend = mesh.sidecar("frontend", app=apps["frontend"].address, outbound=outbound_address())
+        payments = mesh.sidecar("payments", app=apps["payments"].address, outbound=outbound_address())
         mesh.wait_acked()
         host, port = tcp_address(frontend).rsplit(":", 1)
         client = redis.Redis(host=host, port=int(port), socket_timeout=10, single_connection_client=True)
