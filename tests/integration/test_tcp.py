@@ -182,3 +182,28 @@ def test_without_tcp_fallback_an_auto_listener_serves_http_only(
         sock.sendall(b"*1\r\n$4\r\nPING\r\n")
         assert read_to_end(sock).startswith(b"HTTP/1.1 400")
     assert httpx.get(f"http://{proxy.address('outbound')}/anything", timeout=10).status_code == 200
+
+
+def test_max_connections_closes_a_connection_over_the_limit(meshproxy_run: Run, tmp_path: Path) -> None:
+    with echo_server() as echo:
+        proxy = meshproxy_run(tcp_config(echo, tmp_path=tmp_path, circuit_breakers={"max_connections": 1}))
+        with connect(proxy.address("redis")) as first:
+            first.sendall(b"hold")
+            assert first.recv(4) == b"hold"
+            with connect(proxy.address("redis")) as second:
+                assert read_to_end(second) == b"", "over max_connections: closed at once"
+    assert stats(proxy)["clusters"]["redis"]["overflow_total"] == 1
+    assert [line["error"] for line in log_lines(tmp_path, 2)] == ["overflow", None]
+
+
+def test_a_quiet_connection_is_closed_after_the_listeners_idle_timeout(meshproxy_run: Run, tmp_path: Path) -> None:
+    with echo_server() as echo:
+        config = tcp_config(echo, tmp_path=tmp_path)
+        config["listeners"][0]["idle_timeout"] = "200ms"
+        proxy = meshproxy_run(config)
+        with connect(proxy.address("redis")) as sock:
+            sock.sendall(b"once")
+            assert sock.recv(4) == b"once"
+            assert read_to_end(sock) == b"", "closed once quiet for idle_timeout"
+    [line] = log_lines(tmp_path, 1)
+    assert (line["error"], line["bytes_in"], line["bytes_out"]) == ("timeout", 4, 4)

@@ -133,9 +133,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
         Ok(Accepted::Plain(stream)) => match opaque {
             None => serving.serve(stream, None).await,
             Some(listener) => {
-                let engine_stats = serving.shared.engine_stats.clone();
-                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, engine_stats: &engine_stats };
-                if let tcp::Dispatch::Http(stream) = tcp::dispatch(stream, downstream).await {
+                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, engine_stats: &serving.shared.engine_stats };
+                let dispatched = tcp::dispatch(stream, downstream).await;
+                // HTTP connections read the running snapshot per request, as on any listener.
+                drop(listener);
+                if let tcp::Dispatch::Http(stream) = dispatched {
                     serving.serve(stream, None).await;
                 }
             }
@@ -145,10 +147,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
             if sessions::resumed(stream.get_ref().1) {
                 serving.shared.engine_stats.tls.inbound.resumed_total.inc();
             }
-            match opaque.as_ref().and_then(|listener| Some((listener, listener.tcp.always()?))) {
-                Some((listener, cluster)) => {
-                    let downstream = tcp::Downstream { listener, client: peer, peer: Some(identity), engine_stats: &serving.shared.engine_stats };
-                    tcp::serve(stream, cluster, downstream).await;
+            match opaque.filter(|listener| listener.tcp.always().is_some()) {
+                Some(listener) => {
+                    if let Some(cluster) = listener.tcp.always() {
+                        let downstream = tcp::Downstream { listener: &listener, client: peer, peer: Some(identity), engine_stats: &serving.shared.engine_stats };
+                        tcp::serve(stream, cluster, downstream).await;
+                    }
                 }
                 None => serving.serve(stream, Some(PeerIdentity::new(identity))).await,
             }

@@ -9,7 +9,7 @@ mod relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, Method, Uri, Version};
 use tokio::io::{AsyncRead, AsyncWrite};
