@@ -156,8 +156,8 @@ def single(
     """One meshproxy with the side-by-side config (or `template`); `load` goes to its `listener`."""
 
     def profile(workdir: Path, values: dict[str, object], requests: int) -> dict[str, float]:
-        listeners = ("listen_h1_h1", "listen_h2c_h1", "listen_h2c_h2c")
-        ports = dict(zip(listeners, free_ports(3), strict=True))
+        listeners = ("listen_h1_h1", "listen_h2c_h1", "listen_h2c_h2c", "listen_tcp")
+        ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
         config = render(template, {**values, **ports}, workdir)
         sidecar = start_sidecar(name, config, workdir)
         try:

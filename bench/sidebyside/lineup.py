@@ -55,7 +55,7 @@ class Lineup(UpstreamAndProxies):
                 del ports[route]
             self.targets.append(Target(proxy.name, ports, dict(proxy.unsupported)))
             self._proxies[proxy.name] = proxy
-        direct = dict(zip(SIDECAR_ROUTES, (up_h1, up_h2c, up_h2c)))
+        direct = dict(zip(SIDECAR_ROUTES, (up_h1, up_h2c, up_h2c, up_h1), strict=True))
         self.targets.append(Target("direct", direct, direct=True))
 
     def targets_for(self, scenario: Scenario) -> list[Target]:

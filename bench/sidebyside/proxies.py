@@ -70,6 +70,7 @@ NGINX = Proxy(
     ],
     unsupported={
         Route.H2C_H2C: "nginx cannot speak HTTP/2 to an upstream (proxy_http_version is 1.0 or 1.1)",
+        Route.TCP: "nginx proxies TCP with its stream module, which Debian's nginx loads only when configured to",
     },
 )
 

@@ -1,5 +1,5 @@
 """The scenarios: which route each loads, with what load shape, and which figures it shows.
-1-5 load one proxy at a time; 6-8 (`mesh`) a pair of sidecars on either side of a mutual-TLS
+1-5b load one proxy at a time; 6-8 (`mesh`) a pair of sidecars on either side of a mutual-TLS
 hop (mesh.py)."""
 
 from __future__ import annotations
@@ -133,6 +133,15 @@ SCENARIOS = (
         repeated=False,
         fresh_start=True,
         goals=(Goal("rss_idle_mib", "envoy", 0.5), Goal("rss_mib", "envoy", 0.5)),
+    ),
+    Scenario(
+        key="tcp",
+        title="5b. Opaque TCP, 64 connections: wrk's HTTP/1.1 bytes through a TCP proxy (meshproxy "
+        "protocol: tcp, Envoy tcp_proxy, HAProxy mode tcp) to the HTTP/1.1 upstream",
+        route=Route.TCP,
+        load=Load(h2c=False, connections=64),
+        figures=_THROUGHPUT,
+        charted=_CHARTED,
     ),
     Scenario(
         key="mesh_hop",

@@ -17,6 +17,8 @@ class Route(Enum):
     H1_H1 = "h1_h1"
     H2C_H1 = "h2c_h1"
     H2C_H2C = "h2c_h2c"
+    # Opaque TCP to the HTTP/1.1 upstream: the proxy copies bytes, wrk's requests go through.
+    TCP = "tcp"
     MTLS = "mtls"
 
     @property
@@ -24,7 +26,7 @@ class Route(Enum):
         return self in (Route.H2C_H1, Route.H2C_H2C)
 
 
-SIDECAR_ROUTES = (Route.H1_H1, Route.H2C_H1, Route.H2C_H2C)
+SIDECAR_ROUTES = (Route.H1_H1, Route.H2C_H1, Route.H2C_H2C, Route.TCP)
 
 
 @dataclass(frozen=True)

@@ -118,12 +118,18 @@ def _listeners(listeners: Mapping[str, Any]) -> Iterator[Metric]:
                               labels=["listener", "direction"])
     total = CounterMetricFamily("meshproxy_connections", "Client connections accepted by a listener.",
                                 labels=["listener", "direction"])
+    tcp_received = CounterMetricFamily("meshproxy_tcp_received_bytes", "Bytes read from clients on opaque TCP "
+                                       "connections (tcp listeners, tcp_fallback).", labels=["listener", "direction"])
+    tcp_sent = CounterMetricFamily("meshproxy_tcp_sent_bytes", "Bytes written to clients on opaque TCP "
+                                   "connections.", labels=["listener", "direction"])
     for name, listener in listeners.items():
         # A listener no longer configured has no direction; its counts stay, labelled "".
         labels = [name, listener.get("direction", "")]
         open_.add_metric(labels, listener["connections_active"])
         total.add_metric(labels, listener["connections_total"])
-    yield from (open_, total)
+        tcp_received.add_metric(labels, listener["tcp_bytes_received_total"])
+        tcp_sent.add_metric(labels, listener["tcp_bytes_sent_total"])
+    yield from (open_, total, tcp_received, tcp_sent)
 
 
 def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
@@ -157,6 +163,12 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                                  "circuit breakers' max_retries were in progress.")
     overflow = per_cluster("meshproxy_upstream_overflow", "Requests answered 503 overflow: over a limit of the "
                            "cluster's circuit breakers.")
+    tcp_connections = per_cluster("meshproxy_upstream_tcp_connections", "Opaque TCP connections made to an "
+                                  "endpoint of the cluster (one per client connection).")
+    tcp_sent = per_cluster("meshproxy_upstream_tcp_sent_bytes", "Bytes written to the cluster's endpoints on "
+                           "opaque TCP connections.")
+    tcp_received = per_cluster("meshproxy_upstream_tcp_received_bytes", "Bytes read from the cluster's endpoints "
+                               "on opaque TCP connections.")
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -173,12 +185,16 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         budget_exhausted.add_metric([name], cluster["retry_budget_exhausted_total"])
         retry_overflow.add_metric([name], cluster["retry_overflow_total"])
         overflow.add_metric([name], cluster["overflow_total"])
+        tcp_connections.add_metric([name], cluster["tcp_connections_total"])
+        tcp_sent.add_metric([name], cluster["tcp_bytes_sent_total"])
+        tcp_received.add_metric([name], cluster["tcp_bytes_received_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
     yield from (sent, connect_failures, timeouts, failures, responses, updates, check_failures, ejections, healthy,
-                ejected, retries, budget_exhausted, retry_overflow, overflow, connections)
+                ejected, retries, budget_exhausted, retry_overflow, overflow, tcp_connections, tcp_sent, tcp_received,
+                connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

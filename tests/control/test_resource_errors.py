@@ -125,7 +125,7 @@ calls: [orders.shop]
 
 
 def test_a_reference_to_an_invalid_service_of_the_file_is_not_reported_twice() -> None:
-    text = "kind: Service\nname: cart\nnamespace: store\nprotocol: tcp\n---\nkind: Route\nservice: cart\nnamespace: store\nrules: [{to: [{version: v1}]}]\n"
+    text = "kind: Service\nname: cart\nnamespace: store\nprotocol: quic\n---\nkind: Route\nservice: cart\nnamespace: store\nrules: [{to: [{version: v1}]}]\n"
     with pytest.raises(ConfigError) as caught:
         load_documents(text, "cart.yaml")
     assert len(caught.value.issues) == 1

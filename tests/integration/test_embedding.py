@@ -374,7 +374,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
 
     assert set(stats["listeners"]) == {"outbound"}
     listener = stats["listeners"]["outbound"]
-    assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses", "direction"}
+    assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses", "direction",
+                             "tcp_bytes_received_total", "tcp_bytes_sent_total"}
     assert listener["direction"] == "outbound"
     assert set(listener["responses"]) == responses
     assert listener["requests_total"] == 1
@@ -385,7 +386,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(app) == {"connect_failures_total", "responses", "timeouts_total", "upstream_failures_total",
                         "upstream_requests_total", "endpoint_updates_total", "health_check_failures_total",
                         "ejections_total", "pool", "endpoints", "retries_total",
-                        "retry_budget_exhausted_total", "retry_overflow_total", "overflow_total"}
+                        "retry_budget_exhausted_total", "retry_overflow_total", "overflow_total",
+                        "tcp_connections_total", "tcp_bytes_sent_total", "tcp_bytes_received_total"}
     assert set(app["pool"]) == {"idle_http1", "http2_connections"}
     assert app["endpoints"] == {"healthy": 1, "unhealthy": 0, "ejected": 0}
     assert set(app["responses"]) == responses

@@ -52,7 +52,7 @@ clusters:
         "c.yaml:1: workers: expected an integer, got string 'many'",
         "c.yaml:2: limits.max_concurrent_streams: 0 is out of range; expected an integer from 1 to 65535",
         "c.yaml:5: listeners[0].address: '127.0.0.1:99999' is not a valid address; expected a port from 0 to 65535 after the colon",
-        "c.yaml:6: listeners[0].protocol: 'quic' is not valid; expected one of auto, http1, http2",
+        "c.yaml:6: listeners[0].protocol: 'quic' is not valid; expected one of auto, http1, http2, tcp",
         "c.yaml:8: listeners[0].routes[0].match.headers.x-a: expected a value to match exactly, or a mapping "
         "with one of exact, present, regex; got integer 7",
         "c.yaml:8: listeners[0].routes[0].match.method: expected an HTTP method or a list of methods, got integer 5",

@@ -230,7 +230,8 @@ def test_json_schema_describes_fields_with_their_docstrings() -> None:
     assert tracing["sample"]["description"] == (
         "The share of new traces recorded; a sampling decision that comes with the request wins.")
     described = [name for name, field in schema["$defs"]["Listener"]["properties"].items() if "description" in field]
-    assert described == ["direction", "tls", "idle_timeout", "authorization", "rate_limit", "original_destination", "routes"]
+    assert described == ["protocol", "direction", "tls", "idle_timeout", "authorization", "rate_limit", "original_destination",
+                         "detect_timeout", "tcp_fallback", "routes"]
     # A docstring that spans lines is cleaned of its indentation.
     direction = schema["$defs"]["Listener"]["properties"]["direction"]["description"].splitlines()
     assert len(direction) > 1 and not any(line.startswith(" ") for line in direction)

@@ -64,9 +64,11 @@ class Service(_Document):
     kind: Literal["Service"]
     name: Label
     namespace: Label = "default"
-    protocol: Literal["http1", "http2", "grpc"] = "http1"
+    protocol: Literal["http1", "http2", "grpc", "tcp"] = "http1"
     """What the app speaks behind its sidecar: grpc is HTTP/2 (h2c) to the app, and tells the
-    sidecars and Envoy to honour the calls' grpc-timeout."""
+    sidecars and Envoy to honour the calls' grpc-timeout. tcp: opaque bytes (a database, Redis):
+    callers reach it on a port of their sidecar the control plane assigns, over mutual TLS,
+    authorized by identity (docs/protocols-tcp.md)."""
     calls: list[ServiceRef] | None = None
     """The services this one calls (its sidecar gets routes and clusters for these only);
     absent: every service of its namespace."""

@@ -354,21 +354,23 @@ def passthrough_cluster() -> cluster_pb2.Cluster:
 
 def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,
                  policy: Mapping[str, Any] | None = None,
-                 retry_budget: Mapping[str, Any] | None = None) -> cluster_pb2.Cluster:
+                 retry_budget: Mapping[str, Any] | None = None, tcp: bool = False) -> cluster_pb2.Cluster:
     """Instances of a called service (or of one version of it): endpoints by EDS, mTLS HTTP/2
     to their sidecars, whose certificate must name exactly that service; balanced, watched and
-    limited as the service's TrafficPolicy (``policy``) says, with its Route's retry budget."""
+    limited as the service's TrafficPolicy (``policy``) says, with its Route's retry budget.
+    A ``tcp`` service's cluster carries opaque bytes: no ALPN, no HTTP options."""
     tls = tls_pb2.UpstreamTlsContext(common_tls_context=_common_tls(
-        string_pb2.StringMatcher(exact=names.spiffe_id(trust_domain, namespace, service)), ["h2"]))
+        string_pb2.StringMatcher(exact=names.spiffe_id(trust_domain, namespace, service)), [] if tcp else ["h2"]))
     cluster = cluster_pb2.Cluster(
         name=name, type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ADS),
         connect_timeout=CONNECT_TIMEOUT,
         transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
     apply_traffic_policy(cluster, policy, retry_budget)
-    options = _explicit_http2()
-    options.common_http_protocol_options.idle_timeout.CopyFrom(_ms(connection_idle_timeout_ms(policy)))
-    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
+    if not tcp:
+        options = _explicit_http2()
+        options.common_http_protocol_options.idle_timeout.CopyFrom(_ms(connection_idle_timeout_ms(policy)))
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
     return cluster
 
 

@@ -19,7 +19,7 @@ from meshproxy.mesh import names
 from meshproxy.mesh.names import NodeMetadata
 
 from ..registry import Registry, ServiceKey
-from . import build
+from . import build, tcp
 from .build import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from .route_filters import needed
 
@@ -102,6 +102,14 @@ class World:
             self._called[key] = found
         return found
 
+    def called_http(self, key: ServiceKey) -> tuple[ServiceKey, ...]:
+        """The services ``key`` calls by HTTP requests (routes); the rest are ``tcp`` ones."""
+        return tuple(called for called in self.called(key) if self.protocol(called) != "tcp")
+
+    def tcp_services(self) -> list[ServiceKey]:
+        """The mesh's ``tcp`` services: each has a port offset of its own (``tcp.ports``)."""
+        return [key for key, service in self.services.items() if service.get("protocol") == "tcp"]
+
     def protocol(self, key: ServiceKey) -> str:
         service = self.services.get(key)
         return str(service.get("protocol", "http1")) if service is not None else "http1"
@@ -126,9 +134,10 @@ class World:
             cluster_names = [names.service_cluster(service, namespace)]
             cluster_names += [names.version_cluster(service, namespace, v)
                               for v in (build.route_versions(route) if route is not None else ())]
+            tcp = self.protocol(key) == "tcp"
             found = self._clusters[key] = tuple(
                 entry(n, build.peer_cluster(n, service, namespace, self.trust_domain, self.traffic_policies.get(key),
-                                             build.route_retry_budget(route)))
+                                             build.route_retry_budget(route), tcp=tcp))
                 for n in cluster_names)
         return found
 
@@ -158,10 +167,18 @@ class Snapshots:
         world = self.world
         if type_url == LISTENER:
             traffic = world.traffic_policies.get(client.key) or {}
-            listeners = [entry(names.INBOUND, build.inbound_listener(client.meta.inbound, world.policies.get(client.key),
-                                                                     world.mtls, world.trust_domain,
-                                                                     traffic.get("rate_limit"))),
-                         entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound, world.route_filters(client.key)))]
+            if world.protocol(client.key) == "tcp":
+                inbound = tcp.inbound_listener(client.meta.inbound, world.policies.get(client.key), world.mtls,
+                                               world.trust_domain)
+            else:
+                inbound = build.inbound_listener(client.meta.inbound, world.policies.get(client.key), world.mtls,
+                                                 world.trust_domain, traffic.get("rate_limit"))
+            listeners = [entry(names.INBOUND, inbound),
+                         entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound,
+                                                                       world.route_filters(client.key)))]
+            addresses = tcp.ports(world.tcp_services(), client.meta.outbound)
+            listeners += [entry(tcp.listener_name(*called), tcp.outbound_listener(*called, addresses[called]))
+                          for called in world.called(client.key) if called in addresses]
             if client.meta.capture:
                 listeners.append(self._capture_listener(client))
             return listeners
@@ -170,8 +187,8 @@ class Snapshots:
             return [world.shared((names.INBOUND,), lambda: entry(names.INBOUND, build.inbound_routes())),
                     world.shared((names.OUTBOUND, *key), lambda: entry(
                         names.OUTBOUND, build.outbound_routes(
-                            world.called(key), world.routes, key[1],
-                            [called for called in world.called(key) if world.protocol(called) == "grpc"])))]
+                            world.called_http(key), world.routes, key[1],
+                            [called for called in world.called_http(key) if world.protocol(called) == "grpc"])))]
         if type_url == CLUSTER:
             app = entry(names.APP_CLUSTER, build.app_cluster(client.meta.app, world.protocol(client.key)))
             clusters = [app, *(c for called in world.called(client.key) for c in world.peer_clusters(called))]
@@ -190,7 +207,7 @@ class Snapshots:
         (their IPs, their app ports, as the registry learnt them at registration)."""
         world = self.world
         called = [(key, [d for i in self.registry.of(*key) if (d := i.capture_destination) is not None])
-                  for key in world.called(client.key)]
+                  for key in world.called_http(client.key)]
         return entry(names.CAPTURE, build.capture_listener(client.meta.capture, called, world.routes,
                                                            world.route_filters(client.key),
                                                            [key for key, _ in called if world.protocol(key) == "grpc"]))

@@ -147,7 +147,9 @@ class Cluster(_Section):
     lb: Lb = default("cluster.lb")
     """p2c_ewma prefers endpoints that answer fast and are not busy; ring_hash and maglev keep
     requests with one key (a route's hash_policy) on one endpoint."""
-    protocol: Literal["http1", "http2"] = "http1"
+    protocol: Literal["http1", "http2", "tcp"] = "http1"
+    """tcp: opaque bytes, one upstream connection per downstream one, for tcp listeners and
+    tcp_fallback (docs/protocols-tcp.md)."""
     connect_timeout: Duration = default_duration("cluster.connect_timeout")
     idle_timeout: Duration = default_duration("cluster.idle_timeout")
     """An upstream connection unused for this long is closed; an HTTP/2 one takes no new

@@ -70,7 +70,10 @@ class AuthzPolicy(_Section):
 class Listener(_Section):
     name: Name
     address: ListenAddress
-    protocol: Literal["auto", "http1", "http2"] = "auto"
+    protocol: Literal["auto", "http1", "http2", "tcp"] = "auto"
+    """auto: HTTP/1.1 or h2c, told apart by the first bytes (and, with `tcp_fallback`, other
+    traffic too); tcp: opaque bytes to the cluster of its one route, `routes: [{cluster: NAME}]`
+    (docs/protocols-tcp.md)."""
     direction: Literal["outbound", "inbound"] = "outbound"
     """outbound: the local app's requests to the mesh; inbound: the mesh's requests to the local
     app. Labels metrics, and on SIGTERM inbound listeners stop accepting first while outbound
@@ -89,6 +92,13 @@ class Listener(_Section):
     original_destination: bool = False
     """Read where each connection was going before `meshproxy capture`'s rules redirected it
     here (SO_ORIGINAL_DST), for routes to match on (`match.original_destination`)."""
+    detect_timeout: Duration = default_duration("listener.detect_timeout")
+    """auto listeners with `tcp_fallback`: a client that sends nothing for this long speaks a
+    server-first protocol (MySQL, SMTP) and goes to `tcp_fallback`."""
+    tcp_fallback: Name | None = None
+    """auto listeners: the tcp cluster that connections other than HTTP go to (a client-first
+    protocol at once, a silent client after `detect_timeout`, TLS this listener does not
+    terminate); without it, such connections are served as HTTP and fail."""
     routes: Annotated[list[Route], WrapValidator(_kept_routes)] = _empty(list)
     """Tried in order; the first match wins."""
 

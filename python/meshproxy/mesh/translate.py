@@ -37,6 +37,7 @@ from .translate_health import health_check, outlier_detection
 from .translate_rbac import authorization_policy
 from .translate_base import Refused, duration, only
 from .translate_routes import route_clusters, route_config_routes, string_of
+from .translate_tcp import is_tcp_proxy, tcp_clusters, tcp_listener
 from .xds_messages import ENVOY_NAMES, ROUTER, is_set, type_name, unpack
 from .xds_pb2 import (
     DEGRADED,
@@ -113,12 +114,14 @@ def base_config(local: Local) -> dict[str, Any]:
 def translate(resources: Resources, local: Local) -> dict[str, Any]:
     """The sidecar config of ``resources``; raises :class:`Refused`. Call once
     :func:`missing` finds nothing missing."""
-    listeners = sorted(resources.listeners.values(), key=_listener_order)
-    return _document(
-        local,
-        [_listener(listener, resources, local) for listener in listeners],
-        [_cluster(resources.clusters[name], resources) for name in sorted(resources.clusters)],
-    )
+    listeners = [_listener(listener, resources, local)
+                 for listener in sorted(resources.listeners.values(), key=_listener_order)]
+    clusters = [_cluster(resources.clusters[name], resources) for name in sorted(resources.clusters)]
+    opaque = tcp_clusters(listeners)
+    for cluster in clusters:
+        if cluster["name"] in opaque:
+            cluster["protocol"] = "tcp"
+    return _document(local, listeners, clusters)
 
 
 def _document(local: Local, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,6 +234,10 @@ def _listener(listener: Listener, resources: Resources, local: Local) -> dict[st
         address = local.outbound
     else:
         address = _socket_address(listener.address, where)
+    if is_tcp_proxy(listener):
+        secured = [_requires_client_certificate(chain, f"{where}: filter_chains[{i}]")
+                   for i, chain in enumerate(listener.filter_chains)]
+        return tcp_listener(listener, address, direction, secured, local.trust_domain, where)
     tls, manager = _chains(listener, where)
     protocol = _CODECS.get(manager.codec_type)
     if protocol is None:

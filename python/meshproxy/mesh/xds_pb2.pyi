@@ -52,6 +52,12 @@ class TrafficDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INBOUND: _ClassVar[TrafficDirection]
     OUTBOUND: _ClassVar[TrafficDirection]
 
+class UpstreamConnectMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMMEDIATE: _ClassVar[UpstreamConnectMode]
+    ON_DOWNSTREAM_DATA: _ClassVar[UpstreamConnectMode]
+    ON_DOWNSTREAM_TLS_HANDSHAKE: _ClassVar[UpstreamConnectMode]
+
 class VhRateLimitsOptions(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OVERRIDE: _ClassVar[VhRateLimitsOptions]
@@ -86,6 +92,9 @@ HIGH: RoutingPriority
 UNSPECIFIED: TrafficDirection
 INBOUND: TrafficDirection
 OUTBOUND: TrafficDirection
+IMMEDIATE: UpstreamConnectMode
+ON_DOWNSTREAM_DATA: UpstreamConnectMode
+ON_DOWNSTREAM_TLS_HANDSHAKE: UpstreamConnectMode
 OVERRIDE: VhRateLimitsOptions
 INCLUDE: VhRateLimitsOptions
 IGNORE: VhRateLimitsOptions
@@ -602,6 +611,78 @@ class HttpFilter(_message.Message):
     typed_config: _any_pb2.Any
     config_discovery: bytes
     def __init__(self, name: _Optional[str] = ..., is_optional: _Optional[bool] = ..., disabled: _Optional[bool] = ..., typed_config: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., config_discovery: _Optional[bytes] = ...) -> None: ...
+
+class TcpProxy(_message.Message):
+    __slots__ = ("stat_prefix", "on_demand", "metadata_match", "idle_timeout", "downstream_idle_timeout", "upstream_idle_timeout", "access_log", "max_connect_attempts", "backoff_options", "hash_policy", "tunneling_config", "max_downstream_connection_duration", "max_downstream_connection_duration_jitter_percentage", "access_log_flush_interval", "flush_access_log_on_connected", "access_log_options", "proxy_protocol_tlvs", "upstream_connect_mode", "max_early_data_bytes", "cluster", "weighted_clusters")
+    STAT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    METADATA_MATCH_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LOG_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONNECT_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    HASH_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TUNNELING_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOWNSTREAM_CONNECTION_DURATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOWNSTREAM_CONNECTION_DURATION_JITTER_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LOG_FLUSH_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_ACCESS_LOG_ON_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LOG_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PROXY_PROTOCOL_TLVS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_CONNECT_MODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EARLY_DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    stat_prefix: str
+    on_demand: bytes
+    metadata_match: Metadata
+    idle_timeout: _duration_pb2.Duration
+    downstream_idle_timeout: _duration_pb2.Duration
+    upstream_idle_timeout: _duration_pb2.Duration
+    access_log: _containers.RepeatedScalarFieldContainer[bytes]
+    max_connect_attempts: _wrappers_pb2.UInt32Value
+    backoff_options: bytes
+    hash_policy: _containers.RepeatedScalarFieldContainer[bytes]
+    tunneling_config: bytes
+    max_downstream_connection_duration: _duration_pb2.Duration
+    max_downstream_connection_duration_jitter_percentage: Percent
+    access_log_flush_interval: _duration_pb2.Duration
+    flush_access_log_on_connected: bool
+    access_log_options: bytes
+    proxy_protocol_tlvs: _containers.RepeatedScalarFieldContainer[bytes]
+    upstream_connect_mode: UpstreamConnectMode
+    max_early_data_bytes: _wrappers_pb2.UInt32Value
+    cluster: str
+    weighted_clusters: bytes
+    def __init__(self, stat_prefix: _Optional[str] = ..., on_demand: _Optional[bytes] = ..., metadata_match: _Optional[_Union[Metadata, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., downstream_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., upstream_idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., access_log: _Optional[_Iterable[bytes]] = ..., max_connect_attempts: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., backoff_options: _Optional[bytes] = ..., hash_policy: _Optional[_Iterable[bytes]] = ..., tunneling_config: _Optional[bytes] = ..., max_downstream_connection_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_downstream_connection_duration_jitter_percentage: _Optional[_Union[Percent, _Mapping]] = ..., access_log_flush_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., flush_access_log_on_connected: _Optional[bool] = ..., access_log_options: _Optional[bytes] = ..., proxy_protocol_tlvs: _Optional[_Iterable[bytes]] = ..., upstream_connect_mode: _Optional[_Union[UpstreamConnectMode, str]] = ..., max_early_data_bytes: _Optional[_Union[_wrappers_pb2.UInt32Value, _Mapping]] = ..., cluster: _Optional[str] = ..., weighted_clusters: _Optional[bytes] = ...) -> None: ...
+
+class NetworkRbacFilter(_message.Message):
+    __slots__ = ("rules", "matcher", "shadow_rules", "shadow_matcher", "shadow_rules_stat_prefix", "stat_prefix", "enforcement_type", "delay_deny")
+    class EnforcementType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ONE_TIME_ON_FIRST_BYTE: _ClassVar[NetworkRbacFilter.EnforcementType]
+        CONTINUOUS: _ClassVar[NetworkRbacFilter.EnforcementType]
+    ONE_TIME_ON_FIRST_BYTE: NetworkRbacFilter.EnforcementType
+    CONTINUOUS: NetworkRbacFilter.EnforcementType
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    MATCHER_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_RULES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MATCHER_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_RULES_STAT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    STAT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ENFORCEMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_DENY_FIELD_NUMBER: _ClassVar[int]
+    rules: RBAC
+    matcher: bytes
+    shadow_rules: RBAC
+    shadow_matcher: bytes
+    shadow_rules_stat_prefix: str
+    stat_prefix: str
+    enforcement_type: NetworkRbacFilter.EnforcementType
+    delay_deny: _duration_pb2.Duration
+    def __init__(self, rules: _Optional[_Union[RBAC, _Mapping]] = ..., matcher: _Optional[bytes] = ..., shadow_rules: _Optional[_Union[RBAC, _Mapping]] = ..., shadow_matcher: _Optional[bytes] = ..., shadow_rules_stat_prefix: _Optional[str] = ..., stat_prefix: _Optional[str] = ..., enforcement_type: _Optional[_Union[NetworkRbacFilter.EnforcementType, str]] = ..., delay_deny: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RouteConfiguration(_message.Message):
     __slots__ = ("name", "virtual_hosts", "vhds", "internal_only_headers", "response_headers_to_add", "response_headers_to_remove", "request_headers_to_add", "request_headers_to_remove", "most_specific_header_mutations_wins", "validate_clusters", "max_direct_response_body_size_bytes", "cluster_specifier_plugins", "request_mirror_policies", "ignore_port_in_host_matching", "vhost_header", "ignore_path_parameters_in_path_matching", "typed_per_filter_config", "metadata")

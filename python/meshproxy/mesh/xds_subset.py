@@ -41,6 +41,8 @@ MODULES = (
     "envoy.extensions.transport_sockets.tls.v3.tls_pb2",
     "envoy.extensions.transport_sockets.tls.v3.secret_pb2",
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
+    "envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2",
+    "envoy.extensions.filters.network.rbac.v3.rbac_pb2",
 )
 # The messages the sidecar reads, and the name each has in the subset (Envoy's simple name,
 # unless two would clash). Nested ones are listed under their parent's new name.
@@ -63,6 +65,8 @@ MESSAGES = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": "HttpConnectionManager",
     "envoy.extensions.filters.network.http_connection_manager.v3.Rds": "Rds",
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": "HttpFilter",
+    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": "TcpProxy",
+    "envoy.extensions.filters.network.rbac.v3.RBAC": "NetworkRbacFilter",
     "envoy.config.route.v3.RouteConfiguration": "RouteConfiguration",
     "envoy.config.route.v3.VirtualHost": "VirtualHost",
     "envoy.config.route.v3.Route": "Route",
@@ -224,8 +228,8 @@ def _type(field: descriptor_pb2.FieldDescriptorProto, nested: set[str], enums: d
         if target in WELL_KNOWN:
             imports.add(WELL_KNOWN[target])
             return target
-        if target.endswith("Entry"):
-            return target  # a map entry: replaced by the map<> form
+        if target.endswith("Entry") and target.rpartition(".")[0].rpartition(".")[2][:1].isupper():
+            return target  # a map entry (nested in its message): replaced by the map<> form
         return "bytes"  # a message the sidecar does not read: the same bytes on the wire
     if field.type == field.TYPE_ENUM:
         if target in nested:

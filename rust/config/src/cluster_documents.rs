@@ -106,6 +106,8 @@ pub enum UpstreamProtocol {
     #[default]
     Http1,
     Http2,
+    /// Opaque bytes: each downstream connection gets its own upstream connection.
+    Tcp,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

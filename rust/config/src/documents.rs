@@ -105,6 +105,12 @@ pub struct Listener {
     pub original_destination: bool,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// `auto` listeners: how long a client may stay silent before it goes to `tcp_fallback`.
+    #[serde(default = "crate::tcp::default_detect_timeout")]
+    pub detect_timeout: Millis,
+    /// `auto` listeners: the `tcp` cluster that traffic other than HTTP goes to.
+    #[serde(default)]
+    pub tcp_fallback: Option<String>,
 }
 
 /// Whose requests a listener carries: the local app's, to the mesh (outbound), or the mesh's,
@@ -203,6 +209,8 @@ pub enum ListenerProtocol {
     Auto,
     Http1,
     Http2,
+    /// Opaque bytes, both ways, to the cluster of its one route.
+    Tcp,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -334,6 +342,7 @@ pub fn defaults() -> serde_json::Value {
         map.extend(crate::health::defaults().into_iter().map(|(key, value)| (key.to_string(), value)));
         map.extend(crate::retry::defaults().map(|(key, value)| (key.to_string(), value)));
         map.extend(crate::timeouts::defaults().map(|(key, value)| (key.to_string(), value)));
+        map.extend(crate::tcp::defaults().map(|(key, value)| (key.to_string(), value)));
     }
     defaults
 }

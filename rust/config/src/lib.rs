@@ -18,6 +18,7 @@ mod retry;
 mod route_rules;
 mod timeouts;
 pub mod spiffe;
+mod tcp;
 pub mod values;
 
 pub use documents::*;
@@ -27,3 +28,4 @@ pub use log_fields::{Field, Fields, STDOUT};
 pub use problem::Problem;
 pub use spiffe::SpiffeId;
 pub use timeouts::TimeoutCovers;
+pub use tcp::default_detect_timeout;

@@ -11,7 +11,9 @@
 //! was going before the kernel redirected it (`original_dst`), and its routes match on that.
 //! `h2_preface` watches an HTTP/2 client's first SETTINGS for the one value h2 answers with the
 //! wrong error code. `grpc` recognises gRPC calls: their status into the telemetry, their
-//! deadline, their errors as gRPC statuses.
+//! deadline, their errors as gRPC statuses. `tcp` serves connections that are not HTTP: every
+//! one of a `tcp` listener, and those an `auto` listener's detection (`tcp::detect`) gives to
+//! its `tcp_fallback`, copied both ways (`tcp::relay`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -50,4 +52,5 @@ pub mod rules;
 mod snapshot;
 mod sweep;
 pub mod timeouts;
+pub mod tcp;
 pub mod workers;

@@ -20,6 +20,7 @@ use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
 use crate::original_dst;
 use crate::proxy;
+use crate::tcp;
 pub use crate::snapshot::{ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
 use crate::workers::{self, WorkerHandles, Workers};
 
@@ -129,18 +130,38 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
     if snapshot.original_destination {
         client.original_destination = original_dst::of(&stream);
     }
-    drop(snapshot);
+    // Kept only by listeners that may serve opaque TCP, whose connections run on it to the end.
+    let opaque = (!matches!(snapshot.tcp, tcp::Mode::Http)).then_some(snapshot);
     let serving = Serving { server: &server, idle_timeout, client, shared, stopped };
     stats.connections_total.inc();
     stats.connections_active.inc();
     match tls.accept(stream).await {
-        Ok(Accepted::Plain(stream)) => serving.serve(stream, None).await,
+        Ok(Accepted::Plain(stream)) => match opaque {
+            None => serving.serve(stream, None).await,
+            Some(listener) => {
+                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, engine_stats: &serving.shared.engine_stats };
+                let dispatched = tcp::dispatch(stream, downstream).await;
+                // HTTP connections read the running snapshot per request, as on any listener.
+                drop(listener);
+                if let tcp::Dispatch::Http(stream) = dispatched {
+                    serving.serve(stream, None).await;
+                }
+            }
+        },
         Ok(Accepted::Mutual(stream, identity)) => {
             serving.shared.engine_stats.tls.inbound.handshakes_total.inc();
             if sessions::resumed(stream.get_ref().1) {
                 serving.shared.engine_stats.tls.inbound.resumed_total.inc();
             }
-            serving.serve(stream, Some(PeerIdentity::new(identity))).await;
+            match opaque.filter(|listener| listener.tcp.always().is_some()) {
+                Some(listener) => {
+                    if let Some(cluster) = listener.tcp.always() {
+                        let downstream = tcp::Downstream { listener: &listener, client: peer, peer: Some(identity), engine_stats: &serving.shared.engine_stats };
+                        tcp::serve(stream, cluster, downstream).await;
+                    }
+                }
+                None => serving.serve(stream, Some(PeerIdentity::new(identity))).await,
+            }
         }
         Err(refused) => {
             let shared = serving.shared;
@@ -227,5 +248,7 @@ pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Buil
         ListenerProtocol::Auto => builder,
         ListenerProtocol::Http1 => builder.http1_only(),
         ListenerProtocol::Http2 => builder.http2_only(),
+        // Never serves HTTP (see `tcp`).
+        ListenerProtocol::Tcp => builder,
     }
 }

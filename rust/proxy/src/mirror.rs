@@ -129,6 +129,8 @@ fn shadow_copy(request: &Request<Body>, cluster: &Cluster) -> Option<Request<Bod
                 None => Uri::from(path_and_query),
             };
         }
+        // The compiler refuses a mirror to a tcp cluster.
+        (UpstreamProtocol::Tcp, _) => return None,
     }
     Some(copy)
 }

@@ -213,6 +213,7 @@ impl Observation {
             peer_identity: report.peer.take(),
             error: self.error,
             grpc_status: self.grpc_status,
+            tcp: false,
         }
     }
 }

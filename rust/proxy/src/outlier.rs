@@ -72,6 +72,15 @@ impl<'a> Attempt<'a> {
     }
 }
 
+/// How an opaque TCP connection's connect went (`tcp`): a failure is a gateway error.
+pub(crate) fn connection(cluster: &Cluster, endpoint: &Endpoint, connected: bool) {
+    let (Some(health), Some(host)) = (cluster.health.as_deref(), endpoint.health.as_deref()) else { return };
+    let outcome = if connected { Outcome::Success } else { Outcome::Failure { gateway: true } };
+    if report(health, host, outcome) {
+        cluster.rebalance();
+    }
+}
+
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.settled && report(self.health, self.host, Outcome::Failure { gateway: true }) {

@@ -118,6 +118,11 @@ impl Pool {
         match dial.protocol {
             UpstreamProtocol::Http1 => self.send_http1(dial, request).await.map(|(response, lease)| (response, Some(lease))),
             UpstreamProtocol::Http2 => self.send_http2(dial, request).await.map(|response| (response, None)),
+            // The compiler refuses HTTP routes to tcp clusters; nothing is sent should one come.
+            UpstreamProtocol::Tcp => {
+                let cause = ConnectError::Socket(std::io::Error::other("a tcp cluster carries no HTTP requests"));
+                Err(PoolError::Connect { cause, unsent: Box::new(request) })
+            }
         }
     }
 

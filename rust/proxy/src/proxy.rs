@@ -182,8 +182,9 @@ async fn proxy(
         upstream.extensions_mut().insert(OriginalDestination(destination));
     }
     match cluster.protocol {
-        // Origin-form target; the authority travels in `Host`.
-        UpstreamProtocol::Http1 => {
+        // Origin-form target; the authority travels in `Host`. (No HTTP route sends to a tcp
+        // cluster: the compiler refuses it.)
+        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
             *upstream.version_mut() = Version::HTTP_11;
             *upstream.uri_mut() = Uri::from(path_and_query);
         }

@@ -61,6 +61,8 @@ pub struct ListenerSnapshot {
     pub unrouted: Arc<TrafficStats>,
     /// The access log and tracing of the config this snapshot belongs to.
     pub telemetry: Arc<Telemetry>,
+    /// Opaque TCP: always (`tcp` listeners), by the first bytes (`auto`), or never.
+    pub tcp: crate::tcp::mode::Mode,
 }
 
 /// Shared by the accept loop and every connection of one bound socket.

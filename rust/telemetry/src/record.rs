@@ -51,10 +51,13 @@ pub struct Record {
     pub client_address: IpAddr,
     /// The mesh peer's SPIFFE ID, for requests that came over mutual TLS.
     pub peer_identity: Option<SpiffeId>,
-    /// The reason of an error the proxy answered itself.
+    /// The reason of an error the proxy answered itself (for a TCP connection: why it ended,
+    /// when not by either side closing).
     pub error: Option<Reason>,
     /// A gRPC call's `grpc-status` (from the upstream's trailers, or the proxy's own error).
     pub grpc_status: Option<u8>,
+    /// An opaque TCP connection rather than a request: no method, target nor status.
+    pub tcp: bool,
 }
 
 // === impl Record ===
@@ -118,6 +121,7 @@ impl Record {
             peer_identity: None,
             error: None,
             grpc_status: None,
+            tcp: false,
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct ListenerStats {
     pub connections_active: Counter,
     pub requests_total: Counter,
     pub responses: ByClass,
+    /// Opaque TCP connections: bytes read from clients and written to them.
+    pub tcp_bytes_received_total: Counter,
+    pub tcp_bytes_sent_total: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +48,10 @@ pub struct ClusterStats {
     pub retry_overflow_total: Counter,
     /// Requests answered 503 `overflow`: over a circuit breaker's limit.
     pub overflow_total: Counter,
+    /// Opaque TCP connections made to an endpoint, and the bytes written to and read from them.
+    pub tcp_connections_total: Counter,
+    pub tcp_bytes_sent_total: Counter,
+    pub tcp_bytes_received_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -147,6 +154,8 @@ impl Stats {
                     "connections_active": s.connections_active.get(),
                     "requests_total": s.requests_total.get(),
                     "responses": s.responses.json(),
+                    "tcp_bytes_received_total": s.tcp_bytes_received_total.get(),
+                    "tcp_bytes_sent_total": s.tcp_bytes_sent_total.get(),
                 }))
             })
             .collect();
@@ -169,6 +178,9 @@ impl Stats {
                     "retry_budget_exhausted_total": s.retry_budget_exhausted_total.get(),
                     "retry_overflow_total": s.retry_overflow_total.get(),
                     "overflow_total": s.overflow_total.get(),
+                    "tcp_connections_total": s.tcp_connections_total.get(),
+                    "tcp_bytes_sent_total": s.tcp_bytes_sent_total.get(),
+                    "tcp_bytes_received_total": s.tcp_bytes_received_total.get(),
                 }))
             })
             .collect();

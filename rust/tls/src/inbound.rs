@@ -53,6 +53,7 @@ impl InboundTls {
             ListenerProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             ListenerProtocol::Http1 => vec![b"http/1.1".to_vec()],
             ListenerProtocol::Http2 => vec![b"h2".to_vec()],
+            ListenerProtocol::Tcp => Vec::new(),
         };
         Ok(InboundTls { mode, config: Some(Arc::new(config)) })
     }

@@ -113,6 +113,8 @@ fn alpn(protocol: UpstreamProtocol) -> Vec<Vec<u8>> {
     match protocol {
         UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
         UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+        // Opaque bytes: no application protocol to agree on.
+        UpstreamProtocol::Tcp => Vec::new(),
     }
 }
 

@@ -48,6 +48,7 @@ pub(super) fn compile_clusters(
             }
         }
         super::health::check_health(cluster, &at, problems);
+        super::tcp::check_cluster(cluster, &at, problems);
         let tls = compile_cluster_tls(cluster, trust_domain, &at, cx, problems);
         // Connections differ by how they are secured: a cluster securing an address its own
         // way gets its own endpoint state and pools for it.

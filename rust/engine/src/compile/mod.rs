@@ -138,7 +138,10 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
             }
         }
         let running = cx.listeners.iter().find(|l| *l.name == *listener.name && l.direction == listener.direction);
-        let routes = compile_routes(&listener.name, &listener.routes, &clusters, running.map(|l| &l.routes), &cx.stats.rules, &at, &mut problems);
+        let tcp = compile_tcp(listener, &clusters, &at, &mut problems);
+        // A tcp listener's one route names its cluster (`tcp`); it routes no request.
+        let http_routes = if listener.protocol == config::ListenerProtocol::Tcp { &[][..] } else { &listener.routes[..] };
+        let routes = compile_routes(&listener.name, http_routes, &clusters, running.map(|l| &l.routes), &cx.stats.rules, &at, &mut problems);
         let rate_limit = listener.rate_limit.as_ref().and_then(|limit| {
             // Given again, it is kept with the tokens it has: a reload does not refill it.
             let kept = running.and_then(|l| l.rate_limit.as_ref()).filter(|running| running.compiled_from == *limit);
@@ -179,6 +182,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
                 stats: cx.stats.listener(&listener.name),
                 unrouted: cx.stats.traffic.stats(unrouted),
                 telemetry: cx.telemetry.clone(),
+                tcp,
             },
         });
     }
@@ -194,9 +198,11 @@ mod clusters;
 mod hashing;
 mod health;
 mod routes;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
 use clusters::compile_clusters;
 pub use clusters::compile_members;
 use routes::compile_routes;
+use tcp::compile_tcp;

@@ -133,6 +133,8 @@ async fn send(dial: Dial<'_>, request: Request<Body>) -> Result<http::Response<h
             let mut sender = pool::connect_http2(dial, None).await.map_err(|e| format!("cannot connect: {e}"))?;
             sender.send_request(request).await.map_err(|e| failed(&e))
         }
+        // The compiler refuses HTTP checks of a tcp cluster.
+        UpstreamProtocol::Tcp => Err("a tcp cluster is checked by connecting".to_string()),
     }
 }
 

@@ -1,0 +1,142 @@
+//! What a listener does besides HTTP (`tcp::Mode`): a `tcp` listener's one route and its
+//! cluster, an `auto` listener's `tcp_fallback`; and the combinations that cannot work, refused
+//! with the field they sit at: an HTTP route to a `tcp` cluster, a TCP listener's authorization
+//! rule on HTTP fields, an HTTP health check of a `tcp` cluster.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use meshproxy_config::{self as config, ListenerProtocol, Problem, UpstreamProtocol};
+use meshproxy_proxy::cluster::Cluster;
+use meshproxy_proxy::tcp::Mode;
+
+/// The listener's TCP mode, once its settings are found consistent.
+pub(super) fn compile_tcp(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Mode {
+    let opaque = listener.protocol == ListenerProtocol::Tcp || listener.tcp_fallback.is_some();
+    if opaque {
+        check_authorization(listener, at, problems);
+    }
+    match listener.protocol {
+        ListenerProtocol::Tcp => {
+            if listener.tcp_fallback.is_some() {
+                problems.push(Problem::new(format!("{at}.tcp_fallback"), "a tcp listener sends every connection to its route's cluster; tcp_fallback is for auto listeners"));
+            }
+            tcp_route(listener, clusters, at, problems).map_or(Mode::Http, Mode::Always)
+        }
+        ListenerProtocol::Auto => {
+            check_http_routes(listener, clusters, at, problems);
+            let Some(name) = &listener.tcp_fallback else { return Mode::HttpOnly };
+            if listener.detect_timeout.0 == 0 {
+                problems.push(Problem::new(format!("{at}.detect_timeout"), "must be more than 0: a client silent this long goes to tcp_fallback"));
+            }
+            match tcp_cluster(name, clusters, &format!("{at}.tcp_fallback"), problems) {
+                Some(fallback) => Mode::Detect { fallback, timeout: listener.detect_timeout.duration() },
+                None => Mode::HttpOnly,
+            }
+        }
+        ListenerProtocol::Http1 | ListenerProtocol::Http2 => {
+            check_http_routes(listener, clusters, at, problems);
+            if listener.tcp_fallback.is_some() {
+                problems.push(Problem::new(format!("{at}.tcp_fallback"), "needs protocol: auto, which tells HTTP from other traffic by the first bytes"));
+            }
+            Mode::Http
+        }
+    }
+}
+
+/// A `tcp` cluster's health is checked by connecting (`tcp`), not by HTTP or gRPC requests.
+pub(super) fn check_cluster(cluster: &config::Cluster, at: &str, problems: &mut Vec<Problem>) {
+    let Some(check) = cluster.health_check.as_ref().filter(|_| cluster.protocol == UpstreamProtocol::Tcp) else { return };
+    for (given, field) in [(check.http.is_some(), "http"), (check.grpc.is_some(), "grpc")] {
+        if given {
+            problems.push(Problem::new(format!("{at}.health_check.{field}"), "a tcp cluster carries no HTTP: check it with health_check.tcp"));
+        }
+    }
+}
+
+/// The cluster of a `tcp` listener's one route, which has nothing but `cluster`.
+fn tcp_route(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Arc<Cluster>> {
+    const ONE_ROUTE: &str = "a tcp listener has exactly one route, with only a cluster: routes: [{cluster: NAME}]";
+    let [route] = listener.routes.as_slice() else {
+        problems.push(Problem::new(format!("{at}.routes"), ONE_ROUTE));
+        return None;
+    };
+    let at = format!("{at}.routes[0]");
+    let http_only = [
+        (route.match_ != config::RouteMatch::default(), "match"),
+        (route.split.is_some(), "split"),
+        (route.redirect.is_some(), "redirect"),
+        (route.direct_response.is_some(), "direct_response"),
+        (route.prefix_rewrite.is_some(), "prefix_rewrite"),
+        (route.regex_rewrite.is_some(), "regex_rewrite"),
+        (route.host_rewrite.is_some(), "host_rewrite"),
+        (route.rate_limit.is_some(), "rate_limit"),
+        (route.fault.is_some(), "fault"),
+        (route.mirror.is_some(), "mirror"),
+        (route.request_headers != config::HeaderEdits::default(), "request_headers"),
+        (route.response_headers != config::HeaderEdits::default(), "response_headers"),
+        (!route.hash_policy.is_empty(), "hash_policy"),
+        (route.retry.is_some(), "retry"),
+    ];
+    for (_, field) in http_only.iter().filter(|(given, _)| *given) {
+        problems.push(Problem::new(format!("{at}.{field}"), format!("a tcp listener's connections carry no HTTP request; {ONE_ROUTE}")));
+    }
+    let Some(name) = &route.cluster else {
+        problems.push(Problem::new(format!("{at}.cluster"), ONE_ROUTE));
+        return None;
+    };
+    tcp_cluster(name, clusters, &format!("{at}.cluster"), problems)
+}
+
+/// The cluster `name`, which must exist and carry opaque TCP.
+fn tcp_cluster(name: &str, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Option<Arc<Cluster>> {
+    match clusters.get(name) {
+        None => {
+            problems.push(Problem::new(at, format!("unknown cluster '{name}'")));
+            None
+        }
+        Some(cluster) if cluster.protocol != UpstreamProtocol::Tcp => {
+            problems.push(Problem::new(at, format!("cluster '{name}' is not a tcp cluster; opaque TCP goes to a cluster with protocol: tcp")));
+            None
+        }
+        Some(cluster) => Some(cluster.clone()),
+    }
+}
+
+/// An HTTP listener's routes send requests, which a `tcp` cluster cannot take.
+fn check_http_routes(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) {
+    let is_tcp = |name: &str| clusters.get(name).is_some_and(|c| c.protocol == UpstreamProtocol::Tcp);
+    for (j, route) in listener.routes.iter().enumerate() {
+        let named = route.cluster.iter().map(|name| (name, "cluster".to_string()));
+        let split = route.split.iter().flatten().enumerate().map(|(k, w)| (&w.cluster, format!("split[{k}].cluster")));
+        let mirror = route.mirror.iter().map(|m| (&m.cluster, "mirror.cluster".to_string()));
+        for (name, field) in named.chain(split).chain(mirror).filter(|(name, _)| is_tcp(name)) {
+            problems.push(Problem::new(
+                format!("{at}.routes[{j}].{field}"),
+                format!("cluster '{name}' carries opaque TCP (protocol: tcp); HTTP routes send to http1 or http2 clusters"),
+            ));
+        }
+    }
+}
+
+/// A connection carried as opaque TCP has a peer identity and nothing else to authorize by.
+fn check_authorization(listener: &config::Listener, at: &str, problems: &mut Vec<Problem>) {
+    for (i, policy) in listener.authorization.iter().enumerate() {
+        for (j, rule) in policy.rules.iter().enumerate() {
+            let http_fields = [
+                (rule.paths.is_some(), "paths"),
+                (rule.methods.is_some(), "methods"),
+                (!rule.headers.is_empty(), "headers"),
+                (rule.not_paths.is_some(), "not_paths"),
+                (rule.not_methods.is_some(), "not_methods"),
+                (!rule.not_headers.is_empty(), "not_headers"),
+            ];
+            for (_, field) in http_fields.iter().filter(|(given, _)| *given) {
+                problems.push(Problem::new(
+                    format!("{at}.authorization[{i}].rules[{j}].{field}"),
+                    "this listener carries opaque TCP connections, which have no HTTP fields; authorize them by identities or namespaces",
+                ));
+            }
+        }
+    }
+}
