@@ -18,6 +18,7 @@ from .section import HeaderMatches, Methods, Weight, _by_key, _empty, _no_case_d
 from .defaults import default_duration
 from .retry import RetryPolicy
 from .route_rules import Authority, DirectResponse, Fault, Mirror, RateLimit, Redirect, RegexRewrite
+from .tunnel import Port, check_connect_match
 
 # Where a route's requests go: exactly one of these.
 _DESTINATIONS = ("cluster", "split", "redirect", "direct_response")
@@ -33,12 +34,18 @@ class RouteMatch(_Section):
     path_regex: str | None = None
     headers: HeaderMatches = _empty(dict)
     method: Methods = None
+    connect: bool = False
+    """Matches CONNECT requests (tunnels of HTTPS_PROXY clients), and only those: a route without
+    it never matches one, and a CONNECT no route matches is answered 403."""
+    ports: list[Port] | None = None
+    """The port of the request's authority (a CONNECT's host:port) is one of these."""
 
     @model_validator(mode="after")
     def _one_path_condition(self) -> RouteMatch:
         if (self.path is None) + (self.path_prefix is None) + (self.path_regex is None) < 2:
             given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
             raise invalid(f"at most one of path, path_prefix, path_regex may be set; found {', '.join(given)}")
+        check_connect_match(self)
         return self
 
 

@@ -32,6 +32,8 @@ pub enum ProxyError {
     RateLimited { retry_after: u64 },
     /// The route's fault injection aborted the request with this status.
     FaultInjected { status: StatusCode },
+    /// A CONNECT to a destination no route allows.
+    ConnectDenied { authority: String },
 }
 
 // === impl ProxyError ===
@@ -49,6 +51,7 @@ impl ProxyError {
             ProxyError::Overflow { .. } => Reason::Overflow,
             ProxyError::RateLimited { .. } => Reason::RateLimited,
             ProxyError::FaultInjected { .. } => Reason::FaultInjected,
+            ProxyError::ConnectDenied { .. } => Reason::ConnectDenied,
         }
     }
 
@@ -95,6 +98,7 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::RateLimited { retry_after } => write!(f, "rate limited; retry after {retry_after}s"),
             ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
+            ProxyError::ConnectDenied { authority } => write!(f, "no route allows a CONNECT to '{authority}'"),
         }
     }
 }

@@ -34,6 +34,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     TE,
 ];
 const CONNECTION_BIT: u16 = 1;
+const UPGRADE_BIT: u16 = 1 << 7;
 const TE_BIT: u16 = 1 << 8;
 const HOP_BY_HOP_BITS: u16 = (1 << 9) - 1;
 const PEER_IDENTITY_BIT: u16 = 1 << 9;
@@ -52,7 +53,7 @@ fn name_bit(name: &HeaderName) -> u16 {
         "proxy-authorization" => 1 << 4,
         "trailer" => 1 << 5,
         "transfer-encoding" => 1 << 6,
-        "upgrade" => 1 << 7,
+        "upgrade" => UPGRADE_BIT,
         "te" => TE_BIT,
         "x-meshproxy-peer-identity" => PEER_IDENTITY_BIT,
         "expect" => EXPECT_BIT,
@@ -74,6 +75,11 @@ impl Present {
 
     fn has(self, bit: u16) -> bool {
         self.0 & bit != 0
+    }
+
+    /// Whether the message carries `Upgrade` (see `upgrade`).
+    pub fn upgrade(self) -> bool {
+        self.has(UPGRADE_BIT)
     }
 }
 

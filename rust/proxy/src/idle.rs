@@ -39,6 +39,10 @@ impl<I> IdleTimeout<I> {
         IdleTimeout { io, tick, timer: Box::pin(tokio::time::sleep(tick)), moved: false, quiet_ticks: 0, registered: false }
     }
 
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
     /// Called when `io` has nothing to do: pending until the connection has been quiet for
     /// the timeout, then the error that ends it. The timer is polled (which registers the
     /// task's waker with it) once per tick; in between, a look at whether it has fired costs

@@ -6,7 +6,8 @@
 //! answer it itself (`direct`), `rewrite` changes what goes upstream and `mirror` copies it.
 //! `health` checks endpoints and `outlier` ejects the failing ones. Each request is an
 //! `observe::Observation`, recorded into the telemetry when its response body ends (`body`).
-//! `workers` are the threads it all runs on.
+//! Upgrades (WebSocket) and CONNECT become tunnels of bytes once agreed (`upgrade`,
+//! `connect`). `workers` are the threads it all runs on.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ mod breakers;
 mod budget;
 pub mod busy_poll;
 pub mod cluster;
+mod connect;
 pub mod direct;
 pub mod endpoint;
 mod error;
@@ -39,4 +41,5 @@ pub mod rewrite;
 pub mod route;
 pub mod rules;
 mod snapshot;
+mod upgrade;
 pub mod workers;

@@ -181,7 +181,8 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), request));
-    let connection = server.serve_connection(TokioIo::new(io), service);
+    // With upgrades: an upgrade or CONNECT hands the connection's bytes to its tunnel.
+    let connection = server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -216,7 +217,9 @@ pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Buil
         .max_concurrent_streams(limits.max_concurrent_streams)
         // Rapid-reset defence (CVE-2023-44487): streams reset before the proxy saw them.
         .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
+        .max_local_error_reset_streams(Some(1024))
+        // RFC 8441: WebSocket over HTTP/2 (extended CONNECT), from clients and peer sidecars.
+        .enable_connect_protocol();
     match protocol {
         ListenerProtocol::Auto => builder,
         ListenerProtocol::Http1 => builder.http1_only(),

@@ -17,12 +17,14 @@ pub enum Reason {
     Overflow,
     RateLimited,
     FaultInjected,
+    /// A `CONNECT` no route allows (its host or port).
+    ConnectDenied,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -33,6 +35,7 @@ impl Reason {
         Reason::Overflow,
         Reason::RateLimited,
         Reason::FaultInjected,
+        Reason::ConnectDenied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Reason {
             Reason::Overflow => "overflow",
             Reason::RateLimited => "rate_limited",
             Reason::FaultInjected => "fault_injected",
+            Reason::ConnectDenied => "connect_denied",
         }
     }
 
@@ -57,7 +61,7 @@ impl Reason {
             Reason::NoHealthyEndpoint | Reason::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Reason::Denied => StatusCode::FORBIDDEN,
+            Reason::Denied | Reason::ConnectDenied => StatusCode::FORBIDDEN,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             // The usual one; an abort answers the status its route sets (`ProxyError::into_response`).
             Reason::FaultInjected => StatusCode::SERVICE_UNAVAILABLE,

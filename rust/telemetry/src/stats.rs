@@ -21,6 +21,9 @@ pub struct ListenerStats {
     pub connections_active: Counter,
     pub requests_total: Counter,
     pub responses: ByClass,
+    /// Upgrades (WebSocket) tunnelled once the upstream agreed, and CONNECT tunnels opened.
+    pub upgrades_total: Counter,
+    pub connects_total: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +48,8 @@ pub struct ClusterStats {
     pub retry_overflow_total: Counter,
     /// Requests answered 503 `overflow`: over a circuit breaker's limit.
     pub overflow_total: Counter,
+    /// Tunnels (upgrades and CONNECT) opened to an endpoint of the cluster.
+    pub tunnels_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -147,6 +152,8 @@ impl Stats {
                     "connections_active": s.connections_active.get(),
                     "requests_total": s.requests_total.get(),
                     "responses": s.responses.json(),
+                    "upgrades_total": s.upgrades_total.get(),
+                    "connects_total": s.connects_total.get(),
                 }))
             })
             .collect();
@@ -169,6 +176,7 @@ impl Stats {
                     "retry_budget_exhausted_total": s.retry_budget_exhausted_total.get(),
                     "retry_overflow_total": s.retry_overflow_total.get(),
                     "overflow_total": s.overflow_total.get(),
+                    "tunnels_total": s.tunnels_total.get(),
                 }))
             })
             .collect();

@@ -217,7 +217,7 @@ fn compile_match(m: &config::RouteMatch, route_at: &str, problems: &mut Vec<Prob
             .collect()
     });
     let host = m.host.as_deref().map_or(HostMatch::Any, HostMatch::parse);
-    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods })
+    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods, connect: m.connect, ports: m.ports.clone() })
 }
 
 fn compile_edits(edits: &config::HeaderEdits, route_at: &str, key: &str, problems: &mut Vec<Problem>) -> HeaderEdits {
