@@ -109,12 +109,16 @@ def _listeners(listeners: Mapping[str, Any]) -> Iterator[Metric]:
                               labels=["listener", "direction"])
     total = CounterMetricFamily("meshproxy_connections", "Client connections accepted by a listener.",
                                 labels=["listener", "direction"])
+    tunnels = CounterMetricFamily("meshproxy_tunnels", "Tunnels a listener opened: upgrades (WebSocket) the "
+                                  "upstream agreed to, and CONNECT tunnels.", labels=["listener", "direction", "kind"])
     for name, listener in listeners.items():
         # A listener no longer configured has no direction; its counts stay, labelled "".
         labels = [name, listener.get("direction", "")]
         open_.add_metric(labels, listener["connections_active"])
         total.add_metric(labels, listener["connections_total"])
-    yield from (open_, total)
+        tunnels.add_metric([*labels, "upgrade"], listener["upgrades_total"])
+        tunnels.add_metric([*labels, "connect"], listener["connects_total"])
+    yield from (open_, total, tunnels)
 
 
 def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
@@ -148,6 +152,8 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                                  "circuit breakers' max_retries were in progress.")
     overflow = per_cluster("meshproxy_upstream_overflow", "Requests answered 503 overflow: over a limit of the "
                            "cluster's circuit breakers.")
+    tunnels = per_cluster("meshproxy_upstream_tunnels", "Tunnels (upgrades and CONNECT) opened to an endpoint of "
+                          "the cluster.")
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -164,12 +170,13 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         budget_exhausted.add_metric([name], cluster["retry_budget_exhausted_total"])
         retry_overflow.add_metric([name], cluster["retry_overflow_total"])
         overflow.add_metric([name], cluster["overflow_total"])
+        tunnels.add_metric([name], cluster["tunnels_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
     yield from (sent, connect_failures, timeouts, failures, responses, updates, check_failures, ejections, healthy,
-                ejected, retries, budget_exhausted, retry_overflow, overflow, connections)
+                ejected, retries, budget_exhausted, retry_overflow, overflow, tunnels, connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

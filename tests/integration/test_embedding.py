@@ -374,7 +374,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
 
     assert set(stats["listeners"]) == {"outbound"}
     listener = stats["listeners"]["outbound"]
-    assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses", "direction"}
+    assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses", "direction",
+                             "upgrades_total", "connects_total"}
     assert listener["direction"] == "outbound"
     assert set(listener["responses"]) == responses
     assert listener["requests_total"] == 1
@@ -385,14 +386,15 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(app) == {"connect_failures_total", "responses", "timeouts_total", "upstream_failures_total",
                         "upstream_requests_total", "endpoint_updates_total", "health_check_failures_total",
                         "ejections_total", "pool", "endpoints", "retries_total",
-                        "retry_budget_exhausted_total", "retry_overflow_total", "overflow_total"}
+                        "retry_budget_exhausted_total", "retry_overflow_total", "overflow_total", "tunnels_total"}
     assert set(app["pool"]) == {"idle_http1", "http2_connections"}
     assert app["endpoints"] == {"healthy": 1, "unhealthy": 0, "ejected": 0}
     assert set(app["responses"]) == responses
     assert app["upstream_requests_total"] == 1
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
-                                    "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected"}
+                                    "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected",
+                                    "connect_denied"}
     # Only routes and listeners with rules count there.
     assert stats["route_rules"] == []
     assert set(stats["tls"]) == {"inbound", "outbound"}

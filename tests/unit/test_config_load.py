@@ -70,6 +70,8 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
             "path_regex": None,
             "headers": {"x-channel": {"exact": "beta"}},
             "method": None,
+            "connect": False,
+            "ports": None,
         },
         "cluster": "orders-v2",
         "split": None,
