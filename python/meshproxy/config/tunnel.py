@@ -13,9 +13,7 @@ from .messages import invalid
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class _ConnectMatch(Protocol):
-    @property
-    def connect(self) -> bool: ...
+class _PathMatch(Protocol):
     @property
     def path(self) -> str | None: ...
     @property
@@ -24,7 +22,8 @@ class _ConnectMatch(Protocol):
     def path_regex(self) -> str | None: ...
 
 
-def check_connect_match(match: _ConnectMatch) -> None:
-    """A CONNECT has no path: a connect match with a path condition would match nothing."""
-    if match.connect and (match.path, match.path_prefix, match.path_regex) != (None, None, None):
+def check_connect_match(match: _PathMatch) -> None:
+    """A CONNECT has no path: a connect match with a path condition would match nothing. (The
+    control plane's Route match shares the rule that calls this, without `connect`.)"""
+    if getattr(match, "connect", False) and (match.path, match.path_prefix, match.path_regex) != (None, None, None):
         raise invalid("a CONNECT has no path: give host and ports with connect, not a path condition")
