@@ -24,6 +24,7 @@ from meshproxy import Proxy
 from processes import free_address
 from upstreams import accepts_connections, wait_until
 from websocket_app import CannedApp, EchoApp, client_frame, close_frame, server_frame, settings_of
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as websocket_connect
 
 
@@ -75,6 +76,21 @@ def test_a_websocket_session_goes_both_ways_and_its_close_reaches_the_app(
     (line,) = access_lines(log)
     assert (line["status"], line["method"], line["path"]) == (101, "GET", "/room/1")
     assert line["bytes_in"] > 0 and line["bytes_out"] > 0, line
+
+
+def test_a_quiet_tunnel_is_closed_after_the_listeners_idle_timeout(echo: EchoApp) -> None:
+    config = websocket_config(echo.address)
+    config["listeners"][0]["idle_timeout"] = "300ms"
+    with Proxy(config) as proxy:
+        host, port = proxy.address("outbound").rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        with websocket_connect("ws://chat.local/quiet", sock=sock, open_timeout=10, ping_interval=None) as session:
+            session.send("one")
+            assert session.recv(timeout=10) == "echo: one"
+            # Then nothing either way: the proxy closes both sides, the app sees no close frame.
+            with pytest.raises(ConnectionClosed):
+                session.recv(timeout=30)
+        wait_until(lambda: echo.closes == [1006], what="the app to see the tunnel closed")
 
 
 def test_an_rfc_8441_client_over_http2_reaches_an_http1_app(echo: EchoApp) -> None:

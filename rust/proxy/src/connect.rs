@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use http::{Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
 
 use crate::body::Body;
 use crate::cluster::Cluster;
@@ -17,11 +16,14 @@ use crate::error::ProxyError;
 use crate::observe::Observation;
 use crate::observed::Upstream;
 use crate::pool::{self, Connection, Dial};
-use crate::upgrade::{Forwarded, Splice};
+use crate::upgrade::{Forwarded, Splice, Tunnel};
 
 /// Opens the tunnel's TCP connection to an endpoint of the cluster (plain: the client's own
 /// TLS goes through it), within the cluster's connect timeout, and answers the client `200`.
-pub async fn open(cluster: &Cluster, downstream: OnUpgrade, idle_timeout: Option<Duration>, observation: &mut Observation) -> Result<Forwarded, ProxyError> {
+pub async fn open(cluster: &Cluster, tunnel: Box<Tunnel>, idle_timeout: Option<Duration>, observation: &mut Observation) -> Result<Forwarded, ProxyError> {
+    let Tunnel::Connect { downstream } = *tunnel else {
+        return Err(ProxyError::BadRequest("not a CONNECT"));
+    };
     let members = cluster.members();
     let endpoint = members.pick_for(None, None).ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
     observation.note_upstream(&endpoint.address);

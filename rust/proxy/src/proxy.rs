@@ -72,7 +72,7 @@ async fn proxy(
     // The headers the proxy removes, if any, found in one pass.
     let present = Present::scan(&parts.headers);
     // Upgrades and CONNECT: a bit of the scan and the method say whether to look further.
-    let tunnel = if present.upgrade() || parts.method == Method::CONNECT { Tunnel::requested(&mut parts, present) } else { None };
+    let mut tunnel = if present.upgrade() || parts.method == Method::CONNECT { Tunnel::requested(&mut parts, present) } else { None };
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
@@ -137,10 +137,10 @@ async fn proxy(
     if let Some(fault) = &route.rules.fault {
         fault.apply(&parts.headers).await?;
     }
-    let tunnel = match tunnel.map(|tunnel| *tunnel) {
-        Some(Tunnel::Connect { downstream }) => return connect::open(&cluster, downstream, listener.idle_timeout, observation).await,
-        other => other,
-    };
+    // A tunnel's future is boxed: inline, its size would be every request's.
+    if let Some(tunnel) = tunnel.take_if(|tunnel| tunnel.is_connect()) {
+        return Box::pin(connect::open(&cluster, tunnel, listener.idle_timeout, observation)).await;
+    }
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Without a rewrite the target is reused as parsed (a reference-counted clone).
@@ -197,8 +197,8 @@ async fn proxy(
             };
         }
     }
-    if let Some(Tunnel::Upgrade { protocol, client, downstream }) = tunnel {
-        return upgrade::forward(route, &cluster, upstream, (protocol, client, downstream), listener.idle_timeout, observation).await;
+    if let Some(tunnel) = tunnel {
+        return Box::pin(upgrade::forward(route, &cluster, upstream, tunnel, listener.idle_timeout, observation)).await;
     }
     // Fire and forget: the copy runs as a task of its own.
     if let Some(mirror) = mirrored {

@@ -125,10 +125,13 @@ pub async fn forward(
     route: &Route,
     cluster: &Cluster,
     request: Request<Body>,
-    (protocol, client, downstream): (HeaderValue, Version, OnUpgrade),
+    tunnel: Box<Tunnel>,
     idle_timeout: Option<Duration>,
     observation: &mut Observation,
 ) -> Result<Forwarded, ProxyError> {
+    let Tunnel::Upgrade { protocol, client, downstream } = *tunnel else {
+        return Err(ProxyError::BadRequest("not an upgrade"));
+    };
     let asked = ask(cluster, request, protocol, client, downstream, idle_timeout, observation);
     let (mut response, upstream, splice) = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, asked).await.map_err(|_| {
