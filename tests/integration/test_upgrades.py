@@ -93,8 +93,9 @@ def test_a_quiet_tunnel_is_closed_after_the_listeners_idle_timeout(echo: EchoApp
         wait_until(lambda: echo.closes == [1006], what="the app to see the tunnel closed")
 
 
-def test_an_rfc_8441_client_over_http2_reaches_an_http1_app(echo: EchoApp) -> None:
-    with Proxy(websocket_config(echo.address, "auto")) as proxy:
+@pytest.mark.parametrize("listener", ["auto", "http2"])
+def test_an_rfc_8441_client_over_http2_reaches_an_http1_app(echo: EchoApp, listener: str) -> None:
+    with Proxy(websocket_config(echo.address, listener)) as proxy:
         host, port = proxy.address("outbound").rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

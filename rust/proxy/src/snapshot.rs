@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::server::conn::auto;
 use meshproxy_config::{self as config, Direction};
 use meshproxy_telemetry::live::Live;
 use meshproxy_telemetry::stats::{ListenerStats, Stats};
@@ -18,7 +17,6 @@ use meshproxy_tls::inbound::InboundTls;
 
 use crate::authz::Authorization;
 use crate::cluster::Cluster;
-use crate::executor::BoxingExecutor;
 use crate::rate_limit::RateLimiter;
 use crate::route::RouteTable;
 
@@ -47,7 +45,7 @@ pub struct ListenerSnapshot {
     pub name: Arc<str>,
     pub direction: Direction,
     pub routes: RouteTable,
-    pub server: Arc<auto::Builder<BoxingExecutor>>,
+    pub server: Arc<crate::listener::HttpServer>,
     pub tls: Arc<InboundTls>,
     /// A connection that moves no byte for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
