@@ -18,6 +18,17 @@ from websocket_app import EchoApp
 from websockets.sync.client import connect as websocket_connect
 
 
+# The WebSocket is a GET, whichever protocol carries it: on the hop it is an extended CONNECT, and
+# the chat sidecar authorizes it as the GET it stands for.
+POLICY = """\
+kind: AccessPolicy
+service: chat
+namespace: shop
+rules:
+  - {name: frontend-gets, action: allow, services: [frontend], methods: [GET]}
+"""
+
+
 @pytest.fixture(scope="module")
 def chat_app() -> Iterator[EchoApp]:
     app = EchoApp()
@@ -29,7 +40,7 @@ def chat_app() -> Iterator[EchoApp]:
 def mesh(tmp_path_factory: pytest.TempPathFactory, chat_app: EchoApp) -> Iterator[LocalMesh]:
     folder = tmp_path_factory.mktemp("mesh")
     with LocalMesh(folder) as mesh:
-        mesh.apply(documents(service("frontend", "shop", calls=["chat"]), service("chat", "shop", calls=[])))
+        mesh.apply(documents(service("frontend", "shop", calls=["chat"]), service("chat", "shop", calls=[]), POLICY))
         (frontend_app := EchoApp())  # the frontend's own app is not called; any address does
         try:
             mesh.sidecar("frontend", namespace="shop", app=frontend_app.address)

@@ -81,7 +81,13 @@ impl Tunnel {
         let asked = asked(parts, present)?;
         let downstream = parts.extensions.remove::<OnUpgrade>()?;
         Some(Box::new(match asked {
-            Some(protocol) => Tunnel::Upgrade { protocol, client: parts.version, downstream },
+            Some(protocol) => {
+                // An RFC 8441 request is routed and authorized as the GET it stands for (as
+                // Envoy does): a policy allowing GET to a path allows its WebSocket over either
+                // protocol, and over the hop between sidecars.
+                parts.method = Method::GET;
+                Tunnel::Upgrade { protocol, client: parts.version, downstream }
+            }
             None => Tunnel::Connect { downstream },
         }))
     }
@@ -163,9 +169,6 @@ async fn ask(
 ) -> Result<Forwarded, ProxyError> {
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
-            if *request.method() == Method::CONNECT {
-                *request.method_mut() = Method::GET;
-            }
             let headers = request.headers_mut();
             headers.insert(UPGRADE, protocol.clone());
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
