@@ -11,7 +11,7 @@ MATURIN   := $(VENV)/bin/maturin
 # Real clients the integration tests drive the proxy with, nginx as an h2c upstream, a
 # Prometheus server that scrapes the sidecar's /metrics, and dnsmasq as the DNS server that
 # endpoint discovery resolves names with.
-APT_PACKAGES := curl nghttp2-client nginx prometheus dnsmasq strace
+APT_PACKAGES := curl nghttp2-client nginx prometheus dnsmasq strace openssl
 # locust lives in its own virtualenv: it brings gevent and a pytest plugin the tests must not see.
 LOADTEST_VENV     := .venv-loadtest
 LOADTEST_USERS    ?= 50

@@ -19,7 +19,7 @@ use crate::idle::IdleTimeout;
 use meshproxy_tls::inbound::Accepted;
 use meshproxy_tls::sessions;
 use crate::proxy;
-pub use crate::snapshot::{ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
+pub use crate::snapshot::{HttpServer, ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
 use crate::workers::{self, WorkerHandles, Workers};
 
 /// A bound, accepting listener as the engine tracks it.
@@ -207,17 +207,6 @@ async fn serve_http<I>(
 /// Resolves once the listener is told to stop (or its engine is gone).
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
-}
-
-/// The HTTP server of a listener. hyper-util's `auto` server serves upgrades only after reading
-/// the protocol from the connection's first bytes (its `http1_only` does nothing then), so an
-/// HTTP/1.1 listener has hyper's own HTTP/1.1 server, which serves upgrades too; HTTP/2's
-/// extended CONNECT needs nothing of the connection.
-#[derive(Debug)]
-pub enum HttpServer {
-    Auto(auto::Builder<BoxingExecutor>),
-    Http1(http1::Builder),
-    Http2(auto::Builder<BoxingExecutor>),
 }
 
 /// The HTTP/1.1 settings, on hyper's server or on the `auto` one's HTTP/1.1 side (two types

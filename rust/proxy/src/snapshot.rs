@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper_util::server::conn::auto;
 use meshproxy_config::{self as config, Direction};
 use meshproxy_telemetry::live::Live;
 use meshproxy_telemetry::stats::{ListenerStats, Stats};
@@ -17,6 +18,7 @@ use meshproxy_tls::inbound::InboundTls;
 
 use crate::authz::Authorization;
 use crate::cluster::Cluster;
+use crate::executor::BoxingExecutor;
 use crate::rate_limit::RateLimiter;
 use crate::route::RouteTable;
 
@@ -45,7 +47,7 @@ pub struct ListenerSnapshot {
     pub name: Arc<str>,
     pub direction: Direction,
     pub routes: RouteTable,
-    pub server: Arc<crate::listener::HttpServer>,
+    pub server: Arc<HttpServer>,
     pub tls: Arc<InboundTls>,
     /// A connection that moves no byte for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -57,6 +59,17 @@ pub struct ListenerSnapshot {
     pub unrouted: Arc<TrafficStats>,
     /// The access log and tracing of the config this snapshot belongs to.
     pub telemetry: Arc<Telemetry>,
+}
+
+/// The HTTP server of a listener. hyper-util's `auto` server serves upgrades only after reading
+/// the protocol from the connection's first bytes (its `http1_only` does nothing then), so an
+/// HTTP/1.1 listener has hyper's own HTTP/1.1 server, which serves upgrades too; HTTP/2's
+/// extended CONNECT needs nothing of the connection.
+#[derive(Debug)]
+pub enum HttpServer {
+    Auto(auto::Builder<BoxingExecutor>),
+    Http1(hyper::server::conn::http1::Builder),
+    Http2(auto::Builder<BoxingExecutor>),
 }
 
 /// Shared by the accept loop and every connection of one bound socket.
