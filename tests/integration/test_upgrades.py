@@ -19,10 +19,10 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
-from conftest import Upstream, one_route_config
+from conftest import closed_port_address, one_route_config
 from meshproxy import Proxy
 from processes import free_address
-from upstreams import accepts_connections, wait_until
+from upstreams import Upstream, accepts_connections, wait_until
 from websocket_app import CannedApp, EchoApp, client_frame, close_frame, server_frame, settings_of
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as websocket_connect
@@ -244,3 +244,15 @@ def test_curl_through_https_proxy_reaches_an_allowed_tls_server_and_not_another_
     assert stats["listeners"]["outbound"]["connects_total"] == 1
     assert stats["errors"]["connect_denied"] == 1
     assert stats["clusters"]["tls-server"]["tunnels_total"] == 1
+
+
+def test_a_connect_whose_destination_refuses_is_a_bad_gateway() -> None:
+    closed = closed_port_address()
+    port = closed.rsplit(":", 1)[1]
+    config = one_route_config({"name": "gone", "endpoints": [{"address": closed}]},
+                              routes=[{"match": {"connect": True, "ports": [int(port)]}, "cluster": "gone"}])
+    with Proxy(config) as proxy:
+        answer = raw_exchange(proxy.address("outbound"), f"CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 502 "), answer
+        assert b"x-meshproxy-error: connect_failure" in answer
+        assert proxy.stats()["listeners"]["outbound"]["connects_total"] == 0
