@@ -11,8 +11,9 @@ MATURIN   := $(VENV)/bin/maturin
 # Real clients the integration tests drive the proxy with, nginx as an h2c upstream, a
 # Prometheus server that scrapes the sidecar's /metrics, and dnsmasq as the DNS server that
 # endpoint discovery resolves names with; iptables, nftables and iproute2 (network namespaces)
-# for transparent capture; redis-server and redis-cli as a real TCP peer.
-APT_PACKAGES := curl nghttp2-client nginx prometheus dnsmasq strace iptables nftables iproute2 redis-server redis-tools
+# for transparent capture; redis-server and redis-cli as a real TCP peer; openssl s_server
+# as the TLS server of CONNECT tunnels.
+APT_PACKAGES := curl nghttp2-client nginx prometheus dnsmasq strace iptables nftables iproute2 redis-server redis-tools openssl
 # locust lives in its own virtualenv: it brings gevent and a pytest plugin the tests must not see.
 LOADTEST_VENV     := .venv-loadtest
 LOADTEST_USERS    ?= 50

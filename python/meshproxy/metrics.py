@@ -122,6 +122,8 @@ def _listeners(listeners: Mapping[str, Any]) -> Iterator[Metric]:
                                        "connections (tcp listeners, tcp_fallback).", labels=["listener", "direction"])
     tcp_sent = CounterMetricFamily("meshproxy_tcp_sent_bytes", "Bytes written to clients on opaque TCP "
                                    "connections.", labels=["listener", "direction"])
+    tunnels = CounterMetricFamily("meshproxy_tunnels", "Tunnels a listener opened: upgrades (WebSocket) the "
+                                  "upstream agreed to, and CONNECT tunnels.", labels=["listener", "direction", "kind"])
     for name, listener in listeners.items():
         # A listener no longer configured has no direction; its counts stay, labelled "".
         labels = [name, listener.get("direction", "")]
@@ -129,7 +131,9 @@ def _listeners(listeners: Mapping[str, Any]) -> Iterator[Metric]:
         total.add_metric(labels, listener["connections_total"])
         tcp_received.add_metric(labels, listener["tcp_bytes_received_total"])
         tcp_sent.add_metric(labels, listener["tcp_bytes_sent_total"])
-    yield from (open_, total, tcp_received, tcp_sent)
+        tunnels.add_metric([*labels, "upgrade"], listener["upgrades_total"])
+        tunnels.add_metric([*labels, "connect"], listener["connects_total"])
+    yield from (open_, total, tcp_received, tcp_sent, tunnels)
 
 
 def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
@@ -169,6 +173,8 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
                            "opaque TCP connections.")
     tcp_received = per_cluster("meshproxy_upstream_tcp_received_bytes", "Bytes read from the cluster's endpoints "
                                "on opaque TCP connections.")
+    tunnels = per_cluster("meshproxy_upstream_tunnels", "Tunnels (upgrades and CONNECT) opened to an endpoint of "
+                          "the cluster.")
     connections = GaugeMetricFamily("meshproxy_upstream_connections", "Pooled upstream connections: idle HTTP/1.1 "
                                     "ones and open HTTP/2 ones.", labels=["cluster", "protocol", "state"])
     for name, cluster in clusters.items():
@@ -188,13 +194,14 @@ def _clusters(clusters: Mapping[str, Any]) -> Iterator[Metric]:
         tcp_connections.add_metric([name], cluster["tcp_connections_total"])
         tcp_sent.add_metric([name], cluster["tcp_bytes_sent_total"])
         tcp_received.add_metric([name], cluster["tcp_bytes_received_total"])
+        tunnels.add_metric([name], cluster["tunnels_total"])
         for status_class, count in cluster["responses"].items():
             responses.add_metric([name, status_class], count)
         connections.add_metric([name, "http1", "idle"], cluster["pool"]["idle_http1"])
         connections.add_metric([name, "http2", "open"], cluster["pool"]["http2_connections"])
     yield from (sent, connect_failures, timeouts, failures, responses, updates, check_failures, ejections, healthy,
                 ejected, retries, budget_exhausted, retry_overflow, overflow, tcp_connections, tcp_sent, tcp_received,
-                connections)
+                tunnels, connections)
 
 
 def _tls(tls: Mapping[str, Any]) -> Iterator[Metric]:

@@ -128,3 +128,27 @@ def test_clients_of_one_service_share_what_they_get_alike(snapshots: Snapshots) 
     shared = [a.resource is b.resource for a, b in zip(snapshots.resources(one, CLUSTER),
                                                         snapshots.resources(other, CLUSTER), strict=True)]
     assert shared == [False, True, True, True]  # its own app cluster, then the peer clusters
+
+
+def test_websocket_is_on_for_every_http_connection_manager_and_peer_cluster(snapshots: Snapshots) -> None:
+    """Stock Envoy clients carry a WebSocket as a meshproxy sidecar does, unasked: upgrades on both
+    listeners, RFC 8441 extended CONNECT accepted over HTTP/2 and sent to peers."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+    client = Client(ORDERS)
+    for item in snapshots.resources(client, LISTENER):
+        listener = listener_pb2.Listener.FromString(item.resource.value)
+        manager = hcm_pb2.HttpConnectionManager()
+        listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+        assert [u.upgrade_type for u in manager.upgrade_configs] == ["websocket"], listener.name
+        assert manager.http2_protocol_options.allow_connect, listener.name
+    peers = [cluster_pb2.Cluster.FromString(item.resource.value) for item in snapshots.resources(client, CLUSTER)]
+    peers = [c for c in peers if c.name.startswith("outbound_")]
+    assert peers
+    for cluster in peers:
+        options = http_protocol_options_pb2.HttpProtocolOptions()
+        cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(options)
+        assert options.explicit_http_config.http2_protocol_options.allow_connect, cluster.name

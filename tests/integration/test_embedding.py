@@ -375,7 +375,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert set(stats["listeners"]) == {"outbound"}
     listener = stats["listeners"]["outbound"]
     assert set(listener) == {"connections_active", "connections_total", "requests_total", "responses", "direction",
-                             "tcp_bytes_received_total", "tcp_bytes_sent_total"}
+                             "tcp_bytes_received_total", "tcp_bytes_sent_total",
+                             "upgrades_total", "connects_total"}
     assert listener["direction"] == "outbound"
     assert set(listener["responses"]) == responses
     assert listener["requests_total"] == 1
@@ -387,7 +388,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
                         "upstream_requests_total", "endpoint_updates_total", "health_check_failures_total",
                         "ejections_total", "pool", "endpoints", "retries_total",
                         "retry_budget_exhausted_total", "retry_overflow_total", "overflow_total",
-                        "tcp_connections_total", "tcp_bytes_sent_total", "tcp_bytes_received_total"}
+                        "tcp_connections_total", "tcp_bytes_sent_total", "tcp_bytes_received_total",
+                        "tunnels_total"}
     assert set(app["pool"]) == {"idle_http1", "http2_connections"}
     assert app["endpoints"] == {"healthy": 1, "unhealthy": 0, "ejected": 0}
     assert set(app["responses"]) == responses
@@ -395,7 +397,7 @@ def test_stats_shape(upstreams: Upstreams) -> None:
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
                                     "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected",
-                                    "unsupported_transfer_coding"}
+                                    "unsupported_transfer_coding", "connect_denied"}
     # Only routes and listeners with rules count there.
     assert stats["route_rules"] == []
     assert set(stats["tls"]) == {"inbound", "outbound"}

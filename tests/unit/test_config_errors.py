@@ -81,7 +81,7 @@ def test_missing_key_points_at_the_parent_mapping() -> None:
 def test_unknown_key_in_nested_section_lists_that_sections_keys() -> None:
     assert _errors(HEAD + "    routes:\n      - match: {prefix: /}\n        cluster: c\nclusters: [{name: c}]\n") == [
         "c.yaml:5: listeners[0].routes[0].match.prefix: unknown key 'prefix'; "
-        "valid keys: host, path, path_prefix, path_regex, headers, method, original_destination"
+        "valid keys: host, path, path_prefix, path_regex, headers, method, original_destination, connect, ports"
     ]
     assert _errors(HEAD + "    routes: [{cluster: c, match_: {}}]\nclusters: [{name: c}]\n") == [
         "c.yaml:4: listeners[0].routes[0].match_: unknown key 'match_'; valid keys: "

@@ -71,6 +71,8 @@ def test_readme_engine_document_is_complete_and_normalized() -> None:
             "headers": {"x-channel": {"exact": "beta"}},
             "method": None,
             "original_destination": None,
+            "connect": False,
+            "ports": None,
         },
         "cluster": "orders-v2",
         "split": None,

@@ -83,7 +83,10 @@ def manager(route_config: str, http_filters: list[hcm_pb2.HttpFilter] = ()) -> l
         stat_prefix=route_config, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(route_config_name=route_config, config_source=ads()),
         http_filters=[*http_filters, hcm_pb2.HttpFilter(name="envoy.filters.http.router",
-                                                        typed_config=packed(router_pb2.Router()))])
+                                                        typed_config=packed(router_pb2.Router()))],
+        # What the control plane sends for WebSocket; the sidecar tunnels upgrades unasked.
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(allow_connect=True))
     return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                           typed_config=packed(config))
 

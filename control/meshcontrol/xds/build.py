@@ -82,7 +82,7 @@ def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=names.INBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.INBOUND),
-        http_filters=[*rbac_filters(policy, trust_domain), *inbound_rate_limit(rate_limit), _router()])
+        http_filters=[*rbac_filters(policy, trust_domain), *inbound_rate_limit(rate_limit), _router()], **_upgrades())
     http = listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                           typed_config=packed(manager))
     tls = tls_pb2.DownstreamTlsContext(
@@ -114,11 +114,19 @@ def outbound_listener(address: str, route_filters: Collection[str] = ()) -> list
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=names.OUTBOUND, codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ADS, route_config_name=names.OUTBOUND),
-        http_filters=[*listener_filters(set(route_filters)), _router()])
+        http_filters=[*listener_filters(set(route_filters)), _router()], **_upgrades())
     return listener_pb2.Listener(
         name=names.OUTBOUND, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
         filter_chains=[listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
             name="envoy.filters.network.http_connection_manager", typed_config=packed(manager))])])
+
+
+def _upgrades() -> dict[str, Any]:
+    """WebSocket as the meshproxy sidecar carries it with no setting: HTTP/1.1 upgrades tunnelled,
+    and RFC 8441 extended CONNECT accepted over HTTP/2 (from peers, whose clusters send it, and
+    from apps)."""
+    return {"upgrade_configs": [hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
+            "http2_protocol_options": protocol_pb2.Http2ProtocolOptions(allow_connect=True)}
 
 
 def _router() -> hcm_pb2.HttpFilter:
@@ -164,7 +172,7 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
                                              grpc=(service, namespace) in grpc)])
             manager = hcm_pb2.HttpConnectionManager(
                 stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=config,
-                http_filters=[*listener_filters(set(route_filters)), _router()])
+                http_filters=[*listener_filters(set(route_filters)), _router()], **_upgrades())
             match = listener_components_pb2.FilterChainMatch(
                 destination_port=wrappers_pb2.UInt32Value(value=port),
                 prefix_ranges=[address_pb2.CidrRange(address_prefix=host, prefix_len=wrappers_pb2.UInt32Value(
@@ -180,7 +188,7 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
             route=route_components_pb2.RouteAction(cluster=names.PASSTHROUGH, timeout=_ms(DEFAULT_TIMEOUT_MS)))])])
     unmatched = hcm_pb2.HttpConnectionManager(
         stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=elsewhere,
-        http_filters=[_router()])
+        http_filters=[_router()], **_upgrades())
     listener.filter_chains.append(listener_components_pb2.FilterChain(name=names.PASSTHROUGH, filters=[
         listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                        typed_config=packed(unmatched))]))
@@ -377,7 +385,8 @@ def peer_cluster(name: str, service: str, namespace: str, trust_domain: str,
 def _explicit_http2() -> http_protocol_options_pb2.HttpProtocolOptions:
     return http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+            # A WebSocket goes to the peer as extended CONNECT (RFC 8441).
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(allow_connect=True)))
 
 
 # === EDS ===

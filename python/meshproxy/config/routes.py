@@ -20,6 +20,7 @@ from .defaults import default, default_duration
 from .retry import RetryPolicy
 from .route_rules import Authority, DirectResponse, Fault, Mirror, RateLimit, Redirect, RegexRewrite
 from .timeouts import TimeoutCovers, check_timeout_covers
+from .tunnel import Port, check_connect_match
 
 # Where a route's requests go: exactly one of these.
 _DESTINATIONS = ("cluster", "split", "redirect", "direct_response")
@@ -40,12 +41,18 @@ class RouteMatch(_Section):
     match, IP:PORT (10.0.2.2:8080, [fd00::2]:8080), an IP (any port), a network (10.0.2.0/24),
     a network and a port (10.0.2.0/24:8080) or *:PORT (any address). Only on a listener with
     `original_destination: true`."""
+    connect: bool = False
+    """Matches CONNECT requests (tunnels of HTTPS_PROXY clients), and only those: a route without
+    it never matches one, and a CONNECT no route matches is answered 403."""
+    ports: list[Port] | None = None
+    """The port of the request's authority (a CONNECT's host:port) is one of these."""
 
     @model_validator(mode="after")
     def _one_path_condition(self) -> RouteMatch:
         if (self.path is None) + (self.path_prefix is None) + (self.path_regex is None) < 2:
             given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
             raise invalid(f"at most one of path, path_prefix, path_regex may be set; found {', '.join(given)}")
+        check_connect_match(self)
         return self
 
 

@@ -269,6 +269,13 @@ pub struct RouteMatch {
     /// Where the connection was going before a capture redirected it (`capture`).
     #[serde(default)]
     pub original_destination: Option<Vec<String>>,
+    /// Matches `CONNECT` requests (tunnels of `HTTPS_PROXY` clients), and only those: a route
+    /// without it never matches one (see `docs/protocols-websocket-and-connect.md`).
+    #[serde(default)]
+    pub connect: bool,
+    /// The port of the request's authority is one of these (a CONNECT's `host:port`).
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
 }
 
 /// `x-channel: beta` is shorthand for `x-channel: {exact: beta}`.

@@ -81,7 +81,7 @@ impl Request {
     }
 
     fn target(&self) -> RequestTarget<'_> {
-        RequestTarget { host: &self.host, path: &self.path, method: &Method::GET, headers: &self.headers, destination: None }
+        RequestTarget { host: &self.host, path: &self.path, method: &Method::GET, headers: &self.headers, authority: &self.host, connect: false, destination: None }
     }
 }
 

@@ -37,6 +37,8 @@ pub enum ProxyError {
     /// An HTTP/1.1 request's `Transfer-Encoding` names a coding the proxy cannot decode: only
     /// `chunked` is understood, and forwarding the others as plain `chunked` would drop them.
     UnsupportedTransferCoding,
+    /// A CONNECT to a destination no route allows.
+    ConnectDenied { authority: String },
 }
 
 // === impl ProxyError ===
@@ -55,6 +57,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => Reason::RateLimited,
             ProxyError::FaultInjected { .. } => Reason::FaultInjected,
             ProxyError::UnsupportedTransferCoding => Reason::UnsupportedTransferCoding,
+            ProxyError::ConnectDenied { .. } => Reason::ConnectDenied,
         }
     }
 
@@ -105,6 +108,7 @@ impl fmt::Display for ProxyError {
             ProxyError::RateLimited { retry_after } => write!(f, "rate limited; retry after {retry_after}s"),
             ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
             ProxyError::UnsupportedTransferCoding => write!(f, "not implemented: a transfer coding other than chunked"),
+            ProxyError::ConnectDenied { authority } => write!(f, "no route allows a CONNECT to '{authority}'"),
         }
     }
 }

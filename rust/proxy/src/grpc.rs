@@ -94,7 +94,7 @@ pub fn code(error: &ProxyError) -> u8 {
         | ProxyError::UpstreamFailure { .. }
         | ProxyError::Overflow { .. } => code::UNAVAILABLE,
         ProxyError::Timeout { .. } | ProxyError::IdleTimeout { .. } => code::DEADLINE_EXCEEDED,
-        ProxyError::Denied { .. } => code::PERMISSION_DENIED,
+        ProxyError::Denied { .. } | ProxyError::ConnectDenied { .. } => code::PERMISSION_DENIED,
         ProxyError::RateLimited { .. } => code::RESOURCE_EXHAUSTED,
         // As gRPC maps HTTP statuses (grpc/doc/http-grpc-status-mapping.md).
         ProxyError::NoRoute { .. } | ProxyError::UnsupportedTransferCoding => code::UNIMPLEMENTED,

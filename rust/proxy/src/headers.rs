@@ -35,6 +35,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 const CONNECTION_BIT: u16 = 1;
 const TRANSFER_ENCODING_BIT: u16 = 1 << 6;
+const UPGRADE_BIT: u16 = 1 << 7;
 const TE_BIT: u16 = 1 << 8;
 const HOP_BY_HOP_BITS: u16 = (1 << 9) - 1;
 const PEER_IDENTITY_BIT: u16 = 1 << 9;
@@ -53,7 +54,7 @@ fn name_bit(name: &HeaderName) -> u16 {
         "proxy-authorization" => 1 << 4,
         "trailer" => 1 << 5,
         "transfer-encoding" => TRANSFER_ENCODING_BIT,
-        "upgrade" => 1 << 7,
+        "upgrade" => UPGRADE_BIT,
         "te" => TE_BIT,
         "x-meshproxy-peer-identity" => PEER_IDENTITY_BIT,
         "expect" => EXPECT_BIT,
@@ -97,6 +98,11 @@ impl Present {
         } else {
             Err(ProxyError::UnsupportedTransferCoding)
         }
+    }
+
+    /// Whether the message carries `Upgrade` (see `upgrade`).
+    pub fn upgrade(self) -> bool {
+        self.has(UPGRADE_BIT)
     }
 }
 

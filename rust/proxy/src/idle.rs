@@ -46,6 +46,10 @@ impl<I> IdleTimeout<I> {
         IdleTimeout { io, quiet: Quiet::new(timeout) }
     }
 
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
     /// What `io` answered, noting that it moved; when it has nothing, the idle check.
     fn observe<T>(&mut self, cx: &mut Context<'_>, answer: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match answer {

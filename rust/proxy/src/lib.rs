@@ -13,7 +13,8 @@
 //! wrong error code. `grpc` recognises gRPC calls: their status into the telemetry, their
 //! deadline, their errors as gRPC statuses. `tcp` serves connections that are not HTTP: every
 //! one of a `tcp` listener, and those an `auto` listener's detection (`tcp::detect`) gives to
-//! its `tcp_fallback`, copied both ways (`tcp::relay`).
+//! its `tcp_fallback`, copied both ways (`tcp::relay`). Upgrades (WebSocket) and CONNECT become
+//! tunnels of bytes once agreed (`upgrade`, `connect`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ mod breakers;
 mod budget;
 pub mod busy_poll;
 pub mod cluster;
+mod connect;
 pub mod direct;
 pub mod endpoint;
 mod error;
@@ -53,4 +55,5 @@ mod snapshot;
 mod sweep;
 pub mod timeouts;
 pub mod tcp;
+mod upgrade;
 pub mod workers;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,7 +22,7 @@ use meshproxy_tls::sessions;
 use crate::original_dst;
 use crate::proxy;
 use crate::tcp;
-pub use crate::snapshot::{ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
+pub use crate::snapshot::{HttpServer, ListenerId, ListenerShared, ListenerSnapshot, Snapshot};
 use crate::workers::{self, WorkerHandles, Workers};
 
 /// A bound, accepting listener as the engine tracks it.
@@ -175,7 +176,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
 
 /// What serving one accepted connection needs, whatever secures it.
 struct Serving<'a> {
-    server: &'a auto::Builder<BoxingExecutor>,
+    server: &'a HttpServer,
     idle_timeout: Option<Duration>,
     client: ClientAddress,
     shared: Arc<ListenerShared>,
@@ -198,7 +199,7 @@ impl Serving<'_> {
 }
 
 async fn serve_http<I>(
-    server: &auto::Builder<BoxingExecutor>,
+    server: &HttpServer,
     io: I,
     client: ClientAddress,
     peer: Option<PeerIdentity>,
@@ -208,14 +209,26 @@ async fn serve_http<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| proxy::handle(shared.clone(), client.clone(), peer.clone(), request));
-    let connection = server.serve_connection(TokioIo::new(PrefaceWatch::new(io)), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = stop_requested(&mut stopped) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
+    // The first SETTINGS of an HTTP/2 client are watched for the one error h2 misnames (`h2_preface`).
+    let io = TokioIo::new(PrefaceWatch::new(io));
+    // With upgrades (HTTP/1.1): an upgrade or CONNECT hands the connection's bytes to its tunnel.
+    macro_rules! until_stopped {
+        ($connection:expr) => {{
+            let connection = $connection;
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop_requested(&mut stopped) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        }};
+    }
+    match server {
+        HttpServer::Auto(auto) => until_stopped!(auto.serve_connection_with_upgrades(io, service)),
+        HttpServer::Http1(http1) => until_stopped!(http1.serve_connection(io, service).with_upgrades()),
+        HttpServer::Http2(auto) => until_stopped!(auto.serve_connection(io, service)),
     }
 }
 
@@ -224,18 +237,25 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
+/// The HTTP/1.1 settings, on hyper's server or on the `auto` one's HTTP/1.1 side (two types
+/// with the same methods).
+macro_rules! http1_settings {
+    ($builder:expr, $limits:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            // One buffer, one write per response head and small body (see the pool's HTTP/1.1 client).
+            .writev(false)
+            // hyper refuses a head larger than its read buffer with 431; 8 KiB is its floor.
+            .max_buf_size(($limits.max_header_bytes as usize).max(8192))
+            .header_read_timeout(std::time::Duration::from_secs(30))
+    };
+}
+
 /// The HTTP server settings of a listener: its protocols and the limits that protect it.
-pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Builder<BoxingExecutor> {
+pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> HttpServer {
     let mut builder = auto::Builder::new(BoxingExecutor);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // One buffer, one write per response head and small body (see the pool's HTTP/1.1 client).
-        .writev(false)
-        // hyper refuses a head larger than its read buffer with 431; 8 KiB is its floor.
-        .max_buf_size((limits.max_header_bytes as usize).max(8192))
-        .header_read_timeout(std::time::Duration::from_secs(30));
+    http1_settings!(builder.http1(), limits);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -243,12 +263,18 @@ pub fn server_builder(protocol: ListenerProtocol, limits: &Limits) -> auto::Buil
         .max_concurrent_streams(limits.max_concurrent_streams)
         // Rapid-reset defence (CVE-2023-44487): streams reset before the proxy saw them.
         .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
+        .max_local_error_reset_streams(Some(1024))
+        // RFC 8441: WebSocket over HTTP/2 (extended CONNECT), from clients and peer sidecars.
+        .enable_connect_protocol();
     match protocol {
-        ListenerProtocol::Auto => builder,
-        ListenerProtocol::Http1 => builder.http1_only(),
-        ListenerProtocol::Http2 => builder.http2_only(),
+        ListenerProtocol::Auto => HttpServer::Auto(builder),
+        ListenerProtocol::Http1 => {
+            let mut http1 = http1::Builder::new();
+            http1_settings!(http1, limits);
+            HttpServer::Http1(http1)
+        }
+        ListenerProtocol::Http2 => HttpServer::Http2(builder.http2_only()),
         // Never serves HTTP (see `tcp`).
-        ListenerProtocol::Tcp => builder,
+        ListenerProtocol::Tcp => HttpServer::Auto(builder),
     }
 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::authz::{AuthzRequest, Decision};
 use crate::body::Body;
-use crate::observed::{Observed, Upstream};
+use crate::connect;
+use crate::observed::Observed;
 use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
@@ -19,9 +20,11 @@ use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::grpc;
 use crate::mirror;
 use crate::observe::Observation;
+use crate::observed::Upstream;
 use crate::original_dst::OriginalDestination;
 use crate::retry;
 use crate::route::{host_without_port, Action, RequestTarget};
+use crate::upgrade::{self, Forwarded, Tunnel};
 use meshproxy_telemetry::stats::Stats;
 use meshproxy_telemetry::traffic::TrafficKey;
 
@@ -42,7 +45,7 @@ pub async fn handle(
     let mut observation = Observation::start(&snapshot.unrouted);
     observation.report_to(&snapshot.telemetry, client.ip, &request, peer.as_ref().map(|p| &p.id));
     observation.grpc = grpc::is_call(request.version(), request.method(), request.headers());
-    let (response, upstream) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
+    let (response, upstream, splice) = match proxy(&snapshot, &listener.engine_stats, &client, peer.as_ref(), request, &mut observation).await {
         Ok(answered) => answered,
         Err(error) => {
             listener.engine_stats.count_error(error.reason());
@@ -51,14 +54,19 @@ pub async fn handle(
             if observation.grpc {
                 let (response, code) = grpc::error_response(&error);
                 observation.grpc_status = Some(code);
-                (response, None)
+                (response, None, None)
             } else {
-                (error.into_response(), None)
+                (error.into_response(), None, None)
             }
         }
     };
     snapshot.stats.responses.count(response.status());
     observation.status = Some(response.status());
+    // An agreed tunnel owns the observation until it ends (`upgrade`).
+    if let Some(splice) = splice {
+        splice.run(observation, upstream, &snapshot.stats);
+        return Ok(response.map(Observed::unobserved));
+    }
     Ok(response.map(|body| Observed::new(body, observation, upstream)))
 }
 
@@ -69,12 +77,14 @@ async fn proxy(
     peer: Option<&PeerIdentity>,
     request: Request<Incoming>,
     observation: &mut Observation,
-) -> Result<(Response<Body>, Option<Upstream>), ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let host = checked_host(request.version(), request.headers())?;
     let (mut parts, body) = request.into_parts();
     // The headers the proxy removes, if any, found in one pass.
     let present = Present::scan(&parts.headers);
     present.check_transfer_codings(&parts.headers)?;
+    // Upgrades and CONNECT: a bit of the scan and the method say whether to look further.
+    let mut tunnel = if present.upgrade() || parts.method == Method::CONNECT { Tunnel::requested(&mut parts, present) } else { None };
     // Before authorization: a policy's header rules must never see a forged identity.
     set_peer_identity(&mut parts.headers, present, peer);
     authorize(listener, peer, &parts)?;
@@ -101,10 +111,12 @@ async fn proxy(
         method: &parts.method,
         headers: &parts.headers,
         destination: client.original_destination,
+        authority: authority_str,
+        connect: tunnel.as_ref().is_some_and(|tunnel| tunnel.is_connect()),
     };
-    let route = listener.routes.find(&target).ok_or_else(|| ProxyError::NoRoute {
-        host: target.host.to_string(),
-        path: target.path.to_string(),
+    let route = listener.routes.find(&target).ok_or_else(|| match target.connect {
+        true => ProxyError::ConnectDenied { authority: authority_str.to_string() },
+        false => ProxyError::NoRoute { host: target.host.to_string(), path: target.path.to_string() },
     })?;
     // Redirects and direct responses: answered here, counted under the route without a cluster.
     if let Action::Answer(answered) = &route.action {
@@ -120,7 +132,7 @@ async fn proxy(
         }
         let mut response = answered.response(&parts.uri, authority_str)?;
         route.response_headers.apply(response.headers_mut());
-        return Ok((response, None));
+        return Ok((response, None, None));
     }
     // Read before the request's headers are edited for the upstream.
     let hash = route.hash_key.as_ref().and_then(|key| key.hash(&parts.headers, client.ip));
@@ -137,6 +149,10 @@ async fn proxy(
     route.rules.admit()?;
     if let Some(fault) = &route.rules.fault {
         fault.apply(&parts.headers).await?;
+    }
+    // A tunnel's future is boxed: inline, its size would be every request's.
+    if let Some(tunnel) = tunnel.take_if(|tunnel| tunnel.is_connect()) {
+        return Box::pin(connect::open(&cluster, tunnel, listener.idle_timeout, observation)).await;
     }
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -200,6 +216,9 @@ async fn proxy(
             };
         }
     }
+    if let Some(tunnel) = tunnel {
+        return Box::pin(upgrade::forward(route, &cluster, upstream, tunnel, listener.idle_timeout, observation)).await;
+    }
     // Fire and forget: the copy runs as a task of its own.
     if let Some(mirror) = mirrored {
         mirror.send_copy(&upstream, route.timeout);
@@ -229,7 +248,7 @@ async fn proxy(
     // writes the canonical one, as other proxies do.
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     route.response_headers.apply(response.headers_mut());
-    Ok((response, Some(upstream)))
+    Ok((response, Some(upstream), None))
 }
 
 /// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request

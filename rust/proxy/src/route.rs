@@ -84,6 +84,10 @@ pub struct RouteMatch {
     /// `None` matches every connection; a list, the connections whose original destination
     /// (`original_dst`) one entry matches.
     pub destination: Option<Vec<DestinationMatch>>,
+    /// Matches CONNECT requests (tunnels), and only those; other routes never match one.
+    pub connect: bool,
+    /// The port of the request's authority is one of these; `None`: any.
+    pub ports: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +143,10 @@ pub struct RequestTarget<'a> {
     /// Where the connection was going before a capture redirected it; read only on listeners
     /// with `original_destination: true`.
     pub destination: Option<SocketAddr>,
+    /// `host[:port]` as sent; its port is read only by routes that match ports.
+    pub authority: &'a str,
+    /// A CONNECT request (a tunnel to `authority`), not an RFC 8441 extended one.
+    pub connect: bool,
 }
 
 // === impl RouteTable ===
@@ -255,14 +263,26 @@ impl Target {
 
 impl RouteMatch {
     pub fn matches(&self, target: &RequestTarget<'_>) -> bool {
-        self.host.matches(target.host)
+        self.connect == target.connect
+            && self.host.matches(target.host)
             && self.path.matches(target.path)
             && self.methods.as_ref().is_none_or(|ms| ms.contains(target.method))
             && self.headers.iter().all(|(name, check)| check.matches(target.headers, name))
             && self.destination.as_ref().is_none_or(|entries| {
                 target.destination.is_some_and(|destination| entries.iter().any(|entry| entry.matches(destination)))
             })
+            && self.ports.as_ref().is_none_or(|ports| authority_port(target.authority).is_some_and(|port| ports.contains(&port)))
     }
+}
+
+/// The port of `host:port` or `[v6]:port`; `None` without one.
+pub fn authority_port(authority: &str) -> Option<u16> {
+    let (host, port) = authority.rsplit_once(':')?;
+    // `[::1]` alone: the colon is the address's.
+    if host.starts_with('[') && !host.ends_with(']') {
+        return None;
+    }
+    port.parse().ok()
 }
 
 impl HostMatch {
@@ -361,7 +381,21 @@ mod tests {
     }
 
     fn target<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestTarget<'a> {
-        RequestTarget { host, path, method, headers, destination: None }
+        RequestTarget { host, path, method, headers, authority: host, connect: false, destination: None }
+    }
+
+    #[test]
+    fn connect_routes_match_connect_requests_only_and_by_port() {
+        let headers = HeaderMap::new();
+        let connect = RouteMatch { connect: true, ports: Some(vec![443]), ..RouteMatch::default() };
+        let tunnel = |authority| RequestTarget { host: "example.com", path: "", method: &Method::CONNECT, headers: &headers, authority, connect: true, destination: None };
+        assert!(connect.matches(&tunnel("example.com:443")));
+        assert!(!connect.matches(&tunnel("example.com:22")), "a port the route does not list");
+        assert!(!RouteMatch::default().matches(&tunnel("example.com:443")), "a route without connect never matches a CONNECT");
+        assert!(!connect.matches(&target("example.com", "/", &Method::GET, &headers)));
+        assert_eq!(authority_port("[::1]:8443"), Some(8443));
+        assert_eq!(authority_port("[::1]"), None);
+        assert_eq!(authority_port("example.com"), None);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct ListenerSnapshot {
     pub name: Arc<str>,
     pub direction: Direction,
     pub routes: RouteTable,
-    pub server: Arc<auto::Builder<BoxingExecutor>>,
+    pub server: Arc<HttpServer>,
     pub tls: Arc<InboundTls>,
     /// A connection that moves no byte for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -63,6 +63,17 @@ pub struct ListenerSnapshot {
     pub telemetry: Arc<Telemetry>,
     /// Opaque TCP: always (`tcp` listeners), by the first bytes (`auto`), or never.
     pub tcp: crate::tcp::mode::Mode,
+}
+
+/// The HTTP server of a listener. hyper-util's `auto` server serves upgrades only after reading
+/// the protocol from the connection's first bytes (its `http1_only` does nothing then), so an
+/// HTTP/1.1 listener has hyper's own HTTP/1.1 server, which serves upgrades too; HTTP/2's
+/// extended CONNECT needs nothing of the connection.
+#[derive(Debug)]
+pub enum HttpServer {
+    Auto(auto::Builder<BoxingExecutor>),
+    Http1(hyper::server::conn::http1::Builder),
+    Http2(auto::Builder<BoxingExecutor>),
 }
 
 /// Shared by the accept loop and every connection of one bound socket.

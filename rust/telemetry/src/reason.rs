@@ -19,12 +19,14 @@ pub enum Reason {
     FaultInjected,
     /// An HTTP/1.1 request's `Transfer-Encoding` has a coding other than `chunked`.
     UnsupportedTransferCoding,
+    /// A `CONNECT` no route allows (its host or port).
+    ConnectDenied,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -36,6 +38,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::FaultInjected,
         Reason::UnsupportedTransferCoding,
+        Reason::ConnectDenied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::FaultInjected => "fault_injected",
             Reason::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            Reason::ConnectDenied => "connect_denied",
         }
     }
 
@@ -61,7 +65,7 @@ impl Reason {
             Reason::NoHealthyEndpoint | Reason::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Reason::Denied => StatusCode::FORBIDDEN,
+            Reason::Denied | Reason::ConnectDenied => StatusCode::FORBIDDEN,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             // The usual one; an abort answers the status its route sets (`ProxyError::into_response`).
             Reason::FaultInjected => StatusCode::SERVICE_UNAVAILABLE,

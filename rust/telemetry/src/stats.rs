@@ -24,6 +24,9 @@ pub struct ListenerStats {
     /// Opaque TCP connections: bytes read from clients and written to them.
     pub tcp_bytes_received_total: Counter,
     pub tcp_bytes_sent_total: Counter,
+    /// Upgrades (WebSocket) tunnelled once the upstream agreed, and CONNECT tunnels opened.
+    pub upgrades_total: Counter,
+    pub connects_total: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +55,8 @@ pub struct ClusterStats {
     pub tcp_connections_total: Counter,
     pub tcp_bytes_sent_total: Counter,
     pub tcp_bytes_received_total: Counter,
+    /// Tunnels (upgrades and CONNECT) opened to an endpoint of the cluster.
+    pub tunnels_total: Counter,
 }
 
 /// TLS handshakes completed and refused, by direction: inbound (a listener accepting) and
@@ -156,6 +161,8 @@ impl Stats {
                     "responses": s.responses.json(),
                     "tcp_bytes_received_total": s.tcp_bytes_received_total.get(),
                     "tcp_bytes_sent_total": s.tcp_bytes_sent_total.get(),
+                    "upgrades_total": s.upgrades_total.get(),
+                    "connects_total": s.connects_total.get(),
                 }))
             })
             .collect();
@@ -181,6 +188,7 @@ impl Stats {
                     "tcp_connections_total": s.tcp_connections_total.get(),
                     "tcp_bytes_sent_total": s.tcp_bytes_sent_total.get(),
                     "tcp_bytes_received_total": s.tcp_bytes_received_total.get(),
+                    "tunnels_total": s.tunnels_total.get(),
                 }))
             })
             .collect();

@@ -232,7 +232,7 @@ fn compile_match(m: &config::RouteMatch, route_at: &str, problems: &mut Vec<Prob
         });
         parsed.collect()
     });
-    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods, destination })
+    (problems.len() == before).then_some(RouteMatch { host, path, headers, methods, connect: m.connect, ports: m.ports.clone(), destination })
 }
 
 fn compile_edits(edits: &config::HeaderEdits, route_at: &str, key: &str, problems: &mut Vec<Problem>) -> HeaderEdits {
