@@ -73,6 +73,7 @@ impl Quiet {
         Quiet { tick, timer: Box::pin(tokio::time::sleep(tick)), moved: false, quiet_ticks: 0, registered: false }
     }
 
+    #[inline]
     pub fn moved(&mut self) {
         self.moved = true;
     }
@@ -81,6 +82,7 @@ impl Quiet {
     /// The timer is polled (which registers the task's waker with it) once per tick; in
     /// between, a look at whether it has fired costs a load. At each tick, `also_moved` is
     /// asked whether something the flag does not see moved (a counter kept elsewhere).
+    #[inline]
     pub fn poll_quiet(&mut self, cx: &mut Context<'_>, mut also_moved: impl FnMut() -> bool) -> Poll<()> {
         if self.registered && !self.timer.is_elapsed() {
             return Poll::Pending;

@@ -40,6 +40,7 @@ pub mod health;
 mod idle;
 pub mod listener;
 pub mod mirror;
+mod members;
 mod observe;
 mod observed;
 pub mod original_dst;

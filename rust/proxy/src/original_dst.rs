@@ -15,7 +15,7 @@ use http::uri::Authority;
 use meshproxy_balance::Policy;
 use tokio::net::TcpStream;
 
-use crate::cluster::Members;
+use crate::members::Members;
 use crate::endpoint::EndpointRegistry;
 
 /// How many original destinations a passthrough cluster keeps endpoints (and pooled

@@ -128,7 +128,7 @@ async fn proxy(
         }));
         route.rules.admit()?;
         if let Some(fault) = &route.rules.fault {
-            fault.apply(&parts.headers).await?;
+            Box::pin(fault.apply(&parts.headers)).await?;
         }
         let mut response = answered.response(&parts.uri, authority_str)?;
         route.response_headers.apply(response.headers_mut());
@@ -148,7 +148,7 @@ async fn proxy(
     // Rate limit and faults: after routing, so that what they answer counts for the route.
     route.rules.admit()?;
     if let Some(fault) = &route.rules.fault {
-        fault.apply(&parts.headers).await?;
+        Box::pin(fault.apply(&parts.headers)).await?;
     }
     // A tunnel's future is boxed: inline, its size would be every request's.
     if let Some(tunnel) = tunnel.take_if(|tunnel| tunnel.is_connect()) {
@@ -188,7 +188,7 @@ async fn proxy(
     // for the copy to have it too.
     let mirrored = route.rules.mirror.as_ref().filter(|mirror| mirror.draws(&parts.headers, bodyless));
     let body = match mirrored {
-        Some(_) if !bodyless => mirror::buffered(body, received).await?,
+        Some(_) if !bodyless => Box::pin(mirror::buffered(body, received)).await?,
         _ => Body::Streamed { body, received },
     };
     let mut upstream = Request::new(body);
@@ -224,13 +224,15 @@ async fn proxy(
         mirror.send_copy(&upstream, route.timeout);
     }
     // The exchange's state is a few KiB. Boxed, it is written once and stays put, while hyper
-    // moves the small future around it (into a task per stream, for HTTP/2).
+    // moves the small future around it (into a task per stream, for HTTP/2). So are the futures
+    // of what only some routes do (faults, a mirror's body, stream timeouts): inline, their
+    // size would be every request's, copied at each move.
     // A gRPC call's deadline, when shorter, stands for the route's timeout.
     let timeout = if observation.grpc { grpc::deadline(upstream.headers(), route.timeout) } else { route.timeout };
     let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
     let (mut response, upstream) = match (route.stream_timeouts, timeout) {
         (Some(timeouts), head) => {
-            let (response, upstream, timer) = timeouts.forward(forwarded, head, &cluster, counted).await?;
+            let (response, upstream, timer) = Box::pin(timeouts.forward(forwarded, head, &cluster, counted)).await?;
             (response, Upstream { timer: Some(timer), ..upstream })
         }
         (None, Some(limit)) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
