@@ -41,6 +41,6 @@ def _route(listener: str, index: int, route: dict[str, Any]) -> dict[str, Any]:
 
 
 def _given(match: dict[str, Any] | None) -> dict[str, Any]:
-    """The conditions a match sets; the document spells out the unset ones as null or empty,
-    which all mean 'any'."""
-    return {key: value for key, value in (match or {}).items() if value not in (None, {}, [])}
+    """The conditions a match sets; the document spells out the unset ones as null, empty or
+    false (`connect`), which all mean 'any' (or 'not a CONNECT')."""
+    return {key: value for key, value in (match or {}).items() if value is not False and value not in (None, {}, [])}

@@ -411,7 +411,7 @@ def test_stats_shape(upstreams: Upstreams) -> None:
     assert [(s["route"], s["cluster"]) for s in stats["traffic"]["stats"]] == [("", ""), ("outbound/0", "app")]
     routed = stats["traffic"]["stats"][1]
     assert set(routed) == {"direction", "listener", "route", "cluster", "responses", "duration_seconds",
-                           "request_bytes", "response_bytes"}
+                           "request_bytes", "response_bytes", "grpc"}
     assert routed["responses"] == {"200": 1}
     assert routed["duration_seconds"]["buckets"][-1] == 1
 
