@@ -113,10 +113,13 @@ def test_a_captured_tcp_connection_reaches_a_tcp_service_over_mtls_or_passes_thr
     assert cache["listeners"]["inbound"]["tcp_bytes_received_total"] > 0
     assert cache["clusters"]["inbound_app"]["tcp_connections_total"] == 2
     assert cache["errors"]["denied"] == 0
+    matched = {rule: counters["matches"] for policy in cache["authorization"]["inbound"].values()
+               for rule, counters in policy["rules"].items()}
+    assert matched == {"client-only": 2}, cache["authorization"]
 
     # Out of the mesh: a server-first peer, through the TCP passthrough to where it was going.
     done = ns.run(ns.a, sys.executable, "-c", BANNER_CLIENT)
-    assert done.stdout == "220 banner\r\nhello\r\n"
+    assert done.stdout.splitlines() == ["220 banner", "hello"]
     assert stats(ns, ns.a)["clusters"]["passthrough_tcp"]["tcp_connections_total"] == 1
 
     # Without A's capture the connection goes out in plain text; B's capture hands it to the
