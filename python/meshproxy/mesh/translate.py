@@ -121,8 +121,8 @@ def translate(resources: Resources, local: Local) -> dict[str, Any]:
     clusters = [_cluster(resources.clusters[name], resources) for name in sorted(resources.clusters)]
     # A capture listener's TCP chains (its TCP routes and tcp_fallback) send to tcp clusters too.
     opaque = tcp_clusters(listeners) | {
-        cluster for listener in resources.listeners.values() if reads_original_destination(listener)
-        for chain in listener.filter_chains if (cluster := tcp_chain_cluster(chain, listener.name)) is not None}
+        named for listener in resources.listeners.values() if reads_original_destination(listener)
+        for chain in listener.filter_chains if (named := tcp_chain_cluster(chain, listener.name)) is not None}
     for cluster in clusters:
         if cluster["name"] in opaque:
             cluster["protocol"] = "tcp"
