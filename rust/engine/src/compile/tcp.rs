@@ -21,18 +21,22 @@ pub(super) fn compile_tcp(listener: &config::Listener, clusters: &HashMap<String
     }
     if listener.original_destination {
         let (routes, default) = by_destination(listener, clusters, at, problems);
-        if !routes.is_empty() || listener.protocol == ListenerProtocol::Tcp {
-            let then = match listener.protocol {
-                ListenerProtocol::Tcp => {
-                    if listener.tcp_fallback.is_some() {
-                        problems.push(Problem::new(format!("{at}.tcp_fallback"), "a tcp listener sends every connection to its route's cluster; tcp_fallback is for auto listeners"));
-                    }
-                    default.map(Mode::Always)
-                }
-                _ => Some(by_protocol(listener, clusters, at, problems)),
-            };
-            return Mode::Destinations { routes: routes.into(), then: then.map(Box::new) };
+        let tcp_listener = listener.protocol == ListenerProtocol::Tcp;
+        if tcp_listener && listener.routes.is_empty() {
+            problems.push(Problem::new(format!("{at}.routes"), "a tcp listener needs a route: routes: [{cluster: NAME}]"));
         }
+        if tcp_listener && listener.tcp_fallback.is_some() {
+            problems.push(Problem::new(format!("{at}.tcp_fallback"), "a tcp listener sends every connection to its route's cluster; tcp_fallback is for auto listeners"));
+        }
+        if routes.is_empty() {
+            // No route by destination: as without it (a tcp listener's one route, or detection).
+            return if tcp_listener { default.map_or(Mode::Http, Mode::Always) } else { by_protocol(listener, clusters, at, problems) };
+        }
+        if listener.tls != config::ListenerTls::Disable {
+            problems.push(Problem::new(format!("{at}.tls"), "routes by original destination take the app's plain-text connections (a capture listener's); set tls: disable"));
+        }
+        let then = if tcp_listener { default.map(Mode::Always) } else { Some(by_protocol(listener, clusters, at, problems)) };
+        return Mode::Destinations { routes: routes.into(), then: then.map(Box::new) };
     }
     by_protocol(listener, clusters, at, problems)
 }

@@ -308,3 +308,14 @@ fn a_capture_listener_sends_tcp_destinations_to_their_cluster_and_detects_the_re
     }
     assert!(listener.tcp.by_destination(None).is_err());
 }
+
+#[test]
+fn routes_by_original_destination_take_plain_text_only() {
+    let found = problems(serde_json::json!({
+        "listeners": [{"name": "capture", "address": "127.0.0.1:0", "original_destination": true, "tls": "strict",
+            "routes": [{"match": {"original_destination": ["10.0.2.3:6379"]}, "cluster": "redis"}]}],
+        "clusters": [{"name": "redis", "protocol": "tcp", "endpoints": [{"address": "127.0.0.1:6379"}]}],
+    }));
+    let expected = "listeners[0].tls: routes by original destination take the app's plain-text connections (a capture listener's); set tls: disable";
+    assert!(found.iter().any(|p| p == expected), "{found:?}");
+}
