@@ -91,6 +91,8 @@ def test_a_captured_sidecar_sends_a_tcp_services_destinations_to_its_cluster_and
     assert clusters[names.PASSTHROUGH_TCP] == {"name": names.PASSTHROUGH_TCP, "protocol": "tcp",
                                                "original_destination": True}
     assert "protocol" not in clusters[names.PASSTHROUGH]
+    # The cache's own port (outbound + 1) would be the capture listener's: left to the capture.
+    assert {item["name"] for item in config["listeners"]} == {names.INBOUND, names.OUTBOUND, names.CAPTURE}
     # The engine takes it as it is.
     assert _native.check_config(json.dumps(document)) == []
 
