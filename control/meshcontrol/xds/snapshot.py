@@ -177,8 +177,11 @@ class Snapshots:
                          entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound,
                                                                        world.route_filters(client.key)))]
             addresses = tcp.ports(world.tcp_services(), client.meta.outbound)
+            # A captured app reaches TCP services by their addresses too: a port that falls on the
+            # capture listener's address is the capture listener's.
             listeners += [entry(tcp.listener_name(*called), tcp.outbound_listener(*called, addresses[called]))
-                          for called in world.called(client.key) if called in addresses]
+                          for called in world.called(client.key)
+                          if called in addresses and addresses[called] != client.meta.capture]
             if client.meta.capture:
                 listeners.append(self._capture_listener(client))
             return listeners
@@ -195,6 +198,8 @@ class Snapshots:
             if client.meta.capture:
                 clusters.append(world.shared((names.PASSTHROUGH,), lambda: entry(names.PASSTHROUGH,
                                                                                   build.passthrough_cluster())))
+                clusters.append(world.shared((names.PASSTHROUGH_TCP,), lambda: entry(names.PASSTHROUGH_TCP,
+                                                                                      tcp.passthrough_cluster())))
             return clusters
         if type_url == ENDPOINT:
             return [e for called in world.called(client.key) for e in self._endpoints_of(called).values()]
@@ -206,11 +211,14 @@ class Snapshots:
         """The client's capture listener: where each called service's instances are reached
         (their IPs, their app ports, as the registry learnt them at registration)."""
         world = self.world
-        called = [(key, [d for i in self.registry.of(*key) if (d := i.capture_destination) is not None])
-                  for key in world.called_http(client.key)]
-        return entry(names.CAPTURE, build.capture_listener(client.meta.capture, called, world.routes,
-                                                           world.route_filters(client.key),
-                                                           [key for key, _ in called if world.protocol(key) == "grpc"]))
+        def destinations(key: ServiceKey) -> list[str]:
+            return [d for i in self.registry.of(*key) if (d := i.capture_destination) is not None]
+        called = [(key, destinations(key)) for key in world.called_http(client.key)]
+        listener = build.capture_listener(client.meta.capture, called, world.routes, world.route_filters(client.key),
+                                          [key for key, _ in called if world.protocol(key) == "grpc"])
+        tcp.capture_tcp(listener, [(key, destinations(key)) for key in world.called(client.key)
+                                   if world.protocol(key) == "tcp"])
+        return entry(names.CAPTURE, listener)
 
     def changed_types(self, client: Client, services: set[ServiceKey]) -> tuple[str, ...]:
         """What an instance change of ``services`` changes for the client: the endpoints of the

@@ -4,6 +4,13 @@ no HTTP fields), then ``envoy.filters.network.tcp_proxy`` to the app; each calle
 outbound ``tcp_proxy`` listener per TCP service it calls, to that service's cluster (mutual TLS,
 no ALPN, no HTTP options), on a port the control plane assigns.
 
+Captured (``meshproxy capture``): the capture listener has one ``tcp_proxy`` filter chain per
+called TCP service and app port, matched on its instances' IPs (a connection there is the
+service's, whatever it sends), and, last, the passthrough: HTTP (``application_protocols``, as
+``envoy.filters.listener.http_inspector`` finds them) to the HTTP passthrough cluster, the rest
+``tcp_proxy`` to the TCP one (both ``ORIGINAL_DST``). A client silent for
+``DETECT_TIMEOUT`` (server-first) goes on undetected, to the TCP chain.
+
 Ports: the app reaches a called TCP service on its sidecar's outbound address, the port plus
 ``1 + i``, where ``i`` is the service's place among the mesh's TCP services in (namespace, name)
 order. Every caller reaches one service on the same offset, and the listener's name says which
@@ -15,21 +22,28 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 from meshproxy.mesh import names
 
-from .build import _common_tls, packed, socket_address
+from .build import CONNECT_TIMEOUT, _common_tls, packed, socket_address
 from .rbac import rbac_filters
 
 ServiceKey = tuple[str, str]
+# Istio's protocolDetectionTimeout: how long the capture listener waits for a client's first
+# bytes before taking it for a server-first protocol (the sidecar's detect_timeout).
+DETECT_TIMEOUT = duration_pb2.Duration(nanos=100_000_000)
+# What http_inspector reports for HTTP/1.x and h2c: the HTTP passthrough chain matches them.
+HTTP_PROTOCOLS = ["http/1.0", "http/1.1", "h2c"]
 
 
 def listener_name(service: str, namespace: str) -> str:
@@ -94,3 +108,39 @@ def outbound_listener(service: str, namespace: str, address: str) -> listener_pb
         name=name, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
         filter_chains=[listener_components_pb2.FilterChain(
             filters=[tcp_proxy(name, names.service_cluster(service, namespace))])])
+
+
+def capture_tcp(listener: listener_pb2.Listener, called: Sequence[tuple[ServiceKey, Sequence[str]]]) -> None:
+    """Adds to a capture listener (``build.capture_listener``, whose last chain is the HTTP
+    passthrough) its TCP chains: one per called TCP service and app port, before the
+    passthrough; then the TCP passthrough, last."""
+    *chains, http_passthrough = listener.filter_chains
+    for (service, namespace), destinations in called:
+        by_port: dict[int, list[str]] = {}
+        for destination in destinations:
+            host, _, port_text = destination.rpartition(":")
+            by_port.setdefault(int(port_text), []).append(host.strip("[]"))
+        for port, hosts in sorted(by_port.items()):
+            match = listener_components_pb2.FilterChainMatch(
+                destination_port=wrappers_pb2.UInt32Value(value=port),
+                prefix_ranges=[address_pb2.CidrRange(address_prefix=host, prefix_len=wrappers_pb2.UInt32Value(
+                    value=128 if ":" in host else 32)) for host in sorted(hosts)])
+            chains.append(listener_components_pb2.FilterChain(
+                name=f"{service}.{namespace}:{port}", filter_chain_match=match,
+                filters=[tcp_proxy(names.CAPTURE, names.service_cluster(service, namespace))]))
+    http_passthrough.filter_chain_match.application_protocols.extend(HTTP_PROTOCOLS)
+    tcp_passthrough = listener_components_pb2.FilterChain(
+        name=names.PASSTHROUGH_TCP, filters=[tcp_proxy(names.CAPTURE, names.PASSTHROUGH_TCP)])
+    del listener.filter_chains[:]
+    listener.filter_chains.extend([*chains, http_passthrough, tcp_passthrough])
+    listener.listener_filters.append(listener_components_pb2.ListenerFilter(
+        name="envoy.filters.listener.http_inspector", typed_config=packed(http_inspector_pb2.HttpInspector())))
+    listener.listener_filters_timeout.CopyFrom(DETECT_TIMEOUT)
+    listener.continue_on_listener_filters_timeout = True
+
+
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    """Where a captured connection that is not HTTP, to no called TCP service, goes: its bytes,
+    where they were going (out of the mesh)."""
+    return cluster_pb2.Cluster(name=names.PASSTHROUGH_TCP, type=cluster_pb2.Cluster.ORIGINAL_DST,
+                               lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED, connect_timeout=CONNECT_TIMEOUT)

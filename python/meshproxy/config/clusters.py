@@ -167,7 +167,8 @@ class Cluster(_Section):
     original_destination: bool = False
     """Send each request where its connection was going before `meshproxy capture` redirected
     it (passthrough, from a listener with `original_destination: true`), instead of to
-    endpoints: no endpoints, discovery, health_check or tls."""
+    endpoints: no endpoints, discovery, health_check or tls. With protocol tcp, each
+    connection's bytes go there (a capture listener's tcp_fallback)."""
 
     @field_validator("connect_timeout", "idle_timeout")
     @classmethod

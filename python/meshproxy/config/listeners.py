@@ -91,7 +91,9 @@ class Listener(_Section):
     """Taken by every request of the listener, before routing (a route's own comes after)."""
     original_destination: bool = False
     """Read where each connection was going before `meshproxy capture`'s rules redirected it
-    here (SO_ORIGINAL_DST), for routes to match on (`match.original_destination`)."""
+    here (SO_ORIGINAL_DST), for routes to match on (`match.original_destination`). Routes to
+    tcp clusters are then TCP routes, chosen by that address when the connection is accepted
+    (docs/protocols-capture.md)."""
     detect_timeout: Duration = default_duration("listener.detect_timeout")
     """auto listeners with `tcp_fallback`: a client that sends nothing for this long speaks a
     server-first protocol (MySQL, SMTP) and goes to `tcp_fallback`."""

@@ -21,6 +21,9 @@ CAPTURE = "outbound_capture"
 # The cluster a captured call to a destination outside the mesh goes to: where it was going
 # (Envoy's ORIGINAL_DST cluster, Istio's PassthroughCluster).
 PASSTHROUGH = "passthrough"
+# The same for a captured connection that is not HTTP: its bytes, where they were going (the
+# sidecar's passthrough clusters differ by protocol: one sends requests, this one bytes).
+PASSTHROUGH_TCP = "passthrough_tcp"
 # The cluster of the local app, behind the inbound listener.
 APP_CLUSTER = "inbound_app"
 # SDS secrets, as Istio names them: the workload's certificate and the CA bundle.

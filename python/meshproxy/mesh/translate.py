@@ -29,6 +29,8 @@ from .translate_capture import (
     chain_order,
     check_listener_filters,
     passthrough_cluster,
+    tcp_chain_cluster,
+    tcp_routes,
     reads_original_destination,
     restricted,
 )
@@ -117,7 +119,10 @@ def translate(resources: Resources, local: Local) -> dict[str, Any]:
     listeners = [_listener(listener, resources, local)
                  for listener in sorted(resources.listeners.values(), key=_listener_order)]
     clusters = [_cluster(resources.clusters[name], resources) for name in sorted(resources.clusters)]
-    opaque = tcp_clusters(listeners)
+    # A capture listener's TCP chains (its TCP routes and tcp_fallback) send to tcp clusters too.
+    opaque = tcp_clusters(listeners) | {
+        named for listener in resources.listeners.values() if reads_original_destination(listener)
+        for chain in listener.filter_chains if (named := tcp_chain_cluster(chain, listener.name)) is not None}
     for cluster in clusters:
         if cluster["name"] in opaque:
             cluster["protocol"] = "tcp"
@@ -257,12 +262,17 @@ def _capture_listener(listener: Listener, resources: Resources, where: str) -> d
     """A listener routing by original destination (see translate_capture): plain text, one
     http_connection_manager per filter chain, no authorization (it carries the app's calls)."""
     chains: list[tuple[str, list[str] | None, list[dict[str, Any]]]] = []
+    tcp_chains: list[tuple[list[str] | None, str]] = []
     protocols: set[str | None] = set()
     for i, chain in enumerate(listener.filter_chains):
         at = f"{where}: filter_chains[{i}]"
         if chain.HasField("transport_socket"):
             raise Refused(f"{at}: a capture listener takes the app's plain-text connections; TLS has no sidecar "
                           "equivalent there")
+        tcp_cluster = tcp_chain_cluster(chain, at)
+        if tcp_cluster is not None:
+            tcp_chains.append((chain_destinations(chain, at), tcp_cluster))
+            continue
         manager = _manager(chain, at)
         protocols.add(_CODECS.get(manager.codec_type))
         policies, rate_limit = _policies(manager, "", at)
@@ -276,9 +286,10 @@ def _capture_listener(listener: Listener, resources: Resources, where: str) -> d
         chains.append((name, destinations, restricted(routes, destinations, name)))
     if len(protocols) > 1 or None in protocols:
         raise Refused(f"{where}: the filter chains of a capture listener must share one codec_type, AUTO, HTTP1 or HTTP2")
+    tcp = tcp_routes(tcp_chains, listener, where)
     return {"name": listener.name, "address": _socket_address(listener.address, where),
             "protocol": protocols.pop() if protocols else "auto", "direction": "outbound", "tls": "disable",
-            "original_destination": True, "routes": chain_order(chains)}
+            "original_destination": True, **tcp, "routes": chain_order(chains) + tcp["routes"]}
 
 
 def _manager_routes(manager: HttpConnectionManager, resources: Resources, where: str) -> list[dict[str, Any]]:

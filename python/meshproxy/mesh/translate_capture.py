@@ -3,6 +3,12 @@ a sidecar listener with ``original_destination: true``: each filter chain's dest
 (``destination_port``, ``prefix_ranges``) becomes the ``match.original_destination`` of the
 routes of that chain's http_connection_manager, in chain order. A chain with no destination
 match takes what no other chain does: its routes come last, unrestricted.
+
+A chain ending in ``tcp_proxy`` is opaque TCP: with a destination match, a TCP route (``{match:
+{original_destination}, cluster}``, after the HTTP routes); without one, the listener's
+``tcp_fallback`` (what ``envoy.filters.listener.http_inspector`` does not find HTTP), with
+``listener_filters_timeout`` as ``detect_timeout``. An HTTP chain may then match the HTTP
+``application_protocols`` the inspector reports, which is what the sidecar's detection does.
 """
 
 from __future__ import annotations
@@ -12,12 +18,16 @@ from typing import Any
 
 from .translate_base import Refused, duration
 from .xds_messages import is_set, type_name
-from .xds_pb2 import Cluster, FilterChain, Listener
+from .translate_tcp import TCP_PROXY
+from .xds_pb2 import Cluster, FilterChain, Listener, TcpProxy
 
 ORIGINAL_DST = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 _ORIGINAL_DST_NAME = "envoy.filters.listener.original_dst"
 # Told apart by the listener's own filters, which a sidecar has no more of.
-_KNOWN_LISTENER_FILTERS = {ORIGINAL_DST, "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}
+_KNOWN_LISTENER_FILTERS = {ORIGINAL_DST, "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                           "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}
+# What http_inspector reports for HTTP: a chain matching these (some of them) is HTTP's.
+_HTTP_PROTOCOLS = {"http/1.0", "http/1.1", "h2c"}
 
 
 def reads_original_destination(listener: Listener) -> bool:
@@ -28,16 +38,52 @@ def reads_original_destination(listener: Listener) -> bool:
                for f in listener.listener_filters)
 
 
+def tcp_chain_cluster(chain: FilterChain, where: str) -> str | None:
+    """The cluster of a chain that is one ``tcp_proxy`` filter; None for another chain."""
+    kinds = [type_name(f.typed_config) for f in chain.filters]
+    if TCP_PROXY not in kinds:
+        return None
+    if kinds != [TCP_PROXY]:
+        raise Refused(f"{where}: a TCP chain of a capture listener has one filter, envoy.filters.network.tcp_proxy")
+    proxy = TcpProxy.FromString(chain.filters[0].typed_config.value)
+    if proxy.WhichOneof("cluster_specifier") != "cluster":
+        raise Refused(f"{where}: a tcp_proxy to weighted_clusters has no sidecar equivalent; expected one cluster")
+    if chain.filter_chain_match.application_protocols:
+        raise Refused(f"{where}: filter_chain_match.application_protocols on a TCP chain has no sidecar equivalent; "
+                      "HTTP chains match the HTTP ones, the TCP passthrough has no match")
+    return str(proxy.cluster)
+
+
+def tcp_routes(chains: list[tuple[list[str] | None, str]], listener: Listener, where: str) -> dict[str, Any]:
+    """What the TCP chains add to the capture listener: TCP routes (last), ``tcp_fallback``."""
+    added: dict[str, Any] = {"routes": [{"match": {"original_destination": destinations}, "cluster": cluster}
+                                        for destinations, cluster in chains if destinations is not None]}
+    fallbacks = [cluster for destinations, cluster in chains if destinations is None]
+    if len(fallbacks) > 1:
+        raise Refused(f"{where}: two TCP chains without a destination match; the sidecar has one tcp_fallback")
+    if fallbacks:
+        added["tcp_fallback"] = fallbacks[0]
+        if listener.HasField("listener_filters_timeout"):
+            if not listener.continue_on_listener_filters_timeout:
+                raise Refused(f"{where}: continue_on_listener_filters_timeout false has no sidecar equivalent; a "
+                              "silent client goes to the TCP passthrough (server-first protocols): set it true")
+            added["detect_timeout"] = duration(listener.listener_filters_timeout)
+    return added
+
+
 def chain_destinations(chain: FilterChain, where: str) -> list[str] | None:
     """The original destinations a filter chain takes, as ``match.original_destination``
     entries; None: any (no destination match)."""
     match = chain.filter_chain_match
     for unsupported in ("address_suffix", "suffix_len", "direct_source_prefix_ranges", "source_type",
-                        "source_prefix_ranges", "source_ports", "server_names", "transport_protocol",
-                        "application_protocols"):
+                        "source_prefix_ranges", "source_ports", "server_names", "transport_protocol"):
         if is_set(match, unsupported):
             raise Refused(f"{where}: filter_chain_match.{unsupported} has no sidecar equivalent on a capture "
                           "listener; it matches destination_port and prefix_ranges")
+    if not set(match.application_protocols) <= _HTTP_PROTOCOLS:
+        raise Refused(f"{where}: filter_chain_match.application_protocols {list(match.application_protocols)} has no "
+                      f"sidecar equivalent; an HTTP chain may match {sorted(_HTTP_PROTOCOLS)} (what the sidecar "
+                      "tells from other traffic)")
     port = match.destination_port.value if match.HasField("destination_port") else None
     networks = [_network(cidr, f"{where}: filter_chain_match.prefix_ranges[{i}]")
                 for i, cidr in enumerate(match.prefix_ranges)]

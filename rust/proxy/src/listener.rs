@@ -140,7 +140,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
         Ok(Accepted::Plain(stream)) => match opaque {
             None => serving.serve(stream, None).await,
             Some(listener) => {
-                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, engine_stats: &serving.shared.engine_stats };
+                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, destination: serving.client.original_destination, engine_stats: &serving.shared.engine_stats };
                 let dispatched = tcp::dispatch(stream, downstream).await;
                 // HTTP connections read the running snapshot per request, as on any listener.
                 drop(listener);
@@ -157,7 +157,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
             match opaque.filter(|listener| listener.tcp.always().is_some()) {
                 Some(listener) => {
                     if let Some(cluster) = listener.tcp.always() {
-                        let downstream = tcp::Downstream { listener: &listener, client: peer, peer: Some(identity), engine_stats: &serving.shared.engine_stats };
+                        let downstream = tcp::Downstream { listener: &listener, client: peer, peer: Some(identity), destination: None, engine_stats: &serving.shared.engine_stats };
                         tcp::serve(stream, cluster, downstream).await;
                     }
                 }

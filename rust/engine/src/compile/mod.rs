@@ -140,7 +140,8 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
         let running = cx.listeners.iter().find(|l| *l.name == *listener.name && l.direction == listener.direction);
         let tcp = compile_tcp(listener, &clusters, &at, &mut problems);
         // A tcp listener's one route names its cluster (`tcp`); it routes no request.
-        let http_routes = if listener.protocol == config::ListenerProtocol::Tcp { &[][..] } else { &listener.routes[..] };
+        // (and an auto capture listener's TCP routes, which follow its HTTP ones).
+        let http_routes = &listener.routes[..http_route_count(listener, &clusters)];
         let routes = compile_routes(&listener.name, http_routes, &clusters, running.map(|l| &l.routes), &cx.stats.rules, &at, &mut problems);
         let rate_limit = listener.rate_limit.as_ref().and_then(|limit| {
             // Given again, it is kept with the tokens it has: a reload does not refill it.
@@ -205,4 +206,4 @@ mod tests;
 use clusters::compile_clusters;
 pub use clusters::compile_members;
 use routes::compile_routes;
-use tcp::compile_tcp;
+use tcp::{compile_tcp, http_route_count};

@@ -6,9 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use meshproxy_config::{self as config, ListenerProtocol, Problem, UpstreamProtocol};
+use meshproxy_config::{self as config, capture, ListenerProtocol, Problem, UpstreamProtocol};
 use meshproxy_proxy::cluster::Cluster;
-use meshproxy_proxy::tcp::Mode;
+use meshproxy_proxy::tcp::{Mode, TcpRoute};
+
+/// How a capture listener's TCP routes are written, for the messages that refuse others.
+const TCP_ROUTES: &str = "a TCP route of a capture listener has only match.original_destination and a tcp cluster: {match: {original_destination: [...]}, cluster: NAME}";
 
 /// The listener's TCP mode, once its settings are found consistent.
 pub(super) fn compile_tcp(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Mode {
@@ -16,6 +19,30 @@ pub(super) fn compile_tcp(listener: &config::Listener, clusters: &HashMap<String
     if opaque {
         check_authorization(listener, at, problems);
     }
+    if listener.original_destination {
+        let (routes, default) = by_destination(listener, clusters, at, problems);
+        let tcp_listener = listener.protocol == ListenerProtocol::Tcp;
+        if tcp_listener && listener.routes.is_empty() {
+            problems.push(Problem::new(format!("{at}.routes"), "a tcp listener needs a route: routes: [{cluster: NAME}]"));
+        }
+        if tcp_listener && listener.tcp_fallback.is_some() {
+            problems.push(Problem::new(format!("{at}.tcp_fallback"), "a tcp listener sends every connection to its route's cluster; tcp_fallback is for auto listeners"));
+        }
+        if routes.is_empty() {
+            // No route by destination: as without it (a tcp listener's one route, or detection).
+            return if tcp_listener { default.map_or(Mode::Http, Mode::Always) } else { by_protocol(listener, clusters, at, problems) };
+        }
+        if listener.tls != config::ListenerTls::Disable {
+            problems.push(Problem::new(format!("{at}.tls"), "routes by original destination take the app's plain-text connections (a capture listener's); set tls: disable"));
+        }
+        let then = if tcp_listener { default.map(Mode::Always) } else { Some(by_protocol(listener, clusters, at, problems)) };
+        return Mode::Destinations { routes: routes.into(), then: then.map(Box::new) };
+    }
+    by_protocol(listener, clusters, at, problems)
+}
+
+/// The mode of a listener's protocol, once TCP routes (if any) have been looked at.
+fn by_protocol(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Mode {
     match listener.protocol {
         ListenerProtocol::Tcp => {
             if listener.tcp_fallback.is_some() {
@@ -23,17 +50,7 @@ pub(super) fn compile_tcp(listener: &config::Listener, clusters: &HashMap<String
             }
             tcp_route(listener, clusters, at, problems).map_or(Mode::Http, Mode::Always)
         }
-        ListenerProtocol::Auto => {
-            check_http_routes(listener, clusters, at, problems);
-            let Some(name) = &listener.tcp_fallback else { return Mode::HttpOnly };
-            if listener.detect_timeout.0 == 0 {
-                problems.push(Problem::new(format!("{at}.detect_timeout"), "must be more than 0: a client silent this long goes to tcp_fallback"));
-            }
-            match tcp_cluster(name, clusters, &format!("{at}.tcp_fallback"), problems) {
-                Some(fallback) => Mode::Detect { fallback, timeout: listener.detect_timeout.duration() },
-                None => Mode::HttpOnly,
-            }
-        }
+        ListenerProtocol::Auto => detect(listener, clusters, at, problems),
         ListenerProtocol::Http1 | ListenerProtocol::Http2 => {
             check_http_routes(listener, clusters, at, problems);
             if listener.tcp_fallback.is_some() {
@@ -42,6 +59,92 @@ pub(super) fn compile_tcp(listener: &config::Listener, clusters: &HashMap<String
             Mode::Http
         }
     }
+}
+
+/// An `auto` listener's HTTP routes, and its `tcp_fallback` for what is not HTTP.
+fn detect(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> Mode {
+    check_http_routes(listener, clusters, at, problems);
+    let Some(name) = &listener.tcp_fallback else { return Mode::HttpOnly };
+    if listener.detect_timeout.0 == 0 {
+        problems.push(Problem::new(format!("{at}.detect_timeout"), "must be more than 0: a client silent this long goes to tcp_fallback"));
+    }
+    match tcp_cluster(name, clusters, &format!("{at}.tcp_fallback"), problems) {
+        Some(fallback) => Mode::Detect { fallback, timeout: listener.detect_timeout.duration() },
+        None => Mode::HttpOnly,
+    }
+}
+
+/// How many of a listener's routes, from the first, route HTTP requests: all but an `auto`
+/// capture listener's TCP routes, which follow them.
+pub(super) fn http_route_count(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>) -> usize {
+    match listener.protocol {
+        ListenerProtocol::Tcp => 0,
+        _ if !listener.original_destination => listener.routes.len(),
+        _ => listener.routes.iter().position(|route| is_tcp_route(route, clusters)).unwrap_or(listener.routes.len()),
+    }
+}
+
+/// A route of an `auto` capture listener to a `tcp` cluster: a TCP route.
+fn is_tcp_route(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>) -> bool {
+    route.cluster.as_deref().and_then(|name| clusters.get(name)).is_some_and(|c| c.protocol == UpstreamProtocol::Tcp)
+}
+
+/// A capture listener's TCP routes, in order, and a `tcp` listener's last route without a
+/// match (every other connection's cluster). On an `auto` listener they follow its HTTP routes.
+fn by_destination(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) -> (Vec<TcpRoute>, Option<Arc<Cluster>>) {
+    let tcp_listener = listener.protocol == ListenerProtocol::Tcp;
+    let first = http_route_count(listener, clusters);
+    let (mut routes, mut default) = (Vec::new(), None);
+    for (j, route) in listener.routes.iter().enumerate().skip(first) {
+        let at = format!("{at}.routes[{j}]");
+        if !tcp_listener && !is_tcp_route(route, clusters) {
+            problems.push(Problem::new(at, "an HTTP route comes before the TCP routes (those to tcp clusters) of an auto capture listener"));
+            continue;
+        }
+        let only_destination = config::RouteMatch { original_destination: None, ..route.match_.clone() } == config::RouteMatch::default();
+        for (_, field) in http_only(route).iter().filter(|(given, _)| *given) {
+            problems.push(Problem::new(format!("{at}.{field}"), format!("a TCP connection carries no HTTP request; {TCP_ROUTES}")));
+        }
+        if !only_destination {
+            problems.push(Problem::new(format!("{at}.match"), format!("a TCP connection carries no HTTP request; {TCP_ROUTES}")));
+        }
+        let Some(name) = &route.cluster else {
+            problems.push(Problem::new(format!("{at}.cluster"), TCP_ROUTES));
+            continue;
+        };
+        let cluster = tcp_cluster(name, clusters, &format!("{at}.cluster"), problems);
+        match &route.match_.original_destination {
+            None if tcp_listener && j + 1 == listener.routes.len() => default = cluster,
+            None if tcp_listener => problems.push(Problem::new(format!("{at}.match"), "a route without match.original_destination takes every connection: only the last route may have none")),
+            None => problems.push(Problem::new(format!("{at}.match.original_destination"), format!("required: an auto listener's TCP route is chosen by where the connection was going, before any bytes are read; {TCP_ROUTES}"))),
+            Some(entries) => {
+                let destinations = entries.iter().filter_map(|entry| capture::destination(entry).ok()).collect();
+                if let Some(cluster) = cluster {
+                    routes.push(TcpRoute { destinations, cluster });
+                }
+            }
+        }
+    }
+    (routes, default)
+}
+
+/// The fields of a route that only an HTTP request can use.
+fn http_only(route: &config::Route) -> [(bool, &'static str); 13] {
+    [
+        (route.split.is_some(), "split"),
+        (route.redirect.is_some(), "redirect"),
+        (route.direct_response.is_some(), "direct_response"),
+        (route.prefix_rewrite.is_some(), "prefix_rewrite"),
+        (route.regex_rewrite.is_some(), "regex_rewrite"),
+        (route.host_rewrite.is_some(), "host_rewrite"),
+        (route.rate_limit.is_some(), "rate_limit"),
+        (route.fault.is_some(), "fault"),
+        (route.mirror.is_some(), "mirror"),
+        (route.request_headers != config::HeaderEdits::default(), "request_headers"),
+        (route.response_headers != config::HeaderEdits::default(), "response_headers"),
+        (!route.hash_policy.is_empty(), "hash_policy"),
+        (route.retry.is_some(), "retry"),
+    ]
 }
 
 /// A `tcp` cluster's health is checked by connecting (`tcp`), not by HTTP or gRPC requests.
@@ -62,23 +165,9 @@ fn tcp_route(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster
         return None;
     };
     let at = format!("{at}.routes[0]");
-    let http_only = [
-        (route.match_ != config::RouteMatch::default(), "match"),
-        (route.split.is_some(), "split"),
-        (route.redirect.is_some(), "redirect"),
-        (route.direct_response.is_some(), "direct_response"),
-        (route.prefix_rewrite.is_some(), "prefix_rewrite"),
-        (route.regex_rewrite.is_some(), "regex_rewrite"),
-        (route.host_rewrite.is_some(), "host_rewrite"),
-        (route.rate_limit.is_some(), "rate_limit"),
-        (route.fault.is_some(), "fault"),
-        (route.mirror.is_some(), "mirror"),
-        (route.request_headers != config::HeaderEdits::default(), "request_headers"),
-        (route.response_headers != config::HeaderEdits::default(), "response_headers"),
-        (!route.hash_policy.is_empty(), "hash_policy"),
-        (route.retry.is_some(), "retry"),
-    ];
-    for (_, field) in http_only.iter().filter(|(given, _)| *given) {
+    let mut fields = vec![(route.match_ != config::RouteMatch::default(), "match")];
+    fields.extend(http_only(route));
+    for (_, field) in fields.iter().filter(|(given, _)| *given) {
         problems.push(Problem::new(format!("{at}.{field}"), format!("a tcp listener's connections carry no HTTP request; {ONE_ROUTE}")));
     }
     let Some(name) = &route.cluster else {
@@ -106,7 +195,7 @@ fn tcp_cluster(name: &str, clusters: &HashMap<String, Arc<Cluster>>, at: &str, p
 /// An HTTP listener's routes send requests, which a `tcp` cluster cannot take.
 fn check_http_routes(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) {
     let is_tcp = |name: &str| clusters.get(name).is_some_and(|c| c.protocol == UpstreamProtocol::Tcp);
-    for (j, route) in listener.routes.iter().enumerate() {
+    for (j, route) in listener.routes.iter().enumerate().take(http_route_count(listener, clusters)) {
         let named = route.cluster.iter().map(|name| (name, "cluster".to_string()));
         let split = route.split.iter().flatten().enumerate().map(|(k, w)| (&w.cluster, format!("split[{k}].cluster")));
         let mirror = route.mirror.iter().map(|m| (&m.cluster, "mirror.cluster".to_string()));

@@ -278,3 +278,44 @@ fn timeouts_the_schema_refuses_are_refused_at_their_paths() {
     assert!(got.iter().any(|p| p.starts_with("clusters[0].idle_timeout: idle_timeout must be greater than 0")), "{got:?}");
     assert_eq!(got.len(), 2, "{got:?}");
 }
+
+#[test]
+fn a_capture_listener_sends_tcp_destinations_to_their_cluster_and_detects_the_rest() {
+    let doc = serde_json::json!({
+        "listeners": [{"name": "capture", "address": "127.0.0.1:0", "original_destination": true,
+            "tcp_fallback": "passthrough_tcp", "routes": [
+            {"match": {"original_destination": ["10.0.2.2:8080"]}, "cluster": "orders"},
+            {"match": {"original_destination": ["10.0.2.3:6379", "10.0.3.0/24:6379"]}, "cluster": "redis"},
+        ]}],
+        "clusters": [
+            {"name": "orders", "endpoints": [{"address": "127.0.0.1:8081"}]},
+            {"name": "redis", "protocol": "tcp", "endpoints": [{"address": "127.0.0.1:6379"}]},
+            {"name": "passthrough_tcp", "protocol": "tcp", "original_destination": true},
+        ],
+    });
+    let running = reload(&doc, &EndpointRegistry::new(1), &Running { clusters: Vec::new(), listeners: Vec::new() });
+    let listener = &running.listeners[0];
+    // The TCP route is no HTTP route.
+    assert_eq!(routes(&running).len(), 1);
+    let at = |to: &str| to.parse().ok();
+    let cluster = |to: &str| listener.tcp.by_destination(at(to)).ok().map(|c| c.name.to_string());
+    assert_eq!(cluster("10.0.2.3:6379").as_deref(), Some("redis"));
+    assert_eq!(cluster("10.0.3.9:6379").as_deref(), Some("redis"));
+    // Elsewhere (an HTTP service's destination too): detected, then HTTP or the TCP passthrough.
+    for elsewhere in ["10.0.2.2:8080", "10.0.3.9:6380"] {
+        let mode = listener.tcp.by_destination(at(elsewhere)).err().flatten();
+        assert!(matches!(mode, Some(meshproxy_proxy::tcp::Mode::Detect { fallback, .. }) if &*fallback.name == "passthrough_tcp"), "{elsewhere}");
+    }
+    assert!(listener.tcp.by_destination(None).is_err());
+}
+
+#[test]
+fn routes_by_original_destination_take_plain_text_only() {
+    let found = problems(serde_json::json!({
+        "listeners": [{"name": "capture", "address": "127.0.0.1:0", "original_destination": true, "tls": "strict",
+            "routes": [{"match": {"original_destination": ["10.0.2.3:6379"]}, "cluster": "redis"}]}],
+        "clusters": [{"name": "redis", "protocol": "tcp", "endpoints": [{"address": "127.0.0.1:6379"}]}],
+    }));
+    let expected = "listeners[0].tls: routes by original destination take the app's plain-text connections (a capture listener's); set tls: disable";
+    assert!(found.iter().any(|p| p == expected), "{found:?}");
+}

@@ -26,7 +26,7 @@ use crate::outlier;
 use crate::pool::{self, Connection};
 use crate::snapshot::ListenerSnapshot;
 pub use detect::{classify, Seen};
-pub use mode::Mode;
+pub use mode::{Mode, TcpRoute};
 use relay::Relayed;
 
 /// A connect that fails is tried again on another endpoint, this many times in all at most.
@@ -44,6 +44,9 @@ pub struct Downstream<'a> {
     pub listener: &'a ListenerSnapshot,
     pub client: SocketAddr,
     pub peer: Option<SpiffeId>,
+    /// Where the connection was going, on a capture listener (`original_destination: true`):
+    /// what TCP routes match on and a passthrough cluster connects to.
+    pub destination: Option<SocketAddr>,
     pub engine_stats: &'a Stats,
 }
 
@@ -57,7 +60,14 @@ struct Ending {
 /// Reads the first bytes of a plain-text connection as its listener's mode asks: HTTP goes on
 /// to hyper, the rest is served here.
 pub async fn dispatch(stream: TcpStream, connection: Downstream<'_>) -> Dispatch {
-    let mode = &connection.listener.tcp;
+    let mode = match connection.listener.tcp.by_destination(connection.destination) {
+        Ok(cluster) => {
+            serve(stream, cluster, connection).await;
+            return Dispatch::Done;
+        }
+        Err(Some(mode)) => mode,
+        Err(None) => return Dispatch::Done,
+    };
     match mode {
         Mode::Http => Dispatch::Http(stream),
         Mode::HttpOnly => match tokio::time::timeout(detect::SILENT_CLIENT, stream.readable()).await {
@@ -76,6 +86,8 @@ pub async fn dispatch(stream: TcpStream, connection: Downstream<'_>) -> Dispatch
             }
             Seen::Closed => Dispatch::Done,
         },
+        // `by_destination` never gives it.
+        Mode::Destinations { .. } => Dispatch::Done,
     }
 }
 
@@ -86,7 +98,7 @@ where
 {
     let (started, since) = (Instant::now(), SystemTime::now());
     let ending = proxy(io, cluster, &connection).await;
-    let Downstream { listener, client, peer, engine_stats } = connection;
+    let Downstream { listener, client, peer, engine_stats, .. } = connection;
     let Relayed { received, sent, .. } = ending.relayed;
     listener.stats.tcp_bytes_received_total.add(received);
     listener.stats.tcp_bytes_sent_total.add(sent);
@@ -129,7 +141,7 @@ async fn proxy<I>(io: I, cluster: &Arc<Cluster>, connection: &Downstream<'_>) ->
 where
     I: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Downstream { listener, peer, .. } = connection;
+    let Downstream { listener, peer, destination, .. } = connection;
     let refused = |reason| Ending { upstream: None, relayed: Relayed::default(), reason: Some(reason) };
     if !listener.authz.is_empty() {
         // A TCP listener's rules name identities only (the compiler refuses the rest).
@@ -147,7 +159,11 @@ where
             return refused(Reason::Overflow);
         }
     };
-    let members = cluster.members();
+    // A passthrough cluster (`original_destination: true`) connects where the client was going.
+    let members = match &cluster.passthrough {
+        None => cluster.members(),
+        Some(passthrough) => passthrough.members(*destination),
+    };
     let mut avoid: Option<Arc<str>> = None;
     for _ in 0..CONNECT_ATTEMPTS.min(members.endpoints.len().max(1)) {
         let Some(endpoint) = members.pick_avoiding(avoid.as_deref()) else { return refused(Reason::NoHealthyEndpoint) };
