@@ -85,12 +85,18 @@ def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
         http_filters=[*rbac_filters(policy, trust_domain), *inbound_rate_limit(rate_limit), _router()], **_upgrades())
     http = listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                           typed_config=packed(manager))
+    return mutual_tls_listener(address, [http], mtls, trust_domain, ["h2", "http/1.1"])
+
+
+def mutual_tls_listener(address: str, filters: Sequence[listener_components_pb2.Filter], mtls: str,
+                        trust_domain: str, alpn: Sequence[str]) -> listener_pb2.Listener:
+    """An inbound listener whose ``filters`` serve peers over mutual TLS (any SPIFFE ID of the
+    trust domain; authorization comes after) or, permissive, plain-text clients too."""
     tls = tls_pb2.DownstreamTlsContext(
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
-        common_tls_context=_common_tls(string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"),
-                                       ["h2", "http/1.1"]))
+        common_tls_context=_common_tls(string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"), alpn))
     secure = listener_components_pb2.FilterChain(
-        filters=[http],
+        filters=filters,
         transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
     listener = listener_pb2.Listener(name=names.INBOUND, address=socket_address(address),
                                      traffic_direction=base_pb2.INBOUND)
@@ -101,7 +107,7 @@ def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
         secure.filter_chain_match.transport_protocol = "tls"
         plain = listener_components_pb2.FilterChain(
             filter_chain_match=listener_components_pb2.FilterChainMatch(transport_protocol="raw_buffer"),
-            filters=[http])
+            filters=filters)
         listener.filter_chains.extend([secure, plain])
     else:
         listener.filter_chains.append(secure)
@@ -161,11 +167,7 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
         listener_filters=[listener_components_pb2.ListenerFilter(
             name="envoy.filters.listener.original_dst", typed_config=packed(original_dst_pb2.OriginalDst()))])
     for (service, namespace), destinations in called:
-        by_port: dict[int, list[str]] = {}
-        for destination in destinations:
-            host, _, port_text = destination.rpartition(":")
-            by_port.setdefault(int(port_text), []).append(host.strip("[]"))
-        for port, hosts in sorted(by_port.items()):
+        for port, match in destination_matches(destinations):
             config = route_pb2.RouteConfiguration(
                 name=f"{names.CAPTURE}_{service}.{namespace}_{port}",
                 virtual_hosts=[_virtual_host(service, namespace, routes.get((service, namespace)), ["*"],
@@ -173,10 +175,6 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
             manager = hcm_pb2.HttpConnectionManager(
                 stat_prefix=names.CAPTURE, codec_type=hcm_pb2.HttpConnectionManager.AUTO, route_config=config,
                 http_filters=[*listener_filters(set(route_filters)), _router()], **_upgrades())
-            match = listener_components_pb2.FilterChainMatch(
-                destination_port=wrappers_pb2.UInt32Value(value=port),
-                prefix_ranges=[address_pb2.CidrRange(address_prefix=host, prefix_len=wrappers_pb2.UInt32Value(
-                    value=128 if ":" in host else 32)) for host in sorted(hosts)])
             listener.filter_chains.append(listener_components_pb2.FilterChain(
                 name=f"{service}.{namespace}:{port}", filter_chain_match=match,
                 filters=[listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
@@ -196,6 +194,19 @@ def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Seque
 
 
 # === RDS ===
+
+
+def destination_matches(destinations: Sequence[str]) -> list[tuple[int, listener_components_pb2.FilterChainMatch]]:
+    """A capture listener's filter chain matches for a service's instances (``IP:PORT`` app
+    addresses): one per app port, over the instances' IPs, in port order."""
+    by_port: dict[int, list[str]] = {}
+    for destination in destinations:
+        host, _, port_text = destination.rpartition(":")
+        by_port.setdefault(int(port_text), []).append(host.strip("[]"))
+    return [(port, listener_components_pb2.FilterChainMatch(
+        destination_port=wrappers_pb2.UInt32Value(value=port),
+        prefix_ranges=[address_pb2.CidrRange(address_prefix=host, prefix_len=wrappers_pb2.UInt32Value(
+            value=128 if ":" in host else 32)) for host in sorted(hosts)])) for port, hosts in sorted(by_port.items())]
 
 
 def inbound_routes() -> route_pb2.RouteConfiguration:

@@ -23,19 +23,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import duration_pb2, wrappers_pb2
+from google.protobuf import duration_pb2
 from meshproxy.mesh import names
 
-from .build import CONNECT_TIMEOUT, _common_tls, packed, socket_address
+from .build import CONNECT_TIMEOUT, destination_matches, mutual_tls_listener, packed, socket_address
 from .rbac import rbac_filters
 
 ServiceKey = tuple[str, str]
@@ -80,25 +77,7 @@ def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
                      trust_domain: str) -> listener_pb2.Listener:
     """A TCP service's inbound listener: mutual TLS (or, permissive, both), RBAC, the app."""
     filters = [*network_rbac(policy, trust_domain), tcp_proxy(names.INBOUND, names.APP_CLUSTER)]
-    tls = tls_pb2.DownstreamTlsContext(
-        require_client_certificate=wrappers_pb2.BoolValue(value=True),
-        common_tls_context=_common_tls(string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"), []))
-    secure = listener_components_pb2.FilterChain(
-        filters=filters,
-        transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed(tls)))
-    listener = listener_pb2.Listener(name=names.INBOUND, address=socket_address(address),
-                                     traffic_direction=base_pb2.INBOUND)
-    if mtls == "permissive":
-        listener.listener_filters.append(listener_components_pb2.ListenerFilter(
-            name="envoy.filters.listener.tls_inspector", typed_config=packed(tls_inspector_pb2.TlsInspector())))
-        secure.filter_chain_match.transport_protocol = "tls"
-        plain = listener_components_pb2.FilterChain(
-            filter_chain_match=listener_components_pb2.FilterChainMatch(transport_protocol="raw_buffer"),
-            filters=filters)
-        listener.filter_chains.extend([secure, plain])
-    else:
-        listener.filter_chains.append(secure)
-    return listener
+    return mutual_tls_listener(address, filters, mtls, trust_domain, [])
 
 
 def outbound_listener(service: str, namespace: str, address: str) -> listener_pb2.Listener:
@@ -116,15 +95,7 @@ def capture_tcp(listener: listener_pb2.Listener, called: Sequence[tuple[ServiceK
     passthrough; then the TCP passthrough, last."""
     *chains, http_passthrough = listener.filter_chains
     for (service, namespace), destinations in called:
-        by_port: dict[int, list[str]] = {}
-        for destination in destinations:
-            host, _, port_text = destination.rpartition(":")
-            by_port.setdefault(int(port_text), []).append(host.strip("[]"))
-        for port, hosts in sorted(by_port.items()):
-            match = listener_components_pb2.FilterChainMatch(
-                destination_port=wrappers_pb2.UInt32Value(value=port),
-                prefix_ranges=[address_pb2.CidrRange(address_prefix=host, prefix_len=wrappers_pb2.UInt32Value(
-                    value=128 if ":" in host else 32)) for host in sorted(hosts)])
+        for port, match in destination_matches(destinations):
             chains.append(listener_components_pb2.FilterChain(
                 name=f"{service}.{namespace}:{port}", filter_chain_match=match,
                 filters=[tcp_proxy(names.CAPTURE, names.service_cluster(service, namespace))]))
