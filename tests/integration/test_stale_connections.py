@@ -5,40 +5,32 @@ idempotent method) goes again on a new connection, anything else fails with 502.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from conftest import one_route_config
+from raw_upstream import RawUpstream
 from meshproxy import Proxy
 
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
 
 
-class DroppingUpstream:
+class DroppingUpstream(RawUpstream):
     """Answers the first request of every connection, then closes the connection on reading
     the second: what an upstream closing an idle connection looks like when the request and
     the close cross on the wire."""
 
     def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
-        self.connections = 0
         self.dropped = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    @property
+    def connections(self) -> int:
+        return self.accepted
 
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             served = 0
             pending = b""
@@ -62,8 +54,6 @@ class DroppingUpstream:
                     conn.sendall(RESPONSE)
                     served += 1
 
-    def close(self) -> None:
-        self._listener.close()
 
 
 def _content_length(head: bytes) -> int:

@@ -13,35 +13,24 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ProxyProcess, metric_value, one_route_config, wait_until
+from raw_upstream import RawUpstream
 
 IDLE = "300ms"
 TRICKLE_CHUNKS = 12
 TRICKLE_EVERY_S = 0.1
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(RawUpstream):
     """HTTP/1.1 on a raw socket, answering by path: `/silent` never answers, `/stall` sends its
     head and 5 of 100 bytes then nothing, `/trickle` sends a chunk every 0.1 s (1.2 s in all),
     anything else `ok`. Counts the connections it accepted and those the proxy closed."""
 
     def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
-        self.accepted = 0
         self.closed_by_proxy = 0
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
             pending = b""
             while not self._stop.is_set():
@@ -83,7 +72,7 @@ class ScriptedUpstream:
 
     def close(self) -> None:
         self._stop.set()
-        self._listener.close()
+        super().close()
 
 
 @pytest.fixture
@@ -202,27 +191,15 @@ def test_the_default_cluster_idle_timeout_keeps_a_pooled_connection(
     assert (scripted.accepted, scripted.closed_by_proxy) == (1, 0)
 
 
-class Http2Upstream:
+class Http2Upstream(RawUpstream):
     """h2c on a raw socket: answers every request `ok`, and counts the connections it accepted
     and those the proxy ended (GOAWAY or close)."""
 
     def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
-        self.accepted = 0
         self.ended_by_proxy = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         import h2.config
         import h2.connection
         import h2.events
@@ -249,8 +226,6 @@ class Http2Upstream:
                     self.ended_by_proxy += 1
                     return
 
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_an_unused_http2_connection_is_let_go_of_after_the_clusters_idle_timeout(
