@@ -149,10 +149,10 @@ def test_get_prints_tables_json_and_yaml(api: ApiServer, store: SqliteStore) -> 
     ok(meshctl(api, "apply", "-f", str(MESH_YAML)))
     services = ok(meshctl(api, "get", "services"))
     assert services.splitlines() == [
-        "NAMESPACE  NAME      PROTOCOL  CALLS",
-        "shop       frontend  http1     orders.shop",
-        "shop       orders    http1     payments.shop",
-        "shop       payments  http2     -",
+        "NAMESPACE  NAME      PROTOCOL  PORT  CALLS",
+        "shop       frontend  http1     -     orders.shop",
+        "shop       orders    http1     -     payments.shop",
+        "shop       payments  http2     -     -",
     ]
     routes = ok(meshctl(api, "get", "routes", "-n", "shop"))
     assert "x-channel=beta -> v2 | * -> v1 90, v2 10 (5000ms)" in routes

@@ -11,10 +11,10 @@ service's, whatever it sends), and, last, the passthrough: HTTP (``application_p
 ``tcp_proxy`` to the TCP one (both ``ORIGINAL_DST``). A client silent for
 ``DETECT_TIMEOUT`` (server-first) goes on undetected, to the TCP chain.
 
-Ports: the app reaches a called TCP service on its sidecar's outbound address, the port plus
-``1 + i``, where ``i`` is the service's place among the mesh's TCP services in (namespace, name)
-order. Every caller reaches one service on the same offset, and the listener's name says which
-service it is (``outbound_tcp_<service>.<namespace>``).
+Ports: the app reaches a called TCP service on its sidecar's outbound address (its IP), at the
+Service's ``port``, or at the outbound port plus the Service's ``port_offset``, which the control
+plane gives once and keeps (``resources.tcp_ports``): adding or deleting other services never
+moves it. The listener's name says which service it is (``outbound_tcp_<service>.<namespace>``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2
 from meshproxy.mesh import names
 
+from ..resources import tcp_ports
 from .build import CONNECT_TIMEOUT, destination_matches, mutual_tls_listener, packed, socket_address
 from .rbac import rbac_filters
 
@@ -47,11 +48,16 @@ def listener_name(service: str, namespace: str) -> str:
     return f"outbound_tcp_{service}.{namespace}"
 
 
-def ports(services: Sequence[ServiceKey], outbound: str) -> dict[ServiceKey, str]:
-    """The address of each TCP service's outbound listener, next to the caller's ``outbound``."""
-    host, _, port = outbound.rpartition(":")
-    ordered = sorted(services, key=lambda key: (key[1], key[0]))
-    return {key: f"{host}:{int(port) + 1 + i}" for i, key in enumerate(ordered)}
+def addresses(services: Mapping[ServiceKey, Mapping[str, Any]], outbound: str) -> dict[ServiceKey, str]:
+    """The address of each TCP service's outbound listener on a caller whose sidecar's outbound
+    address is ``outbound``: the Service's ``port``, or the outbound port plus its offset."""
+    offsets = tcp_ports.offsets_for(services.values())  # for Services stored before offsets were kept
+    found = {}
+    for key, service in services.items():
+        address = tcp_ports.listener_address(service, offsets.get(key), outbound)
+        if address is not None:
+            found[key] = address
+    return found
 
 
 def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
