@@ -169,7 +169,7 @@ class Snapshots:
             traffic = world.traffic_policies.get(client.key) or {}
             if world.protocol(client.key) == "tcp":
                 inbound = tcp.inbound_listener(client.meta.inbound, world.policies.get(client.key), world.mtls,
-                                               world.trust_domain)
+                                               world.trust_domain, traffic.get("rate_limit"))
             else:
                 inbound = build.inbound_listener(client.meta.inbound, world.policies.get(client.key), world.mtls,
                                                  world.trust_domain, traffic.get("rate_limit"))
