@@ -144,8 +144,8 @@ def test_a_tcp_services_port_and_http_policy_problems_are_refused_at_apply(api: 
         assert (result.returncode, result.stdout) == (1, "")
         messages[name] = result.stderr.removeprefix(f"{folder / name}:")
     assert messages == {
-        "sessions.yaml": "5: documents[0] (Service shop/sessions): port: port 6379 is Service shop/cache's already; "
-                         "each TCP service needs one of its own: choose another\n",
+        "sessions.yaml": "5: documents[0] (Service shop/sessions): port: port 6379 is Service shop/cache's already "
+                         "(applied before); each TCP service needs one of its own: choose another\n",
         "policy.yaml": "5: documents[0] (AccessPolicy shop/cache): rules[0].paths: Service shop/cache has protocol "
                        "tcp: its connections have no HTTP fields; authorize them by services, namespaces or "
                        "identities (and their not_ forms)\n",

@@ -74,7 +74,7 @@ def test_an_offset_written_on_one_already_given_names_its_holder() -> None:
         load_documents(service("ledger", "shop", protocol="tcp") + "port_offset: 1\n", "ledger.yaml", store)
     assert str(caught.value) == (
         "ledger.yaml:5: documents[0] (Service shop/ledger): port_offset: port_offset 1 is Service shop/cache's "
-        "already (given when it was applied); each TCP service needs one of its own: choose another, or leave "
+        "already (applied before); each TCP service needs one of its own: choose another, or leave "
         "port_offset out for one to be given")
 
 

@@ -29,9 +29,8 @@ _BY_IDENTITY = "authorize them by services, namespaces or identities (and their 
 def check_tcp_services(documents: Sequence[ParsedDocument], current: Sequence[Resource]) -> list[Located]:
     valid = [d for d in documents if d.key is not None and d.model is not None]
     final = {key_of(r): r for r in current}
-    for document in valid:
-        assert document.key is not None and document.model is not None
-        final[document.key] = _kept(document.model.stored(), final.get(document.key))
+    final.update({d.key: _kept(d.model.stored(), final.get(d.key))
+                  for d in documents if d.key is not None and d.model is not None})
     return _ports(valid, final) + _policies(valid, final)
 
 
@@ -90,12 +89,10 @@ def _ports(valid: Sequence[ParsedDocument], final: dict[Key, Resource]) -> list[
 
 
 def _taken(field: str, value: int, holder: Key, by_key: dict[Key | None, ParsedDocument]) -> str:
-    where = ""
+    where = " (applied before)"
     if holder in by_key:
         document = by_key[holder]
         where = f" (documents[{document.index}], line {document.line_of((field,)) or document.line_of(())})"
-    elif field == "port_offset":
-        where = " (given when it was applied)"
     instead = "choose another" if field == "port" else "choose another, or leave port_offset out for one to be given"
     return (f"{field} {value} is {label(holder)}'s already{where}; each TCP service needs one of its own: "
             f"{instead}")
