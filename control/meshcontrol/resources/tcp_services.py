@@ -1,7 +1,8 @@
 """What a ``tcp`` Service asks of the documents around it, judged at apply time rather than left
-to a sidecar's NACK: a port of its own (``port`` and ``port_offset`` unique in the mesh), and an
-AccessPolicy that authorizes by identity only (a connection has no path, method or headers to
-match), whichever of the two documents changes. Then :func:`placed` gives each tcp Service
+to a sidecar's NACK or to being ignored: a port of its own (``port`` and ``port_offset`` unique
+in the mesh); an AccessPolicy that authorizes by identity only (a connection has no path,
+method or headers to match), a TrafficPolicy whose health_check connects (``tcp``), and no Route
+(its connections go to the service as a whole), whichever of the documents changes. Then :func:`placed` gives each tcp Service
 without a port its ``port_offset`` (``tcp_ports``), kept from the store when it had one.
 
 The set judged is the store's current one with the file's documents in place of the ones they
@@ -11,13 +12,15 @@ replace, as in ``affinity``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from meshproxy.config.errors import Path, format_path
 from meshproxy.config.messages import Finding
 
 from .base import Resource
 from .keys import Key, key_of, label
-from .models import AccessPolicy, Service
+from .models import Service
 from .references import Located, ParsedDocument
 from .tcp_ports import is_tcp, offsets_for, unplaced
 
@@ -31,7 +34,7 @@ def check_tcp_services(documents: Sequence[ParsedDocument], current: Sequence[Re
     final = {key_of(r): r for r in current}
     final.update({d.key: _kept(d.model.stored(), final.get(d.key))
                   for d in documents if d.key is not None and d.model is not None})
-    return _ports(valid, final) + _policies(valid, final)
+    return _ports(valid, final) + _http_only(valid, final)
 
 
 def placed(stored: Sequence[Resource], current: Sequence[Resource]) -> list[Resource]:
@@ -98,36 +101,66 @@ def _taken(field: str, value: int, holder: Key, by_key: dict[Key | None, ParsedD
             f"{instead}")
 
 
-# === AccessPolicy rules on HTTP fields ===
+# === What only an HTTP service has ===
 
 
-def _policies(valid: Sequence[ParsedDocument], final: dict[Key, Resource]) -> list[Located]:
-    """Said on the AccessPolicy when the file has it, else on the Service turning tcp."""
+@dataclass(frozen=True)
+class _HttpOnly:
+    """How a document about a service can ask for HTTP of it, and what each side is told."""
+
+    on_document: str
+    """Said on the document's field: after "Service NS/NAME has protocol tcp: "."""
+    on_service: str
+    """Said on a Service turning tcp: {policy} is the document, {fields} where it asks."""
+
+
+_HTTP_ONLY = {
+    "AccessPolicy": _HttpOnly(
+        f"its connections have no HTTP fields; {_BY_IDENTITY}",
+        "a tcp service's connections have no HTTP fields, but {policy} authorizes by them ({fields}); first change "
+        "those rules to authorize by services, namespaces or identities, or keep the protocol it has"),
+    "TrafficPolicy": _HttpOnly(
+        "its instances are checked by connecting to them; use health_check: {tcp: {}}",
+        "a tcp service's instances are checked by connecting to them, but {policy} checks them by requests "
+        "({fields}); first change it to health_check: {{tcp: {{}}}}, or keep the protocol it has"),
+    "Route": _HttpOnly(
+        "its callers' connections go to the service as a whole, with no request to match or send to a version; "
+        "delete this Route",
+        "a tcp service's connections carry no requests to route, but {policy} routes them; first delete it, or "
+        "keep the protocol it has"),
+}
+
+
+def _http_only(valid: Sequence[ParsedDocument], final: dict[Key, Resource]) -> list[Located]:
+    """An AccessPolicy on HTTP fields, a TrafficPolicy checking by requests, or a Route, for a
+    tcp service: said on that document when the file has it, else on the Service turning tcp."""
     in_file = {d.key for d in valid}
     found: list[Located] = []
     for document in valid:
         kind, namespace, name = document.key or ("", "", "")
-        if isinstance(document.model, AccessPolicy) and is_tcp(final.get(("Service", namespace, name))):
-            service = label(("Service", namespace, name))
-            found += [Located(document, Finding(path, f"{service} has protocol tcp: its connections have no HTTP "
-                                                      f"fields; {_BY_IDENTITY}"))
-                      for path in _http_conditions(final[("AccessPolicy", namespace, name)])]
-        elif isinstance(document.model, Service) and document.model.protocol == "tcp" \
-                and ("AccessPolicy", namespace, name) not in in_file:
-            policy = final.get(("AccessPolicy", namespace, name))
-            paths = list(_http_conditions(policy)) if policy is not None else []
-            if paths:
-                fields = ", ".join(f"rules[{i}].{field}" for _, i, field in paths)
-                found.append(Located(document, Finding(("protocol",), (
-                    f"a tcp service's connections have no HTTP fields, but AccessPolicy {namespace}/{name} "
-                    f"authorizes by them ({fields}); first change those rules to authorize by services, namespaces "
-                    "or identities, or keep the protocol it has"))))
+        if kind in _HTTP_ONLY and is_tcp(final.get(("Service", namespace, name))):
+            said = f"{label(('Service', namespace, name))} has protocol tcp: {_HTTP_ONLY[kind].on_document}"
+            found += [Located(document, Finding(path, said)) for path in _asks_http(final[(kind, namespace, name)])]
+        elif isinstance(document.model, Service) and document.model.protocol == "tcp":
+            for other in _HTTP_ONLY:
+                resource = final.get((other, namespace, name))
+                if resource is None or (other, namespace, name) in in_file:
+                    continue
+                paths = list(_asks_http(resource))
+                if paths:
+                    fields = ", ".join(format_path(path) for path in paths)
+                    message = _HTTP_ONLY[other].on_service.format(policy=f"{other} {namespace}/{name}", fields=fields)
+                    found.append(Located(document, Finding(("protocol",), message)))
     return found
 
 
-def _http_conditions(policy: Resource) -> Iterator[tuple[str, int, str]]:
-    for i, rule in enumerate(policy.get("rules") or []):
-        for field in HTTP_FIELDS:
-            value: Any = rule.get(field)
-            if value:
-                yield ("rules", i, field)
+def _asks_http(resource: Resource) -> Iterator[Path]:
+    """Where a document about a service asks for what only an HTTP service has."""
+    if resource["kind"] == "Route":
+        yield ()
+    elif resource["kind"] == "TrafficPolicy":
+        check: Any = resource.get("health_check") or {}
+        yield from (("health_check", kind) for kind in ("http", "grpc") if check.get(kind) is not None)
+    else:
+        for i, rule in enumerate(resource.get("rules") or []):
+            yield from (("rules", i, field) for field in HTTP_FIELDS if rule.get(field))
