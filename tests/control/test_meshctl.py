@@ -151,11 +151,11 @@ def test_a_tcp_services_port_and_http_policy_problems_are_refused_at_apply(api: 
     }
     # orders' AccessPolicy allows frontend's GET and HEAD, and its Route splits calls among versions.
     assert messages["orders.yaml"].splitlines() == [
-        "4: documents[0] (Service shop/orders): protocol: a tcp service's connections have no HTTP fields, but "
-        "AccessPolicy shop/orders authorizes by them (rules[0].methods); first change those rules to authorize by "
+        "4: documents[0] (Service shop/orders): protocol: a tcp service's connections carry no HTTP requests, but "
+        "AccessPolicy shop/orders asks for them (rules[0].methods); first change those rules to authorize by "
         "services, namespaces or identities, or keep the protocol it has",
         f"{folder / 'orders.yaml'}:4: documents[0] (Service shop/orders): protocol: a tcp service's connections carry "
-        "no requests to route, but Route shop/orders routes them; first delete it, or keep the protocol it has",
+        "no HTTP requests, but Route shop/orders asks for them; first delete it, or keep the protocol it has",
     ]
     assert store.revision() == 2
 

@@ -1,9 +1,10 @@
 """What a ``tcp`` Service asks of the documents around it, judged at apply time rather than left
 to a sidecar's NACK or to being ignored: a port of its own (``port`` and ``port_offset`` unique
 in the mesh); an AccessPolicy that authorizes by identity only (a connection has no path,
-method or headers to match), a TrafficPolicy whose health_check connects (``tcp``), and no Route
-(its connections go to the service as a whole), whichever of the documents changes. Then :func:`placed` gives each tcp Service
-without a port its ``port_offset`` (``tcp_ports``), kept from the store when it had one.
+method or headers to match), a TrafficPolicy that checks by connecting (``health_check.tcp``) and
+does not hash, and no Route (its connections go to the service as a whole), whichever of the
+documents changes. Then :func:`placed` gives each tcp Service without a port its
+``port_offset`` (``tcp_ports``), kept from the store when it had one.
 
 The set judged is the store's current one with the file's documents in place of the ones they
 replace, as in ``affinity``.
@@ -12,9 +13,9 @@ replace, as in ``affinity``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from meshproxy.config.clusters import Lb
 from meshproxy.config.errors import Path, format_path
 from meshproxy.config.messages import Finding
 
@@ -23,10 +24,12 @@ from .keys import Key, key_of, label
 from .models import Service
 from .references import Located, ParsedDocument
 from .tcp_ports import is_tcp, offsets_for, unplaced
+from .traffic_policy import HASHING_LBS
 
 # The fields of an authorization rule that only an HTTP request has.
 HTTP_FIELDS = ("paths", "methods", "headers", "not_paths", "not_methods", "not_headers")
 _BY_IDENTITY = "authorize them by services, namespaces or identities (and their not_ forms)"
+_NOT_HASHING = tuple(lb for lb in get_args(Lb) if lb not in HASHING_LBS)
 
 
 def check_tcp_services(documents: Sequence[ParsedDocument], current: Sequence[Resource]) -> list[Located]:
@@ -104,63 +107,55 @@ def _taken(field: str, value: int, holder: Key, by_key: dict[Key | None, ParsedD
 # === What only an HTTP service has ===
 
 
-@dataclass(frozen=True)
-class _HttpOnly:
-    """How a document about a service can ask for HTTP of it, and what each side is told."""
-
-    on_document: str
-    """Said on the document's field: after "Service NS/NAME has protocol tcp: "."""
-    on_service: str
-    """Said on a Service turning tcp: {policy} is the document, {fields} where it asks."""
-
-
-_HTTP_ONLY = {
-    "AccessPolicy": _HttpOnly(
-        f"its connections have no HTTP fields; {_BY_IDENTITY}",
-        "a tcp service's connections have no HTTP fields, but {policy} authorizes by them ({fields}); first change "
-        "those rules to authorize by services, namespaces or identities, or keep the protocol it has"),
-    "TrafficPolicy": _HttpOnly(
-        "its instances are checked by connecting to them; use health_check: {tcp: {}}",
-        "a tcp service's instances are checked by connecting to them, but {policy} checks them by requests "
-        "({fields}); first change it to health_check: {{tcp: {{}}}}, or keep the protocol it has"),
-    "Route": _HttpOnly(
-        "its callers' connections go to the service as a whole, with no request to match or send to a version; "
-        "delete this Route",
-        "a tcp service's connections carry no requests to route, but {policy} routes them; first delete it, or "
-        "keep the protocol it has"),
+_FIX = {
+    "AccessPolicy": "first change those rules to authorize by services, namespaces or identities",
+    "TrafficPolicy": "first change it to health_check: {tcp: {}} and an lb that does not hash",
+    "Route": "first delete it",
 }
+"""What a Service turning tcp asks of each kind of document about it that asks for HTTP."""
 
 
 def _http_only(valid: Sequence[ParsedDocument], final: dict[Key, Resource]) -> list[Located]:
-    """An AccessPolicy on HTTP fields, a TrafficPolicy checking by requests, or a Route, for a
-    tcp service: said on that document when the file has it, else on the Service turning tcp."""
+    """An AccessPolicy on HTTP fields, a TrafficPolicy checking by requests or hashing them, or
+    a Route, for a tcp service: said on that document when the file has it, else on the Service
+    turning tcp."""
     in_file = {d.key for d in valid}
     found: list[Located] = []
     for document in valid:
         kind, namespace, name = document.key or ("", "", "")
-        if kind in _HTTP_ONLY and is_tcp(final.get(("Service", namespace, name))):
-            said = f"{label(('Service', namespace, name))} has protocol tcp: {_HTTP_ONLY[kind].on_document}"
-            found += [Located(document, Finding(path, said)) for path in _asks_http(final[(kind, namespace, name)])]
+        if kind in _FIX and is_tcp(final.get(("Service", namespace, name))):
+            service = label(("Service", namespace, name))
+            found += [Located(document, Finding(path, f"{service} has protocol tcp: {why}"))
+                      for path, why in _asks_http(final[(kind, namespace, name)])]
         elif isinstance(document.model, Service) and document.model.protocol == "tcp":
-            for other in _HTTP_ONLY:
+            for other, fix in _FIX.items():
                 resource = final.get((other, namespace, name))
                 if resource is None or (other, namespace, name) in in_file:
                     continue
-                paths = list(_asks_http(resource))
+                paths = [format_path(path) for path, _ in _asks_http(resource)]
                 if paths:
-                    fields = ", ".join(format_path(path) for path in paths)
-                    message = _HTTP_ONLY[other].on_service.format(policy=f"{other} {namespace}/{name}", fields=fields)
-                    found.append(Located(document, Finding(("protocol",), message)))
+                    fields = f" ({', '.join(paths)})" if any(paths) else ""  # a Route: the whole of it
+                    found.append(Located(document, Finding(("protocol",), (
+                        f"a tcp service's connections carry no HTTP requests, but {other} {namespace}/{name} asks "
+                        f"for them{fields}; {fix}, or keep the protocol it has"))))
     return found
 
 
-def _asks_http(resource: Resource) -> Iterator[Path]:
-    """Where a document about a service asks for what only an HTTP service has."""
+def _asks_http(resource: Resource) -> Iterator[tuple[Path, str]]:
+    """Where a document about a service asks for what only an HTTP service has, and why a tcp
+    service has not."""
     if resource["kind"] == "Route":
-        yield ()
+        yield (), ("its callers' connections go to the service as a whole, with no request to match or send to "
+                   "a version; delete this Route")
     elif resource["kind"] == "TrafficPolicy":
         check: Any = resource.get("health_check") or {}
-        yield from (("health_check", kind) for kind in ("http", "grpc") if check.get(kind) is not None)
+        for kind in ("http", "grpc"):
+            if check.get(kind) is not None:
+                yield ("health_check", kind), ("its instances are checked by connecting to them; use "
+                                               "health_check: {tcp: {}}")
+        if resource.get("lb") in HASHING_LBS:
+            yield ("lb",), f"its connections carry no request to hash; expected one of {', '.join(_NOT_HASHING)}"
     else:
         for i, rule in enumerate(resource.get("rules") or []):
-            yield from (("rules", i, field) for field in HTTP_FIELDS if rule.get(field))
+            yield from ((("rules", i, field), f"its connections have no HTTP fields; {_BY_IDENTITY}")
+                        for field in HTTP_FIELDS if rule.get(field))
