@@ -16,7 +16,7 @@ import pytest
 from grpc_app import EchoApp, EchoClient, error_of
 
 from mesh_documents import documents, service
-from mesh_harness import LocalMesh, until
+from mesh_harness import LocalMesh
 
 MESH = documents(
     service("frontend", "shop", calls=["greeter", "vault"]),
@@ -49,12 +49,8 @@ def app() -> Iterator[EchoApp]:
 def mesh(tmp_path_factory: pytest.TempPathFactory, app: EchoApp) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path_factory.mktemp("mesh")) as mesh:
         mesh.apply(MESH)
-        frontend = mesh.sidecar("frontend", namespace="shop", app="127.0.0.1:9")
-        mesh.sidecar("greeter", namespace="shop", app=app.address)
-        mesh.sidecar("vault", namespace="shop", app=app.address)
-        until(lambda: frontend.endpoints("outbound_greeter.shop_v1") != []
-              and frontend.endpoints("outbound_vault.shop") != [], what="frontend to see greeter and vault")
-        mesh.wait_acked()
+        mesh.caller_of([("greeter", app.address), ("vault", app.address)], namespace="shop",
+                       sees={"outbound_greeter.shop_v1": 1, "outbound_vault.shop": 1})
         yield mesh
 
 
