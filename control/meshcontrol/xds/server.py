@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
-from meshproxy.mesh.names import CERTIFICATE_SECRET, USER_AGENT, NodeMetadata
+from meshproxy.mesh.names import CERTIFICATE_SECRET, USER_AGENT, NodeMetadata, capture_addresses
 
 from ..ca import CertificateAuthority
 from ..identity import Authenticator
@@ -228,6 +228,11 @@ class AdsServer:
                     socket_address(getattr(meta, name))
                 except ValueError as error:
                     raise ValueError(f"node metadata: '{name}': {error}") from None
+            for address in capture_addresses(meta.capture):
+                try:
+                    socket_address(address)
+                except ValueError as error:
+                    raise ValueError(f"node metadata: 'capture': {error}") from None
         except ValueError as error:
             raise GRPCError(Status.INVALID_ARGUMENT, f"{error} (node {node.id!r})") from None
         caller = self.authenticator.caller(stream)
