@@ -3,13 +3,19 @@ by captured callers at that address and its app port, and a sidecar run with an 
 its capture listener (``--capture 127.0.0.1:15002 --capture [::1]:15002``: the kernel
 redirects IPv6 connections to ``[::1]``) gets one capture listener with ``additional_addresses``,
 which Envoy takes (test_xds_capture.py validates it) and the sidecar reads back as two listeners
-with the same routes. In network namespaces: tests/integration/test_capture_mesh_ipv6.py."""
+with the same routes; a capture address that is not an IP and port is refused at registration.
+In network namespaces: tests/integration/test_capture_mesh_ipv6.py."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from control_plane import CLUSTER as CLUSTER_TYPE
+from control_plane import ControlPlane, start_control_plane
 from meshcontrol.registry import Registry
 from meshcontrol.resources import load_documents
 from meshcontrol.store.sqlite import SqliteStore
@@ -18,6 +24,7 @@ from meshcontrol.xds.snapshot import Client, Snapshots
 from meshproxy.mesh import names
 from meshproxy.mesh.names import NodeMetadata
 from meshproxy.mesh.translate import Local, Refused, Resources, translate
+from test_ads import joined
 from test_xds_capture import MESH, subset, translated
 
 ORDERS = NodeMetadata("orders", "shop", "v1", "[fd00::1]:15006", "127.0.0.1:15000", "127.0.0.1:15001",
@@ -62,3 +69,24 @@ def test_additional_addresses_elsewhere_than_on_a_capture_listener_are_refused(s
     with pytest.raises(Refused, match="listener 'outbound': additional_addresses has no sidecar equivalent but on a "
                        "capture listener"):
         translate(resources, local)
+
+
+@pytest.fixture
+def control(tmp_path: Path) -> Iterator[ControlPlane]:
+    plane = start_control_plane(tmp_path / "plane", "--lease", "30s")
+    yield plane
+    plane.stop()
+
+
+def test_a_capture_address_that_is_not_ip_port_is_refused_at_registration(control: ControlPlane) -> None:
+    control.apply(MESH)
+
+    async def run() -> None:
+        async with joined(control, "orders", start=False, capture="127.0.0.1:15002,localhost:15002") as orders:
+            await orders.client.send(CLUSTER_TYPE)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await orders.client.receive()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "node metadata: 'capture': 'localhost:15002': " in (refused.value.details() or "")
+
+    asyncio.run(run())

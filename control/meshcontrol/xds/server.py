@@ -13,6 +13,7 @@ counter: monotonic across restarts, one per push round.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import time
@@ -230,9 +231,11 @@ class AdsServer:
                     raise ValueError(f"node metadata: '{name}': {error}") from None
             for address in capture_addresses(meta.capture):
                 try:
-                    socket_address(address)
+                    # Listener addresses: IPs (Envoy NACKs a host name there), e.g. [::1]:15002.
+                    ipaddress.ip_address(socket_address(address).socket_address.address)
                 except ValueError as error:
-                    raise ValueError(f"node metadata: 'capture': {error}") from None
+                    raise ValueError(f"node metadata: 'capture': {address!r}: {error}; expected IP:PORT "
+                                     "(several separated by commas)") from None
         except ValueError as error:
             raise GRPCError(Status.INVALID_ARGUMENT, f"{error} (node {node.id!r})") from None
         caller = self.authenticator.caller(stream)
