@@ -92,6 +92,7 @@ pub fn code(error: &ProxyError) -> u8 {
         ProxyError::NoHealthyEndpoint { .. }
         | ProxyError::ConnectFailure { .. }
         | ProxyError::UpstreamFailure { .. }
+        | ProxyError::UpstreamProtocolError { .. }
         | ProxyError::Overflow { .. } => code::UNAVAILABLE,
         ProxyError::Timeout { .. } | ProxyError::IdleTimeout { .. } => code::DEADLINE_EXCEEDED,
         ProxyError::Denied { .. } | ProxyError::ConnectDenied { .. } => code::PERMISSION_DENIED,
