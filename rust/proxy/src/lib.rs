@@ -11,7 +11,7 @@
 //! was going before the kernel redirected it (`original_dst`), and its routes match on that.
 //! `h2_preface` watches an HTTP/2 client's first SETTINGS for the one value h2 answers with the
 //! wrong error code. `grpc` recognises gRPC calls: their status into the telemetry, their
-//! deadline, their errors as gRPC statuses. `tcp` serves connections that are not HTTP: every
+//! deadline over the whole call (`grpc_deadline`), their errors as gRPC statuses. `tcp` serves connections that are not HTTP: every
 //! one of a `tcp` listener, and those an `auto` listener's detection (`tcp::detect`) gives to
 //! its `tcp_fallback`, copied both ways (`tcp::relay`). Upgrades (WebSocket) and CONNECT become
 //! tunnels of bytes once agreed (`upgrade`, `connect`).
@@ -31,6 +31,7 @@ mod error;
 mod executor;
 pub mod fault;
 pub mod grpc;
+mod grpc_deadline;
 mod grpc_retry;
 mod h2_preface;
 pub mod hash_key;

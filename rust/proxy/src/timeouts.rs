@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
+use crate::grpc_deadline::{self, Messages};
 use crate::idle::Quiet;
 use meshproxy_config::{self as config, TimeoutCovers};
 use meshproxy_telemetry::stats::ClusterStats;
@@ -45,6 +46,9 @@ pub struct ResponseTimer {
     /// The request body's bytes sent so far, when it streams: its bytes count as movement.
     received: Option<Counted>,
     stats: Arc<ClusterStats>,
+    /// For a gRPC call: its response's messages so far, for its deadline to end it with
+    /// trailers between two messages (`grpc_deadline`).
+    messages: Option<Messages>,
 }
 
 /// A counter of bytes kept elsewhere, and its value at the last look.
@@ -113,7 +117,7 @@ impl StreamTimeouts {
             (Some(_), Some((at, limit))) => Some((Box::pin(tokio::time::sleep_until(at)), limit)),
             _ => None,
         };
-        let timer = Box::new(ResponseTimer { deadline, idle, received, stats: Arc::clone(&cluster.stats) });
+        let timer = Box::new(ResponseTimer { deadline, idle, received, stats: Arc::clone(&cluster.stats), messages: None });
         Ok((response, upstream, timer))
     }
 }
@@ -135,11 +139,38 @@ async fn until_head<F: Future + Unpin>(mut forwarded: F, idle: &mut Option<(Quie
 // === impl ResponseTimer ===
 
 impl ResponseTimer {
-    /// A frame of the response moved.
-    pub fn moved(&mut self) {
+    /// The response is a gRPC call's: its deadline ends it with trailers where it can.
+    pub fn end_calls_with_trailers(&mut self) {
+        self.messages = Some(Messages::default());
+    }
+
+    /// A frame of the response moved (`data`, if it carried some).
+    pub fn moved(&mut self, data: Option<&[u8]>) {
         if let Some((quiet, _)) = &mut self.idle {
             quiet.moved();
         }
+        if let (Some(messages), Some(data)) = (&mut self.messages, data) {
+            messages.feed(data);
+        }
+    }
+
+    /// What ends a gRPC call whose deadline passed (`expired`) mid-response: trailers saying
+    /// DEADLINE_EXCEEDED, when the response so far is whole messages; `None` otherwise (and for
+    /// other responses, and idle timeouts), and the stream is reset.
+    pub fn trailers(&self, expired: &StreamTimedOut) -> Option<http::HeaderMap> {
+        let whole = self.messages.as_ref().is_some_and(Messages::whole);
+        (whole && !expired.idle).then(|| grpc_deadline::exceeded_trailers(expired.after))
+    }
+
+    /// The whole response's deadline, should it have passed while the body kept coming (the
+    /// timer wheel marks it; no clock is read): the error that stops the body then.
+    pub fn passed(&mut self) -> Option<StreamTimedOut> {
+        let (deadline, after) = self.deadline.as_ref()?;
+        if !deadline.is_elapsed() {
+            return None;
+        }
+        self.stats.timeouts_total.inc();
+        Some(StreamTimedOut { idle: false, after: *after })
     }
 
     /// Called while the response body has nothing: ready with the error that stops it once a
@@ -210,7 +241,7 @@ mod tests {
 
     fn timer(idle: Duration, received: Option<Arc<AtomicU64>>) -> ResponseTimer {
         let received = received.map(|bytes| Counted { seen: 0, bytes });
-        ResponseTimer { deadline: None, idle: Some((Quiet::new(idle), idle)), received, stats: Arc::default() }
+        ResponseTimer { deadline: None, idle: Some((Quiet::new(idle), idle)), received, stats: Arc::default(), messages: None }
     }
 
     #[tokio::test(start_paused = true)]
