@@ -3,7 +3,7 @@
 //! `grpc-timeout` and the route's `timeout` ends the call when it passes, streaming responses
 //! included, not only the wait for the response head.
 //!
-//! A call with a `grpc-timeout` takes the route's stream-timeout path (`timeouts`) with that
+//! A call with a `grpc-timeout` takes the route's stream-timeout path (`timeouts::call_limits`) with that
 //! deadline covering the response; calls without one, and plain requests, are untouched and pay
 //! nothing. Before the head, the call is answered `DEADLINE_EXCEEDED` (trailers-only, as every
 //! proxy error of a call). Once the head is sent, the body (`observed`) ends the call with
@@ -15,20 +15,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue};
 
-use crate::grpc::{self, code, GRPC_MESSAGE, GRPC_STATUS};
-use crate::timeouts::StreamTimeouts;
-
-/// The limits of a call: its route's, with the call's deadline (from `grpc-timeout`) covering
-/// the whole response when it has one. Returns the stream timeouts, if any, and the limit on
-/// the head alone for a call without them.
-pub fn limits(headers: &HeaderMap, route_timeout: Option<Duration>, stream: Option<StreamTimeouts>) -> (Option<StreamTimeouts>, Option<Duration>) {
-    let Some(asked) = grpc::asked_timeout(headers) else {
-        return (stream, route_timeout);
-    };
-    let deadline = route_timeout.map_or(asked, |route| asked.min(route));
-    let response = stream.and_then(|s| s.response).map_or(deadline, |covered| covered.min(deadline));
-    (Some(StreamTimeouts { response: Some(response), idle: stream.and_then(|s| s.idle) }), None)
-}
+use crate::grpc::{code, GRPC_MESSAGE, GRPC_STATUS};
 
 /// The trailers that end a call whose deadline (`after`) passed mid-response.
 pub fn exceeded_trailers(after: Duration) -> HeaderMap {
@@ -85,30 +72,6 @@ impl Messages {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
-    }
-
-    #[test]
-    fn a_call_with_grpc_timeout_gets_a_deadline_over_the_whole_response() {
-        let route = Some(Duration::from_secs(15));
-        let covering = |response: Duration| Some(StreamTimeouts { response: Some(response), idle: None });
-        assert_eq!(limits(&headers(&[("grpc-timeout", "250m")]), route, None), (covering(Duration::from_millis(250)), None));
-        assert_eq!(limits(&headers(&[("grpc-timeout", "1H")]), route, None), (covering(Duration::from_secs(15)), None));
-        assert_eq!(limits(&headers(&[("grpc-timeout", "3S")]), None, None), (covering(Duration::from_secs(3)), None));
-        // The route's idle timeout stays; its whole-response timeout, when shorter, wins.
-        let idle = Some(StreamTimeouts { response: Some(Duration::from_secs(1)), idle: Some(Duration::from_secs(2)) });
-        assert_eq!(
-            limits(&headers(&[("grpc-timeout", "3S")]), route, idle),
-            (Some(StreamTimeouts { response: Some(Duration::from_secs(1)), idle: Some(Duration::from_secs(2)) }), None)
-        );
-        // Without a (valid) grpc-timeout: the route's limits, as for any request.
-        for ignored in [&[][..], &[("grpc-timeout", "10x")][..]] {
-            assert_eq!(limits(&headers(ignored), route, None), (None, route));
-            assert_eq!(limits(&headers(ignored), route, idle), (idle, route));
-        }
-    }
-
     #[test]
     fn messages_are_whole_only_between_messages() {
         let mut messages = Messages::default();
@@ -129,7 +92,7 @@ mod tests {
     #[test]
     fn the_trailers_say_deadline_exceeded() {
         let trailers = exceeded_trailers(Duration::from_millis(500));
-        assert_eq!(grpc::status(&trailers), Some(code::DEADLINE_EXCEEDED));
+        assert_eq!(crate::grpc::status(&trailers), Some(code::DEADLINE_EXCEEDED));
         assert_eq!(trailers.get(GRPC_MESSAGE).map(HeaderValue::as_bytes), Some(&b"the call's deadline (500ms) passed"[..]));
     }
 }

@@ -297,7 +297,7 @@ impl Sweep for Pool {
 impl Lease {
     /// The connection is not to take another request (its upstream broke the protocol): it
     /// closes once hyper has let go of the response.
-    pub fn discard(mut self: Box<Self>) {
+    pub fn discard(&mut self) {
         drop(self.sender.take());
     }
 }

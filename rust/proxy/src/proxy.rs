@@ -18,7 +18,7 @@ use crate::error::ProxyError;
 use crate::headers::{absolute_uri, prepare_request, remove_present_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::grpc;
-use crate::grpc_deadline;
+use crate::timeouts;
 use crate::mirror;
 use crate::observe::Observation;
 use crate::observed::Upstream;
@@ -230,7 +230,7 @@ async fn proxy(
     // size would be every request's, copied at each move.
     // A gRPC call's deadline (its grpc-timeout), when it has one, covers the whole call.
     let (stream_timeouts, timeout) = match observation.grpc {
-        true => grpc_deadline::limits(upstream.headers(), route.timeout, route.stream_timeouts),
+        true => timeouts::call_limits(upstream.headers(), route.timeout, route.stream_timeouts),
         false => (route.stream_timeouts, route.timeout),
     };
     let grpc = observation.grpc;
@@ -273,7 +273,7 @@ async fn proxy(
 #[cold]
 fn refuse_transfer_coding(cluster: &crate::cluster::Cluster, upstream: Upstream) -> ProxyError {
     cluster.stats.upstream_failures_total.inc();
-    if let Some(lease) = upstream.lease {
+    if let Some(mut lease) = upstream.lease {
         lease.discard();
     }
     ProxyError::UpstreamProtocolError { cluster: cluster.name.to_string(), what: "with a transfer coding other than chunked" }

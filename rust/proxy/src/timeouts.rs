@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Response;
+use http::{HeaderMap, Response};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
@@ -216,9 +216,45 @@ impl std::fmt::Display for StreamTimedOut {
 
 impl std::error::Error for StreamTimedOut {}
 
+/// The limits of a gRPC call (`grpc_deadline`): its route's, with the call's deadline (from `grpc-timeout`) covering
+/// the whole response when it has one. Returns the stream timeouts, if any, and the limit on
+/// the head alone for a call without them.
+pub fn call_limits(headers: &HeaderMap, route_timeout: Option<Duration>, stream: Option<StreamTimeouts>) -> (Option<StreamTimeouts>, Option<Duration>) {
+    let Some(asked) = crate::grpc::asked_timeout(headers) else {
+        return (stream, route_timeout);
+    };
+    let deadline = route_timeout.map_or(asked, |route| asked.min(route));
+    let response = stream.and_then(|s| s.response).map_or(deadline, |covered| covered.min(deadline));
+    (Some(StreamTimeouts { response: Some(response), idle: stream.and_then(|s| s.idle) }), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), http::HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn a_call_with_grpc_timeout_gets_a_deadline_over_the_whole_response() {
+        let route = Some(Duration::from_secs(15));
+        let covering = |response: Duration| Some(StreamTimeouts { response: Some(response), idle: None });
+        assert_eq!(call_limits(&headers(&[("grpc-timeout", "250m")]), route, None), (covering(Duration::from_millis(250)), None));
+        assert_eq!(call_limits(&headers(&[("grpc-timeout", "1H")]), route, None), (covering(Duration::from_secs(15)), None));
+        assert_eq!(call_limits(&headers(&[("grpc-timeout", "3S")]), None, None), (covering(Duration::from_secs(3)), None));
+        // The route's idle timeout stays; its whole-response timeout, when shorter, wins.
+        let idle = Some(StreamTimeouts { response: Some(Duration::from_secs(1)), idle: Some(Duration::from_secs(2)) });
+        assert_eq!(
+            call_limits(&headers(&[("grpc-timeout", "3S")]), route, idle),
+            (Some(StreamTimeouts { response: Some(Duration::from_secs(1)), idle: Some(Duration::from_secs(2)) }), None)
+        );
+        // Without a (valid) grpc-timeout: the route's limits, as for any request.
+        for ignored in [&[][..], &[("grpc-timeout", "10x")][..]] {
+            assert_eq!(call_limits(&headers(ignored), route, None), (None, route));
+            assert_eq!(call_limits(&headers(ignored), route, idle), (idle, route));
+        }
+    }
 
     fn route(json: &str) -> config::Route {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
