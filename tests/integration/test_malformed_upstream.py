@@ -97,3 +97,15 @@ def test_an_upstream_response_with_another_coding_than_chunked_is_refused_and_it
     assert stats["clusters"]["app"]["upstream_failures_total"] == 1
     assert coding_upstream.served[coded_on][-1] == "/coded"
     assert any("/after" in paths for paths in coding_upstream.served)
+
+
+def test_an_upgrade_the_upstream_refuses_with_another_coding_is_refused_too(coding_upstream: CodingUpstream) -> None:
+    # An upstream that answers an Upgrade with a plain response (no 101) has it passed on as
+    # any response: with its framing checked the same way.
+    upgrade = {"connection": "upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+               "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    with _proxy(coding_upstream) as proxy, \
+            httpx.Client(base_url=f"http://{proxy.address('outbound')}", timeout=10) as client:
+        _assert_refused(client.get("/coded", headers=upgrade))
+        assert client.get("/after").status_code == 200
+        assert proxy.stats()["errors"]["upstream_protocol_error"] == 1

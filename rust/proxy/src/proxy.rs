@@ -253,7 +253,7 @@ async fn proxy(
     // `Transfer-Encoding` (HTTP/1.1 upstreams only: h2 refuses it as malformed).
     let present = Present::scan(response.headers());
     if present.other_transfer_coding(response.headers()) {
-        return Err(refuse_transfer_coding(&cluster, upstream));
+        return Err(cluster.refuse_transfer_coding(upstream.lease));
     }
     remove_present_hop_by_hop(response.headers_mut(), present);
     // A trailers-only response: the call's status is in its headers.
@@ -265,18 +265,6 @@ async fn proxy(
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     route.response_headers.apply(response.headers_mut());
     Ok((response, Some(upstream), None))
-}
-
-/// RFC 9112 §6.1: a proxy must not drop a transfer coding, and hyper decodes `chunked` only, so
-/// `gzip, chunked` would reach the client as plain chunks of gzip. Refused as Envoy refuses it
-/// (an upstream protocol error, 502), and the connection is closed rather than reused.
-#[cold]
-fn refuse_transfer_coding(cluster: &crate::cluster::Cluster, upstream: Upstream) -> ProxyError {
-    cluster.stats.upstream_failures_total.inc();
-    if let Some(mut lease) = upstream.lease {
-        lease.discard();
-    }
-    ProxyError::UpstreamProtocolError { cluster: cluster.name.to_string(), what: "with a transfer coding other than chunked" }
 }
 
 /// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request
