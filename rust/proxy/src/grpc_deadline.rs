@@ -9,7 +9,8 @@
 //! proxy error of a call). Once the head is sent, the body (`observed`) ends the call with
 //! trailers `grpc-status: 4` when what went so far is whole messages, so the client reads a
 //! clean status; in the middle of a message, trailers would leave it a cut message, and the
-//! stream is reset instead. Either way the upstream's stream is dropped (reset with CANCEL).
+//! stream is reset with CANCEL instead (`timeouts::ResponseTimer::end`). Either way the
+//! upstream's stream is dropped (reset with CANCEL) and the call counts as DEADLINE_EXCEEDED.
 
 use std::time::Duration;
 

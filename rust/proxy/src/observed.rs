@@ -46,20 +46,22 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 impl Observed {
     /// The route's timer stopped the body (`expired`): a gRPC call past its deadline, between
     /// two messages, ends with its status in trailers, and the upstream's response (dropped) is
-    /// reset; any other response fails, which resets the client's stream.
+    /// reset; any other response fails, which resets the client's stream (`ResponseTimer::end`).
     #[cold]
     fn expire(&mut self, expired: StreamTimedOut) -> Result<Frame<Bytes>, BodyError> {
         if let Some(observation) = self.observation.as_mut() {
             observation.error = Some(Reason::Timeout);
         }
-        match self.upstream.as_ref().and_then(|upstream| upstream.timer.as_ref()).and_then(|timer| timer.trailers(&expired)) {
-            Some(trailers) => {
-                self.body = Body::Empty;
-                self.upstream = None;
-                Ok(Frame::trailers(trailers))
-            }
-            None => Err(BodyError::from(expired)),
+        let Some(timer) = self.upstream.as_ref().and_then(|upstream| upstream.timer.as_ref()) else {
+            return Err(BodyError::from(expired));
+        };
+        if let (true, Some(observation)) = (timer.is_call_deadline(&expired), self.observation.as_mut()) {
+            observation.grpc_status = Some(crate::grpc::code::DEADLINE_EXCEEDED);
         }
+        let trailers = timer.end(expired)?;
+        self.body = Body::Empty;
+        self.upstream = None;
+        Ok(Frame::trailers(trailers))
     }
 
     pub fn new(body: Body, observation: Observation, upstream: Option<Upstream>) -> Observed {

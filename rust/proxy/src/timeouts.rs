@@ -1,8 +1,9 @@
 //! A route's timeouts past the wait for the response head: its `timeout` covering the whole
 //! response (`timeout_covers: response`, Envoy's meaning) and a stream's `idle_timeout`
-//! (Envoy's route `idle_timeout`: no byte either way for that long ends the stream).
+//! (Envoy's route `idle_timeout`: no byte either way for that long ends the stream); and a gRPC
+//! call's deadline, from its `grpc-timeout`, over the whole call (`call_limits`, `grpc_deadline`).
 //!
-//! Routes with neither never reach this module: the route holds `None` and the request takes
+//! Routes with neither (and calls without a deadline) never reach this module: the route holds `None` and the request takes
 //! the plain path in `proxy`, with no timer, allocation or await of its own. A route with them
 //! waits for the head here (answering 504 `timeout` when a limit passes first), then hands a
 //! `ResponseTimer` to the response body (`observed`), which stops the body with an error (a
@@ -63,6 +64,14 @@ struct Counted {
 pub struct StreamTimedOut {
     idle: bool,
     after: Duration,
+}
+
+/// A gRPC call stopped by its deadline in the middle of a message: its stream is reset with
+/// CANCEL, which hyper takes from the h2 error among the body error's sources.
+#[derive(Debug)]
+struct CallCancelled {
+    expired: StreamTimedOut,
+    reset: h2::Error,
 }
 
 // === impl StreamTimeouts ===
@@ -154,12 +163,22 @@ impl ResponseTimer {
         }
     }
 
-    /// What ends a gRPC call whose deadline passed (`expired`) mid-response: trailers saying
-    /// DEADLINE_EXCEEDED, when the response so far is whole messages; `None` otherwise (and for
-    /// other responses, and idle timeouts), and the stream is reset.
-    pub fn trailers(&self, expired: &StreamTimedOut) -> Option<http::HeaderMap> {
-        let whole = self.messages.as_ref().is_some_and(Messages::whole);
-        (whole && !expired.idle).then(|| grpc_deadline::exceeded_trailers(expired.after))
+    /// Whether `expired` is a gRPC call's deadline (counted as the call's DEADLINE_EXCEEDED
+    /// however the call ends).
+    pub fn is_call_deadline(&self, expired: &StreamTimedOut) -> bool {
+        self.messages.is_some() && !expired.idle
+    }
+
+    /// How a response whose limit passed (`expired`) ends: a gRPC call past its deadline with
+    /// trailers saying DEADLINE_EXCEEDED when the response so far is whole messages, or else a
+    /// reset with CANCEL; any other response (and an idle timeout) with the error, which resets
+    /// the client's stream (INTERNAL_ERROR) or cuts its HTTP/1.1 response.
+    pub fn end(&self, expired: StreamTimedOut) -> Result<HeaderMap, Box<dyn std::error::Error + Send + Sync>> {
+        match &self.messages {
+            Some(messages) if !expired.idle && messages.whole() => Ok(grpc_deadline::exceeded_trailers(expired.after)),
+            Some(_) if !expired.idle => Err(Box::new(CallCancelled { expired, reset: h2::Error::from(h2::Reason::CANCEL) })),
+            _ => Err(Box::new(expired)),
+        }
     }
 
     /// The whole response's deadline, should it have passed while the body kept coming (the
@@ -216,9 +235,23 @@ impl std::fmt::Display for StreamTimedOut {
 
 impl std::error::Error for StreamTimedOut {}
 
-/// The limits of a gRPC call (`grpc_deadline`): its route's, with the call's deadline (from `grpc-timeout`) covering
-/// the whole response when it has one. Returns the stream timeouts, if any, and the limit on
-/// the head alone for a call without them.
+// === impl CallCancelled ===
+
+impl std::fmt::Display for CallCancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (the call's deadline, mid-message)", self.expired)
+    }
+}
+
+impl std::error::Error for CallCancelled {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.reset)
+    }
+}
+
+/// The limits of a gRPC call (`grpc_deadline`): its route's, with the call's deadline (from
+/// `grpc-timeout`) covering the whole response when it has one. Returns the stream timeouts, if
+/// any, and the limit on the head alone for a call without them.
 pub fn call_limits(headers: &HeaderMap, route_timeout: Option<Duration>, stream: Option<StreamTimeouts>) -> (Option<StreamTimeouts>, Option<Duration>) {
     let Some(asked) = crate::grpc::asked_timeout(headers) else {
         return (stream, route_timeout);
