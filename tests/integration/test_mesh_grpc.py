@@ -2,13 +2,14 @@
 grpcio client calls a grpcio server of a ``protocol: grpc`` Service through its own sidecar's
 outbound listener and the server's sidecar's inbound one. Unary, server-streaming,
 client-streaming and bidi calls keep their messages; a server's error status and message reach
-the client; a deadline that passes is DEADLINE_EXCEEDED; an authorization denial is
+the client; a deadline that passes is DEADLINE_EXCEEDED, a stream still going included; an authorization denial is
 PERMISSION_DENIED; the Route's ``retry_on: [unavailable]`` retries a trailers-only
 UNAVAILABLE; the server down is UNAVAILABLE from the proxy; and /metrics counts the statuses."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -76,6 +77,24 @@ def test_a_deadline_that_passes_is_deadline_exceeded(mesh: LocalMesh) -> None:
     with client(mesh) as greeter:
         error = error_of(lambda: greeter.echo(b"sleep:2000", timeout=0.3))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_stream_still_going_at_its_deadline_is_deadline_exceeded_and_ended_upstream(mesh: LocalMesh,
+                                                                                       app: EchoApp) -> None:
+    # The deadline covers the whole call: the server keeps streaming past it. Whichever ends
+    # the call first, the client or a sidecar (each holds the same deadline), the server's call
+    # is ended through both sidecars, and they serve the next call.
+    ended_before = app.streams_ended
+    with client(mesh) as greeter:
+        received = []
+        with pytest.raises(grpc.RpcError) as raised:
+            for message in greeter.count(b"every:50", timeout=1.0):
+                received.append(message)
+        error: Any = raised.value
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert received[:2] == [b"0", b"1"]
+        until(lambda: app.streams_ended > ended_before, what="the server's streaming call to end")
+        assert greeter.echo(b"next", timeout=20) == b"next"
 
 
 def test_a_denied_call_is_permission_denied(mesh: LocalMesh) -> None:
