@@ -5,7 +5,10 @@ Service ``test.Echo``:
 - ``Echo`` (unary) answers the request; ``fail:<text>`` aborts with INVALID_ARGUMENT and
   ``<text>`` as the message; ``sleep:<ms>`` sleeps that long first; ``flaky:<key>`` aborts
   with UNAVAILABLE before any message (a trailers-only response) the first time a key is seen.
-- ``Count`` (server streaming) answers ``n`` messages ``0``, ``1``, ... for a request ``n``.
+- ``Count`` (server streaming) answers ``n`` messages ``0``, ``1``, ... for a request ``n``;
+  ``every:<ms>`` answers a message every ``<ms>`` until the call ends (at most ``STREAM_LIMIT``
+  seconds; ``every:<ms>:<n>``, ``n`` messages), and counts those calls in ``streams_ended``
+  once they end.
 - ``Join`` (client streaming) answers the requests joined with ``,``.
 - ``Chat`` (bidi) answers each request with ``re:<request>`` as it comes.
 """
@@ -21,6 +24,8 @@ from typing import Any
 import grpc
 
 SERVICE = "test.Echo"
+# How long an endless stream (``every:<ms>``) goes on at most: a test that fails never hangs.
+STREAM_LIMIT = 20.0
 
 
 def _raw(data: bytes) -> bytes:
@@ -32,6 +37,7 @@ class EchoApp:
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
+        self.streams_ended = 0
         self._seen: set[bytes] = set()
         self._lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -69,8 +75,26 @@ class EchoApp:
 
     def _count(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         self._count_call("Count")
+        if request.startswith(b"every:"):
+            interval, _, n = request[6:].partition(b":")
+            # Called by grpc once the call has ended, however it ended.
+            context.add_callback(self._stream_ended)
+            yield from self._stream(int(interval) / 1000, int(n) if n else None, context)
+            return
         for i in range(int(request)):
             yield str(i).encode()
+
+    def _stream(self, interval: float, n: int | None, context: grpc.ServicerContext) -> Iterator[bytes]:
+        ends = time.monotonic() + STREAM_LIMIT
+        i = 0
+        while context.is_active() and time.monotonic() < ends and (n is None or i < n):
+            yield str(i).encode()
+            i += 1
+            time.sleep(interval)
+
+    def _stream_ended(self) -> None:
+        with self._lock:
+            self.streams_ended += 1
 
     def _join(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         self._count_call("Join")

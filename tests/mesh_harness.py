@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -159,6 +159,19 @@ class LocalMesh:
         if wait:
             sidecar.wait_ready()
         return sidecar
+
+    def caller_of(self, apps: Iterable[tuple[str, str]], sees: Mapping[str, int], *, caller: str = "frontend",
+                  namespace: str = "default") -> Sidecar:
+        """A sidecar for each of ``apps`` (service, its app's address) and one for ``caller`` (no
+        app), which is returned once it has ``sees[cluster]`` endpoints in each cluster and every
+        sidecar ACKed."""
+        calling = self.sidecar(caller, namespace=namespace, app="127.0.0.1:9")
+        for service, app in apps:
+            self.sidecar(service, namespace=namespace, app=app)
+        until(lambda: all(len(calling.endpoints(cluster)) == count for cluster, count in sees.items()),
+              what=f"{caller} to see {', '.join(sees)}")
+        self.wait_acked()
+        return calling
 
     def restart(self, sidecar: Sidecar) -> Sidecar:
         """The same command again (same state folder and addresses), after the old one stopped."""

@@ -1,6 +1,7 @@
 """Network namespaces for the capture tests: two namespaces joined by a veth pair (A at
-10.77.0.1, B at 10.77.0.2), processes run in them with `ip netns exec`, as `nobody` when they
-are sidecars (the capture tells a sidecar's connections apart by its uid). Needs root."""
+10.77.0.1, B at 10.77.0.2; with ``ipv6=True`` also fd77::1 and fd77::2), processes run in them
+with `ip netns exec`, as `nobody` when they are sidecars (the capture tells a sidecar's
+connections apart by its uid). Needs root."""
 
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ import pytest
 from processes import follow_stderr, stop_followed
 
 A_IP, B_IP = "10.77.0.1", "10.77.0.2"
+A_IP6, B_IP6 = "fd77::1", "fd77::2"
 NOBODY = 65534
 
 # An app: answers every GET with the headers it received, as JSON.
 ECHO_APP = """
-import http.server, json, sys
+import http.server, json, socket, sys
 class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -38,7 +40,10 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Echo)
+class Server(http.server.ThreadingHTTPServer):
+    # "::" takes IPv4 too (v4-mapped), as net.ipv6.bindv6only is 0 in a new namespace.
+    address_family = socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET
+server = Server((sys.argv[2], int(sys.argv[1])), Echo)
 print("ready", file=sys.stderr, flush=True)
 server.serve_forever()
 """
@@ -66,7 +71,8 @@ class Namespaces:
         self.run(ns, sys.executable, "-m", "meshproxy", "capture", *args)
 
     def get(self, ns: str, url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(ns, "curl", "-sS", "--fail", "--max-time", "10", url, check=check)
+        # -g: an IPv6 URL's brackets are the address's, not a curl glob.
+        return self.run(ns, "curl", "-sS", "-g", "--fail", "--max-time", "10", url, check=check)
 
     def json(self, ns: str, url: str) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.get(ns, url).stdout)
@@ -74,7 +80,7 @@ class Namespaces:
 
 
 @contextlib.contextmanager
-def two_namespaces() -> Iterator[Namespaces]:
+def two_namespaces(ipv6: bool = False) -> Iterator[Namespaces]:
     suffix = f"{os.getpid() % 100000}"
     a, b = f"mpcap-a-{suffix}", f"mpcap-b-{suffix}"
     veth_a, veth_b = f"mpca{suffix}", f"mpcb{suffix}"
@@ -87,6 +93,12 @@ def two_namespaces() -> Iterator[Namespaces]:
         for ns, dev, ip in ((a, veth_a, A_IP), (b, veth_b, B_IP)):
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+        if ipv6:
+            for ns, dev, ip in ((a, veth_a, A_IP6), (b, veth_b, B_IP6)):
+                # nodad: usable at once, not "tentative" for the second or so duplicate address
+                # detection takes (a bind or connect to it would fail meanwhile).
+                _ip("-n", ns, "addr", "add", f"{ip}/64", "dev", dev, "nodad")
+        for ns, dev in ((a, veth_a), (b, veth_b)):
             _ip("-n", ns, "link", "set", dev, "up")
         yield Namespaces(a, b, files)
     finally:
@@ -141,10 +153,11 @@ class Started:
         stop_followed(self.process, self.reader)
 
 
-def start_app(ns: Namespaces, port: int) -> Started:
+def start_app(ns: Namespaces, port: int, host: str = "0.0.0.0") -> Started:
+    """The echo app in B on ``host`` (``::``: IPv6 and IPv4)."""
     script = ns.files / "app.py"
     script.write_text(ECHO_APP)
-    return Started(["ip", "netns", "exec", ns.b, sys.executable, str(script), str(port)], "ready").wait_ready()
+    return Started(["ip", "netns", "exec", ns.b, sys.executable, str(script), str(port), host], "ready").wait_ready()
 
 
 def until(condition: Any, timeout: float = 30, what: str = "condition") -> None:

@@ -99,6 +99,7 @@ class StreamOutcome:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    trailers: dict[str, str] = field(default_factory=dict)
     ended: bool = False
     reset: ErrorCodes | None = None
 
@@ -168,6 +169,8 @@ class H2Client:
             elif isinstance(event, h2.events.DataReceived) and stream is not None:
                 stream.body += event.data
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived) and stream is not None:
+                stream.trailers = {str(name): str(value) for name, value in event.headers}
             elif isinstance(event, h2.events.StreamEnded) and stream is not None:
                 stream.ended = True
             elif isinstance(event, h2.events.StreamReset) and stream is not None:

@@ -87,10 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                       "bound is registered)")
     mesh.add_argument("--outbound", type=_listen_address, default="127.0.0.1:15001", metavar="IP:PORT",
                       help="the listener the app calls out through (default: 127.0.0.1:15001)")
-    mesh.add_argument("--capture", type=_listen_address, metavar="IP:PORT",
+    mesh.add_argument("--capture", type=_listen_address, metavar="IP:PORT", action="append",
                       help="also run the listener 'meshproxy capture' redirects the app's connections to (e.g. "
                       "127.0.0.1:15002, the capture's --outbound-port): it routes each by where it was going; the "
-                      "control plane learns the app port from --app")
+                      "control plane learns the app port from --app. Repeatable: IPv6 connections are redirected "
+                      "to [::1], so give [::1]:15002 too to capture IPv6")
     mesh.add_argument("--admin", type=_listen_address, default="127.0.0.1:15000", metavar="IP:PORT",
                       help="the admin API (default: 127.0.0.1:15000)")
     mesh.add_argument("--state-dir", type=Path, metavar="DIR",

@@ -168,7 +168,7 @@ def test_envoy_takes_the_capture_listener(tmp_path: Path) -> None:
     """The same listener and passthrough cluster are ones Envoy runs (its original_dst filter,
     filter chains by destination, an ORIGINAL_DST cluster)."""
     listener = build.capture_listener(
-        "127.0.0.1:15002",
+        ["127.0.0.1:15002", "[::1]:15002"],
         [(("payments", "shop"), ["10.1.0.2:8080", "10.1.0.3:9090", "[fd00::3]:8080"]), (("stock", "shop"), [])], {})
     clusters = [{"name": "outbound_payments.shop", "type": "STATIC", "connect_timeout": "1s",
                  "load_assignment": {"cluster_name": "outbound_payments.shop"}},

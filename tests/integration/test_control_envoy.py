@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,39 @@ def start_envoy(control: ControlPlane, token: str, service: str, namespace: str,
     wait_until(lambda: admin_file.exists() and admin_file.read_text().strip() != "", 30, "envoy's admin address")
     return Envoy(process, admin_file.read_text().strip(), inbound, outbound, log)
 
+
+
+@contextmanager
+def envoy_mesh(folder: Path, mesh: str, apps: Mapping[str, str], caller: str, sees: Sequence[str],
+               namespace: str = "shop") -> Iterator[Envoy]:
+    """A control plane holding ``mesh``, a stock Envoy for each of ``apps`` (service -> its app's
+    address) and one for ``caller`` (no app); yields the caller's Envoy once every Envoy took every
+    type and the caller has a healthy host in each cluster of ``sees``. Stops them all after."""
+    control = start_control_plane(folder / "mesh", "--lease", "5s")
+    envoys: list[Envoy] = []
+    try:
+        control.apply(mesh)
+        for name, app in apps.items():
+            envoys.append(start_envoy(control, control.token(name, namespace), name, namespace, "v1", app,
+                                      folder / name))
+        calling = start_envoy(control, control.token(caller, namespace), caller, namespace, "v1",
+                              closed_port_address(), folder / caller)
+        envoys.append(calling)
+        for envoy in envoys:
+            wait_until(lambda: all_acked(envoy) and envoy.get("/ready").status_code == 200, 30,
+                       f"envoy {envoy.admin} to take every type")
+        wait_until(lambda: all(healthy_hosts(calling, cluster) >= 1 for cluster in sees), 15,
+                   f"{caller} to see {', '.join(sees)}")
+        yield calling
+    finally:
+        for envoy in envoys:
+            envoy.stop()
+        control.stop()
+
+
+def healthy_hosts(envoy: Envoy, cluster: str) -> int:
+    return sum(1 for line in envoy.get("/clusters").text.splitlines()
+               if line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy"))
 
 @pytest.fixture
 def control(tmp_path: Path) -> Iterator[ControlPlane]:

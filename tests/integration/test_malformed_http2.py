@@ -227,3 +227,19 @@ def test_initial_window_size_over_the_maximum_gets_goaway_flow_control_error(any
         goaways = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
         assert [g.error_code for g in goaways] == [ErrorCodes.FLOW_CONTROL_ERROR]
         assert isinstance(events[0], h2.events.RemoteSettingsChanged), "the server's SETTINGS come first"
+
+
+def test_initial_window_size_over_the_maximum_in_a_later_settings_frame_gets_goaway_flow_control_error(
+        any_h2_proxy: Proxy) -> None:
+    # The same value in a SETTINGS frame after the preface, on a connection that has served a
+    # request: still a connection error of type FLOW_CONTROL_ERROR (RFC 9113 §6.5.2).
+    address = any_h2_proxy.address("outbound")
+    setting = struct.pack(">HI", SettingCodes.INITIAL_WINDOW_SIZE, 2**31)
+    later = struct.pack(">I", len(setting))[1:] + b"\x04\x00\x00\x00\x00\x00" + setting
+    with still_served(address, http2=True), h2_client(address) as client:
+        served = client.request("/first")
+        assert served.status == 200
+        client.sock.sendall(later)
+        client.read_until(lambda: False)
+        assert client.goaway is not None
+        assert client.goaway.error_code == ErrorCodes.FLOW_CONTROL_ERROR

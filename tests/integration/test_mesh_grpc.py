@@ -2,13 +2,14 @@
 grpcio client calls a grpcio server of a ``protocol: grpc`` Service through its own sidecar's
 outbound listener and the server's sidecar's inbound one. Unary, server-streaming,
 client-streaming and bidi calls keep their messages; a server's error status and message reach
-the client; a deadline that passes is DEADLINE_EXCEEDED; an authorization denial is
+the client; a deadline that passes is DEADLINE_EXCEEDED, a stream still going included; an authorization denial is
 PERMISSION_DENIED; the Route's ``retry_on: [unavailable]`` retries a trailers-only
 UNAVAILABLE; the server down is UNAVAILABLE from the proxy; and /metrics counts the statuses."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from grpc_app import EchoApp, EchoClient, error_of
 
 from mesh_documents import documents, service
-from mesh_harness import LocalMesh, until
+from mesh_harness import LocalMesh
 
 MESH = documents(
     service("frontend", "shop", calls=["greeter", "vault"]),
@@ -49,12 +50,8 @@ def app() -> Iterator[EchoApp]:
 def mesh(tmp_path_factory: pytest.TempPathFactory, app: EchoApp) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path_factory.mktemp("mesh")) as mesh:
         mesh.apply(MESH)
-        frontend = mesh.sidecar("frontend", namespace="shop", app="127.0.0.1:9")
-        mesh.sidecar("greeter", namespace="shop", app=app.address)
-        mesh.sidecar("vault", namespace="shop", app=app.address)
-        until(lambda: frontend.endpoints("outbound_greeter.shop_v1") != []
-              and frontend.endpoints("outbound_vault.shop") != [], what="frontend to see greeter and vault")
-        mesh.wait_acked()
+        mesh.caller_of([("greeter", app.address), ("vault", app.address)], namespace="shop",
+                       sees={"outbound_greeter.shop_v1": 1, "outbound_vault.shop": 1})
         yield mesh
 
 
@@ -80,6 +77,24 @@ def test_a_deadline_that_passes_is_deadline_exceeded(mesh: LocalMesh) -> None:
     with client(mesh) as greeter:
         error = error_of(lambda: greeter.echo(b"sleep:2000", timeout=0.3))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_stream_still_going_at_its_deadline_is_deadline_exceeded_and_ended_upstream(mesh: LocalMesh,
+                                                                                       app: EchoApp) -> None:
+    # The deadline covers the whole call: the server keeps streaming past it. Whichever ends
+    # the call first, the client or a sidecar (each holds the same deadline), the server's call
+    # is ended through both sidecars, and they serve the next call.
+    ended_before = app.streams_ended
+    with client(mesh) as greeter:
+        received = []
+        with pytest.raises(grpc.RpcError) as raised:
+            for message in greeter.count(b"every:50", timeout=1.0):
+                received.append(message)
+        error: Any = raised.value
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert received[:2] == [b"0", b"1"]
+        until(lambda: app.streams_ended > ended_before, what="the server's streaming call to end")
+        assert greeter.echo(b"next", timeout=20) == b"next"
 
 
 def test_a_denied_call_is_permission_denied(mesh: LocalMesh) -> None:

@@ -37,12 +37,8 @@ def apps() -> Iterator[dict[str, ScriptedUpstream]]:
 def mesh(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, ScriptedUpstream]) -> Iterator[LocalMesh]:
     with LocalMesh(tmp_path_factory.mktemp("mesh")) as mesh:
         mesh.apply(MESH)
-        frontend = mesh.sidecar("frontend", namespace="shop", app="127.0.0.1:9")
-        for name, app in apps.items():
-            mesh.sidecar(name, namespace="shop", app=app.address)
-        until(lambda: len(frontend.endpoints("outbound_orders.shop")) == 1
-              and len(frontend.endpoints("outbound_payments.shop_v1")) == 1, what="frontend to see both services")
-        mesh.wait_acked()
+        mesh.caller_of([(name, app.address) for name, app in apps.items()], namespace="shop",
+                       sees={"outbound_orders.shop": 1, "outbound_payments.shop_v1": 1})
         yield mesh
 
 

@@ -59,12 +59,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, apps: dict[str, ControlledUps
     apps["stock-a"].mode = "error"  # its /healthz answers 500 too
     with LocalMesh(tmp_path_factory.mktemp("mesh")) as mesh:
         mesh.apply(MESH)
-        frontend = mesh.sidecar("frontend", namespace="shop", app="127.0.0.1:9")
-        for name, app in apps.items():
-            mesh.sidecar(name.split("-")[0], namespace="shop", app=app.address)
-        until(lambda: len(frontend.endpoints("outbound_orders.shop")) == 3
-              and len(frontend.endpoints("outbound_stock.shop_v1")) == 3, what="frontend to see every instance")
-        mesh.wait_acked()
+        mesh.caller_of([(name.split("-")[0], app.address) for name, app in apps.items()], namespace="shop",
+                       sees={"outbound_orders.shop": 3, "outbound_stock.shop_v1": 3})
         yield mesh
 
 

@@ -153,17 +153,20 @@ def _common_tls(san: string_pb2.StringMatcher,
         alpn_protocols=list(alpn))
 
 
-def capture_listener(address: str, called: Sequence[tuple[tuple[str, str], Sequence[str]]],
+def capture_listener(addresses: Sequence[str], called: Sequence[tuple[tuple[str, str], Sequence[str]]],
                      routes: Mapping[tuple[str, str], Mapping[str, Any]],
                      route_filters: Collection[str] = (),
                      grpc: Collection[tuple[str, str]] = ()) -> listener_pb2.Listener:
     """The listener ``meshproxy capture`` redirects the app's connections to: the original_dst
     listener filter restores where each was going, and the filter chain matching that address
     (one per called service and app port, over its instances' IPs) routes it as the outbound
-    listener routes the service (its Route's rules, whatever the Host). ``called``: each called
-    (service, namespace) with its instances' ``IP:PORT`` app addresses."""
+    listener routes the service (its Route's rules, whatever the Host). ``addresses``: the
+    listener's, the first its ``address``, the others ``additional_addresses`` (an IPv6 twin: the
+    kernel redirects IPv6 connections to ``[::1]``). ``called``: each called (service, namespace)
+    with its instances' ``IP:PORT`` app addresses."""
     listener = listener_pb2.Listener(
-        name=names.CAPTURE, address=socket_address(address), traffic_direction=base_pb2.OUTBOUND,
+        name=names.CAPTURE, address=socket_address(addresses[0]), traffic_direction=base_pb2.OUTBOUND,
+        additional_addresses=[listener_pb2.AdditionalAddress(address=socket_address(a)) for a in addresses[1:]],
         listener_filters=[listener_components_pb2.ListenerFilter(
             name="envoy.filters.listener.original_dst", typed_config=packed(original_dst_pb2.OriginalDst()))])
     for (service, namespace), destinations in called:

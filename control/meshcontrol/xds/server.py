@@ -13,6 +13,7 @@ counter: monotonic across restarts, one per push round.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import time
@@ -24,7 +25,7 @@ from google.protobuf import json_format
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
-from meshproxy.mesh.names import CERTIFICATE_SECRET, USER_AGENT, NodeMetadata
+from meshproxy.mesh.names import CERTIFICATE_SECRET, USER_AGENT, NodeMetadata, capture_addresses
 
 from ..ca import CertificateAuthority
 from ..identity import Authenticator
@@ -228,6 +229,13 @@ class AdsServer:
                     socket_address(getattr(meta, name))
                 except ValueError as error:
                     raise ValueError(f"node metadata: '{name}': {error}") from None
+            for address in capture_addresses(meta.capture):
+                try:
+                    # Listener addresses: IPs (Envoy NACKs a host name there), e.g. [::1]:15002.
+                    ipaddress.ip_address(socket_address(address).socket_address.address)
+                except ValueError as error:
+                    raise ValueError(f"node metadata: 'capture': {address!r}: {error}; expected IP:PORT "
+                                     "(several separated by commas)") from None
         except ValueError as error:
             raise GRPCError(Status.INVALID_ARGUMENT, f"{error} (node {node.id!r})") from None
         caller = self.authenticator.caller(stream)

@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import any_pb2
 from meshproxy.mesh import names
-from meshproxy.mesh.names import NodeMetadata
+from meshproxy.mesh.names import NodeMetadata, capture_addresses
 
 from ..registry import Registry, ServiceKey
 from . import build, tcp
@@ -181,7 +181,7 @@ class Snapshots:
             # capture listener's address is the capture listener's.
             listeners += [entry(tcp.listener_name(*called), tcp.outbound_listener(*called, addresses[called]))
                           for called in world.called(client.key)
-                          if called in addresses and addresses[called] != client.meta.capture]
+                          if called in addresses and addresses[called] not in capture_addresses(client.meta.capture)]
             if client.meta.capture:
                 listeners.append(self._capture_listener(client))
             return listeners
@@ -214,7 +214,7 @@ class Snapshots:
         def destinations(key: ServiceKey) -> list[str]:
             return [d for i in self.registry.of(*key) if (d := i.capture_destination) is not None]
         called = [(key, destinations(key)) for key in world.called_http(client.key)]
-        listener = build.capture_listener(client.meta.capture, called, world.routes, world.route_filters(client.key),
+        listener = build.capture_listener(capture_addresses(client.meta.capture), called, world.routes, world.route_filters(client.key),
                                           [key for key, _ in called if world.protocol(key) == "grpc"])
         tcp.capture_tcp(listener, [(key, destinations(key)) for key in world.called(client.key)
                                    if world.protocol(key) == "tcp"])

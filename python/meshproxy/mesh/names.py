@@ -55,7 +55,9 @@ class NodeMetadata(NamedTuple):
     captured client connects (this instance's IP, that port), which the callers' capture
     listeners route by."""
     capture: str = ""
-    """``IP:PORT`` of the outbound capture listener (``--capture``); empty: not captured."""
+    """``IP:PORT`` of the outbound capture listener (``--capture``), or several separated by
+    commas (an IPv4 and an IPv6 one: IPv6 connections are redirected to ``[::1]``); empty: not
+    captured. See :func:`capture_addresses`."""
 
     def as_struct(self) -> dict[str, str]:
         return dict(self._asdict())
@@ -70,6 +72,11 @@ class NodeMetadata(NamedTuple):
                 raise ValueError(f"node metadata: '{name}' must be a non-empty string")
             values[name] = value
         return cls(**values)
+
+
+def capture_addresses(capture: str) -> list[str]:
+    """The capture listener's addresses in ``NodeMetadata.capture``, first the main one."""
+    return [address for address in capture.split(",") if address]
 
 
 def app_port(app: str) -> int:

@@ -84,7 +84,7 @@ def run_control(args: argparse.Namespace, signals: set[signal.Signals], validate
     node_id = names.node_id(args.service, namespace, bound)
     metadata = names.NodeMetadata(args.service, namespace, args.version, inbound=bound,
                                   admin=proxy.admin_address or "", outbound=proxy.address(names.OUTBOUND), app=args.app,
-                                  capture=args.capture or "")
+                                  capture=",".join(args.capture or ()))
     from .ads import AdsClient
     from .apply import Applier
 

@@ -17,6 +17,7 @@ the NACK carries. The messages are Envoy's, read with the sidecar's subset of th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -116,8 +117,8 @@ def base_config(local: Local) -> dict[str, Any]:
 def translate(resources: Resources, local: Local) -> dict[str, Any]:
     """The sidecar config of ``resources``; raises :class:`Refused`. Call once
     :func:`missing` finds nothing missing."""
-    listeners = [_listener(listener, resources, local)
-                 for listener in sorted(resources.listeners.values(), key=_listener_order)]
+    listeners = [translated for listener in sorted(resources.listeners.values(), key=_listener_order)
+                 for translated in _listeners(listener, resources, local)]
     clusters = [_cluster(resources.clusters[name], resources) for name in sorted(resources.clusters)]
     # A capture listener's TCP chains (its TCP routes and tcp_fallback) send to tcp clusters too.
     opaque = tcp_clusters(listeners) | {
@@ -219,6 +220,24 @@ def _eds_name(cluster: Cluster) -> str:
 
 
 # === Listeners ===
+
+
+def _listeners(listener: Listener, resources: Resources, local: Local) -> list[dict[str, Any]]:
+    """The sidecar listeners of one Envoy listener: one, and for each of a capture listener's
+    ``additional_addresses`` (its IPv6 twin) one more, the same but for its address and its name,
+    ``NAME_1``, ``NAME_2``... (a sidecar listener binds one address)."""
+    translated = _listener(listener, resources, local)
+    if not listener.additional_addresses:
+        return [translated]
+    where = f"listener '{listener.name}'"
+    if not translated.get("original_destination"):
+        raise Refused(f"{where}: additional_addresses has no sidecar equivalent but on a capture listener")
+    if any(extra.socket_options for extra in listener.additional_addresses):
+        raise Refused(f"{where}: additional_addresses' socket_options have no sidecar equivalent")
+    twins = [{**copy.deepcopy(translated), "name": f"{listener.name}_{i}",
+              "address": _socket_address(extra.address, f"{where}: additional_addresses[{i - 1}]")}
+             for i, extra in enumerate(listener.additional_addresses, 1)]
+    return [translated, *twins]
 
 
 def _listener(listener: Listener, resources: Resources, local: Local) -> dict[str, Any]:

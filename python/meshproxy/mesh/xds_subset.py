@@ -63,6 +63,7 @@ MESSAGES = {
     "envoy.config.listener.v3.FilterChainMatch": "FilterChainMatch",
     "envoy.config.listener.v3.Filter": "Filter",
     "envoy.config.listener.v3.ListenerFilter": "ListenerFilter",
+    "envoy.config.listener.v3.AdditionalAddress": "AdditionalAddress",
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": "HttpConnectionManager",
     "envoy.extensions.filters.network.http_connection_manager.v3.Rds": "Rds",
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": "HttpFilter",

@@ -20,7 +20,7 @@ use crate::health::ClusterHealth;
 pub use crate::members::Members;
 use crate::error::ProxyError;
 use crate::headers::absolute_uri;
-use crate::pool::Dial;
+use crate::pool::{Dial, Lease};
 use crate::body::Body;
 use http::uri::PathAndQuery;
 use http::Request;
@@ -154,6 +154,20 @@ impl Cluster {
     pub fn overflow(&self, overflow: Overflow) -> ProxyError {
         self.stats.overflow_total.inc();
         ProxyError::Overflow { cluster: self.name.to_string(), limit: overflow.limit.name(), max: overflow.max }
+    }
+
+    /// An HTTP/1.1 response with a transfer coding other than `chunked` (`headers::Present`).
+    /// RFC 9112 §6.1: a proxy must not drop a coding, and hyper decodes `chunked` only, so
+    /// `gzip, chunked` would reach the client as plain chunks of gzip. Refused as Envoy refuses
+    /// it (an upstream protocol error, 502); the connection it came on (`lease`) is closed
+    /// rather than reused.
+    #[cold]
+    pub fn refuse_transfer_coding(&self, lease: Option<Box<Lease>>) -> ProxyError {
+        self.stats.upstream_failures_total.inc();
+        if let Some(mut lease) = lease {
+            lease.discard();
+        }
+        ProxyError::UpstreamProtocolError { cluster: self.name.to_string(), what: "with a transfer coding other than chunked" }
     }
 
     /// The members now: an owned handle, so a request keeps what it picked from across awaits.

@@ -39,6 +39,9 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
     /// A CONNECT to a destination no route allows.
     ConnectDenied { authority: String },
+    /// The upstream's response broke HTTP in a way the proxy will not pass on (`what`): a
+    /// transfer coding other than `chunked`, which forwarding would drop.
+    UpstreamProtocolError { cluster: String, what: &'static str },
 }
 
 // === impl ProxyError ===
@@ -58,6 +61,7 @@ impl ProxyError {
             ProxyError::FaultInjected { .. } => Reason::FaultInjected,
             ProxyError::UnsupportedTransferCoding => Reason::UnsupportedTransferCoding,
             ProxyError::ConnectDenied { .. } => Reason::ConnectDenied,
+            ProxyError::UpstreamProtocolError { .. } => Reason::UpstreamProtocolError,
         }
     }
 
@@ -109,6 +113,7 @@ impl fmt::Display for ProxyError {
             ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
             ProxyError::UnsupportedTransferCoding => write!(f, "not implemented: a transfer coding other than chunked"),
             ProxyError::ConnectDenied { authority } => write!(f, "no route allows a CONNECT to '{authority}'"),
+            ProxyError::UpstreamProtocolError { cluster, what } => write!(f, "cluster '{cluster}' answered {what}"),
         }
     }
 }

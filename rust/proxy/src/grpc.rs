@@ -5,7 +5,7 @@
 //!
 //! For a call, the proxy reads `grpc-status` from the response's trailers (or from its headers,
 //! for a trailers-only response) into the stats, the access log and the span; honours
-//! `grpc-timeout` as the call's deadline; and answers its own errors as gRPC errors (HTTP 200,
+//! `grpc-timeout` as the call's deadline over the whole call (`grpc_deadline`); and answers its own errors as gRPC errors (HTTP 200,
 //! the status and message in a trailers-only response), since a gRPC client reads a bare HTTP
 //! 503 as a protocol failure, not as `UNAVAILABLE`. Trailers themselves need nothing here:
 //! bodies carry them frame by frame, end to end, and `te: trailers` is kept (`headers`).
@@ -49,13 +49,10 @@ fn is_grpc_content_type(value: &[u8]) -> bool {
         && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
-/// The call's deadline: the shorter of its `grpc-timeout` and the route's timeout.
-pub fn deadline(headers: &HeaderMap, route_timeout: Option<Duration>) -> Option<Duration> {
-    let asked = headers.get(GRPC_TIMEOUT).and_then(|value| parse_timeout(value.as_bytes()));
-    match (asked, route_timeout) {
-        (Some(asked), Some(route)) => Some(asked.min(route)),
-        (asked, route) => asked.or(route),
-    }
+/// The call's `grpc-timeout`, if it has a valid one (`grpc_deadline` makes it the call's
+/// deadline).
+pub fn asked_timeout(headers: &HeaderMap) -> Option<Duration> {
+    headers.get(GRPC_TIMEOUT).and_then(|value| parse_timeout(value.as_bytes()))
 }
 
 /// `TimeoutValue TimeoutUnit`: at most 8 digits, then `H`, `M`, `S`, `m`, `u` or `n`
@@ -92,6 +89,7 @@ pub fn code(error: &ProxyError) -> u8 {
         ProxyError::NoHealthyEndpoint { .. }
         | ProxyError::ConnectFailure { .. }
         | ProxyError::UpstreamFailure { .. }
+        | ProxyError::UpstreamProtocolError { .. }
         | ProxyError::Overflow { .. } => code::UNAVAILABLE,
         ProxyError::Timeout { .. } | ProxyError::IdleTimeout { .. } => code::DEADLINE_EXCEEDED,
         ProxyError::Denied { .. } | ProxyError::ConnectDenied { .. } => code::PERMISSION_DENIED,
@@ -166,15 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn grpc_timeout_is_the_deadline_when_shorter_than_the_route_timeout() {
-        let route = Some(Duration::from_secs(15));
-        assert_eq!(deadline(&headers(&[("grpc-timeout", "250m")]), route), Some(Duration::from_millis(250)));
-        assert_eq!(deadline(&headers(&[("grpc-timeout", "1H")]), route), route);
-        assert_eq!(deadline(&headers(&[("grpc-timeout", "3S")]), None), Some(Duration::from_secs(3)));
-        assert_eq!(deadline(&headers(&[("grpc-timeout", "99999999u")]), None), Some(Duration::from_micros(99_999_999)));
+    fn grpc_timeout_is_read_with_its_unit() {
+        assert_eq!(asked_timeout(&headers(&[("grpc-timeout", "250m")])), Some(Duration::from_millis(250)));
+        assert_eq!(asked_timeout(&headers(&[("grpc-timeout", "1H")])), Some(Duration::from_secs(3600)));
+        assert_eq!(asked_timeout(&headers(&[("grpc-timeout", "3S")])), Some(Duration::from_secs(3)));
+        assert_eq!(asked_timeout(&headers(&[("grpc-timeout", "99999999u")])), Some(Duration::from_micros(99_999_999)));
         for ignored in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
-            assert_eq!(deadline(&headers(&[("grpc-timeout", ignored)]), route), route, "{ignored:?}");
+            assert_eq!(asked_timeout(&headers(&[("grpc-timeout", ignored)])), None, "{ignored:?}");
         }
+        assert_eq!(asked_timeout(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //!
 //! Only the preface's SETTINGS frame is read (RFC 9113 §3.4: the client's first frame): the
 //! 24-byte magic, a 9-byte frame header, and its entries, parsed as they pass without being
-//! buffered. Then the watch is dropped and every read and write is passed on after one branch.
-//! A later SETTINGS frame with the same value still gets h2's PROTOCOL_ERROR.
+//! buffered. The client's later frames are walked by `h2_frames` (their headers only), which
+//! corrects the same value in any later SETTINGS frame. An HTTP/1.1 connection ends the watch at
+//! its first byte, and then every read and write is passed on after one branch.
 //!
-//! On the bad value, the bytes from that frame's start on are withheld from hyper, the proxy
-//! writes GOAWAY(FLOW_CONTROL_ERROR) itself, and hyper reads the end of the connection. h2
+//! On the bad value in the preface, the bytes from that frame's start on are withheld from
+//! hyper, the proxy writes GOAWAY(FLOW_CONTROL_ERROR) itself (h2 has written no frame but its
+//! SETTINGS yet, so the GOAWAY cannot land inside one of h2's), and hyper reads the end of the connection. h2
 //! writes its own SETTINGS before it reads the client's preface; should it not have yet, an
 //! empty SETTINGS frame goes first, for the server's preface to come first (RFC 9113 §3.4).
 
@@ -18,6 +20,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::h2_frames::{FrameWalk, StandIn, Walked};
 
 const MAGIC: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
@@ -61,6 +65,11 @@ enum State {
     Magic(usize),
     Header { bytes: [u8; 9], have: usize },
     Settings { length: u32, left: u32, entry: [u8; 6], have: usize },
+    /// The preface passed: the client's frames are walked.
+    Frames(FrameWalk),
+    /// A later SETTINGS frame had the bad window: h2 reads these bytes in place of the
+    /// client's (`h2_frames`), then the end of the connection.
+    StandIn(StandIn),
 }
 
 /// What the bytes read tell the watch.
@@ -71,6 +80,8 @@ enum Seen {
     Done,
     /// The bad setting, in a frame that starts at this offset of the bytes (0: before them).
     BadWindow { frame_at: usize },
+    /// The bad setting in a later SETTINGS frame, its value from this offset of the bytes on.
+    BadLaterWindow { at: usize },
 }
 
 // === impl PrefaceWatch ===
@@ -106,11 +117,23 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for PrefaceWatch<I> {
         if watch.refusing.is_some() {
             return this.refuse(cx);
         }
+        if let State::StandIn(stand_in) = &mut watch.state {
+            let given = stand_in.give(buf.initialize_unfilled());
+            buf.advance(given);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         match watch.see(&buf.filled()[before..]) {
             Seen::More => {}
             Seen::Done => this.watch = None,
+            Seen::BadLaterWindow { at } => {
+                buf.set_filled(before + at);
+                if let State::StandIn(stand_in) = &mut watch.state {
+                    let given = stand_in.give(buf.initialize_unfilled());
+                    buf.advance(given);
+                }
+            }
             Seen::BadWindow { frame_at } => {
                 buf.set_filled(before + frame_at);
                 watch.refusing = Some(if watch.server_wrote { GOAWAY_ONLY } else { 0 });
@@ -167,6 +190,7 @@ impl Watch {
     fn see(&mut self, bytes: &[u8]) -> Seen {
         for (at, &byte) in bytes.iter().enumerate() {
             match &mut self.state {
+                State::Frames(_) | State::StandIn(_) => return self.walk(bytes, at),
                 State::Magic(matched) => {
                     if MAGIC[*matched] != byte {
                         return Seen::Done;
@@ -184,8 +208,12 @@ impl Watch {
                     }
                     let length = u32::from_be_bytes([0, header[0], header[1], header[2]]);
                     // Not a SETTINGS frame h2 would apply: h2 judges it.
-                    if header[3] != SETTINGS || header[4] & ACK != 0 || length == 0 || !length.is_multiple_of(6) || length > MAX_FRAME {
+                    if header[3] != SETTINGS || header[4] & ACK != 0 || !length.is_multiple_of(6) || length > MAX_FRAME {
                         return Seen::Done;
+                    }
+                    if length == 0 {
+                        self.state = State::Frames(FrameWalk::new());
+                        return self.walk(bytes, at + 1);
                     }
                     self.state = State::Settings { length, left: length, entry: [0; 6], have: 0 };
                 }
@@ -205,12 +233,25 @@ impl Watch {
                         }
                     }
                     if *left == 0 {
-                        return Seen::Done;
+                        self.state = State::Frames(FrameWalk::new());
+                        return self.walk(bytes, at + 1);
                     }
                 }
             }
         }
         Seen::More
+    }
+
+    /// The client's frames after the preface, from offset `from` of the bytes on.
+    fn walk(&mut self, bytes: &[u8], from: usize) -> Seen {
+        let State::Frames(walk) = &mut self.state else { return Seen::More };
+        match walk.see(&bytes[from..]) {
+            Walked::More => Seen::More,
+            Walked::BadWindow { at, stand_in } => {
+                self.state = State::StandIn(stand_in);
+                Seen::BadLaterWindow { at: from + at }
+            }
+        }
     }
 }
 
@@ -239,7 +280,9 @@ mod tests {
             let mut w = watch();
             let first = w.see(&good[..split]);
             assert!(first == Seen::More || split == good.len(), "{split}");
-            assert_eq!(w.see(&good[split..]), Seen::Done, "{split}");
+            // Past the preface, the frames are walked.
+            assert_eq!(w.see(&good[split..]), Seen::More, "{split}");
+            assert!(matches!(w.state, State::Frames(_)), "{split}");
             let mut w = watch();
             let (a, b) = bad.split_at(split);
             let seen = match w.see(a) {
@@ -249,6 +292,20 @@ mod tests {
             // The frame starts at byte 24 of the connection.
             let expected = 24usize.saturating_sub(split);
             assert_eq!(seen, Seen::BadWindow { frame_at: if split > 24 { 0 } else { expected } }, "{split}");
+        }
+    }
+
+    #[test]
+    fn a_later_settings_frame_with_the_bad_window_is_found_after_the_preface() {
+        let later = settings(&[(4, MAX_WINDOW + 1)]);
+        for preface in [settings(&[(3, 100)]), settings(&[])] {
+            let stream = [&MAGIC[..], &preface, &later].concat();
+            // The bad value starts after the later frame's header and its entry's id.
+            let at = MAGIC.len() + preface.len() + 9 + 2;
+            assert_eq!(watch().see(&stream), Seen::BadLaterWindow { at });
+            let mut w = watch();
+            assert_eq!(w.see(&stream[..at - 3]), Seen::More);
+            assert_eq!(w.see(&stream[at - 3..]), Seen::BadLaterWindow { at: 3 });
         }
     }
 

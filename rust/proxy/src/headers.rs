@@ -83,21 +83,23 @@ impl Present {
     /// `chunked` would silently drop the gzip coding. Looked at only when the request has a
     /// `Transfer-Encoding` at all (found by the scan).
     pub fn check_transfer_codings(self, headers: &HeaderMap) -> Result<(), ProxyError> {
-        if !self.has(TRANSFER_ENCODING_BIT) {
-            return Ok(());
+        match self.other_transfer_coding(headers) {
+            false => Ok(()),
+            true => Err(ProxyError::UnsupportedTransferCoding),
         }
-        let understood = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            // Empty list elements are allowed (RFC 9110 §5.6.1).
-            .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked"));
-        if understood {
-            Ok(())
-        } else {
-            Err(ProxyError::UnsupportedTransferCoding)
-        }
+    }
+
+    /// Whether the message's `Transfer-Encoding` names a coding other than `chunked`: one hyper
+    /// does not decode, and which the message's body still carries once the chunks are read.
+    pub fn other_transfer_coding(self, headers: &HeaderMap) -> bool {
+        self.has(TRANSFER_ENCODING_BIT)
+            && !headers
+                .get_all(TRANSFER_ENCODING)
+                .iter()
+                .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+                .map(<[u8]>::trim_ascii)
+                // Empty list elements are allowed (RFC 9110 §5.6.1).
+                .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked"))
     }
 
     /// Whether the message carries `Upgrade` (see `upgrade`).
@@ -114,7 +116,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// `remove_hop_by_hop` with the names already scanned. Nothing is allocated unless `Connection`
 /// names a header.
-fn remove_present_hop_by_hop(headers: &mut HeaderMap, present: Present) {
+pub fn remove_present_hop_by_hop(headers: &mut HeaderMap, present: Present) {
     let mut found = present.0 & HOP_BY_HOP_BITS;
     if found & TE_BIT != 0 && is_te_trailers(headers) {
         found &= !TE_BIT;

@@ -12,7 +12,7 @@ use crate::breakers::Held;
 use crate::endpoint::InFlightRequest;
 use crate::observe::Observation;
 use crate::pool::Lease;
-use crate::timeouts::ResponseTimer;
+use crate::timeouts::{ResponseTimer, StreamTimedOut};
 use meshproxy_telemetry::Reason;
 
 /// A response body on its way to the client, with the observation of its request: finished
@@ -44,6 +44,26 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 // === impl Observed ===
 
 impl Observed {
+    /// The route's timer stopped the body (`expired`): a gRPC call past its deadline, between
+    /// two messages, ends with its status in trailers, and the upstream's response (dropped) is
+    /// reset; any other response fails, which resets the client's stream (`ResponseTimer::end`).
+    #[cold]
+    fn expire(&mut self, expired: StreamTimedOut) -> Result<Frame<Bytes>, BodyError> {
+        if let Some(observation) = self.observation.as_mut() {
+            observation.error = Some(Reason::Timeout);
+        }
+        let Some(timer) = self.upstream.as_ref().and_then(|upstream| upstream.timer.as_ref()) else {
+            return Err(BodyError::from(expired));
+        };
+        if let (true, Some(observation)) = (timer.is_call_deadline(&expired), self.observation.as_mut()) {
+            observation.grpc_status = Some(crate::grpc::code::DEADLINE_EXCEEDED);
+        }
+        let trailers = timer.end(expired)?;
+        self.body = Body::Empty;
+        self.upstream = None;
+        Ok(Frame::trailers(trailers))
+    }
+
     pub fn new(body: Body, observation: Observation, upstream: Option<Upstream>) -> Observed {
         Observed { body, upstream, observation: Some(observation) }
     }
@@ -60,23 +80,28 @@ impl http_body::Body for Observed {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => frame.map(|frame| frame.map_err(BodyError::from)),
-            // Nothing yet: the route's timer, if it has one, may stop the body.
-            Poll::Pending => {
-                let Some(timer) = this.upstream.as_mut().and_then(|upstream| upstream.timer.as_mut()) else {
-                    return Poll::Pending;
-                };
-                let expired = std::task::ready!(timer.poll_expired(cx));
-                if let Some(observation) = this.observation.as_mut() {
-                    observation.error = Some(Reason::Timeout);
-                }
-                Some(Err(BodyError::from(expired)))
-            }
+        // A deadline that passed while the body kept coming (it is looked at below only when
+        // the body has nothing): one flag read, on routes with a timer.
+        let passed = this.upstream.as_mut().and_then(|upstream| upstream.timer.as_mut()).and_then(|timer| timer.passed());
+        let polled = match passed {
+            Some(expired) => Poll::Ready(Err(expired)),
+            None => match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Ok(frame.map(|frame| frame.map_err(BodyError::from)))),
+                // Nothing yet: the route's timer, if it has one, may stop the body.
+                Poll::Pending => match this.upstream.as_mut().and_then(|upstream| upstream.timer.as_mut()) {
+                    Some(timer) => timer.poll_expired(cx).map(Err),
+                    None => Poll::Pending,
+                },
+            },
+        };
+        let frame = match std::task::ready!(polled) {
+            Ok(frame) => frame,
+            Err(expired) => Some(this.expire(expired)),
         };
         if let Some(upstream) = this.upstream.as_mut() {
             if let Some(timer) = upstream.timer.as_mut() {
-                timer.moved();
+                let data = frame.as_ref().and_then(|frame| frame.as_ref().ok()).and_then(Frame::data_ref);
+                timer.moved(data.map(|data| &data[..]));
             }
             if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
                 upstream.in_flight.take();

@@ -294,6 +294,14 @@ impl Sweep for Pool {
 
 // === impl Lease ===
 
+impl Lease {
+    /// The connection is not to take another request (its upstream broke the protocol): it
+    /// closes once hyper has let go of the response.
+    pub fn discard(&mut self) {
+        drop(self.sender.take());
+    }
+}
+
 impl Drop for Lease {
     /// The response body has ended (or was dropped): the connection takes its next request once
     /// hyper has finished with this response, which at the body's end it usually has. Then it

@@ -15,9 +15,10 @@ use crate::connect;
 use crate::observed::Observed;
 use meshproxy_config::UpstreamProtocol;
 use crate::error::ProxyError;
-use crate::headers::{absolute_uri, prepare_request, remove_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
+use crate::headers::{absolute_uri, prepare_request, remove_present_hop_by_hop, set_peer_identity, ClientAddress, PeerIdentity, Present};
 use crate::snapshot::{ListenerShared, ListenerSnapshot};
 use crate::grpc;
+use crate::timeouts;
 use crate::mirror;
 use crate::observe::Observation;
 use crate::observed::Upstream;
@@ -227,12 +228,19 @@ async fn proxy(
     // moves the small future around it (into a task per stream, for HTTP/2). So are the futures
     // of what only some routes do (faults, a mirror's body, stream timeouts): inline, their
     // size would be every request's, copied at each move.
-    // A gRPC call's deadline, when shorter, stands for the route's timeout.
-    let timeout = if observation.grpc { grpc::deadline(upstream.headers(), route.timeout) } else { route.timeout };
+    // A gRPC call's deadline (its grpc-timeout), when it has one, covers the whole call.
+    let (stream_timeouts, timeout) = match observation.grpc {
+        true => timeouts::call_limits(upstream.headers(), route.timeout, route.stream_timeouts),
+        false => (route.stream_timeouts, route.timeout),
+    };
+    let grpc = observation.grpc;
     let forwarded = Box::pin(retry::forward(&cluster, route.retry(), upstream, hash, observation));
-    let (mut response, upstream) = match (route.stream_timeouts, timeout) {
+    let (mut response, upstream) = match (stream_timeouts, timeout) {
         (Some(timeouts), head) => {
-            let (response, upstream, timer) = Box::pin(timeouts.forward(forwarded, head, &cluster, counted)).await?;
+            let (response, upstream, mut timer) = Box::pin(timeouts.forward(forwarded, head, &cluster, counted)).await?;
+            if grpc {
+                timer.end_calls_with_trailers();
+            }
             (response, Upstream { timer: Some(timer), ..upstream })
         }
         (None, Some(limit)) => tokio::time::timeout(limit, forwarded).await.map_err(|_| {
@@ -241,7 +249,13 @@ async fn proxy(
         })??,
         (None, None) => forwarded.await?,
     };
-    remove_hop_by_hop(response.headers_mut());
+    // The response's headers the proxy removes, found in one pass; among them, rarely, a
+    // `Transfer-Encoding` (HTTP/1.1 upstreams only: h2 refuses it as malformed).
+    let present = Present::scan(response.headers());
+    if present.other_transfer_coding(response.headers()) {
+        return Err(cluster.refuse_transfer_coding(upstream.lease));
+    }
+    remove_present_hop_by_hop(response.headers_mut(), present);
     // A trailers-only response: the call's status is in its headers.
     if observation.grpc {
         observation.grpc_status = grpc::status(response.headers());

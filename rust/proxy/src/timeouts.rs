@@ -1,8 +1,9 @@
 //! A route's timeouts past the wait for the response head: its `timeout` covering the whole
 //! response (`timeout_covers: response`, Envoy's meaning) and a stream's `idle_timeout`
-//! (Envoy's route `idle_timeout`: no byte either way for that long ends the stream).
+//! (Envoy's route `idle_timeout`: no byte either way for that long ends the stream); and a gRPC
+//! call's deadline, from its `grpc-timeout`, over the whole call (`call_limits`, `grpc_deadline`).
 //!
-//! Routes with neither never reach this module: the route holds `None` and the request takes
+//! Routes with neither (and calls without a deadline) never reach this module: the route holds `None` and the request takes
 //! the plain path in `proxy`, with no timer, allocation or await of its own. A route with them
 //! waits for the head here (answering 504 `timeout` when a limit passes first), then hands a
 //! `ResponseTimer` to the response body (`observed`), which stops the body with an error (a
@@ -16,12 +17,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Response;
+use http::{HeaderMap, Response};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
+use crate::grpc_deadline::{self, Messages};
 use crate::idle::Quiet;
 use meshproxy_config::{self as config, TimeoutCovers};
 use meshproxy_telemetry::stats::ClusterStats;
@@ -45,6 +47,9 @@ pub struct ResponseTimer {
     /// The request body's bytes sent so far, when it streams: its bytes count as movement.
     received: Option<Counted>,
     stats: Arc<ClusterStats>,
+    /// For a gRPC call: its response's messages so far, for its deadline to end it with
+    /// trailers between two messages (`grpc_deadline`).
+    messages: Option<Messages>,
 }
 
 /// A counter of bytes kept elsewhere, and its value at the last look.
@@ -59,6 +64,14 @@ struct Counted {
 pub struct StreamTimedOut {
     idle: bool,
     after: Duration,
+}
+
+/// A gRPC call stopped by its deadline in the middle of a message: its stream is reset with
+/// CANCEL, which hyper takes from the h2 error among the body error's sources.
+#[derive(Debug)]
+struct CallCancelled {
+    expired: StreamTimedOut,
+    reset: h2::Error,
 }
 
 // === impl StreamTimeouts ===
@@ -113,7 +126,7 @@ impl StreamTimeouts {
             (Some(_), Some((at, limit))) => Some((Box::pin(tokio::time::sleep_until(at)), limit)),
             _ => None,
         };
-        let timer = Box::new(ResponseTimer { deadline, idle, received, stats: Arc::clone(&cluster.stats) });
+        let timer = Box::new(ResponseTimer { deadline, idle, received, stats: Arc::clone(&cluster.stats), messages: None });
         Ok((response, upstream, timer))
     }
 }
@@ -135,11 +148,48 @@ async fn until_head<F: Future + Unpin>(mut forwarded: F, idle: &mut Option<(Quie
 // === impl ResponseTimer ===
 
 impl ResponseTimer {
-    /// A frame of the response moved.
-    pub fn moved(&mut self) {
+    /// The response is a gRPC call's: its deadline ends it with trailers where it can.
+    pub fn end_calls_with_trailers(&mut self) {
+        self.messages = Some(Messages::default());
+    }
+
+    /// A frame of the response moved (`data`, if it carried some).
+    pub fn moved(&mut self, data: Option<&[u8]>) {
         if let Some((quiet, _)) = &mut self.idle {
             quiet.moved();
         }
+        if let (Some(messages), Some(data)) = (&mut self.messages, data) {
+            messages.feed(data);
+        }
+    }
+
+    /// Whether `expired` is a gRPC call's deadline (counted as the call's DEADLINE_EXCEEDED
+    /// however the call ends).
+    pub fn is_call_deadline(&self, expired: &StreamTimedOut) -> bool {
+        self.messages.is_some() && !expired.idle
+    }
+
+    /// How a response whose limit passed (`expired`) ends: a gRPC call past its deadline with
+    /// trailers saying DEADLINE_EXCEEDED when the response so far is whole messages, or else a
+    /// reset with CANCEL; any other response (and an idle timeout) with the error, which resets
+    /// the client's stream (INTERNAL_ERROR) or cuts its HTTP/1.1 response.
+    pub fn end(&self, expired: StreamTimedOut) -> Result<HeaderMap, Box<dyn std::error::Error + Send + Sync>> {
+        match &self.messages {
+            Some(messages) if !expired.idle && messages.whole() => Ok(grpc_deadline::exceeded_trailers(expired.after)),
+            Some(_) if !expired.idle => Err(Box::new(CallCancelled { expired, reset: h2::Error::from(h2::Reason::CANCEL) })),
+            _ => Err(Box::new(expired)),
+        }
+    }
+
+    /// The whole response's deadline, should it have passed while the body kept coming (the
+    /// timer wheel marks it; no clock is read): the error that stops the body then.
+    pub fn passed(&mut self) -> Option<StreamTimedOut> {
+        let (deadline, after) = self.deadline.as_ref()?;
+        if !deadline.is_elapsed() {
+            return None;
+        }
+        self.stats.timeouts_total.inc();
+        Some(StreamTimedOut { idle: false, after: *after })
     }
 
     /// Called while the response body has nothing: ready with the error that stops it once a
@@ -185,9 +235,59 @@ impl std::fmt::Display for StreamTimedOut {
 
 impl std::error::Error for StreamTimedOut {}
 
+// === impl CallCancelled ===
+
+impl std::fmt::Display for CallCancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (the call's deadline, mid-message)", self.expired)
+    }
+}
+
+impl std::error::Error for CallCancelled {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.reset)
+    }
+}
+
+/// The limits of a gRPC call (`grpc_deadline`): its route's, with the call's deadline (from
+/// `grpc-timeout`) covering the whole response when it has one. Returns the stream timeouts, if
+/// any, and the limit on the head alone for a call without them.
+pub fn call_limits(headers: &HeaderMap, route_timeout: Option<Duration>, stream: Option<StreamTimeouts>) -> (Option<StreamTimeouts>, Option<Duration>) {
+    let Some(asked) = crate::grpc::asked_timeout(headers) else {
+        return (stream, route_timeout);
+    };
+    let deadline = route_timeout.map_or(asked, |route| asked.min(route));
+    let response = stream.and_then(|s| s.response).map_or(deadline, |covered| covered.min(deadline));
+    (Some(StreamTimeouts { response: Some(response), idle: stream.and_then(|s| s.idle) }), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), http::HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn a_call_with_grpc_timeout_gets_a_deadline_over_the_whole_response() {
+        let route = Some(Duration::from_secs(15));
+        let covering = |response: Duration| Some(StreamTimeouts { response: Some(response), idle: None });
+        assert_eq!(call_limits(&headers(&[("grpc-timeout", "250m")]), route, None), (covering(Duration::from_millis(250)), None));
+        assert_eq!(call_limits(&headers(&[("grpc-timeout", "1H")]), route, None), (covering(Duration::from_secs(15)), None));
+        assert_eq!(call_limits(&headers(&[("grpc-timeout", "3S")]), None, None), (covering(Duration::from_secs(3)), None));
+        // The route's idle timeout stays; its whole-response timeout, when shorter, wins.
+        let idle = Some(StreamTimeouts { response: Some(Duration::from_secs(1)), idle: Some(Duration::from_secs(2)) });
+        assert_eq!(
+            call_limits(&headers(&[("grpc-timeout", "3S")]), route, idle),
+            (Some(StreamTimeouts { response: Some(Duration::from_secs(1)), idle: Some(Duration::from_secs(2)) }), None)
+        );
+        // Without a (valid) grpc-timeout: the route's limits, as for any request.
+        for ignored in [&[][..], &[("grpc-timeout", "10x")][..]] {
+            assert_eq!(call_limits(&headers(ignored), route, None), (None, route));
+            assert_eq!(call_limits(&headers(ignored), route, idle), (idle, route));
+        }
+    }
 
     fn route(json: &str) -> config::Route {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
@@ -210,7 +310,7 @@ mod tests {
 
     fn timer(idle: Duration, received: Option<Arc<AtomicU64>>) -> ResponseTimer {
         let received = received.map(|bytes| Counted { seen: 0, bytes });
-        ResponseTimer { deadline: None, idle: Some((Quiet::new(idle), idle)), received, stats: Arc::default() }
+        ResponseTimer { deadline: None, idle: Some((Quiet::new(idle), idle)), received, stats: Arc::default(), messages: None }
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
-use crate::headers::{remove_hop_by_hop, Present};
+use crate::headers::{remove_hop_by_hop, remove_present_hop_by_hop, Present};
 use crate::idle::IdleTimeout;
 use crate::observe::Observation;
 use crate::observed::Upstream;
@@ -146,8 +146,13 @@ pub async fn forward(
         })??,
         None => asked.await?,
     };
+    // Refused (no tunnel): the upstream's answer is passed on, its framing checked as any.
     if splice.is_none() {
-        remove_hop_by_hop(response.headers_mut());
+        let present = Present::scan(response.headers());
+        if present.other_transfer_coding(response.headers()) {
+            return Err(cluster.refuse_transfer_coding(upstream.and_then(|upstream| upstream.lease)));
+        }
+        remove_present_hop_by_hop(response.headers_mut(), present);
     }
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     route.response_headers.apply(response.headers_mut());

@@ -21,12 +21,15 @@ pub enum Reason {
     UnsupportedTransferCoding,
     /// A `CONNECT` no route allows (its host or port).
     ConnectDenied,
+    /// An upstream's response the proxy will not pass on: a transfer coding other than
+    /// `chunked` (RFC 9112 §6.1 forbids dropping it); Envoy's upstream protocol error.
+    UpstreamProtocolError,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -39,6 +42,7 @@ impl Reason {
         Reason::FaultInjected,
         Reason::UnsupportedTransferCoding,
         Reason::ConnectDenied,
+        Reason::UpstreamProtocolError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +59,7 @@ impl Reason {
             Reason::FaultInjected => "fault_injected",
             Reason::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Reason::ConnectDenied => "connect_denied",
+            Reason::UpstreamProtocolError => "upstream_protocol_error",
         }
     }
 
@@ -63,7 +68,7 @@ impl Reason {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::NoRoute => StatusCode::NOT_FOUND,
             Reason::NoHealthyEndpoint | Reason::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
+            Reason::ConnectFailure | Reason::UpstreamFailure | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Denied | Reason::ConnectDenied => StatusCode::FORBIDDEN,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
