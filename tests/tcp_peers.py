@@ -106,16 +106,31 @@ def read_to_end(sock: socket.socket) -> bytes:
     return received
 
 
-def outbound_address() -> str:
-    """A free loopback ``IP:PORT`` whose next port is free too: a sidecar's outbound address, its
-    first TCP service's listener on the port after it (as the control plane assigns them)."""
+def ping(address: str) -> bool:
+    """Whether redis answers PING on a new connection to ``address`` (False: closed at once)."""
+    with connect(address) as sock:
+        try:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            answer = b""
+            while len(answer) < 7 and (chunk := sock.recv(7 - len(answer))):
+                answer += chunk
+            return answer == b"+PONG\r\n"
+        except ConnectionResetError:  # closed with our bytes unread: a reset rather than a FIN
+            return False
+
+
+def outbound_address(following: int = 1) -> str:
+    """A free loopback ``IP:PORT`` whose ``following`` ports are free too: a sidecar's outbound
+    address, its TCP services' listeners on the ports after it (their ``port_offset``)."""
     for _ in range(100):
-        with socket.socket() as first, socket.socket() as second:
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
             first.bind(("127.0.0.1", 0))
             port = first.getsockname()[1]
             try:
-                second.bind(("127.0.0.1", port + 1))
+                for offset in range(1, following + 1):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + offset))
             except OSError:
                 continue
             return f"127.0.0.1:{port}"
-    raise RuntimeError("no two consecutive free ports on loopback")
+    raise RuntimeError(f"no {following + 1} consecutive free ports on loopback")

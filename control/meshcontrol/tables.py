@@ -37,9 +37,18 @@ def when(seconds: float) -> str:
 
 
 def services(resources: list[dict[str, Any]]) -> str:
-    rows = [(r["namespace"], r["name"], r["protocol"], "(its namespace)" if r["calls"] is None else r["calls"])
-            for r in resources]
-    return table(("NAMESPACE", "NAME", "PROTOCOL", "CALLS"), rows)
+    rows = [(r["namespace"], r["name"], r["protocol"], _tcp_port(r),
+             "(its namespace)" if r["calls"] is None else r["calls"]) for r in resources]
+    return table(("NAMESPACE", "NAME", "PROTOCOL", "PORT", "CALLS"), rows)
+
+
+def _tcp_port(service: dict[str, Any]) -> str | None:
+    """Where callers reach a tcp service on their sidecar's outbound address."""
+    if service.get("port") is not None:
+        return str(service["port"])
+    if service.get("port_offset") is not None:
+        return f"outbound+{service['port_offset']}"
+    return None
 
 
 def routes(resources: list[dict[str, Any]]) -> str:

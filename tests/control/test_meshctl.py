@@ -125,6 +125,41 @@ def test_a_file_with_errors_changes_nothing_and_prints_every_message(api: ApiSer
     assert store.revision() == 1
 
 
+def test_a_tcp_services_port_and_http_policy_problems_are_refused_at_apply(api: ApiServer, store: SqliteStore) -> None:
+    ok(meshctl(api, "apply", "-f", str(MESH_YAML)))
+    cache = "kind: Service\nname: cache\nnamespace: shop\nprotocol: tcp\nport: 6379\n"
+    assert ok(meshctl(api, "apply", "-f", "-", input=cache)).splitlines() == ["Service shop/cache created", "revision 2"]
+    refused = {
+        "sessions.yaml": "kind: Service\nname: sessions\nnamespace: shop\nprotocol: tcp\nport: 6379\n",
+        "policy.yaml": "kind: AccessPolicy\nservice: cache\nnamespace: shop\nrules:\n"
+                       "  - {name: reads, action: allow, services: [orders], paths: [/get]}\n",
+        "orders.yaml": "kind: Service\nname: orders\nnamespace: shop\nprotocol: tcp\ncalls: [payments]\n",
+    }
+    folder = store.path.parent.parent
+    messages = {}
+    for name, text in refused.items():
+        (folder / name).write_text(text)
+        result = meshctl(api, "apply", "-f", str(folder / name))
+        assert (result.returncode, result.stdout) == (1, "")
+        messages[name] = result.stderr.removeprefix(f"{folder / name}:")
+    assert {name: message for name, message in messages.items() if name != "orders.yaml"} == {
+        "sessions.yaml": "5: documents[0] (Service shop/sessions): port: port 6379 is Service shop/cache's already "
+                         "(applied before); each TCP service needs one of its own: choose another\n",
+        "policy.yaml": "5: documents[0] (AccessPolicy shop/cache): rules[0].paths: Service shop/cache has protocol "
+                       "tcp: its connections have no HTTP fields; authorize them by services, namespaces or "
+                       "identities (and their not_ forms)\n",
+    }
+    # orders' AccessPolicy allows frontend's GET and HEAD, and its Route splits calls among versions.
+    assert messages["orders.yaml"].splitlines() == [
+        "4: documents[0] (Service shop/orders): protocol: a tcp service's connections carry no HTTP requests, but "
+        "AccessPolicy shop/orders asks for them (rules[0].methods); first change those rules to authorize by "
+        "services, namespaces or identities, or keep the protocol it has",
+        f"{folder / 'orders.yaml'}:4: documents[0] (Service shop/orders): protocol: a tcp service's connections carry "
+        "no HTTP requests, but Route shop/orders asks for them; first delete it, or keep the protocol it has",
+    ]
+    assert store.revision() == 2
+
+
 def test_apply_reads_stdin_and_names_it_in_messages(api: ApiServer, store: SqliteStore) -> None:
     out = ok(meshctl(api, "apply", "-f", "-", input="kind: Service\nname: cart\n"))
     assert out == "Service default/cart created\nrevision 1\n"
@@ -149,10 +184,10 @@ def test_get_prints_tables_json_and_yaml(api: ApiServer, store: SqliteStore) -> 
     ok(meshctl(api, "apply", "-f", str(MESH_YAML)))
     services = ok(meshctl(api, "get", "services"))
     assert services.splitlines() == [
-        "NAMESPACE  NAME      PROTOCOL  CALLS",
-        "shop       frontend  http1     orders.shop",
-        "shop       orders    http1     payments.shop",
-        "shop       payments  http2     -",
+        "NAMESPACE  NAME      PROTOCOL  PORT  CALLS",
+        "shop       frontend  http1     -     orders.shop",
+        "shop       orders    http1     -     payments.shop",
+        "shop       payments  http2     -     -",
     ]
     routes = ok(meshctl(api, "get", "routes", "-n", "shop"))
     assert "x-channel=beta -> v2 | * -> v1 90, v2 10 (5000ms)" in routes

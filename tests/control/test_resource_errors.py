@@ -57,7 +57,8 @@ def test_the_valid_mesh_is_stored_with_every_default_filled_in() -> None:
     assert by_kind[("Mesh", None)] == {"kind": "Mesh", "trust_domain": "mesh.local", "mtls": "strict",
                                        "cert_lifetime_s": 86400}
     assert by_kind[("Service", "orders")] == {"kind": "Service", "name": "orders", "namespace": "shop",
-                                              "protocol": "http1", "calls": ["payments.shop"]}
+                                              "protocol": "http1", "calls": ["payments.shop"], "port": None,
+                                              "port_offset": None}
     assert by_kind[("Service", "payments")]["calls"] == []
     route = by_kind[("Route", "orders")]
     assert route["rules"][0] == {

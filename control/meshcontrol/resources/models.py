@@ -22,11 +22,13 @@ from meshproxy.config.retry import RetryPolicy
 from meshproxy.config.defaults import default
 from meshproxy.config.route_rules import Authority, DirectResponse, Fault, Percent, RateLimit, Redirect, RegexRewrite
 from meshproxy.config.timeouts import TimeoutCovers, check_timeout_covers
+from meshproxy.config.tunnel import Port
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Document as _Document
 from .base import Resource as Resource
 from .names import Label, ServiceRef, TrustDomain, split_ref
+from .tcp_ports import MAX_PORT_OFFSET
 from .traffic_policy import TrafficPolicy as TrafficPolicy
 from .traffic_policy import in_millis
 
@@ -67,20 +69,37 @@ class Service(_Document):
     protocol: Literal["http1", "http2", "grpc", "tcp"] = "http1"
     """What the app speaks behind its sidecar: grpc is HTTP/2 (h2c) to the app, and tells the
     sidecars and Envoy to honour the calls' grpc-timeout. tcp: opaque bytes (a database, Redis):
-    callers reach it on a port of their sidecar the control plane assigns, over mutual TLS,
-    authorized by identity (docs/protocols-tcp.md)."""
+    callers reach it on a port of their sidecar's outbound address (`port`, or `port_offset`),
+    over mutual TLS, authorized by identity (docs/protocols-tcp.md)."""
     calls: list[ServiceRef] | None = None
     """The services this one calls (its sidecar gets routes and clusters for these only);
     absent: every service of its namespace."""
+    port: Port | None = None
+    """protocol tcp: the port callers connect to on their sidecar's outbound address (its IP),
+    as a Kubernetes Service's port (e.g. 6379); one per service in the mesh. Absent: `port_offset`."""
+    port_offset: Annotated[int, Field(ge=1, le=MAX_PORT_OFFSET)] | None = None
+    """protocol tcp without `port`: callers connect to their sidecar's outbound port plus this.
+    Absent: the control plane assigns the lowest one no other TCP service holds when the
+    Service is first applied, and keeps it (`meshctl get services` shows it)."""
 
     @field_validator("calls")
     @classmethod
     def _calls_once(cls, calls: list[str] | None) -> list[str] | None:
         return _each_once(calls, "calls")
 
+    @model_validator(mode="after")
+    def _tcp_ports(self) -> Service:
+        given = [key for key in ("port", "port_offset") if getattr(self, key) is not None]
+        if given and self.protocol != "tcp":
+            raise invalid(f"applies to protocol tcp only; this service's protocol is {self.protocol} (its callers "
+                          "reach it by name on their outbound listener)", at=(given[0],))
+        if len(given) == 2:
+            raise invalid("give port or port_offset, not both", at=("port_offset",))
+        return self
+
     def stored(self) -> Resource:
         return {"kind": self.kind, "name": self.name, "namespace": self.namespace, "protocol": self.protocol,
-                "calls": _qualified(self.calls, self.namespace)}
+                "calls": _qualified(self.calls, self.namespace), "port": self.port, "port_offset": self.port_offset}
 
 
 # === Route ===

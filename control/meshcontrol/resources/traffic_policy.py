@@ -54,7 +54,8 @@ class TrafficPolicy(Document):
     rate_limit: RateLimit | None = None
     """The service's own inbound listener's rate_limit: one token bucket per instance for the
     calls of every caller (Envoy's local_ratelimit filter on the inbound listener); over it,
-    the called instance's sidecar answers 429 rate_limited. Default: none."""
+    the called instance's sidecar answers 429 rate_limited. A tcp service's tokens are
+    connections (Envoy's network local_ratelimit): one over it is closed at once. Default: none."""
 
     @field_validator("idle_timeout")
     @classmethod

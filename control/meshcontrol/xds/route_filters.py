@@ -69,12 +69,17 @@ def rate_limit(settings: Mapping[str, Any], stat_prefix: str = names.OUTBOUND) -
     """A token bucket for the route (or, on the inbound listener, for the service's instance),
     on every request (Envoy's default enables it for none)."""
     every = base_pb2.RuntimeFractionalPercent(default_value=fraction(100))
+    return local_rate_limit_pb2.LocalRateLimit(stat_prefix=stat_prefix, filter_enabled=every, filter_enforced=every,
+                                               token_bucket=token_bucket(settings))
+
+
+def token_bucket(settings: Mapping[str, Any]) -> token_bucket_pb2.TokenBucket:
+    """A sidecar ``rate_limit`` as Envoy's token bucket: ``requests_per_second`` tokens each
+    second, ``burst`` (default: one second's worth) held at most."""
     per_second = settings["requests_per_second"]
-    return local_rate_limit_pb2.LocalRateLimit(
-        stat_prefix=stat_prefix, filter_enabled=every, filter_enforced=every,
-        token_bucket=token_bucket_pb2.TokenBucket(
-            max_tokens=settings.get("burst") or per_second, tokens_per_fill=wrappers_pb2.UInt32Value(value=per_second),
-            fill_interval=duration_pb2.Duration(seconds=1)))
+    return token_bucket_pb2.TokenBucket(
+        max_tokens=settings.get("burst") or per_second, tokens_per_fill=wrappers_pb2.UInt32Value(value=per_second),
+        fill_interval=duration_pb2.Duration(seconds=1))
 
 
 def inbound_rate_limit(settings: Mapping[str, Any] | None) -> list[hcm_pb2.HttpFilter]:

@@ -106,9 +106,9 @@ class World:
         """The services ``key`` calls by HTTP requests (routes); the rest are ``tcp`` ones."""
         return tuple(called for called in self.called(key) if self.protocol(called) != "tcp")
 
-    def tcp_services(self) -> list[ServiceKey]:
-        """The mesh's ``tcp`` services: each has a port offset of its own (``tcp.ports``)."""
-        return [key for key, service in self.services.items() if service.get("protocol") == "tcp"]
+    def tcp_services(self) -> dict[ServiceKey, Mapping[str, Any]]:
+        """The mesh's ``tcp`` services: each has a port of its own (``tcp.addresses``)."""
+        return {key: service for key, service in self.services.items() if service.get("protocol") == "tcp"}
 
     def protocol(self, key: ServiceKey) -> str:
         service = self.services.get(key)
@@ -169,14 +169,14 @@ class Snapshots:
             traffic = world.traffic_policies.get(client.key) or {}
             if world.protocol(client.key) == "tcp":
                 inbound = tcp.inbound_listener(client.meta.inbound, world.policies.get(client.key), world.mtls,
-                                               world.trust_domain)
+                                               world.trust_domain, traffic.get("rate_limit"))
             else:
                 inbound = build.inbound_listener(client.meta.inbound, world.policies.get(client.key), world.mtls,
                                                  world.trust_domain, traffic.get("rate_limit"))
             listeners = [entry(names.INBOUND, inbound),
                          entry(names.OUTBOUND, build.outbound_listener(client.meta.outbound,
                                                                        world.route_filters(client.key)))]
-            addresses = tcp.ports(world.tcp_services(), client.meta.outbound)
+            addresses = tcp.addresses(world.tcp_services(), client.meta.outbound)
             # A captured app reaches TCP services by their addresses too: a port that falls on the
             # capture listener's address is the capture listener's.
             listeners += [entry(tcp.listener_name(*called), tcp.outbound_listener(*called, addresses[called]))

@@ -1,6 +1,7 @@
 """A ``tcp`` Service's Envoy resources: its instances' inbound listener is mutual TLS, the
 AccessPolicy's rules as ``envoy.filters.network.rbac`` filters (identities only: a connection has
-no HTTP fields), then ``envoy.filters.network.tcp_proxy`` to the app; each caller gets one
+no HTTP fields), the TrafficPolicy's ``rate_limit`` as ``envoy.filters.network.local_ratelimit``
+(a token per connection), then ``envoy.filters.network.tcp_proxy`` to the app; each caller gets one
 outbound ``tcp_proxy`` listener per TCP service it calls, to that service's cluster (mutual TLS,
 no ALPN, no HTTP options), on a port the control plane assigns.
 
@@ -11,10 +12,10 @@ service's, whatever it sends), and, last, the passthrough: HTTP (``application_p
 ``tcp_proxy`` to the TCP one (both ``ORIGINAL_DST``). A client silent for
 ``DETECT_TIMEOUT`` (server-first) goes on undetected, to the TCP chain.
 
-Ports: the app reaches a called TCP service on its sidecar's outbound address, the port plus
-``1 + i``, where ``i`` is the service's place among the mesh's TCP services in (namespace, name)
-order. Every caller reaches one service on the same offset, and the listener's name says which
-service it is (``outbound_tcp_<service>.<namespace>``).
+Ports: the app reaches a called TCP service on its sidecar's outbound address (its IP), at the
+Service's ``port``, or at the outbound port plus the Service's ``port_offset``, which the control
+plane gives once and keeps (``resources.tcp_ports``): adding or deleting other services never
+moves it. The listener's name says which service it is (``outbound_tcp_<service>.<namespace>``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.network.local_ratelimit.v3 import local_rate_limit_pb2 as network_local_rate_limit_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2
 from meshproxy.mesh import names
 
+from ..resources import tcp_ports
 from .build import CONNECT_TIMEOUT, destination_matches, mutual_tls_listener, packed, socket_address
 from .rbac import rbac_filters
+from .route_filters import token_bucket
 
 ServiceKey = tuple[str, str]
 # Istio's protocolDetectionTimeout: how long the capture listener waits for a client's first
@@ -41,17 +45,23 @@ ServiceKey = tuple[str, str]
 DETECT_TIMEOUT = duration_pb2.Duration(nanos=100_000_000)
 # What http_inspector reports for HTTP/1.x and h2c: the HTTP passthrough chain matches them.
 HTTP_PROTOCOLS = ["http/1.0", "http/1.1", "h2c"]
+NETWORK_RATE_LIMIT = "envoy.filters.network.local_ratelimit"
 
 
 def listener_name(service: str, namespace: str) -> str:
     return f"outbound_tcp_{service}.{namespace}"
 
 
-def ports(services: Sequence[ServiceKey], outbound: str) -> dict[ServiceKey, str]:
-    """The address of each TCP service's outbound listener, next to the caller's ``outbound``."""
-    host, _, port = outbound.rpartition(":")
-    ordered = sorted(services, key=lambda key: (key[1], key[0]))
-    return {key: f"{host}:{int(port) + 1 + i}" for i, key in enumerate(ordered)}
+def addresses(services: Mapping[ServiceKey, Mapping[str, Any]], outbound: str) -> dict[ServiceKey, str]:
+    """The address of each TCP service's outbound listener on a caller whose sidecar's outbound
+    address is ``outbound``: the Service's ``port``, or the outbound port plus its offset."""
+    offsets = tcp_ports.offsets_for(services.values())  # for Services stored before offsets were kept
+    found = {}
+    for key, service in services.items():
+        address = tcp_ports.listener_address(service, offsets.get(key), outbound)
+        if address is not None:
+            found[key] = address
+    return found
 
 
 def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
@@ -73,10 +83,21 @@ def network_rbac(policy: Mapping[str, Any] | None, trust_domain: str) -> list[li
     return filters
 
 
-def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str,
-                     trust_domain: str) -> listener_pb2.Listener:
-    """A TCP service's inbound listener: mutual TLS (or, permissive, both), RBAC, the app."""
-    filters = [*network_rbac(policy, trust_domain), tcp_proxy(names.INBOUND, names.APP_CLUSTER)]
+def network_rate_limit(settings: Mapping[str, Any] | None) -> list[listener_components_pb2.Filter]:
+    """A TrafficPolicy's ``rate_limit`` for a TCP service: a token bucket of connections
+    (``envoy.filters.network.local_ratelimit``, which closes a connection it has no token for)."""
+    if settings is None:
+        return []
+    limit = network_local_rate_limit_pb2.LocalRateLimit(stat_prefix=names.INBOUND, token_bucket=token_bucket(settings))
+    return [listener_components_pb2.Filter(name=NETWORK_RATE_LIMIT, typed_config=packed(limit))]
+
+
+def inbound_listener(address: str, policy: Mapping[str, Any] | None, mtls: str, trust_domain: str,
+                     rate_limit: Mapping[str, Any] | None = None) -> listener_pb2.Listener:
+    """A TCP service's inbound listener: mutual TLS (or, permissive, both), RBAC, the
+    TrafficPolicy's rate limit, the app."""
+    filters = [*network_rbac(policy, trust_domain), *network_rate_limit(rate_limit),
+               tcp_proxy(names.INBOUND, names.APP_CLUSTER)]
     return mutual_tls_listener(address, filters, mtls, trust_domain, [])
 
 

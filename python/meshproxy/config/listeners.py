@@ -88,7 +88,9 @@ class Listener(_Section):
     authorization: list[AuthzPolicy] = _empty(list)
     """Policies for requests arriving here; the peer's identity comes from its mTLS certificate."""
     rate_limit: RateLimit | None = None
-    """Taken by every request of the listener, before routing (a route's own comes after)."""
+    """Taken by every request of the listener, before routing (a route's own comes after). On
+    a tcp listener, and by the connections an auto listener serves as TCP, by every connection
+    once authorized: with no token left it is closed at once (error: rate_limited)."""
     original_destination: bool = False
     """Read where each connection was going before `meshproxy capture`'s rules redirected it
     here (SO_ORIGINAL_DST), for routes to match on (`match.original_destination`). Routes to

@@ -19,7 +19,7 @@ from google.protobuf import any_pb2
 
 from .translate_base import Refused, duration, only, percent_of
 from .xds_messages import ENVOY_NAMES, type_name, unpack
-from .xds_pb2 import HttpFault, LocalRateLimit
+from .xds_pb2 import HttpFault, LocalRateLimit, NetworkLocalRateLimit
 
 FAULT = ENVOY_NAMES[HttpFault]
 RATE_LIMIT = ENVOY_NAMES[LocalRateLimit]
@@ -91,6 +91,12 @@ def _rate_limit(limit: LocalRateLimit, where: str) -> dict[str, Any]:
         if not limit.HasField(name) or fraction.runtime_key or percent_of(fraction.default_value) != 100:
             raise Refused(f"{where}: {name} must be 100 % without a runtime_key: the sidecar limits every request "
                           "of the route")
+    return token_bucket(limit, where)
+
+
+def token_bucket(limit: LocalRateLimit | NetworkLocalRateLimit, where: str) -> dict[str, Any]:
+    """A local rate limit's token bucket (of the HTTP filter, or of the network one, whose tokens
+    are connections) as the sidecar's ``rate_limit``: refilled each second."""
     if not limit.HasField("token_bucket"):
         raise Refused(f"{where}: expected a token_bucket")
     bucket = limit.token_bucket

@@ -3,17 +3,20 @@
 The control plane writes a TCP service's listeners as one filter chain (or, permissive, a mutual
 TLS one and a plain-text one) ending in ``envoy.filters.network.tcp_proxy`` to one cluster,
 after the AccessPolicy's ``envoy.filters.network.rbac`` filters (the same RBAC shape as the HTTP
-filters, read by :mod:`.translate_rbac`). The cluster a ``tcp_proxy`` names is a ``tcp`` cluster.
+filters, read by :mod:`.translate_rbac`) and the TrafficPolicy's rate limit, an
+``envoy.filters.network.local_ratelimit`` whose tokens are connections (the sidecar listener's
+``rate_limit``). The cluster a ``tcp_proxy`` names is a ``tcp`` cluster.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .translate_base import Refused
+from .translate_base import Refused, only
+from .translate_filters import token_bucket
 from .translate_rbac import authorization_policy
 from .xds_messages import type_name, unpack
-from .xds_pb2 import FilterChain, Listener, NetworkRbacFilter, RbacFilter, TcpProxy
+from .xds_pb2 import FilterChain, Listener, NetworkLocalRateLimit, NetworkRbacFilter, RbacFilter, TcpProxy
 
 TCP_PROXY = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
@@ -38,9 +41,13 @@ def tcp_listener(listener: Listener, address: str, direction: str, secured: list
     else:
         raise Refused(f"{where}: expected one filter chain (mutual TLS or plain text) or two (mutual TLS and "
                       f"plain text), found {len(chains)}")
-    cluster, policies = _filters(chains[0], trust_domain, f"{where}: filter_chains[0]")
-    return {"name": listener.name, "address": address, "protocol": "tcp", "direction": direction, "tls": tls,
-            "authorization": policies, "routes": [{"cluster": cluster}]}
+    cluster, policies, rate_limit = _filters(chains[0], trust_domain, f"{where}: filter_chains[0]")
+    translated: dict[str, Any] = {"name": listener.name, "address": address, "protocol": "tcp",
+                                  "direction": direction, "tls": tls, "authorization": policies,
+                                  "routes": [{"cluster": cluster}]}
+    if rate_limit is not None:
+        translated["rate_limit"] = rate_limit
+    return translated
 
 
 def tcp_clusters(listeners: list[dict[str, Any]]) -> set[str]:
@@ -48,21 +55,36 @@ def tcp_clusters(listeners: list[dict[str, Any]]) -> set[str]:
     return {listener["routes"][0]["cluster"] for listener in listeners if listener.get("protocol") == "tcp"}
 
 
-def _filters(chain: FilterChain, trust_domain: str, where: str) -> tuple[str, list[dict[str, Any]]]:
-    """The cluster of the chain's ``tcp_proxy`` and the policies of the RBAC filters before it."""
+def _filters(chain: FilterChain, trust_domain: str,
+             where: str) -> tuple[str, list[dict[str, Any]], dict[str, Any] | None]:
+    """The cluster of the chain's ``tcp_proxy``, the policies of the RBAC filters before it, and
+    the listener's rate limit (a network local_ratelimit after them: the sidecar authorizes a
+    connection before it takes a token)."""
     policies: list[dict[str, Any]] = []
-    *rbacs, last = chain.filters
+    rate_limit: dict[str, Any] | None = None
+    *others, last = chain.filters
     proxy = unpack(last.typed_config, TcpProxy)
     if proxy is None:
         raise Refused(f"{where}: the last network filter must be envoy.filters.network.tcp_proxy")
     if proxy.WhichOneof("cluster_specifier") != "cluster":
         raise Refused(f"{where}: a tcp_proxy to weighted_clusters has no sidecar equivalent; expected one cluster")
-    for i, network_filter in enumerate(rbacs):
+    for i, network_filter in enumerate(others):
         at = f"{where}: filters[{i}] '{network_filter.name}'"
+        limit = unpack(network_filter.typed_config, NetworkLocalRateLimit)
+        if limit is not None:
+            if rate_limit is not None:
+                raise Refused(f"{at}: a sidecar listener has one rate limit; found a second")
+            only(limit, {"stat_prefix", "token_bucket"}, at)
+            rate_limit = token_bucket(limit, at)
+            continue
         network = unpack(network_filter.typed_config, NetworkRbacFilter)
         if network is None:
             raise Refused(f"{at}: {type_name(network_filter.typed_config) or 'a filter without typed_config'} has no "
-                          "sidecar equivalent before tcp_proxy; expected envoy.filters.network.rbac")
+                          "sidecar equivalent before tcp_proxy; expected envoy.filters.network.rbac or "
+                          "envoy.filters.network.local_ratelimit")
+        if rate_limit is not None:
+            raise Refused(f"{at}: the sidecar authorizes a connection before its listener's rate limit takes a "
+                          "token; expected the rate limit after every RBAC filter")
         if network.matcher or network.shadow_matcher:
             raise Refused(f"{at}: a matcher has no sidecar equivalent; use rules (RBAC policies)")
         # The HTTP filter's message, with the same rules: read by the same translation.
@@ -75,4 +97,4 @@ def _filters(chain: FilterChain, trust_domain: str, where: str) -> tuple[str, li
         policy = authorization_policy(http, name, trust_domain, at)
         if policy is not None:
             policies.append(policy)
-    return str(proxy.cluster), policies
+    return str(proxy.cluster), policies, rate_limit

@@ -30,6 +30,7 @@ ENVOY_NAMES: dict[type[Any], str] = {
     xds_pb2.RbacFilter: "envoy.extensions.filters.http.rbac.v3.RBAC",
     xds_pb2.TcpProxy: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
     xds_pb2.NetworkRbacFilter: "envoy.extensions.filters.network.rbac.v3.RBAC",
+    xds_pb2.NetworkLocalRateLimit: "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
     xds_pb2.HttpFault: "envoy.extensions.filters.http.fault.v3.HTTPFault",
     xds_pb2.LocalRateLimit: "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
     xds_pb2.DownstreamTlsContext: "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",

@@ -692,6 +692,18 @@ class NetworkRbacFilter(_message.Message):
     delay_deny: _duration_pb2.Duration
     def __init__(self, rules: _Optional[_Union[RBAC, _Mapping]] = ..., matcher: _Optional[bytes] = ..., shadow_rules: _Optional[_Union[RBAC, _Mapping]] = ..., shadow_matcher: _Optional[bytes] = ..., shadow_rules_stat_prefix: _Optional[str] = ..., stat_prefix: _Optional[str] = ..., enforcement_type: _Optional[_Union[NetworkRbacFilter.EnforcementType, str]] = ..., delay_deny: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
+class NetworkLocalRateLimit(_message.Message):
+    __slots__ = ("stat_prefix", "token_bucket", "runtime_enabled", "share_key")
+    STAT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SHARE_KEY_FIELD_NUMBER: _ClassVar[int]
+    stat_prefix: str
+    token_bucket: TokenBucket
+    runtime_enabled: bytes
+    share_key: str
+    def __init__(self, stat_prefix: _Optional[str] = ..., token_bucket: _Optional[_Union[TokenBucket, _Mapping]] = ..., runtime_enabled: _Optional[bytes] = ..., share_key: _Optional[str] = ...) -> None: ...
+
 class RouteConfiguration(_message.Message):
     __slots__ = ("name", "virtual_hosts", "vhds", "internal_only_headers", "response_headers_to_add", "response_headers_to_remove", "request_headers_to_add", "request_headers_to_remove", "most_specific_header_mutations_wins", "validate_clusters", "max_direct_response_body_size_bytes", "cluster_specifier_plugins", "request_mirror_policies", "ignore_port_in_host_matching", "vhost_header", "ignore_path_parameters_in_path_matching", "typed_per_filter_config", "metadata")
     class TypedPerFilterConfigEntry(_message.Message):

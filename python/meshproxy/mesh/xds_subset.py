@@ -43,6 +43,7 @@ MODULES = (
     "envoy.extensions.upstreams.http.v3.http_protocol_options_pb2",
     "envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2",
     "envoy.extensions.filters.network.rbac.v3.rbac_pb2",
+    "envoy.extensions.filters.network.local_ratelimit.v3.local_rate_limit_pb2",
 )
 # The messages the sidecar reads, and the name each has in the subset (Envoy's simple name,
 # unless two would clash). Nested ones are listed under their parent's new name.
@@ -68,6 +69,7 @@ MESSAGES = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": "HttpFilter",
     "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy": "TcpProxy",
     "envoy.extensions.filters.network.rbac.v3.RBAC": "NetworkRbacFilter",
+    "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit": "NetworkLocalRateLimit",
     "envoy.config.route.v3.RouteConfiguration": "RouteConfiguration",
     "envoy.config.route.v3.VirtualHost": "VirtualHost",
     "envoy.config.route.v3.Route": "Route",

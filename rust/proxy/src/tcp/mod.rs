@@ -1,5 +1,6 @@
 //! Opaque TCP: a connection of a `tcp` listener (or one an `auto` listener's `detect` gave to
-//! its `tcp_fallback`) is authorized by its peer's identity, given an endpoint of the cluster
+//! its `tcp_fallback`) is authorized by its peer's identity, admitted by the listener's
+//! `rate_limit` (a token per connection) when it has one, given an endpoint of the cluster
 //! by its balancer (connecting again elsewhere when a connect fails), and its bytes are copied
 //! both ways until both sides have closed (`relay`). One access log line per connection.
 
@@ -149,6 +150,13 @@ where
         let request = AuthzRequest { peer: peer.as_ref(), method: &Method::CONNECT, path: "", headers: &headers };
         if let Decision::Deny { .. } = listener.authz.decide(&request) {
             return refused(Reason::Denied);
+        }
+    }
+    // A listener's rate_limit: a token per connection, taken after authorization as a request
+    // takes one; with none left the connection is closed before any upstream is dialled.
+    if let Some(limit) = &listener.rate_limit {
+        if limit.admit().is_err() {
+            return refused(Reason::RateLimited);
         }
     }
     // Held for the connection's life: `max_connections` counts opaque connections too.
