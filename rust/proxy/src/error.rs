@@ -39,6 +39,8 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
     /// A CONNECT to a destination no route allows.
     ConnectDenied { authority: String },
+    /// The host a CONNECT names has no address (`connect`, to a passthrough cluster).
+    DnsFailure { host: String, cause: String },
 }
 
 // === impl ProxyError ===
@@ -58,6 +60,7 @@ impl ProxyError {
             ProxyError::FaultInjected { .. } => Reason::FaultInjected,
             ProxyError::UnsupportedTransferCoding => Reason::UnsupportedTransferCoding,
             ProxyError::ConnectDenied { .. } => Reason::ConnectDenied,
+            ProxyError::DnsFailure { .. } => Reason::DnsFailure,
         }
     }
 
@@ -109,6 +112,7 @@ impl fmt::Display for ProxyError {
             ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
             ProxyError::UnsupportedTransferCoding => write!(f, "not implemented: a transfer coding other than chunked"),
             ProxyError::ConnectDenied { authority } => write!(f, "no route allows a CONNECT to '{authority}'"),
+            ProxyError::DnsFailure { host, cause } => write!(f, "cannot resolve '{host}': {cause}"),
         }
     }
 }

@@ -21,12 +21,18 @@ pub enum Reason {
     UnsupportedTransferCoding,
     /// A `CONNECT` no route allows (its host or port).
     ConnectDenied,
+    /// The host a `CONNECT` names (to a cluster with `original_destination: true`) has no
+    /// address: it does not resolve, or not within the cluster's `connect_timeout`.
+    DnsFailure,
+    /// The listener was drained (removed by a reload, or closed by a drain or shutdown) and the
+    /// connection or tunnel was still open after the drain timeout: closed by the proxy.
+    Drained,
 }
 
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -39,6 +45,8 @@ impl Reason {
         Reason::FaultInjected,
         Reason::UnsupportedTransferCoding,
         Reason::ConnectDenied,
+        Reason::DnsFailure,
+        Reason::Drained,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +63,8 @@ impl Reason {
             Reason::FaultInjected => "fault_injected",
             Reason::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Reason::ConnectDenied => "connect_denied",
+            Reason::DnsFailure => "dns_failure",
+            Reason::Drained => "drained",
         }
     }
 
@@ -62,7 +72,10 @@ impl Reason {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::NoRoute => StatusCode::NOT_FOUND,
-            Reason::NoHealthyEndpoint | Reason::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            // As Envoy's dynamic forward proxy answers a name it cannot resolve.
+            Reason::NoHealthyEndpoint | Reason::Overflow | Reason::DnsFailure => StatusCode::SERVICE_UNAVAILABLE,
+            // Never an answer: what ends a connection or tunnel the drain closed.
+            Reason::Drained => StatusCode::SERVICE_UNAVAILABLE,
             Reason::ConnectFailure | Reason::UpstreamFailure => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Denied | Reason::ConnectDenied => StatusCode::FORBIDDEN,
