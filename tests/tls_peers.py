@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +15,14 @@ from upstreams import accepts_connections, wait_until
 
 
 @contextlib.contextmanager
-def openssl_server(folder: Path) -> Iterator[str]:
-    """``openssl s_server -www`` on a free loopback port (IPv4); yields its address."""
+def openssl_server(folder: Path, ipv6: bool = False) -> Iterator[str]:
+    """``openssl s_server -www`` on a free loopback port (``127.0.0.1``, or ``[::1]``); yields its
+    address."""
     key, cert = folder / "key.pem", folder / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost", "-days", "1"],
                    check=True, capture_output=True, timeout=30)
-    address = free_address()
+    address = free_address() if not ipv6 else free_ipv6_address()
     server = subprocess.Popen(["openssl", "s_server", "-accept", address, "-www", "-cert", str(cert), "-key", str(key)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -29,6 +31,12 @@ def openssl_server(folder: Path) -> Iterator[str]:
     finally:
         server.kill()
         server.wait(10)
+
+
+def free_ipv6_address() -> str:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        return "[::1]:%d" % sock.getsockname()[1]
 
 
 def https_proxy_curl(proxy_address: str, url: str) -> subprocess.CompletedProcess[str]:

@@ -11,9 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from conftest import one_route_config
 from meshproxy import Proxy
+from tcp_peers import connect, echo_server
 from tls_peers import https_proxy_curl, openssl_server
 from upstreams import wait_until
 from websocket_app import EchoApp
@@ -77,6 +81,45 @@ def test_a_connect_to_a_passthrough_cluster_goes_where_it_names_by_address_and_b
     assert by_route["by-name"]["upstream_address"] == f"127.0.0.1:{port}"
     assert (by_route["by-address"]["status"], by_route["by-name"]["status"]) == (200, 200)
     assert (by_route["nowhere"]["status"], by_route["nowhere"]["error"]) == (503, "dns_failure")
+
+
+def test_a_connect_to_an_ipv6_address_goes_there(tmp_path: Path) -> None:
+    with openssl_server(tmp_path, ipv6=True) as server:
+        port = int(server.rsplit(":", 1)[1])
+        config = one_route_config({"name": "egress", "original_destination": True},
+                                  routes=[{"match": {"connect": True, "ports": [port]}, "cluster": "egress"}])
+        with Proxy(config) as proxy:
+            reached = https_proxy_curl(proxy.address("outbound"), f"https://[::1]:{port}/")
+            assert reached.returncode == 0, reached.stderr
+            assert "s_server" in reached.stdout
+
+
+def test_an_http2_connect_to_a_passthrough_cluster_carries_bytes_both_ways() -> None:
+    """RFC 9113 §8.5: `:method CONNECT` and `:authority`, no `:scheme` nor `:path`."""
+    with echo_server() as echo:
+        port = int(echo.rsplit(":", 1)[1])
+        config = one_route_config({"name": "egress", "original_destination": True}, protocol="http2",
+                                  routes=[{"match": {"connect": True, "host": "localhost", "ports": [port]},
+                                           "cluster": "egress"}])
+        with Proxy(config) as proxy, connect(proxy.address("outbound")) as sock:
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            stream = client.get_next_available_stream_id()
+            client.send_headers(stream, [(":method", "CONNECT"), (":authority", f"localhost:{port}")])
+            sock.sendall(client.data_to_send())
+            status, echoed = None, b""
+            while status is None or echoed != b"ping":
+                for event in client.receive_data(sock.recv(65536)):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"]
+                        assert status == b"200", event.headers
+                        client.send_data(stream, b"ping")
+                    elif isinstance(event, h2.events.DataReceived):
+                        echoed += event.data
+                        client.acknowledge_received_data(event.flow_controlled_length, stream)
+                    elif isinstance(event, h2.events.StreamReset):
+                        pytest.fail(f"stream reset: {event}")
+                sock.sendall(client.data_to_send())
 
 
 def test_a_connect_route_may_send_to_a_tcp_cluster(tls_server: str) -> None:
