@@ -83,6 +83,21 @@ def test_a_connect_to_a_passthrough_cluster_goes_where_it_names_by_address_and_b
     assert (by_route["nowhere"]["status"], by_route["nowhere"]["error"]) == (503, "dns_failure")
 
 
+@pytest.mark.parametrize("target", ["localhost", "localhost:0"])
+def test_a_connect_to_a_passthrough_cluster_without_a_port_is_a_bad_request(target: str) -> None:
+    config = one_route_config({"name": "egress", "original_destination": True},
+                              routes=[{"match": {"connect": True, "host": "localhost"}, "cluster": "egress"}])
+    with Proxy(config) as proxy:
+        sock, answer = connect_through(proxy.address("outbound"), target)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"x-meshproxy-error: bad_request" in answer
+        # The listener serves on.
+        sock, answer = connect_through(proxy.address("outbound"), "127.0.0.1:1")
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 403 "), answer
+
+
 def test_a_connect_to_an_ipv6_address_goes_there(tmp_path: Path) -> None:
     with openssl_server(tmp_path, ipv6=True) as server:
         port = int(server.rsplit(":", 1)[1])

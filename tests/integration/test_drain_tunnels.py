@@ -1,8 +1,9 @@
 """What a drained listener still has once the drain timeout has passed is closed, as Envoy does
 at the end of its drain time: an opaque TCP connection (to `redis-server`) and a WebSocket
 tunnel, each ending with an access log line whose error is `drained`. For a listener a reload
-removes, for an inbound listener `drain()` closes, and for every listener at `stop()`. Real
-peers: `redis-server` spoken to over a socket, the `websockets` package."""
+removes, for an inbound listener `drain()` closes, and for every listener at `stop()`; and an
+HTTP request still in progress then. Real peers: `redis-server` spoken to over a socket, the
+`websockets` package, the test upstream's `/delay/MS`."""
 
 from __future__ import annotations
 
@@ -138,3 +139,23 @@ def test_stop_closes_what_is_still_open_at_the_end_of_the_drain_and_logs_it(
         # The lines are written before stop() returns.
         assert drained_lines(log) == [("chat", "drained"), ("redis", "drained")]
         pair.assert_closed_by_the_proxy()
+
+
+def test_a_request_still_in_progress_when_the_drain_ends_is_cut(upstreams: Any) -> None:
+    """A response that goes on past the drain timeout is cut, as a shutdown cuts it."""
+    slow, stays = upstreams("v1"), upstreams("v2")
+    first = {
+        "listeners": [{"name": "slow", "address": "127.0.0.1:0", "routes": [{"cluster": "slow"}]},
+                      {"name": "other", "address": "127.0.0.1:0", "routes": [{"cluster": "other"}]}],
+        "clusters": [{"name": "slow", "endpoints": [{"address": slow.address}]},
+                     {"name": "other", "endpoints": [{"address": stays.address}]}],
+    }
+    with Proxy(first, drain_timeout=DRAIN_TIMEOUT) as proxy, connect(proxy.address("slow"), timeout=60) as sock:
+        sock.sendall(b"GET /delay/60000 HTTP/1.1\r\nHost: slow\r\n\r\n")
+        wait_until(lambda: proxy.stats()["clusters"]["slow"]["upstream_requests_total"] == 1,
+                   what="the request to reach the app")
+        proxy.reload({**first, "listeners": first["listeners"][1:]})
+        try:
+            assert sock.recv(65536) == b"", "no response: the connection closed"
+        except ConnectionResetError:
+            pass

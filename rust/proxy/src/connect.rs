@@ -91,8 +91,9 @@ async fn connect(cluster: &Cluster, endpoint: &Endpoint, observation: &mut Obser
 /// The addresses of the `host:port` a CONNECT names: an IP address as it is, a name as the
 /// system's resolver answers within `timeout`.
 async fn requested(authority: Option<&Authority>, timeout: Duration) -> Result<Vec<SocketAddr>, ProxyError> {
-    let (Some(authority), Some(port)) = (authority, authority.and_then(Authority::port_u16)) else {
-        return Err(ProxyError::BadRequest("a CONNECT names host:port"));
+    // RFC 9110 §9.3.6: the target is host:port; port 0 reaches nothing.
+    let (Some(authority), Some(port)) = (authority, authority.and_then(Authority::port_u16).filter(|port| *port != 0)) else {
+        return Err(ProxyError::BadRequest("a CONNECT names host:port (port 1-65535)"));
     };
     let host = authority.host();
     // `[::1]` in an authority; the brackets are not part of the address.
@@ -137,5 +138,6 @@ mod tests {
         let unknown = addresses("no-such-host.invalid:443").await;
         assert!(matches!(unknown, Err(ProxyError::DnsFailure { .. })), "{unknown:?}");
         assert!(matches!(addresses("example.com").await, Err(ProxyError::BadRequest(_))));
+        assert!(matches!(addresses("example.com:0").await, Err(ProxyError::BadRequest(_))));
     }
 }
