@@ -29,7 +29,7 @@ use crate::observed::Upstream;
 use crate::pool::{self, Connection, Dial};
 use crate::upgrade::{Forwarded, Splice, Tunnel};
 
-/// A name's addresses tried in turn, this many at most (`localhost`: `::1`, then `127.0.0.1`).
+/// A name's addresses tried in turn, this many at most (`localhost`: `::1` and `127.0.0.1`).
 const ADDRESSES_TRIED: usize = 3;
 
 /// Opens the tunnel's TCP connection (plain: the client's own TLS goes through it), within the
