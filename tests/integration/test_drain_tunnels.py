@@ -141,6 +141,21 @@ def test_stop_closes_what_is_still_open_at_the_end_of_the_drain_and_logs_it(
         pair.assert_closed_by_the_proxy()
 
 
+def test_stop_waits_for_a_websocket_alone_then_closes_it_and_logs_it(
+        redis: str, echo: EchoApp, upstreams: Any, tmp_path: Path) -> None:
+    """An HTTP/1.1 connection handed over to its tunnel counts as open: the drain waits for it."""
+    log = tmp_path / "access.jsonl"
+    proxy = Proxy(config(redis, echo, upstreams("v1"), log), drain_timeout=DRAIN_TIMEOUT).start()
+    with open_websocket(proxy.address("chat")) as websocket:
+        websocket.send("hello")
+        assert websocket.recv(timeout=10) == "echo: hello"
+        assert proxy.stats()["listeners"]["chat"]["connections_active"] == 1
+        proxy.stop()
+        assert drained_lines(log) == [("chat", "drained")]
+        with pytest.raises(ConnectionClosed):
+            websocket.recv(timeout=30)
+
+
 def test_a_request_still_in_progress_when_the_drain_ends_is_cut(upstreams: Any) -> None:
     """A response that goes on past the drain timeout is cut, as a shutdown cuts it."""
     slow, stays = upstreams("v1"), upstreams("v2")

@@ -41,7 +41,7 @@ pub async fn open(
     idle_timeout: Option<Duration>,
     observation: &mut Observation,
 ) -> Result<Forwarded, ProxyError> {
-    let Tunnel::Connect { downstream } = *tunnel else {
+    let Tunnel::Connect { client, downstream } = *tunnel else {
         return Err(ProxyError::BadRequest("not a CONNECT"));
     };
     let admitted = cluster.hold(Limit::Requests)?;
@@ -63,7 +63,7 @@ pub async fn open(
                 let mut answer = Response::new(Body::Empty);
                 *answer.status_mut() = StatusCode::OK;
                 let upstream = Upstream { in_flight: Some(in_flight), lease: None, admitted, timer: None };
-                let splice = Splice::connect(downstream, stream, idle_timeout, connection.map(Arc::new));
+                let splice = Splice::connect(downstream, client, stream, idle_timeout, connection.map(Arc::new));
                 return Ok((answer, Some(upstream), Some(Box::new(splice))));
             }
             Err(error) => failed = Some(error),

@@ -56,7 +56,7 @@ pub enum Tunnel {
     /// An upgrade to `protocol`: HTTP/1.1 `Upgrade`, or RFC 8441 extended CONNECT.
     Upgrade { protocol: HeaderValue, client: Version, downstream: OnUpgrade },
     /// `CONNECT host:port`: a TCP tunnel (see `connect`).
-    Connect { downstream: OnUpgrade },
+    Connect { client: Version, downstream: OnUpgrade },
 }
 
 /// A tunnel agreed on both sides, to be run once the response has gone to the client.
@@ -71,6 +71,8 @@ pub struct Splice {
     /// for a connection of its own (CONNECT, HTTP/1.1 upgrade) to a cluster with breakers.
     /// Shared with the HTTP/1.1 connection's task, which holds it when the upgrade is refused.
     connection: Option<Arc<Held>>,
+    /// The client's protocol: an HTTP/1.1 connection is handed over to the tunnel whole.
+    client: Version,
 }
 
 /// The upstream side of a tunnel.
@@ -102,7 +104,7 @@ impl Tunnel {
                 parts.method = Method::GET;
                 Tunnel::Upgrade { protocol, client: parts.version, downstream }
             }
-            None => Tunnel::Connect { downstream },
+            None => Tunnel::Connect { client: parts.version, downstream },
         }))
     }
 
@@ -221,7 +223,7 @@ async fn ask(
     let (parts, _) = response.into_parts();
     let answer = agreement(parts.headers, client, &protocol);
     cluster.stats.tunnels_total.inc();
-    let splice = Splice { downstream, upstream: Far::Upgraded(far), idle_timeout, connect: false, connection };
+    let splice = Splice { downstream, upstream: Far::Upgraded(far), idle_timeout, connect: false, connection, client };
     Ok((answer, Some(upstream), Some(Box::new(splice))))
 }
 
@@ -326,24 +328,34 @@ fn websocket_key() -> HeaderValue {
 // === impl Splice ===
 
 impl Splice {
-    pub fn connect(downstream: OnUpgrade, stream: tokio::net::TcpStream, idle_timeout: Option<Duration>, connection: Option<Arc<Held>>) -> Splice {
-        Splice { downstream, upstream: Far::Tcp(stream), idle_timeout, connect: true, connection }
+    pub fn connect(
+        downstream: OnUpgrade,
+        client: Version,
+        stream: tokio::net::TcpStream,
+        idle_timeout: Option<Duration>,
+        connection: Option<Arc<Held>>,
+    ) -> Splice {
+        Splice { downstream, upstream: Far::Tcp(stream), idle_timeout, connect: true, connection, client }
     }
 
     /// Runs the tunnel in a task of its own, once the client has had its answer, until it
     /// ends or the listener's drain closes it. The observation (and what the upstream's
     /// response held, and the tunnel's places under the cluster's breakers) is finished when
     /// the tunnel ends.
-    pub fn run(self, observation: Observation, upstream: Option<Upstream>, listener: &ListenerShared, stats: &ListenerStats) {
+    pub fn run(self, observation: Observation, upstream: Option<Upstream>, listener: &ListenerShared, stats: &Arc<ListenerStats>) {
         if self.connect {
             stats.connects_total.inc();
         } else {
             stats.upgrades_total.inc();
         }
         let (mut closing, engine_stats) = (listener.closing(), listener.engine_stats.clone());
+        // An HTTP/1.1 connection handed over to its tunnel is still open: counted so until the
+        // tunnel ends (a drain waits for it). Counted before hyper lets go of the connection,
+        // so never zero meanwhile. An HTTP/2 tunnel is a stream of a connection counted anyway.
+        let still_open = (self.client == Version::HTTP_11).then(|| StillOpen::new(stats));
         tokio::spawn(async move {
             let mut observation = observation;
-            let _connection = self.connection;
+            let (_connection, _still_open) = (self.connection, still_open);
             // The client went away before its answer was written: nothing to tunnel.
             let Ok(near) = self.downstream.await else { return };
             let near = Counted::new(TokioIo::new(near));
@@ -362,6 +374,23 @@ impl Splice {
             observation.sent(usize::try_from(counted.written).unwrap_or(usize::MAX));
             drop(upstream);
         });
+    }
+}
+
+/// An HTTP/1.1 client connection counted as open while its tunnel runs.
+#[derive(Debug)]
+struct StillOpen(Arc<ListenerStats>);
+
+impl StillOpen {
+    fn new(stats: &Arc<ListenerStats>) -> StillOpen {
+        stats.connections_active.inc();
+        StillOpen(stats.clone())
+    }
+}
+
+impl Drop for StillOpen {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
     }
 }
 
