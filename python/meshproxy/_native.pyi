@@ -95,7 +95,10 @@ def check_trust_domain(name: str) -> None:
 class Engine:
     """A running data path: a tokio runtime, bound listeners, upstream pools."""
 
-    def __new__(cls, config_json: str, workers: int | None = None) -> Engine: ...
+    def __new__(cls, config_json: str, workers: int | None = None, drain_seconds: float = 10.0) -> Engine:
+        """``drain_seconds``: how long a listener's connections have once it stops accepting
+        (removed by a reload, closed by a drain) before the TCP connections, tunnels and requests
+        still open are closed."""
     def apply(self, config_json: str) -> int:
         """Compiles and swaps in a new config; returns its version. On error nothing changes."""
     def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
@@ -117,7 +120,8 @@ class Engine:
         """The running config's clusters with their endpoints' live state, as a JSON document."""
     def drain_inbound(self) -> None:
         """Starts draining: inbound listeners stop accepting (closed when this returns) and
-        their open connections finish; outbound listeners keep serving. Idempotent."""
+        their open connections finish, what is still open after the drain timeout closed;
+        outbound listeners keep serving. Idempotent."""
     @property
     def draining(self) -> bool:
         """Whether inbound listeners have been closed by a drain."""

@@ -51,7 +51,10 @@ class Proxy:
         source: Callable[[], ConfigLike] | None = None,
         watch_identity: bool = True,
     ) -> None:
-        """``source`` gives the config ``reload()`` applies when called without one (and ``POST
+        """``drain_timeout``: how long ``stop()`` drains; and how long a listener that stops
+        accepting (removed by ``reload()``, closed by ``drain()``) keeps the TCP connections,
+        tunnels and requests it has before they are closed.
+        ``source`` gives the config ``reload()`` applies when called without one (and ``POST
         /reload``): by default, the file ``config`` names, read again; none for other configs.
         ``watch_identity=False`` leaves the identity files unwatched, for an owner that writes
         them itself and calls ``reload_identity()`` (a sidecar renewing its certificate with the
@@ -98,7 +101,7 @@ class Proxy:
             identity_watcher = self._identity_watcher_for(self._document)
             # Clusters with discovery start with the lists their sources found first.
             discovery = Discovery()
-            engine = discovery.apply(self._document, lambda engine_json: _native.Engine(engine_json, self._workers))
+            engine = discovery.apply(self._document, lambda engine_json: _native.Engine(engine_json, self._workers, self._drain_timeout))
             try:
                 self._admin = self._bind_admin(self._document)
             except BaseException:
@@ -143,7 +146,8 @@ class Proxy:
 
     def drain(self) -> None:
         """Starts draining: inbound listeners stop accepting, so new connections to them are
-        refused, and their open connections finish the requests in progress; outbound
+        refused, and their open connections finish the requests in progress (what they still
+        have after ``drain_timeout``, TCP connections and tunnels included, is closed); outbound
         listeners keep serving; ``/ready`` answers 503. A reload meanwhile leaves inbound
         listeners closed. ``stop()`` ends it. Idempotent."""
         self._require_engine().drain_inbound()

@@ -397,7 +397,8 @@ def test_stats_shape(upstreams: Upstreams) -> None:
 
     assert set(stats["errors"]) == {"bad_request", "connect_failure", "no_healthy_endpoint", "no_route", "timeout",
                                     "upstream_failure", "denied", "overflow", "rate_limited", "fault_injected",
-                                    "unsupported_transfer_coding", "connect_denied", "upstream_protocol_error"}
+                                    "unsupported_transfer_coding", "connect_denied", "dns_failure", "drained",
+                                    "upstream_protocol_error"}
     # Only routes and listeners with rules count there.
     assert stats["route_rules"] == []
     assert set(stats["tls"]) == {"inbound", "outbound"}

@@ -6,9 +6,7 @@ other connections."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ import httpx
 import pytest
 from conftest import closed_port_address, one_route_config
 from meshproxy import Proxy
-from processes import free_address
-from upstreams import Upstream, accepts_connections, wait_until
+from tls_peers import https_proxy_curl, openssl_server
+from upstreams import Upstream, wait_until
 from websocket_app import CannedApp, EchoApp, client_frame, close_frame, server_frame, settings_of
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as websocket_connect
@@ -202,26 +200,8 @@ def test_a_refused_upgrade_is_passed_on_as_a_response() -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[str]:
-    """``openssl s_server -www`` on loopback, with a certificate made for it."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost", "-days", "1"],
-                   check=True, capture_output=True, timeout=30)
-    address = free_address()
-    server = subprocess.Popen(["openssl", "s_server", "-accept", address, "-www", "-cert", str(cert), "-key", str(key)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: accepts_connections(address), what="openssl s_server")
+    with openssl_server(tmp_path) as address:
         yield address
-    finally:
-        server.kill()
-        server.wait(10)
-
-
-def https_proxy_curl(proxy_address: str, url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HTTPS_PROXY": f"http://{proxy_address}", "NO_PROXY": ""}
-    return subprocess.run(["curl", "-sS", "-k", "--max-time", "20", url], capture_output=True, text=True,
-                          env=env, check=False)
 
 
 def test_curl_through_https_proxy_reaches_an_allowed_tls_server_and_not_another_port(tls_server: str) -> None:

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use meshproxy_proxy::busy_poll::BusyPoll;
+use meshproxy_proxy::closing::Closer;
 use meshproxy_config::{self as config, Config, Direction};
 use meshproxy_proxy::endpoint::EndpointRegistry;
 use meshproxy_proxy::listener::{ListenerId, ListenerShared, RunningListener, Snapshot};
@@ -24,6 +25,14 @@ use meshproxy_proxy::workers::Workers;
 
 /// How long a stopping engine waits for its access log writers to write their last lines.
 const ACCESS_LOG_FINISH: Duration = Duration::from_secs(5);
+
+/// How long a drained listener's connections have before what they still have open is closed,
+/// until `Engine::set_drain_timeout` says otherwise (as the CLI's `--drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping engine waits, once the drain has ended, for the connections it closed to
+/// write their ends (access log lines, counters).
+const CLOSED_WAIT: Duration = Duration::from_secs(1);
 
 const NO_IDENTITY: &str = "the running config has no identity section (trust_domain, cert, key, bundle)";
 
@@ -62,10 +71,19 @@ struct Control {
     /// The id the next bound socket gets.
     next_id: ListenerId,
     endpoints: EndpointRegistry,
-    /// The counters of the listeners closed by the drain, whose open connections shutdown
-    /// waits for.
-    drained: Vec<Arc<ListenerStats>>,
+    /// The listeners closed by the drain, whose open connections shutdown waits for (and
+    /// closes, when its time is up).
+    drained: Vec<Drained>,
+    /// How long a listener's connections have once it stops accepting (removed by a reload,
+    /// closed by a drain) before what they still have open is closed.
+    drain_timeout: Duration,
     stopped: bool,
+}
+
+/// A listener that no longer accepts: its counters, and what closes what it still has.
+struct Drained {
+    stats: Arc<ListenerStats>,
+    closer: Arc<Closer>,
 }
 
 // === impl Engine ===
@@ -87,6 +105,7 @@ impl Engine {
                 next_id: 0,
                 endpoints: EndpointRegistry::new(workers),
                 drained: Vec::new(),
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
                 stopped: false,
             }),
             running: Arc::default(),
@@ -215,10 +234,13 @@ impl Engine {
         for listener in &next {
             listener.shared.entered();
         }
-        // Listeners no longer configured stop accepting; their open connections drain.
+        // Listeners no longer configured stop accepting; their open connections drain, and
+        // what they still have is closed after the drain timeout.
+        let closing: Vec<_> = removed.iter().map(|listener| listener.shared.closer()).collect();
         for listener in removed {
             listener.close(workers);
         }
+        self.close_at(closing, Instant::now() + control.drain_timeout);
         control.listeners = next;
         control.endpoints.prune();
         self.stats.prune(&snapshot.live);
@@ -360,9 +382,19 @@ impl Engine {
     /// returns, so new connections are refused) and their open connections finish the requests
     /// in progress, then close. Outbound listeners keep serving: the local app may still call
     /// out while it finishes the requests it has. Idempotent.
+    /// Once the drain timeout has passed, what they still have is closed (TCP connections,
+    /// tunnels, requests in progress).
     pub fn drain_inbound(&self) {
         let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        self.close_inbound(&mut control);
+        let close_at = Instant::now() + control.drain_timeout;
+        self.close_inbound(&mut control, close_at);
+    }
+
+    /// How long a listener's connections have once it stops accepting (removed by a reload,
+    /// closed by a drain) before the TCP connections, tunnels and requests they still have are
+    /// closed; default [`DEFAULT_DRAIN_TIMEOUT`]. A shutdown has the time it is given.
+    pub fn set_drain_timeout(&self, timeout: Duration) {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).drain_timeout = timeout;
     }
 
     /// Whether a drain has closed the inbound listeners (true only once their sockets are).
@@ -370,15 +402,17 @@ impl Engine {
         self.draining.load(Relaxed)
     }
 
-    fn close_inbound(&self, control: &mut Control) {
+    fn close_inbound(&self, control: &mut Control, close_at: Instant) {
         let (inbound, outbound): (Vec<_>, Vec<_>) = std::mem::take(&mut control.listeners)
             .into_iter()
             .partition(|l| l.shared.current().is_some_and(|snapshot| snapshot.direction == Direction::Inbound));
         control.listeners = outbound;
-        control.drained.extend(inbound.iter().filter_map(|l| l.shared.current()).map(|snapshot| snapshot.stats.clone()));
+        let drained = inbound.iter().filter_map(|l| l.shared.current().map(|snapshot| Drained { stats: snapshot.stats.clone(), closer: l.shared.closer() }));
+        control.drained.extend(drained);
         for listener in &inbound {
             listener.shared.retire();
         }
+        self.close_at(inbound.iter().map(|listener| listener.shared.closer()).collect(), close_at);
         if let Some(workers) = &self.workers {
             for listener in inbound {
                 listener.close(workers);
@@ -406,11 +440,11 @@ impl Engine {
     /// done or `drain` has passed. Reloads are refused from the start. Idempotent.
     pub fn shutdown(&self, drain: Duration) {
         let deadline = Instant::now() + drain;
-        let inbound = {
+        let (inbound, closing): (Vec<_>, Vec<_>) = {
             let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
             control.stopped = true;
-            self.close_inbound(&mut control);
-            control.drained.clone()
+            self.close_inbound(&mut control, deadline);
+            control.drained.iter().map(|drained| (drained.stats.clone(), drained.closer.clone())).unzip()
         };
         wait_closed(&inbound, deadline);
         let listeners = {
@@ -418,17 +452,41 @@ impl Engine {
             std::mem::take(&mut control.listeners)
         };
         let stats: Vec<_> = listeners.iter().filter_map(|l| l.shared.current()).map(|snapshot| snapshot.stats.clone()).collect();
+        let closing: Vec<_> = closing.into_iter().chain(listeners.iter().map(|l| l.shared.closer())).collect();
         if let Some(workers) = &self.workers {
             for listener in listeners {
                 listener.close(workers);
             }
         }
         wait_closed(&stats, deadline);
+        let all: Vec<_> = stats.into_iter().chain(inbound).collect();
+        // The drain is over: what is still open (TCP connections, tunnels, requests that go on)
+        // is closed, each writing its end, before the access log writers finish.
+        if all.iter().any(|s| s.connections_active.get() > 0) {
+            for closer in &closing {
+                closer.close();
+            }
+            wait_closed(&all, Instant::now() + CLOSED_WAIT);
+        }
         // With every connection done, the access log writers have the last lines and end as the
         // last snapshots go: waiting for them here means a process exiting next loses none.
-        if stats.iter().chain(&inbound).all(|s| s.connections_active.get() == 0) {
+        if all.iter().all(|s| s.connections_active.get() == 0) {
             self.outlets.finish(ACCESS_LOG_FINISH);
         }
+    }
+}
+
+impl Engine {
+    /// Closes what the listeners of `closers` still have open at `at`: the end of their
+    /// drain. A timer task on a worker, holding no config meanwhile.
+    fn close_at(&self, closers: Vec<Arc<Closer>>, at: Instant) {
+        let Some(workers) = self.workers.as_ref().filter(|_| !closers.is_empty()) else { return };
+        workers.first().spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            for closer in closers {
+                closer.close();
+            }
+        });
     }
 }
 

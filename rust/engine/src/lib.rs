@@ -17,7 +17,7 @@ mod inspect;
 mod live;
 
 pub use compile::check;
-pub use engine::{Engine, EngineError};
+pub use engine::{Engine, EngineError, DEFAULT_DRAIN_TIMEOUT};
 pub use meshproxy_config::{self as config, Config, Problem};
 pub use meshproxy_telemetry::trace::attributes as span_attributes;
 pub use meshproxy_telemetry::trace::FinishedSpan;

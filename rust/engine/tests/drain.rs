@@ -76,3 +76,61 @@ fn shutdown_closes_every_listener_and_refuses_reloads() -> TestResult {
     assert!(matches!(engine.apply(&again), Err(meshproxy_engine::EngineError::Stopped)));
     Ok(())
 }
+
+/// A TCP peer that echoes what it reads until its client closes.
+fn echo_peer() -> Result<SocketAddr, Box<dyn Error>> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = match stream.try_clone() {
+                    Ok(reader) => reader,
+                    Err(_) => return,
+                };
+                let _ = std::io::copy(&mut reader, &mut stream);
+            });
+        }
+    });
+    Ok(address)
+}
+
+#[test]
+fn a_removed_tcp_listener_closes_its_open_connections_after_the_drain_timeout() -> TestResult {
+    use std::io::{Read, Write};
+    let peer = echo_peer()?;
+    let doc = |with_echo: bool| {
+        let mut listeners = vec![listener("out", "outbound")];
+        if with_echo {
+            listeners.push(json!({"name": "echo", "address": "127.0.0.1:0", "protocol": "tcp", "routes": [{"cluster": "echo"}]}));
+        }
+        let clusters = json!([{"name": "app", "endpoints": [{"address": "127.0.0.1:9"}]},
+                              {"name": "echo", "protocol": "tcp", "endpoints": [{"address": peer.to_string()}]}]);
+        Config::from_json(&json!({"workers": 1, "listeners": listeners, "clusters": clusters}).to_string())
+    };
+    let engine = Engine::start(&doc(true)?, None)?;
+    engine.set_drain_timeout(Duration::from_millis(100));
+    let Some(echo) = address(&engine, "echo") else { panic!("{:?}", engine.listeners()) };
+    let mut client = TcpStream::connect_timeout(&echo, Duration::from_secs(5))?;
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    client.write_all(b"ping")?;
+    let mut ping = [0u8; 4];
+    client.read_exact(&mut ping)?;
+    assert_eq!(&ping, b"ping");
+
+    engine.apply(&doc(false)?)?;
+
+    // Neither the client nor the peer closes: the proxy does, once the drain timeout has passed.
+    let mut rest = Vec::new();
+    match client.read_to_end(&mut rest) {
+        Ok(n) => assert_eq!(n, 0, "nothing more came"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    // Counted as the connection's end is written, just after its sockets close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while engine.stats_json()["errors"]["drained"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", engine.stats_json()["errors"]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}

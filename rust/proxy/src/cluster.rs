@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use meshproxy_balance::Policy;
 
 use meshproxy_config::{self as config, EndpointConfig, UpstreamProtocol};
-use crate::breakers::{Breakers, Overflow};
+use crate::breakers::{Breakers, Held, Limit, Overflow};
 use crate::endpoint::Endpoint;
 use crate::original_dst::Passthrough;
 use crate::health::host::{HostHealth, Status};
@@ -168,6 +168,12 @@ impl Cluster {
             lease.discard();
         }
         ProxyError::UpstreamProtocolError { cluster: self.name.to_string(), what: "with a transfer coding other than chunked" }
+    }
+
+    /// One place of `limit` under the cluster's circuit breakers, if it has them, held until
+    /// dropped; over the limit, the overflow (counted) to answer with.
+    pub fn hold(&self, limit: Limit) -> Result<Option<Held>, ProxyError> {
+        self.breakers.as_ref().map(|breakers| breakers.take(limit)).transpose().map_err(|overflow| self.overflow(overflow))
     }
 
     /// The members now: an owned handle, so a request keeps what it picked from across awaits.

@@ -39,6 +39,8 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
     /// A CONNECT to a destination no route allows.
     ConnectDenied { authority: String },
+    /// The host a CONNECT names has no address (`connect`, to a passthrough cluster).
+    DnsFailure { host: String, cause: String },
     /// The upstream's response broke HTTP in a way the proxy will not pass on (`what`): a
     /// transfer coding other than `chunked`, which forwarding would drop.
     UpstreamProtocolError { cluster: String, what: &'static str },
@@ -61,6 +63,7 @@ impl ProxyError {
             ProxyError::FaultInjected { .. } => Reason::FaultInjected,
             ProxyError::UnsupportedTransferCoding => Reason::UnsupportedTransferCoding,
             ProxyError::ConnectDenied { .. } => Reason::ConnectDenied,
+            ProxyError::DnsFailure { .. } => Reason::DnsFailure,
             ProxyError::UpstreamProtocolError { .. } => Reason::UpstreamProtocolError,
         }
     }
@@ -113,6 +116,7 @@ impl fmt::Display for ProxyError {
             ProxyError::FaultInjected { status } => write!(f, "fault injected: aborted with {}", status.as_u16()),
             ProxyError::UnsupportedTransferCoding => write!(f, "not implemented: a transfer coding other than chunked"),
             ProxyError::ConnectDenied { authority } => write!(f, "no route allows a CONNECT to '{authority}'"),
+            ProxyError::DnsFailure { host, cause } => write!(f, "cannot resolve '{host}': {cause}"),
             ProxyError::UpstreamProtocolError { cluster, what } => write!(f, "cluster '{cluster}' answered {what}"),
         }
     }

@@ -90,7 +90,8 @@ pub fn code(error: &ProxyError) -> u8 {
         | ProxyError::ConnectFailure { .. }
         | ProxyError::UpstreamFailure { .. }
         | ProxyError::UpstreamProtocolError { .. }
-        | ProxyError::Overflow { .. } => code::UNAVAILABLE,
+        | ProxyError::Overflow { .. }
+        | ProxyError::DnsFailure { .. } => code::UNAVAILABLE,
         ProxyError::Timeout { .. } | ProxyError::IdleTimeout { .. } => code::DEADLINE_EXCEEDED,
         ProxyError::Denied { .. } | ProxyError::ConnectDenied { .. } => code::PERMISSION_DENIED,
         ProxyError::RateLimited { .. } => code::RESOURCE_EXHAUSTED,

@@ -14,7 +14,8 @@
 //! deadline over the whole call (`grpc_deadline`), their errors as gRPC statuses. `tcp` serves connections that are not HTTP: every
 //! one of a `tcp` listener, and those an `auto` listener's detection (`tcp::detect`) gives to
 //! its `tcp_fallback`, copied both ways (`tcp::relay`). Upgrades (WebSocket) and CONNECT become
-//! tunnels of bytes once agreed (`upgrade`, `connect`).
+//! tunnels of bytes once agreed (`upgrade`, `connect`). A drained listener closes the TCP
+//! connections and tunnels it still has once the drain timeout has passed (`closing`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ mod body;
 mod breakers;
 mod budget;
 pub mod busy_poll;
+pub mod closing;
 pub mod cluster;
 mod connect;
 pub mod direct;

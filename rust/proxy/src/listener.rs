@@ -9,10 +9,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use meshproxy_config::{Limits, ListenerProtocol};
 use meshproxy_telemetry::events;
+use crate::closing::Closing;
 use crate::executor::BoxingExecutor;
 use crate::headers::{ClientAddress, PeerIdentity};
 use crate::h2_preface::PrefaceWatch;
@@ -32,7 +32,6 @@ pub struct RunningListener {
     pub configured: String,
     pub local_addr: SocketAddr,
     pub shared: Arc<ListenerShared>,
-    stop: watch::Sender<bool>,
     /// The accept loop; the socket closes when it ends.
     accepting: Option<tokio::task::JoinHandle<()>>,
 }
@@ -62,9 +61,8 @@ impl RunningListener {
     ) -> std::io::Result<RunningListener> {
         let local_addr = socket.local_addr()?;
         let listener = TcpListener::from_std(socket)?;
-        let (stop, stopped) = watch::channel(false);
-        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), workers, stopped));
-        Ok(RunningListener { configured, local_addr, shared, stop, accepting: Some(accepting) })
+        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), workers, shared.closing()));
+        Ok(RunningListener { configured, local_addr, shared, accepting: Some(accepting) })
     }
 
     pub fn name(&self) -> Arc<str> {
@@ -72,8 +70,9 @@ impl RunningListener {
     }
 
     /// Stops accepting; open connections finish their requests and close (graceful shutdown).
+    /// Opaque TCP connections and tunnels stay until its `ListenerShared::closer` closes them.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        self.shared.stop();
     }
 
     /// Stops accepting and returns once the socket is closed, so its address can be bound again
@@ -92,7 +91,7 @@ impl Drop for RunningListener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, workers: Arc<WorkerHandles>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, workers: Arc<WorkerHandles>, mut stopped: Closing) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -100,13 +99,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ListenerShared>, workers
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             },
-            () = stop_requested(&mut stopped) => return,
+            () = stopped.stopped() => return,
         }
     }
 }
 
 /// Gives an accepted connection to the next worker, which serves it to the end.
-fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, workers: &WorkerHandles, stopped: &watch::Receiver<bool>) {
+fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, workers: &WorkerHandles, stopped: &Closing) {
     let (worker, handle) = workers.next();
     let (shared, stopped) = (shared.clone(), stopped.clone());
     if worker == workers::current() {
@@ -123,7 +122,7 @@ fn hand_over(stream: TcpStream, peer: SocketAddr, shared: &Arc<ListenerShared>, 
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, stopped: watch::Receiver<bool>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>, stopped: Closing) {
     let _ = stream.set_nodelay(true);
     let Some(snapshot) = shared.current() else { return };
     let (server, tls, stats, idle_timeout) = (snapshot.server.clone(), snapshot.tls.clone(), snapshot.stats.clone(), snapshot.idle_timeout);
@@ -140,7 +139,14 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
         Ok(Accepted::Plain(stream)) => match opaque {
             None => serving.serve(stream, None).await,
             Some(listener) => {
-                let downstream = tcp::Downstream { listener: &listener, client: peer, peer: None, destination: serving.client.original_destination, engine_stats: &serving.shared.engine_stats };
+                let downstream = tcp::Downstream {
+                    listener: &listener,
+                    client: peer,
+                    peer: None,
+                    destination: serving.client.original_destination,
+                    engine_stats: &serving.shared.engine_stats,
+                    closing: serving.stopped.clone(),
+                };
                 let dispatched = tcp::dispatch(stream, downstream).await;
                 // HTTP connections read the running snapshot per request, as on any listener.
                 drop(listener);
@@ -157,7 +163,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Liste
             match opaque.filter(|listener| listener.tcp.always().is_some()) {
                 Some(listener) => {
                     if let Some(cluster) = listener.tcp.always() {
-                        let downstream = tcp::Downstream { listener: &listener, client: peer, peer: Some(identity), destination: None, engine_stats: &serving.shared.engine_stats };
+                        let closing = serving.stopped.clone();
+                        let downstream = tcp::Downstream { listener: &listener, client: peer, peer: Some(identity), destination: None, engine_stats: &serving.shared.engine_stats, closing };
                         tcp::serve(stream, cluster, downstream).await;
                     }
                 }
@@ -180,12 +187,13 @@ struct Serving<'a> {
     idle_timeout: Option<Duration>,
     client: ClientAddress,
     shared: Arc<ListenerShared>,
-    stopped: watch::Receiver<bool>,
+    stopped: Closing,
 }
 
 impl Serving<'_> {
     /// Serves HTTP on the connection until it closes, it idles for the listener's
-    /// `idle_timeout`, or the listener stops (then gracefully: requests in progress finish).
+    /// `idle_timeout`, or the listener stops (then gracefully: requests in progress finish,
+    /// until the listener closes what it still has).
     async fn serve<I>(self, io: I, peer: Option<PeerIdentity>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -204,7 +212,7 @@ async fn serve_http<I>(
     client: ClientAddress,
     peer: Option<PeerIdentity>,
     shared: Arc<ListenerShared>,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: Closing,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -218,9 +226,13 @@ async fn serve_http<I>(
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
-                () = stop_requested(&mut stopped) => {
+                () = stopped.stopped() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    // Requests still in progress when the drain ends are cut.
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = stopped.closed() => {}
+                    }
                 }
             }
         }};
@@ -230,11 +242,6 @@ async fn serve_http<I>(
         HttpServer::Http1(http1) => until_stopped!(http1.serve_connection(io, service).with_upgrades()),
         HttpServer::Http2(auto) => until_stopped!(auto.serve_connection(io, service)),
     }
-}
-
-/// Resolves once the listener is told to stop (or its engine is gone).
-async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// The HTTP/1.1 settings, on hyper's server or on the `auto` one's HTTP/1.1 side (two types

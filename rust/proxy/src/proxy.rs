@@ -65,7 +65,7 @@ pub async fn handle(
     observation.status = Some(response.status());
     // An agreed tunnel owns the observation until it ends (`upgrade`).
     if let Some(splice) = splice {
-        splice.run(observation, upstream, &snapshot.stats);
+        splice.run(observation, upstream, &listener, &snapshot.stats);
         return Ok(response.map(Observed::unobserved));
     }
     Ok(response.map(|body| Observed::new(body, observation, upstream)))
@@ -153,7 +153,7 @@ async fn proxy(
     }
     // A tunnel's future is boxed: inline, its size would be every request's.
     if let Some(tunnel) = tunnel.take_if(|tunnel| tunnel.is_connect()) {
-        return Box::pin(connect::open(&cluster, tunnel, listener.idle_timeout, observation)).await;
+        return Box::pin(connect::open(&cluster, tunnel, parsed.as_ref(), listener.idle_timeout, observation)).await;
     }
 
     let original = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));

@@ -17,6 +17,7 @@ use meshproxy_telemetry::Telemetry;
 use meshproxy_tls::inbound::InboundTls;
 
 use crate::authz::Authorization;
+use crate::closing::{Closer, Closing};
 use crate::cluster::Cluster;
 use crate::executor::BoxingExecutor;
 use crate::rate_limit::RateLimiter;
@@ -88,6 +89,9 @@ pub struct ListenerShared {
     /// that it holds on to no config that was swapped out.
     outside: Mutex<Option<Arc<ListenerSnapshot>>>,
     pub engine_stats: Arc<Stats>,
+    /// Stops the listener: its accept loop, then what its connections and tunnels still have.
+    /// Apart, so that what closes them at the end of a drain holds no config.
+    closer: Arc<Closer>,
 }
 
 // === impl Snapshot ===
@@ -102,7 +106,24 @@ impl Snapshot {
 
 impl ListenerShared {
     pub fn new(id: ListenerId, running: Arc<ArcSwap<Snapshot>>, bound_with: Arc<ListenerSnapshot>, engine_stats: Arc<Stats>) -> ListenerShared {
-        ListenerShared { id, running, outside: Mutex::new(Some(bound_with)), engine_stats }
+        ListenerShared { id, running, outside: Mutex::new(Some(bound_with)), engine_stats, closer: Arc::default() }
+    }
+
+    /// What the accept loop, a connection or a tunnel waits on to stop (`closing`).
+    pub fn closing(&self) -> Closing {
+        self.closer.subscribe()
+    }
+
+    /// Stops accepting; open connections finish their requests and close (graceful shutdown).
+    pub fn stop(&self) {
+        self.closer.stop();
+    }
+
+    /// What closes the listener's opaque TCP connections and tunnels, and cuts the HTTP
+    /// requests still in progress (`Closer::close`): the end of its drain, once its socket no
+    /// longer accepts.
+    pub fn closer(&self) -> Arc<Closer> {
+        self.closer.clone()
     }
 
     /// What this listener serves with now; `None` only for a listener the engine never put in

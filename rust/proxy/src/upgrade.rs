@@ -15,8 +15,14 @@
 //! Finding out whether a request asks is a look at bits the proxy computes anyway (`Present`)
 //! and at its method: a plain request pays nothing else. Once agreed, the tunnel runs in a task
 //! of its own (`Splice`), which owns the request's observation: the access log line, with the
-//! bytes each way, is written when the tunnel ends.
+//! bytes each way, is written when the tunnel ends, by itself or closed by its listener's drain.
+//!
+//! Under the cluster's circuit breakers an upgrade counts as a request (`max_requests`) and,
+//! over HTTP/1.1, its connection of its own as a connection (`max_connections`), both for as
+//! long as the tunnel is open; over HTTP/2 it is a stream of a pooled connection, which the
+//! pool counts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, UPGRADE};
@@ -27,6 +33,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::Body;
+use crate::breakers::{Held, Limit};
+use crate::closing::Closing;
 use crate::cluster::Cluster;
 use crate::error::ProxyError;
 use crate::headers::{remove_hop_by_hop, remove_present_hop_by_hop, Present};
@@ -36,7 +44,9 @@ use crate::observed::Upstream;
 use crate::pool::{self, Connection, Dial};
 use meshproxy_config::UpstreamProtocol;
 use meshproxy_telemetry::stats::ListenerStats;
+use meshproxy_telemetry::Reason;
 use crate::route::Route;
+use crate::snapshot::ListenerShared;
 
 const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 
@@ -46,7 +56,7 @@ pub enum Tunnel {
     /// An upgrade to `protocol`: HTTP/1.1 `Upgrade`, or RFC 8441 extended CONNECT.
     Upgrade { protocol: HeaderValue, client: Version, downstream: OnUpgrade },
     /// `CONNECT host:port`: a TCP tunnel (see `connect`).
-    Connect { downstream: OnUpgrade },
+    Connect { client: Version, downstream: OnUpgrade },
 }
 
 /// A tunnel agreed on both sides, to be run once the response has gone to the client.
@@ -57,6 +67,12 @@ pub struct Splice {
     idle_timeout: Option<Duration>,
     /// A CONNECT tunnel, not an upgrade: counted apart.
     connect: bool,
+    /// The place of the tunnel's upstream connection under the cluster's `max_connections`,
+    /// for a connection of its own (CONNECT, HTTP/1.1 upgrade) to a cluster with breakers.
+    /// Shared with the HTTP/1.1 connection's task, which holds it when the upgrade is refused.
+    connection: Option<Arc<Held>>,
+    /// The client's protocol: an HTTP/1.1 connection is handed over to the tunnel whole.
+    client: Version,
 }
 
 /// The upstream side of a tunnel.
@@ -88,7 +104,7 @@ impl Tunnel {
                 parts.method = Method::GET;
                 Tunnel::Upgrade { protocol, client: parts.version, downstream }
             }
-            None => Tunnel::Connect { downstream },
+            None => Tunnel::Connect { client: parts.version, downstream },
         }))
     }
 
@@ -188,7 +204,7 @@ async fn ask(
             request.extensions_mut().insert(hyper::ext::Protocol::from(protocol));
         }
     }
-    let (mut response, upstream) = send(cluster, request, observation).await?;
+    let (mut response, upstream, connection) = send(cluster, request, observation).await?;
     let agreed = match cluster.protocol {
         UpstreamProtocol::Http1 if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let switched_to = response.headers().get(UPGRADE);
@@ -212,7 +228,7 @@ async fn ask(
     let (parts, _) = response.into_parts();
     let answer = agreement(parts.headers, client, &protocol);
     cluster.stats.tunnels_total.inc();
-    let splice = Splice { downstream, upstream: Far::Upgraded(far), idle_timeout, connect: false };
+    let splice = Splice { downstream, upstream: Far::Upgraded(far), idle_timeout, connect: false, connection, client };
     Ok((answer, Some(upstream), Some(Box::new(splice))))
 }
 
@@ -233,9 +249,15 @@ fn agreement(mut headers: HeaderMap, client: Version, protocol: &HeaderValue) ->
 
 /// One try on one endpoint: upgrades are not retried, their requests having no body to send
 /// again but opening a session an upstream may have begun. An HTTP/1.1 upgrade gets a new
-/// connection of its own (it leaves the pool's reuse once switched); an HTTP/2 one is a
-/// stream of the pooled connection.
-async fn send(cluster: &Cluster, mut request: Request<Body>, observation: &mut Observation) -> Result<(Response<hyper::body::Incoming>, Upstream), ProxyError> {
+/// connection of its own (it leaves the pool's reuse once switched), which comes back with its
+/// place under the breakers; an HTTP/2 one is a stream of the pooled connection.
+async fn send(
+    cluster: &Cluster,
+    mut request: Request<Body>,
+    observation: &mut Observation,
+) -> Result<(Response<hyper::body::Incoming>, Upstream, Option<Arc<Held>>), ProxyError> {
+    let admitted = cluster.hold(Limit::Requests)?;
+    let mut connection = None;
     let members = cluster.members();
     let endpoint = members.pick_for(None, None).ok_or_else(|| ProxyError::NoHealthyEndpoint { cluster: cluster.name.to_string() })?;
     observation.note_upstream(&endpoint.address);
@@ -246,7 +268,8 @@ async fn send(cluster: &Cluster, mut request: Request<Body>, observation: &mut O
     let failed = |cause: String| ProxyError::UpstreamFailure { cluster: cluster.name.to_string(), endpoint: endpoint.address.to_string(), cause };
     let response = match cluster.protocol {
         UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
-            let mut sender = connect_upgradable(dial).await.map_err(|cause| {
+            connection = cluster.hold(Limit::Connections)?.map(Arc::new);
+            let mut sender = connect_upgradable(dial, connection.clone()).await.map_err(|cause| {
                 cluster.stats.connect_failures_total.inc();
                 ProxyError::ConnectFailure { cluster: cluster.name.to_string(), endpoint: endpoint.address.to_string(), cause }
             })?;
@@ -269,22 +292,26 @@ async fn send(cluster: &Cluster, mut request: Request<Body>, observation: &mut O
         },
     };
     cluster.stats.responses.count(response.status());
-    Ok((response, Upstream { in_flight: Some(in_flight), lease: None, admitted: None, timer: None }))
+    Ok((response, Upstream { in_flight: Some(in_flight), lease: None, admitted, timer: None }, connection))
 }
 
 /// A new HTTP/1.1 connection that hands its bytes over once the upstream switches protocols.
-async fn connect_upgradable(dial: Dial<'_>) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
-    async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
+/// Its task holds `held` while it serves the exchange (a refused upgrade's response).
+async fn connect_upgradable(dial: Dial<'_>, held: Option<Arc<Held>>) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
+    async fn handshake<S>(stream: S, held: Option<Arc<Held>>) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(connection.with_upgrades());
+        tokio::spawn(async move {
+            let _held = held;
+            let _ = connection.with_upgrades().await;
+        });
         Ok(sender)
     }
     match pool::dial(dial).await.map_err(|e| e.to_string())? {
-        Connection::Plain(stream) => handshake(stream).await,
-        Connection::Tls(stream) => handshake(stream).await,
+        Connection::Plain(stream) => handshake(stream, held).await,
+        Connection::Tls(stream) => handshake(stream, held).await,
     }
 }
 
@@ -306,30 +333,48 @@ fn websocket_key() -> HeaderValue {
 // === impl Splice ===
 
 impl Splice {
-    pub fn connect(downstream: OnUpgrade, stream: tokio::net::TcpStream, idle_timeout: Option<Duration>) -> Splice {
-        Splice { downstream, upstream: Far::Tcp(stream), idle_timeout, connect: true }
+    pub fn connect(
+        downstream: OnUpgrade,
+        client: Version,
+        stream: tokio::net::TcpStream,
+        idle_timeout: Option<Duration>,
+        connection: Option<Arc<Held>>,
+    ) -> Splice {
+        Splice { downstream, upstream: Far::Tcp(stream), idle_timeout, connect: true, connection, client }
     }
 
-    /// Runs the tunnel in a task of its own, once the client has had its answer. The
-    /// observation (and what the upstream's response held) is finished when the tunnel ends.
-    pub fn run(self, observation: Observation, upstream: Option<Upstream>, listener: &ListenerStats) {
+    /// Runs the tunnel in a task of its own, once the client has had its answer, until it
+    /// ends or the listener's drain closes it. The observation (and what the upstream's
+    /// response held, and the tunnel's places under the cluster's breakers) is finished when
+    /// the tunnel ends.
+    pub fn run(self, observation: Observation, upstream: Option<Upstream>, listener: &ListenerShared, stats: &Arc<ListenerStats>) {
         if self.connect {
-            listener.connects_total.inc();
+            stats.connects_total.inc();
         } else {
-            listener.upgrades_total.inc();
+            stats.upgrades_total.inc();
         }
+        let (mut closing, engine_stats) = (listener.closing(), listener.engine_stats.clone());
+        // An HTTP/1.1 connection handed over to its tunnel is still open: counted so until the
+        // tunnel ends (a drain waits for it). Counted before hyper lets go of the connection,
+        // so never zero meanwhile. An HTTP/2 tunnel is a stream of a connection counted anyway.
+        let still_open = (self.client == Version::HTTP_11).then(|| StillOpen::new(stats));
         tokio::spawn(async move {
             let mut observation = observation;
+            let (_connection, _still_open) = (self.connection, still_open);
             // The client went away before its answer was written: nothing to tunnel.
             let Ok(near) = self.downstream.await else { return };
             let near = Counted::new(TokioIo::new(near));
-            let counted = match self.upstream {
-                Far::Tcp(far) => pump(near, far, self.idle_timeout).await,
+            let (counted, drained) = match self.upstream {
+                Far::Tcp(far) => pump(near, far, self.idle_timeout, &mut closing).await,
                 Far::Upgraded(far) => match far.await {
-                    Ok(far) => pump(near, TokioIo::new(far), self.idle_timeout).await,
-                    Err(_) => near,
+                    Ok(far) => pump(near, TokioIo::new(far), self.idle_timeout, &mut closing).await,
+                    Err(_) => (near, false),
                 },
             };
+            if drained {
+                engine_stats.count_error(Reason::Drained);
+                observation.error = Some(Reason::Drained);
+            }
             observation.count_request_bytes().fetch_add(counted.read, std::sync::atomic::Ordering::Relaxed);
             observation.sent(usize::try_from(counted.written).unwrap_or(usize::MAX));
             drop(upstream);
@@ -337,23 +382,49 @@ impl Splice {
     }
 }
 
-/// Copies both ways until both sides have closed, one fails, or (with a timeout) no byte moved
-/// for that long; returns the client's side with its counts.
-async fn pump<N, F>(near: Counted<N>, mut far: F, idle_timeout: Option<Duration>) -> Counted<N>
+/// An HTTP/1.1 client connection counted as open while its tunnel runs.
+#[derive(Debug)]
+struct StillOpen(Arc<ListenerStats>);
+
+impl StillOpen {
+    fn new(stats: &Arc<ListenerStats>) -> StillOpen {
+        stats.connections_active.inc();
+        StillOpen(stats.clone())
+    }
+}
+
+impl Drop for StillOpen {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
+    }
+}
+
+/// Copies both ways until both sides have closed, one fails, (with a timeout) no byte moved for
+/// that long, or the listener's drain closes the tunnel (then `true`); returns the client's
+/// side with its counts.
+async fn pump<N, F>(near: Counted<N>, mut far: F, idle_timeout: Option<Duration>, closing: &mut Closing) -> (Counted<N>, bool)
 where
     N: AsyncRead + AsyncWrite + Unpin,
     F: AsyncRead + AsyncWrite + Unpin,
 {
+    macro_rules! copy {
+        ($near:expr) => {
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional($near, &mut far) => false,
+                () = closing.closed() => true,
+            }
+        };
+    }
     match idle_timeout {
         Some(timeout) => {
             let mut near = IdleTimeout::new(near, timeout);
-            let _ = tokio::io::copy_bidirectional(&mut near, &mut far).await;
-            near.into_inner()
+            let drained = copy!(&mut near);
+            (near.into_inner(), drained)
         }
         None => {
             let mut near = near;
-            let _ = tokio::io::copy_bidirectional(&mut near, &mut far).await;
-            near
+            let drained = copy!(&mut near);
+            (near, drained)
         }
     }
 }

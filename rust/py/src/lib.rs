@@ -102,12 +102,16 @@ mod _native {
     #[pymethods]
     impl Engine {
         /// Starts the runtime and binds the listeners of the config. `workers` overrides the
-        /// config's `workers`.
+        /// config's `workers`. `drain_seconds`: how long a listener's connections have once it
+        /// stops accepting (removed by a reload, closed by a drain) before the TCP connections,
+        /// tunnels and requests still open are closed.
         #[new]
-        #[pyo3(signature = (config_json, workers=None))]
-        fn new(py: Python<'_>, config_json: &str, workers: Option<usize>) -> PyResult<Self> {
+        #[pyo3(signature = (config_json, workers=None, drain_seconds=10.0))]
+        fn new(py: Python<'_>, config_json: &str, workers: Option<usize>, drain_seconds: f64) -> PyResult<Self> {
             let config = parse(config_json).map_err(|problem| rejected(vec![problem]))?;
+            let drain = Duration::try_from_secs_f64(drain_seconds.max(0.0)).unwrap_or(meshproxy_engine::DEFAULT_DRAIN_TIMEOUT);
             let inner = py.detach(|| meshproxy_engine::Engine::start(&config, workers)).map_err(to_py)?;
+            inner.set_drain_timeout(drain);
             Ok(Engine { inner })
         }
 
@@ -156,7 +160,8 @@ mod _native {
         }
 
         /// Starts draining: inbound listeners stop accepting (closed when this returns) and
-        /// their open connections finish; outbound listeners keep serving. Idempotent.
+        /// their open connections finish, what is still open after the drain timeout closed;
+        /// outbound listeners keep serving. Idempotent.
         fn drain_inbound(&self, py: Python<'_>) {
             py.detach(|| self.inner.drain_inbound());
         }

@@ -21,6 +21,12 @@ pub enum Reason {
     UnsupportedTransferCoding,
     /// A `CONNECT` no route allows (its host or port).
     ConnectDenied,
+    /// The host a `CONNECT` names (to a cluster with `original_destination: true`) has no
+    /// address: it does not resolve, or not within the cluster's `connect_timeout`.
+    DnsFailure,
+    /// The listener was drained (removed by a reload, or closed by a drain or shutdown) and the
+    /// connection or tunnel was still open after the drain timeout: closed by the proxy.
+    Drained,
     /// An upstream's response the proxy will not pass on: a transfer coding other than
     /// `chunked` (RFC 9112 §6.1 forbids dropping it); Envoy's upstream protocol error.
     UpstreamProtocolError,
@@ -29,7 +35,7 @@ pub enum Reason {
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::BadRequest,
         Reason::NoRoute,
         Reason::NoHealthyEndpoint,
@@ -42,6 +48,8 @@ impl Reason {
         Reason::FaultInjected,
         Reason::UnsupportedTransferCoding,
         Reason::ConnectDenied,
+        Reason::DnsFailure,
+        Reason::Drained,
         Reason::UpstreamProtocolError,
     ];
 
@@ -59,6 +67,8 @@ impl Reason {
             Reason::FaultInjected => "fault_injected",
             Reason::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Reason::ConnectDenied => "connect_denied",
+            Reason::DnsFailure => "dns_failure",
+            Reason::Drained => "drained",
             Reason::UpstreamProtocolError => "upstream_protocol_error",
         }
     }
@@ -67,7 +77,10 @@ impl Reason {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::NoRoute => StatusCode::NOT_FOUND,
-            Reason::NoHealthyEndpoint | Reason::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            // As Envoy's dynamic forward proxy answers a name it cannot resolve.
+            Reason::NoHealthyEndpoint | Reason::Overflow | Reason::DnsFailure => StatusCode::SERVICE_UNAVAILABLE,
+            // Never an answer: what ends a connection or tunnel the drain closed.
+            Reason::Drained => StatusCode::SERVICE_UNAVAILABLE,
             Reason::ConnectFailure | Reason::UpstreamFailure | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Denied | Reason::ConnectDenied => StatusCode::FORBIDDEN,

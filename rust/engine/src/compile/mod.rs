@@ -139,6 +139,7 @@ pub fn compile_all(config: &Config, cx: Context<'_>) -> Result<Compiled, Vec<Pro
         }
         let running = cx.listeners.iter().find(|l| *l.name == *listener.name && l.direction == listener.direction);
         let tcp = compile_tcp(listener, &clusters, &at, &mut problems);
+        check_connect_routes(listener, &clusters, &at, &mut problems);
         // A tcp listener's one route names its cluster (`tcp`); it routes no request.
         // (and an auto capture listener's TCP routes, which follow its HTTP ones).
         let http_routes = &listener.routes[..http_route_count(listener, &clusters)];
@@ -200,6 +201,7 @@ mod hashing;
 mod health;
 mod routes;
 mod tcp;
+mod tunnel;
 #[cfg(test)]
 mod tests;
 
@@ -207,3 +209,4 @@ use clusters::compile_clusters;
 pub use clusters::compile_members;
 use routes::compile_routes;
 use tcp::{compile_tcp, http_route_count};
+use tunnel::check_connect_routes;

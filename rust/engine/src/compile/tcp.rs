@@ -1,7 +1,8 @@
 //! What a listener does besides HTTP (`tcp::Mode`): a `tcp` listener's one route and its
 //! cluster, an `auto` listener's `tcp_fallback`; and the combinations that cannot work, refused
-//! with the field they sit at: an HTTP route to a `tcp` cluster, a TCP listener's authorization
-//! rule on HTTP fields, an HTTP health check of a `tcp` cluster.
+//! with the field they sit at: an HTTP route to a `tcp` cluster (but a CONNECT route, whose
+//! tunnel is opaque TCP), a TCP listener's authorization rule on HTTP fields, an HTTP health
+//! check of a `tcp` cluster.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,9 +85,11 @@ pub(super) fn http_route_count(listener: &config::Listener, clusters: &HashMap<S
     }
 }
 
-/// A route of an `auto` capture listener to a `tcp` cluster: a TCP route.
+/// A route of an `auto` capture listener to a `tcp` cluster: a TCP route (a CONNECT route is
+/// an HTTP one, whatever its cluster).
 fn is_tcp_route(route: &config::Route, clusters: &HashMap<String, Arc<Cluster>>) -> bool {
-    route.cluster.as_deref().and_then(|name| clusters.get(name)).is_some_and(|c| c.protocol == UpstreamProtocol::Tcp)
+    !route.match_.connect
+        && route.cluster.as_deref().and_then(|name| clusters.get(name)).is_some_and(|c| c.protocol == UpstreamProtocol::Tcp)
 }
 
 /// A capture listener's TCP routes, in order, and a `tcp` listener's last route without a
@@ -192,10 +195,12 @@ fn tcp_cluster(name: &str, clusters: &HashMap<String, Arc<Cluster>>, at: &str, p
     }
 }
 
-/// An HTTP listener's routes send requests, which a `tcp` cluster cannot take.
+/// An HTTP listener's routes send requests, which a `tcp` cluster cannot take; a CONNECT
+/// route's tunnel, opaque TCP, can.
 fn check_http_routes(listener: &config::Listener, clusters: &HashMap<String, Arc<Cluster>>, at: &str, problems: &mut Vec<Problem>) {
     let is_tcp = |name: &str| clusters.get(name).is_some_and(|c| c.protocol == UpstreamProtocol::Tcp);
-    for (j, route) in listener.routes.iter().enumerate().take(http_route_count(listener, clusters)) {
+    let routes = listener.routes.iter().enumerate().take(http_route_count(listener, clusters));
+    for (j, route) in routes.filter(|(_, route)| !route.match_.connect) {
         let named = route.cluster.iter().map(|name| (name, "cluster".to_string()));
         let split = route.split.iter().flatten().enumerate().map(|(k, w)| (&w.cluster, format!("split[{k}].cluster")));
         let mirror = route.mirror.iter().map(|m| (&m.cluster, "mirror.cluster".to_string()));

@@ -2,7 +2,8 @@
 //! its `tcp_fallback`) is authorized by its peer's identity, admitted by the listener's
 //! `rate_limit` (a token per connection) when it has one, given an endpoint of the cluster
 //! by its balancer (connecting again elsewhere when a connect fails), and its bytes are copied
-//! both ways until both sides have closed (`relay`). One access log line per connection.
+//! both ways until both sides have closed (`relay`), or its listener's drain closes it. One
+//! access log line per connection.
 
 mod detect;
 pub mod mode;
@@ -22,6 +23,7 @@ use meshproxy_telemetry::{Reason, Record};
 
 use crate::authz::{AuthzRequest, Decision};
 use crate::breakers::Limit;
+use crate::closing::Closing;
 use crate::cluster::Cluster;
 use crate::outlier;
 use crate::pool::{self, Connection};
@@ -49,6 +51,8 @@ pub struct Downstream<'a> {
     /// what TCP routes match on and a passthrough cluster connects to.
     pub destination: Option<SocketAddr>,
     pub engine_stats: &'a Stats,
+    /// Closes the connection once its listener's drain has lasted the drain timeout.
+    pub closing: Closing,
 }
 
 /// How a connection ended, for its counters and access log line.
@@ -93,12 +97,12 @@ pub async fn dispatch(stream: TcpStream, connection: Downstream<'_>) -> Dispatch
 }
 
 /// Serves one connection as opaque TCP to `cluster`, to the end.
-pub async fn serve<I>(io: I, cluster: &Arc<Cluster>, connection: Downstream<'_>)
+pub async fn serve<I>(io: I, cluster: &Arc<Cluster>, mut connection: Downstream<'_>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (started, since) = (Instant::now(), SystemTime::now());
-    let ending = proxy(io, cluster, &connection).await;
+    let ending = proxy(io, cluster, &mut connection).await;
     let Downstream { listener, client, peer, engine_stats, .. } = connection;
     let Relayed { received, sent, .. } = ending.relayed;
     listener.stats.tcp_bytes_received_total.add(received);
@@ -138,11 +142,11 @@ where
     }
 }
 
-async fn proxy<I>(io: I, cluster: &Arc<Cluster>, connection: &Downstream<'_>) -> Ending
+async fn proxy<I>(io: I, cluster: &Arc<Cluster>, connection: &mut Downstream<'_>) -> Ending
 where
     I: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Downstream { listener, peer, destination, .. } = connection;
+    let Downstream { listener, peer, destination, closing, .. } = connection;
     let refused = |reason| Ending { upstream: None, relayed: Relayed::default(), reason: Some(reason) };
     if !listener.authz.is_empty() {
         // A TCP listener's rules name identities only (the compiler refuses the rest).
@@ -184,10 +188,10 @@ where
                 cluster.stats.tcp_connections_total.inc();
                 let timeout = listener.idle_timeout;
                 let relayed = match upstream {
-                    Connection::Plain(stream) => relay::relay(io, stream, timeout).await,
-                    Connection::Tls(stream) => relay::relay(io, stream, timeout).await,
+                    Connection::Plain(stream) => relay::relay(io, stream, timeout, closing).await,
+                    Connection::Tls(stream) => relay::relay(io, stream, timeout, closing).await,
                 };
-                let reason = relayed.timed_out.then_some(Reason::Timeout);
+                let reason = relayed.ended;
                 return Ending { upstream: Some(endpoint.address.clone()), relayed, reason };
             }
             Err(_) => {
