@@ -469,8 +469,11 @@ impl Engine {
             wait_closed(&all, Instant::now() + CLOSED_WAIT);
         }
         // With every connection done, the access log writers have the last lines and end as the
-        // last snapshots go: waiting for them here means a process exiting next loses none.
+        // last snapshots go: waiting for them here means a process exiting next loses none. The
+        // running snapshot is the last to hold their sinks (nothing serves from it any more),
+        // so it goes first: kept, it made every stop wait out the writers' whole limit.
         if all.iter().all(|s| s.connections_active.get() == 0) {
+            self.running.store(Arc::default());
             self.outlets.finish(ACCESS_LOG_FINISH);
         }
     }
