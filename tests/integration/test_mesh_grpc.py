@@ -17,7 +17,7 @@ import pytest
 from grpc_app import EchoApp, EchoClient, error_of
 
 from mesh_documents import documents, service
-from mesh_harness import LocalMesh
+from mesh_harness import LocalMesh, until
 
 MESH = documents(
     service("frontend", "shop", calls=["greeter", "vault"]),
