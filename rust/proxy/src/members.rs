@@ -50,7 +50,9 @@ impl Members {
     }
 
     /// Picks as `pick_avoiding` does; a request with a hash key (`hash`) to a hashing cluster
-    /// goes to the endpoint its key lands on, or on from there past `avoid`.
+    /// goes to the endpoint its key lands on, or on from there past `avoid`. Always inlined (as
+    /// `pick_avoiding`'s first draw): each try calls it once.
+    #[inline(always)]
     pub fn pick_for(&self, hash: Option<u64>, avoid: Option<&str>) -> Option<&Endpoint> {
         match hash {
             Some(hash) if self.balancer.policy().is_hashing() => {
@@ -71,12 +73,19 @@ impl Members {
     /// after a failed connection goes elsewhere. The balancer draws again a few times, so the
     /// retry is still balanced; should every draw land on `avoid`, the first other endpoint that
     /// may be picked (positive weight) is taken.
+    #[inline(always)]
     pub fn pick_avoiding(&self, avoid: Option<&str>) -> Option<&Endpoint> {
         let first = self.pick()?;
         let Some(avoid) = avoid else { return Some(first) };
         if *first.address != *avoid {
             return Some(first);
         }
+        self.pick_around(first, avoid)
+    }
+
+    /// A retry's draw when the first landed on the endpoint it avoids.
+    #[cold]
+    fn pick_around<'m>(&'m self, first: &'m Endpoint, avoid: &str) -> Option<&'m Endpoint> {
         (0..DRAWS_AROUND_A_FAILURE)
             .find_map(|_| self.pick().filter(|e| *e.address != *avoid))
             .or_else(|| self.endpoints.iter().find(|e| e.weight > 0 && *e.address != *avoid && e.health.as_ref().is_none_or(|h| h.available())))

@@ -119,11 +119,16 @@ impl Pool {
             UpstreamProtocol::Http1 => self.send_http1(dial, request).await.map(|(response, lease)| (response, Some(lease))),
             UpstreamProtocol::Http2 => self.send_http2(dial, request).await.map(|response| (response, None)),
             // The compiler refuses HTTP routes to tcp clusters; nothing is sent should one come.
-            UpstreamProtocol::Tcp => {
-                let cause = ConnectError::Socket(std::io::Error::other("a tcp cluster carries no HTTP requests"));
-                Err(PoolError::Connect { cause, unsent: Box::new(request) })
-            }
+            UpstreamProtocol::Tcp => Err(Self::not_http(request)),
         }
+    }
+
+    /// Out of line and cold: what `send` does on every request stays small.
+    #[cold]
+    #[inline(never)]
+    fn not_http(request: Request<Body>) -> PoolError {
+        let cause = ConnectError::Socket(std::io::Error::other("a tcp cluster carries no HTTP requests"));
+        PoolError::Connect { cause, unsent: Box::new(request) }
     }
 
     async fn send_http1(self: &Arc<Self>, dial: Dial<'_>, request: Request<Body>) -> Result<(Response<Incoming>, Box<Lease>), PoolError> {

@@ -115,10 +115,7 @@ async fn proxy(
         authority: authority_str,
         connect: tunnel.as_ref().is_some_and(|tunnel| tunnel.is_connect()),
     };
-    let route = listener.routes.find(&target).ok_or_else(|| match target.connect {
-        true => ProxyError::ConnectDenied { authority: authority_str.to_string() },
-        false => ProxyError::NoRoute { host: target.host.to_string(), path: target.path.to_string() },
-    })?;
+    let Some(route) = listener.routes.find(&target) else { return Err(unrouted(&target)) };
     // Redirects and direct responses: answered here, counted under the route without a cluster.
     if let Action::Answer(answered) = &route.action {
         observation.routed(answered.traffic(&stats.traffic, || TrafficKey {
@@ -265,6 +262,16 @@ async fn proxy(
     response.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
     route.response_headers.apply(response.headers_mut());
     Ok((response, Some(upstream), None))
+}
+
+/// Why no route takes the request. Cold, out of line: `proxy` stays small for the requests a
+/// route takes.
+#[cold]
+fn unrouted(target: &RequestTarget<'_>) -> ProxyError {
+    match target.connect {
+        true => ProxyError::ConnectDenied { authority: target.authority.to_string() },
+        false => ProxyError::NoRoute { host: target.host.to_string(), path: target.path.to_string() },
+    }
 }
 
 /// RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without `Host`, and to any request

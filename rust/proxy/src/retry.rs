@@ -245,12 +245,13 @@ pub async fn forward(
     };
     let copies = replayable && policy.retries_after_reading(cluster.protocol);
     // A passthrough cluster sends every try where the request's connection was going.
-    let destination = cluster.passthrough.as_ref().and(request.extensions().get::<OriginalDestination>()).map(|d| d.0);
+    let destination = cluster.passthrough.as_ref().and_then(|_| request.extensions().get::<OriginalDestination>()).map(|d| d.0);
+    let mut sending = request;
     // A gRPC call's body streams with no length announced: under gRPC conditions, it is kept
     // as it goes upstream, and sent again should it have ended within `max_replay_bytes`.
-    let (request, kept) = if !replayable && policy.on.grpc_codes != 0 { keep(request, policy.max_replay_bytes) } else { (request, None) };
+    // (Swapped in place: passed through by value, every request was copied once more.)
+    let kept = if !replayable && policy.on.grpc_codes != 0 { keep(&mut sending, policy.max_replay_bytes) } else { None };
     let mut tries = Tries::default();
-    let mut sending = request;
     // The endpoint the last try failed on: a retry goes to another one.
     let mut failed_on: Option<Arc<str>> = None;
     // Held while a retry is in progress.
@@ -269,8 +270,9 @@ pub async fn forward(
         // copied first (before it takes this endpoint's authority). Requests that never left
         // (no connection) come back from the pool.
         let spare = (copies && policy.may_follow(&tries)).then(|| copy(&sending)).flatten();
-        // The request without its body, for the kept body to be sent again with.
-        let head = kept.as_ref().filter(|_| policy.may_follow(&tries)).map(|_| copy_with(&sending, Body::Empty));
+        // The request without its body, for the kept body to be sent again with. Boxed: it
+        // lives across the try, and inline its size would be in every request's future.
+        let head = kept.as_ref().filter(|_| policy.may_follow(&tries)).map(|_| Box::new(copy_with(&sending, Body::Empty)));
         cluster.address_to(&mut sending, endpoint)?;
         tries.all += 1;
 
@@ -344,7 +346,7 @@ pub async fn forward(
         // Another try, if the policy, the budget and the cluster's breakers allow one.
         let again = || {
             let (data, trailers) = kept.as_ref()?.again()?;
-            Some(head?.map(|_| Body::Replayed { data, trailers }))
+            Some((*head?).map(|_| Body::Replayed { data, trailers }))
         };
         let next = match unsent.or(spare).or_else(again) {
             Some(next) if policy.retries(failure, &tries) && within_budget(cluster, policy) => next,
@@ -394,15 +396,18 @@ impl Outcome {
     }
 }
 
-/// The request with its streamed body kept as it goes upstream (`grpc_retry`), and the copy.
-fn keep(request: Request<Body>, limit: u64) -> (Request<Body>, Option<grpc_retry::KeptCopy>) {
-    let (parts, body) = request.into_parts();
-    match body {
+/// Gives the request its streamed body kept as it goes upstream (`grpc_retry`); the copy.
+fn keep(request: &mut Request<Body>, limit: u64) -> Option<grpc_retry::KeptCopy> {
+    match std::mem::replace(request.body_mut(), Body::Empty) {
         Body::Streamed { body, received } if limit > 0 => {
             let (kept, copy) = grpc_retry::keep(body, received, limit);
-            (Request::from_parts(parts, Body::Kept(Box::new(kept))), Some(copy))
+            *request.body_mut() = Body::Kept(Box::new(kept));
+            Some(copy)
         }
-        body => (Request::from_parts(parts, body), None),
+        body => {
+            *request.body_mut() = body;
+            None
+        }
     }
 }
 
