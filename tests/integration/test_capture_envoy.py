@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from netns import A_IP, A_IP6, B_IP, B_IP6, NOBODY, Namespaces, Started, needs_root, start_app, two_namespaces, until
-from test_capture_mesh import ADMIN, API, APP_PORT, CAPTURE_PORT, GRPC, INBOUND_PORT, MESH, MESHCTL, OTHER_PORT, Mesh
+from test_capture_mesh import APP_PORT, CAPTURE_PORT, GRPC, INBOUND_PORT, MESH, OTHER_PORT, Mesh, serving
 from test_control_envoy import bootstrap
 
 try:
@@ -105,21 +105,11 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[FamilyMesh]:
     IPv6 address (as the parameter says)."""
     ipv6 = request.param == 6
     with two_namespaces(ipv6=ipv6) as ns:
-        made = FamilyMesh(ns, ipv6)
-        try:
-            made.started.append(Started(
-                ["ip", "netns", "exec", ns.a, MESHCTL, "serve", "--data", str(ns.files / "control"), "--grpc", GRPC,
-                 "--api", API], "ready:").wait_ready())
-            made.meshctl("apply", "-f", "-", stdin=MESH)
+        with serving(FamilyMesh(ns, ipv6), MESH) as made:
             made.started.append(start_app(ns, APP_PORT, "::" if ipv6 else "0.0.0.0"))
             made.started.append(start_app(ns, OTHER_PORT, "::" if ipv6 else "0.0.0.0"))
             made.sidecar("app", ns.b, B_IP6 if ipv6 else B_IP, f"127.0.0.1:{APP_PORT}")
             yield made
-        finally:
-            for namespace in (ns.a, ns.b):
-                ns.capture(namespace, "--remove")
-            for process in reversed(made.started):
-                process.stop()
 
 
 def test_a_stock_envoy_as_the_captured_client_sidecar_carries_an_unconfigured_client_over_mtls(mesh: FamilyMesh) -> None:

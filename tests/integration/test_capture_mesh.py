@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -63,16 +65,31 @@ class Mesh:
         self.started.append(Started(command, "ready:").wait_ready())
 
 
+MeshOf = TypeVar("MeshOf", bound=Mesh)
+
+
+@contextmanager
+def serving(made: MeshOf, documents: str) -> Iterator[MeshOf]:
+    """`meshctl serve` in namespace A holding `documents`; on the way out, both namespaces'
+    capture rules removed and every process `made` started stopped, the last first."""
+    ns = made.ns
+    try:
+        made.started.append(Started(
+            ["ip", "netns", "exec", ns.a, MESHCTL, "serve", "--data", str(ns.files / "control"), "--grpc", GRPC,
+             "--api", API], "ready:").wait_ready())
+        made.meshctl("apply", "-f", "-", stdin=documents)
+        yield made
+    finally:
+        for namespace in (ns.a, ns.b):
+            ns.capture(namespace, "--remove")
+        for process in reversed(made.started):
+            process.stop()
+
+
 @pytest.fixture
 def mesh() -> Iterator[Mesh]:
     with two_namespaces() as ns:
-        made = Mesh(ns)
-        try:
-            data = ns.files / "control"
-            made.started.append(Started(
-                ["ip", "netns", "exec", ns.a, MESHCTL, "serve", "--data", str(data), "--grpc", GRPC, "--api", API],
-                "ready:").wait_ready())
-            made.meshctl("apply", "-f", "-", stdin=MESH)
+        with serving(Mesh(ns), MESH) as made:
             made.started.append(start_app(ns, APP_PORT))
             made.started.append(start_app(ns, OTHER_PORT))
             # The app listens on every address; its sidecar reaches it on loopback, and
@@ -80,11 +97,6 @@ def mesh() -> Iterator[Mesh]:
             made.sidecar("app", ns.b, B_IP, f"127.0.0.1:{APP_PORT}")
             made.sidecar("client", ns.a, A_IP, f"127.0.0.1:{9000}")
             yield made
-        finally:
-            for namespace in (ns.a, ns.b):
-                ns.capture(namespace, "--remove")
-            for process in reversed(made.started):
-                process.stop()
 
 
 def test_the_control_plane_routes_a_captured_call_by_the_app_port_it_learnt(mesh: Mesh) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns import A_IP6, B_IP6, Started, needs_root, start_app, two_namespaces, until
-from test_capture_mesh import ADMIN, API, APP_PORT, CAPTURE_PORT, GRPC, INBOUND_PORT, MESH, MESHCTL, Mesh
+from netns import A_IP6, B_IP6, needs_root, start_app, two_namespaces, until
+from test_capture_mesh import ADMIN, APP_PORT, CAPTURE_PORT, INBOUND_PORT, MESH, Mesh, serving
 
 pytestmark = needs_root
 
@@ -26,21 +26,11 @@ CAPTURES = (f"127.0.0.1:{CAPTURE_PORT}", f"[::1]:{CAPTURE_PORT}")
 @pytest.fixture
 def mesh() -> Iterator[Mesh]:
     with two_namespaces(ipv6=True) as ns:
-        made = Mesh(ns)
-        try:
-            made.started.append(Started(
-                ["ip", "netns", "exec", ns.a, MESHCTL, "serve", "--data", str(ns.files / "control"), "--grpc", GRPC,
-                 "--api", API], "ready:").wait_ready())
-            made.meshctl("apply", "-f", "-", stdin=MESH)
+        with serving(Mesh(ns), MESH) as made:
             made.started.append(start_app(ns, APP_PORT, "::"))
             made.sidecar("app", ns.b, B_IP6, f"127.0.0.1:{APP_PORT}", CAPTURES)
             made.sidecar("client", ns.a, A_IP6, "127.0.0.1:9000", CAPTURES)
             yield made
-        finally:
-            for namespace in (ns.a, ns.b):
-                ns.capture(namespace, "--remove")
-            for process in reversed(made.started):
-                process.stop()
 
 
 def test_the_control_plane_routes_a_captured_ipv6_call_to_an_instance_registered_at_an_ipv6_address(

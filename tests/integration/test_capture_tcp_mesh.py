@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from netns import A_IP, B_IP, Namespaces, Started, needs_root, two_namespaces, until
-from test_capture_mesh import API, CAPTURE_PORT, GRPC, INBOUND_PORT, MESHCTL, Mesh
+from test_capture_mesh import CAPTURE_PORT, INBOUND_PORT, Mesh, serving
 
 pytestmark = [*needs_root, pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")]
 
@@ -63,12 +63,7 @@ with socket.create_connection(("{B_IP}", {BANNER_PORT}), timeout=10) as s:
 @pytest.fixture
 def mesh() -> Iterator[Mesh]:
     with two_namespaces() as ns:
-        made = Mesh(ns)
-        try:
-            made.started.append(Started(
-                ["ip", "netns", "exec", ns.a, MESHCTL, "serve", "--data", str(ns.files / "control"), "--grpc", GRPC,
-                 "--api", API], "ready:").wait_ready())
-            made.meshctl("apply", "-f", "-", stdin=MESH)
+        with serving(Mesh(ns), MESH) as made:
             made.started.append(Started(["ip", "netns", "exec", ns.b, "redis-server", "--port", str(REDIS_PORT),
                                          "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "",
                                          "--appendonly", "no", "--logfile", "/dev/stderr"], "Ready to accept"))
@@ -80,11 +75,6 @@ def mesh() -> Iterator[Mesh]:
             made.sidecar("cache", ns.b, B_IP, f"127.0.0.1:{REDIS_PORT}")
             made.sidecar("client", ns.a, A_IP, "127.0.0.1:9000")
             yield made
-        finally:
-            for namespace in (ns.a, ns.b):
-                ns.capture(namespace, "--remove")
-            for process in reversed(made.started):
-                process.stop()
 
 
 def redis_cli(ns: Namespaces, namespace: str, *command: str, check: bool = True) -> str:

@@ -10,18 +10,15 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 import httpx
 import pytest
 from grpc_app import EchoApp, EchoClient, error_of
+from h2_upstreams import BatchUpstream, CutMessageUpstream
 from raw_http import H2Client, StreamOutcome
 from upstreams import wait_until
 
@@ -139,45 +136,8 @@ def test_a_trailers_only_unavailable_is_retried_as_the_policy_says(app: EchoApp)
         assert error_of(lambda: client.echo(b"flaky:not-retried", timeout=10)).code() == grpc.StatusCode.UNAVAILABLE
 
 
-class CutUpstream:
-    """An h2c upstream that answers a call's headers and the first bytes of a 100-byte message,
-    then closes the connection mid-message."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.address = "{}:{}".format(*self.sock.getsockname())
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
-        h2conn.initiate_connection()
-        conn.sendall(h2conn.data_to_send())
-        with conn:
-            while data := conn.recv(65536):
-                for event in h2conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        h2conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
-                        h2conn.send_data(event.stream_id, struct.pack(">BI", 0, 100) + b"cut")
-                        conn.sendall(h2conn.data_to_send())
-                        return
-                conn.sendall(h2conn.data_to_send())
-
-    def stop(self) -> None:
-        self.sock.close()
-
-
 def test_a_message_cut_by_the_upstream_closing_resets_that_call_only(app: EchoApp) -> None:
-    cut = CutUpstream()
+    cut = CutMessageUpstream(100, hang_up=True)
     config = grpc_config(app.address)
     config["listeners"][0]["routes"] = [
         {"name": "cut", "match": {"path_prefix": "/test.Cut/"}, "cluster": "cut"},
@@ -196,59 +156,7 @@ def test_a_message_cut_by_the_upstream_closing_resets_that_call_only(app: EchoAp
             assert list(chat) == [b"re:before", b"re:after"]
             assert client.echo(b"still served", timeout=10) == b"still served"
     finally:
-        cut.stop()
-
-
-class BatchUpstream:
-    """An h2c upstream that holds `batch` calls (or what came before a pause), then answers them
-    all in one write, each as a gRPC server does: headers, one message in a DATA frame, trailers
-    with grpc-status 0."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.address = "{}:{}".format(*self.sock.getsockname())
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
-        h2conn.local_settings.max_concurrent_streams = 2 * self.batch
-        h2conn.initiate_connection()
-        conn.sendall(h2conn.data_to_send())
-        waiting: list[int] = []
-        # Calls are answered together: once `batch` are held, or once none came for a while.
-        conn.settimeout(0.3)
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    data = None
-                if data == b"":
-                    return
-                for event in h2conn.receive_data(data) if data else []:
-                    if isinstance(event, h2.events.StreamEnded):
-                        waiting.append(event.stream_id)
-                if len(waiting) >= self.batch or (data is None and waiting):
-                    for stream_id in waiting:
-                        h2conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
-                        h2conn.send_data(stream_id, struct.pack(">BI", 0, 5) + b"hello")
-                        h2conn.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
-                    waiting = []
-                conn.sendall(h2conn.data_to_send())
-
-    def stop(self) -> None:
-        self.sock.close()
+        cut.close()
 
 
 def test_hundreds_of_responses_arriving_at_once_keep_the_upstream_connection(tmp_path: Path) -> None:
@@ -278,4 +186,4 @@ def test_hundreds_of_responses_arriving_at_once_keep_the_upstream_connection(tmp
             assert outcomes == [(200, framed)] * calls
             assert proxy.stats()["clusters"]["echo"]["upstream_failures_total"] == 0
     finally:
-        upstream.stop()
+        upstream.close()

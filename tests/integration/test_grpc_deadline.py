@@ -7,19 +7,15 @@ without grpc-timeout keep the route's timeout on the head only."""
 
 from __future__ import annotations
 
-import socket
 import struct
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 from grpc_app import EchoApp, EchoClient
 from h2.errors import ErrorCodes
+from h2_upstreams import CutMessageUpstream
 from raw_http import H2Client, StreamOutcome
 from upstreams import wait_until
 
@@ -124,47 +120,10 @@ def test_a_call_without_grpc_timeout_streams_past_the_routes_timeout_on_the_head
         assert proxy.stats()["clusters"]["echo"]["timeouts_total"] == 0
 
 
-class CutMidMessageUpstream:
-    """An h2c upstream that answers every call with its headers and the first bytes of a
-    message announced longer, then sends nothing more while the stream lives; records the
-    streams the proxy reset, by error code."""
-
-    def __init__(self) -> None:
-        self.resets: list[int] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = "{}:{}".format(*self.sock.getsockname())
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
-        h2conn.initiate_connection()
-        conn.sendall(h2conn.data_to_send())
-        with conn:
-            while data := conn.recv(65536):
-                for event in h2conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        h2conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
-                        h2conn.send_data(event.stream_id, struct.pack(">BI", 0, 10) + b"cut")
-                    elif isinstance(event, h2.events.StreamReset):
-                        self.resets.append(event.error_code)
-                conn.sendall(h2conn.data_to_send())
-
-    def stop(self) -> None:
-        self.sock.close()
-
-
 def test_a_deadline_in_the_middle_of_a_message_resets_the_call_with_cancel() -> None:
     # Trailers after a cut message would leave the client a broken message: the stream is reset
     # with CANCEL instead, and the upstream's stream too.
-    upstream = CutMidMessageUpstream()
+    upstream = CutMessageUpstream(10, hang_up=False)
     try:
         with Proxy(config(upstream.address)) as proxy:
             outcome = raw_call(proxy.address("outbound"), b"1", [("grpc-timeout", "300m")])
@@ -174,4 +133,4 @@ def test_a_deadline_in_the_middle_of_a_message_resets_the_call_with_cancel() -> 
             assert grpc_counts(proxy) == {"4": 1}
             wait_until(lambda: upstream.resets == [ErrorCodes.CANCEL], what="the upstream's stream to be reset")
     finally:
-        upstream.stop()
+        upstream.close()
