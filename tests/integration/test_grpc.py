@@ -25,13 +25,12 @@ from upstreams import wait_until
 from meshproxy import Proxy
 
 
-def grpc_config(app: str, *, retry: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    route: dict[str, Any] = {"name": "echo", "cluster": "echo"}
-    if retry is not None:
-        route["retry"] = retry
+def grpc_config(app: str, *, route: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    """One `auto` listener whose route `echo` (with `route`'s settings) sends to the h2c `app`;
+    `top` adds top-level sections."""
     return {
         **top,
-        "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "protocol": "auto", "routes": [route]}],
+        "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "protocol": "auto", "routes": [{"name": "echo", "cluster": "echo", **(route or {})}]}],
         "clusters": [{"name": "echo", "protocol": "http2", "endpoints": [{"address": app}]}],
     }
 
@@ -124,7 +123,7 @@ def test_an_upstream_that_is_down_is_unavailable_with_the_reason(tmp_path: Path)
 
 def test_a_trailers_only_unavailable_is_retried_as_the_policy_says(app: EchoApp) -> None:
     retry = {"retry_on": ["unavailable"], "attempts": 2, "backoff": {"base_interval": "1ms", "max_interval": "2ms"}}
-    with Proxy(grpc_config(app.address, retry=retry)) as proxy, EchoClient(proxy.address("outbound"), "echo") as client:
+    with Proxy(grpc_config(app.address, route={"retry": retry})) as proxy, EchoClient(proxy.address("outbound"), "echo") as client:
         calls_before = app.calls.get("Echo", 0)
         assert client.echo(b"flaky:retried", timeout=10) == b"flaky:retried"
         assert app.calls["Echo"] - calls_before == 2

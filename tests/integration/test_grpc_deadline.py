@@ -8,7 +8,6 @@ without grpc-timeout keep the route's timeout on the head only."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -17,26 +16,10 @@ from grpc_app import EchoApp, EchoClient
 from h2.errors import ErrorCodes
 from h2_upstreams import CutMessageUpstream
 from raw_http import H2Client, StreamOutcome
+from test_grpc import app, grpc_config  # noqa: F401 (app: the module's fixture)
 from upstreams import wait_until
 
 from meshproxy import Proxy
-
-
-def config(app: str, timeout: str | None = None) -> dict[str, Any]:
-    route: dict[str, Any] = {"name": "echo", "cluster": "echo"}
-    if timeout is not None:
-        route["timeout"] = timeout
-    return {
-        "listeners": [{"name": "outbound", "address": "127.0.0.1:0", "protocol": "auto", "routes": [route]}],
-        "clusters": [{"name": "echo", "protocol": "http2", "endpoints": [{"address": app}]}],
-    }
-
-
-@pytest.fixture(scope="module")
-def app() -> Iterator[EchoApp]:
-    running = EchoApp()
-    yield running
-    running.stop()
 
 
 def grpc_counts(proxy: Proxy) -> dict[str, int]:
@@ -76,7 +59,7 @@ def messages(body: bytes) -> list[bytes]:
 
 def test_grpc_timeout_ends_a_streaming_response_with_deadline_exceeded_trailers(app: EchoApp) -> None:
     ended_before = app.streams_ended
-    with Proxy(config(app.address)) as proxy:
+    with Proxy(grpc_config(app.address)) as proxy:
         outcome = raw_call(proxy.address("outbound"), b"every:50", [("grpc-timeout", "400m")])
         assert outcome.status == 200
         assert outcome.reset is None and outcome.ended
@@ -93,7 +76,7 @@ def test_grpc_timeout_ends_a_streaming_response_with_deadline_exceeded_trailers(
 def test_the_routes_timeout_is_a_grpcio_calls_deadline_over_its_whole_stream(app: EchoApp) -> None:
     # The client's own deadline is far; the route's timeout, shorter, is the call's deadline
     # because the call has a grpc-timeout.
-    with Proxy(config(app.address, timeout="500ms")) as proxy, EchoClient(proxy.address("outbound"), "echo") as client:
+    with Proxy(grpc_config(app.address, route={"timeout": "500ms"})) as proxy, EchoClient(proxy.address("outbound"), "echo") as client:
         received = []
         with pytest.raises(grpc.RpcError) as raised:
             for message in client.count(b"every:50", timeout=15):
@@ -113,7 +96,7 @@ def test_the_routes_timeout_is_a_grpcio_calls_deadline_over_its_whole_stream(app
 
 def test_a_call_without_grpc_timeout_streams_past_the_routes_timeout_on_the_head(app: EchoApp) -> None:
     # Without grpc-timeout, the route's timeout covers the head only, as for any request.
-    with Proxy(config(app.address, timeout="300ms")) as proxy:
+    with Proxy(grpc_config(app.address, route={"timeout": "300ms"})) as proxy:
         outcome = raw_call(proxy.address("outbound"), b"every:100:8", [])
         assert (outcome.status, outcome.reset, outcome.trailers.get("grpc-status")) == (200, None, "0")
         assert messages(outcome.body) == [str(i).encode() for i in range(8)]
@@ -125,7 +108,7 @@ def test_a_deadline_in_the_middle_of_a_message_resets_the_call_with_cancel() -> 
     # with CANCEL instead, and the upstream's stream too.
     upstream = CutMessageUpstream(10, hang_up=False)
     try:
-        with Proxy(config(upstream.address)) as proxy:
+        with Proxy(grpc_config(upstream.address)) as proxy:
             outcome = raw_call(proxy.address("outbound"), b"1", [("grpc-timeout", "300m")])
             assert outcome.status == 200
             assert outcome.body == struct.pack(">BI", 0, 10) + b"cut"
