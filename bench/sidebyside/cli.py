@@ -87,15 +87,18 @@ def main(argv: list[str] | None = None) -> int:
                     results += run_suite(line_up, staged, settings, workdir, _say)
 
     print("\n" + render_report(results, machine, versions, settings))
-    record = write_results(results, machine, versions, settings, started, options.results)
+    # Only a whole run stands for the build: `--only` and `--quick` runs keep their own files.
+    whole = not (options.only or options.quick)
+    record = write_results(results, machine, versions, settings, started, options.results, latest=whole)
     chart = draw_chart(
         results,
         f"meshproxy side-by-side, {started:%Y-%m-%d %H:%M} UTC — {machine['cpu_model']}, "
         f"one worker per proxy",
         record.with_suffix(".png"),
     )
-    (options.results / "latest.png").write_bytes(chart.read_bytes())
-    print(f"\nwrote {record}, {chart} (and latest.json, latest.png)")
+    if whole:
+        (options.results / "latest.png").write_bytes(chart.read_bytes())
+    print(f"\nwrote {record}, {chart}" + (" (and latest.json, latest.png)" if whole else ""))
     failed = [r.scenario.key for r in results if r.outcomes[SUBJECT].status == "error"]
     if failed:
         print(f"{SUBJECT} failed: {', '.join(failed)}", file=sys.stderr)

@@ -20,7 +20,10 @@ def write_results(
     settings: Settings,
     started: datetime,
     into: Path,
+    latest: bool,
 ) -> Path:
+    """Writes `<timestamp>.json` into `into`; a whole run (`latest`) also as `latest.json`, which
+    the README table is written from: a partial or quick one must not replace it."""
     document = {
         "started": started.isoformat(timespec="seconds"),
         "machine": machine,
@@ -41,7 +44,8 @@ def write_results(
     into.mkdir(parents=True, exist_ok=True)
     path = into / f"{started:%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    shutil.copyfile(path, into / "latest.json")
+    if latest:
+        shutil.copyfile(path, into / "latest.json")
     return path
 
 
