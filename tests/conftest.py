@@ -151,6 +151,14 @@ def body_json(response: Any) -> dict[str, Any]:
     return document
 
 
+def access_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON access log's complete lines so far (a line being written is left out)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
 def metric_value(admin: str, sample: str) -> float:
     """The value of the unlabelled sample ``sample`` in one scrape of the admin API's /metrics."""
     import httpx

@@ -5,7 +5,6 @@ peers: curl told `HTTPS_PROXY`, `openssl s_server`, the `websockets` package."""
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-from conftest import one_route_config
+from conftest import access_lines, one_route_config
 from meshproxy import Proxy
 from tcp_peers import connect, echo_server
 from tls_peers import https_proxy_curl, openssl_server
@@ -32,13 +31,6 @@ UNRESOLVABLE = "no-such-host.invalid"
 def tls_server(tmp_path: Path) -> Iterator[str]:
     with openssl_server(tmp_path) as address:
         yield address
-
-
-def access_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    text = path.read_text()
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def forward_proxy_config(port: int, log: Path) -> dict[str, Any]:

@@ -8,13 +8,13 @@ HTTP request still in progress then. Real peers: `redis-server` spoken to over a
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import access_lines
 from meshproxy import Proxy
 from tcp_peers import connect, redis_server
 from upstreams import Upstream, wait_until
@@ -58,13 +58,6 @@ def config(redis: str, echo: EchoApp, other: Upstream, log: Path, direction: str
             {"name": "other", "endpoints": [{"address": other.address}]},
         ],
     }
-
-
-def access_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    text = path.read_text()
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def ping(sock: socket.socket) -> bytes:

@@ -16,18 +16,10 @@ from grpc_app import EchoApp, EchoClient
 from h2.errors import ErrorCodes
 from h2_upstreams import CutMessageUpstream
 from raw_http import H2Client, StreamOutcome
-from test_grpc import app, grpc_config  # noqa: F401 (app: the module's fixture)
+from test_grpc import app, grpc_config, grpc_counts  # noqa: F401 (app: the module's fixture)
 from upstreams import wait_until
 
 from meshproxy import Proxy
-
-
-def grpc_counts(proxy: Proxy) -> dict[str, int]:
-    for entry in proxy.stats()["traffic"]["stats"]:
-        if entry["route"] == "echo":
-            counted: dict[str, int] = entry["grpc"]
-            return counted
-    return {}
 
 
 def raw_call(address: str, message: bytes, headers: list[tuple[str, str]]) -> StreamOutcome:

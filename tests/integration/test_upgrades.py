@@ -5,7 +5,6 @@ other connections."""
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
-from conftest import closed_port_address, one_route_config
+from conftest import access_lines, closed_port_address, one_route_config
 from meshproxy import Proxy
 from tls_peers import https_proxy_curl, openssl_server
 from upstreams import Upstream, wait_until
@@ -49,13 +48,6 @@ def chat(proxy_address: str, *messages: str, close_code: int = 4001) -> list[str
             answers.append(str(session.recv(timeout=10)))
         session.close(code=close_code, reason="done")
     return answers
-
-
-def access_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    text = path.read_text()
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 @pytest.mark.parametrize("listener", ["http1", "auto"])
